@@ -1,0 +1,25 @@
+# Both targets do all setup on a fresh machine: create .venv, install, run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_ROOT ?= demo-root
+
+.PHONY: demo test bench render clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fast]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m calreport demo --root $(DEMO_ROOT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_ROOT) .pytest_cache

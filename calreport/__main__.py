@@ -1,0 +1,3 @@
+from calreport.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The only writer of config/applied_multipliers.yaml.
+
+Every write is one transaction under the file's lock: read and validate the current file, write
+the new one by atomic replace, append the apply event to history/live_calibration.jsonl. If the
+event cannot be written the old file is restored, so the YAML and the last apply event agree.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Callable
+
+from filelock import Timeout
+from pydantic import ValidationError
+
+from calreport.config import CalibrationConfig, load_config
+from calreport.errors import CalreportError, RefusedError
+from calreport.fsutil import atomic_write
+from calreport.history import append_row, latest_live_run, locked
+from calreport.models import (
+    AppliedDocument,
+    AppliedEntry,
+    ApplyEvent,
+    Multipliers,
+    default_entry,
+    iso_utc,
+    utc_now,
+)
+from calreport.paths import Root, lock_path
+from calreport.yamlio import load_strict, scalar, validation_problem
+
+FORCED_REASON = "Forced by user"
+HEADER = (
+    "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
+    "# (sigma = RV_7d x multiplier; a band's multiplier when present, else global).\n"
+    "# Written only by calreport (calreport/apply.py) via `calreport calibrate`,\n"
+    "# `calreport force-apply` or `calreport rollback`; the engine hot-reloads it.\n"
+)
+
+# Called after a successful apply with (root, event); the audit trail (git commit) hooks in here.
+after_apply_hooks: list[Callable[[Root, ApplyEvent], None]] = []
+
+
+def read_applied(root: Root, config: CalibrationConfig | None = None) -> AppliedDocument:
+    """Read and strictly validate the YAML. Missing file = every underlying at 1.0 (not an error)."""
+    path = root.applied
+    if not path.exists():
+        return AppliedDocument()
+    data = load_strict(path)
+    if data is None:
+        raise CalreportError("file is empty (expected schema_version and underlyings)", path)
+    if not isinstance(data, dict):
+        raise CalreportError("expected a mapping with schema_version and underlyings", path)
+    try:
+        doc = AppliedDocument.model_validate(data)
+    except ValidationError as exc:
+        raise CalreportError(f"invalid applied multipliers: {validation_problem(exc)}", path) from None
+    cfg = config if config is not None else load_config(root)
+    known = set(cfg.band_names())
+    for name, entry in doc.underlyings.items():
+        unknown = sorted(set(entry.bands) - known)
+        if unknown:
+            raise CalreportError(
+                f"underlyings.{name}.bands: band {unknown[0]!r} is not defined in config/calibration.yaml "
+                f"(defined: {', '.join(sorted(known)) or 'none'})",
+                path,
+            )
+    return doc
+
+
+def format_applied(doc: AppliedDocument) -> str:
+    """Deterministic YAML: stable key order, 4-decimal multipliers, so git diff shows the change."""
+    lines = [HEADER.rstrip("\n"), f"schema_version: {doc.schema_version}", "underlyings:"]
+    if not doc.underlyings:
+        lines[-1] = "underlyings: {}"
+    for name in sorted(doc.underlyings):
+        e = doc.underlyings[name]
+        lines.append(f"  {name}:")
+        lines.append(f"    global: {e.global_:.4f}")
+        if e.bands:
+            lines.append("    bands:")
+            for label, value in e.bands.items():
+                lines.append(f"      {scalar(label)}: {value:.4f}")
+        else:
+            lines.append("    bands: {}")
+        lines.append(f"    updated_at: {scalar(e.updated_at)}")
+        lines.append(f"    source: {e.source}")
+        lines.append(f"    run_id: {scalar(e.run_id)}")
+        lines.append(f"    reason: {scalar(e.reason)}")
+    return "\n".join(lines) + "\n"
+
+
+def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
+    if values.global_ is None or not math.isfinite(values.global_) or values.global_ <= 0:
+        raise RefusedError(f"refusing to apply a non-finite or non-positive global multiplier ({values.global_})")
+    known = cfg.band_names()
+    bands: dict[str, float] = {}
+    for label in known:  # config order, so the YAML lists bands in DTE order
+        if label in values.bands:
+            v = values.bands[label]
+            if not math.isfinite(v) or v <= 0:
+                raise RefusedError(f"refusing to apply band {label} multiplier {v}")
+            bands[label] = v
+    extra = sorted(set(values.bands) - set(known))
+    if extra:
+        raise RefusedError(f"band {extra[0]!r} is not defined in config/calibration.yaml")
+    return Multipliers(global_=values.global_, bands=bands).rounded(4)
+
+
+def apply_values(
+    root: Root,
+    underlying: str,
+    values: Multipliers,
+    *,
+    source: str,
+    run_id: str | None,
+    reason: str,
+    now: datetime | None = None,
+) -> ApplyEvent:
+    """Make `values` the engine's multipliers for `underlying`: YAML + apply event, one transaction."""
+    cfg = load_config(root)
+    underlying = cfg.check_underlying(underlying)
+    new = _checked_values(values, cfg)
+    ts = iso_utc(now or utc_now())
+    path = root.applied
+    try:
+        with locked(path):
+            doc = read_applied(root, cfg)  # a hand-broken file stops here; it is never overwritten
+            old_bytes = path.read_bytes() if path.exists() else None
+            previous = doc.entry(underlying)
+            entry = AppliedEntry(
+                global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
+            )
+            updated = doc.model_copy(update={"underlyings": {**doc.underlyings, underlying: entry}})
+            atomic_write(path, format_applied(updated).encode("utf-8"))
+            event = ApplyEvent(
+                schema_version=1,
+                run_id=run_id,
+                ts=ts,
+                underlying=underlying,
+                previous=previous.multipliers(),
+                applied=entry.multipliers(),
+                source=source,
+                reason=reason,
+                previous_run_id=previous.run_id,
+            )
+            try:
+                append_row(root.live_history, event)
+            except CalreportError:
+                _restore(path, old_bytes)
+                raise
+    except Timeout:
+        raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
+    for hook in after_apply_hooks:
+        hook(root, event)
+    return event
+
+
+def _restore(path, old_bytes: bytes | None) -> None:  # type: ignore[no-untyped-def]
+    """Undo the YAML write when its apply event could not be recorded."""
+    try:
+        if old_bytes is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, old_bytes)
+    except (CalreportError, OSError):
+        pass
+
+
+def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:
+    """Apply the smoothed multipliers of the latest *live* run (auto runs are never candidates)."""
+    cfg = load_config(root)
+    underlying = cfg.check_underlying(underlying)
+    run = latest_live_run(root, underlying)
+    if run is None:
+        raise RefusedError(
+            f"no live run for {underlying} in {root.live_history}; run `calreport calibrate` first"
+        )
+    if run.smoothed is None or run.smoothed.global_ is None:
+        raise RefusedError(f"latest {underlying} live run {run.run_id} has no smoothed multiplier (no usable quotes)")
+    if run.status == "failed" and not allow_unrealistic:
+        raise RefusedError(
+            f"latest {underlying} live run {run.run_id} failed realism ({run.reason}); "
+            "pass --allow-unrealistic to apply it anyway"
+        )
+    return apply_values(
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON
+    )
+
+
+def init_applied(root: Root, cfg: CalibrationConfig, now: datetime | None = None) -> bool:
+    """Write the initial file (every configured underlying at 1.0) unless one exists."""
+    path = root.applied
+    with locked(path):
+        if path.exists():
+            return False
+        ts = iso_utc(now or utc_now())
+        doc = AppliedDocument(
+            underlyings={
+                u: default_entry().model_copy(update={"updated_at": ts, "reason": "Initial default"})
+                for u in cfg.underlyings
+            }
+        )
+        atomic_write(path, format_applied(doc).encode("utf-8"))
+        return True

@@ -1,0 +1,98 @@
+"""Crash-safe file primitives: atomic replace and single-write appends.
+
+Every call goes through `os` functions (write, fsync, replace) so tests can inject I/O errors.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from calreport.errors import CalreportError
+
+DEFAULT_MODE = 0o644
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: fsync the directory that holds the entry."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a reader sees the old file or the new one, never a mix.
+
+    Temp file in the same directory, write + fsync, keep the old file's mode, os.replace,
+    fsync the directory. Any failure removes the temp file and raises CalreportError; the old
+    file is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = DEFAULT_MODE
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CalreportError(f"could not write file ({exc.strerror or exc}); the previous version is kept", path) from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise CalreportError(f"wrote file but could not fsync its directory ({exc.strerror or exc})", path) from None
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one complete line with one write; start on a fresh line if the last one is torn.
+
+    The caller holds the file's lock. A torn last line (crash mid-append) is never rewritten:
+    readers skip it, and this append begins with a newline so the new row stays whole.
+    """
+    if not line.endswith(b"\n"):
+        line += b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, DEFAULT_MODE)
+    except OSError as exc:
+        raise CalreportError(f"cannot open for append ({exc.strerror or exc})", path) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            last = os.pread(fd, 1, size - 1)
+            if last != b"\n":
+                line = b"\n" + line
+        _write_all(fd, line)
+        os.fsync(fd)
+    except OSError as exc:
+        raise CalreportError(f"could not append ({exc.strerror or exc})", path) from None
+    finally:
+        os.close(fd)

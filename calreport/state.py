@@ -1,0 +1,63 @@
+"""Everything shown as "applied" is derived here from the YAML, never stored twice.
+
+- the state document (contract section 3) is the YAML's entries plus generated_at;
+- a run's display status is derived: `applied` when the YAML's run_id is that run, `superseded`
+  when an apply event names it but the YAML no longer does, `failed` when realism failed,
+  `held` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from calreport.apply import read_applied
+from calreport.config import CalibrationConfig
+from calreport.history import HistoryRead, live_history
+from calreport.models import (
+    AppliedDocument,
+    ApplyEvent,
+    LiveRun,
+    StateDocument,
+    iso_utc,
+    utc_now,
+)
+from calreport.paths import Root
+
+
+def state_document(doc: AppliedDocument, now: datetime | None = None) -> StateDocument:
+    return StateDocument(underlyings=dict(doc.underlyings), generated_at=iso_utc(now or utc_now()))
+
+
+def read_state(root: Root, config: CalibrationConfig | None = None) -> StateDocument:
+    """The state document, read from the YAML at call time."""
+    return state_document(read_applied(root, config))
+
+
+@dataclass(frozen=True)
+class StatusIndex:
+    """What is needed to derive any live run's display status without re-reading files."""
+
+    doc: AppliedDocument
+    applied_run_ids: frozenset[tuple[str, str]]  # (underlying, run_id) named by an apply event
+
+    @classmethod
+    def build(cls, doc: AppliedDocument, live: HistoryRead) -> "StatusIndex":
+        ids = frozenset(
+            (e.underlying, e.run_id) for e in live.of_type(ApplyEvent) if e.run_id and e.underlying
+        )
+        return cls(doc=doc, applied_run_ids=ids)
+
+    def status_of(self, run: LiveRun) -> str:
+        entry = self.doc.underlyings.get(run.underlying or "")
+        if entry is not None and run.run_id and entry.run_id == run.run_id:
+            return "applied"
+        if (run.underlying, run.run_id) in self.applied_run_ids:
+            return "superseded"
+        if run.status == "failed":
+            return "failed"
+        return "held"
+
+
+def status_index(root: Root, config: CalibrationConfig | None = None) -> StatusIndex:
+    return StatusIndex.build(read_applied(root, config), live_history(root))
