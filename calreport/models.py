@@ -186,8 +186,15 @@ class Multipliers(_Lenient):
 
 
 class DataQuality(_Lenient):
+    """Data-quality verdict of an auto run, with the evidence the Data health panel shows."""
+
     status: RealismStatus | None = None
     issues: list[str] = Field(default_factory=list)
+    schema_errors: int | None = None
+    completeness: float | None = None  # snapshots present / expected, 0..1
+    expiries: int | None = None
+    strikes: int | None = None
+    rv_returns: int | None = None
 
 
 class HistoryRow(_Lenient):
@@ -206,6 +213,18 @@ class HistoryRow(_Lenient):
             return parse_time(self.ts) if self.ts else None
         except ValueError:
             return None
+
+
+class GroupMetrics(_Lenient):
+    """Metrics of one slice of a run's quotes (an option type or a DTE band)."""
+
+    samples: int | None = None
+    mae_pct: float | None = None
+    bias_pct: float | None = None
+    vega_weighted_mae_pct: float | None = None
+    mae_vol_points: float | None = None
+    recommended: float | None = None
+    on_bound: bool | None = None
 
 
 class LiveRun(HistoryRow):
@@ -229,6 +248,17 @@ class LiveRun(HistoryRow):
     reason: str | None = None
     decision: Literal["apply", "hold"] | None = None
     decision_reason: str | None = None
+    # provenance and detail (all optional: older rows lack them and render as "-")
+    snapshot_ts: str | None = None
+    rv_source: str | None = None
+    rv_returns: int | None = None
+    atm_source: str | None = None
+    recommended_on_bound: bool | None = None
+    dropped: dict[str, int] | None = None
+    by_type: dict[str, GroupMetrics] | None = None
+    by_band: dict[str, GroupMetrics] | None = None
+    settings_hash: str | None = None
+    detail_file: str | None = None
 
 
 class ApplyEvent(HistoryRow):
@@ -256,6 +286,14 @@ class AutoRun(HistoryRow):
     data_quality: DataQuality | None = None
     status: RealismStatus | None = None
     reason: str | None = None
+    multiplier_on_bound: bool | None = None
+    rv_7d: float | None = None
+    as_of: str | None = None
+    harvest_start: str | None = None
+    harvest_end: str | None = None
+    snapshots_used: int | None = None
+    snapshots_expected: int | None = None
+    settings_hash: str | None = None
 
 
 class UnknownRow(HistoryRow):
@@ -263,3 +301,43 @@ class UnknownRow(HistoryRow):
 
 
 ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun}
+
+
+# --------------------------------------------------------------------------- per-run detail file
+
+
+class QuoteDetail(_Lenient):
+    """One quote of a live run (history/runs/<run_id>.json), for the latest-run table."""
+
+    instrument: str
+    dte: float
+    strike: float
+    type: Literal["C", "P"]
+    mark: float  # coin
+    synthetic: float  # coin, at the multiplier tested
+    diff_pct: float  # (synthetic - mark) / mark * 100
+    vega: float  # coin per 1.00 vol
+    mark_iv: float | None = None  # fraction
+    synthetic_iv: float | None = None  # fraction
+    band: str | None = None
+
+
+class ExpirySummary(_Lenient):
+    """Per-expiry summary of a live run, for the ATM IV vs synthetic IV chart."""
+
+    expiry: str
+    dte: float
+    samples: int
+    atm_mark_iv: float | None = None  # fraction
+    synthetic_iv: float | None = None  # fraction (RV_7d x multiplier tested)
+    mae_pct: float | None = None
+    vega_weighted_mae_pct: float | None = None
+
+
+class RunDetail(_Lenient):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    underlying: str
+    ts: str
+    quotes: list[QuoteDetail] = Field(default_factory=list)
+    expiries: list[ExpirySummary] = Field(default_factory=list)
