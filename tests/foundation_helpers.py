@@ -1,0 +1,58 @@
+"""Row builders shared by the foundation tests (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+from calreport.history import append_row, new_run_id
+from calreport.models import AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.paths import Root
+
+
+def add_live_run(
+    root: Root,
+    underlying: str = "BTC",
+    smoothed: float = 1.0833,
+    bands: dict[str, float] | None = None,
+    status: str = "ok",
+    ts: str = "2025-12-11T10:16:00Z",
+) -> LiveRun:
+    run = LiveRun(
+        schema_version=1,
+        run_id=new_run_id(),
+        ts=ts,
+        underlying=underlying,
+        multiplier_tested=0.9266,
+        rv_7d=0.432,
+        atm_iv=0.419,
+        recommended=Multipliers(global_=1.0488, bands={}),
+        smoothed=Multipliers(global_=smoothed, bands=bands or {}),
+        mae_pct=15.74,
+        vega_weighted_mae_pct=12.82,
+        samples=47,
+        status=status,
+        reason="Calibration within thresholds" if status == "ok" else "Unrealistic",
+        decision="hold",
+        decision_reason="Sample size too small (47 < 50)",
+    )
+    append_row(root.live_history, run)
+    return run
+
+
+def add_auto_run(root: Root, underlying: str = "BTC", multiplier: float = 0.5, mae: float = 4668684.92) -> AutoRun:
+    run = AutoRun(
+        schema_version=1,
+        run_id=new_run_id(),
+        ts="2025-12-11T10:20:00Z",
+        underlying=underlying,
+        dte_min=3,
+        dte_max=10,
+        lookback="14d",
+        multiplier=multiplier,
+        mae_pct=mae,
+        vega_weighted_mae_pct=None,
+        samples=2305,
+        data_quality=DataQuality(status="ok", issues=[]),
+        status="failed",
+        reason="Unrealistic auto-calibration: multiplier or MAE outside sane range",
+    )
+    append_row(root.auto_history, run)
+    return run

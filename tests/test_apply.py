@@ -1,0 +1,213 @@
+"""The applied YAML is the single source of truth: apply, force-apply, derived status."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import yaml
+
+from calreport import actions
+from calreport.apply import apply_values, force_apply, format_applied, read_applied
+from calreport.cli import main
+from calreport.errors import CalreportError, RefusedError
+from calreport.history import apply_events
+from calreport.models import Multipliers
+from calreport.paths import Root, lock_path
+from calreport.state import read_state, status_index
+
+from foundation_helpers import add_auto_run, add_live_run
+
+
+@pytest.fixture
+def root(tmp_path) -> Root:
+    r = Root(tmp_path / "root")
+    actions.init(r)
+    return r
+
+
+def _status_json(root: Root, capsys) -> dict:
+    assert main(["--root", str(root.path), "status", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_force_apply_makes_yaml_state_and_run_agree(root, capsys):
+    run = add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05, "7-30d": 1.09})
+    event = force_apply(root, "BTC")
+
+    raw = yaml.safe_load(root.applied.read_text())["underlyings"]["BTC"]
+    assert raw["global"] == 1.0833 and raw["bands"] == {"0-7d": 1.05, "7-30d": 1.09}
+    assert raw["run_id"] == run.run_id and raw["source"] == "force" and raw["reason"] == "Forced by user"
+    state = _status_json(root, capsys)["underlyings"]["BTC"]
+    assert state["global"] == raw["global"] == run.smoothed.global_
+    assert state["bands"] == raw["bands"] == run.smoothed.bands
+    assert status_index(root).status_of(run) == "applied"
+    assert event.previous.global_ == 1.0 and event.applied.global_ == 1.0833
+
+
+def test_later_apply_supersedes_earlier_run(root):
+    first = add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    second = add_live_run(root, smoothed=1.12)
+    force_apply(root, "BTC")
+    idx = status_index(root)
+    assert idx.status_of(first) == "superseded"
+    assert idx.status_of(second) == "applied"
+    assert read_applied(root).entry("BTC").global_ == 1.12
+
+
+def test_run_never_applied_is_held_and_failed_realism_is_failed(root):
+    held = add_live_run(root, smoothed=1.05)
+    failed = add_live_run(root, smoothed=0.5, status="failed")
+    idx = status_index(root)
+    assert idx.status_of(held) == "held"
+    assert idx.status_of(failed) == "failed"
+
+
+def test_force_apply_refuses_failed_run_unless_allowed(root):
+    add_live_run(root, smoothed=0.5, status="failed")
+    before = root.applied.read_bytes()
+    with pytest.raises(RefusedError, match="--allow-unrealistic"):
+        force_apply(root, "BTC")
+    assert root.applied.read_bytes() == before
+    force_apply(root, "BTC", allow_unrealistic=True)
+    assert read_applied(root).entry("BTC").global_ == 0.5
+
+
+def test_auto_runs_never_change_applied_even_when_newest(root, capsys):
+    add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    before = root.applied.read_bytes()
+    add_auto_run(root, multiplier=1.3, mae=10.0)
+    add_auto_run(root, multiplier=0.5)
+    assert root.applied.read_bytes() == before
+    # force-apply after the auto runs still takes the latest *live* run
+    force_apply(root, "BTC")
+    assert read_applied(root).entry("BTC").global_ == 1.0833
+
+
+def test_force_apply_without_live_run_is_refused_and_writes_nothing(root, capsys):
+    add_auto_run(root, multiplier=1.2, mae=10.0)  # an auto run is never a candidate
+    before = root.applied.read_bytes()
+    history_before = root.live_history.read_bytes()
+    assert main(["--root", str(root.path), "force-apply", "--underlying", "BTC"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("calreport: error: no live run for BTC") and "\n" not in err
+    assert root.applied.read_bytes() == before
+    assert root.live_history.read_bytes() == history_before
+
+
+def test_eth_is_applied_independently_of_btc(root):
+    add_live_run(root, "BTC", smoothed=1.0833)
+    add_live_run(root, "ETH", smoothed=0.95)
+    force_apply(root, "ETH")
+    doc = read_applied(root)
+    assert doc.entry("ETH").global_ == 0.95
+    assert doc.entry("BTC").global_ == 1.0  # untouched
+
+
+def test_missing_underlying_means_one_not_an_error(tmp_path):
+    root = Root(tmp_path)
+    assert read_applied(root).entry("BTC").global_ == 1.0  # no file at all
+    root.config_dir.mkdir()
+    root.applied.write_text("schema_version: 1\nunderlyings: {}\n")
+    assert read_applied(root).entry("ETH").global_ == 1.0
+
+
+def test_yaml_output_is_deterministic_and_diffable(root):
+    add_live_run(root, smoothed=1.08333333, bands={"7-30d": 1.09, "0-7d": 1.05})
+    force_apply(root, "BTC")
+    text = root.applied.read_text()
+    assert text.startswith("# Applied IV multipliers")
+    assert "    global: 1.0833\n" in text
+    # bands in config (DTE) order, 4 decimals
+    assert "    bands:\n      0-7d: 1.0500\n      7-30d: 1.0900\n" in text
+    assert format_applied(read_applied(root)) == text  # re-formatting the parsed file is a fixed point
+    assert text.index("  BTC:") < text.index("  ETH:")
+
+
+def test_apply_event_records_previous_and_new_values(root):
+    first = add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    add_live_run(root, smoothed=1.2)
+    force_apply(root, "BTC")
+    events = apply_events(root, "BTC")
+    assert [e.applied.global_ for e in events] == [1.0833, 1.2]
+    assert events[1].previous.global_ == 1.0833 and events[1].previous_run_id == first.run_id
+
+
+def test_apply_keeps_file_mode_and_lock_file(root):
+    os.chmod(root.applied, 0o640)
+    add_live_run(root)
+    force_apply(root, "BTC")
+    assert stat.S_IMODE(os.stat(root.applied).st_mode) == 0o640
+    assert lock_path(root.applied).exists()
+    leftovers = [p.name for p in root.config_dir.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("schema_version: 1\nunderlyings:\n  BTC:\n    global: 1.1\n    global: 1.2\n", "duplicate key 'global'"),
+        ("schema_version: 1\nunderlyings:\n  BTC:\n    gloabl: 1.1\n", "unknown key"),
+        ("schema_version: 1\nunderlyings:\n  BTC:\n    global: '1e-3'\n", "must be a number"),
+        ("schema_version: 1\nunderlyings:\n  BTC:\n    global: .nan\n", "finite"),
+        ("schema_version: 1\nunderlyings:\n  BTC:\n    global: yes\n", "must be a number"),
+        ("schema_version: 1\nunderlyings:\n  BTC: {global: 1.0, bands: {weekly: 1.1}}\n", "not defined"),
+        ("schema_version: 1\nunderlyings: [BTC\n", "invalid YAML"),
+        ("!!python/object:os.system {}\n", "invalid YAML"),
+        ("", "empty"),
+    ],
+)
+def test_hand_broken_yaml_is_a_one_line_error_and_never_overwritten(root, capsys, text, problem):
+    root.applied.write_text(text)
+    add_live_run(root)
+    with pytest.raises(CalreportError) as exc:
+        read_applied(root)
+    assert problem in str(exc.value) and str(root.applied) in str(exc.value)
+    for argv in (["status"], ["status", "--json"], ["force-apply"]):
+        assert main(["--root", str(root.path), *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "applied_multipliers.yaml" in err
+    assert root.applied.read_text() == text
+    assert apply_events(root) == []
+
+
+def test_apply_rejects_unknown_band_and_bad_values(root):
+    with pytest.raises(RefusedError):
+        apply_values(root, "BTC", Multipliers(global_=1.1, bands={"weekly": 1.2}), source="policy", run_id="r", reason="x")
+    with pytest.raises(RefusedError):
+        apply_values(root, "BTC", Multipliers(global_=float("nan")), source="policy", run_id="r", reason="x")
+    with pytest.raises(CalreportError, match="unknown underlying"):
+        apply_values(root, "XRP", Multipliers(global_=1.1), source="policy", run_id="r", reason="x")
+    assert apply_events(root) == []
+
+
+def test_failed_history_append_restores_previous_yaml(root, monkeypatch):
+    add_live_run(root)
+    before = root.applied.read_bytes()
+    import calreport.apply as apply_mod
+
+    def boom(*a, **k):
+        raise CalreportError("could not append (No space left on device)", root.live_history)
+
+    monkeypatch.setattr(apply_mod, "append_row", boom)
+    with pytest.raises(CalreportError, match="No space"):
+        force_apply(root, "BTC")
+    assert root.applied.read_bytes() == before
+    assert apply_events(root) == []
+
+
+def test_state_document_numbers_are_the_yaml_numbers(root):
+    add_live_run(root, smoothed=1.23456, bands={"30-90d": 0.98765})
+    force_apply(root, "BTC")
+    raw = yaml.safe_load(root.applied.read_text())
+    state = read_state(root).to_json_dict()
+    for name, entry in raw["underlyings"].items():
+        assert state["underlyings"][name]["global"] == entry["global"]
+        assert state["underlyings"][name]["bands"] == (entry["bands"] or {})
+        assert state["underlyings"][name]["run_id"] == entry["run_id"]
+    assert set(state) == {"schema_version", "underlyings", "generated_at"}
