@@ -1,0 +1,79 @@
+"""The CLI is thin: one line on stderr and a non-zero exit for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from calreport.cli import main
+from calreport.paths import Root
+
+
+def run_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "calreport", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_init_then_status_json_via_env_root(tmp_path):
+    root = tmp_path / "r"
+    r = run_cli("init", env={"CALREPORT_ROOT": str(root)})
+    assert r.returncode == 0, r.stderr
+    r = run_cli("status", "--json", env={"CALREPORT_ROOT": str(root)})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["underlyings"]["BTC"]["global"] == 1.0 and doc["underlyings"]["BTC"]["source"] == "init"
+
+
+def test_root_flag_works_before_and_after_the_command(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--root", str(a), "init"]) == 0
+    assert main(["init", "--root", str(b)]) == 0
+    assert Root(a).applied.exists() and Root(b).applied.exists()
+
+
+def test_init_is_idempotent_and_keeps_existing_files(tmp_path, capsys):
+    root = Root(tmp_path)
+    assert main(["--root", str(tmp_path), "init"]) == 0
+    root.applied.write_text(root.applied.read_text().replace("global: 1.0000", "global: 1.2000", 1))
+    before = root.applied.read_bytes()
+    assert main(["--root", str(tmp_path), "init"]) == 0
+    assert root.applied.read_bytes() == before
+    assert "already initialised" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "needle"),
+    [
+        (lambda r: None, ["force-apply", "--underlying", "DOGE"], "unknown underlying 'DOGE'"),
+        (lambda r: r.applied.write_text("underlyings: {BTC: {global: [1]}}\n"), ["status"], "applied_multipliers.yaml"),
+        (lambda r: r.calibration_config.write_text("realism: {min_mul: 0.7}\n"), ["status"], "calibration.yaml"),
+        (lambda r: r.calibration_config.write_text("bands: [}\n"), ["status", "--json"], "invalid YAML"),
+    ],
+)
+def test_bad_input_is_one_line_no_traceback(tmp_path, setup, args, needle):
+    assert run_cli("--root", str(tmp_path), "init").returncode == 0
+    setup(Root(tmp_path))
+    r = run_cli("--root", str(tmp_path), *args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_status_shows_configured_underlying_missing_from_yaml_as_default(tmp_path, capsys):
+    root = Root(tmp_path)
+    main(["--root", str(tmp_path), "init"])
+    root.applied.write_text("schema_version: 1\nunderlyings: {}\n")
+    capsys.readouterr()
+    assert main(["--root", str(tmp_path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "BTC: global 1.0000 (default: never applied)" in out
