@@ -18,6 +18,7 @@ best-effort: a read-only location just means no cache.
 
 Public API:
     load_harvest(source, underlying, start_ms, end_ms, cache_dir=None, progress=None) -> HarvestFrame
+    index_price_per_snapshot(frame) -> (ticks_ms, index proxy)    one price per snapshot
     underlying_price_series(source, underlying, end_ms, days=7) -> (hour_ticks_ms, close)
     append_snapshot(root, underlying, rows, harvested_at_ms) -> AppendResult
     harvest_command(root, underlying, from_file=None) -> int     (`calreport harvest`)
@@ -64,7 +65,6 @@ except ImportError:  # pragma: no cover - exercised when orjson is absent
 
 
 FORMAT_VERSION = 1
-MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 DAY_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -520,16 +520,6 @@ def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarra
     return t[first], f[first]
 
 
-def hourly_closes(ticks_ms: np.ndarray, price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Last price in each clock hour -> (hour start ms, close): Deribit's chart-data convention."""
-    if ticks_ms.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    hour = ticks_ms // MS_PER_HOUR
-    last = np.ones(hour.size, dtype=bool)
-    last[:-1] = hour[1:] != hour[:-1]
-    return (hour[last] * MS_PER_HOUR).astype(np.int64), price[last]
-
-
 def underlying_price_series(
     source: Root | Path | str,
     underlying: str,
@@ -542,12 +532,14 @@ def underlying_price_series(
 
     For RV_7d when no --prices / --rv is given: feed the result to rv.py exactly like a
     get_tradingview_chart_data response. Hours without any snapshot are absent (not interpolated),
-    so the number of returns honestly reflects harvest gaps.
+    so the number of returns honestly reflects harvest gaps. rv.rv_from_harvest wraps this.
     """
     start = int(end_ms - days * MS_PER_DAY)
     frame = load_harvest(source, underlying, start, int(end_ms), cache_dir=cache_dir)
+    from calreport.rv import to_hourly
+
     t, p = index_price_per_snapshot(frame)
-    return hourly_closes(t, p)
+    return to_hourly(t, p)
 
 
 # --------------------------------------------------------------------------- appending

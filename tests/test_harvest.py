@@ -15,7 +15,6 @@ from calreport.errors import CalreportError
 from calreport.harvest import (
     append_snapshot,
     harvest_command,
-    hourly_closes,
     load_harvest,
     underlying_price_series,
 )
@@ -195,12 +194,6 @@ def test_index_series_uses_the_nearest_expiry_forward_hourly(tmp_path: Path) -> 
     ticks, close = underlying_price_series(root, "BTC", DEC11 + 3 * HOUR, days=1)
     assert ticks.tolist() == [DEC11, DEC11 + HOUR]
     assert close.tolist() == [90011.0, 90023.0]  # last nearest-expiry forward of each hour
-
-
-def test_hourly_closes_keep_gaps_as_gaps() -> None:
-    t = np.array([0, 10, HOUR + 5, 5 * HOUR + 1], dtype=np.int64)
-    ticks, close = hourly_closes(t, np.array([1.0, 2.0, 3.0, 4.0]))
-    assert ticks.tolist() == [0, HOUR, 5 * HOUR] and close.tolist() == [2.0, 3.0, 4.0]
 
 
 def test_frame_converts_to_quote_arrays(tmp_path: Path) -> None:
