@@ -1,0 +1,307 @@
+"""Small inline-SVG charts: geometry only (pure functions), drawn by templates/_chart.html.j2.
+
+The template prints coordinates and labels through autoescaping, so no markup is built here and
+no chart can smuggle data into the page. Each chart also carries its own table fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Sequence
+
+from calreport.models import ApplyEvent, AutoRun, LiveRun, RunDetail, parse_time
+
+WIDTH, HEIGHT = 560, 200
+LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
+
+
+@dataclass(frozen=True)
+class Dot:
+    x: str
+    y: str
+    label: str
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    cls: str  # CSS class giving the colour: s-rec, s-smooth, s-applied, s-ok, s-market, s-synth
+    path: str  # SVG path data ("" for dots only)
+    dots: list[Dot] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Tick:
+    pos: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    title: str
+    description: str
+    series: list[Series]
+    markers: list[Dot]  # failed runs (drawn as crosses)
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    headers: list[str]
+    rows: list[list[str]]
+    empty_text: str = ""
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    right: int = WIDTH - RIGHT
+    top: int = TOP
+    bottom: int = HEIGHT - BOTTOM
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+
+def _f(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def nice_step(span: float, target: int = 4) -> float:
+    """A 1/2/5 x 10^k step giving about `target` intervals over `span`."""
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / target
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+@dataclass(frozen=True)
+class Scale:
+    lo: float
+    hi: float
+    p0: float
+    p1: float
+
+    def __call__(self, v: float) -> float:
+        if self.hi == self.lo:
+            return (self.p0 + self.p1) / 2
+        return self.p0 + (v - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
+
+
+def y_scale(values: Sequence[float], fmt: str = "{:.2f}") -> tuple[Scale, list[Tick]]:
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        pad = abs(lo) * 0.05 or 0.05
+        lo, hi = lo - pad, hi + pad
+    step = nice_step(hi - lo)
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    s = Scale(lo, hi, HEIGHT - BOTTOM, TOP)
+    ticks = []
+    n = int(round((hi - lo) / step))
+    for i in range(n + 1):
+        v = lo + i * step
+        ticks.append(Tick(_f(s(v)), fmt.format(v)))
+    return s, ticks
+
+
+def x_scale_time(times: Sequence[float]) -> tuple[Scale, list[Tick]]:
+    lo, hi = min(times), max(times)
+    s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
+    span = hi - lo
+    fmt = "%m-%d" if span > 3 * 86400 else "%m-%d %H:%M"
+    points = [lo] if span == 0 else [lo + span * i / 3 for i in range(4)]
+    ticks = [Tick(_f(s(t)), datetime.fromtimestamp(t, tz=timezone.utc).strftime(fmt)) for t in points]
+    return s, ticks
+
+
+def x_scale_num(values: Sequence[float], fmt: str = "{:g}") -> tuple[Scale, list[Tick]]:
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+    step = nice_step(hi - lo)
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
+    n = int(round((hi - lo) / step))
+    return s, [Tick(_f(s(lo + i * step)), fmt.format(lo + i * step)) for i in range(n + 1)]
+
+
+def _ts(ts: str | None) -> float | None:
+    try:
+        return parse_time(ts).timestamp() if ts else None
+    except ValueError:
+        return None
+
+
+def _fin(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _line(points: Sequence[tuple[float, float]]) -> str:
+    return " ".join(("M" if i == 0 else "L") + f"{_f(x)},{_f(y)}" for i, (x, y) in enumerate(points))
+
+
+def _step(points: Sequence[tuple[float, float]], x_end: float) -> str:
+    """Step line: each value holds until the next change, the last one until x_end."""
+    if not points:
+        return ""
+    parts = [f"M{_f(points[0][0])},{_f(points[0][1])}"]
+    for x, y in points[1:]:
+        parts.append(f"H{_f(x)}V{_f(y)}")
+    parts.append(f"H{_f(x_end)}")
+    return "".join(parts)
+
+
+def _fmt_time(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _m(x: float | None) -> str:
+    return f"{x:.4f}" if _fin(x) else "-"
+
+
+def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[ApplyEvent]) -> Chart:
+    """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time."""
+    title = f"{underlying} multiplier over time (global)"
+    pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]
+    rec = [(t, r.recommended.global_) for t, r in pts if r.recommended and _fin(r.recommended.global_)]
+    smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and _fin(r.smoothed.global_)]
+    ev_pts = [(t, e.applied.global_) for e in events if (t := _ts(e.ts)) is not None and e.applied and _fin(e.applied.global_)]
+    times = [t for t, _ in rec + smo]
+    if not times:
+        return Chart(f"mult-{underlying}", title, "", [], [], [], [], [], [], empty_text="No live runs yet.")
+    t0 = min(times)
+    # applied level over the window: the last apply at or before t0 starts the step line; applies
+    # after the newest run (a later force-apply) widen the window so they stay visible
+    before = [p for p in ev_pts if p[0] <= t0]
+    inside = [p for p in ev_pts if t0 < p[0]]
+    t1 = max(times + [t for t, _ in inside])
+    times = times + [t1]
+    steps = ([(t0, before[-1][1])] if before else []) + inside
+    ys = [v for _, v in rec + smo + steps]
+    ys_float = [float(v) for v in ys if v is not None]
+    xs, xt = x_scale_time(times)
+    ysc, yt = y_scale(ys_float, "{:.2f}")
+    series = [
+        Series("applied", "s-applied", _step([(xs(t), ysc(v)) for t, v in steps], xs(t1))),
+        Series("smoothed", "s-smooth", _line([(xs(t), ysc(v)) for t, v in smo])),
+        Series(
+            "recommended",
+            "s-rec",
+            "",
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{_fmt_time(t)} recommended {v:.4f}") for t, v in rec],
+        ),
+    ]
+    ev_times = [t for t, _ in ev_pts]  # history order is time order
+    applied_at = [ev_pts[i - 1][1] if (i := bisect_right(ev_times, t)) else None for t, _r in pts]
+    rows = [
+        [_fmt_time(t), _m(r.recommended.global_ if r.recommended else None), _m(r.smoothed.global_ if r.smoothed else None), _m(a)]
+        for (t, r), a in zip(reversed(pts), reversed(applied_at))
+    ]
+    return Chart(
+        f"mult-{underlying}",
+        title,
+        "Recommended (dots), smoothed (line) and applied (step) global multiplier per live run.",
+        series,
+        [],
+        xt,
+        yt,
+        ["Time (UTC)", "Recommended", "Smoothed", "Applied after"],
+        rows,
+    )
+
+
+def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
+    """Auto-calibrate multiplier over time; failed runs are crosses, so an insane 0.5 stands out."""
+    title = f"{underlying} auto-calibrate multiplier"
+    pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None and _fin(r.multiplier)]
+    if not pts:
+        return Chart(f"auto-{underlying}", title, "", [], [], [], [], [], [], empty_text="No auto-calibrate runs yet.")
+    xs, xt = x_scale_time([t for t, _ in pts])
+    ysc, yt = y_scale([float(r.multiplier or 0) for _, r in pts], "{:.2f}")
+    good = [(t, r) for t, r in pts if r.status != "failed"]
+    bad = [(t, r) for t, r in pts if r.status == "failed"]
+    series = [
+        Series(
+            "ok / degraded",
+            "s-ok",
+            _line([(xs(t), ysc(float(r.multiplier or 0))) for t, r in good]),
+            [
+                Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{_fmt_time(t)} {r.status or '-'} {_m(r.multiplier)}",
+                    "degraded" if r.status == "degraded" else "")
+                for t, r in good
+            ],
+        )
+    ]
+    markers = [
+        Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{_fmt_time(t)} failed {_m(r.multiplier)}: {r.reason or '-'}")
+        for t, r in bad
+    ]
+    rows = [
+        [_fmt_time(t), r.status or "-", _m(r.multiplier), f"{r.mae_pct:,.2f}%" if _fin(r.mae_pct) else "-"]
+        for t, r in reversed(pts)
+    ]
+    return Chart(
+        f"auto-{underlying}",
+        title,
+        "Multiplier of each auto-calibrate run; failed runs are drawn as red crosses.",
+        series,
+        markers,
+        xt,
+        yt,
+        ["Time (UTC)", "Status", "Multiplier", "MAE %"],
+        rows,
+    )
+
+
+def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> Chart:
+    """Market ATM IV vs synthetic IV (RV_7d x multiplier tested) by DTE for the latest live run."""
+    title = f"{underlying} ATM IV vs synthetic IV by DTE (latest live run)"
+    exps = [e for e in (detail.expiries if detail else []) if _fin(e.dte)]
+    exps.sort(key=lambda e: e.dte)
+    market = [(e.dte, e.atm_mark_iv * 100) for e in exps if _fin(e.atm_mark_iv)]
+    synth = [(e.dte, e.synthetic_iv * 100) for e in exps if _fin(e.synthetic_iv)]
+    if not market and not synth:
+        why = "No live run yet." if run is None else "No per-expiry detail for the latest run."
+        return Chart(f"iv-{underlying}", title, "", [], [], [], [], [], [], empty_text=why)
+    xs, xt = x_scale_num([d for d, _ in market + synth])
+    ysc, yt = y_scale([v for _, v in market + synth], "{:.0f}%")
+    series = [
+        Series(
+            "market ATM IV",
+            "s-market",
+            _line([(xs(d), ysc(v)) for d, v in market]),
+            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {d:.1f}: market ATM IV {v:.1f}%") for d, v in market],
+        ),
+        Series(
+            "synthetic IV",
+            "s-synth",
+            _line([(xs(d), ysc(v)) for d, v in synth]),
+            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {d:.1f}: synthetic IV {v:.1f}%") for d, v in synth],
+        ),
+    ]
+    rows = [
+        [
+            e.expiry,
+            f"{e.dte:.1f}",
+            f"{e.atm_mark_iv * 100:.1f}%" if _fin(e.atm_mark_iv) else "-",
+            f"{e.synthetic_iv * 100:.1f}%" if _fin(e.synthetic_iv) else "-",
+            str(e.samples),
+        ]
+        for e in exps
+    ]
+    return Chart(
+        f"iv-{underlying}",
+        title,
+        "Market ATM implied vol per expiry against the synthetic engine's vol at the multiplier tested.",
+        series,
+        [],
+        xt,
+        yt,
+        ["Expiry", "DTE", "Market ATM IV", "Synthetic IV", "Quotes"],
+        rows,
+    )
