@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from calreport import apply as apply_mod
+from calreport import audit as _audit  # noqa: F401 - registers the git-commit hook on every apply
 from calreport.config import DEFAULT_CONFIG_TEXT, load_config
 from calreport.fsutil import atomic_write
 from calreport.history import ensure_history_files

@@ -1,0 +1,193 @@
+"""The audit trail: git commits of the applied YAML, `calreport log` and `calreport rollback`.
+
+- With `git_commit: true` and the root inside a git work tree, every apply commits
+  config/applied_multipliers.yaml and nothing else (`git commit --only -- <path>`: whatever else
+  the user has staged stays staged and uncommitted). A failed commit is a warning, never a failed
+  apply: the YAML and its apply event are already the truth.
+- `log` and `rollback` read the apply events in history/live_calibration.jsonl, which record the
+  previous and the applied values of every change.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from calreport import apply as apply_mod
+from calreport.apply import apply_values, read_applied
+from calreport.config import load_config
+from calreport.errors import CalreportError, RefusedError
+from calreport.history import apply_events, auto_runs, live_runs, locked
+from calreport.models import ApplyEvent, Multipliers
+from calreport.paths import Root
+
+GIT_TIMEOUT_S = 30.0
+ROLLBACK_REASON = "Rollback to run {run_id}"
+
+
+# --------------------------------------------------------------------------- describing changes
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def describe_change(previous: Multipliers | None, applied: Multipliers | None) -> str:
+    """'global 1.0000 -> 1.0833, 0-7d - -> 1.0500' (bands listed only when they changed)."""
+    prev = previous or Multipliers()
+    new = applied or Multipliers()
+    parts = [f"global {_fmt(prev.global_)} -> {_fmt(new.global_)}"]
+    for label in list(dict.fromkeys([*new.bands, *prev.bands])):
+        a, b = prev.bands.get(label), new.bands.get(label)
+        if a is None or b is None or round(a, 4) != round(b, 4):
+            parts.append(f"{label} {_fmt(a)} -> {_fmt(b)}")
+    return ", ".join(parts)
+
+
+def commit_message(event: ApplyEvent) -> str:
+    return (
+        f"calreport: {event.underlying} {describe_change(event.previous, event.applied)} "
+        f"({event.reason or event.source}, run {event.run_id or '-'})"
+    )
+
+
+# --------------------------------------------------------------------------- git commit hook
+
+
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, env=env, check=False
+    )
+
+
+def _identity_env(cwd: Path) -> dict[str, str]:
+    """Use the user's git identity; fall back to calreport's only where none is configured."""
+    env = dict(os.environ)
+    if not _git(cwd, "config", "user.email").stdout.strip() and "GIT_AUTHOR_EMAIL" not in env:
+        env.setdefault("GIT_AUTHOR_NAME", "calreport")
+        env.setdefault("GIT_AUTHOR_EMAIL", "calreport@localhost")
+        env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+        env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    return env
+
+
+def commit_applied(root: Root, event: ApplyEvent) -> str | None:
+    """Commit only the applied YAML for `event`. Returns the commit hash, None when skipped.
+
+    Raises CalreportError when git fails. Runs under the YAML's lock so the committed file is the
+    one this event wrote; if a later apply already replaced it, that apply's own commit carries it.
+    """
+    cwd = root.path
+    probe = _git(cwd, "rev-parse", "--is-inside-work-tree")
+    if probe.returncode != 0 or probe.stdout.strip() != "true":
+        return None
+    path = root.applied
+    with locked(path):
+        current = read_applied(root).underlyings.get(event.underlying or "")
+        if current is None or current.updated_at != event.ts or current.run_id != event.run_id:
+            return None
+        env = _identity_env(cwd)
+        rel = os.path.relpath(path, cwd)
+        tracked = _git(cwd, "ls-files", "--error-unmatch", "--", rel).returncode == 0
+        if not tracked:
+            added = _git(cwd, "add", "--", rel, env=env)
+            if added.returncode != 0:
+                raise CalreportError(f"git add failed: {_first_line(added)}", path)
+        done = _git(cwd, "commit", "--only", "--quiet", "-m", commit_message(event), "--", rel, env=env)
+        if done.returncode != 0:
+            raise CalreportError(f"git commit failed: {_first_line(done)}", path)
+        head = _git(cwd, "rev-parse", "HEAD")
+        return head.stdout.strip() or None
+
+
+def _first_line(proc: subprocess.CompletedProcess[str]) -> str:
+    text = (proc.stderr or proc.stdout or f"exit status {proc.returncode}").strip()
+    return text.splitlines()[0] if text else f"exit status {proc.returncode}"
+
+
+def git_commit_hook(root: Root, event: ApplyEvent) -> None:
+    """after_apply hook: commit when `git_commit: true`; any failure is a one-line warning."""
+    try:
+        if not load_config(root).git_commit:
+            return
+        commit_applied(root, event)
+    except (CalreportError, OSError, subprocess.SubprocessError) as exc:
+        msg = exc.one_line() if isinstance(exc, CalreportError) else f"{type(exc).__name__}: {exc}"
+        print(f"calreport: warning: the apply succeeded but its git commit did not: {' '.join(msg.split())}", file=sys.stderr)
+
+
+def register() -> None:
+    if git_commit_hook not in apply_mod.after_apply_hooks:
+        apply_mod.after_apply_hooks.append(git_commit_hook)
+
+
+register()
+
+
+# --------------------------------------------------------------------------- log
+
+
+def log_command(root: Root, underlying: str | None = None) -> int:
+    """`calreport log`: every applied change, newest first (when, what, previous -> new, why, run)."""
+    name = underlying.upper() if underlying else None
+    events = apply_events(root, name)
+    if not events:
+        which = f" for {name}" if name else ""
+        print(f"no applied changes{which} in {root.live_history}")
+        return 0
+    for e in reversed(events):
+        print(
+            f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
+            f"[{e.source or '?'}] {e.reason or '-'}  run {e.run_id or '-'}"
+            + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def rollback_target(root: Root, underlying: str, to: str | None = None) -> ApplyEvent:
+    """The apply event whose `applied` values a rollback re-applies.
+
+    With `to`: the latest apply event of that run. Without: the latest applied run other than the
+    one the YAML holds now (the values before the current ones). Auto runs are never targets.
+    """
+    events = [e for e in apply_events(root, underlying) if e.applied is not None and e.applied.global_ is not None]
+    if to is not None:
+        if any(r.run_id == to for r in auto_runs(root)):
+            raise RefusedError(f"run {to} is an auto-calibrate run; auto runs are never applied, so never rolled back to")
+        matches = [e for e in events if e.run_id == to]
+        if matches:
+            return matches[-1]
+        if any(r.run_id == to for r in live_runs(root, underlying)):
+            raise RefusedError(
+                f"run {to} was never applied to {underlying}; rollback only re-applies values that were applied "
+                "(use `calreport log` to list them)"
+            )
+        raise RefusedError(f"no run {to} in the {underlying} apply history (see `calreport log --underlying {underlying}`)")
+    current = read_applied(root).entry(underlying).run_id
+    for e in reversed(events):
+        if e.run_id and e.run_id != current:
+            return e
+    raise RefusedError(
+        f"nothing to roll back to for {underlying}: no applied run other than the current one "
+        f"({current or 'initial default'}) in {root.live_history}"
+    )
+
+
+def rollback(root: Root, underlying: str, to: str | None = None) -> ApplyEvent:
+    """Re-apply an earlier applied run's values as a new apply event (source rollback)."""
+    name = load_config(root).check_underlying(underlying)
+    target = rollback_target(root, name, to)
+    assert target.applied is not None and target.run_id is not None
+    return apply_values(
+        root,
+        name,
+        target.applied,
+        source="rollback",
+        run_id=target.run_id,
+        reason=ROLLBACK_REASON.format(run_id=target.run_id),
+    )

@@ -1,0 +1,455 @@
+"""The synthetic engine's view of the applied multipliers, hot-reloaded from the YAML.
+
+Why it is built this way:
+- apply.py replaces the YAML atomically (temp file + os.replace), which inotify reports on the
+  *directory* as a move/create, not a modification of the watched file; so the observer watches
+  config/ and reacts to any event that names the file (as source or destination).
+- A half-edited or invalid file is never used: every load goes through apply.read_applied (strict
+  pydantic validation); on failure the last good values stay in force and the error is reported.
+- inotify silently drops events when its queue overflows, and some filesystems have no inotify at
+  all; a cheap periodic content check backs the observer up, and a polling observer replaces it
+  when inotify cannot be started.
+- The bytes are read before and after the parse and must hash equal, so a view always
+  corresponds to one complete file, never to a file replaced mid-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from calreport.apply import read_applied
+from calreport.config import Band, CalibrationConfig, load_config
+from calreport.errors import CalreportError
+from calreport.models import DEFAULT_MULTIPLIER, AppliedDocument, AppliedEntry, iso_utc, utc_now
+from calreport.paths import Root
+
+ObserverKind = Literal["auto", "inotify", "polling", "none"]
+WATCHED_EVENT_TYPES = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+DEBOUNCE_S = 0.005
+CHECK_INTERVAL_S = 0.25
+READ_RETRIES = 5
+EXPECT_WINDOW_S = 0.25
+EXPECT_POLL_S = 0.002
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """One consistent view: a validated document, the bands it was read with, and its version.
+
+    `document` is a private copy: mutating it cannot change what the engine uses.
+    """
+
+    version: int
+    document: AppliedDocument
+    bands: tuple[Band, ...]
+    content_hash: str | None  # sha256 of the file's bytes; None when the file did not exist
+    loaded_at: str
+
+    def entry(self, underlying: str) -> AppliedEntry | None:
+        return self.document.underlyings.get(underlying)
+
+    def multiplier_for(self, underlying: str, dte: float) -> float:
+        """The band containing `dte` when the YAML has that band, else global; 1.0 if never applied."""
+        entry = self.entry(underlying)
+        if entry is None:
+            return DEFAULT_MULTIPLIER
+        for band in self.bands:
+            if band.min_dte <= dte < band.max_dte and band.name in entry.bands:
+                return entry.bands[band.name]
+        return entry.global_
+
+    def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
+        """Vectorised multiplier_for over an array of DTEs (the pricing hot path)."""
+        dtes = np.asarray(dtes, dtype=float)
+        entry = self.entry(underlying)
+        if entry is None:
+            return np.full(dtes.shape, DEFAULT_MULTIPLIER)
+        out = np.full(dtes.shape, entry.global_)
+        for band in reversed(self.bands):  # first matching band wins, as in multiplier_for
+            if band.name in entry.bands:
+                out[(dtes >= band.min_dte) & (dtes < band.max_dte)] = entry.bands[band.name]
+        return out
+
+    def describe(self, underlyings: list[str]) -> list[str]:
+        """One line per underlying with the effective multiplier of every configured band."""
+        names = list(dict.fromkeys([*underlyings, *sorted(self.document.underlyings)]))
+        lines = []
+        for name in names:
+            entry = self.entry(name)
+            if entry is None:
+                lines.append(f"{name}: global {DEFAULT_MULTIPLIER:.4f} everywhere (default: never applied)")
+                continue
+            per_band = ", ".join(
+                f"{b.name} {entry.bands[b.name]:.4f}" if b.name in entry.bands else f"{b.name} {entry.global_:.4f} (global)"
+                for b in self.bands
+            )
+            lines.append(
+                f"{name}: global {entry.global_:.4f}; {per_band or 'no bands'}; "
+                f"run {entry.run_id or '-'} by {entry.source} ({entry.reason or '-'}), updated {entry.updated_at or '-'}"
+            )
+        return lines
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CalreportError(f"cannot read ({exc.strerror or exc})", path) from None
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+ChangeCallback = Callable[[EngineView], None]
+ErrorCallback = Callable[[CalreportError], None]
+
+
+@dataclass
+class _Loaded:
+    """What was last read from disk (good or bad), so an unchanged file is not re-parsed."""
+
+    applied_hash: str | None = None
+    config_hash: str | None = None
+    config: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+class AppliedMultipliersWatcher:
+    """Keeps the engine's multipliers equal to the last valid config/applied_multipliers.yaml.
+
+    Use as a context manager (or start()/stop()). `multiplier_for` and `snapshot` are safe to call
+    from any thread; callbacks run on the watcher's thread, in version order.
+    """
+
+    def __init__(
+        self,
+        root: Root,
+        *,
+        on_change: ChangeCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        observer: ObserverKind = "auto",
+        debounce_s: float = DEBOUNCE_S,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
+        self.root = root
+        self.debounce_s = debounce_s
+        self.check_interval_s = check_interval_s
+        self.requested_observer: ObserverKind = observer
+        self.observer_kind: ObserverKind = "none"  # what actually runs, set by start()
+        self._change_callbacks: list[ChangeCallback] = [on_change] if on_change else []
+        self._error_callbacks: list[ErrorCallback] = [on_error] if on_error else []
+        self._view: EngineView | None = None
+        self._loaded = _Loaded()
+        self._lock = threading.RLock()  # serialises reloads; callbacks run under it, in order
+        self._version_cond = threading.Condition()
+        self._dirty = threading.Event()
+        self._complete = threading.Event()
+        self._expect = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer = None
+        self.last_error: CalreportError | None = None
+        self.error_count = 0
+        self.reload_count = 0
+        self.event_count = 0
+        self.callback_errors: list[BaseException] = []
+
+    # ------------------------------------------------------------------ public API
+
+    def add_change_callback(self, cb: ChangeCallback) -> None:
+        self._change_callbacks.append(cb)
+
+    def add_error_callback(self, cb: ErrorCallback) -> None:
+        self._error_callbacks.append(cb)
+
+    @property
+    def version(self) -> int:
+        return self._view.version if self._view else 0
+
+    def snapshot(self) -> EngineView:
+        """An immutable copy of the current view (document deep-copied)."""
+        view = self._require_view()
+        return EngineView(
+            version=view.version,
+            document=view.document.model_copy(deep=True),
+            bands=view.bands,
+            content_hash=view.content_hash,
+            loaded_at=view.loaded_at,
+        )
+
+    def multiplier_for(self, underlying: str, dte: float) -> float:
+        return self._require_view().multiplier_for(underlying, dte)
+
+    def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
+        return self._require_view().multipliers_for(underlying, dtes)
+
+    def configured_underlyings(self) -> list[str]:
+        return list(self._loaded.config.underlyings)
+
+    def refresh(self) -> bool:
+        """Re-read now (thread-safe). True when the view changed."""
+        return self._reload()
+
+    def wait_for_version(self, version: int, timeout: float) -> bool:
+        """Block until the view's version is at least `version` (tests, `calreport watch`)."""
+        deadline = time.monotonic() + timeout
+        with self._version_cond:
+            while self.version < version:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._version_cond.wait(left)
+        return True
+
+    def start(self) -> "AppliedMultipliersWatcher":
+        """Load the file (a broken file at start is an error: there are no good values yet) and watch."""
+        if self._thread is not None:
+            return self
+        if not self.root.config_dir.is_dir():
+            raise CalreportError("no config directory; run `calreport init` first", self.root.config_dir)
+        self._reload(initial=True)
+        if self._view is None:
+            assert self.last_error is not None
+            raise self.last_error
+        self._stop.clear()
+        self._start_observer()
+        self._thread = threading.Thread(target=self._run, name="calreport-engine-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            except Exception:  # noqa: BLE001 - stopping must not raise
+                pass
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "AppliedMultipliersWatcher":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ observer
+
+    def _start_observer(self) -> None:
+        kind = self.requested_observer
+        if kind == "none":
+            self.observer_kind = "none"
+            return
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+        names = {self.root.applied.name, self.root.calibration_config.name}
+        temp_prefix = f".{self.root.applied.name}."  # fsutil.atomic_write's temp files
+        watcher = self
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type not in WATCHED_EVENT_TYPES or event.is_directory:
+                    return
+                paths = (event.src_path, getattr(event, "dest_path", "") or "")
+                named = [Path(p if isinstance(p, str) else p.decode()).name for p in paths if p]
+                if any(n.startswith(temp_prefix) for n in named) and not any(n in names for n in named):
+                    watcher._expect.set()
+                    watcher._dirty.set()
+                elif any(n in names for n in named):
+                    watcher.event_count += 1
+                    if event.event_type == "moved" and named[-1] in names:
+                        watcher._complete.set()  # an atomic replace: the new file is whole, no debounce
+                    watcher._dirty.set()
+
+        handler = _Handler()
+        if kind in ("auto", "inotify"):
+            try:
+                from watchdog.observers import Observer
+
+                obs = Observer()
+                obs.schedule(handler, str(self.root.config_dir), recursive=False)
+                obs.start()
+                self._observer, self.observer_kind = obs, "inotify"
+                return
+            except (OSError, RuntimeError) as exc:  # inotify limits reached, unsupported filesystem
+                if kind == "inotify":
+                    raise CalreportError(f"cannot watch with inotify ({exc})", self.root.config_dir) from None
+        from watchdog.observers.polling import PollingObserver
+
+        obs = PollingObserver(timeout=self.check_interval_s)
+        obs.schedule(handler, str(self.root.config_dir), recursive=False)
+        obs.start()
+        self._observer, self.observer_kind = obs, "polling"
+
+    def _run(self) -> None:
+        """React to observer events; between events, check the file's content periodically."""
+        while not self._stop.is_set():
+            triggered = self._dirty.wait(self.check_interval_s)
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            if triggered and self._complete.is_set():
+                self._complete.clear()
+                self._expect.clear()
+            elif triggered and self._expect.is_set():
+                # apply.py is writing its temp file; the replace follows within milliseconds. inotify
+                # may hold the move event back (pairing MOVED_FROM/MOVED_TO), so poll the content.
+                self._expect.clear()
+                deadline = time.monotonic() + EXPECT_WINDOW_S
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    if self._safe_reload() or self._complete.is_set():
+                        break
+                    time.sleep(EXPECT_POLL_S)
+                self._complete.clear()
+            elif triggered:
+                deadline = time.monotonic() + 10 * self.debounce_s
+                while True:  # a non-atomic writer (editor): coalesce its burst of events
+                    time.sleep(self.debounce_s)
+                    if not self._dirty.is_set() or time.monotonic() > deadline or self._stop.is_set():
+                        break
+                    self._dirty.clear()
+            self._safe_reload()
+
+    def _safe_reload(self) -> bool:
+        try:
+            return self._reload()
+        except Exception as exc:  # noqa: BLE001 - the watcher thread must survive anything
+            self._report_error(CalreportError(f"engine reload failed: {type(exc).__name__}: {exc}", self.root.applied))
+            return False
+
+    # ------------------------------------------------------------------ loading
+
+    def _require_view(self) -> EngineView:
+        view = self._view
+        if view is None:
+            raise CalreportError("engine not started (use it as a context manager or call start())")
+        return view
+
+    def _load_config(self) -> tuple[CalibrationConfig, str | None, bool]:
+        """The config to validate with; a broken calibration.yaml keeps the last good one."""
+        data = _read_bytes(self.root.calibration_config)
+        h = _digest(data)
+        if h == self._loaded.config_hash and self._view is not None:
+            return self._loaded.config, h, False
+        try:
+            cfg = load_config(self.root)
+        except CalreportError as exc:
+            if self._view is None and self._loaded.config_hash is None:
+                raise
+            self._report_error(exc)
+            return self._loaded.config, self._loaded.config_hash, False
+        return cfg, h, True
+
+    def _reload(self, initial: bool = False) -> bool:
+        with self._lock:
+            self.reload_count += 1
+            path = self.root.applied
+            for _ in range(READ_RETRIES):
+                try:
+                    cfg, cfg_hash, cfg_changed = self._load_config()
+                    before = _read_bytes(path)
+                    h = _digest(before)
+                    if not initial and not cfg_changed and h == self._loaded.applied_hash:
+                        return False  # same bytes as last time (good or bad): nothing to do
+                    if before is None and self._view is not None:
+                        self._loaded.applied_hash = None
+                        self._report_error(
+                            CalreportError("file disappeared; keeping the last good values until it reappears", path)
+                        )
+                        return False
+                    doc = read_applied(self.root, cfg)
+                    after = _read_bytes(path)
+                except CalreportError as exc:
+                    if _digest(_read_bytes(path)) != h:
+                        continue  # replaced while we read it: read the new file
+                    self._loaded.applied_hash = h
+                    self._report_error(exc)
+                    return False
+                if _digest(after) != h:
+                    continue  # replaced between our reads: the parse may be of either file
+                self._loaded.applied_hash = h
+                self._loaded.config_hash, self._loaded.config = cfg_hash, cfg
+                return self._install(doc, cfg, h)
+            return False
+
+    def _install(self, doc: AppliedDocument, cfg: CalibrationConfig, content_hash: str | None) -> bool:
+        bands = tuple(cfg.bands)
+        current = self._view
+        self.last_error = None
+        if current is not None and current.document == doc and current.bands == bands:
+            return False
+        view = EngineView(
+            version=(current.version + 1) if current else 1,
+            document=doc.model_copy(deep=True),
+            bands=bands,
+            content_hash=content_hash,
+            loaded_at=iso_utc(utc_now()),
+        )
+        with self._version_cond:
+            self._view = view
+            self._version_cond.notify_all()
+        for cb in list(self._change_callbacks):
+            try:
+                cb(self.snapshot())
+            except Exception as exc:  # noqa: BLE001 - a bad callback must not stop reloading
+                self.callback_errors.append(exc)
+        return True
+
+    def _report_error(self, exc: CalreportError) -> None:
+        self.last_error = exc
+        self.error_count += 1
+        for cb in list(self._error_callbacks):
+            try:
+                cb(exc)
+            except Exception as cb_exc:  # noqa: BLE001
+                self.callback_errors.append(cb_exc)
+
+
+Engine = AppliedMultipliersWatcher
+
+
+def watch_command(root: Root) -> int:
+    """`calreport watch`: print the effective multipliers now and after every change, until Ctrl-C."""
+    events: queue.Queue[EngineView | CalreportError] = queue.Queue()
+    watcher = AppliedMultipliersWatcher(root, on_change=events.put, on_error=events.put)
+    try:
+        with watcher:
+            _print_view(watcher.snapshot(), watcher.configured_underlyings(), watcher.observer_kind)
+            while True:
+                try:
+                    item = events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if isinstance(item, CalreportError):
+                    print(
+                        f"calreport watch: {item.one_line()}; the engine keeps version {watcher.version}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                else:
+                    _print_view(item, watcher.configured_underlyings(), None)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_view(view: EngineView, underlyings: list[str], observer: str | None) -> None:
+    how = f", watching with {observer}" if observer else ""
+    print(f"version {view.version} loaded {view.loaded_at}{how}:", flush=True)
+    for line in view.describe(underlyings):
+        print(f"  {line}", flush=True)
