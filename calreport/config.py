@@ -75,6 +75,10 @@ class FitConfig(_Section):
     min_mult: float = 0.5
     max_mult: float = 3.0
     band_min_samples: int = 10
+    # a live run with fewer usable quotes than this is a failed run (nothing is fitted)
+    min_samples: int = Field(default=10, ge=1)
+    # RV_7d from fewer hourly returns than this (a full week is 168) degrades a live run
+    min_rv_returns: int = Field(default=120, ge=0)
 
 
 class AutoConfig(_Section):
@@ -177,7 +181,7 @@ filters:
   min_open_interest: 0.0
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
-fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10}
+fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120}
 auto:
   underlyings: [BTC, ETH]
   dte_ranges: ['3-10']
