@@ -1,0 +1,303 @@
+"""Deterministic, Deribit-shaped sample data for the demo, the tests and the benchmarks.
+
+A `SampleMarket` is one underlying over a time range: a seeded 5-minute index path whose
+volatility changes from day to day, and an option chain priced off it with Black-76 at a market IV
+that is NOT a single multiple of RV, so a single multiplier fits imperfectly, as in reality:
+
+    mark_iv(t, T, K) = vol_regime(t) x premium(t) x term(T) x smile(z) x (1 + noise),
+    z = ln(K / F) / (atm_iv sqrt(T))        (skew: puts richer; curvature: wings richer)
+
+Everything is a pure function of (underlying, seed, time): the snapshot at time t is the same
+whether it comes from a live snapshot file or from a harvest day, so live and auto runs agree.
+Deribit's field names, units and warts are kept: coin prices, IV in percent, 8-decimal marks,
+tick-rounded bids/asks, null bids on options worth less than a tick, marks floored at 1e-6 (the
+"tiny marks"), and early snapshots that lack bid/ask and carry `underlying_index`.
+
+Public API:
+    SampleMarket(underlying, start_ms, end_ms, seed=7)
+        .spot(t_ms) / .book_summary(t_ms, unit_error=None) -> rows
+        .snapshot_payload(t_ms) -> JSON-RPC envelope      (a live `calibrate --snapshot` file)
+        .chart_payload(end_ms, days=8) -> JSON-RPC envelope (get_tradingview_chart_data, hourly)
+        .harvest_times(start_ms, end_ms, interval_minutes=5) -> ms array
+    write_harvest(root, market, start_ms, end_ms, interval_minutes=5, unit_error_until=None) -> files
+    write_json(path, payload)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from calendar import timegm
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from calreport.fsutil import atomic_write
+from calreport.harvest import encode_rows
+from calreport.paths import Root
+from calreport.pricing import black76_price, year_fraction
+
+MS_PER_MIN = 60_000
+MS_PER_HOUR = 3_600_000
+MS_PER_DAY = 86_400_000
+STEP_MS = 5 * MS_PER_MIN  # the index path's resolution
+TICK = 0.0001  # Deribit's option tick in the base coin
+MIN_MARK = 1e-6
+_MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
+
+UnitError = Literal["usd"] | None
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """The character of one underlying's sample market."""
+
+    spot0: float
+    vol: float  # typical realised vol (fraction)
+    premium: float  # typical ATM IV / realised vol
+    premium_swing: float  # how far the premium drifts (so live runs disagree)
+    skew: float  # d(iv)/d(z) relative: negative = puts richer
+    curvature: float
+    term_slope: float  # atm(T) = atm x (1 + term_slope x ln(T / 30d))
+    basis: float  # annualised futures basis: F = S exp(basis T)
+    strikes_per_expiry: int = 13
+    code: int = 0
+
+
+SPECS: dict[str, MarketSpec] = {
+    "BTC": MarketSpec(90_000.0, 0.42, 1.10, 0.07, -0.10, 0.035, 0.06, 0.04, code=1),
+    "ETH": MarketSpec(3_100.0, 0.60, 1.16, 0.06, -0.07, 0.045, 0.05, 0.05, code=2),
+}
+
+
+def instrument_name(underlying: str, expiry_ms: int, strike: float, is_call: bool) -> str:
+    """Deribit's naming: BTC-8MAY20-11000-P (single-digit days unpadded), decimal strikes with d."""
+    d = datetime.fromtimestamp(expiry_ms / 1000, tz=timezone.utc)
+    k = f"{strike:.0f}" if float(strike).is_integer() else f"{strike:g}".replace(".", "d")
+    return f"{underlying}-{d.day}{_MONTHS[d.month - 1]}{d:%y}-{k}-{'C' if is_call else 'P'}"
+
+
+def _expiry_ms(d: date) -> int:
+    return timegm((d.year, d.month, d.day, 8, 0, 0)) * 1000
+
+
+def listed_expiries(now_ms: int) -> np.ndarray:
+    """Deribit's listing pattern: the next dailies, the next four Fridays, three month-ends."""
+    today = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).date()
+    days = {today + timedelta(days=i) for i in range(4)}
+    friday = today + timedelta(days=(4 - today.weekday()) % 7)
+    days |= {friday + timedelta(weeks=i) for i in range(5)}
+    for m in range(1, 4):
+        y, mo = today.year + (today.month - 1 + m) // 12, (today.month - 1 + m) % 12 + 1
+        last = date(y + (mo == 12), mo % 12 + 1, 1) - timedelta(days=1)
+        days.add(last - timedelta(days=(last.weekday() - 4) % 7))
+    ms = sorted(_expiry_ms(d) for d in days)
+    return np.array([e for e in ms if e > now_ms and e - now_ms <= 100 * MS_PER_DAY], dtype=np.int64)
+
+
+def _nice_step(x: float) -> float:
+    mag = 10 ** math.floor(math.log10(x))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * mag >= x:
+            return m * mag
+    return 10 * mag
+
+
+class SampleMarket:
+    """One underlying's seeded market over [start_ms, end_ms] (plus 8 days of history for RV)."""
+
+    def __init__(self, underlying: str, start_ms: int, end_ms: int, seed: int = 7) -> None:
+        self.underlying = underlying.upper()
+        self.spec = SPECS[self.underlying]
+        self.seed = seed
+        self.t0 = (int(start_ms) - 8 * MS_PER_DAY) // MS_PER_DAY * MS_PER_DAY
+        self.t1 = int(end_ms) + MS_PER_DAY
+        n = (self.t1 - self.t0) // STEP_MS + 1
+        rng = np.random.default_rng([seed, self.spec.code, 0])
+        n_days = n * STEP_MS // MS_PER_DAY + 2
+        # day-to-day vol regimes (lognormal around the typical vol), then the 5-minute path
+        self._regime = self.spec.vol * np.exp(0.18 * rng.standard_normal(n_days))
+        day_idx = (np.arange(n) * STEP_MS) // MS_PER_DAY
+        sig = self._regime[day_idx]
+        dt = STEP_MS / (365.0 * MS_PER_DAY)
+        steps = sig * math.sqrt(dt) * rng.standard_normal(n) - 0.5 * sig * sig * dt
+        steps[0] = 0.0
+        self._ticks = self.t0 + np.arange(n, dtype=np.int64) * STEP_MS
+        self._path = self.spec.spot0 * np.exp(np.cumsum(steps))
+
+    # ------------------------------------------------------------------ the index
+
+    def _check(self, t_ms: int) -> int:
+        if not self.t0 <= t_ms <= self.t1:
+            raise ValueError(f"time {t_ms} outside the sample market's range")
+        return (int(t_ms) - self.t0) // STEP_MS
+
+    def spot(self, t_ms: int) -> float:
+        return float(self._path[self._check(t_ms)])
+
+    def vol_regime(self, t_ms: int) -> float:
+        """The 7-day average of the daily vol regimes: what RV_7d measures, give or take noise."""
+        d = (int(t_ms) - self.t0) // MS_PER_DAY
+        return float(np.sqrt(np.mean(self._regime[max(0, d - 6) : d + 1] ** 2)))
+
+    def premium(self, t_ms: int) -> float:
+        """ATM IV over RV drifts slowly (a 5-day cycle), so live runs recommend different values."""
+        phase = 2 * math.pi * (int(t_ms) - self.t0) / (5 * MS_PER_DAY)
+        return self.spec.premium + self.spec.premium_swing * math.sin(phase)
+
+    def chart_payload(self, end_ms: int, days: float = 8) -> dict[str, Any]:
+        """public/get_tradingview_chart_data at resolution 60, as Deribit returns it."""
+        start = int(end_ms - days * MS_PER_DAY) // MS_PER_HOUR * MS_PER_HOUR
+        hours = np.arange(max(start, self.t0), int(end_ms) + 1, MS_PER_HOUR, dtype=np.int64)
+        hours = hours[hours + MS_PER_HOUR - STEP_MS <= end_ms]  # completed hours only
+        idx = (hours + MS_PER_HOUR - STEP_MS - self.t0) // STEP_MS  # last 5-minute tick of each hour
+        close = np.round(self._path[idx], 2)
+        opens = np.round(self._path[(hours - self.t0) // STEP_MS], 2)
+        return {
+            "jsonrpc": "2.0",
+            "result": {
+                "status": "ok",
+                "ticks": hours.tolist(),
+                "open": opens.tolist(),
+                "high": np.maximum(opens, close).tolist(),
+                "low": np.minimum(opens, close).tolist(),
+                "close": close.tolist(),
+                "volume": [0.0] * len(hours),
+                "cost": [0.0] * len(hours),
+            },
+        }
+
+    # ------------------------------------------------------------------ the chain
+
+    def chain(self, t_ms: int) -> dict[str, np.ndarray]:
+        """Listed instruments at t with their forward, fair IV and fair coin price (vectorised)."""
+        s = self.spot(t_ms)
+        spec = self.spec
+        exps = listed_expiries(int(t_ms))
+        T = year_fraction(exps, t_ms)
+        F = s * np.exp(spec.basis * T)
+        atm = self.vol_regime(t_ms) * self.premium(t_ms) * (1 + spec.term_slope * np.log(np.maximum(T * 365, 0.5) / 30))
+        width = np.maximum(2.2 * atm * np.sqrt(T), 0.03)  # +-2.2 standard deviations of ln(K/F)
+        n = spec.strikes_per_expiry
+        rows_e, rows_k = [], []
+        for i, (e, f, w) in enumerate(zip(exps, F, width)):  # per expiry (about 10), never per option
+            step = _nice_step(2 * f * w / (n - 1))
+            centre = round(f / step) * step
+            ks = centre + step * np.arange(-(n // 2), n // 2 + 1)
+            if i == 0:  # far wings of the nearest expiry: worth < 1e-6, so Deribit shows the floor
+                ks = np.concatenate([ks, np.round(f * np.exp(np.array([-0.3, 0.3])) / step) * step])
+            ks = np.unique(ks[ks > 0])
+            rows_e.append(np.full(ks.size, e))
+            rows_k.append(ks)
+        e = np.concatenate(rows_e)
+        k = np.concatenate(rows_k)
+        e = np.concatenate([e, e])
+        k = np.concatenate([k, k])
+        call = np.repeat([True, False], e.size // 2)
+        j = np.searchsorted(exps, e)
+        Te, Fe, atm_e = T[j], F[j], atm[j]
+        z = np.log(k / Fe) / (atm_e * np.sqrt(Te))
+        rng = np.random.default_rng([self.seed, spec.code, int(t_ms) // STEP_MS])
+        iv = atm_e * np.clip(1 + spec.skew * z + spec.curvature * z * z, 0.6, 2.5)
+        iv = iv * (1 + 0.012 * rng.standard_normal(iv.size))
+        price = black76_price(Fe, k, Te, iv, call)
+        return {"expiry_ms": e, "strike": k, "is_call": call, "forward": Fe, "iv": iv, "price": price,
+                "noise": rng.random(iv.size), "oi": np.round(rng.gamma(1.2, 150.0, iv.size), 1)}
+
+    def book_summary(self, t_ms: int, *, unit_error: UnitError = None, early: bool = False) -> list[dict[str, Any]]:
+        """get_book_summary_by_currency rows at t (coin prices; `unit_error="usd"` prices them in USD).
+
+        `early=True` reproduces the first harvests' shape: no bid/ask/mid, `underlying_index` set.
+        """
+        c = self.chain(t_ms)
+        u = self.underlying
+        mark = np.maximum(np.round(c["price"], 8), MIN_MARK)  # the tiny marks: floored, not fair
+        half = np.maximum(0.015 * mark, TICK)
+        bid = np.floor((mark - half) / TICK) * TICK
+        ask = np.ceil((mark + half) / TICK) * TICK
+        no_bid = (bid < TICK) | (c["noise"] < 0.04)  # worthless wings, and the odd empty side
+        no_ask = c["noise"] > 0.985
+        scale = c["forward"] if unit_error == "usd" else np.ones_like(mark)
+        rows: list[dict[str, Any]] = []
+        for i in range(mark.size):  # building the JSON rows is the one per-quote loop, at the edge
+            e = int(c["expiry_ms"][i])
+            name = instrument_name(u, e, float(c["strike"][i]), bool(c["is_call"][i]))
+            b = None if no_bid[i] else round(float(bid[i] * scale[i]), 8)
+            a = None if no_ask[i] else round(float(ask[i] * scale[i]), 8)
+            r: dict[str, Any] = {
+                "instrument_name": name,
+                "base_currency": u,
+                "quote_currency": u,
+                "mark_price": round(float(mark[i] * scale[i]), 8),
+                "mark_iv": round(float(c["iv"][i] * 100), 2),
+                "underlying_price": round(float(c["forward"][i]), 2),
+                "bid_price": b,
+                "ask_price": a,
+                "mid_price": None if b is None or a is None else round((b + a) / 2, 8),
+                "open_interest": float(c["oi"][i]),
+                "volume": round(float(c["oi"][i]) * 0.1, 1),
+                "interest_rate": 0.0,
+                "creation_timestamp": int(t_ms),
+            }
+            if early:
+                for key in ("bid_price", "ask_price", "mid_price"):
+                    del r[key]
+                r["underlying_index"] = f"SYN.{u}-{name.split('-')[1]}"
+            rows.append(r)
+        return rows
+
+    def snapshot_payload(self, t_ms: int, *, unit_error: UnitError = None, limit: int | None = None) -> dict[str, Any]:
+        """A live snapshot file: the JSON-RPC envelope Deribit returns (optionally only `limit` quotes)."""
+        rows = self.book_summary(t_ms, unit_error=unit_error)
+        if limit is not None:  # a thin book: keep the quotes nearest the money of the nearest expiries
+            rows = rows[:: max(1, len(rows) // limit)][:limit]
+        us = int(t_ms) * 1000
+        return {"jsonrpc": "2.0", "result": rows, "usIn": us, "usOut": us + 1500, "usDiff": 1500, "testnet": False}
+
+    def harvest_times(self, start_ms: int, end_ms: int, interval_minutes: float = 5) -> np.ndarray:
+        step = int(interval_minutes * MS_PER_MIN)
+        first = -(-int(start_ms) // step) * step
+        return np.arange(first, int(end_ms) + 1, step, dtype=np.int64)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    atomic_write(Path(path), json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    return Path(path)
+
+
+def write_harvest(
+    root: Root,
+    market: SampleMarket,
+    start_ms: int,
+    end_ms: int,
+    *,
+    interval_minutes: float = 5,
+    unit_error_until: int | None = None,
+    early_until: int | None = None,
+) -> list[Path]:
+    """Write whole harvest day files for [start_ms, end_ms] (atomic replace: re-running is idempotent).
+
+    Snapshots before `unit_error_until` carry marks in USD (a broken harvester, for the demo's
+    failed auto run); before `early_until` they have the early no-bid/ask shape.
+    """
+    times = market.harvest_times(start_ms, end_ms, interval_minutes)
+    by_day: dict[str, list[bytes]] = {}
+    for t in times:
+        t = int(t)
+        rows = market.book_summary(
+            t,
+            unit_error="usd" if unit_error_until is not None and t < unit_error_until else None,
+            early=early_until is not None and t < early_until,
+        )
+        day = datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+        by_day.setdefault(day, []).append(encode_rows(rows, t))
+    out = []
+    directory = root.harvest_dir(market.underlying)
+    for day, chunks in sorted(by_day.items()):
+        path = directory / f"{day}.jsonl"
+        atomic_write(path, b"".join(chunks))
+        out.append(path)
+    return out
