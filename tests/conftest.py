@@ -1,0 +1,108 @@
+"""Shared fixtures: a fresh calibration root per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calreport import actions
+from calreport.history import append_row, new_run_id
+from calreport.models import AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.paths import Root
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Root:
+    """A root created by `calreport init` (default config, applied YAML at 1.0, empty history, a site)."""
+    r = Root(tmp_path / "root")
+    actions.init(r)
+    return r
+
+
+class RowFactory:
+    """Writes history rows directly (as calibrate/auto would), so dashboard tests need neither."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+        self._minute = 0
+
+    def _ts(self, ts: str | None) -> str:
+        if ts:
+            return ts
+        self._minute += 1
+        return f"2025-12-11T{10 + self._minute // 60:02d}:{self._minute % 60:02d}:00Z"
+
+    def live(
+        self,
+        underlying: str = "BTC",
+        *,
+        smoothed: float | None = 1.0833,
+        recommended: float | None = 1.0488,
+        bands: dict[str, float] | None = None,
+        status: str = "ok",
+        reason: str = "Calibration within thresholds",
+        decision: str = "hold",
+        decision_reason: str = "Sample size too small (47 < 50)",
+        ts: str | None = None,
+        **extra: object,
+    ) -> LiveRun:
+        fields: dict[str, object] = dict(
+            schema_version=1,
+            run_id=new_run_id(),
+            ts=self._ts(ts),
+            underlying=underlying,
+            multiplier_tested=0.9266,
+            rv_7d=0.432,
+            atm_iv=0.419,
+            recommended=Multipliers(global_=recommended, bands=bands or {}),
+            smoothed=Multipliers(global_=smoothed, bands=bands or {}),
+            mae_pct=15.74,
+            vega_weighted_mae_pct=12.82,
+            samples=47,
+            status=status,
+            reason=reason,
+            decision=decision,
+            decision_reason=decision_reason,
+        )
+        fields.update(extra)
+        run = LiveRun(**fields)
+        append_row(self.root.live_history, run)
+        return run
+
+    def auto(
+        self,
+        underlying: str = "BTC",
+        *,
+        multiplier: float | None = 1.12,
+        mae: float | None = 18.5,
+        status: str = "ok",
+        reason: str = "Calibration within thresholds",
+        ts: str | None = None,
+        **extra: object,
+    ) -> AutoRun:
+        fields: dict[str, object] = dict(
+            schema_version=1,
+            run_id=new_run_id(),
+            ts=self._ts(ts),
+            underlying=underlying,
+            dte_min=3,
+            dte_max=10,
+            lookback="14d",
+            multiplier=multiplier,
+            mae_pct=mae,
+            vega_weighted_mae_pct=11.0 if mae is not None and mae < 400 else None,
+            samples=2305,
+            data_quality=DataQuality(status="ok", issues=[]),
+            status=status,
+            reason=reason,
+        )
+        fields.update(extra)
+        run = AutoRun(**fields)
+        append_row(self.root.auto_history, run)
+        return run
+
+
+@pytest.fixture
+def rows(root: Root) -> RowFactory:
+    return RowFactory(root)
