@@ -259,6 +259,14 @@ class LiveRun(HistoryRow):
     by_band: dict[str, GroupMetrics] | None = None
     settings_hash: str | None = None
     detail_file: str | None = None
+    # what the run was measured against and how its numbers came about (calibrate.py)
+    tested: Multipliers | None = None  # the applied global + bands the metrics were computed at
+    snapshot_file: str | None = None
+    quotes_total: int | None = None  # rows in the snapshot, before the filters
+    smoothed_from: str | None = None  # "run <id>" or "applied": the EWMA's previous value
+    fit_vega_weighted_mae_pct: float | None = None  # vega MAE % at the recommended global multiplier
+    data_quality_status: RealismStatus | None = None
+    data_quality_issues: list[str] | None = None
 
 
 class ApplyEvent(HistoryRow):
