@@ -162,10 +162,11 @@ def rollback_target(root: Root, underlying: str, to: str | None = None) -> Apply
         matches = [e for e in events if e.run_id == to]
         if matches:
             return matches[-1]
-        if any(r.run_id == to for r in live_runs(root, underlying)):
+        other = next((r.underlying for r in live_runs(root) if r.run_id == to), None)
+        if other is not None:
             raise RefusedError(
-                f"run {to} was never applied to {underlying}; rollback only re-applies values that were applied "
-                "(use `calreport log` to list them)"
+                f"run {to} ({other}) was never applied to {underlying}; rollback only re-applies values that were "
+                "applied (use `calreport log` to list them)"
             )
         raise RefusedError(f"no run {to} in the {underlying} apply history (see `calreport log --underlying {underlying}`)")
     current = read_applied(root).entry(underlying).run_id

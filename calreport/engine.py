@@ -430,7 +430,8 @@ def watch_command(root: Root) -> int:
     watcher = AppliedMultipliersWatcher(root, on_change=events.put, on_error=events.put)
     try:
         with watcher:
-            _print_view(watcher.snapshot(), watcher.configured_underlyings(), watcher.observer_kind)
+            shown = watcher.snapshot()
+            _print_view(shown, watcher.configured_underlyings(), watcher.observer_kind)
             while True:
                 try:
                     item = events.get(timeout=0.5)
@@ -442,7 +443,8 @@ def watch_command(root: Root) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                else:
+                elif item.version > shown.version:  # the initial load is queued too: print it once
+                    shown = item
                     _print_view(item, watcher.configured_underlyings(), None)
     except KeyboardInterrupt:
         return 0

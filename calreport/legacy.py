@@ -40,8 +40,11 @@ MAX_RECORD_BYTES = 10_000_000
 
 
 def _finite_or_none(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError(f"expected a number, got {v!r}")
+    """Numbers must be JSON numbers (not '1.08', not true) and finite; null stays None."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"non-finite number {v!r}")
     return v

@@ -1,0 +1,106 @@
+"""`calreport doctor` says consistent only when the YAML equals the last apply events, else what differs."""
+
+from __future__ import annotations
+
+from calreport import actions
+from calreport.apply import AppliedEntry, format_applied, read_applied
+from calreport.cli import main
+from calreport.doctor import check_consistency
+from calreport.fsutil import atomic_write
+
+from foundation_helpers import add_auto_run, add_live_run
+
+
+def _doctor(root, capsys) -> tuple[int, str]:
+    code = main(["--root", str(root.path), "doctor"])
+    return code, capsys.readouterr().out
+
+
+def test_fresh_root_and_applied_root_are_consistent(root, capsys):
+    assert check_consistency(root) == []
+    add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05})
+    actions.force_apply(root, "BTC")
+    add_auto_run(root)
+    assert check_consistency(root) == []
+    code, out = _doctor(root, capsys)
+    assert code == 0
+    assert "consistent: BTC global 1.0833" in out and "1 apply events" in out and "1 auto runs" in out
+
+
+def test_hand_edited_global_is_named_with_both_values_and_the_rollback_fix(root, capsys):
+    run = add_live_run(root, smoothed=1.0833)
+    ev = actions.force_apply(root, "BTC")
+    root.applied.write_text(root.applied.read_text().replace("global: 1.0833", "global: 1.2000"))
+    code, out = _doctor(root, capsys)
+    assert code == 1
+    assert f"BTC global in YAML 1.2000 != last apply event 1.0833 (run {run.run_id} at {ev.ts}" in out
+    assert "edited by hand" in out
+    assert f"calreport rollback --underlying BTC --to {run.run_id}" in out
+    assert "NOT consistent: 1 error(s)" in out
+    # the suggested fix works: after it, doctor is happy (the hand edit stays visible as a warning)
+    assert main(["--root", str(root.path), "rollback", "--underlying", "BTC", "--to", run.run_id]) == 0
+    capsys.readouterr()
+    code, out = _doctor(root, capsys)
+    assert code == 0, out
+    assert "WARNING" in out and "found global 1.2000" in out and "left 1.0833" in out
+
+
+def test_hand_added_band_and_metadata_edit_are_reported(root):
+    add_live_run(root, smoothed=1.0833)
+    actions.force_apply(root, "BTC")
+    text = root.applied.read_text().replace("    bands: {}\n", "    bands:\n      0-7d: 1.5000\n", 1)
+    root.applied.write_text(text.replace("source: force", "source: policy", 1))
+    problems = check_consistency(root)
+    messages = " | ".join(p.message for p in problems)
+    assert "band 0-7d in YAML 1.5000 != last apply event none" in messages
+    assert "source policy != force" in messages
+    assert all(p.severity == "error" and p.underlying == "BTC" for p in problems)
+
+
+def test_yaml_entry_without_any_apply_event_is_an_error(root):
+    doc = read_applied(root)
+    doc.underlyings["BTC"] = AppliedEntry(global_=1.3, source="force", run_id="ghost", reason="Forced by user")
+    atomic_write(root.applied, format_applied(doc).encode())
+    problems = check_consistency(root)
+    assert [p.code for p in problems] == ["no-apply-event"]
+    assert "history has no apply event" in problems[0].message
+
+
+def test_broken_yaml_is_an_error_naming_the_file_and_the_last_applied_values(root, capsys):
+    add_live_run(root, smoothed=1.0833)
+    actions.force_apply(root, "BTC")
+    root.applied.write_text("schema_version: 1\nunderlyings:\n  BTC: {global: 1.1, global: 1.2}\n")
+    code, out = _doctor(root, capsys)
+    assert code == 1
+    assert "applied_multipliers.yaml: invalid YAML" in out and "duplicate key 'global'" in out
+    assert "the last apply events say: BTC 1.0833" in out
+
+
+def test_unreadable_history_lines_are_counted_with_line_numbers_but_not_fatal(root, capsys):
+    add_live_run(root)
+    with open(root.live_history, "ab") as fh:
+        fh.write(b'{"type": "live_run", "run_id": "torn')  # a crash mid-append
+    with open(root.auto_history, "ab") as fh:
+        fh.write(b"not json\n")
+    add_auto_run(root)
+    code, out = _doctor(root, capsys)
+    assert code == 0
+    assert "history/live_calibration.jsonl: 1 unreadable line(s) (line 2)" in out
+    assert "history/auto_calibrate.jsonl: 1 unreadable line(s) (line 1)" in out
+    assert "2 unreadable line(s)" in out
+
+
+def test_missing_underlying_in_yaml_after_an_apply_is_an_error(root):
+    add_live_run(root, underlying="ETH", smoothed=1.1)
+    actions.force_apply(root, "ETH")
+    doc = read_applied(root)
+    del doc.underlyings["ETH"]
+    atomic_write(root.applied, format_applied(doc).encode())
+    (p,) = check_consistency(root)
+    assert p.code == "missing-in-yaml" and "engine uses 1.0000" in p.message
+
+
+def test_invalid_config_is_reported_not_raised(root):
+    root.calibration_config.write_text("realism: {min_mult: 0.7, mystery: 1}\n")
+    problems = check_consistency(root)
+    assert problems and problems[0].code == "invalid-config" and "calibration.yaml" in problems[0].message

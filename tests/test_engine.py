@@ -1,0 +1,176 @@
+"""The engine's view follows the applied YAML: hot reload, last-good on bad files, band lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calreport.apply import apply_values, read_applied
+from calreport.engine import AppliedMultipliersWatcher, EngineView
+from calreport.errors import CalreportError
+from calreport.models import Multipliers
+from calreport.paths import Root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _apply(root: Root, g: float, bands: dict[str, float] | None = None, run: str = "run-x", underlying: str = "BTC"):
+    return apply_values(
+        root, underlying, Multipliers(global_=g, bands=bands or {}), source="policy", run_id=run, reason="test"
+    )
+
+
+def _wait_until(pred, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def test_multiplier_for_uses_band_containing_dte_else_global_and_1_for_missing_underlying(root):
+    _apply(root, 1.0833, {"0-7d": 1.05, "30-90d": 1.2})
+    with AppliedMultipliersWatcher(root) as engine:
+        assert engine.multiplier_for("BTC", 0.5) == 1.05
+        assert engine.multiplier_for("BTC", 6.99) == 1.05
+        assert engine.multiplier_for("BTC", 7.0) == 1.0833  # 7-30d not in the YAML: global
+        assert engine.multiplier_for("BTC", 45) == 1.2
+        assert engine.multiplier_for("BTC", 400) == 1.0833  # outside every band: global
+        assert engine.multiplier_for("SOL", 3) == 1.0  # never applied: 1.0, not an error
+        dtes = np.array([0.5, 6.99, 7.0, 29.9, 30.0, 45.0, 89.9, 90.0, 400.0])
+        vec = engine.multipliers_for("BTC", dtes)
+        assert vec.tolist() == [engine.multiplier_for("BTC", d) for d in dtes]
+        assert engine.multipliers_for("SOL", dtes).tolist() == [1.0] * len(dtes)
+
+
+def test_atomic_replace_is_picked_up_by_the_directory_observer(root):
+    changes: list[EngineView] = []
+    with AppliedMultipliersWatcher(root, on_change=changes.append) as engine:
+        assert engine.observer_kind == "inotify"
+        v0 = engine.version
+        _apply(root, 1.0833, run="run-a")
+        assert engine.wait_for_version(v0 + 1, 2.0)
+        assert engine.multiplier_for("BTC", 10) == 1.0833
+        assert changes[-1].document.underlyings["BTC"].run_id == "run-a"
+        assert engine.snapshot().document == read_applied(root)
+
+
+def test_invalid_file_keeps_last_good_values_and_reports_once(root):
+    _apply(root, 1.0833, run="good")
+    errors: list[CalreportError] = []
+    with AppliedMultipliersWatcher(root, on_error=errors.append) as engine:
+        good = engine.snapshot()
+        text = root.applied.read_text()
+        root.applied.write_text(text.replace("global: 1.0833", "global: .nan"))
+        assert _wait_until(lambda: engine.last_error is not None)
+        assert "applied_multipliers.yaml" in str(engine.last_error)
+        assert engine.multiplier_for("BTC", 10) == 1.0833
+        assert engine.snapshot().version == good.version
+        time.sleep(3 * engine.check_interval_s)  # periodic checks do not re-report the same bad bytes
+        assert len(errors) == 1
+        root.applied.write_text(text.replace("global: 1.0833", "global: 1.1100"))
+        assert engine.wait_for_version(good.version + 1, 2.0)
+        assert engine.multiplier_for("BTC", 10) == 1.11
+        assert engine.last_error is None
+
+
+def test_deleted_file_keeps_last_good_values(root):
+    _apply(root, 1.0833)
+    with AppliedMultipliersWatcher(root) as engine:
+        root.applied.unlink()
+        assert _wait_until(lambda: engine.last_error is not None)
+        assert "disappeared" in str(engine.last_error)
+        assert engine.multiplier_for("BTC", 10) == 1.0833
+        _apply(root, 1.2)  # the file comes back through apply (previous = defaults)
+        assert _wait_until(lambda: engine.multiplier_for("BTC", 10) == 1.2)
+
+
+def test_snapshot_is_a_private_copy(root):
+    _apply(root, 1.0833)
+    with AppliedMultipliersWatcher(root) as engine:
+        snap = engine.snapshot()
+        snap.document.underlyings["BTC"].bands["0-7d"] = 9.0
+        snap.document.underlyings.pop("ETH", None)
+        assert engine.multiplier_for("BTC", 1) == 1.0833
+        with pytest.raises(Exception):
+            snap.version = 99  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("observer", ["polling", "none"])
+def test_polling_fallback_and_periodic_check_alone_see_changes(root, observer):
+    """'none' has no observer at all: the periodic content check stands in for dropped inotify events."""
+    with AppliedMultipliersWatcher(root, observer=observer, check_interval_s=0.05) as engine:
+        assert engine.observer_kind == observer
+        v0 = engine.version
+        _apply(root, 1.3)
+        assert engine.wait_for_version(v0 + 1, 3.0)
+        assert engine.multiplier_for("ETH", 1) == 1.0 and engine.multiplier_for("BTC", 1) == 1.3
+
+
+def test_calibration_yaml_band_change_is_reloaded(root):
+    _apply(root, 1.0833, {"0-7d": 1.05})
+    with AppliedMultipliersWatcher(root) as engine:
+        assert engine.multiplier_for("BTC", 8) == 1.0833
+        cfg = root.calibration_config.read_text()
+        root.calibration_config.write_text(cfg.replace("{name: 0-7d, min_dte: 0, max_dte: 7}", "{name: 0-7d, min_dte: 0, max_dte: 10}"))
+        assert _wait_until(lambda: engine.multiplier_for("BTC", 8) == 1.05)
+
+
+def test_start_refuses_a_broken_file_it_has_no_good_values_for(root):
+    root.applied.write_text("schema_version: 1\nunderlyings: {BTC: {global: '1e-3'}}\n")
+    with pytest.raises(CalreportError, match="applied_multipliers.yaml"):
+        AppliedMultipliersWatcher(root).start()
+
+
+def test_missing_file_at_start_means_every_underlying_at_one(root):
+    root.applied.unlink()
+    with AppliedMultipliersWatcher(root) as engine:
+        assert engine.multiplier_for("BTC", 3) == 1.0
+        assert engine.last_error is None
+
+
+def test_failing_callback_does_not_stop_reloading(root):
+    def boom(view: EngineView) -> None:
+        raise RuntimeError("callback bug")
+
+    with AppliedMultipliersWatcher(root, on_change=boom) as engine:
+        _apply(root, 1.1)
+        assert _wait_until(lambda: engine.multiplier_for("BTC", 1) == 1.1)
+        _apply(root, 1.2)
+        assert _wait_until(lambda: engine.multiplier_for("BTC", 1) == 1.2)
+        assert len(engine.callback_errors) >= 2
+
+
+def test_watch_command_prints_each_change_and_exits_0_on_ctrl_c(root):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calreport", "--root", str(root.path), "watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("version 1 loaded"), first
+        lines = [proc.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        assert any("BTC: global 1.0000" in line for line in lines)
+        _apply(root, 1.0833, {"0-7d": 1.05}, run="run-w")
+        header = proc.stdout.readline()  # type: ignore[union-attr]
+        assert header.startswith("version 2"), header
+        body = [proc.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        btc = next(line for line in body if "BTC:" in line)
+        assert "global 1.0833" in btc and "0-7d 1.0500" in btc and "7-30d 1.0833 (global)" in btc and "run-w" in btc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
