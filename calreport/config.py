@@ -90,6 +90,11 @@ class AutoConfig(_Section):
     expected_interval_minutes: float = 5.0
     min_snapshot_coverage: float = 0.5
     min_rv_returns: int = 24
+    # data quality of an auto run: degraded above this share of unreadable harvest lines,
+    # or with fewer expiries / distinct strikes than these in the DTE range
+    max_schema_error_rate: float = Field(default=0.01, ge=0, le=1)
+    min_expiries: int = Field(default=2, ge=0)
+    min_strikes: int = Field(default=10, ge=0)
 
 
 class DashboardConfig(_Section):
@@ -189,6 +194,9 @@ auto:
   expected_interval_minutes: 5.0
   min_snapshot_coverage: 0.5
   min_rv_returns: 24
+  max_schema_error_rate: 0.01   # data quality degraded above 1% unreadable harvest lines
+  min_expiries: 2
+  min_strikes: 10
 dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
 """

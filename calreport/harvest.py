@@ -128,6 +128,7 @@ class HarvestFrame:
     bad_names: int = 0  # unparseable / foreign / linear instrument names skipped
     lines: int = 0  # non-blank lines in the files read
     files: list[Path] = field(default_factory=list)
+    file_counts: dict[Path, tuple[int, int, int]] = field(default_factory=dict)  # (lines, schema errors, bad names)
     cache_hits: int = 0
     cache_misses: int = 0
 
@@ -147,7 +148,7 @@ class HarvestFrame:
         return HarvestFrame(
             underlying=self.underlying, start_ms=self.start_ms, end_ms=self.end_ms, names=self.names,
             schema_errors=self.schema_errors, bad_names=self.bad_names, lines=self.lines,
-            files=list(self.files), cache_hits=self.cache_hits, cache_misses=self.cache_misses, **kw,
+            files=list(self.files), file_counts=dict(self.file_counts), cache_hits=self.cache_hits, cache_misses=self.cache_misses, **kw,
         )
 
     def to_quotes(self, mask: np.ndarray | None = None) -> QuoteArrays:
@@ -457,6 +458,7 @@ def load_harvest(
         frame.schema_errors += day.schema_errors
         frame.bad_names += day.bad_names
         frame.lines += day.lines
+        frame.file_counts[path] = (day.lines, day.schema_errors, day.bad_names)
         lo = int(np.searchsorted(day.harvested_at, start_ms, side="left"))
         hi = int(np.searchsorted(day.harvested_at, end_ms, side="right"))
         if hi > lo:

@@ -302,6 +302,10 @@ class AutoRun(HistoryRow):
     snapshots_used: int | None = None
     snapshots_expected: int | None = None
     settings_hash: str | None = None
+    bias_pct: float | None = None  # errors at the fitted multiplier, like mae_pct
+    mae_vol_points: float | None = None
+    rows_read: int | None = None  # harvest rows in the window
+    elapsed_s: float | None = None
 
 
 class UnknownRow(HistoryRow):
