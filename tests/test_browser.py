@@ -1,0 +1,155 @@
+"""The request's acceptance check, in Debian's Chromium driven by Playwright: after a live run is
+applied (by policy, then by force-apply in the background), Refresh shows "Latest Calibration Run"
+smoothed X applied and "Current Applied Multipliers" equal to the YAML; an insane auto run shows
+failed with its reason; markup in a reason is text and runs nothing."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from calreport import apply
+from calreport.apply import read_applied
+from calreport.serve import make_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+XSS = "<img src=x onerror=window.__xss=1>"
+UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing but CI is set: the browser test must run in CI")
+    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def applied_in_page(page) -> dict[tuple[str, str], str]:
+    return {
+        (el.get_attribute("data-underlying"), el.get_attribute("data-band")): el.get_attribute("data-multiplier")
+        for el in page.locator("#current-applied [data-multiplier]").all()
+    }
+
+
+def applied_in_yaml(root) -> dict[tuple[str, str], str]:
+    out = {}
+    for name, e in read_applied(root).underlyings.items():
+        out[(name, "global")] = f"{e.global_:.4f}"
+        out.update({(name, b): f"{v:.4f}" for b, v in e.bands.items()})
+    return out
+
+
+def test_refresh_after_policy_and_force_apply_shows_the_yaml(root, rows, browser):
+    first = rows.live(smoothed=1.0400, decision="apply", decision_reason="change 4.0% >= 3.0%")
+    apply.apply_values(root, "BTC", first.smoothed, source="policy", run_id=first.run_id, reason="Policy: change 4.0% >= 3.0%")
+    bad = rows.auto(multiplier=0.5, mae=4668684.92, status="failed", reason=UNREALISTIC)
+    markup = rows.auto(multiplier=1.1, mae=20.0, status="ok", reason=XSS)
+    rows.live("ETH", smoothed=0.98, decision_reason=XSS)
+
+    server, stop = make_server(root, port=0, debounce=0.05)
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(server.url)
+        card = page.locator('#latest-run [data-underlying="BTC"]')
+        assert card.get_attribute("data-smoothed") == "1.0400"
+        assert card.get_attribute("data-status") == "applied"
+        assert applied_in_page(page) == applied_in_yaml(root)
+
+        # a new live run, force-applied from "another terminal" while the page is open
+        second = rows.live(smoothed=1.0833, recommended=1.0488, bands={"0-7d": 1.05, "7-30d": 1.09})
+        t = threading.Thread(target=apply.force_apply, args=(root, "BTC"))
+        t.start()
+        t.join()
+        page.click("#refresh")
+        page.wait_for_selector('body[data-refresh-count="1"]', timeout=15000)  # the JS refresh ran
+
+        card = page.locator('#latest-run [data-underlying="BTC"]')
+        assert card.get_attribute("data-run-id") == second.run_id
+        assert card.get_attribute("data-smoothed") == "1.0833"
+        assert card.get_attribute("data-status") == "applied"
+        assert card.get_attribute("data-reason") == "Forced by user"
+        yaml_now = applied_in_yaml(root)
+        assert yaml_now[("BTC", "global")] == "1.0833"
+        assert applied_in_page(page) == yaml_now  # global and every band
+        assert page.locator(f'#live-history tr[data-run-id="{first.run_id}"]').get_attribute("data-status") == "superseded"
+
+        row = page.locator(f'#auto-history tr[data-run-id="{bad.run_id}"]')
+        assert row.get_attribute("data-status") == "failed"
+        assert row.get_attribute("data-multiplier") == "0.5000"
+        assert UNREALISTIC in row.inner_text() and "4,668,684.92%" in row.inner_text()
+
+        assert XSS in page.locator(f'#auto-history tr[data-run-id="{markup.run_id}"]').inner_text()
+        assert page.locator("img").count() == 0
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-browser-test.png"), full_page=True)
+    finally:
+        context.close()
+        stop()
+
+
+def test_status_filter_and_quote_sort_work_client_side(root, rows, browser):
+    rows.auto(multiplier=0.5, mae=4668684.92, status="failed", reason=UNREALISTIC)
+    rows.auto(multiplier=1.1, status="ok")
+    from calreport.report.render import render_site
+
+    render_site(root)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(root.index_html.as_uri())
+        page.click('#auto-history button[data-filter="failed"]')
+        visible = page.locator("#auto-history tbody tr:visible")
+        assert visible.count() == 1 and visible.get_attribute("data-status") == "failed"
+    finally:
+        context.close()
+
+
+def test_file_page_refresh_reloads_and_works_without_javascript(root, rows, browser):
+    rows.live(smoothed=1.0833)
+    apply.force_apply(root, "BTC")
+    from calreport.report.render import render_site
+
+    render_site(root)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(root.index_html.as_uri())
+        page.evaluate("window.__marker = 1")
+        with page.expect_navigation():
+            page.click("#refresh")
+        assert page.evaluate("typeof window.__marker") == "undefined"  # a real reload on file://
+    finally:
+        context.close()
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(root.index_html.as_uri())
+        assert page.locator('#current-applied [data-underlying="BTC"][data-band="global"]').get_attribute("data-multiplier") == "1.0833"
+        assert "1.0833" in page.locator("#current-applied").inner_text()
+    finally:
+        context.close()
