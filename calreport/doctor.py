@@ -215,6 +215,17 @@ def check_consistency(root: Root) -> list[Problem]:
             )
         )
         return problems
+    stale = sorted(p.name for p in root.config_dir.glob(f".{root.applied.name}.*.tmp"))
+    if stale:
+        problems.append(
+            Problem(
+                "warning",
+                "stale-temp-files",
+                f"{len(stale)} temp file(s) left in config/ by interrupted writes ({', '.join(stale[:3])}"
+                + (" ..." if len(stale) > 3 else "") + "); the engine and calreport ignore them",
+                f"delete them when no apply is running: rm {root.config_dir}/.{root.applied.name}.*.tmp",
+            )
+        )
     if not root.applied.exists():
         problems.append(
             Problem(

@@ -104,3 +104,10 @@ def test_invalid_config_is_reported_not_raised(root):
     root.calibration_config.write_text("realism: {min_mult: 0.7, mystery: 1}\n")
     problems = check_consistency(root)
     assert problems and problems[0].code == "invalid-config" and "calibration.yaml" in problems[0].message
+
+
+def test_temp_files_left_by_a_killed_apply_are_a_warning(root, capsys):
+    (root.config_dir / ".applied_multipliers.yaml.abc123.tmp").write_text("schema_ver")
+    code, out = _doctor(root, capsys)
+    assert code == 0
+    assert "1 temp file(s) left in config/ by interrupted writes" in out
