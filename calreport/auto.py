@@ -52,7 +52,7 @@ from calreport.rv import WINDOW_DAYS, realised_vol
 
 MS_PER_HOUR = 3_600_000
 FULL_WEEK_RETURNS = int(WINDOW_DAYS * 24)
-MOST_LINES_BAD = 0.5  # above this share of unreadable lines the harvest itself is broken
+MOST_LINES_BAD = 0.5  # above this share of unreadable lines (or impossible marks) the harvest is broken
 PROGRESS_MIN_BYTES = 32 << 20  # draw a progress bar only for harvests this large (and on a TTY)
 
 _LOOKBACK_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)
@@ -192,6 +192,7 @@ class Evidence:
     rv_returns: int  # at the window end
     snapshots_without_rv: int
     above_bound: int  # marks above the no-arbitrage bound (1 coin for a call, K/F for a put)
+    in_range: int  # harvested quotes in the DTE range (before the filters)
     dte_label: str
     window: str
 
@@ -212,8 +213,11 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
         degraded.append(
             f"snapshots: {ev.snapshots} of {ev.snapshots_expected} expected ({100 * completeness:.0f}% coverage)"
         )
-    if ev.snapshots and ev.rv_returns < a.min_rv_returns and ev.snapshots_without_rv >= ev.snapshots:
-        failed.append(f"RV history too short: {ev.rv_returns} hourly returns < {a.min_rv_returns}")
+    if ev.snapshots and ev.snapshots_without_rv >= ev.snapshots:
+        failed.append(
+            f"RV history too short: no snapshot has {a.min_rv_returns} hourly returns before it "
+            f"({ev.rv_returns} at the window end)"
+        )
     else:
         if ev.snapshots and ev.rv_returns < cfg.fit.min_rv_returns:
             degraded.append(f"RV_7d from {ev.rv_returns} hourly returns (< {cfg.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
@@ -227,7 +231,8 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
         if ev.strikes < a.min_strikes:
             degraded.append(f"strikes covered: {ev.strikes} (< {a.min_strikes})")
     if ev.above_bound:
-        degraded.append(f"{ev.above_bound} marks above the no-arbitrage bound (prices not in coin?)")
+        text = f"{ev.above_bound} of {ev.in_range} marks above the no-arbitrage bound (prices not in coin?)"
+        (failed if ev.above_bound > MOST_LINES_BAD * ev.in_range else degraded).append(text)
     status = "failed" if failed else "degraded" if degraded else "ok"
     return DataQuality(
         status=status,
@@ -323,6 +328,7 @@ def run_auto_calibration(
         rv_returns=int(end_rv.n_returns),
         snapshots_without_rv=int(np.count_nonzero(~rv_ok)),
         above_bound=above,
+        in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
         window=window,
     )

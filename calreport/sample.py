@@ -19,7 +19,7 @@ Public API:
         .snapshot_payload(t_ms) -> JSON-RPC envelope      (a live `calibrate --snapshot` file)
         .chart_payload(end_ms, days=8) -> JSON-RPC envelope (get_tradingview_chart_data, hourly)
         .harvest_times(start_ms, end_ms, interval_minutes=5) -> ms array
-    write_harvest(root, market, start_ms, end_ms, interval_minutes=5, unit_error_until=None) -> files
+    write_harvest(root, market, times, unit_error_window=None, early_until=None) -> day files
     write_json(path, payload)
 """
 
@@ -271,27 +271,22 @@ def write_json(path: Path, payload: Any) -> Path:
 def write_harvest(
     root: Root,
     market: SampleMarket,
-    start_ms: int,
-    end_ms: int,
+    times: np.ndarray,
     *,
-    interval_minutes: float = 5,
-    unit_error_until: int | None = None,
+    unit_error_window: tuple[int, int] | None = None,
     early_until: int | None = None,
 ) -> list[Path]:
-    """Write whole harvest day files for [start_ms, end_ms] (atomic replace: re-running is idempotent).
+    """Write whole harvest day files holding the snapshots at `times` (atomic replace, so re-running
+    is idempotent; every day touched is rewritten with exactly these snapshots).
 
-    Snapshots before `unit_error_until` carry marks in USD (a broken harvester, for the demo's
-    failed auto run); before `early_until` they have the early no-bid/ask shape.
+    Snapshots inside `unit_error_window` [start, end) carry marks in USD (a broken harvester, for
+    the demo's failed auto run); before `early_until` they have the early no-bid/ask shape.
     """
-    times = market.harvest_times(start_ms, end_ms, interval_minutes)
     by_day: dict[str, list[bytes]] = {}
-    for t in times:
+    for t in np.unique(np.asarray(times, dtype=np.int64)):
         t = int(t)
-        rows = market.book_summary(
-            t,
-            unit_error="usd" if unit_error_until is not None and t < unit_error_until else None,
-            early=early_until is not None and t < early_until,
-        )
+        bad = unit_error_window is not None and unit_error_window[0] <= t < unit_error_window[1]
+        rows = market.book_summary(t, unit_error="usd" if bad else None, early=early_until is not None and t < early_until)
         day = datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
         by_day.setdefault(day, []).append(encode_rows(rows, t))
     out = []

@@ -1,0 +1,276 @@
+"""Auto-calibrate: realistic runs stay ok, insane ones are failed with a reason, nothing is ever applied."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calreport import actions, auto
+from calreport.auto import assess_data_quality, parse_dte_range, parse_lookback, run_auto_calibration
+from calreport.cli import main as cli_main
+from calreport.config import load_config
+from calreport.errors import CalreportError
+from calreport.history import auto_runs, read_history
+from calreport.paths import Root
+from calreport.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO / ".." / "shared" / "data"
+END = 1765627200000  # 2025-12-13T12:00:00Z
+END_DT = datetime.fromtimestamp(END / 1000, tz=timezone.utc)
+
+
+def _build(root: Root, *, unit_error_window: tuple[int, int] | None = None) -> None:
+    """Six days of hourly snapshots (a week of RV history) and the last 14 hours at 5 minutes."""
+    actions.init(root)
+    m = SampleMarket("BTC", END - 7 * MS_PER_DAY, END, seed=3)
+    times = np.concatenate(
+        [m.harvest_times(END - 6 * MS_PER_DAY, END - 14 * MS_PER_HOUR - 1, 60), m.harvest_times(END - 14 * MS_PER_HOUR, END, 5)]
+    )
+    write_harvest(root, m, times, unit_error_window=unit_error_window)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("auto-template") / "root"
+    _build(Root(path))
+    return path
+
+
+@pytest.fixture
+def sample_root(template: Path, tmp_path: Path) -> Root:
+    dest = tmp_path / "root"
+    shutil.copytree(template, dest)
+    return Root(dest)
+
+
+def _set_config(root: Root, old: str, new: str) -> None:
+    text = root.calibration_config.read_text()
+    assert old in text
+    root.calibration_config.write_text(text.replace(old, new))
+
+
+def test_realistic_harvest_gives_an_ok_row_with_both_errors(sample_root: Root) -> None:
+    run = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    assert run.status == "ok", run.reason
+    assert run.data_quality.status == "ok" and run.data_quality.issues == []
+    assert 0.75 < run.multiplier < 1.4 and not run.multiplier_on_bound
+    assert 0 < run.vega_weighted_mae_pct < 50 and 0 < run.mae_pct < 60
+    assert run.samples > 1000 and run.snapshots_used == 178 and run.snapshots_expected == 288
+    assert (run.dte_min, run.dte_max, run.lookback) == (3.0, 10.0, "1d")
+    assert run.rv_7d is not None and run.data_quality.rv_returns >= 120
+    assert run.as_of == "2025-12-13T12:00:00Z" and run.harvest_end == "2025-12-13T12:00:00Z"
+    assert run.settings_hash == load_config(sample_root).settings_hash()
+    (row,) = auto_runs(sample_root)
+    assert row.run_id == run.run_id and row.vega_weighted_mae_pct == run.vega_weighted_mae_pct
+
+
+def test_no_data_in_the_window_is_a_failed_row_not_a_crash(sample_root: Root) -> None:
+    long_ago = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    run = run_auto_calibration(sample_root, "BTC", lookback="14d", as_of=long_ago)
+    assert run.status == "failed"
+    assert run.reason.startswith("Data quality failed")
+    assert "no harvested snapshots" in run.reason
+    assert run.data_quality.status == "failed" and run.multiplier is None and run.samples == 0
+    assert [r.run_id for r in auto_runs(sample_root)] == [run.run_id]
+
+
+def test_underlying_never_harvested_is_a_failed_row(sample_root: Root) -> None:
+    run = run_auto_calibration(sample_root, "ETH", lookback="1d", as_of=END_DT)
+    assert run.status == "failed" and "no harvested snapshots" in run.data_quality.issues[0]
+
+
+def test_marks_divided_by_the_forward_fail_as_unrealistic(sample_root: Root) -> None:
+    """The old system's unit error: the fit pins at the lower bound with MAE in the millions of %."""
+    _set_config(sample_root, "min_mark_price: 0.0005", "min_mark_price: 0.0")
+    for p in sample_root.harvest_dir("BTC").glob("*.jsonl"):
+        rows = [json.loads(ln) for ln in p.read_text().splitlines()]
+        for r in rows:
+            r["mark_price"] /= r["underlying_price"]
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT)
+    assert run.status == "failed"
+    assert "Unrealistic" in run.reason and "multiplier 0.5000" in run.reason
+    assert run.multiplier == 0.5 and run.multiplier_on_bound
+    assert run.mae_pct > 10_000 and run.vega_weighted_mae_pct is not None
+
+
+def test_marks_in_usd_fail_data_quality(tmp_path: Path) -> None:
+    root = Root(tmp_path / "root")
+    _build(root, unit_error_window=(END - 14 * MS_PER_HOUR, END + 1))
+    run = run_auto_calibration(root, "BTC", lookback="12h", as_of=END_DT)
+    assert run.status == "failed"
+    assert "no-arbitrage bound" in run.reason
+
+
+def test_malformed_lines_are_counted_in_data_quality(sample_root: Root) -> None:
+    day = sample_root.harvest_dir("BTC") / "2025-12-13.jsonl"
+    lines = day.read_bytes().splitlines(keepends=True)
+    n_bad = len(lines) // 20  # 5% of the day's lines are garbage
+    day.write_bytes(b"".join(lines) + b"{not json\n" * n_bad)
+    run = run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT)
+    assert run.data_quality.schema_errors == n_bad
+    assert run.status == "degraded"
+    assert any(i.startswith(f"schema errors: {n_bad} of") for i in run.data_quality.issues)
+
+
+def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> None:
+    from tests.foundation_helpers import add_live_run
+
+    add_live_run(sample_root, smoothed=1.0833)
+    actions.force_apply(sample_root, "BTC")
+    before = sample_root.applied.read_bytes()
+    ok = actions.auto_calibrate(sample_root, "BTC", lookback="1d", as_of=END_DT)
+    failed = actions.auto_calibrate(sample_root, "BTC", lookback="1d", as_of=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    assert sample_root.applied.read_bytes() == before
+    assert ok.status == "ok" and failed.status == "failed"
+    # the auto runs are now the newest rows of all, and still nothing changed
+    assert [r.run_id for r in auto_runs(sample_root)][-2:] == [ok.run_id, failed.run_id]
+    assert not any(getattr(r, "run_id", None) in (ok.run_id, failed.run_id) for r in read_history(sample_root.live_history).rows)
+    assert "1.0833" in before.decode()
+
+
+def test_auto_module_does_not_import_apply() -> None:
+    src = Path(auto.__file__).read_text()
+    assert "calreport.apply" not in src and "import apply" not in src
+
+
+@pytest.mark.parametrize(("text", "expected"), [("14d", ("14d", 14 * MS_PER_DAY)), ("12h", ("12h", 12 * MS_PER_HOUR)), ("90m", ("90m", 90 * 60_000)), ("1W", ("1w", 7 * MS_PER_DAY))])
+def test_lookbacks(text: str, expected: tuple[str, int]) -> None:
+    assert parse_lookback(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "14", "-1d", "0d", "1y", "d"])
+def test_bad_lookbacks_are_one_line_errors(text: str) -> None:
+    with pytest.raises(CalreportError, match="--lookback"):
+        parse_lookback(text)
+
+
+def test_dte_ranges() -> None:
+    assert parse_dte_range("3-10") == (3.0, 10.0)
+    assert parse_dte_range(" 0.5 - 2d") == (0.5, 2.0)
+    for bad in ("10-3", "3", "a-b", "3-3"):
+        with pytest.raises(CalreportError, match="--dte"):
+            parse_dte_range(bad)
+
+
+def test_cli_bad_arguments_are_one_line(sample_root: Root, capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["--root", str(sample_root.path), "auto-calibrate", "--underlying", "BTC", "--dte", "10-3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--dte" in err
+    assert cli_main(["--root", str(sample_root.path), "auto-calibrate", "--underlying", "XRP"]) == 1
+    assert "unknown underlying" in capsys.readouterr().err
+
+
+def test_script_runs_one_auto_calibration_and_rerenders(sample_root: Root) -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "auto_calibrate_iv.py"), "--underlying", "BTC", "--root",
+         str(sample_root.path), "--lookback", "1d", "--as-of", "2025-12-13T12:00:00Z"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "OK - Calibration within thresholds" in out.stdout
+    (run,) = auto_runs(sample_root)
+    assert run.run_id in sample_root.index_html.read_text()
+
+
+def test_daily_job_exit_codes(sample_root: Root) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import daily_auto_calibrate as daily
+    finally:
+        sys.path.pop(0)
+    assert daily.exit_code(["ok", "ok"]) == 0
+    assert daily.exit_code(["ok", "degraded"]) == 1
+    assert daily.exit_code(["ok", "failed"]) == 1
+    assert daily.exit_code(["failed", "failed"]) == 2
+    assert daily.exit_code([]) == 2
+    _set_config(sample_root, "lookbacks: [14d]", "lookbacks: [1d]")
+    # BTC is harvested and ok, ETH has no harvest at all: some failed -> 1
+    assert daily.main(["--root", str(sample_root.path), "--as-of", "2025-12-13T12:00:00Z"]) == 1
+    assert [r.status for r in auto_runs(sample_root)] == ["ok", "failed"]
+    # nothing in the window for either: all failed -> 2
+    assert daily.main(["--root", str(sample_root.path), "--as-of", "2024-01-01T00:00:00Z"]) == 2
+
+
+def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(auto, "PROGRESS_MIN_BYTES", 0)
+    tty, pipe = Tty(), io.StringIO()
+    run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress_stream=tty)
+    run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress_stream=pipe)
+    assert "reading BTC harvest [" in tty.getvalue()
+    assert pipe.getvalue() == ""
+
+
+def test_data_quality_rules_name_every_issue() -> None:
+    cfg = load_config(Root(Path("/nonexistent")))
+    base = dict(lines=1000, schema_errors=0, bad_names=0, snapshots=288, snapshots_expected=288, expiries=3,
+                strikes=40, samples=5000, rv_returns=160, snapshots_without_rv=0, above_bound=0, in_range=6000,
+                dte_label="3-10", window="w")
+    assert assess_data_quality(auto.Evidence(**base), cfg).status == "ok"
+    thin = assess_data_quality(auto.Evidence(**{**base, "snapshots": 50, "expiries": 1}), cfg)
+    assert thin.status == "degraded" and len(thin.issues) == 2 and thin.completeness == pytest.approx(50 / 288, abs=1e-4)
+    no_rv = assess_data_quality(auto.Evidence(**{**base, "snapshots_without_rv": 288, "rv_returns": 3}), cfg)
+    assert no_rv.status == "failed" and "RV history too short" in no_rv.issues[0]
+    junk = assess_data_quality(auto.Evidence(**{**base, "schema_errors": 600}), cfg)
+    assert junk.status == "failed" and "unreadable" in junk.issues[0]
+
+
+# --------------------------------------------------------------------------- real Deribit harvest
+
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+AS_OF = datetime(2025, 12, 13, 23, 59, tzinfo=timezone.utc)
+
+
+def _real_root(tmp_path: Path) -> Root:
+    root = Root(tmp_path / "root")
+    actions.init(root)
+    d = root.harvest_dir("BTC")
+    d.mkdir(parents=True)
+    for f in sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz")):
+        (d / f.name).symlink_to(f.resolve())  # symlinks in the tmp root, never into the repo
+    return root
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_real_btc_harvest_writes_vega_weighted_mae(tmp_path: Path) -> None:
+    root = _real_root(tmp_path)
+    run = run_auto_calibration(root, "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
+    assert run.vega_weighted_mae_pct is not None and run.mae_pct is not None
+    assert run.status in ("ok", "degraded") and 0.7 <= run.multiplier <= 1.6
+    assert run.samples > 500 and run.data_quality.schema_errors == 0
+    assert auto_runs(root)[-1].vega_weighted_mae_pct == run.vega_weighted_mae_pct
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_real_btc_harvest_with_unit_error_fails_as_unrealistic(tmp_path: Path) -> None:
+    root = _real_root(tmp_path)
+    _set_config(root, "min_mark_price: 0.0005", "min_mark_price: 0.0")
+    d = root.harvest_dir("BTC")
+    for link in sorted(d.glob("*.jsonl.gz")):
+        out = []
+        for ln in gzip.decompress(link.read_bytes()).splitlines():
+            r = json.loads(ln)
+            r["mark_price"] = r["mark_price"] / r["underlying_price"]
+            out.append(json.dumps(r))
+        link.unlink()
+        (d / link.name[: -len(".gz")]).write_text("\n".join(out) + "\n")
+    run = run_auto_calibration(root, "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
+    assert run.status == "failed"
+    assert "Unrealistic" in run.reason and "multiplier 0.5000" in run.reason
+    assert run.mae_pct > 1_000_000 and run.vega_weighted_mae_pct is not None
