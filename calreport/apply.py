@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError, RefusedError
-from calreport.fsutil import atomic_write
+from calreport.fsutil import atomic_write, backup_link, restore_backup
 from calreport.history import append_row, latest_live_run, locked
 from calreport.models import (
     AppliedDocument,
@@ -127,13 +127,11 @@ def apply_values(
     try:
         with locked(path):
             doc = read_applied(root, cfg)  # a hand-broken file stops here; it is never overwritten
-            old_bytes = path.read_bytes() if path.exists() else None
             previous = doc.entry(underlying)
             entry = AppliedEntry(
                 global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
             )
             updated = doc.model_copy(update={"underlyings": {**doc.underlyings, underlying: entry}})
-            atomic_write(path, format_applied(updated).encode("utf-8"))
             event = ApplyEvent(
                 schema_version=1,
                 run_id=run_id,
@@ -145,11 +143,7 @@ def apply_values(
                 reason=reason,
                 previous_run_id=previous.run_id,
             )
-            try:
-                append_row(root.live_history, event)
-            except CalreportError:
-                _restore(path, old_bytes)
-                raise
+            _write_with_event(root, format_applied(updated).encode("utf-8"), event)
     except Timeout:
         raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
     for hook in after_apply_hooks:
@@ -157,15 +151,36 @@ def apply_values(
     return event
 
 
-def _restore(path, old_bytes: bytes | None) -> None:  # type: ignore[no-untyped-def]
-    """Undo the YAML write when its apply event could not be recorded."""
+def _write_with_event(root: Root, new_bytes: bytes, event: ApplyEvent) -> None:
+    """Replace the YAML, then record the event; if either fails, the old YAML is put back.
+
+    The old file is kept as a hard link and restored by rename, which needs no free space, so a
+    full disk cannot leave new values in the YAML without their apply event. The caller holds the lock.
+    """
+    path = root.applied
     try:
-        if old_bytes is None:
-            path.unlink(missing_ok=True)
+        backup = backup_link(path)
+        old_bytes = None
+    except OSError:  # no hard links here: fall back to restoring by rewriting the old bytes
+        backup, old_bytes = None, path.read_bytes()
+    try:
+        atomic_write(path, new_bytes)
+        append_row(root.live_history, event)
+    except BaseException:
+        if old_bytes is not None:
+            try:
+                atomic_write(path, old_bytes)
+            except CalreportError:
+                pass
         else:
-            atomic_write(path, old_bytes)
-    except (CalreportError, OSError):
-        pass
+            restore_backup(path, backup)
+        raise
+    finally:
+        if backup is not None:
+            try:
+                backup.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:

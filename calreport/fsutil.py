@@ -84,6 +84,7 @@ def append_line(path: Path, line: bytes) -> None:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, DEFAULT_MODE)
     except OSError as exc:
         raise CalreportError(f"cannot open for append ({exc.strerror or exc})", path) from None
+    size = -1
     try:
         size = os.fstat(fd).st_size
         if size:
@@ -93,6 +94,43 @@ def append_line(path: Path, line: bytes) -> None:
         _write_all(fd, line)
         os.fsync(fd)
     except OSError as exc:
+        # The row did not become durable: take back what we wrote (we hold the lock, so nothing
+        # else was appended after it) so a failed append never looks like a recorded one.
+        if size >= 0:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
         raise CalreportError(f"could not append ({exc.strerror or exc})", path) from None
     finally:
         os.close(fd)
+
+
+def backup_link(path: Path) -> Path | None:
+    """Hard-link `path` to a hidden sibling so it can be put back by a rename alone.
+
+    Restoring by rename needs no new data blocks, so it still works when the disk is full. Returns
+    None when there is no file to keep; raises OSError when links are not supported.
+    """
+    if not path.exists():
+        return None
+    for _ in range(10):
+        backup = path.with_name(f".{path.name}.{os.urandom(4).hex()}.bak.tmp")
+        try:
+            os.link(path, backup)
+            return backup
+        except FileExistsError:
+            continue
+    raise OSError(f"could not create a backup link for {path}")
+
+
+def restore_backup(path: Path, backup: Path | None) -> None:
+    """Put the linked backup back in place (or remove `path` if there was none). Best effort."""
+    try:
+        if backup is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(backup, path)
+        fsync_dir(path.parent)
+    except OSError:
+        pass
