@@ -123,6 +123,9 @@ class DashboardServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.renders = 0  # completed re-renders, for tests and the log
         self.render_errors: list[str] = []
+        from calreport.report.render import HistoryCache
+
+        self.history_cache = HistoryCache()
         super().__init__((HOST, port), Handler)
 
     @property
@@ -130,10 +133,10 @@ class DashboardServer(ThreadingHTTPServer):
         return f"http://{HOST}:{self.server_address[1]}/"
 
     def render(self) -> None:
-        from calreport.report import render_site
+        from calreport.report.render import render_site
 
         try:
-            render_site(self.root)
+            render_site(self.root, cache=self.history_cache)
         except CalreportError as exc:  # e.g. site/ not writable: keep serving the last page
             self.render_errors.append(exc.one_line())
             print(f"calreport serve: render failed: {exc.one_line()}", file=sys.stderr)

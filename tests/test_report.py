@@ -387,3 +387,30 @@ def test_rendered_files_are_replaced_atomically_no_temp_files_left(root, rows):
     render_site(root)
     leftovers = [p for p in root.site_dir.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
+    from calreport.history import read_history
+    from calreport.report.render import HistoryCache
+
+    cache = HistoryCache()
+
+    def same() -> None:
+        want, got = read_history(root.live_history), cache.read(root.live_history)
+        assert [r.run_id for r in got.rows] == [r.run_id for r in want.rows]
+        assert (got.skipped, got.skipped_lines) == (want.skipped, want.skipped_lines)
+
+    same()
+    rows.live()
+    same()
+    with open(root.live_history, "ab") as fh:
+        fh.write(b'{"type":"live_run","run_id":"torn","smoo')  # torn tail: skipped, not cached
+    same()
+    rows.live()  # append_line starts a fresh line after the torn one
+    same()
+    rows.live()
+    same()
+    root.live_history.write_bytes(b"")  # a replaced/truncated file is re-read from the start
+    same()
+    rows.live()
+    same()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from calreport.apply import read_applied
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
 from calreport.fsutil import atomic_write
-from calreport.history import auto_history, live_history
+from calreport import history
+from calreport.history import HistoryRead, auto_history, live_history
 from calreport.models import AutoRun, LiveRun, RunDetail, utc_now
 from calreport.paths import Root
 from calreport.report import views
@@ -92,6 +94,60 @@ class RenderResult:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Parsed:
+    dev: int
+    ino: int
+    offset: int  # bytes consumed (always just after a newline)
+    lines: int  # lines consumed
+    rows: list
+    skipped_lines: list[int]
+
+
+class HistoryCache:
+    """For a long-running process (`calreport serve`): history files are append-only, so parse only
+    the complete lines appended since the last read. The result equals history.read_history(path);
+    a replaced or shrunk file is re-read from the start."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, _Parsed] = {}
+
+    def read(self, path: Path) -> HistoryRead:
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            self._files.pop(path, None)
+            return HistoryRead()
+        except OSError:
+            return history.read_history(path)  # let history.py word the error
+        with fh:
+            st = os.fstat(fh.fileno())
+            p = self._files.get(path)
+            if p is None or (p.dev, p.ino) != (st.st_dev, st.st_ino) or st.st_size < p.offset:
+                p = _Parsed(st.st_dev, st.st_ino, 0, 0, [], [])
+            fh.seek(p.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            p.lines += 1
+            self._parse(line, p.lines, p.rows, p.skipped_lines)
+        p.offset += end
+        self._files[path] = p
+        rows, skipped = list(p.rows), list(p.skipped_lines)
+        if data[end:].strip():  # a torn last line: counted like read_history does, not cached
+            self._parse(data[end:], p.lines + 1, rows, skipped)
+        return HistoryRead(rows=rows, skipped=len(skipped), skipped_lines=skipped)
+
+    @staticmethod
+    def _parse(line: bytes, lineno: int, rows: list, skipped: list[int]) -> None:
+        if not line.strip():
+            return
+        try:
+            rows.append(history.parse_row(history._loads(line)))
+        except (ValueError, ValidationError, TypeError):
+            skipped.append(lineno)
+
+
 def _read_details(root: Root, runs: list[LiveRun]) -> tuple[dict[str, RunDetail], dict[str, str]]:
     details: dict[str, RunDetail] = {}
     errors: dict[str, str] = {}
@@ -115,7 +171,9 @@ def _read_details(root: Root, runs: list[LiveRun]) -> tuple[dict[str, RunDetail]
     return details, errors
 
 
-def read_inputs(root: Root, now: datetime | None = None, timings: dict[str, float] | None = None) -> views.Inputs:
+def read_inputs(
+    root: Root, now: datetime | None = None, timings: dict[str, float] | None = None, cache: HistoryCache | None = None
+) -> views.Inputs:
     """Read every file of record once. Problems become banner text, never exceptions."""
     t = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -133,7 +191,10 @@ def read_inputs(root: Root, now: datetime | None = None, timings: dict[str, floa
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    live, auto = live_history(root), auto_history(root)
+    if cache is not None:
+        live, auto = cache.read(root.live_history), cache.read(root.auto_history)
+    else:
+        live, auto = live_history(root), auto_history(root)
     t2 = time.perf_counter()
     latest = views.latest_by_underlying(views.live_only(live.of_type(LiveRun)))
     details, detail_errors = _read_details(root, list(latest.values()))  # type: ignore[arg-type]
@@ -202,11 +263,12 @@ def state_json_bytes(inp: views.Inputs) -> bytes | None:
     return (json.dumps(doc.to_json_dict(), indent=2) + "\n").encode("utf-8")
 
 
-def render_site(root: Root, now: datetime | None = None) -> RenderResult:
-    """Regenerate site/ from the files of record. The one renderer behind every write and `calreport render`."""
+def render_site(root: Root, now: datetime | None = None, cache: HistoryCache | None = None) -> RenderResult:
+    """Regenerate site/ from the files of record. The one renderer behind every write and `calreport render`
+    (`cache` lets a long-running server parse only appended history lines)."""
     result = RenderResult()
     t = result.timings
-    inp = read_inputs(root, now, t)
+    inp = read_inputs(root, now, t, cache)
     if inp.config_error:
         result.problems.append(inp.config_error)
     if inp.applied_error:

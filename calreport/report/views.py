@@ -358,7 +358,8 @@ class HistoryPage:
     number: int
     title: str
     range_text: str
-    pages: list[PageLink]
+    older: PageLink | None  # only neighbours: adding a page must not change every other page
+    newer: PageLink | None
     key: str
     chunk: list
     statuses: list[str]
@@ -835,7 +836,8 @@ def build_banners(
                     f"latest live run MAE {fmt_pct(run.mae_pct)} is above the warning level {fmt_pct(dash.mae_warn_pct, 0)}",
                 )
             )
-        if run.rv_returns is not None and run.rv_returns < dash.min_rv_returns:
+        manual_rv = (run.rv_source or "").lower() == "manual"  # given with --rv: no history involved
+        if run.rv_returns is not None and not manual_rv and run.rv_returns < dash.min_rv_returns:
             out.append(
                 Banner(
                     "warn",
@@ -919,12 +921,14 @@ def build_pages(inp: Inputs, kind: str, code_key: str) -> list[HistoryPage]:
         statuses = [r.status or UNKNOWN for r in runs]
         title = "Calibration History (Auto-Calibrate)"
     total = len(runs)
-    links = page_links(kind, total, size, prefix="")
+    n_pages = page_count(total, size)
     pages = []
-    for k in range(1, page_count(total, size) + 1):
+    for k in range(1, n_pages + 1):
         lo = (k - 1) * size
         chunk, sts = runs[lo : lo + size], statuses[lo : lo + size]
-        h = hashlib.sha256(f"{code_key}|{kind}|{size}|{len(links)}|".encode())
+        older = PageLink(k - 1, f"{kind}-{k - 1}.html", f"{(k - 2) * size + 1:,}-{lo:,}") if k > 1 else None
+        newer = PageLink(k + 1, f"{kind}-{k + 1}.html", f"page {k + 1}") if k < n_pages else None
+        h = hashlib.sha256(f"{code_key}|{kind}|{size}|{newer is not None}|".encode())
         for r, s in zip(chunk, sts):
             h.update(f"{r.run_id}:{r.ts}:{s}|".encode())
         pages.append(
@@ -933,7 +937,8 @@ def build_pages(inp: Inputs, kind: str, code_key: str) -> list[HistoryPage]:
                 number=k,
                 title=title,
                 range_text=f"rows {lo + 1:,}-{lo + len(chunk):,} (numbered oldest first), newest first",
-                pages=links,
+                older=older,
+                newer=newer,
                 key=h.hexdigest()[:32],
                 chunk=chunk,
                 statuses=sts,
