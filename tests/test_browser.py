@@ -112,7 +112,7 @@ def test_refresh_after_policy_and_force_apply_shows_the_yaml(root, rows, browser
         stop()
 
 
-def test_status_filter_and_quote_sort_work_client_side(root, rows, browser):
+def test_status_filter_hides_other_statuses_client_side(root, rows, browser):
     rows.auto(multiplier=0.5, mae=4668684.92, status="failed", reason=UNREALISTIC)
     rows.auto(multiplier=1.1, status="ok")
     from calreport.report.render import render_site
