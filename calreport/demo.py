@@ -29,7 +29,7 @@ from calreport.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harves
 DEMO_END = 1765627200000  # 2025-12-13T12:00:00Z
 SEED = 7
 HARVEST_DAYS = 7  # RV_7d from the harvest needs a week of index history
-FINE_DAYS = 2  # the last days at 5 minutes; older days at 30 minutes keep the demo small
+FINE_DAYS = 2  # the last days at 5 minutes; older days hourly keep the demo small
 DATA_DIR = "data/demo"  # snapshot and price files of the live runs
 
 
@@ -53,7 +53,7 @@ def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int = DE
         start = end_ms - HARVEST_DAYS * MS_PER_DAY
         fine_start = end_ms - FINE_DAYS * MS_PER_DAY
         times = np.concatenate(
-            [m.harvest_times(start, fine_start - 1, 30), m.harvest_times(fine_start, end_ms - MS_PER_HOUR, 5)]
+            [m.harvest_times(start, fine_start - 1, 60), m.harvest_times(fine_start, end_ms - MS_PER_HOUR, 5)]
         )
         bug = (fine_start + 6 * MS_PER_HOUR, fine_start + 12 * MS_PER_HOUR) if name == "BTC" else None
         files = write_harvest(root, m, times, unit_error_window=bug, early_until=start + 4 * MS_PER_HOUR)

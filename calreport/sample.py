@@ -29,6 +29,7 @@ import json
 import math
 from calendar import timegm
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,7 @@ SPECS: dict[str, MarketSpec] = {
 }
 
 
+@lru_cache(maxsize=65536)
 def instrument_name(underlying: str, expiry_ms: int, strike: float, is_call: bool) -> str:
     """Deribit's naming: BTC-8MAY20-11000-P (single-digit days unpadded), decimal strikes with d."""
     d = datetime.fromtimestamp(expiry_ms / 1000, tz=timezone.utc)
@@ -221,24 +223,33 @@ class SampleMarket:
         no_bid = (bid < TICK) | (c["noise"] < 0.04)  # worthless wings, and the odd empty side
         no_ask = c["noise"] > 0.985
         scale = c["forward"] if unit_error == "usd" else np.ones_like(mark)
+        # vectorised rounding, then plain Python values for the JSON rows
+        marks = np.round(mark * scale, 8).tolist()
+        bids = np.where(no_bid, np.nan, np.round(bid * scale, 8)).tolist()
+        asks = np.where(no_ask, np.nan, np.round(ask * scale, 8)).tolist()
+        mids = np.round((bid + ask) * scale / 2, 8).tolist()
+        ivs = np.round(c["iv"] * 100, 2).tolist()
+        fwds = np.round(c["forward"], 2).tolist()
+        ois = c["oi"].tolist()
+        vols = np.round(c["oi"] * 0.1, 1).tolist()
+        exps, strikes, calls = c["expiry_ms"].tolist(), c["strike"].tolist(), c["is_call"].tolist()
         rows: list[dict[str, Any]] = []
         for i in range(mark.size):  # building the JSON rows is the one per-quote loop, at the edge
-            e = int(c["expiry_ms"][i])
-            name = instrument_name(u, e, float(c["strike"][i]), bool(c["is_call"][i]))
-            b = None if no_bid[i] else round(float(bid[i] * scale[i]), 8)
-            a = None if no_ask[i] else round(float(ask[i] * scale[i]), 8)
+            name = instrument_name(u, exps[i], strikes[i], calls[i])
+            b = None if no_bid[i] else bids[i]
+            a = None if no_ask[i] else asks[i]
             r: dict[str, Any] = {
                 "instrument_name": name,
                 "base_currency": u,
                 "quote_currency": u,
-                "mark_price": round(float(mark[i] * scale[i]), 8),
-                "mark_iv": round(float(c["iv"][i] * 100), 2),
-                "underlying_price": round(float(c["forward"][i]), 2),
+                "mark_price": marks[i],
+                "mark_iv": ivs[i],
+                "underlying_price": fwds[i],
                 "bid_price": b,
                 "ask_price": a,
-                "mid_price": None if b is None or a is None else round((b + a) / 2, 8),
-                "open_interest": float(c["oi"][i]),
-                "volume": round(float(c["oi"][i]) * 0.1, 1),
+                "mid_price": None if b is None or a is None else mids[i],
+                "open_interest": ois[i],
+                "volume": vols[i],
                 "interest_rate": 0.0,
                 "creation_timestamp": int(t_ms),
             }

@@ -1,0 +1,140 @@
+"""Sample data looks like Deribit's and obeys its conventions; the demo produces every status."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calreport.apply import read_applied
+from calreport.deribit import QuoteArrays, check_snapshot_rows, load_snapshot, parse_chart_data, parse_instrument_name
+from calreport.demo import DEMO_END, run_demo
+from calreport.history import auto_runs, live_history, live_runs
+from calreport.models import ApplyEvent, LiveRun
+from calreport.paths import Root
+from calreport.pricing import black76_price, year_fraction
+from calreport.rv import realised_vol
+from calreport.sample import MS_PER_DAY, SampleMarket, instrument_name, listed_expiries, write_json
+from calreport.state import StatusIndex
+
+T0 = DEMO_END
+DERIBIT_FIELDS = {
+    "instrument_name", "base_currency", "quote_currency", "mark_price", "mark_iv", "underlying_price",
+    "bid_price", "ask_price", "mid_price", "open_interest", "volume", "interest_rate", "creation_timestamp",
+}
+
+
+@pytest.fixture(scope="module")
+def btc() -> SampleMarket:
+    return SampleMarket("BTC", T0 - 2 * MS_PER_DAY, T0, seed=11)
+
+
+def test_same_seed_same_market_different_seed_different_market(btc: SampleMarket) -> None:
+    again = SampleMarket("BTC", T0 - 2 * MS_PER_DAY, T0, seed=11)
+    assert again.book_summary(T0) == btc.book_summary(T0)
+    other = SampleMarket("BTC", T0 - 2 * MS_PER_DAY, T0, seed=12)
+    assert other.spot(T0) != btc.spot(T0)
+
+
+def test_rows_have_deribit_fields_names_and_units(btc: SampleMarket) -> None:
+    rows = btc.book_summary(T0)
+    assert all(set(r) == DERIBIT_FIELDS for r in rows)
+    for r in rows:
+        p = parse_instrument_name(r["instrument_name"])
+        assert p is not None and p.base == "BTC" and p.expiry_ms > T0
+        assert r["creation_timestamp"] == T0 and r["quote_currency"] == "BTC"
+    marks = np.array([r["mark_price"] for r in rows])
+    ivs = np.array([r["mark_iv"] for r in rows])
+    assert marks.max() < 1.0  # coin, not USD
+    assert 20 < np.median(ivs) < 100  # percent, not a fraction
+    assert instrument_name("BTC", 1589184000000, 11000.0, False) == "BTC-11MAY20-11000-P"  # no zero padding
+    assert instrument_name("XRP", 1589184000000, 0.625, True) == "XRP-11MAY20-0d625-C"
+
+
+def test_black76_at_mark_iv_reproduces_the_mark(btc: SampleMarket) -> None:
+    """The issue's convention check, on sample data: coin Black-76 at mark_iv is the mark."""
+    q = QuoteArrays.from_rows(btc.book_summary(T0))
+    T = year_fraction(q.expiry_ms, T0)
+    model = black76_price(q.underlying_price, q.strike, T, q.mark_iv, q.is_call)
+    ok = q.mark_price >= 0.0005
+    assert ok.sum() > 100
+    assert np.median(np.abs(model[ok] / q.mark_price[ok] - 1)) < 0.01
+
+
+def test_smile_and_term_structure_so_one_multiplier_fits_imperfectly(btc: SampleMarket) -> None:
+    c = btc.chain(T0)
+    exp0 = c["expiry_ms"] == np.unique(c["expiry_ms"])[3]
+    k, iv, f = c["strike"][exp0], c["iv"][exp0], c["forward"][exp0]
+    x = np.log(k / f)
+    low, high = iv[x < -0.03].mean(), iv[x > 0.03].mean()
+    assert low > high  # skew: downside strikes richer
+    atm_by_expiry = []
+    for e in np.unique(c["expiry_ms"])[2:]:
+        sel = (c["expiry_ms"] == e) & c["is_call"]
+        xs = np.log(c["strike"][sel] / c["forward"][sel])
+        atm_by_expiry.append(np.interp(0.0, xs, c["iv"][sel]))
+    assert np.ptp(atm_by_expiry) > 0.01  # a term structure, not one vol
+
+
+def test_warts_tiny_marks_null_bids_early_rows_usd_marks(btc: SampleMarket) -> None:
+    rows = btc.book_summary(T0)
+    assert any(r["mark_price"] == 1e-6 for r in rows)
+    assert any(r["bid_price"] is None for r in rows)
+    early = btc.book_summary(T0, early=True)
+    assert all("bid_price" not in r and r["underlying_index"].startswith("SYN.BTC-") for r in early)
+    usd = btc.book_summary(T0, unit_error="usd")
+    assert max(r["mark_price"] for r in usd) > 100
+
+
+def test_snapshot_and_chart_payloads_load_like_deribit_responses(btc: SampleMarket, tmp_path: Path) -> None:
+    snap = write_json(tmp_path / "s.json", btc.snapshot_payload(T0))
+    rows, meta = load_snapshot(snap, "BTC")
+    assert meta.now_ms == T0 and len(rows) > 200
+    thin = btc.snapshot_payload(T0, limit=40)["result"]
+    assert len(thin) == 40 and check_snapshot_rows(thin, "thin").underlying == "BTC"
+    ticks, close = parse_chart_data(json.loads(json.dumps(btc.chart_payload(T0))))
+    assert ticks[-1] < T0 and np.all(np.diff(ticks) == 3_600_000)
+    rv = realised_vol(ticks, close, T0)
+    assert rv.n_returns >= 160
+    assert 0.5 * btc.vol_regime(T0) < rv.rv < 1.6 * btc.vol_regime(T0)
+
+
+def test_listed_expiries_look_like_deribits() -> None:
+    exps = listed_expiries(T0)
+    dte = (exps - T0) / MS_PER_DAY
+    assert dte.min() < 1 and 3 <= np.sum(dte < 4) <= 4  # dailies
+    assert np.sum((dte > 3) & (dte < 10)) >= 1  # a weekly in the default auto DTE range
+    assert dte.max() > 60  # monthlies
+
+
+def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None:
+    root = Root(tmp_path / "demo")
+    lines: list[str] = []
+    assert run_demo(root, log=lines.append) == 0
+    assert str(root.index_html) in lines[-2] and root.index_html.exists()
+
+    live = live_history(root)
+    index = StatusIndex.build(read_applied(root), live)
+    statuses = Counter(index.status_of(r) for r in live.of_type(LiveRun))
+    assert {"applied", "held", "superseded", "failed"} <= set(statuses), statuses
+    assert any(e.source == "force" for e in live.of_type(ApplyEvent))
+    autos = auto_runs(root)
+    assert {"ok", "failed"} <= {r.status for r in autos}
+    assert {"1d", "14d"} <= {r.lookback for r in autos}
+    assert all(r.vega_weighted_mae_pct is not None for r in autos if r.samples)
+    # the applied YAML is what the last apply event says, never an auto run's value
+    doc = read_applied(root)
+    btc_events = [e for e in live.of_type(ApplyEvent) if e.underlying == "BTC"]
+    assert doc.underlyings["BTC"].global_ == btc_events[-1].applied.global_
+    html = root.index_html.read_text()
+    assert 'id="auto-history"' in html and 'id="current-applied"' in html
+
+    n_live, n_auto = len(live_runs(root)), len(autos)
+    day = root.harvest_dir("BTC") / "2025-12-13.jsonl"
+    harvested = day.read_bytes()
+    assert run_demo(root, log=lambda s: None) == 0  # re-run on an existing root
+    assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
+    assert day.read_bytes() == harvested  # the harvest was rewritten, not doubled
