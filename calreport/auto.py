@@ -274,6 +274,8 @@ def run_auto_calibration(
     dte_min, dte_max = parse_dte_range(dte or cfg.auto.dte_ranges[0])
     lb_label, lb_ms = parse_lookback(lookback or cfg.auto.lookbacks[0])
     end_dt = as_of or now()
+    if end_dt.tzinfo is None:  # a naive time is UTC, like every timestamp calreport writes
+        end_dt = end_dt.replace(tzinfo=timezone.utc)
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb_ms
     window = f"{iso_utc(_dt(start_ms))} - {iso_utc(_dt(end_ms))}"

@@ -173,6 +173,24 @@ def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, ca
         harvest_command(root, "ETH", from_file=snap)
 
 
+def test_harvest_command_fetches_from_deribit_when_no_file_is_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from calreport.deribit import DeribitClient
+
+    root = Root(tmp_path)
+    ts = DEC11 + 2 * HOUR
+    payload = {"jsonrpc": "2.0", "result": [{k: v for k, v in row(ts=ts).items() if k != "harvested_at"}]}
+    urls: list[str] = []
+
+    def opener(url: str, timeout: float) -> bytes:  # a recorded response; tests never use the network
+        urls.append(url)
+        return json.dumps(payload).encode()
+
+    assert harvest_command(root, "BTC", client=DeribitClient(opener=opener)) == 0
+    assert "get_book_summary_by_currency" in urls[0] and "currency=BTC" in urls[0] and "kind=option" in urls[0]
+    f = load_harvest(root, "BTC", 0, DEC11 * 2)
+    assert f.harvested_at.tolist() == [ts]
+
+
 def test_append_snapshot_starts_on_a_fresh_line_after_a_torn_one(tmp_path: Path) -> None:
     root = Root(tmp_path)
     p = write_day(root, [row()])
