@@ -1,0 +1,147 @@
+"""One live calibration of a full chain (global + per-band fits), in memory and end to end.
+
+In memory: rows already parsed -> QuoteArrays, ATM IV, filters, evaluation at the applied
+multipliers, global/band/type fits, EWMA (the steps of calibrate.run_live_calibration between
+reading the snapshot and writing the history). End to end: run_live_calibration itself, with config
+and snapshot reads, RV from a chart file, detail file, history append and, when the policy says so,
+the apply. Baseline: the same fits by the same grid + Brent search, pricing one option at a time in
+pure Python (what a straightforward implementation costs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from benchmarks import Figure, best_time
+from benchmarks.bench_pricing import loop_price
+from calreport import actions
+from calreport import calibrate as cal
+from calreport.apply import read_applied
+from calreport.config import load_config
+from calreport.deribit import QuoteArrays, load_snapshot
+from calreport.paths import Root
+from calreport.pricing import year_fraction
+from calreport.sample import SampleMarket, write_json
+
+NAME = "calibrate"
+TARGET_S = 0.050
+REAL_SNAPSHOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
+T_SNAPSHOT = 1_765_481_760_000  # 2025-12-11T19:36Z, like the real snapshot
+FULL_CHAIN = 700
+
+
+def full_chain_market(now_ms: int, n_options: int = FULL_CHAIN) -> SampleMarket:
+    """The sample BTC market with enough strikes per expiry for a Deribit-sized chain (~700 options)."""
+    m = SampleMarket("BTC", now_ms - 86_400_000, now_ms + 86_400_000)
+    per = m.spec.strikes_per_expiry
+    size = m.chain(now_ms)["price"].size
+    m.spec = dataclasses.replace(m.spec, strikes_per_expiry=max(5, round(per * n_options / size) | 1))
+    return m
+
+
+def in_memory_run(rows: list[dict[str, Any]], now_ms: int, rv: float, root: Root) -> Any:
+    """run_live_calibration's computation, without its file I/O (config and applied read once, outside)."""
+    cfg = load_config(root)
+    applied = read_applied(root, cfg).entry("BTC")
+    q = QuoteArrays.from_rows(rows)
+    all_T = year_fraction(q.expiry_ms, now_ms)
+    cal.atm_iv_7d(q.take(q.valid_name), all_T[q.valid_name], cfg.filters.min_dte)
+    sel = cal.select_quotes(q, now_ms, cfg.filters, "BTC")
+    return sel, cfg, applied
+
+
+def _compute(sel: cal.Selection, rv: float, applied: Any, cfg: Any) -> Any:
+    from calreport.models import LiveRun
+
+    run = LiveRun(schema_version=1, run_id="bench", ts="2025-12-11T19:36:00Z", underlying="BTC", source="live")
+    ev = cal._evaluate(sel, rv, applied, cfg)
+    cal._fill_metrics(run, ev, rv, cfg)
+    cal.ewma(run.recommended, applied.multipliers(), cfg.smoothing.alpha, cfg.band_names())
+    return run
+
+
+def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
+    """Baseline: the same fits (global, each band, calls, puts) by the same search as fit_multiplier
+    (a 97-point geometric grid, then bounded Brent around the best point), but pricing one option at
+    a time in pure Python."""
+    q = sel.quotes
+    w_all = cal.vega_weights(q.underlying_price, q.strike, sel.T, cal.market_iv(q, sel.T), rv)
+    band = cal.band_index(sel.dte, cfg.bands)
+    groups = [np.ones(sel.n, dtype=bool)] + [band == i for i in range(len(cfg.bands))] + [q.is_call, ~q.is_call]
+    lo, hi = cfg.fit.min_mult, cfg.fit.max_mult
+    out = []
+    for mask in groups:  # the baseline's loops are the point: per group, per multiplier, per option
+        if int(mask.sum()) < cfg.fit.band_min_samples:
+            continue
+        F, K, T, c, mark, w = (a[mask].tolist() for a in (q.underlying_price, q.strike, sel.T, q.is_call, q.mark_price, w_all))
+        wsum = sum(w)
+
+        def objective(m: float) -> float:
+            syn = loop_price(F, K, T, [rv * m] * len(F), c)
+            return sum(abs(s - p) / p * wi for s, p, wi in zip(syn, mark, w)) / wsum * 100.0
+
+        grid = np.geomspace(lo, hi, 97)
+        values = [objective(float(m)) for m in grid]
+        i = int(np.argmin(values))
+        a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+        out.append(float(minimize_scalar(objective, bounds=(a, b), method="bounded", options={"xatol": 1e-7}).x))
+    return out
+
+
+def _measure(label: str, root: Root, snapshot: Path, *, prices: Path | None, rv: float, runs: int) -> list[Figure]:
+    rows, meta = load_snapshot(snapshot, "BTC")
+    sel, cfg, applied = in_memory_run(rows, meta.now_ms, rv, root)
+
+    def memory() -> None:
+        s, c, a = in_memory_run(rows, meta.now_ms, rv, root)
+        _compute(s, rv, a, c)
+
+    mem_s = best_time(memory, repeat=max(5, runs // 2))
+    base_s = best_time(lambda: loop_fits(sel, rv, cfg), repeat=1 if runs < 10 else 2)
+    whole = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run = cal.run_live_calibration(root, "BTC", snapshot, prices=prices, rv=None if prices else rv)
+        whole.append(time.perf_counter() - t)
+    whole_med = statistics.median(whole)
+    note = (f"{len(rows)} quotes, {sel.n} after filters; last run: status {run.status}, decision {run.decision}, "
+            f"recommended {run.recommended.global_ if run.recommended else None} "
+            f"bands {dict(run.recommended.bands) if run.recommended else {}}; whole run min {min(whole) * 1e3:.1f} ms, "
+            f"max {max(whole) * 1e3:.1f} ms over {runs} runs")
+    return [
+        Figure(name=f"live calibration in memory, {label}", value=mem_s, unit="s", baseline=base_s,
+               baseline_label="same fits, per-option Python loop", ratio=base_s / mem_s,
+               target="< 50 ms", met=mem_s < TARGET_S, notes=[note]),
+        Figure(name=f"run_live_calibration incl. I/O (median), {label}", value=whole_med, unit="s", baseline=mem_s,
+               baseline_label="in-memory part", ratio=whole_med / mem_s, target="< 50 ms", met=whole_med < TARGET_S),
+    ]
+
+
+def run(quick: bool = False) -> list[Figure]:
+    runs = 5 if quick else 30
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="calreport-bench-cal-") as tmp:
+        root = Root(Path(tmp) / "gen")
+        actions.init(root)
+        market = full_chain_market(T_SNAPSHOT)
+        snap = write_json(Path(tmp) / "snapshot.json", market.snapshot_payload(T_SNAPSHOT))
+        chart = write_json(Path(tmp) / "chart.json", market.chart_payload(T_SNAPSHOT))
+        rv = market.vol_regime(T_SNAPSHOT)
+        figures += _measure("generated chain", root, snap, prices=chart, rv=rv, runs=runs)
+        if REAL_SNAPSHOT.is_file() and not quick:
+            real_root = Root(Path(tmp) / "real")
+            actions.init(real_root)
+            figures += _measure("real snapshot BTC-2025-12-11T1936Z (RV 0.43 given)", real_root, REAL_SNAPSHOT,
+                                prices=None, rv=0.43, runs=runs)
+    if not math.isfinite(figures[0].value):
+        raise RuntimeError("calibration benchmark produced no timing")
+    return figures
