@@ -65,6 +65,7 @@ except ImportError:  # pragma: no cover - exercised when orjson is absent
 
 
 FORMAT_VERSION = 1
+MAX_TIMESTAMP_MS = 10_000_000_000_000  # year 2286: anything later is not a harvest time
 MS_PER_DAY = 86_400_000
 DAY_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -213,11 +214,17 @@ def _float_column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     """A float column: missing / null -> NaN; strings, bools, lists -> NaN (a schema error upstream)."""
     values = [r.get(key) for r in rows]
     if set(map(type, values)) <= _NUMERIC_OR_NULL:  # np.array would also accept "1.5" and True
-        return np.array(values, dtype=np.float64)
+        try:
+            return np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range: fall through, it becomes NaN
+            pass
     out = np.full(len(values), np.nan)
     for i, v in enumerate(values):
-        if (type(v) is float or type(v) is int) and not isinstance(v, bool):
-            out[i] = float(v)
+        if type(v) is float or type(v) is int:
+            try:
+                out[i] = float(v)
+            except OverflowError:
+                pass
     return out
 
 
@@ -237,7 +244,7 @@ def parse_day_bytes(data: bytes, underlying: str) -> DayColumns:
     name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
     ok = (
         name_ok
-        & np.isfinite(ts)
+        & np.isfinite(ts) & (ts > 0) & (ts < MAX_TIMESTAMP_MS)
         & np.isfinite(cols["mark_price"]) & (cols["mark_price"] >= 0)
         & np.isfinite(cols["mark_iv"]) & (cols["mark_iv"] >= 0)
         & np.isfinite(cols["underlying_price"]) & (cols["underlying_price"] > 0)
@@ -260,7 +267,10 @@ def parse_day_bytes(data: bytes, underlying: str) -> DayColumns:
     # Renumber to the kept names only.
     new_code = np.full(len(uniq), -1, dtype=np.int64)
     new_code[mine] = np.arange(int(np.count_nonzero(mine)))
-    row_code = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1) if len(codes) else codes
+    if uniq:
+        row_code = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
+    else:  # no row with a usable name at all
+        row_code = np.full(len(codes), -1, dtype=np.int64)
     bad_names = int(np.count_nonzero(ok & (row_code < 0)))
     keep = ok & (row_code >= 0)
 
