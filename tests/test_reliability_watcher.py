@@ -45,7 +45,7 @@ def test_every_apply_is_seen_and_latency_is_measured(root, monkeypatch, observer
         root,
         observer=observer,
         on_change=lambda v: seen.append((time.perf_counter(), v)),
-        check_interval_s=0.25 if observer == "inotify" else 0.05,
+        check_interval_s=0.05,
     ) as engine:
         for i in range(n):
             v = engine.version
