@@ -14,7 +14,7 @@ tick-rounded bids/asks, null bids on options worth less than a tick, marks floor
 "tiny marks"), and early snapshots that lack bid/ask and carry `underlying_index`.
 
 Public API:
-    SampleMarket(underlying, start_ms, end_ms, seed=7)
+    SampleMarket(underlying, start_ms, end_ms, seed=7, strikes_per_expiry=None)
         .spot(t_ms) / .book_summary(t_ms, unit_error=None) -> rows
         .snapshot_payload(t_ms) -> JSON-RPC envelope      (a live `calibrate --snapshot` file)
         .chart_payload(end_ms, days=8) -> JSON-RPC envelope (get_tradingview_chart_data, hourly)
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from calendar import timegm
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -111,9 +111,14 @@ def _nice_step(x: float) -> float:
 class SampleMarket:
     """One underlying's seeded market over [start_ms, end_ms] (plus 8 days of history for RV)."""
 
-    def __init__(self, underlying: str, start_ms: int, end_ms: int, seed: int = 7) -> None:
+    def __init__(
+        self, underlying: str, start_ms: int, end_ms: int, seed: int = 7, *, strikes_per_expiry: int | None = None
+    ) -> None:
+        """`strikes_per_expiry` scales the chain: 13 gives ~260 options, 35 a full Deribit-size ~700."""
         self.underlying = underlying.upper()
         self.spec = SPECS[self.underlying]
+        if strikes_per_expiry is not None:
+            self.spec = replace(self.spec, strikes_per_expiry=int(strikes_per_expiry))
         self.seed = seed
         self.t0 = (int(start_ms) - 8 * MS_PER_DAY) // MS_PER_DAY * MS_PER_DAY
         self.t1 = int(end_ms) + MS_PER_DAY
