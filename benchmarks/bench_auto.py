@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import CACHE_DIR, Figure
-from benchmarks.bench_calibrate import FULL_CHAIN, full_chain_market
+from benchmarks.bench_calibrate import full_chain_market
 from calreport import actions
 from calreport import sample as sample_mod
 from calreport.paths import Root
@@ -29,6 +29,7 @@ MS_PER_DAY = 86_400_000
 START_MS = 1_764_547_200_000  # 2025-12-01T00:00Z
 TARGET_WARM_S = 5.0
 TARGET_RATIO = 10.0
+HARVEST_SIZING = 800  # the chain thins as expiries roll off; sized at 800 it averages ~700 over 14 days
 
 
 def _write_day(args: tuple[Path, int, int]) -> int:
@@ -42,7 +43,7 @@ def _write_day(args: tuple[Path, int, int]) -> int:
 
 
 def full_chain_market_range(start_ms: int, end_ms: int) -> sample_mod.SampleMarket:
-    m = full_chain_market(start_ms)  # sizes the chain (strikes per expiry) once
+    m = full_chain_market(start_ms, HARVEST_SIZING)  # sizes the chain (strikes per expiry) once
     wide = sample_mod.SampleMarket("BTC", start_ms, end_ms)
     wide.spec = m.spec
     return wide
@@ -51,7 +52,7 @@ def full_chain_market_range(start_ms: int, end_ms: int) -> sample_mod.SampleMark
 def harvest_root(days: int) -> Path:
     """A directory holding data/harvest/BTC/<day>.jsonl for `days` days, generated once and reused."""
     src = hashlib.sha256(Path(sample_mod.__file__).read_bytes()).hexdigest()[:12]
-    key = f"harvest-BTC-{days}d-5min-{FULL_CHAIN}opt-{src}"
+    key = f"harvest-BTC-{days}d-5min-{HARVEST_SIZING}opt-{src}"
     done = CACHE_DIR / key / "complete"
     if done.exists():
         return done.parent
