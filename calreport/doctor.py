@@ -8,6 +8,7 @@ only) that other code can reuse; `doctor_command` prints its findings with the f
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -16,7 +17,14 @@ from calreport.apply import read_applied
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
 from calreport.history import HistoryRead, read_history
-from calreport.models import DEFAULT_MULTIPLIER, AppliedEntry, ApplyEvent, AutoRun, LiveRun, Multipliers
+from calreport.models import (
+    DEFAULT_MULTIPLIER,
+    AppliedEntry,
+    ApplyEvent,
+    AutoRun,
+    LiveRun,
+    Multipliers,
+)
 from calreport.paths import Root
 
 Severity = Literal["error", "warning"]
@@ -158,7 +166,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
 def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
     """Each apply's `previous` should be the values the apply before it left: a gap is a past hand edit."""
     out = []
-    for before, after in zip(events, events[1:]):
+    for before, after in itertools.pairwise(events):
         if before.applied is None or after.previous is None:
             continue
         prev_entry_like = AppliedEntry.model_construct(

@@ -20,16 +20,23 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal, Self
 
 import numpy as np
 
 from calreport.apply import read_applied
 from calreport.config import Band, CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.models import DEFAULT_MULTIPLIER, AppliedDocument, AppliedEntry, iso_utc, utc_now
+from calreport.models import (
+    DEFAULT_MULTIPLIER,
+    AppliedDocument,
+    AppliedEntry,
+    iso_utc,
+    utc_now,
+)
 from calreport.paths import Root
 
 ObserverKind = Literal["auto", "inotify", "polling", "none"]
@@ -216,7 +223,7 @@ class AppliedMultipliersWatcher:
                 self._version_cond.wait(left)
         return True
 
-    def start(self) -> "AppliedMultipliersWatcher":
+    def start(self) -> AppliedMultipliersWatcher:
         """Load the file (a broken file at start is an error: there are no good values yet) and watch."""
         if self._thread is not None:
             return self
@@ -239,15 +246,16 @@ class AppliedMultipliersWatcher:
             try:
                 self._observer.stop()
                 self._observer.join(timeout=5)
-            except Exception:  # noqa: BLE001 - stopping must not raise
+            except Exception:  # noqa: BLE001, S110 - stopping must not raise
                 pass
             self._observer = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "AppliedMultipliersWatcher":
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

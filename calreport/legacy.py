@@ -30,7 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
 from calreport.history import append_row, locked, read_history
-from calreport.models import UNDERLYING_RE, AutoRun, DataQuality, GroupMetrics, LiveRun, Multipliers, iso_utc, parse_time
+from calreport.models import (
+    UNDERLYING_RE,
+    AutoRun,
+    DataQuality,
+    GroupMetrics,
+    LiveRun,
+    Multipliers,
+    iso_utc,
+    parse_time,
+)
 from calreport.paths import Root
 from calreport.realism import assess_calibration_realism
 from calreport.yamlio import validation_problem
@@ -44,7 +53,7 @@ def _finite_or_none(v: Any) -> Any:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")
+        raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")  # noqa: TRY004 - pydantic wants ValueError
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"non-finite number {v!r}")
     return v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -100,7 +101,7 @@ def test_snapshot_is_a_private_copy(root):
         snap.document.underlyings["BTC"].bands["0-7d"] = 9.0
         snap.document.underlyings.pop("ETH", None)
         assert engine.multiplier_for("BTC", 1) == 1.0833
-        with pytest.raises(Exception):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             snap.version = 99  # type: ignore[misc]
 
 
@@ -171,6 +172,6 @@ def test_watch_command_prints_each_change_and_exits_0_on_ctrl_c(root):
         assert "global 1.0833" in btc and "0-7d 1.0500" in btc and "7-30d 1.0833 (global)" in btc and "run-w" in btc
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err

@@ -6,6 +6,7 @@ update), and at the end the YAML equals the last apply event of each underlying.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -73,7 +74,7 @@ def test_parallel_applies_and_appends_lose_nothing_and_end_consistent(root, tmp_
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, [p.read_text() for p in tmp_path.glob("error-*")]
     totals = {"live": 0, "force": 0, "policy": 0, "auto": 0}
     for wid in range(PROCESSES):
-        for k, v in eval((tmp_path / f"counts-{wid}").read_text()).items():  # noqa: S307 - our own repr
+        for k, v in eval((tmp_path / f"counts-{wid}").read_text()).items():
             totals[k] += v
 
     live = read_history(root.live_history)
@@ -91,7 +92,7 @@ def test_parallel_applies_and_appends_lose_nothing_and_end_consistent(root, tmp_
         chain = [e for e in events if e.underlying == u]
         if not chain:
             continue
-        for before, after in zip(chain, chain[1:]):  # serialised: each apply saw the previous one's result
+        for before, after in itertools.pairwise(chain):  # serialised: each apply saw the previous one's result
             assert after.previous.global_ == before.applied.global_, f"lost update on {u}"
             assert after.previous_run_id == before.run_id
         last = chain[-1]

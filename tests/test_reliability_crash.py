@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
