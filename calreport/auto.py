@@ -26,18 +26,25 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 import numpy as np
 
+from calreport.calibrate import (
+    Selection,
+    fit_multiplier,
+    group_metrics,
+    market_iv,
+    select_quotes,
+    vega_weights,
+)
 from calreport.config import CalibrationConfig, load_config
-from calreport.calibrate import Selection, fit_multiplier, group_metrics, market_iv, select_quotes, vega_weights
 from calreport.errors import CalreportError
 from calreport.harvest import (
     MS_PER_DAY,
-    HarvestFrame,
     day_files,
     harvest_dir_of,
     index_price_per_snapshot,
@@ -45,8 +52,8 @@ from calreport.harvest import (
 )
 from calreport.history import append_row, new_run_id
 from calreport.models import AutoRun, DataQuality, iso_utc, utc_now
-from calreport.pricing import black76_price
 from calreport.paths import Root
+from calreport.pricing import black76_price
 from calreport.realism import assess_calibration_realism
 from calreport.rv import WINDOW_DAYS, realised_vol
 
@@ -275,7 +282,7 @@ def run_auto_calibration(
     lb_label, lb_ms = parse_lookback(lookback or cfg.auto.lookbacks[0])
     end_dt = as_of or now()
     if end_dt.tzinfo is None:  # a naive time is UTC, like every timestamp calreport writes
-        end_dt = end_dt.replace(tzinfo=timezone.utc)
+        end_dt = end_dt.replace(tzinfo=UTC)
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb_ms
     window = f"{iso_utc(_dt(start_ms))} - {iso_utc(_dt(end_ms))}"
@@ -371,7 +378,7 @@ def run_auto_calibration(
         settings_hash=cfg.settings_hash(),
         bias_pct=_round(fit.bias_pct, 2),
         mae_vol_points=_round(fit.mae_vol_points, 2),
-        rows_read=int(len(frame)),
+        rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
     append_row(root.auto_history, run)
@@ -383,7 +390,7 @@ def _fmt_pct(x: float | None) -> str:
 
 
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def describe_auto_run(run: AutoRun) -> str:
@@ -392,11 +399,15 @@ def describe_auto_run(run: AutoRun) -> str:
     m = "-" if run.multiplier is None else f"{run.multiplier:.4f}"
     rv = "-" if run.rv_7d is None else f"{100 * run.rv_7d:.1f}%"
     lines = [
-        f"{run.underlying} auto-calibrate {run.dte_min:g}-{run.dte_max:g}d over {run.lookback} to {run.as_of}: "
-        f"{(run.status or '-').upper()} - {run.reason}",
-        f"    multiplier {m}{' (on fit bound)' if run.multiplier_on_bound else ''}, MAE {_fmt_pct(run.mae_pct)}, "
-        f"vega MAE {_fmt_pct(run.vega_weighted_mae_pct)}, samples {run.samples or 0:,}, RV_7d {rv}, "
-        f"snapshots {run.snapshots_used or 0}/{run.snapshots_expected or 0}; data quality {dq.status}",
+        (
+            f"{run.underlying} auto-calibrate {run.dte_min:g}-{run.dte_max:g}d over {run.lookback} to {run.as_of}: "
+            f"{(run.status or '-').upper()} - {run.reason}"
+        ),
+        (
+            f"    multiplier {m}{' (on fit bound)' if run.multiplier_on_bound else ''}, MAE {_fmt_pct(run.mae_pct)}, "
+            f"vega MAE {_fmt_pct(run.vega_weighted_mae_pct)}, samples {run.samples or 0:,}, RV_7d {rv}, "
+            f"snapshots {run.snapshots_used or 0}/{run.snapshots_expected or 0}; data quality {dq.status}"
+        ),
     ]
     lines += [f"    - {issue}" for issue in dq.issues]
     lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")

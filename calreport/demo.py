@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -24,7 +24,13 @@ from calreport import actions
 from calreport.harvest import harvest_command
 from calreport.models import AutoRun, LiveRun, iso_utc
 from calreport.paths import Root
-from calreport.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest, write_json
+from calreport.sample import (
+    MS_PER_DAY,
+    MS_PER_HOUR,
+    SampleMarket,
+    write_harvest,
+    write_json,
+)
 
 DEMO_END = 1765627200000  # 2025-12-13T12:00:00Z
 SEED = 7
@@ -34,11 +40,11 @@ DATA_DIR = "data/demo"  # snapshot and price files of the live runs
 
 
 def _iso(ms: int) -> str:
-    return iso_utc(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    return iso_utc(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 def _stamp(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H%MZ")
 
 
 def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int = DEMO_END) -> dict[str, int]:
@@ -60,7 +66,7 @@ def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int = DE
         # a harvester killed mid-write leaves a torn line: counted as a schema error, never fatal
         with open(files[0], "ab") as fh:
             fh.write(b'{"instrument_name": "' + name.encode() + b'-13DEC25-9\n')
-        counts[name] = sum(1 for f in files for _ in open(f, "rb"))
+        counts[name] = sum(f.read_bytes().count(b"\n") for f in files)
     return counts
 
 
@@ -88,7 +94,7 @@ def _live(
 
 
 def _auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
-    as_of = datetime.fromtimestamp(as_of_ms / 1000, tz=timezone.utc)
+    as_of = datetime.fromtimestamp(as_of_ms / 1000, tz=UTC)
     run = actions.auto_calibrate(root, name, lookback=lookback, as_of=as_of)
     log(
         f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {_iso(as_of_ms)}: multiplier {_f(run.multiplier)}, "

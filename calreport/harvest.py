@@ -33,10 +33,11 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from filelock import Timeout
@@ -144,7 +145,7 @@ class HarvestFrame:
         """Days to expiry of every row, as of the row's own harvest time."""
         return (self.expiry_ms - self.harvested_at) / MS_PER_DAY
 
-    def take(self, mask: np.ndarray) -> "HarvestFrame":
+    def take(self, mask: np.ndarray) -> HarvestFrame:
         kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}
         return HarvestFrame(
             underlying=self.underlying, start_ms=self.start_ms, end_ms=self.end_ms, names=self.names,
@@ -389,7 +390,7 @@ def load_day(path: Path, underlying: str, cache_dir: Path | None = None) -> tupl
 
 
 def _utc_date(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
 
 
 def harvest_dir_of(source: Root | Path | str, underlying: str) -> Path:

@@ -29,8 +29,8 @@ import json
 import math
 from calendar import timegm
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ MS_PER_DAY = 86_400_000
 STEP_MS = 5 * MS_PER_MIN  # the index path's resolution
 TICK = 0.0001  # Deribit's option tick in the base coin
 MIN_MARK = 1e-6
-_MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
 UnitError = Literal["usd"] | None
 
@@ -77,7 +77,7 @@ SPECS: dict[str, MarketSpec] = {
 @lru_cache(maxsize=65536)
 def instrument_name(underlying: str, expiry_ms: int, strike: float, is_call: bool) -> str:
     """Deribit's naming: BTC-8MAY20-11000-P (single-digit days unpadded), decimal strikes with d."""
-    d = datetime.fromtimestamp(expiry_ms / 1000, tz=timezone.utc)
+    d = datetime.fromtimestamp(expiry_ms / 1000, tz=UTC)
     k = f"{strike:.0f}" if float(strike).is_integer() else f"{strike:g}".replace(".", "d")
     return f"{underlying}-{d.day}{_MONTHS[d.month - 1]}{d:%y}-{k}-{'C' if is_call else 'P'}"
 
@@ -88,7 +88,7 @@ def _expiry_ms(d: date) -> int:
 
 def listed_expiries(now_ms: int) -> np.ndarray:
     """Deribit's listing pattern: the next dailies, the next four Fridays, three month-ends."""
-    today = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).date()
+    today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
     days = {today + timedelta(days=i) for i in range(4)}
     friday = today + timedelta(days=(4 - today.weekday()) % 7)
     days |= {friday + timedelta(weeks=i) for i in range(5)}
@@ -303,7 +303,7 @@ def write_harvest(
         t = int(t)
         bad = unit_error_window is not None and unit_error_window[0] <= t < unit_error_window[1]
         rows = market.book_summary(t, unit_error="usd" if bad else None, early=early_until is not None and t < early_until)
-        day = datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d")
         by_day.setdefault(day, []).append(encode_rows(rows, t))
     out = []
     directory = root.harvest_dir(market.underlying)

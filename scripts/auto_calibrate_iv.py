@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from calreport.cli import main  # noqa: E402
+from calreport.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["auto-calibrate", *sys.argv[1:]]))

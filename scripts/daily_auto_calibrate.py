@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from calreport import actions  # noqa: E402
-from calreport.auto import describe_auto_run  # noqa: E402
-from calreport.config import load_config  # noqa: E402
-from calreport.errors import CalreportError  # noqa: E402
-from calreport.models import parse_time  # noqa: E402
-from calreport.paths import Root  # noqa: E402
+from calreport import actions
+from calreport.auto import describe_auto_run
+from calreport.config import load_config
+from calreport.errors import CalreportError
+from calreport.models import parse_time
+from calreport.paths import Root
 
 
 def exit_code(statuses: list[str]) -> int:

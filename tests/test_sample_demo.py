@@ -10,14 +10,26 @@ import numpy as np
 import pytest
 
 from calreport.apply import read_applied
-from calreport.deribit import QuoteArrays, check_snapshot_rows, load_snapshot, parse_chart_data, parse_instrument_name
 from calreport.demo import DEMO_END, run_demo
+from calreport.deribit import (
+    QuoteArrays,
+    check_snapshot_rows,
+    load_snapshot,
+    parse_chart_data,
+    parse_instrument_name,
+)
 from calreport.history import auto_runs, live_history, live_runs
 from calreport.models import ApplyEvent, LiveRun
 from calreport.paths import Root
 from calreport.pricing import black76_price, year_fraction
 from calreport.rv import realised_vol
-from calreport.sample import MS_PER_DAY, SampleMarket, instrument_name, listed_expiries, write_json
+from calreport.sample import (
+    MS_PER_DAY,
+    SampleMarket,
+    instrument_name,
+    listed_expiries,
+    write_json,
+)
 from calreport.state import StatusIndex
 
 T0 = DEMO_END
