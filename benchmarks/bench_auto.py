@@ -43,10 +43,8 @@ def _write_day(args: tuple[Path, int, int]) -> int:
 
 
 def full_chain_market_range(start_ms: int, end_ms: int) -> sample_mod.SampleMarket:
-    m = full_chain_market(start_ms, HARVEST_SIZING)  # sizes the chain (strikes per expiry) once
-    wide = sample_mod.SampleMarket("BTC", start_ms, end_ms)
-    wide.spec = m.spec
-    return wide
+    """The harvest's market: chain sized at its first snapshot, path over the whole range."""
+    return full_chain_market(start_ms, HARVEST_SIZING, start_ms, end_ms)
 
 
 def harvest_root(days: int) -> Path:

@@ -10,7 +10,6 @@ pure Python (what a straightforward implementation costs).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import tempfile
@@ -39,13 +38,14 @@ T_SNAPSHOT = 1_765_481_760_000  # 2025-12-11T19:36Z, like the real snapshot
 FULL_CHAIN = 700
 
 
-def full_chain_market(now_ms: int, n_options: int = FULL_CHAIN) -> SampleMarket:
-    """The sample BTC market with enough strikes per expiry for a Deribit-sized chain (~700 options)."""
-    m = SampleMarket("BTC", now_ms - 86_400_000, now_ms + 86_400_000)
-    per = m.spec.strikes_per_expiry
-    size = m.chain(now_ms)["price"].size
-    m.spec = dataclasses.replace(m.spec, strikes_per_expiry=max(5, round(per * n_options / size) | 1))
-    return m
+def full_chain_market(now_ms: int, n_options: int = FULL_CHAIN, start_ms: int | None = None, end_ms: int | None = None) -> SampleMarket:
+    """The sample BTC market with enough strikes per expiry for a Deribit-sized chain at now_ms."""
+    start = now_ms - 86_400_000 if start_ms is None else start_ms
+    end = now_ms + 86_400_000 if end_ms is None else end_ms
+    probe = SampleMarket("BTC", start, end)
+    size = probe.chain(now_ms)["price"].size
+    per = max(5, round(probe.spec.strikes_per_expiry * n_options / size) | 1)
+    return SampleMarket("BTC", start, end, strikes_per_expiry=per)
 
 
 def in_memory_run(rows: list[dict[str, Any]], now_ms: int, rv: float, root: Root) -> Any:

@@ -1,0 +1,66 @@
+"""The benchmark harness runs and its correctness checks hold (quick mode; no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import benchmarks.__main__ as bench_main
+from benchmarks import Figure, fmt_value, percentile
+from benchmarks import bench_append, bench_iv, bench_pricing
+
+
+def _finite_positive(f: Figure) -> bool:
+    return math.isfinite(f.value) and f.value > 0
+
+
+def test_pricing_quick_produces_throughput_and_loop_baseline_agrees() -> None:
+    figs = bench_pricing.run(quick=True)
+    assert [f.name for f in figs] == ["pricing throughput, 1e+04 options", "pricing throughput, 1e+05 options"]
+    assert all(_finite_positive(f) and f.baseline and f.ratio for f in figs)
+    F, K, T, sigma, is_call = bench_pricing.chain_inputs(200)
+    loop = np.array(bench_pricing.loop_price(*(a.tolist() for a in (F, K, T, sigma, is_call))))
+    assert np.max(np.abs(loop - bench_pricing.black76_price(F, K, T, sigma, is_call))) < 1e-12
+
+
+def test_iv_quick_error_within_target_and_bisection_baseline_converges() -> None:
+    figs = bench_iv.run(quick=True)
+    rate, error = figs
+    assert _finite_positive(rate) and rate.baseline and rate.baseline > 0
+    assert error.value <= bench_iv.TARGET_ERROR and error.met is True
+    assert error.baseline is not None and error.baseline < 1e-9  # the baseline is a real inversion too
+
+
+def test_concurrent_appends_lose_nothing() -> None:
+    figs = bench_append.run(quick=True)
+    rate, lost = figs
+    assert _finite_positive(rate) and rate.baseline and rate.baseline > 0
+    assert lost.value == 0 and lost.met is True
+
+
+def test_verify_counts_lost_duplicated_and_torn_lines(tmp_path) -> None:
+    p = tmp_path / "h.jsonl"
+    p.write_bytes(b'{"writer":0,"seq":0}\n{"writer":0,"seq":0}\n{"writer":1,"seq":0}\n{"writer":1,"se\n')
+    assert bench_append.verify(p, 2, 2) == (2, 1, 1)  # (0,1) and (1,1) lost; (0,0) twice; one torn line
+
+
+def test_main_prints_table_and_writes_results(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(bench_main, "RESULTS_PATH", tmp_path / "RESULTS.md")
+    assert bench_main.main(["--quick", "--only", "iv", "--write-results"]) == 0
+    out = capsys.readouterr().out
+    assert "| figure | value | baseline (same run) | ratio | target | met? |" in out
+    assert "IV max abs error" in out
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "nproc" in text and "numpy" in text and "IV inversion throughput" in text
+
+
+def test_unknown_benchmark_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        bench_main.main(["--only", "nope"])
+
+
+def test_helpers() -> None:
+    assert percentile(list(range(1, 201)), 99) == 198
+    assert fmt_value(0.0412, "s") == "41.2 ms" and fmt_value(1.5e7, "options/s") == "15.00M options/s"
