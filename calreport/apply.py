@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError, RefusedError
 from calreport.fsutil import atomic_write, backup_link, restore_backup
-from calreport.history import append_row, latest_live_run, locked
+from calreport.history import append_row, last_apply_events, latest_live_run, locked
 from calreport.models import (
     AppliedDocument,
     AppliedEntry,
@@ -25,6 +25,7 @@ from calreport.models import (
     Multipliers,
     default_entry,
     iso_utc,
+    parse_time,
     utc_now,
 )
 from calreport.paths import Root, lock_path
@@ -127,6 +128,7 @@ def apply_values(
     try:
         with locked(path):
             doc = read_applied(root, cfg)  # a hand-broken file stops here; it is never overwritten
+            _recover_lost_events(root, doc)
             previous = doc.entry(underlying)
             entry = AppliedEntry(
                 global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
@@ -149,6 +151,57 @@ def apply_values(
     for hook in after_apply_hooks:
         hook(root, event)
     return event
+
+
+RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
+
+
+def _recover_lost_events(root: Root, doc: AppliedDocument) -> None:
+    """Record the apply event a killed writer did not get to append (caller holds the YAML's lock).
+
+    A process killed between replacing the YAML and appending its event leaves the YAML ahead of
+    history: its `updated_at` is newer than the last apply event of that underlying. The next
+    apply records that state first, so the history again explains every value the engine used.
+    A hand edit that kept `updated_at` is not recorded here; `calreport doctor` reports it.
+    """
+    entries = {u: e for u, e in doc.underlyings.items() if e.updated_at and (e.source != "init" or e.run_id)}
+    if not entries:
+        return
+    last = last_apply_events(root.live_history, set(entries))
+    for name, e in entries.items():
+        ev = last.get(name)
+        if ev is not None:
+            same = (
+                ev.run_id == e.run_id
+                and ev.ts == e.updated_at
+                and ev.applied is not None
+                and ev.applied.global_ == e.global_
+                and ev.applied.bands == e.bands
+            )
+            if same or ev.ts is None or not _newer(e.updated_at, ev.ts):
+                continue
+        append_row(
+            root.live_history,
+            ApplyEvent(
+                schema_version=1,
+                run_id=e.run_id,
+                ts=e.updated_at,
+                underlying=name,
+                previous=ev.applied if ev is not None and ev.applied is not None else default_entry().multipliers(),
+                applied=e.multipliers(),
+                source=e.source,
+                reason=f"{e.reason or '-'} ({RECOVERED_NOTE})",
+                previous_run_id=ev.run_id if ev is not None else None,
+                recovered=True,
+            ),
+        )
+
+
+def _newer(a: str | None, b: str) -> bool:
+    try:
+        return a is not None and parse_time(a) > parse_time(b)
+    except ValueError:
+        return False
 
 
 def _write_with_event(root: Root, new_bytes: bytes, event: ApplyEvent) -> None:

@@ -121,6 +121,53 @@ def read_history(path: Path) -> HistoryRead:
     return out
 
 
+def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
+    """Lines of `path` from the last to the first, reading fixed-size blocks from the end.
+
+    Lets an apply find the latest apply event without parsing a long history.
+    """
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
+    with fh:
+        pos = fh.seek(0, os.SEEK_END)
+        tail = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            chunk = fh.read(step) + tail
+            lines = chunk.split(b"\n")
+            tail = lines[0]
+            for line in reversed(lines[1:]):
+                if line.strip():
+                    yield line
+        if tail.strip():
+            yield tail
+
+
+def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent]:
+    """The newest readable apply event per underlying, scanning the history backwards."""
+    found: dict[str, ApplyEvent] = {}
+    wanted = set(underlyings)
+    for line in iter_lines_reversed(path):
+        if not wanted:
+            break
+        if b'"apply"' not in line:
+            continue
+        try:
+            row = parse_row(_loads(line))
+        except (ValueError, ValidationError, TypeError):
+            continue
+        if isinstance(row, ApplyEvent) and row.underlying in wanted:
+            found[row.underlying] = row
+            wanted.discard(row.underlying)
+    return found
+
+
 def live_history(root: Root) -> HistoryRead:
     return read_history(root.live_history)
 

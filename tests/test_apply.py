@@ -211,3 +211,35 @@ def test_state_document_numbers_are_the_yaml_numbers(root):
         assert state["underlyings"][name]["bands"] == (entry["bands"] or {})
         assert state["underlyings"][name]["run_id"] == entry["run_id"]
     assert set(state) == {"schema_version", "underlyings", "generated_at"}
+
+
+def test_apply_after_a_kill_between_yaml_and_event_records_the_lost_event_first(root):
+    """A writer killed after replacing the YAML left no apply event; the next apply records it."""
+    from calreport.apply import RECOVERED_NOTE
+    from calreport.fsutil import atomic_write
+    from calreport.models import AppliedDocument, AppliedEntry
+
+    first = add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    # simulate the kill: the YAML moved on to run X, its event never made it to history
+    doc = read_applied(root)
+    lost = AppliedEntry(global_=1.15, bands={}, updated_at="2099-01-01T00:00:00Z", source="policy", run_id="X", reason="r")
+    atomic_write(root.applied, format_applied(AppliedDocument(underlyings={**doc.underlyings, "BTC": lost})).encode())
+    add_live_run(root, smoothed=1.2)
+    force_apply(root, "BTC")
+    events = apply_events(root, "BTC")
+    assert [(e.run_id, e.applied.global_) for e in events][-2:] == [("X", 1.15), (events[-1].run_id, 1.2)]
+    recovered = events[-2]
+    assert RECOVERED_NOTE in recovered.reason and recovered.previous.global_ == 1.0833
+    assert recovered.previous_run_id == first.run_id
+    assert events[-1].previous.global_ == 1.15 and events[-1].previous_run_id == "X"
+
+
+def test_hand_edit_that_keeps_updated_at_is_not_recorded_as_an_apply(root):
+    add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    root.applied.write_text(root.applied.read_text().replace("global: 1.0833", "global: 1.2000"))
+    add_live_run(root, smoothed=1.3)
+    force_apply(root, "BTC")
+    events = apply_events(root, "BTC")
+    assert len(events) == 2 and events[-1].previous.global_ == 1.2  # the truth of what was replaced
