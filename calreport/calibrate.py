@@ -43,7 +43,7 @@ from calreport.config import Band, CalibrationConfig, FilterConfig, load_config
 from calreport.deribit import QuoteArrays, load_snapshot
 from calreport.errors import CalreportError
 from calreport.fsutil import atomic_write
-from calreport.history import append_row, live_runs, new_run_id
+from calreport.history import append_row, iter_rows_reversed, new_run_id
 from calreport.models import (
     AppliedEntry,
     ExpirySummary,
@@ -316,9 +316,16 @@ def atm_iv_7d(q: QuoteArrays, T: np.ndarray, min_dte: float = 1.0) -> tuple[floa
 
 
 def previous_smoothed(root: Root, underlying: str, applied: AppliedEntry) -> tuple[Multipliers, str]:
-    """The previous live run's smoothed values (same underlying, usable quotes); else the applied ones."""
-    for run in reversed(live_runs(root, underlying)):
-        if (run.source or "live") != "live":
+    """The previous live run's smoothed values (same underlying, usable quotes, realism not failed);
+    else the applied ones.
+
+    A run that failed realism (e.g. marks in USD pinning the fit at a bound) never feeds the EWMA,
+    so one bad snapshot cannot drag the next healthy runs. Scans the history backwards.
+    """
+    for run in iter_rows_reversed(root.live_history, LiveRun):
+        if run.underlying != underlying or (run.source or "live") != "live":
+            continue
+        if run.status == "failed":
             continue
         if run.smoothed is not None and run.smoothed.global_ is not None and (run.samples or 0) > 0:
             return run.smoothed, f"run {run.run_id}"

@@ -149,6 +149,20 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
             yield tail
 
 
+def iter_rows_reversed(path: Path, cls: type[R]) -> Iterator[R]:
+    """Readable rows of type `cls`, newest first, without parsing the rest of a long history."""
+    tag = f'"{cls.model_fields["type"].default}"'.encode()
+    for line in iter_lines_reversed(path):
+        if tag not in line:
+            continue
+        try:
+            row = parse_row(_loads(line))
+        except (ValueError, ValidationError, TypeError):
+            continue
+        if isinstance(row, cls):
+            yield row
+
+
 def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent]:
     """The newest readable apply event per underlying, scanning the history backwards."""
     found: dict[str, ApplyEvent] = {}

@@ -212,6 +212,15 @@ def test_second_run_smooths_from_the_first(root: Root, tmp_path: Path) -> None:
     assert second.multiplier_tested == first.smoothed.global_  # type: ignore[union-attr]
 
 
+def test_a_run_that_failed_realism_never_feeds_the_smoothing(root: Root, tmp_path: Path) -> None:
+    good = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "g.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
+    # marks far too rich for the RV: the fit pins at the upper bound and realism fails
+    bad = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "b.json", synth_rows(rv=0.45, multiplier=3.5)), rv=0.45)
+    assert bad.status == "failed" and bad.smoothed_from == f"run {good.run_id}"
+    after = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "a.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
+    assert after.smoothed_from == f"run {good.run_id}"
+
+
 def test_eth_is_compared_with_eth_values(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "e.json", synth_rows(rv=0.6, multiplier=1.0, underlying="ETH", spot=3200))
     run = run_live_calibration(root, "ETH", snap, rv=0.6)
