@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import benchmarks.__main__ as bench_main
-from benchmarks import Figure, fmt_value, percentile
-from benchmarks import bench_append, bench_iv, bench_pricing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed, only calreport
+
+import benchmarks.__main__ as bench_main  # noqa: E402
+from benchmarks import Figure, fmt_value, percentile  # noqa: E402
+from benchmarks import bench_append, bench_iv, bench_pricing  # noqa: E402
 
 
 def _finite_positive(f: Figure) -> bool:
