@@ -466,7 +466,7 @@ def run_live_calibration(
     run.data_quality_issues = issues
     status, reason = assess_calibration_realism(
         run.smoothed.global_, run.mae_pct, run.vega_weighted_mae_pct, run.data_quality_status,
-        thresholds=cfg.realism,
+        thresholds=cfg.realism, kind="live",
     )
     if status == "degraded" and issues:
         reason = f"{reason}: {'; '.join(issues)}"

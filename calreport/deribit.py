@@ -18,6 +18,7 @@ Public API (used by calibrate.py, harvest.py, auto.py):
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import time
@@ -288,6 +289,8 @@ def check_snapshot_rows(rows: Any, path: Path | str | None, underlying: str | No
         ts = row["creation_timestamp"]
         if isinstance(ts, bool) or not isinstance(ts, (int, float)):
             raise CalreportError(f"row {i}: creation_timestamp is not a number ({ts!r})", path)
+        if not math.isfinite(ts) or not 0 <= ts < 10**14:
+            raise CalreportError(f"row {i}: creation_timestamp is not a time in ms ({ts!r})", path)
         now = ts if now is None or ts > now else now
         base = row.get("base_currency")
         if not isinstance(base, str) or not base:

@@ -198,7 +198,7 @@ def to_live_row(rec: LegacyRecord, path: Path, run_id: str, cfg: CalibrationConf
     m = rec.global_metrics or LegacyMetrics()
     multiplier = rec.recommended_iv_multiplier if rec.recommended_iv_multiplier is not None else rec.smoothed_global_multiplier
     status, reason = assess_calibration_realism(
-        multiplier, m.mae_pct, m.vega_weighted_mae_pct, None, thresholds=cfg.realism
+        multiplier, m.mae_pct, m.vega_weighted_mae_pct, None, thresholds=cfg.realism, kind="live"
     )
     return LiveRun(
         schema_version=1,

@@ -17,6 +17,7 @@ MAX_VEGA_MAE = 200.0  # percent
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"
+REASON_UNREALISTIC_LIVE = "Unrealistic live calibration: multiplier or MAE outside sane range"
 REASON_DEGRADED = "Data quality degraded; use with caution"
 REASON_OK = "Calibration within thresholds"
 
@@ -32,12 +33,14 @@ def assess_calibration_realism(
     data_quality_status: str | None,
     *,
     thresholds: RealismConfig | None = None,
+    kind: str = "auto",
 ) -> tuple[str, str]:
     """Return (status, reason) with status in ok / degraded / failed.
 
     Order: data quality failed -> failed; multiplier outside [min, max] or MAE / vega MAE above
     their caps -> failed; data quality degraded -> degraded; else ok. A missing or non-finite
     multiplier, or a non-finite error, is unrealistic too: there is nothing sane to apply.
+    `kind="live"` only changes the wording of the unrealistic reason for live runs.
     """
     t = thresholds or RealismConfig(min_mult=MIN_MULT, max_mult=MAX_MULT, max_mae=MAX_MAE, max_vega_mae=MAX_VEGA_MAE)
     if data_quality_status == "failed":
@@ -52,7 +55,7 @@ def assess_calibration_realism(
         or (mae_pct is not None and mae_pct > t.max_mae)
         or (vega_weighted_mae_pct is not None and vega_weighted_mae_pct > t.max_vega_mae)
     ):
-        return "failed", REASON_UNREALISTIC
+        return "failed", REASON_UNREALISTIC_LIVE if kind == "live" else REASON_UNREALISTIC
     if data_quality_status == "degraded":
         return "degraded", REASON_DEGRADED
     return "ok", REASON_OK

@@ -59,3 +59,10 @@ def test_thresholds_are_overridable():
     assert assess_calibration_realism(0.5, 4668684.92, None, "ok", thresholds=loose) == ("ok", REASON_OK)
     tight = RealismConfig(min_mult=0.95, max_mult=1.05, max_mae=20, max_vega_mae=10)
     assert assess_calibration_realism(1.10, 15.74, 12.82, "ok", thresholds=tight)[0] == "failed"
+
+
+def test_live_runs_get_the_live_wording_of_the_unrealistic_reason():
+    from calreport.realism import REASON_UNREALISTIC_LIVE
+
+    assert assess_calibration_realism(0.5, 4668684.92, None, "ok", kind="live") == ("failed", REASON_UNREALISTIC_LIVE)
+    assert "auto" not in REASON_UNREALISTIC_LIVE

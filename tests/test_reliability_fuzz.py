@@ -170,8 +170,6 @@ quote_fields = st.dictionaries(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="calreport/deribit.py check_snapshot_rows: int(creation_timestamp) raises "
-                   "OverflowError/ValueError on Infinity/NaN (json.loads accepts them); reported to its owner")
 @FUZZ
 @example(payload=[{"instrument_name": "BTC-27DEC24-60000-C", "mark_price": 0.01, "mark_iv": 50.0, "underlying_price": 1.0,
                    "creation_timestamp": float("inf")}])
