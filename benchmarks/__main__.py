@@ -124,10 +124,20 @@ def write_results(
     out += ["## Machine", ""] + [f"- {m}" for m in machine] + [""]
     out += ["## Figures", "", "Ratios compare with a baseline timed in the same run, so they survive a noisy, shared",
             "machine better than the absolute numbers do.", ""] + lines + [""]
+    judged = [f for f in figures if f.met is not None]
+    if judged:
+        out += ["## Targets", ""] + [f"- {'met' if f.met else 'NOT MET'}: {f.name} = {fmt_value(f.value, f.unit)} "
+                                     f"(target {f.target}{', ratio %.1fx' % f.ratio if f.ratio is not None else ''})"
+                                     for f in judged] + [""]
     notes = [(f.name, n) for f in figures for n in f.notes]
     if notes:
         out += ["## Details", ""] + [f"- {name}: {n}" for name, n in notes] + [""]
-    out += ["## Benchmark wall time", ""] + [f"- {k}: {v:.1f} s" for k, v in elapsed.items()] + [""]
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    out += ["## Benchmark wall time", ""] + [f"- {k}: {v:.1f} s" for k, v in elapsed.items()]
+    out += [f"- load average at the end: {load} (2 cores; other engineers' test runs share them)", ""]
     if failures:
         out += ["## Failed", ""] + [f"- {m}" for m in failures] + [""]
     RESULTS_PATH.write_text("\n".join(out), encoding="utf-8")
