@@ -48,7 +48,7 @@ class PolicyConfig(_Section):
     """When a live run's smoothed multipliers are applied automatically."""
 
     min_samples: int = 50
-    min_vega_sum: float = 0.0
+    min_vega_sum: float = 1.0  # coin per 1.00 vol, summed over the samples (~20 for a full BTC chain)
     min_delta: float = 0.03
     max_rel_step: float = 0.25
 
@@ -176,7 +176,7 @@ bands:
 # assess_calibration_realism thresholds (multiplier range; MAE and vega-weighted MAE in percent).
 realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
 # Update policy for live runs.
-policy: {min_samples: 50, min_vega_sum: 0.0, min_delta: 0.03, max_rel_step: 0.25}
+policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25}
 smoothing: {alpha: 0.3}
 filters:
   min_dte: 1.0

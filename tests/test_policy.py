@@ -6,7 +6,7 @@ from calreport.config import PolicyConfig
 from calreport.models import AppliedEntry, LiveRun, Multipliers
 from calreport.policy import decide
 
-POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 0, min_delta 0.03, max_rel_step 0.25
+POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25
 
 
 def run(g: float = 1.084, bands: dict[str, float] | None = None, samples: int = 91, vega: float = 12.5,
@@ -57,7 +57,7 @@ def test_realism_failure_holds_first() -> None:
 
 
 def test_zero_vega_holds() -> None:
-    assert decide(run(vega=0.0), entry(), POLICY) == ("hold", "Summed vega too small (0.0000 < 0)")
+    assert decide(run(vega=0.0), entry(), POLICY) == ("hold", "Summed vega too small (0.0000 < 1)")
 
 
 def test_min_vega_setting_is_honoured() -> None:
