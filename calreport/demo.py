@@ -5,38 +5,67 @@ auto-calibrate), so the demo's dashboard shows what a real root would: live runs
 applied, held and later superseded, a run forced by the user, a run that failed realism (marks in
 USD), and auto-calibrate runs that are ok, degraded and failed.
 
-The sample market is seeded and anchored at a fixed time (DEMO_END), so two demos produce the
-same numbers. Re-running on an existing root works: the harvest days are rewritten with the
-same data, and the new runs are appended to the history (nothing is deleted).
+The request's pathological auto run is there too: six hours of BTC harvest whose marks a broken
+harvester divided by the forward (the old system's unit error), calibrated the old system's way,
+with no minimum mark price. The fit pins at the 0.5 bound with MAE in the millions of % and the
+run is written `failed` as unrealistic, never `ok`.
+
+The sample market ENDS at an anchor, by default the wall clock floored to 5 minutes: live runs'
+snapshots are then the recent past, and the applies (which calreport stamps with the wall clock)
+come right after them, so the dashboard's time axes read as one story. Given the anchor the data
+are deterministic (seeded); tests pass a fixed anchor. Re-running on an existing root works: the
+harvest days are rewritten (and day files a previous demo wrote outside the new week removed),
+and the new runs are appended to the history (no history is deleted).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from calreport import actions
+from calreport.auto import run_auto_calibration
+from calreport.fsutil import atomic_write
 from calreport.harvest import harvest_command
-from calreport.models import AutoRun, LiveRun, iso_utc
+from calreport.models import AutoRun, LiveRun, iso_utc, utc_now
 from calreport.paths import Root
 from calreport.sample import (
     MS_PER_DAY,
     MS_PER_HOUR,
+    MS_PER_MIN,
     SampleMarket,
     write_harvest,
     write_json,
 )
+from calreport.yamlio import load_strict
 
-DEMO_END = 1765627200000  # 2025-12-13T12:00:00Z
+FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests
+ANCHOR_STEP_MS = 5 * MS_PER_MIN
 SEED = 7
 HARVEST_DAYS = 7  # RV_7d from the harvest needs a week of index history
 FINE_DAYS = 2  # the last days at 5 minutes; older days hourly keep the demo small
 DATA_DIR = "data/demo"  # snapshot and price files of the live runs
+MANIFEST = "harvest-files.json"  # in DATA_DIR: the harvest day files the last demo wrote
+LEGACY_FILTERS = {"min_mark_price": 0.0}  # the old system kept every mark, however tiny
+
+
+def demo_anchor(now: datetime | None = None) -> int:
+    """The wall clock floored to 5 minutes (ms): where the demo's sample market ends.
+
+    Apply events and auto runs are stamped with the wall clock, so a market pinned to a fixed
+    date would put the data a year away from the applies on every time axis.
+    """
+    ms = int((now or utc_now()).timestamp() * 1000)
+    return ms // ANCHOR_STEP_MS * ANCHOR_STEP_MS
 
 
 def _iso(ms: int) -> str:
@@ -47,13 +76,31 @@ def _stamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H%MZ")
 
 
-def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int = DEMO_END) -> dict[str, int]:
+def unit_error_windows(end_ms: int) -> dict[Literal["usd", "per_forward"], tuple[int, int]]:
+    """BTC harvest hours [start, end) with broken marks: in USD, and divided by the forward."""
+    fine_start = end_ms - FINE_DAYS * MS_PER_DAY
+    return {
+        "usd": (fine_start + 6 * MS_PER_HOUR, fine_start + 12 * MS_PER_HOUR),
+        # ends exactly where the 1d auto runs begin, so the realistic runs never see it
+        "per_forward": (end_ms - 30 * MS_PER_HOUR, end_ms - 24 * MS_PER_HOUR),
+    }
+
+
+def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int) -> dict[str, int]:
     """Several days of harvested snapshots per underlying (older days coarser), with the warts.
 
     BTC's harvester wrote marks in USD for six hours two days before the end (a unit error that
-    the demo's short auto run fails on), and its first hours lack bid/ask as real early harvests do.
-    Returns the number of rows written per underlying.
+    the demo's short auto run fails on data quality), and divided them by the forward for six
+    hours the day before (what the old system's insane 0.5 runs were fitted on); its first hours
+    lack bid/ask as real early harvests do. Day files that a previous demo wrote and this one does
+    not are removed (a different anchor means a different price path). Returns rows per underlying.
     """
+    manifest = root.path / DATA_DIR / MANIFEST
+    try:
+        before = {str(p) for p in json.loads(manifest.read_text())} if manifest.exists() else set()
+    except (ValueError, TypeError):  # a damaged manifest: nothing is known to be the demo's
+        before = set()
+    written: list[Path] = []
     counts = {}
     for name, m in markets.items():
         start = end_ms - HARVEST_DAYS * MS_PER_DAY
@@ -61,12 +108,23 @@ def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int = DE
         times = np.concatenate(
             [m.harvest_times(start, fine_start - 1, 60), m.harvest_times(fine_start, end_ms - MS_PER_HOUR, 5)]
         )
-        bug = (fine_start + 6 * MS_PER_HOUR, fine_start + 12 * MS_PER_HOUR) if name == "BTC" else None
-        files = write_harvest(root, m, times, unit_error_window=bug, early_until=start + 4 * MS_PER_HOUR)
+        bugs = [(lo, hi, kind) for kind, (lo, hi) in unit_error_windows(end_ms).items()] if name == "BTC" else []
+        files = write_harvest(root, m, times, unit_errors=bugs, early_until=start + 4 * MS_PER_HOUR)
         # a harvester killed mid-write leaves a torn line: counted as a schema error, never fatal
         with open(files[0], "ab") as fh:
             fh.write(b'{"instrument_name": "' + name.encode() + b'-13DEC25-9\n')
         counts[name] = sum(f.read_bytes().count(b"\n") for f in files)
+        written += files
+    now = {str(p.relative_to(root.path)) for p in written}
+    ours = {root.harvest_dir(name) for name in markets}
+    kept = set()
+    for rel in sorted(before - now):
+        stale = root.path / rel
+        if stale.parent not in ours:  # another underlying's days: not this call's business
+            kept.add(rel)
+        elif stale.suffix == ".jsonl":  # only ever a harvest day file the demo wrote
+            stale.unlink(missing_ok=True)
+    atomic_write(manifest, json.dumps(sorted(now | kept), indent=0).encode("utf-8"))
     return counts
 
 
@@ -103,18 +161,50 @@ def _auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[st
     return run
 
 
+@contextmanager
+def config_override(root: Root, section: str, values: dict[str, Any]) -> Iterator[None]:
+    """Run with `section` of config/calibration.yaml updated, then put the file back byte for byte."""
+    path = root.calibration_config
+    original = path.read_bytes() if path.exists() else None
+    data = (load_strict(path) if original is not None else None) or {}
+    data[section] = {**(data.get(section) or {}), **values}
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
+    try:
+        yield
+    finally:
+        if original is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, original)
+
+
+def _legacy_auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
+    """An auto run the old system's way (no minimum mark price); the realism check must fail it."""
+    with config_override(root, "filters", LEGACY_FILTERS):
+        run = run_auto_calibration(root, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
+    actions.rerender(root)  # with the real settings back in place
+    log(
+        f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {_iso(as_of_ms)} (marks / forward, min mark 0): "
+        f"multiplier {_f(run.multiplier)}, MAE {_f(run.mae_pct, 2)}% -> {run.status} ({run.reason})"
+    )
+    return run
+
+
 def _f(x: float | None, nd: int = 4) -> str:
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
-def run_demo(root: Root, *, log: Callable[[str], None] = print) -> int:
-    """Build the demo root and run the flow; prints where the dashboard is. Returns the exit status."""
+def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int | None = None) -> int:
+    """Build the demo root and run the flow; prints where the dashboard is. Returns the exit status.
+
+    The sample market ends at `anchor_ms` (default: `demo_anchor()`, the wall clock).
+    """
     started = time.perf_counter()
-    log(f"calreport demo in {root.path}")
+    end = demo_anchor() if anchor_ms is None else int(anchor_ms)
+    log(f"calreport demo in {root.path} (sample market ends {_iso(end)})")
     actions.init(root)
     out = root.path / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
-    end = DEMO_END
     markets = {u: SampleMarket(u, end - (HARVEST_DAYS + 1) * MS_PER_DAY, end, seed=SEED) for u in ("BTC", "ETH")}
 
     counts = build_harvest(root, markets, end)
@@ -138,11 +228,12 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print) -> int:
     _live(root, btc, end - 2 * h, out, log)
 
     # Auto-calibrate: history only, never the applied multipliers.
-    fine_start = end - FINE_DAYS * MS_PER_DAY
-    _auto(root, "BTC", "1d", end, log)
+    bugs = unit_error_windows(end)
+    _auto(root, "BTC", "6h", bugs["usd"][1], log)  # the harvester's USD-mark hours: data quality fails
+    _legacy_auto(root, "BTC", "6h", bugs["per_forward"][1], log)  # marks / forward: unrealistic 0.5
     _auto(root, "BTC", "14d", end, log)
     _auto(root, "ETH", "1d", end, log)
-    _auto(root, "BTC", "6h", fine_start + 12 * h, log)  # the harvester's USD-mark hours
+    _auto(root, "BTC", "1d", end, log)
 
     log(f"done in {time.perf_counter() - started:.1f}s. Dashboard: {root.index_html}")
     log(f"  open it in a browser, or run: calreport serve --root {root.path}")

@@ -19,7 +19,7 @@ Public API:
         .snapshot_payload(t_ms) -> JSON-RPC envelope      (a live `calibrate --snapshot` file)
         .chart_payload(end_ms, days=8) -> JSON-RPC envelope (get_tradingview_chart_data, hourly)
         .harvest_times(start_ms, end_ms, interval_minutes=5) -> ms array
-    write_harvest(root, market, times, unit_error_window=None, early_until=None) -> day files
+    write_harvest(root, market, times, unit_error_window=None, early_until=None, unit_errors=()) -> day files
     write_json(path, payload)
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from calendar import timegm
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -49,7 +50,7 @@ TICK = 0.0001  # Deribit's option tick in the base coin
 MIN_MARK = 1e-6
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
-UnitError = Literal["usd"] | None
+UnitError = Literal["usd", "per_forward"] | None  # marks x forward (USD), or / forward (the old system's)
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ class SampleMarket:
                 "noise": rng.random(iv.size), "oi": np.round(rng.gamma(1.2, 150.0, iv.size), 1)}
 
     def book_summary(self, t_ms: int, *, unit_error: UnitError = None, early: bool = False) -> list[dict[str, Any]]:
-        """get_book_summary_by_currency rows at t (coin prices; `unit_error="usd"` prices them in USD).
+        """get_book_summary_by_currency rows at t (coin prices; `unit_error="usd"` prices them in USD,
+        `"per_forward"` divides the coin marks by the forward once more, the old system's unit error).
 
         `early=True` reproduces the first harvests' shape: no bid/ask/mid, `underlying_index` set.
         """
@@ -227,7 +229,7 @@ class SampleMarket:
         ask = np.ceil((mark + half) / TICK) * TICK
         no_bid = (bid < TICK) | (c["noise"] < 0.04)  # worthless wings, and the odd empty side
         no_ask = c["noise"] > 0.985
-        scale = c["forward"] if unit_error == "usd" else np.ones_like(mark)
+        scale = {"usd": c["forward"], "per_forward": 1.0 / c["forward"]}.get(unit_error or "", np.ones_like(mark))
         # vectorised rounding, then plain Python values for the JSON rows
         marks = np.round(mark * scale, 8).tolist()
         bids = np.where(no_bid, np.nan, np.round(bid * scale, 8)).tolist()
@@ -291,18 +293,21 @@ def write_harvest(
     *,
     unit_error_window: tuple[int, int] | None = None,
     early_until: int | None = None,
+    unit_errors: Sequence[tuple[int, int, UnitError]] = (),
 ) -> list[Path]:
     """Write whole harvest day files holding the snapshots at `times` (atomic replace, so re-running
     is idempotent; every day touched is rewritten with exactly these snapshots).
 
     Snapshots inside `unit_error_window` [start, end) carry marks in USD (a broken harvester, for
-    the demo's failed auto run); before `early_until` they have the early no-bid/ask shape.
+    the demo's failed auto run); inside each `unit_errors` (start, end, kind) window they carry
+    that kind of unit error; before `early_until` they have the early no-bid/ask shape.
     """
+    windows = list(unit_errors) + ([(*unit_error_window, "usd")] if unit_error_window is not None else [])
     by_day: dict[str, list[bytes]] = {}
     for t in np.unique(np.asarray(times, dtype=np.int64)):
         t = int(t)
-        bad = unit_error_window is not None and unit_error_window[0] <= t < unit_error_window[1]
-        rows = market.book_summary(t, unit_error="usd" if bad else None, early=early_until is not None and t < early_until)
+        bad = next((kind for lo, hi, kind in windows if lo <= t < hi), None)
+        rows = market.book_summary(t, unit_error=bad, early=early_until is not None and t < early_until)
         day = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d")
         by_day.setdefault(day, []).append(encode_rows(rows, t))
     out = []

@@ -414,3 +414,31 @@ def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
     same()
     rows.live()
     same()
+
+
+def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_snapshots():
+    """Runs sit at their snapshot time, applies at their own later time (a replayed snapshot, a
+    force-apply): the applied value at t is the YAML value after the last apply at or before t, so
+    before the first apply the line holds what that apply replaced instead of starting late."""
+    from calreport.models import ApplyEvent, LiveRun
+    from calreport.report import charts
+
+    def m(x: float) -> Multipliers:
+        return Multipliers.model_validate({"global": x})
+
+    runs = [
+        LiveRun(type="live_run", ts=f"2025-12-11T{h:02d}:00:00Z", underlying="BTC", recommended=m(r), smoothed=m(s))
+        for h, r, s in ((8, 1.04, 1.01), (10, 1.10, 1.04))
+    ]
+    late = [ApplyEvent(type="apply", ts="2025-12-11T12:00:00Z", underlying="BTC", previous=m(1.0), applied=m(1.04))]
+    chart = charts.multiplier_chart("BTC", runs, late)
+    y_one = next(t.pos for t in chart.y_ticks if t.label == "1.00")
+    applied = next(s for s in chart.series if s.name == "applied")
+    assert applied.path.startswith(f"M{charts.LEFT:.1f},{y_one}H")  # 1.0 from the first run on
+    assert chart.x_ticks[-1].label == "12-11 12:00"  # the window reaches the apply
+    assert chart.headers[-1] == "Applied at that time"
+    assert [row[-1] for row in chart.rows] == ["1.0000", "1.0000"]  # newest first
+
+    between = [ApplyEvent(type="apply", ts="2025-12-11T09:00:00Z", underlying="BTC", previous=m(1.0), applied=m(1.01))]
+    chart = charts.multiplier_chart("BTC", runs, between)
+    assert [row[-1] for row in chart.rows] == ["1.0100", "1.0000"]

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from calreport.apply import read_applied
-from calreport.demo import DEMO_END, run_demo
+from calreport.config import DEFAULT_CONFIG_TEXT
+from calreport.demo import (
+    FIXED_ANCHOR,
+    HARVEST_DAYS,
+    build_harvest,
+    demo_anchor,
+    run_demo,
+)
 from calreport.deribit import (
     QuoteArrays,
     check_snapshot_rows,
@@ -19,7 +27,7 @@ from calreport.deribit import (
     parse_instrument_name,
 )
 from calreport.history import auto_runs, live_history, live_runs
-from calreport.models import ApplyEvent, LiveRun
+from calreport.models import ApplyEvent, LiveRun, parse_time
 from calreport.paths import Root
 from calreport.pricing import black76_price, year_fraction
 from calreport.rv import realised_vol
@@ -32,7 +40,7 @@ from calreport.sample import (
 )
 from calreport.state import StatusIndex
 
-T0 = DEMO_END
+T0 = FIXED_ANCHOR
 DERIBIT_FIELDS = {
     "instrument_name", "base_currency", "quote_currency", "mark_price", "mark_iv", "underlying_price",
     "bid_price", "ask_price", "mid_price", "open_interest", "volume", "interest_rate", "creation_timestamp",
@@ -122,10 +130,21 @@ def test_listed_expiries_look_like_deribits() -> None:
     assert dte.max() > 60  # monthlies
 
 
+def test_demo_anchor_is_the_wall_clock_floored_to_five_minutes() -> None:
+    anchor = demo_anchor(datetime(2026, 11, 25, 19, 43, 12, 500000, tzinfo=UTC))
+    assert anchor == int(datetime(2026, 11, 25, 19, 40, tzinfo=UTC).timestamp() * 1000)
+    assert demo_anchor(datetime.fromtimestamp(anchor / 1000, tz=UTC)) == anchor
+
+
+def _ms(ts: str | None) -> int:
+    assert ts is not None
+    return int(parse_time(ts).timestamp() * 1000)
+
+
 def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None:
     root = Root(tmp_path / "demo")
     lines: list[str] = []
-    assert run_demo(root, log=lines.append) == 0
+    assert run_demo(root, log=lines.append, anchor_ms=T0) == 0
     assert str(root.index_html) in lines[-2] and root.index_html.exists()
 
     live = live_history(root)
@@ -133,20 +152,57 @@ def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None
     statuses = Counter(index.status_of(r) for r in live.of_type(LiveRun))
     assert {"applied", "held", "superseded", "failed"} <= set(statuses), statuses
     assert any(e.source == "force" for e in live.of_type(ApplyEvent))
+    # one time base: the live snapshots are the three days before the anchor
+    assert all(T0 - 3 * MS_PER_DAY <= _ms(r.ts) < T0 for r in live.of_type(LiveRun))
+
     autos = auto_runs(root)
     assert {"ok", "failed"} <= {r.status for r in autos}
     assert {"1d", "14d"} <= {r.lookback for r in autos}
     assert all(r.vega_weighted_mae_pct is not None for r in autos if r.samples)
+    assert all(_ms(r.as_of) == T0 for r in autos if r.lookback in ("1d", "14d"))
+    ok = [r for r in autos if r.status == "ok"]
+    assert ok and all(0.85 <= (r.multiplier or 0) <= 1.4 and (r.mae_pct or 1e9) < 40 for r in ok)
+    # the request's pathological run: marks divided by the forward, no min-price filter
+    insane = [r for r in autos if r.multiplier == 0.5]
+    assert len(insane) == 1 and insane[0].status == "failed" and insane[0].multiplier_on_bound
+    assert insane[0].reason.startswith("Unrealistic auto-calibration: multiplier or MAE outside sane range")
+    assert (insane[0].mae_pct or 0) > 1e5
+    # and the harvester's USD hours, failed on data quality
+    assert any(r.status == "failed" and r.reason.startswith("Data quality failed") for r in autos)
+    # the legacy settings were temporary: the settings file is back as init wrote it
+    assert root.calibration_config.read_text() == DEFAULT_CONFIG_TEXT
+
     # the applied YAML is what the last apply event says, never an auto run's value
     doc = read_applied(root)
     btc_events = [e for e in live.of_type(ApplyEvent) if e.underlying == "BTC"]
     assert doc.underlyings["BTC"].global_ == btc_events[-1].applied.global_
     html = root.index_html.read_text()
     assert 'id="auto-history"' in html and 'id="current-applied"' in html
+    assert "Unrealistic auto-calibration" in html
 
     n_live, n_auto = len(live_runs(root)), len(autos)
-    day = root.harvest_dir("BTC") / "2025-12-13.jsonl"
+    day = root.harvest_dir("BTC") / f"{datetime.fromtimestamp(T0 / 1000, tz=UTC):%Y-%m-%d}.jsonl"
     harvested = day.read_bytes()
-    assert run_demo(root, log=lambda s: None) == 0  # re-run on an existing root
+    assert run_demo(root, log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
     assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
     assert day.read_bytes() == harvested  # the harvest was rewritten, not doubled
+
+
+def test_a_later_demo_removes_the_harvest_days_an_earlier_one_wrote_outside_its_week(tmp_path: Path) -> None:
+    root = Root(tmp_path / "r")
+    (root.path / "data" / "demo").mkdir(parents=True)
+    keep = root.harvest_dir("ETH") / "2020-01-01.jsonl"  # not the demo's: never touched
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(b"")
+
+    def days(anchor: int) -> set[str]:
+        market = SampleMarket("ETH", anchor - (HARVEST_DAYS + 1) * MS_PER_DAY, anchor, strikes_per_expiry=3)
+        build_harvest(root, {"ETH": market}, anchor)
+        return {p.name for p in root.harvest_dir("ETH").iterdir()}
+
+    def week(anchor: int) -> set[str]:  # the anchor's day and the HARVEST_DAYS days before it
+        last = datetime.fromtimestamp(anchor / 1000, tz=UTC).date()
+        return {f"{last - timedelta(days=i)}.jsonl" for i in range(HARVEST_DAYS + 1)}
+
+    assert days(T0) == week(T0) | {keep.name}
+    assert days(T0 + 3 * MS_PER_DAY) == week(T0 + 3 * MS_PER_DAY) | {keep.name}

@@ -170,18 +170,24 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
     pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]
     rec = [(t, r.recommended.global_) for t, r in pts if r.recommended and _fin(r.recommended.global_)]
     smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and _fin(r.smoothed.global_)]
-    ev_pts = [(t, e.applied.global_) for e in events if (t := _ts(e.ts)) is not None and e.applied and _fin(e.applied.global_)]
+    timed = [(t, e) for e in events if (t := _ts(e.ts)) is not None]
+    ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and _fin(e.applied.global_)]
+    # before the first apply, the YAML held what that apply replaced
+    first_prev = timed[0][1].previous.global_ if timed and timed[0][1].previous else None
+    initial = first_prev if _fin(first_prev) else None
     times = [t for t, _ in rec + smo]
     if not times:
         return Chart(f"mult-{underlying}", title, "", [], [], [], [], [], [], empty_text="No live runs yet.")
     t0 = min(times)
-    # applied level over the window: the last apply at or before t0 starts the step line; applies
-    # after the newest run (a later force-apply) widen the window so they stay visible
+    # Runs are placed at their snapshot time, applies at their own (later) time, and the applied
+    # value at t is the YAML value after the last apply at or before t: the step line starts at
+    # t0 with the value in force then; applies after the newest run widen the window to show them.
     before = [p for p in ev_pts if p[0] <= t0]
     inside = [p for p in ev_pts if t0 < p[0]]
     t1 = max(times + [t for t, _ in inside])
     times = times + [t1]
-    steps = ([(t0, before[-1][1])] if before else []) + inside
+    start = before[-1][1] if before else initial
+    steps = ([(t0, start)] if start is not None else []) + inside
     ys = [v for _, v in rec + smo + steps]
     ys_float = [float(v) for v in ys if v is not None]
     xs, xt = x_scale_time(times)
@@ -197,7 +203,7 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
         ),
     ]
     ev_times = [t for t, _ in ev_pts]  # history order is time order
-    applied_at = [ev_pts[i - 1][1] if (i := bisect_right(ev_times, t)) else None for t, _r in pts]
+    applied_at = [ev_pts[i - 1][1] if (i := bisect_right(ev_times, t)) else initial for t, _r in pts]
     rows = [
         [_fmt_time(t), _m(r.recommended.global_ if r.recommended else None), _m(r.smoothed.global_ if r.smoothed else None), _m(a)]
         for (t, r), a in zip(reversed(pts), reversed(applied_at))
@@ -210,7 +216,7 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
         [],
         xt,
         yt,
-        ["Time (UTC)", "Recommended", "Smoothed", "Applied after"],
+        ["Time (UTC)", "Recommended", "Smoothed", "Applied at that time"],
         rows,
     )
 
