@@ -442,3 +442,18 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
     between = [ApplyEvent(type="apply", ts="2025-12-11T09:00:00Z", underlying="BTC", previous=m(1.0), applied=m(1.01))]
     chart = charts.multiplier_chart("BTC", runs, between)
     assert [row[-1] for row in chart.rows] == ["1.0100", "1.0000"]
+
+
+def test_auto_chart_places_runs_at_their_window_end_in_time_order():
+    """A backfill (--as-of last week, run today) is drawn at last week, not at the time it ran."""
+    from calreport.models import AutoRun
+    from calreport.report import charts
+
+    def run(as_of: str | None, m: float, status: str = "ok") -> AutoRun:
+        return AutoRun(type="auto_run", ts="2025-12-13T12:00:00Z", as_of=as_of, underlying="BTC", multiplier=m, status=status)
+
+    chart = charts.auto_chart("BTC", [run("2025-12-13T12:00:00Z", 1.01), run("2025-12-06T12:00:00Z", 0.5, "failed"), run(None, 0.99)])
+    assert chart.headers[0] == "Window end (UTC)"
+    assert [row[0] for row in chart.rows] == ["2025-12-13 12:00", "2025-12-13 12:00", "2025-12-06 12:00"]
+    assert [t.label for t in chart.x_ticks][0] == "12-06"  # the backfill widens the axis to its week
+    assert len(chart.markers) == 1 and float(chart.markers[0].x) == charts.LEFT

@@ -222,9 +222,15 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
 
 
 def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
-    """Auto-calibrate multiplier over time; failed runs are crosses, so an insane 0.5 stands out."""
+    """Auto-calibrate multiplier over time; failed runs are crosses, so an insane 0.5 stands out.
+
+    A run sits at the end of its harvest window (`as_of`; `ts` for rows without it): a backfill
+    run today over last week's harvest belongs to last week.
+    """
     title = f"{underlying} auto-calibrate multiplier"
-    pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None and _fin(r.multiplier)]
+    pts = sorted(
+        ((t, r) for r in runs if (t := _ts(r.as_of or r.ts)) is not None and _fin(r.multiplier)), key=lambda p: p[0]
+    )
     if not pts:
         return Chart(f"auto-{underlying}", title, "", [], [], [], [], [], [], empty_text="No auto-calibrate runs yet.")
     xs, xt = x_scale_time([t for t, _ in pts])
@@ -259,7 +265,7 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
         markers,
         xt,
         yt,
-        ["Time (UTC)", "Status", "Multiplier", "MAE %"],
+        ["Window end (UTC)", "Status", "Multiplier", "MAE %"],
         rows,
     )
 
