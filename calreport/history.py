@@ -5,19 +5,22 @@ Readers skip (and count) unreadable lines and never rewrite the file; old rows a
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError
-from calreport.fsutil import append_line
+from calreport.fsutil import append_line, atomic_write
 from calreport.models import ROW_TYPES, ApplyEvent, AutoRun, HistoryRow, LiveRun, UnknownRow
 from calreport.paths import Root, lock_path
 
@@ -217,3 +220,279 @@ def ensure_history_files(root: Root) -> None:
         if not p.exists():
             fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
             os.close(fd)
+
+
+# --------------------------------------------------------------------------- indexed reads (the dashboard)
+#
+# The dashboard needs a few fields of every row (counts, latest per underlying, derived status,
+# page keys) but the full row only of the rows it shows. An index validates every line once (the
+# same parse_row as read_history, so the same rows are readable and the same lines skipped) and
+# keeps a RowRef per readable row plus the file's bytes; a shown row is parsed and validated again
+# from those bytes. The index can be persisted next to the site (data/cache/history/) keyed by a
+# SHA-256 of the bytes it covers, and extended by parsing only the lines appended since.
+
+INDEX_FORMAT = 1
+_TAIL_CHECK = 4096  # bytes before the consumed offset compared when extending an in-memory index
+
+
+class RowRef(NamedTuple):
+    """One readable history row: the fields needed for every row, and where its line is."""
+
+    type: str
+    run_id: str | None
+    ts: str | None
+    underlying: str | None
+    source: str | None
+    status: str | None
+    lineno: int
+    offset: int
+    length: int
+
+
+_REF_FIELDS = RowRef._fields
+
+
+class StaleIndex(CalreportError):
+    """A row read back through an index is not the row the index recorded (the cache lied)."""
+
+
+def _ref(row: HistoryRow, lineno: int, offset: int, length: int) -> RowRef:
+    source, status = getattr(row, "source", None), getattr(row, "status", None)
+    return RowRef(
+        row.type,
+        row.run_id,
+        row.ts,
+        row.underlying,
+        source if isinstance(source, str) else None,
+        status if isinstance(status, str) else None,
+        lineno,
+        offset,
+        length,
+    )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Validating 100k rows allocates millions of objects; the cyclic GC would scan them again and
+    again (3x the parse time here). Nothing parsed here forms cycles worth collecting mid-parse."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@dataclass
+class HistoryIndex:
+    """A history file read once: a RowRef per readable row (file order) and the skipped lines,
+    exactly as read_history would count them; full rows are parsed on demand from `data`."""
+
+    path: Path
+    data: bytes = b""  # the file's bytes when read (complete lines, then any torn tail)
+    refs: list[RowRef] = field(default_factory=list)
+    skipped_lines: list[int] = field(default_factory=list)
+    offset: int = 0  # bytes of complete lines covered (0 or just after a newline)
+    lines: int = 0  # complete lines covered
+    complete_refs: int = 0  # refs from complete lines; any after these come from a torn tail
+    complete_skipped: int = 0
+    dev: int = 0
+    ino: int = 0
+    parsed: int = 0  # lines parsed by the last read (0 when every line came from the cache)
+    saved_offset: int = -1  # `offset` as last persisted or loaded from the cache file
+    _rows: dict[RowRef, HistoryRow] = field(default_factory=dict, repr=False)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_lines)
+
+    def of_type(self, cls: type[HistoryRow]) -> list[RowRef]:
+        tag = cls.model_fields["type"].default
+        return [r for r in self.refs if r.type == tag]
+
+    def row(self, ref: RowRef, keep: bool = True) -> Any:
+        """The validated row behind `ref`, parsed again from the file's bytes and checked against
+        the ref (a cache that lied raises StaleIndex). `keep` memoises it for the next caller."""
+        got = self._rows.get(ref)
+        if got is not None:
+            return got
+        line = self.data[ref.offset : ref.offset + ref.length]
+        try:
+            got = parse_row(_loads(line))
+        except (ValueError, ValidationError, TypeError):
+            got = None
+        if got is None or _ref(got, ref.lineno, ref.offset, ref.length) != ref:
+            raise StaleIndex(f"history index does not match line {ref.lineno}", self.path)
+        if keep:
+            self._rows[ref] = got
+        return got
+
+    def rows_of(self, refs: Iterable[RowRef], keep: bool = True) -> list[Any]:
+        return [self.row(r, keep) for r in refs]
+
+    def to_read(self) -> HistoryRead:
+        """Every row parsed (what read_history returns), for callers that need them all."""
+        return HistoryRead(rows=self.rows_of(self.refs), skipped=self.skipped, skipped_lines=list(self.skipped_lines))
+
+    def _scan(self, start: int, end: int, complete: bool) -> None:
+        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail."""
+        pieces = self.data[start:end].split(b"\n")
+        if complete:
+            pieces.pop()  # the empty piece after the last newline
+        pos, lineno = start, self.lines
+        with _gc_paused():
+            for line in pieces:
+                lineno += 1
+                if line.strip():
+                    self.parsed += 1
+                    try:
+                        self.refs.append(_ref(parse_row(_loads(line)), lineno, pos, len(line)))
+                    except (ValueError, ValidationError, TypeError):
+                        self.skipped_lines.append(lineno)
+                pos += len(line) + 1
+        if complete:
+            self.lines, self.offset = lineno, end
+
+    def _extend(self, data: bytes) -> None:
+        """`data` is the file's bytes and starts with the bytes already covered: parse the rest."""
+        del self.refs[self.complete_refs :]
+        del self.skipped_lines[self.complete_skipped :]
+        self._rows = {}
+        self.data = data
+        end = data.rfind(b"\n") + 1
+        if end > self.offset:
+            self._scan(self.offset, end, complete=True)
+        self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
+        if data[end:].strip():  # a torn last line: counted like read_history does, never persisted
+            self._scan(end, len(data), complete=False)
+
+
+def _code_key() -> str:
+    """Cached validation results are only good for the code that validated them."""
+    h = hashlib.sha256(f"history-index-{INDEX_FORMAT}".encode())
+    for mod in ("models.py", "history.py"):
+        h.update((Path(__file__).parent / mod).read_bytes())
+    return h.hexdigest()
+
+
+_CODE_KEY: str | None = None
+
+
+def _dumps_json(obj: Any) -> bytes:
+    try:
+        import orjson
+
+        return orjson.dumps(obj)
+    except ImportError:  # pragma: no cover - without the `fast` extra
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def save_index(index: HistoryIndex, cache_file: Path) -> bool:
+    """Persist what covers the complete lines (atomically; a checksum guards the body). False when
+    the cache cannot be written: it is an optimisation, never a reason for a command to fail."""
+    global _CODE_KEY
+    _CODE_KEY = _CODE_KEY or _code_key()
+    refs = index.refs[: index.complete_refs]
+    body = _dumps_json(
+        {
+            "format": INDEX_FORMAT,
+            "code": _CODE_KEY,
+            "source": index.path.name,
+            "offset": index.offset,
+            "lines": index.lines,
+            "sha256": hashlib.sha256(memoryview(index.data)[: index.offset]).hexdigest(),
+            "skipped_lines": index.skipped_lines[: index.complete_skipped],
+            "cols": {name: [r[i] for r in refs] for i, name in enumerate(_REF_FIELDS)},
+        }
+    )
+    try:
+        atomic_write(cache_file, hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    except (CalreportError, OSError):
+        return False
+    index.saved_offset = index.offset
+    return True
+
+
+def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | None:
+    """The persisted index if it was built by this code from a prefix of `data`; else None."""
+    global _CODE_KEY
+    try:
+        raw = cache_file.read_bytes()
+    except OSError:
+        return None
+    try:
+        digest, body = raw.split(b"\n", 1)
+        if hashlib.sha256(body).hexdigest().encode() != digest:
+            return None
+        doc = _loads(body)
+        _CODE_KEY = _CODE_KEY or _code_key()
+        offset, lines = doc["offset"], doc["lines"]
+        if (
+            doc["format"] != INDEX_FORMAT
+            or doc["code"] != _CODE_KEY
+            or not isinstance(offset, int)
+            or not 0 <= offset <= len(data)
+            or (offset and data[offset - 1 : offset] != b"\n")
+            or hashlib.sha256(memoryview(data)[:offset]).hexdigest() != doc["sha256"]
+        ):
+            return None
+        cols = [doc["cols"][name] for name in _REF_FIELDS]
+        if len({len(c) for c in cols}) != 1:
+            return None
+        refs = list(map(RowRef._make, zip(*cols)))
+        skipped = [int(n) for n in doc["skipped_lines"]]
+        if any(r.offset + r.length > offset for r in refs[-1:]):
+            return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return HistoryIndex(
+        path=path, data=data, refs=refs, skipped_lines=skipped, offset=offset, lines=int(lines),
+        complete_refs=len(refs), complete_skipped=len(skipped), saved_offset=offset,
+    )
+
+
+def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None) -> HistoryIndex:
+    """Index `path`, parsing only what neither `previous` (same process) nor `cache_file` covers.
+
+    `previous` is trusted for the same inode when the file did not shrink and the bytes just before
+    its offset are unchanged (appends only); the persisted cache only when the SHA-256 of the bytes
+    it covers matches. Anything else (rewritten, truncated, corrupt cache) is re-read from the start.
+    """
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return HistoryIndex(path=path)
+    except OSError as exc:
+        raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
+    base: HistoryIndex | None = None
+    try:
+        with fh:
+            st = os.fstat(fh.fileno())
+            if (
+                previous is not None
+                and (previous.dev, previous.ino) == (st.st_dev, st.st_ino)
+                and st.st_size >= previous.offset
+            ):
+                lo = max(0, previous.offset - _TAIL_CHECK)
+                fh.seek(lo)
+                if fh.read(previous.offset - lo) == previous.data[lo : previous.offset]:
+                    data = previous.data[: previous.offset] + fh.read()
+                    base = replace(  # a copy: whoever holds `previous` keeps what it read
+                        previous,
+                        refs=previous.refs[: previous.complete_refs],
+                        skipped_lines=previous.skipped_lines[: previous.complete_skipped],
+                    )
+            if base is None:
+                fh.seek(0)
+                data = fh.read()
+    except OSError as exc:
+        raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
+    if base is None and cache_file is not None:
+        base = _load_cached(cache_file, path, data)
+    index = base if base is not None else HistoryIndex(path=path)
+    index.dev, index.ino, index.parsed = st.st_dev, st.st_ino, 0
+    index._extend(data)
+    if cache_file is not None and index.offset != index.saved_offset:
+        save_index(index, cache_file)
+    return index

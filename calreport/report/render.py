@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
 from calreport.fsutil import atomic_write
 from calreport import history
-from calreport.history import HistoryRead, auto_history, live_history
+from calreport.history import HistoryIndex, StaleIndex
 from calreport.models import AutoRun, LiveRun, RunDetail, utc_now
 from calreport.paths import Root
 from calreport.report import views
@@ -94,61 +93,29 @@ class RenderResult:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Parsed:
-    dev: int
-    ino: int
-    offset: int  # bytes consumed (always just after a newline)
-    lines: int  # lines consumed
-    rows: list
-    skipped_lines: list[int]
-
-
 class HistoryCache:
-    """For a long-running process (`calreport serve`): history files are append-only, so parse only
-    the complete lines appended since the last read. The result equals history.read_history(path);
-    a replaced or shrunk file is re-read from the start."""
+    """History indexes kept between renders. History files are append-only, so a long-running
+    process (`calreport serve`) parses only the lines appended since its last read, and every
+    process starts from the index persisted under data/cache/history/ (history.index_history says
+    when either is trusted). Counts and skipped lines equal history.read_history(path)'s."""
 
     def __init__(self) -> None:
-        self._files: dict[Path, _Parsed] = {}
+        self._files: dict[Path, HistoryIndex] = {}
 
-    def read(self, path: Path) -> HistoryRead:
-        try:
-            fh = open(path, "rb")
-        except FileNotFoundError:
-            self._files.pop(path, None)
-            return HistoryRead()
-        except OSError:
-            return history.read_history(path)  # let history.py word the error
-        with fh:
-            st = os.fstat(fh.fileno())
-            p = self._files.get(path)
-            if p is None or (p.dev, p.ino) != (st.st_dev, st.st_ino) or st.st_size < p.offset:
-                p = _Parsed(st.st_dev, st.st_ino, 0, 0, [], [])
-            fh.seek(p.offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            p.lines += 1
-            self._parse(line, p.lines, p.rows, p.skipped_lines)
-        p.offset += end
-        self._files[path] = p
-        rows, skipped = list(p.rows), list(p.skipped_lines)
-        if data[end:].strip():  # a torn last line: counted like read_history does, not cached
-            self._parse(data[end:], p.lines + 1, rows, skipped)
-        return HistoryRead(rows=rows, skipped=len(skipped), skipped_lines=skipped)
+    def read(self, path: Path, cache_file: Path | None = None) -> HistoryIndex:
+        index = history.index_history(path, self._files.get(path), cache_file)
+        self._files[path] = index
+        return index
 
-    @staticmethod
-    def _parse(line: bytes, lineno: int, rows: list, skipped: list[int]) -> None:
-        if not line.strip():
-            return
-        try:
-            rows.append(history.parse_row(history._loads(line)))
-        except (ValueError, ValidationError, TypeError):
-            skipped.append(lineno)
+    def forget(self) -> None:
+        self._files.clear()
 
 
-def _read_details(root: Root, runs: list[LiveRun]) -> tuple[dict[str, RunDetail], dict[str, str]]:
+def history_cache_file(root: Root, path: Path) -> Path:
+    return root.cache_dir / "history" / f"{path.name}.index"
+
+
+def _read_details(root: Root, runs: list) -> tuple[dict[str, RunDetail], dict[str, str]]:
     details: dict[str, RunDetail] = {}
     errors: dict[str, str] = {}
     for run in runs:
@@ -172,7 +139,11 @@ def _read_details(root: Root, runs: list[LiveRun]) -> tuple[dict[str, RunDetail]
 
 
 def read_inputs(
-    root: Root, now: datetime | None = None, timings: dict[str, float] | None = None, cache: HistoryCache | None = None
+    root: Root,
+    now: datetime | None = None,
+    timings: dict[str, float] | None = None,
+    cache: HistoryCache | None = None,
+    persist: bool = True,
 ) -> views.Inputs:
     """Read every file of record once. Problems become banner text, never exceptions."""
     t = timings if timings is not None else {}
@@ -191,13 +162,11 @@ def read_inputs(
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    if cache is not None:
-        live, auto = cache.read(root.live_history), cache.read(root.auto_history)
-    else:
-        live, auto = live_history(root), auto_history(root)
+    cache = cache if cache is not None else HistoryCache()
+    live, auto = (cache.read(p, history_cache_file(root, p) if persist else None) for p in (root.live_history, root.auto_history))
     t2 = time.perf_counter()
     latest = views.latest_by_underlying(views.live_only(live.of_type(LiveRun)))
-    details, detail_errors = _read_details(root, list(latest.values()))  # type: ignore[arg-type]
+    details, detail_errors = _read_details(root, list(latest.values()))
     t3 = time.perf_counter()
     t["read_config_yaml"] = t1 - t0
     t["parse_history"] = t2 - t1
@@ -266,9 +235,20 @@ def state_json_bytes(inp: views.Inputs) -> bytes | None:
 def render_site(root: Root, now: datetime | None = None, cache: HistoryCache | None = None) -> RenderResult:
     """Regenerate site/ from the files of record. The one renderer behind every write and `calreport render`
     (`cache` lets a long-running server parse only appended history lines)."""
+    try:
+        return _render_site(root, now, cache if cache is not None else HistoryCache(), persist=True)
+    except StaleIndex:  # a cached index that lied about a row: never trusted again, read from scratch
+        for p in (root.live_history, root.auto_history):
+            history_cache_file(root, p).unlink(missing_ok=True)
+        if cache is not None:
+            cache.forget()
+        return _render_site(root, now, HistoryCache(), persist=False)
+
+
+def _render_site(root: Root, now: datetime | None, cache: HistoryCache, persist: bool) -> RenderResult:
     result = RenderResult()
     t = result.timings
-    inp = read_inputs(root, now, t, cache)
+    inp = read_inputs(root, now, t, cache, persist)
     if inp.config_error:
         result.problems.append(inp.config_error)
     if inp.applied_error:

@@ -3,6 +3,10 @@
 Everything here is a pure function of (config, applied document, history reads, run details):
 no file I/O, no clock (the caller passes `now`). Templates only print these strings, so every
 number on the page is formatted once, here, and a missing value is always "-".
+
+History comes as indexes (history.HistoryIndex): counts, latest-per-underlying, derived status
+and page keys use a RowRef of every row; any number shown comes from `index.row(ref)`, the full
+row validated again from the file's bytes, so only the rows on screen are parsed.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from calreport.config import CalibrationConfig
-from calreport.history import HistoryRead
+from calreport.history import HistoryIndex, RowRef
 from calreport.models import (
     AppliedDocument,
     ApplyEvent,
@@ -361,13 +365,15 @@ class HistoryPage:
     older: PageLink | None  # only neighbours: adding a page must not change every other page
     newer: PageLink | None
     key: str
-    chunk: list
+    chunk: list[RowRef]
     statuses: list[str]
+    load: Callable[[Sequence[RowRef], bool], list]  # HistoryIndex.rows_of: RowRefs -> validated rows
 
     def rows(self) -> list:
+        full = self.load(self.chunk, False)  # a page's rows are used once: not kept in memory
         if self.kind == "live":
-            return [live_row(r, s) for r, s in zip(reversed(self.chunk), reversed(self.statuses))]
-        return [auto_row(r) for r in reversed(self.chunk)]
+            return [live_row(r, s) for r, s in zip(reversed(full), reversed(self.statuses))]
+        return [auto_row(r) for r in reversed(full)]
 
 
 @dataclass(frozen=True)
@@ -378,8 +384,8 @@ class Inputs:
     config_error: str | None
     applied: AppliedDocument | None
     applied_error: str | None
-    live: HistoryRead
-    auto: HistoryRead
+    live: HistoryIndex
+    auto: HistoryIndex
     details: dict[str, RunDetail]  # run_id -> detail, for the latest live run of each underlying
     detail_errors: dict[str, str]
     now: datetime
@@ -389,7 +395,7 @@ class Inputs:
 # --------------------------------------------------------------------------- building
 
 
-def underlyings_of(inp: Inputs, live_runs: Sequence[LiveRun], auto_runs: Sequence[AutoRun]) -> list[str]:
+def underlyings_of(inp: Inputs, live_runs: Sequence[RowRef], auto_runs: Sequence[RowRef]) -> list[str]:
     """Configured underlyings first, then any the YAML or the history mention."""
     names = list(inp.config.underlyings)
     extra: set[str] = set()
@@ -409,18 +415,25 @@ def latest_by_underlying(runs: Iterable) -> dict[str, object]:
     return out
 
 
-def live_only(runs: Sequence[LiveRun]) -> list[LiveRun]:
+def live_only(runs: Sequence[RowRef]) -> list[RowRef]:
     """Live runs proper (the same filter force-apply uses to pick its candidate)."""
     return [r for r in runs if (r.source or "live") == "live"]
 
 
-def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
-    return UNKNOWN if index is None else index.status_of(run)
+def derive_status(index: StatusIndex | None, run: LiveRun | RowRef) -> str:
+    """StatusIndex.status_of reads only underlying, run_id and status, which a RowRef carries."""
+    return UNKNOWN if index is None else index.status_of(run)  # type: ignore[arg-type]
+
+
+def status_index(inp: Inputs) -> StatusIndex | None:
+    # StatusIndex.build reads (underlying, run_id) of `of_type(ApplyEvent)`: RowRefs carry both
+    return StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None  # type: ignore[arg-type]
 
 
 def build_applied(
-    inp: Inputs, names: list[str], events: Sequence[ApplyEvent]
+    inp: Inputs, names: list[str], event_refs: Sequence[RowRef]
 ) -> AppliedPanel:
+    events: list[ApplyEvent] = inp.live.rows_of(event_refs[-inp.config.dashboard.max_rows :])
     log_rows = [
         ApplyLogRow(
             time=fmt_time(e.ts),
@@ -433,14 +446,13 @@ def build_applied(
             reason=fmt_text(e.reason),
             run_id=fmt_text(e.run_id),
         )
-        for e in reversed(events[-inp.config.dashboard.max_rows :])
+        for e in reversed(events)
     ]
     if inp.applied is None:
-        return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=len(events))
-    last_event: dict[str, ApplyEvent] = {}
-    for e in events:
-        if e.underlying:
-            last_event[e.underlying] = e
+        return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=len(event_refs))
+    last_event: dict[str, ApplyEvent] = {
+        u: inp.live.row(ref) for u, ref in latest_by_underlying(event_refs).items()  # type: ignore[arg-type]
+    }
     cards = []
     for name in names:
         entry = inp.applied.underlyings.get(name)
@@ -508,19 +520,19 @@ def build_applied(
                 note=note,
             )
         )
-    return AppliedPanel(cards=cards, error=None, log=log_rows, log_total=len(events))
+    return AppliedPanel(cards=cards, error=None, log=log_rows, log_total=len(event_refs))
 
 
 def display_reason(
-    status: str, run: LiveRun, inp: Inputs, events_by_run: dict[tuple[str, str], ApplyEvent]
+    status: str, run: LiveRun, inp: Inputs, events_by_run: dict[tuple[str, str], RowRef]
 ) -> str:
     """Why the run has its status: the apply's reason when applied, else realism or policy."""
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
         return fmt_text(entry.reason if entry else None)
     if status == "superseded":
-        ev = events_by_run.get((run.underlying or "", run.run_id or ""))
-        return fmt_text(ev.reason if ev else None)
+        ref = events_by_run.get((run.underlying or "", run.run_id or ""))
+        return fmt_text(inp.live.row(ref).reason if ref else None)
     if status == "failed":
         return fmt_text(run.reason)
     return fmt_text(run.decision_reason or run.reason)
@@ -528,7 +540,7 @@ def display_reason(
 
 def build_latest(
     names: list[str], latest: dict[str, LiveRun], index: StatusIndex | None, inp: Inputs,
-    events_by_run: dict[tuple[str, str], ApplyEvent],
+    events_by_run: dict[tuple[str, str], RowRef],
 ) -> list[LatestRunCard]:
     cards = []
     for name in names:
@@ -778,11 +790,11 @@ def page_links(kind: str, total: int, page_size: int, prefix: str = "history/") 
 
 
 def build_tables(
-    inp: Inputs, live_runs: Sequence[LiveRun], auto_runs: Sequence[AutoRun], index: StatusIndex | None
+    inp: Inputs, live_runs: Sequence[RowRef], auto_runs: Sequence[RowRef], index: StatusIndex | None
 ) -> tuple[HistoryTable, HistoryTable]:
     n, size = inp.config.dashboard.max_rows, inp.config.dashboard.page_size
-    newest_live = list(reversed(live_runs[-n:]))
-    newest_auto = list(reversed(auto_runs[-n:]))
+    newest_live: list[LiveRun] = inp.live.rows_of(reversed(live_runs[-n:]))
+    newest_auto: list[AutoRun] = inp.auto.rows_of(reversed(auto_runs[-n:]))
     paged_live = len(live_runs) > n
     paged_auto = len(auto_runs) > n
     live_t = HistoryTable(
@@ -855,19 +867,40 @@ def build_banners(
     return out
 
 
+def chart_events(events: Sequence[RowRef], runs: Sequence[RowRef], load: Callable[[RowRef], ApplyEvent]) -> list[ApplyEvent]:
+    """The apply events a multiplier chart of `runs` draws: those after its first run's time and the
+    last one at or before it that has a value (the applied level the step line starts from). History
+    is in time order, so this reads back from the newest event and stops there."""
+    times = [t for r in runs if (t := charts._ts(r.ts)) is not None]
+    if not times:
+        return []
+    t_first = min(times)
+    out: list[ApplyEvent] = []
+    for ref in reversed(events):
+        t = charts._ts(ref.ts)
+        if t is None:
+            continue
+        e = load(ref)
+        out.append(e)
+        if t <= t_first and e.applied is not None and charts._fin(e.applied.global_):
+            break
+    return out[::-1]
+
+
 def build_charts(
     names: list[str],
-    live_runs: Sequence[LiveRun],
-    events: Sequence[ApplyEvent],
-    auto_runs: Sequence[AutoRun],
+    live_runs: Sequence[RowRef],
+    events: Sequence[RowRef],
+    auto_runs: Sequence[RowRef],
     latest: dict[str, LiveRun],
     inp: Inputs,
 ) -> list[ChartGroup]:
     groups = []
     for name in names:
-        runs = [r for r in live_runs if r.underlying == name][-CHART_POINTS:]
-        evs = [e for e in events if e.underlying == name]
-        autos = [r for r in auto_runs if r.underlying == name][-CHART_POINTS:]
+        run_refs = [r for r in live_runs if r.underlying == name][-CHART_POINTS:]
+        runs: list[LiveRun] = inp.live.rows_of(run_refs)
+        evs = chart_events([e for e in events if e.underlying == name], run_refs, inp.live.row)
+        autos: list[AutoRun] = inp.auto.rows_of([r for r in auto_runs if r.underlying == name][-CHART_POINTS:])
         cs = [
             charts.multiplier_chart(name, runs, evs),
             charts.auto_chart(name, autos),
@@ -884,10 +917,10 @@ def build_dashboard(inp: Inputs) -> Dashboard:
     events = inp.live.of_type(ApplyEvent)
     auto_all = inp.auto.of_type(AutoRun)
     names = underlyings_of(inp, live_all, auto_all)
-    index = StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None
+    index = status_index(inp)
     live_proper = live_only(live_all)
-    latest: dict[str, LiveRun] = latest_by_underlying(live_proper)  # type: ignore[assignment]
-    latest_auto: dict[str, AutoRun] = latest_by_underlying(auto_all)  # type: ignore[assignment]
+    latest: dict[str, LiveRun] = {u: inp.live.row(r) for u, r in latest_by_underlying(live_proper).items()}  # type: ignore[arg-type]
+    latest_auto: dict[str, AutoRun] = {u: inp.auto.row(r) for u, r in latest_by_underlying(auto_all).items()}  # type: ignore[arg-type]
     events_by_run = {(e.underlying or "", e.run_id or ""): e for e in events}
     live_t, auto_t = build_tables(inp, live_all, auto_all, index)
     return Dashboard(
@@ -912,12 +945,14 @@ def build_pages(inp: Inputs, kind: str, code_key: str) -> list[HistoryPage]:
     changes only the last page; a page's key changes only when its rows or their derived status do."""
     size = inp.config.dashboard.page_size
     if kind == "live":
-        runs: list = inp.live.of_type(LiveRun)
-        index = StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None
+        source = inp.live
+        runs = source.of_type(LiveRun)
+        index = status_index(inp)
         statuses = [derive_status(index, r) for r in runs]
         title = "Live calibration history"
     else:
-        runs = inp.auto.of_type(AutoRun)
+        source = inp.auto
+        runs = source.of_type(AutoRun)
         statuses = [r.status or UNKNOWN for r in runs]
         title = "Calibration History (Auto-Calibrate)"
     total = len(runs)
@@ -942,6 +977,7 @@ def build_pages(inp: Inputs, kind: str, code_key: str) -> list[HistoryPage]:
                 key=h.hexdigest()[:32],
                 chunk=chunk,
                 statuses=sts,
+                load=source.rows_of,
             )
         )
     return pages
