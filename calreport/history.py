@@ -272,7 +272,7 @@ def _ref(row: HistoryRow, lineno: int, offset: int, length: int) -> RowRef:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Validating 100k rows allocates millions of objects; the cyclic GC would scan them again and
     again (3x the parse time here). Nothing parsed here forms cycles worth collecting mid-parse."""
     was = gc.isenabled()
@@ -329,7 +329,8 @@ class HistoryIndex:
         return got
 
     def rows_of(self, refs: Iterable[RowRef], keep: bool = True) -> list[Any]:
-        return [self.row(r, keep) for r in refs]
+        with gc_paused():  # a history page is 500 rows (see _scan)
+            return [self.row(r, keep) for r in refs]
 
     def to_read(self) -> HistoryRead:
         """Every row parsed (what read_history returns), for callers that need them all."""
@@ -341,7 +342,7 @@ class HistoryIndex:
         if complete:
             pieces.pop()  # the empty piece after the last newline
         pos, lineno = start, self.lines
-        with _gc_paused():
+        with gc_paused():
             for line in pieces:
                 lineno += 1
                 if line.strip():

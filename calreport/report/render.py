@@ -256,7 +256,8 @@ def _render_site(root: Root, now: datetime | None, cache: HistoryCache, persist:
     t0 = time.perf_counter()
     html = render_index(inp)
     t1 = time.perf_counter()
-    write_pages(root, inp, result)
+    with history.gc_paused():  # thousands of rows formatted and escaped: no cycles to collect
+        write_pages(root, inp, result)
     t2 = time.perf_counter()
     state = state_json_bytes(inp)
     if state is not None:  # invalid YAML: keep the last good state document
