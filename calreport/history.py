@@ -250,6 +250,7 @@ class RowRef(NamedTuple):
 
 
 _REF_FIELDS = RowRef._fields
+_INT_FIELDS = {"lineno", "offset", "length"}
 
 
 class StaleIndex(CalreportError):
@@ -439,7 +440,9 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
         ):
             return None
         cols = [doc["cols"][name] for name in _REF_FIELDS]
-        if len({len(c) for c in cols}) != 1:
+        if len({len(c) for c in cols}) != 1 or not all(
+            set(map(type, c)) <= ({int} if name in _INT_FIELDS else {str, type(None)}) for name, c in zip(_REF_FIELDS, cols)
+        ):
             return None
         refs = list(map(RowRef._make, zip(*cols)))
         skipped = [int(n) for n in doc["skipped_lines"]]
@@ -478,7 +481,9 @@ def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: 
                 lo = max(0, previous.offset - _TAIL_CHECK)
                 fh.seek(lo)
                 if fh.read(previous.offset - lo) == previous.data[lo : previous.offset]:
-                    data = previous.data[: previous.offset] + fh.read()
+                    tail = fh.read()
+                    same = tail == previous.data[previous.offset :]
+                    data = previous.data if same else previous.data[: previous.offset] + tail
                     base = replace(  # a copy: whoever holds `previous` keeps what it read
                         previous,
                         refs=previous.refs[: previous.complete_refs],

@@ -148,6 +148,19 @@ def test_corrupt_cache_is_ignored_and_rewritten(root, rows, tmp_path, corrupt):
     assert index_history(root.live_history, cache_file=cache).parsed == 0  # rewritten, good again
 
 
+@pytest.mark.parametrize("column, value", [("offset", "12"), ("underlying", 7), ("lineno", None), ("ts", 1.5)])
+def test_well_formed_cache_with_wrong_types_is_ignored(root, rows, tmp_path, column, value):
+    cache = tmp_path / "live.index"
+    rows.live()
+    rows.live(underlying="ETH")
+    index = index_history(root.live_history, cache_file=cache)
+    bad = index.refs[0]._replace(**{column: value})
+    save_index(HistoryIndex(**{**index.__dict__, "refs": [bad, index.refs[1]]}), cache)  # valid checksum
+    got = index_history(root.live_history, cache_file=cache)
+    assert got.parsed == 2
+    assert_same_as_read_history(got, root.live_history)
+
+
 def test_cache_from_other_code_is_not_trusted(root, rows, tmp_path, monkeypatch):
     cache = tmp_path / "live.index"
     rows.live()
