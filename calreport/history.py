@@ -333,10 +333,6 @@ class HistoryIndex:
         with gc_paused():  # a history page is 500 rows (see _scan)
             return [self.row(r, keep) for r in refs]
 
-    def to_read(self) -> HistoryRead:
-        """Every row parsed (what read_history returns), for callers that need them all."""
-        return HistoryRead(rows=self.rows_of(self.refs), skipped=self.skipped, skipped_lines=list(self.skipped_lines))
-
     def _scan(self, start: int, end: int, complete: bool) -> None:
         """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail."""
         pieces = self.data[start:end].split(b"\n")
