@@ -12,9 +12,9 @@ import gc
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BENCHMARKS = ("pricing", "iv", "calibrate", "auto", "render", "apply", "append")
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from benchmarks import BENCHMARKS, RESULTS_PATH, Figure, fmt_value
 
@@ -21,18 +21,15 @@ def machine_description() -> list[str]:
 
     cpu = "unknown"
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
     ram = "unknown"
     try:
-        for line in open("/proc/meminfo", encoding="utf-8"):
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            kib = next((int(ln.split()[1]) for ln in fh if ln.startswith("MemTotal")), None)
+        ram = f"{kib / 1024 / 1024:.1f} GiB" if kib else ram
     except OSError:
         pass
     try:
@@ -56,12 +53,12 @@ def machine_description() -> list[str]:
     except ImportError:
         orj = "not installed"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     env_blas = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
     return [
-        f"date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} (commit {commit})",
+        f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} (commit {commit})",
         f"CPU: {cpu}, nproc {os.cpu_count()}, RAM {ram}, load average at start {load}",
         f"Python {platform.python_version()} ({platform.platform()}), numpy {np.__version__}, orjson {orj}",
         f"BLAS: {blas}; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE: {env_blas or 'not set'}",
@@ -99,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             mod = importlib.import_module(f"benchmarks.bench_{name}")
             figures.extend(mod.run(quick=args.quick))
-        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+        except Exception as exc:
             traceback.print_exc()
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
         elapsed[name] = time.perf_counter() - t

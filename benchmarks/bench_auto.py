@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 from benchmarks import CACHE_DIR, Figure
@@ -77,7 +77,7 @@ def run(quick: bool = False) -> list[Figure]:
     files = sorted((src / "data" / "harvest" / "BTC").glob("*.jsonl"))
     size = sum(p.stat().st_size for p in files)
     end_ms = START_MS + days * MS_PER_DAY
-    as_of = datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc)
+    as_of = datetime.fromtimestamp(end_ms / 1000, tz=UTC)
     lookback = f"{days}d"
     with tempfile.TemporaryDirectory(prefix="calreport-bench-auto-") as tmp:
         root = Root(Path(tmp) / "root")

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from benchmarks import Figure, best_time
 from scipy.special import ndtr
 
+from benchmarks import Figure, best_time
 from calreport.pricing import black76_price
 
 NAME = "pricing"

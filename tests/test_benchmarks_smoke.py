@@ -11,9 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed, only calreport
 
-import benchmarks.__main__ as bench_main  # noqa: E402
-from benchmarks import Figure, fmt_value, percentile  # noqa: E402
-from benchmarks import bench_append, bench_iv, bench_pricing  # noqa: E402
+import benchmarks.__main__ as bench_main
+from benchmarks import (
+    Figure,
+    bench_append,
+    bench_iv,
+    bench_pricing,
+    fmt_value,
+    percentile,
+)
 
 
 def _finite_positive(f: Figure) -> bool:
