@@ -71,7 +71,7 @@ def _compute(sel: cal.Selection, rv: float, applied: Any, cfg: Any) -> Any:
 
 def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
     """Baseline: the same fits (global, each band, calls, puts) by the same search as fit_multiplier
-    (a 97-point geometric grid, then bounded Brent around the best point), but pricing one option at
+    (a 33-point geometric grid, then bounded Brent around the best point), but pricing one option at
     a time in pure Python."""
     q = sel.quotes
     w_all = cal.vega_weights(q.underlying_price, q.strike, sel.T, cal.market_iv(q, sel.T), rv)

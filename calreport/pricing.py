@@ -63,10 +63,12 @@ def black76_price(F, K, T, sigma, is_call) -> np.ndarray:  # type: ignore[no-unt
         live = s > 0
         safe_s = np.where(live, s, 1.0)
         d1 = -np.log(k) / safe_s + 0.5 * safe_s
-        d2 = d1 - safe_s
-        call = ndtr(d1) - k * ndtr(d2)
-        put = k * ndtr(-d2) - ndtr(-d1)
-    price = np.where(is_call, call, put)
+        # One side per option: w = +1 for calls, -1 for puts, price = w (N(w d1) - k N(w d2)).
+        # Two ndtr calls per option instead of four, and no put-call parity (which would lose
+        # the relative precision of tiny out-of-the-money puts).
+        w = np.where(is_call, 1.0, -1.0)
+        wd1 = w * d1
+        price = w * (ndtr(wd1) - k * ndtr(wd1 - w * safe_s))
     intrinsic = np.where(is_call, np.maximum(1.0 - k, 0.0), np.maximum(k - 1.0, 0.0))
     out = np.where(live, price, intrinsic)
     return np.where(np.isfinite(s) & np.isfinite(k) & (F > 0) & (K > 0), out, np.nan)
