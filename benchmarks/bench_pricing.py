@@ -92,6 +92,6 @@ def run(quick: bool = False) -> list[Figure]:
     diff = float(np.max(np.abs(parity_price(*args) - black76_price(*args))))
     figures.append(Figure(
         name=f"(suggested) one-sided ndtr kernel, {n:.0e} options", value=n / t, unit="options/s", baseline=loop_rate,
-        baseline_label="math.erf loop", notes=[f"informational, not calreport code: max |difference| from black76_price {diff:.1e}; "
-                                               "black76_price evaluates ndtr 4x per option (call and put), 80% of its time"]))
+        baseline_label="math.erf loop", notes=[f"informational: the bare kernel without black76_price's input guards; max |difference| "
+                                               f"from black76_price {diff:.1e}; ndtr (2 calls per option) is most of the time"]))
     return figures

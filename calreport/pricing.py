@@ -57,21 +57,27 @@ def black76_price(F, K, T, sigma, is_call) -> np.ndarray:  # type: ignore[no-unt
         np.asarray(sigma, dtype=np.float64),
         np.asarray(is_call, dtype=bool),
     )
-    k = K / F
-    s = sigma * np.sqrt(np.maximum(T, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        live = s > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = K / F
+        s = sigma * np.sqrt(np.maximum(T, 0.0))
+        live = s > 0  # False for NaN
+        if live.all() and (k > 0).all() and np.isfinite(k).all() and np.isfinite(s).all():
+            return _price_live(k, s, is_call)  # the common case: no guards per element
         safe_s = np.where(live, s, 1.0)
-        d1 = -np.log(k) / safe_s + 0.5 * safe_s
-        # One side per option: w = +1 for calls, -1 for puts, price = w (N(w d1) - k N(w d2)).
-        # Two ndtr calls per option instead of four, and no put-call parity (which would lose
-        # the relative precision of tiny out-of-the-money puts).
-        w = np.where(is_call, 1.0, -1.0)
-        wd1 = w * d1
-        price = w * (ndtr(wd1) - k * ndtr(wd1 - w * safe_s))
+        safe_k = np.where(k > 0, k, 1.0)
+        price = _price_live(safe_k, safe_s, is_call)
     intrinsic = np.where(is_call, np.maximum(1.0 - k, 0.0), np.maximum(k - 1.0, 0.0))
     out = np.where(live, price, intrinsic)
     return np.where(np.isfinite(s) & np.isfinite(k) & (F > 0) & (K > 0), out, np.nan)
+
+
+def _price_live(k: np.ndarray, s: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+    """w (N(w d1) - k N(w d2)) with w = +1 for calls, -1 for puts: two ndtr calls per option
+    instead of four, and no put-call parity (which would lose tiny out-of-the-money puts)."""
+    d1 = -np.log(k) / s + 0.5 * s
+    w = np.where(is_call, 1.0, -1.0)
+    wd1 = w * d1
+    return w * (ndtr(wd1) - k * ndtr(wd1 - w * s))
 
 
 def black76_vega(F, K, T, sigma) -> np.ndarray:  # type: ignore[no-untyped-def]
