@@ -71,7 +71,7 @@ def _compute(sel: cal.Selection, rv: float, applied: Any, cfg: Any) -> Any:
 
 def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
     """Baseline: the same fits (global, each band, calls, puts) by the same search as fit_multiplier
-    (a 33-point geometric grid, then bounded Brent around the best point), but pricing one option at
+    (the same geometric grid, then bounded Brent around the best point), but pricing one option at
     a time in pure Python."""
     q = sel.quotes
     w_all = cal.vega_weights(q.underlying_price, q.strike, sel.T, cal.market_iv(q, sel.T), rv)
@@ -89,11 +89,11 @@ def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
             syn = loop_price(F, K, T, [rv * m] * len(F), c)
             return sum(abs(s - p) / p * wi for s, p, wi in zip(syn, mark, w)) / wsum * 100.0
 
-        grid = np.geomspace(lo, hi, 97)
+        grid = np.geomspace(lo, hi, cal._GRID_POINTS)  # the same grid as fit_multiplier
         values = [objective(float(m)) for m in grid]
         i = int(np.argmin(values))
         a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-        out.append(float(minimize_scalar(objective, bounds=(a, b), method="bounded", options={"xatol": 1e-7}).x))
+        out.append(float(minimize_scalar(objective, bounds=(a, b), method="bounded", options={"xatol": 1e-6}).x))
     return out
 
 
