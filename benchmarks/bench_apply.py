@@ -21,6 +21,7 @@ from calreport.paths import Root
 
 NAME = "apply"
 TARGET_P99_S = 0.050
+PACE_S = 0.05  # idle time before each paced apply (a trader or cron applies seconds apart, at most)
 
 
 def _values(i: int) -> Multipliers:
@@ -62,10 +63,14 @@ def run(quick: bool = False) -> list[Figure]:
             from calreport.engine import AppliedMultipliersWatcher
         except ImportError:
             AppliedMultipliersWatcher = None  # type: ignore[assignment,misc]
+        paced_lat: list[float] = []
         if AppliedMultipliersWatcher is not None:
             with AppliedMultipliersWatcher(root) as engine:
                 engine_kind = f"observer {engine.observer_kind}"
-                for i in range(n):
+                for i in range(2 * n):
+                    paced = i >= n  # second half: one apply every ~PACE_S, as applies really arrive
+                    if paced:
+                        time.sleep(PACE_S)
                     v = engine.version
                     t = time.perf_counter()
                     _apply(root, 2 * n + i + 1)
@@ -73,14 +78,15 @@ def run(quick: bool = False) -> list[Figure]:
                     if not engine.wait_for_version(v + 1, 5.0):
                         raise RuntimeError(f"engine did not reload within 5 s after apply {i}")
                     seen = time.perf_counter()
-                    engine_lat.append(seen - t)
-                    after_return.append(seen - returned)
+                    (paced_lat if paced else engine_lat).append(seen - t)
+                    if not paced:
+                        after_return.append(seen - returned)
                     expected = _values(2 * n + i + 1).global_
                     if engine.multiplier_for("BTC", 100.0) != expected:  # outside every band: global
                         raise RuntimeError(f"engine sees {engine.multiplier_for('BTC', 100.0)}, applied {expected}")
         events = len(apply_events(root, "BTC"))
         final = read_applied(root).entry("BTC").global_
-    expected_events = 1 + n + n_render + (n if engine_lat else 0)
+    expected_events = 1 + n + n_render + (2 * n if engine_lat else 0)
     if events != expected_events:
         raise RuntimeError(f"{events} apply events in history, expected {expected_events}")
     floor_med = median(floor)
@@ -98,14 +104,20 @@ def run(quick: bool = False) -> list[Figure]:
         notes=[f"median {median(rendered) * 1e3:.1f} ms; the history grows to ~{expected_events} rows during the run"]))
     if engine_lat:
         figures.append(Figure(
-            name=f"apply-to-engine latency p99 ({n} applies, {engine_kind})", value=percentile(engine_lat, 99), unit="s",
+            name=f"apply-to-engine latency p99, back to back ({n} applies, {engine_kind})", value=percentile(engine_lat, 99), unit="s",
             baseline=percentile(plain, 99), baseline_label="apply alone p99", target="< 50 ms",
             met=percentile(engine_lat, 99) < TARGET_P99_S,
             notes=[f"median {median(engine_lat) * 1e3:.1f} ms from calling apply to the engine serving the new value; "
                    f"after apply returned: median {median(after_return) * 1e3:.2f} ms, p99 {percentile(after_return, 99) * 1e3:.2f} ms"]))
         figures.append(Figure(
-            name=f"apply-to-engine latency median ({n} applies)", value=median(engine_lat), unit="s",
+            name=f"apply-to-engine latency median, back to back ({n} applies)", value=median(engine_lat), unit="s",
             baseline=median(plain), baseline_label="apply alone median"))
+        figures.append(Figure(
+            name=f"apply-to-engine latency p99, {PACE_S * 1e3:.0f} ms idle between applies ({n} applies)",
+            value=percentile(paced_lat, 99), unit="s", baseline=percentile(plain, 99), baseline_label="apply alone p99",
+            target="< 50 ms", met=percentile(paced_lat, 99) < TARGET_P99_S,
+            notes=[f"median {median(paced_lat) * 1e3:.1f} ms; back to back, the next apply starts the moment the engine "
+                   "has reloaded, while the watcher still handles the previous apply's trailing events"]))
     else:
         figures.append(Figure(name="apply-to-engine latency", value=float("nan"), unit="s", target="< 50 ms",
                               met=False, notes=[engine_kind]))
