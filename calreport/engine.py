@@ -43,7 +43,7 @@ ObserverKind = Literal["auto", "inotify", "polling", "none"]
 WATCHED_EVENT_TYPES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
 DEBOUNCE_S = 0.005
-CHECK_INTERVAL_S = 0.05  # stat() both files this often (no inotify events, ~microseconds)
+CHECK_INTERVAL_S = 0.01  # stat() both files this often (no inotify events, ~microseconds)
 FULL_CHECK_S = 1.0  # and re-read + hash them this often, in case a stat signature repeats
 READ_RETRIES = 5
 EXPECT_WINDOW_S = 0.25
