@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 from benchmarks import BENCHMARKS, RESULTS_PATH, Figure, fmt_value
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import CACHE_DIR, Figure

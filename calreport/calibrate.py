@@ -31,7 +31,7 @@ Entry point for the CLI (via actions.calibrate):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,7 +58,7 @@ from calreport.paths import Root
 from calreport.policy import decide
 from calreport.pricing import black76_price, black76_vega, implied_vol, year_fraction
 from calreport.realism import assess_calibration_realism
-from calreport.rv import RealisedVol, realised_vol, rv_from_chart_file, rv_from_harvest
+from calreport.rv import RealisedVol, rv_from_chart_file, rv_from_harvest
 
 MS_PER_DAY = 86_400_000
 ATM_TARGET_DAYS = 7.0

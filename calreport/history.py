@@ -21,7 +21,14 @@ from pydantic import ValidationError
 
 from calreport.errors import CalreportError
 from calreport.fsutil import append_line, atomic_write
-from calreport.models import ROW_TYPES, ApplyEvent, AutoRun, HistoryRow, LiveRun, UnknownRow
+from calreport.models import (
+    ROW_TYPES,
+    ApplyEvent,
+    AutoRun,
+    HistoryRow,
+    LiveRun,
+    UnknownRow,
+)
 from calreport.paths import Root, lock_path
 
 LOCK_TIMEOUT_S = 30.0

@@ -26,7 +26,7 @@ Every step is kept inside a per-option bracket (bisection when a step would leav
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erfcx, ndtr, ndtri
+from scipy.special import erfcx, ndtr
 
 DAYS_PER_YEAR = 365.0
 MS_PER_YEAR = DAYS_PER_YEAR * 86_400_000.0

@@ -9,7 +9,6 @@ import yaml
 
 from calreport.errors import CalreportError
 
-
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: ~10x faster
 
 

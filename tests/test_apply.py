@@ -8,6 +8,7 @@ import stat
 
 import pytest
 import yaml
+from foundation_helpers import add_auto_run, add_live_run
 
 from calreport import actions
 from calreport.apply import apply_values, force_apply, format_applied, read_applied
@@ -17,8 +18,6 @@ from calreport.history import apply_events
 from calreport.models import Multipliers
 from calreport.paths import Root, lock_path
 from calreport.state import read_state, status_index
-
-from foundation_helpers import add_auto_run, add_live_run
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from foundation_helpers import add_live_run
 
 from calreport.history import append_row, new_run_id, read_history
 from calreport.models import ApplyEvent, AutoRun, LiveRun, UnknownRow
-
-from foundation_helpers import add_live_run
 from calreport.paths import Root
 
 

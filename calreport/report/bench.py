@@ -24,7 +24,14 @@ from calreport import actions
 from calreport.apply import format_applied, read_applied
 from calreport.fsutil import atomic_write
 from calreport.history import dumps_row, new_run_id
-from calreport.models import AppliedEntry, ApplyEvent, AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.models import (
+    AppliedEntry,
+    ApplyEvent,
+    AutoRun,
+    DataQuality,
+    LiveRun,
+    Multipliers,
+)
 from calreport.paths import Root
 from calreport.report.render import render_site
 

@@ -20,12 +20,11 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from calreport import __version__
+from calreport import __version__, history
 from calreport.apply import read_applied
 from calreport.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
 from calreport.fsutil import atomic_write
-from calreport import history
 from calreport.history import HistoryIndex, StaleIndex
 from calreport.models import AutoRun, LiveRun, RunDetail, utc_now
 from calreport.paths import Root
