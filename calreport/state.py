@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Iterable, Protocol
 
 from calreport.apply import read_applied
 from calreport.config import CalibrationConfig
@@ -34,6 +35,24 @@ def read_state(root: Root, config: CalibrationConfig | None = None) -> StateDocu
     return state_document(read_applied(root, config))
 
 
+class RunKey(Protocol):
+    """What status derivation reads of a row: a LiveRun/ApplyEvent or a history index RowRef."""
+
+    @property
+    def underlying(self) -> str | None: ...
+    @property
+    def run_id(self) -> str | None: ...
+
+
+class RunStatusKey(RunKey, Protocol):
+    @property
+    def status(self) -> str | None: ...
+
+
+class _History(Protocol):
+    def of_type(self, cls: type[ApplyEvent]) -> Iterable[RunKey]: ...
+
+
 @dataclass(frozen=True)
 class StatusIndex:
     """What is needed to derive any live run's display status without re-reading files."""
@@ -42,13 +61,13 @@ class StatusIndex:
     applied_run_ids: frozenset[tuple[str, str]]  # (underlying, run_id) named by an apply event
 
     @classmethod
-    def build(cls, doc: AppliedDocument, live: HistoryRead) -> "StatusIndex":
-        ids = frozenset(
-            (e.underlying, e.run_id) for e in live.of_type(ApplyEvent) if e.run_id and e.underlying
-        )
-        return cls(doc=doc, applied_run_ids=ids)
+    def build(cls, doc: AppliedDocument, live: HistoryRead | _History) -> "StatusIndex":
+        """From the live history: parsed rows (HistoryRead) or the render's history index."""
+        events: Iterable[RunKey] = live.of_type(ApplyEvent)
+        ids = frozenset((e.underlying, e.run_id) for e in events if e.run_id and e.underlying)
+        return cls(doc=doc, applied_run_ids=ids)  # type: ignore[arg-type]
 
-    def status_of(self, run: LiveRun) -> str:
+    def status_of(self, run: LiveRun | RunStatusKey) -> str:
         entry = self.doc.underlyings.get(run.underlying or "")
         if entry is not None and run.run_id and entry.run_id == run.run_id:
             return "applied"

@@ -422,12 +422,12 @@ def live_only(runs: Sequence[RowRef]) -> list[RowRef]:
 
 def derive_status(index: StatusIndex | None, run: LiveRun | RowRef) -> str:
     """StatusIndex.status_of reads only underlying, run_id and status, which a RowRef carries."""
-    return UNKNOWN if index is None else index.status_of(run)  # type: ignore[arg-type]
+    return UNKNOWN if index is None else index.status_of(run)
 
 
 def status_index(inp: Inputs) -> StatusIndex | None:
     # StatusIndex.build reads (underlying, run_id) of `of_type(ApplyEvent)`: RowRefs carry both
-    return StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None  # type: ignore[arg-type]
+    return StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None
 
 
 def build_applied(
