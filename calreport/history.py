@@ -216,9 +216,15 @@ def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
 
 
 def latest_live_run(root: Root, underlying: str) -> LiveRun | None:
-    """The newest live run of `underlying` (file order is time order: appends only)."""
-    runs = [r for r in live_runs(root, underlying) if (r.source or "live") == "live"]
-    return runs[-1] if runs else None
+    """The newest live run of `underlying` (file order is time order: appends only).
+
+    Scans backwards, so force-apply does not parse a long history; imported legacy rows
+    (source "legacy") are never candidates.
+    """
+    for run in iter_rows_reversed(root.live_history, LiveRun):
+        if run.underlying == underlying and (run.source or "live") == "live":
+            return run
+    return None
 
 
 def ensure_history_files(root: Root) -> None:

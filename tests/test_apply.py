@@ -242,3 +242,13 @@ def test_hand_edit_that_keeps_updated_at_is_not_recorded_as_an_apply(root):
     force_apply(root, "BTC")
     events = apply_events(root, "BTC")
     assert len(events) == 2 and events[-1].previous.global_ == 1.2  # the truth of what was replaced
+
+
+def test_force_apply_takes_the_newest_whole_live_run_when_the_last_line_is_torn(root):
+    add_live_run(root, smoothed=1.05)
+    newest = add_live_run(root, smoothed=1.0833)
+    add_live_run(root, "ETH", smoothed=0.9)
+    with open(root.live_history, "ab") as fh:
+        fh.write(b'{"type":"live_run","underlying":"BTC","run_id":"torn","smoothed":{"glo')
+    event = force_apply(root, "BTC")
+    assert event.run_id == newest.run_id and read_applied(root).entry("BTC").global_ == 1.0833
