@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from calreport.errors import CalreportError
+from calreport.fsutil import read_input
 
 EXPIRY_HOUR_UTC = 8
 MS_PER_DAY = 86_400_000
@@ -240,12 +241,7 @@ class SnapshotMeta:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CalreportError("file not found", path) from None
-    except OSError as exc:
-        raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
+    raw = read_input(path)
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -19,6 +19,7 @@ from calreport.errors import CalreportError
 from calreport.history import HistoryRead, read_history
 from calreport.models import (
     DEFAULT_MULTIPLIER,
+    AppliedDocument,
     AppliedEntry,
     ApplyEvent,
     AutoRun,
@@ -191,6 +192,11 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
 
 def check_consistency(root: Root) -> list[Problem]:
     """Every inconsistency between the YAML, the config and history; an empty list means consistent."""
+    return _check(root)[0]
+
+
+def _check(root: Root) -> tuple[list[Problem], HistoryRead, HistoryRead, AppliedDocument | None]:
+    """The problems, plus what was read to find them (so the summary does not read it all again)."""
     problems: list[Problem] = []
     rel = "config/applied_multipliers.yaml"
     try:
@@ -222,7 +228,7 @@ def check_consistency(root: Root) -> list[Problem]:
                 + (f"; the last apply events say: {hint}" if hint else ""),
             )
         )
-        return problems
+        return problems, live, auto, None
     stale = sorted(p.name for p in root.config_dir.glob(f".{root.applied.name}.*.tmp"))
     if stale:
         problems.append(
@@ -264,23 +270,20 @@ def check_consistency(root: Root) -> list[Problem]:
                     e.underlying,
                 )
             )
-    return problems
+    return problems, live, auto, doc
 
 
 def doctor_command(root: Root) -> int:
     """Print every problem with its fix; exit 0 only when there is no error (warnings are listed)."""
-    problems = check_consistency(root)
+    problems, live, auto, doc = _check(root)
     errors = [p for p in problems if p.severity == "error"]
     print(f"calreport doctor: {root.path}")
     for p in problems:
         for line in p.lines():
             print(line)
-    if errors:
+    if errors or doc is None:  # an unreadable YAML is always among the errors
         print(f"NOT consistent: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
         return 1
-    live = read_history(root.live_history)
-    auto = read_history(root.auto_history)
-    doc = read_applied(root)
     n_events = len(live.of_type(ApplyEvent))
     summary = ", ".join(
         f"{u} global {e.global_:.4f} (run {e.run_id or '-'}, {e.source})" for u, e in sorted(doc.underlyings.items())

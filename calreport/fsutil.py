@@ -22,6 +22,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def read_input(path: Path | str) -> bytes:
+    """The bytes of a file the user pointed at; a missing or unreadable one is a one-line error."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CalreportError("file not found", path) from None
+    except OSError as exc:
+        raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename durable: fsync the directory that holds the entry."""
     fd = os.open(directory, os.O_RDONLY)

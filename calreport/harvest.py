@@ -45,6 +45,7 @@ from filelock import Timeout
 from calreport.deribit import QuoteArrays, parse_instrument_names
 from calreport.errors import CalreportError
 from calreport.fsutil import append_line, atomic_write
+from calreport.history import iter_lines_reversed
 from calreport.paths import Root, lock_path
 
 try:  # the `fast` extra: ~3x faster JSON parsing
@@ -572,22 +573,14 @@ def day_file(root: Root, underlying: str, ts_ms: int) -> Path:
 
 def _last_harvested_at(path: Path) -> int | None:
     """harvested_at of the file's last complete line (reads only the tail)."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - 65536))
-            tail = fh.read()
-    except FileNotFoundError:
-        return None
-    for ln in reversed(tail.split(b"\n")):
-        if not ln.strip():
-            continue
+    for ln in iter_lines_reversed(path):
         try:
             v = _loads(ln)
         except ValueError:
             return None  # torn last line: let the append go ahead (it starts on a fresh line)
         ts = v.get("harvested_at") if isinstance(v, dict) else None
         return int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+    return None
     return None
 
 

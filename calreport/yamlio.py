@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from calreport.errors import CalreportError
+from calreport.fsutil import read_input
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: ~10x faster
 
@@ -52,12 +53,7 @@ def loads_strict(text: str, path: Path | str) -> Any:
 
 
 def load_strict(path: Path) -> Any:
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CalreportError("file not found", path) from None
-    except OSError as exc:
-        raise CalreportError(f"cannot read ({exc.strerror or exc})", path) from None
+    raw = read_input(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
