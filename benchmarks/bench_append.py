@@ -21,8 +21,8 @@ WRITERS = 4
 
 
 def _writer(path: str, writer: int, count: int, start: object, poll_s: float | None = None) -> None:
-    from calreport import history
-    from calreport.history import append_row
+    from calreport.store import history
+    from calreport.store.history import append_row
 
     if poll_s is not None:  # experiment only: what history.locked would give with a shorter poll interval
         from filelock import FileLock

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 from benchmarks import Figure, median, percentile
-from calreport import actions
-from calreport.apply import apply_values, read_applied
-from calreport.fsutil import append_line, atomic_write
-from calreport.history import apply_events
-from calreport.models import Multipliers
-from calreport.paths import Root
+from calreport.commands import usecases as actions
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.files import append_line, atomic_write
+from calreport.store.history import apply_events
+from calreport.store.models import Multipliers
+from calreport.store.paths import Root
 
 NAME = "apply"
 TARGET_P99_S = 0.050

@@ -1,7 +1,7 @@
 """Auto-calibrate end to end over a 14-day, 5-minute, ~700-option harvest (~2.8M rows): cold vs warm.
 
 Cold: no columnar cache, so every day file's JSON lines are parsed (and the .npz cache written).
-Warm: the same run again, reading the cache. The harvest is generated once by calreport.sample
+Warm: the same run again, reading the cache. The harvest is generated once by calreport.market.sample
 (the same market the demo and the tests use, widened to a Deribit-sized chain) and kept under
 /tmp keyed by its parameters and sample.py's source, so reruns skip the generation.
 Both runs have the files in the OS page cache: "cold" means no columnar cache, not a cold disk.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from benchmarks import CACHE_DIR, Figure
 from benchmarks.bench_calibrate import full_chain_market
-from calreport import actions
-from calreport import sample as sample_mod
-from calreport.paths import Root
+from calreport.commands import usecases as actions
+from calreport.market import sample as sample_mod
+from calreport.store.paths import Root
 
 NAME = "auto"
 MS_PER_DAY = 86_400_000
@@ -67,8 +67,8 @@ def harvest_root(days: int) -> Path:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from calreport.auto import run_auto_calibration
-    from calreport.harvest import load_harvest
+    from calreport.calibration.auto import run_auto_calibration
+    from calreport.market.harvest import load_harvest
 
     days = 1 if quick else 14
     t = time.perf_counter()

@@ -22,14 +22,14 @@ from scipy.optimize import minimize_scalar
 
 from benchmarks import Figure, best_time
 from benchmarks.bench_pricing import loop_price
-from calreport import actions
-from calreport import calibrate as cal
-from calreport.apply import read_applied
-from calreport.config import load_config
-from calreport.deribit import QuoteArrays, load_snapshot
-from calreport.paths import Root
-from calreport.pricing import year_fraction
-from calreport.sample import SampleMarket, write_json
+from calreport.commands import usecases as actions
+from calreport.calibration import live as cal
+from calreport.store.applied import read_applied
+from calreport.store.config import load_config
+from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.store.paths import Root
+from calreport.calibration.pricing import year_fraction
+from calreport.market.sample import SampleMarket, write_json
 
 NAME = "calibrate"
 TARGET_S = 0.050
@@ -60,7 +60,7 @@ def in_memory_run(rows: list[dict[str, Any]], now_ms: int, rv: float, root: Root
 
 
 def _compute(sel: cal.Selection, rv: float, applied: Any, cfg: Any) -> Any:
-    from calreport.models import LiveRun
+    from calreport.store.models import LiveRun
 
     run = LiveRun(schema_version=1, run_id="bench", ts="2025-12-11T19:36:00Z", underlying="BTC", source="live")
     ev = cal._evaluate(sel, rv, applied, cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks import Figure, best_time
-from calreport.pricing import black76_price, implied_vol
+from calreport.calibration.pricing import black76_price, implied_vol
 
 NAME = "iv"
 TARGET_RATE = 1.5e6

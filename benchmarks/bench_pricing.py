@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from benchmarks import Figure, best_time
-from calreport.pricing import black76_price
+from calreport.calibration.pricing import black76_price
 
 NAME = "pricing"
 TARGET_RATIO = 15.0

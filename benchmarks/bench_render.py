@@ -17,9 +17,9 @@ from pathlib import Path
 import jinja2
 
 from benchmarks import Figure
-from calreport.history import append_row, new_run_id, read_history
-from calreport.models import AutoRun
-from calreport.paths import Root
+from calreport.store.history import append_row, new_run_id, read_history
+from calreport.store.models import AutoRun
+from calreport.store.paths import Root
 from calreport.report.bench import build_root
 from calreport.report.render import HistoryCache, render_site
 
@@ -54,7 +54,7 @@ def _rows(root: Root) -> int:
 
 def _fresh_process_render(root: Root) -> tuple[float, float]:
     """A one-shot render as the CLI does it after every write: a new interpreter, no in-memory state."""
-    code = ("import sys, time; from calreport.paths import Root; from calreport.report.render import render_site; "
+    code = ("import sys, time; from calreport.store.paths import Root; from calreport.report.render import render_site; "
             "t = time.perf_counter(); render_site(Root(__import__('pathlib').Path(sys.argv[1]))); "
             "print(time.perf_counter() - t)")
     t = time.perf_counter()

@@ -1,3 +1,3 @@
-from calreport.cli import main
+from calreport.commands.cli import main
 
 raise SystemExit(main())

@@ -27,17 +27,17 @@ from typing import Literal, Self
 
 import numpy as np
 
-from calreport.apply import read_applied
-from calreport.config import Band, CalibrationConfig, load_config
+from calreport.store.applied import read_applied
+from calreport.store.config import Band, CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.models import (
+from calreport.store.models import (
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
     iso_utc,
     utc_now,
 )
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 ObserverKind = Literal["auto", "inotify", "polling", "none"]
 WATCHED_EVENT_TYPES = frozenset({"created", "modified", "moved", "deleted", "closed"})

@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from calreport import actions
-from calreport.auto import describe_auto_run
-from calreport.config import load_config
+from calreport.commands import usecases as actions
+from calreport.calibration.auto import describe_auto_run
+from calreport.store.config import load_config
 from calreport.errors import CalreportError
-from calreport.models import parse_time
-from calreport.paths import Root
+from calreport.store.models import parse_time
+from calreport.store.paths import Root
 
 
 def exit_code(statuses: list[str]) -> int:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from calreport import actions
-from calreport.history import append_row, new_run_id
-from calreport.models import AutoRun, DataQuality, LiveRun, Multipliers
-from calreport.paths import Root
+from calreport.commands import usecases as actions
+from calreport.store.history import append_row, new_run_id
+from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.paths import Root
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from calreport.history import append_row, new_run_id
-from calreport.models import AutoRun, DataQuality, LiveRun, Multipliers
-from calreport.paths import Root
+from calreport.store.history import append_row, new_run_id
+from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.paths import Root
 
 
 def add_live_run(

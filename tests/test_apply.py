@@ -10,14 +10,14 @@ import pytest
 import yaml
 from foundation_helpers import add_auto_run, add_live_run
 
-from calreport import actions
-from calreport.apply import apply_values, force_apply, format_applied, read_applied
-from calreport.cli import main
+from calreport.commands import usecases as actions
+from calreport.store.applied import apply_values, force_apply, format_applied, read_applied
+from calreport.commands.cli import main
 from calreport.errors import CalreportError, RefusedError
-from calreport.history import apply_events
-from calreport.models import Multipliers
-from calreport.paths import Root, lock_path
-from calreport.state import read_state, status_index
+from calreport.store.history import apply_events
+from calreport.store.models import Multipliers
+from calreport.store.paths import Root, lock_path
+from calreport.store.state import read_state, status_index
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_apply_rejects_unknown_band_and_bad_values(root):
 def test_failed_history_append_restores_previous_yaml(root, monkeypatch):
     add_live_run(root)
     before = root.applied.read_bytes()
-    import calreport.apply as apply_mod
+    import calreport.store.applied as apply_mod
 
     def boom(*a, **k):
         raise CalreportError("could not append (No space left on device)", root.live_history)
@@ -214,9 +214,9 @@ def test_state_document_numbers_are_the_yaml_numbers(root):
 
 def test_apply_after_a_kill_between_yaml_and_event_records_the_lost_event_first(root):
     """A writer killed after replacing the YAML left no apply event; the next apply records it."""
-    from calreport.apply import RECOVERED_NOTE
-    from calreport.fsutil import atomic_write
-    from calreport.models import AppliedDocument, AppliedEntry
+    from calreport.store.applied import RECOVERED_NOTE
+    from calreport.store.files import atomic_write
+    from calreport.store.models import AppliedDocument, AppliedEntry
 
     first = add_live_run(root, smoothed=1.0833)
     force_apply(root, "BTC")

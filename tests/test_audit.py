@@ -7,13 +7,13 @@ import subprocess
 import pytest
 from foundation_helpers import add_auto_run, add_live_run
 
-from calreport import actions
-from calreport.apply import apply_values, read_applied
-from calreport.audit import commit_message, describe_change, rollback
-from calreport.cli import main
+from calreport.commands import usecases as actions
+from calreport.store.applied import apply_values, read_applied
+from calreport.commands.audit import commit_message, describe_change, rollback
+from calreport.commands.cli import main
 from calreport.errors import RefusedError
-from calreport.history import apply_events
-from calreport.models import Multipliers
+from calreport.store.history import apply_events
+from calreport.store.models import Multipliers
 
 
 def git(root, *args: str) -> str:
@@ -156,7 +156,7 @@ def test_rollback_refusals(root, capsys):
 
 
 def test_commit_message_shape():
-    from calreport.models import ApplyEvent
+    from calreport.store.models import ApplyEvent
 
     ev = ApplyEvent(
         underlying="BTC",

@@ -14,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport import actions, auto
-from calreport.auto import (
+from calreport.commands import usecases as actions
+from calreport.calibration import auto
+from calreport.calibration.auto import (
     assess_data_quality,
     parse_dte_range,
     parse_lookback,
     run_auto_calibration,
 )
-from calreport.cli import main as cli_main
-from calreport.config import load_config
+from calreport.commands.cli import main as cli_main
+from calreport.store.config import load_config
 from calreport.errors import CalreportError
-from calreport.history import auto_runs, read_history
-from calreport.paths import Root
-from calreport.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
+from calreport.store.history import auto_runs, read_history
+from calreport.store.paths import Root
+from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
@@ -146,7 +147,7 @@ def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> Non
 
 def test_auto_module_does_not_import_apply() -> None:
     src = Path(auto.__file__).read_text()
-    assert "calreport.apply" not in src and "import apply" not in src
+    assert "calreport.store.applied" not in src and "import apply" not in src
 
 
 @pytest.mark.parametrize(("text", "expected"), [("14d", ("14d", 14 * MS_PER_DAY)), ("12h", ("12h", 12 * MS_PER_HOUR)), ("90m", ("90m", 90 * 60_000)), ("1W", ("1w", 7 * MS_PER_DAY))])

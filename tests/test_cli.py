@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from calreport.cli import main
-from calreport.paths import Root
+from calreport.commands.cli import main
+from calreport.store.paths import Root
 
 
 def run_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:

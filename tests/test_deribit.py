@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.deribit import (
+from calreport.market.deribit import (
     DeribitClient,
     QuoteArrays,
     load_chart_data,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from foundation_helpers import add_auto_run, add_live_run
 
-from calreport import actions
-from calreport.apply import AppliedEntry, format_applied, read_applied
-from calreport.cli import main
-from calreport.doctor import check_consistency
-from calreport.fsutil import atomic_write
+from calreport.commands import usecases as actions
+from calreport.store.applied import AppliedEntry, format_applied, read_applied
+from calreport.commands.cli import main
+from calreport.commands.doctor import check_consistency
+from calreport.store.files import atomic_write
 
 
 def _doctor(root, capsys) -> tuple[int, str]:

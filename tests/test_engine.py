@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.apply import apply_values, read_applied
+from calreport.store.applied import apply_values, read_applied
 from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import CalreportError
-from calreport.models import Multipliers
-from calreport.paths import Root
+from calreport.store.models import Multipliers
+from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
 

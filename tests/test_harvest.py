@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport import harvest
+from calreport.market import harvest
 from calreport.errors import CalreportError
-from calreport.harvest import (
+from calreport.market.harvest import (
     append_snapshot,
     harvest_command,
     load_harvest,
     underlying_price_series,
 )
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 DEC11 = 1765440000000  # 2025-12-11T08:00:00Z
 HOUR = 3_600_000
@@ -174,7 +174,7 @@ def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, ca
 
 
 def test_harvest_command_fetches_from_deribit_when_no_file_is_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from calreport.deribit import DeribitClient
+    from calreport.market.deribit import DeribitClient
 
     root = Root(tmp_path)
     ts = DEC11 + 2 * HOUR

@@ -7,9 +7,9 @@ import json
 import pytest
 from foundation_helpers import add_live_run
 
-from calreport.history import append_row, new_run_id, read_history
-from calreport.models import ApplyEvent, AutoRun, LiveRun, UnknownRow
-from calreport.paths import Root
+from calreport.store.history import append_row, new_run_id, read_history
+from calreport.store.models import ApplyEvent, AutoRun, LiveRun, UnknownRow
+from calreport.store.paths import Root
 
 
 def test_torn_last_line_is_skipped_on_read_and_repaired_on_next_append(tmp_path):

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from calreport import history
-from calreport.history import (
+from calreport.store import history
+from calreport.store.history import (
     HistoryIndex,
     StaleIndex,
     index_history,
     read_history,
     save_index,
 )
-from calreport.models import LiveRun
-from calreport.paths import Root
+from calreport.store.models import LiveRun
+from calreport.store.paths import Root
 from calreport.report import render, views
 from calreport.report.render import HistoryCache, history_cache_file, render_site
 

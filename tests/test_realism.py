@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from calreport.config import RealismConfig
-from calreport.realism import (
+from calreport.store.config import RealismConfig
+from calreport.calibration.realism import (
     REASON_DATA_FAILED,
     REASON_DEGRADED,
     REASON_OK,
@@ -62,7 +62,7 @@ def test_thresholds_are_overridable():
 
 
 def test_live_runs_get_the_live_wording_of_the_unrealistic_reason():
-    from calreport.realism import REASON_UNREALISTIC_LIVE
+    from calreport.calibration.realism import REASON_UNREALISTIC_LIVE
 
     assert assess_calibration_realism(0.5, 4668684.92, None, "ok", kind="live") == ("failed", REASON_UNREALISTIC_LIVE)
     assert "auto" not in REASON_UNREALISTIC_LIVE

@@ -12,11 +12,11 @@ import random
 
 import pytest
 
-from calreport.apply import apply_values, force_apply, read_applied
+from calreport.store.applied import apply_values, force_apply, read_applied
 from calreport.errors import RefusedError
-from calreport.history import append_row, read_history
-from calreport.models import ApplyEvent, AutoRun, DataQuality, LiveRun, Multipliers
-from calreport.paths import Root
+from calreport.store.history import append_row, read_history
+from calreport.store.models import ApplyEvent, AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.paths import Root
 
 PROCESSES = 6
 OPS = 100

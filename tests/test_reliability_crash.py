@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from calreport import fsutil
-from calreport.apply import apply_values, read_applied
-from calreport.history import read_history
-from calreport.models import ApplyEvent, Multipliers
-from calreport.paths import Root
+from calreport.store import files as fsutil
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.history import read_history
+from calreport.store.models import ApplyEvent, Multipliers
+from calreport.store.paths import Root
 
 KILLS = 200
 VALUES = [1.0833, 0.9266, 1.2147, 1.05, 1.3333]
@@ -47,7 +47,7 @@ def _apply_forever(root: Root, start: int, slow: bool) -> None:
 
 
 class _Proxy:
-    """`os` with some functions replaced (only inside calreport.fsutil)."""
+    """`os` with some functions replaced (only inside calreport.store.files)."""
 
     def __init__(self, **overrides) -> None:  # type: ignore[no-untyped-def]
         self.__dict__.update(overrides)

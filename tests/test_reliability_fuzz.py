@@ -15,12 +15,12 @@ import yaml
 from foundation_helpers import add_live_run
 from hypothesis import HealthCheck, example, given, settings
 
-from calreport import actions
-from calreport.apply import read_applied
+from calreport.commands import usecases as actions
+from calreport.store.applied import read_applied
 from calreport.errors import CalreportError
-from calreport.history import read_history
-from calreport.legacy import parse_legacy
-from calreport.paths import Root
+from calreport.store.history import read_history
+from calreport.commands.legacy import parse_legacy
+from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -154,7 +154,7 @@ def test_fuzzed_legacy_records_parse_or_fail_in_one_line(rec, raw):
 @FUZZ
 @given(rec=legacy_records)
 def test_fuzzed_legacy_import_counts_every_file(root, tmp_path_factory, rec):
-    from calreport.legacy import import_legacy
+    from calreport.commands.legacy import import_legacy
 
     d = tmp_path_factory.mktemp("legacy")
     (d / "r.json").write_text(json.dumps(rec))
@@ -175,7 +175,7 @@ quote_fields = st.dictionaries(
                    "creation_timestamp": float("inf")}])
 @given(payload=st.one_of(st.lists(quote_fields, max_size=5), st.fixed_dictionaries({"jsonrpc": st.just("2.0")}, optional={"result": st.lists(quote_fields, max_size=4), "error": st.one_of(st.none(), st.text(max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))}), yaml_values))
 def test_fuzzed_snapshots_load_or_fail_in_one_line(tmp_path_factory, payload):
-    deribit = pytest.importorskip("calreport.deribit")
+    deribit = pytest.importorskip("calreport.market.deribit")
     p = tmp_path_factory.mktemp("snap") / "s.json"
     try:
         p.write_text(json.dumps(payload, allow_nan=True))
@@ -204,7 +204,7 @@ harvest_lines = st.lists(
 @example(lines=[b"{}"])
 @given(lines=harvest_lines)
 def test_fuzzed_harvest_lines_are_kept_or_counted(lines):
-    harvest = pytest.importorskip("calreport.harvest")
+    harvest = pytest.importorskip("calreport.market.harvest")
     data = b"\n".join(lines)
     day = harvest.parse_day_bytes(data, "BTC")
     nonblank = [ln for ln in data.split(b"\n") if ln and not ln.isspace()]

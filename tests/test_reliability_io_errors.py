@@ -1,4 +1,4 @@
-"""Injected I/O errors (ENOSPC, EIO) at os.write / os.fsync / os.replace inside calreport.fsutil.
+"""Injected I/O errors (ENOSPC, EIO) at os.write / os.fsync / os.replace inside calreport.store.files.
 
 Whatever call fails, the apply fails cleanly: one-line CalreportError, the old YAML stays byte for
 byte, no apply event is recorded, no temp file is left, and the engine keeps the old values.
@@ -12,18 +12,18 @@ from collections import Counter
 
 import pytest
 
-from calreport import fsutil
-from calreport.apply import apply_values
+from calreport.store import files as fsutil
+from calreport.store.applied import apply_values
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError
-from calreport.history import apply_events
-from calreport.models import Multipliers
+from calreport.store.history import apply_events
+from calreport.store.models import Multipliers
 
 OPS = ("write", "fsync", "replace")
 
 
 class FaultyOs:
-    """`os` for calreport.fsutil only: fails the n-th call of `op` (and, if persistent, every later one)."""
+    """`os` for calreport.store.files only: fails the n-th call of `op` (and, if persistent, every later one)."""
 
     def __init__(self, op: str | None = None, nth: int = 0, err: int = errno.EIO, persistent: bool = False) -> None:
         self.op, self.nth, self.err, self.persistent = op, nth, err, persistent

@@ -25,16 +25,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from calreport import actions
-from calreport.apply import apply_values, read_applied
-from calreport.config import load_config
+from calreport.commands import usecases as actions
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.config import load_config
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
-from calreport.fsutil import atomic_write
-from calreport.history import append_row, apply_events, new_run_id
-from calreport.models import AppliedDocument, AutoRun, DataQuality, LiveRun, Multipliers
-from calreport.paths import Root
-from calreport.state import state_document
+from calreport.store.files import atomic_write
+from calreport.store.history import append_row, apply_events, new_run_id
+from calreport.store.models import AppliedDocument, AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.paths import Root
+from calreport.store.state import state_document
 
 UNDERLYINGS = ("BTC", "ETH")
 BANDS = ("0-7d", "7-30d", "30-90d")

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from calreport import fsutil
-from calreport.apply import apply_values, format_applied, read_applied
+from calreport.store import files as fsutil
+from calreport.store.applied import apply_values, format_applied, read_applied
 from calreport.engine import AppliedMultipliersWatcher, EngineView
-from calreport.fsutil import atomic_write
-from calreport.models import AppliedDocument, AppliedEntry, Multipliers
+from calreport.store.files import atomic_write
+from calreport.store.models import AppliedDocument, AppliedEntry, Multipliers
 
 APPLIES = 200
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from calreport import apply, cli
-from calreport.apply import read_applied
-from calreport.history import append_row, new_run_id
-from calreport.models import Multipliers
-from calreport.paths import Root
+from calreport.store import applied as apply
+from calreport.commands import cli
+from calreport.store.applied import read_applied
+from calreport.store.history import append_row, new_run_id
+from calreport.store.models import Multipliers
+from calreport.store.paths import Root
 from calreport.report import render, views
 from calreport.report.render import render_site
 
@@ -390,7 +391,7 @@ def test_rendered_files_are_replaced_atomically_no_temp_files_left(root, rows):
 
 
 def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
-    from calreport.history import read_history
+    from calreport.store.history import read_history
     from calreport.report.render import HistoryCache
 
     cache = HistoryCache()
@@ -420,7 +421,7 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
     """Runs sit at their snapshot time, applies at their own later time (a replayed snapshot, a
     force-apply): the applied value at t is the YAML value after the last apply at or before t, so
     before the first apply the line holds what that apply replaced instead of starting late."""
-    from calreport.models import ApplyEvent, LiveRun
+    from calreport.store.models import ApplyEvent, LiveRun
     from calreport.report import charts
 
     def m(x: float) -> Multipliers:
@@ -446,7 +447,7 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
 
 def test_auto_chart_places_runs_at_their_window_end_in_time_order():
     """A backfill (--as-of last week, run today) is drawn at last week, not at the time it ran."""
-    from calreport.models import AutoRun
+    from calreport.store.models import AutoRun
     from calreport.report import charts
 
     def run(as_of: str | None, m: float, status: str = "ok") -> AutoRun:

@@ -10,35 +10,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.apply import read_applied
-from calreport.config import DEFAULT_CONFIG_TEXT
-from calreport.demo import (
+from calreport.store.applied import read_applied
+from calreport.store.config import DEFAULT_CONFIG_TEXT
+from calreport.commands.demo import (
     FIXED_ANCHOR,
     HARVEST_DAYS,
     build_harvest,
     demo_anchor,
     run_demo,
 )
-from calreport.deribit import (
+from calreport.market.deribit import (
     QuoteArrays,
     check_snapshot_rows,
     load_snapshot,
     parse_chart_data,
     parse_instrument_name,
 )
-from calreport.history import auto_runs, live_history, live_runs
-from calreport.models import ApplyEvent, LiveRun, parse_time
-from calreport.paths import Root
-from calreport.pricing import black76_price, year_fraction
-from calreport.rv import realised_vol
-from calreport.sample import (
+from calreport.store.history import auto_runs, live_history, live_runs
+from calreport.store.models import ApplyEvent, LiveRun, parse_time
+from calreport.store.paths import Root
+from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.market.rv import realised_vol
+from calreport.market.sample import (
     MS_PER_DAY,
     SampleMarket,
     instrument_name,
     listed_expiries,
     write_json,
 )
-from calreport.state import StatusIndex
+from calreport.store.state import StatusIndex
 
 T0 = FIXED_ANCHOR
 DERIBIT_FIELDS = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 
 def render_site(root: Root) -> None:

@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from calreport import actions
-from calreport.apply import format_applied, read_applied
-from calreport.fsutil import atomic_write
-from calreport.history import dumps_row, new_run_id
-from calreport.models import (
+from calreport.commands import usecases as actions
+from calreport.store.applied import format_applied, read_applied
+from calreport.store.files import atomic_write
+from calreport.store.history import dumps_row, new_run_id
+from calreport.store.models import (
     AppliedEntry,
     ApplyEvent,
     AutoRun,
@@ -32,7 +32,7 @@ from calreport.models import (
     LiveRun,
     Multipliers,
 )
-from calreport.paths import Root
+from calreport.store.paths import Root
 from calreport.report.render import render_site
 
 
@@ -90,14 +90,14 @@ def _fresh_process_render(root: Root) -> float:
 
 
 def _append_auto(root: Root, ts: str) -> None:
-    from calreport.history import append_row
+    from calreport.store.history import append_row
 
     append_row(root.auto_history, AutoRun(schema_version=1, run_id=new_run_id(), ts=ts, underlying="BTC",
                                           multiplier=1.1, status="ok", reason="appended"))
 
 
 def measure(n: int) -> dict[str, object]:
-    from calreport.history import read_history
+    from calreport.store.history import read_history
     from calreport.report.render import HistoryCache
 
     with tempfile.TemporaryDirectory() as tmp:

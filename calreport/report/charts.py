@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Sequence
 
-from calreport.models import ApplyEvent, AutoRun, LiveRun, RunDetail, parse_time
+from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail, parse_time
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26

@@ -20,16 +20,17 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from calreport import __version__, history
-from calreport.apply import read_applied
-from calreport.config import CalibrationConfig, load_config
+from calreport import __version__
+from calreport.store import history
+from calreport.store.applied import read_applied
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.fsutil import atomic_write
-from calreport.history import HistoryIndex, StaleIndex
-from calreport.models import AutoRun, LiveRun, RunDetail, utc_now
-from calreport.paths import Root
+from calreport.store.files import atomic_write
+from calreport.store.history import HistoryIndex, StaleIndex
+from calreport.store.models import AutoRun, LiveRun, RunDetail, utc_now
+from calreport.store.paths import Root
 from calreport.report import views
-from calreport.state import state_document
+from calreport.store.state import state_document
 
 TEMPLATES = Path(__file__).parent / "templates"
 HISTORY_SUBDIR = "history"

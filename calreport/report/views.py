@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
-from calreport.config import CalibrationConfig
-from calreport.history import HistoryIndex, RowRef
-from calreport.models import (
+from calreport.store.config import CalibrationConfig
+from calreport.store.history import HistoryIndex, RowRef
+from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
@@ -31,7 +31,7 @@ from calreport.models import (
     parse_time,
 )
 from calreport.report import charts
-from calreport.state import StatusIndex
+from calreport.store.state import StatusIndex
 
 DASH = "-"
 UNKNOWN = "unknown"  # a status that cannot be derived (the YAML is unreadable, or an old row lacks it)

@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 from filelock import Timeout
 
-from calreport.deribit import QuoteArrays, parse_instrument_names
+from calreport.market.deribit import QuoteArrays, parse_instrument_names
 from calreport.errors import CalreportError
-from calreport.fsutil import append_line, atomic_write
-from calreport.history import iter_lines_reversed
-from calreport.paths import Root, lock_path
+from calreport.store.files import append_line, atomic_write
+from calreport.store.history import iter_lines_reversed
+from calreport.store.paths import Root, lock_path
 
 try:  # the `fast` extra: ~3x faster JSON parsing
     import orjson as _orjson
@@ -550,7 +550,7 @@ def underlying_price_series(
     """
     start = int(end_ms - days * MS_PER_DAY)
     frame = load_harvest(source, underlying, start, int(end_ms), cache_dir=cache_dir)
-    from calreport.rv import to_hourly
+    from calreport.market.rv import to_hourly
 
     t, p = index_price_per_snapshot(frame)
     return to_hourly(t, p)
@@ -606,7 +606,7 @@ def append_snapshot(
     data = encode_rows(rows, harvested_at_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from calreport.history import locked
+        from calreport.store.history import locked
 
         with locked(path):
             if _last_harvested_at(path) == int(harvested_at_ms):
@@ -624,9 +624,9 @@ def harvest_command(root: Root, underlying: str, from_file: Path | None = None, 
     The snapshot's own time (max creation_timestamp) is its harvested_at and picks the day file,
     so a replayed file lands where it belongs in the history, not at the wall-clock time.
     """
-    from calreport.config import load_config
-    from calreport.deribit import DeribitClient, load_snapshot
-    from calreport.models import iso_utc
+    from calreport.store.config import load_config
+    from calreport.market.deribit import DeribitClient, load_snapshot
+    from calreport.store.models import iso_utc
 
     cfg = load_config(root)
     name = cfg.check_underlying(underlying)

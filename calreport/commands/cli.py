@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from calreport import __version__
 from calreport.errors import CalreportError
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 Handler = Callable[[argparse.Namespace, Root], int]
 
@@ -24,7 +24,7 @@ def _root(args: argparse.Namespace) -> Root:
 
 
 def cmd_init(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
+    from calreport.commands import usecases as actions
 
     created = actions.init(root)
     print(f"calreport root {root.path}: " + (", ".join(str(p.relative_to(root.path)) for p in created) or "already initialised"))
@@ -32,8 +32,8 @@ def cmd_init(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_status(args: argparse.Namespace, root: Root) -> int:
-    from calreport.config import load_config
-    from calreport.state import read_state
+    from calreport.store.config import load_config
+    from calreport.store.state import read_state
 
     cfg = load_config(root)
     state = read_state(root, cfg)
@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_force_apply(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
+    from calreport.commands import usecases as actions
 
     ev = actions.force_apply(root, args.underlying, allow_unrealistic=args.allow_unrealistic)
     applied = ev.applied
@@ -66,7 +66,7 @@ def cmd_force_apply(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_render(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
+    from calreport.commands import usecases as actions
 
     actions.rerender(root)
     print(f"rendered {root.index_html}")
@@ -77,8 +77,8 @@ def cmd_render(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
-    from calreport.calibrate import describe_run
+    from calreport.commands import usecases as actions
+    from calreport.calibration.live import describe_run
 
     run = actions.calibrate(root, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
@@ -86,9 +86,9 @@ def cmd_calibrate(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_auto_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
-    from calreport.auto import describe_auto_run
-    from calreport.models import parse_time
+    from calreport.commands import usecases as actions
+    from calreport.calibration.auto import describe_auto_run
+    from calreport.store.models import parse_time
 
     as_of = None
     if args.as_of:
@@ -102,13 +102,13 @@ def cmd_auto_calibrate(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_harvest(args: argparse.Namespace, root: Root) -> int:
-    from calreport.harvest import harvest_command
+    from calreport.market.harvest import harvest_command
 
     return harvest_command(root, args.underlying, from_file=args.from_file and Path(args.from_file))
 
 
 def cmd_demo(args: argparse.Namespace, root: Root) -> int:
-    from calreport.demo import run_demo
+    from calreport.commands.demo import run_demo
 
     return run_demo(root)
 
@@ -117,7 +117,7 @@ def cmd_demo(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, root: Root) -> int:
-    from calreport.serve import serve
+    from calreport.report.serve import serve
 
     return serve(root, port=args.port)
 
@@ -132,19 +132,19 @@ def cmd_watch(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, root: Root) -> int:
-    from calreport.doctor import doctor_command
+    from calreport.commands.doctor import doctor_command
 
     return doctor_command(root)
 
 
 def cmd_log(args: argparse.Namespace, root: Root) -> int:
-    from calreport.audit import log_command
+    from calreport.commands.audit import log_command
 
     return log_command(root, underlying=args.underlying)
 
 
 def cmd_rollback(args: argparse.Namespace, root: Root) -> int:
-    from calreport import actions
+    from calreport.commands import usecases as actions
 
     ev = actions.rollback(root, args.underlying, to=args.to)
     g = ev.applied.global_ if ev.applied else None
@@ -153,7 +153,7 @@ def cmd_rollback(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_import_legacy(args: argparse.Namespace, root: Root) -> int:
-    from calreport.legacy import import_legacy_command
+    from calreport.commands.legacy import import_legacy_command
 
     return import_legacy_command(root, [Path(f) for f in args.files])
 

@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from calreport.config import CalibrationConfig, load_config
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.history import append_row, locked, read_history
-from calreport.models import (
+from calreport.store.history import append_row, locked, read_history
+from calreport.store.models import (
     UNDERLYING_RE,
     AutoRun,
     DataQuality,
@@ -40,9 +40,9 @@ from calreport.models import (
     iso_utc,
     parse_time,
 )
-from calreport.paths import Root
-from calreport.realism import assess_calibration_realism
-from calreport.yamlio import validation_problem
+from calreport.store.paths import Root
+from calreport.calibration.realism import assess_calibration_realism
+from calreport.store.yamlio import validation_problem
 
 LEGACY_SOURCE = "legacy"
 MAX_RECORD_BYTES = 10_000_000
@@ -316,7 +316,7 @@ def import_legacy_command(root: Root, files: list[Path]) -> int:
         f"into {root.auto_history.name}; {counts['already']} already imported; {len(errors)} failed"
     )
     if counts["live"] or counts["auto"]:
-        from calreport.actions import rerender
+        from calreport.commands.usecases import rerender
 
         rerender(root)
     return 1 if errors else 0

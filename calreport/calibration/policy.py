@@ -20,8 +20,8 @@ so a change of global is not listed once per band.
 
 from __future__ import annotations
 
-from calreport.config import PolicyConfig
-from calreport.models import AppliedEntry, LiveRun, Multipliers
+from calreport.store.config import PolicyConfig
+from calreport.store.models import AppliedEntry, LiveRun, Multipliers
 
 Decision = tuple[str, str]
 

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from calreport.apply import read_applied
-from calreport.config import CalibrationConfig, load_config
+from calreport.store.applied import read_applied
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.history import HistoryRead, read_history
-from calreport.models import (
+from calreport.store.history import HistoryRead, read_history
+from calreport.store.models import (
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
@@ -26,7 +26,7 @@ from calreport.models import (
     LiveRun,
     Multipliers,
 )
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 Severity = Literal["error", "warning"]
 TOLERANCE = 5e-5  # the YAML keeps 4 decimals

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calreport.deribit import load_chart_data
+from calreport.market.deribit import load_chart_data
 
 MS_PER_HOUR = 3_600_000
 HOURS_PER_YEAR = 24 * 365
@@ -90,7 +90,7 @@ def rv_from_chart_file(path: Path, end_ms: int) -> RealisedVol:
 
 def rv_from_harvest(root: object, underlying: str, end_ms: int) -> RealisedVol:
     """The harvest's underlying_price series (nearest-expiry forward per snapshot, hourly closes)."""
-    from calreport.harvest import underlying_price_series
+    from calreport.market.harvest import underlying_price_series
 
     ticks, close = underlying_price_series(root, underlying, end_ms, days=WINDOW_DAYS)  # type: ignore[arg-type]
     return realised_vol(ticks, close, end_ms, source="harvest")

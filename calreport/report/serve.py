@@ -21,7 +21,7 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from calreport.errors import CalreportError
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 HOST = "127.0.0.1"  # never another interface: the dashboard has no authentication
 STATE_PATH = "/api/calibration/state"
@@ -72,7 +72,7 @@ def security_headers() -> dict[str, str]:
 
 def state_response(root: Root) -> tuple[int, dict]:
     """(HTTP status, body) for the state endpoint, read from the YAML now."""
-    from calreport.state import read_state
+    from calreport.store.state import read_state
 
     try:
         return 200, read_state(root).to_json_dict()

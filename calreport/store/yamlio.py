@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from calreport.errors import CalreportError
-from calreport.fsutil import read_input
+from calreport.store.files import read_input
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: ~10x faster
 

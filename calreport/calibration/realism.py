@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from calreport.config import RealismConfig
+from calreport.store.config import RealismConfig
 
 MIN_MULT = 0.7
 MAX_MULT = 1.6

@@ -20,8 +20,8 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError
-from calreport.fsutil import append_line, atomic_write
-from calreport.models import (
+from calreport.store.files import append_line, atomic_write
+from calreport.store.models import (
     ROW_TYPES,
     ApplyEvent,
     AutoRun,
@@ -29,7 +29,7 @@ from calreport.models import (
     LiveRun,
     UnknownRow,
 )
-from calreport.paths import Root, lock_path
+from calreport.store.paths import Root, lock_path
 
 LOCK_TIMEOUT_S = 30.0
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

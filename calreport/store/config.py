@@ -20,8 +20,8 @@ from pydantic import (
 )
 
 from calreport.errors import CalreportError
-from calreport.paths import Root
-from calreport.yamlio import load_strict, validation_problem
+from calreport.store.paths import Root
+from calreport.store.yamlio import load_strict, validation_problem
 
 
 class _Section(BaseModel):

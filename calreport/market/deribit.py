@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from calreport.errors import CalreportError
-from calreport.fsutil import read_input
+from calreport.store.files import read_input
 
 EXPIRY_HOUR_UTC = 8
 MS_PER_DAY = 86_400_000

@@ -32,13 +32,13 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from calreport import actions
-from calreport.auto import run_auto_calibration
-from calreport.fsutil import atomic_write
-from calreport.harvest import harvest_command
-from calreport.models import AutoRun, LiveRun, iso_utc, utc_now
-from calreport.paths import Root
-from calreport.sample import (
+from calreport.commands import usecases as actions
+from calreport.calibration.auto import run_auto_calibration
+from calreport.store.files import atomic_write
+from calreport.market.harvest import harvest_command
+from calreport.store.models import AutoRun, LiveRun, iso_utc, utc_now
+from calreport.store.paths import Root
+from calreport.market.sample import (
     MS_PER_DAY,
     MS_PER_HOUR,
     MS_PER_MIN,
@@ -46,7 +46,7 @@ from calreport.sample import (
     write_harvest,
     write_json,
 )
-from calreport.yamlio import load_strict
+from calreport.store.yamlio import load_strict
 
 FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests
 ANCHOR_STEP_MS = 5 * MS_PER_MIN

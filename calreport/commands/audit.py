@@ -15,13 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calreport import apply as apply_mod
-from calreport.apply import apply_values, read_applied
-from calreport.config import load_config
+from calreport.store import applied as apply_mod
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.config import load_config
 from calreport.errors import CalreportError, RefusedError
-from calreport.history import apply_events, auto_runs, live_runs, locked
-from calreport.models import ApplyEvent, Multipliers
-from calreport.paths import Root
+from calreport.store.history import apply_events, auto_runs, live_runs, locked
+from calreport.store.models import ApplyEvent, Multipliers
+from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0
 ROLLBACK_REASON = "Rollback to run {run_id}"

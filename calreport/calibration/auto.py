@@ -33,7 +33,7 @@ from typing import TextIO
 
 import numpy as np
 
-from calreport.calibrate import (
+from calreport.calibration.live import (
     Selection,
     fit_multiplier,
     group_metrics,
@@ -41,21 +41,21 @@ from calreport.calibrate import (
     select_quotes,
     vega_weights,
 )
-from calreport.config import CalibrationConfig, load_config
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError
-from calreport.harvest import (
+from calreport.market.harvest import (
     MS_PER_DAY,
     day_files,
     harvest_dir_of,
     index_price_per_snapshot,
     load_harvest,
 )
-from calreport.history import append_row, new_run_id
-from calreport.models import AutoRun, DataQuality, iso_utc, utc_now
-from calreport.paths import Root
-from calreport.pricing import black76_price
-from calreport.realism import assess_calibration_realism
-from calreport.rv import WINDOW_DAYS, realised_vol
+from calreport.store.history import append_row, new_run_id
+from calreport.store.models import AutoRun, DataQuality, iso_utc, utc_now
+from calreport.store.paths import Root
+from calreport.calibration.pricing import black76_price
+from calreport.calibration.realism import assess_calibration_realism
+from calreport.market.rv import WINDOW_DAYS, realised_vol
 
 MS_PER_HOUR = 3_600_000
 FULL_WEEK_RETURNS = int(WINDOW_DAYS * 24)

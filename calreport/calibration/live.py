@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from calreport import apply as apply_mod
-from calreport.config import Band, CalibrationConfig, FilterConfig, load_config
-from calreport.deribit import QuoteArrays, load_snapshot
+from calreport.store import applied as apply_mod
+from calreport.store.config import Band, CalibrationConfig, FilterConfig, load_config
+from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.errors import CalreportError
-from calreport.fsutil import atomic_write
-from calreport.history import append_row, iter_rows_reversed, new_run_id
-from calreport.models import (
+from calreport.store.files import atomic_write
+from calreport.store.history import append_row, iter_rows_reversed, new_run_id
+from calreport.store.models import (
     AppliedEntry,
     ExpirySummary,
     GroupMetrics,
@@ -54,11 +54,11 @@ from calreport.models import (
     RunDetail,
     iso_utc,
 )
-from calreport.paths import Root
-from calreport.policy import decide
-from calreport.pricing import black76_price, black76_vega, implied_vol, year_fraction
-from calreport.realism import assess_calibration_realism
-from calreport.rv import RealisedVol, rv_from_chart_file, rv_from_harvest
+from calreport.store.paths import Root
+from calreport.calibration.policy import decide
+from calreport.calibration.pricing import black76_price, black76_vega, implied_vol, year_fraction
+from calreport.calibration.realism import assess_calibration_realism
+from calreport.market.rv import RealisedVol, rv_from_chart_file, rv_from_harvest
 
 MS_PER_DAY = 86_400_000
 ATM_TARGET_DAYS = 7.0
@@ -107,7 +107,7 @@ def select_quotes(q: QuoteArrays, now_ms: int | np.ndarray, filters: FilterConfi
     now = np.asarray(now_ms, dtype=np.float64)
     T = year_fraction(q.expiry_ms, now)
     dte = T * 365.0
-    from calreport.deribit import parse_instrument_names
+    from calreport.market.deribit import parse_instrument_names
 
     base = parse_instrument_names(q.instrument).base
     F, K, mark = q.underlying_price, q.strike, q.mark_price

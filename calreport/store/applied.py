@@ -14,11 +14,11 @@ from typing import Callable
 from filelock import Timeout
 from pydantic import ValidationError
 
-from calreport.config import CalibrationConfig, load_config
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError, RefusedError
-from calreport.fsutil import atomic_write, backup_link, restore_backup
-from calreport.history import append_row, last_apply_events, latest_live_run, locked
-from calreport.models import (
+from calreport.store.files import atomic_write, backup_link, restore_backup
+from calreport.store.history import append_row, last_apply_events, latest_live_run, locked
+from calreport.store.models import (
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
@@ -28,8 +28,8 @@ from calreport.models import (
     parse_time,
     utc_now,
 )
-from calreport.paths import Root, lock_path
-from calreport.yamlio import load_strict, scalar, validation_problem
+from calreport.store.paths import Root, lock_path
+from calreport.store.yamlio import load_strict, scalar, validation_problem
 
 FORCED_REASON = "Forced by user"
 HEADER = (

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Protocol
 
-from calreport.apply import read_applied
-from calreport.config import CalibrationConfig
-from calreport.history import HistoryRead, live_history
-from calreport.models import (
+from calreport.store.applied import read_applied
+from calreport.store.config import CalibrationConfig
+from calreport.store.history import HistoryRead, live_history
+from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     LiveRun,
@@ -23,7 +23,7 @@ from calreport.models import (
     iso_utc,
     utc_now,
 )
-from calreport.paths import Root
+from calreport.store.paths import Root
 
 
 def state_document(doc: AppliedDocument, now: datetime | None = None) -> StateDocument:

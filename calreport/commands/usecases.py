@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from calreport import apply as apply_mod
-from calreport import audit as _audit  # noqa: F401 - registers the git-commit hook on every apply
-from calreport.config import DEFAULT_CONFIG_TEXT, load_config
-from calreport.fsutil import atomic_write
-from calreport.history import ensure_history_files
-from calreport.models import ApplyEvent, AutoRun, LiveRun
-from calreport.paths import Root
+from calreport.store import applied as apply_mod
+from calreport.commands import audit as _audit  # noqa: F401 - registers the git-commit hook on every apply
+from calreport.store.config import DEFAULT_CONFIG_TEXT, load_config
+from calreport.store.files import atomic_write
+from calreport.store.history import ensure_history_files
+from calreport.store.models import ApplyEvent, AutoRun, LiveRun
+from calreport.store.paths import Root
 
 
 def rerender(root: Root) -> None:
@@ -55,7 +55,7 @@ def calibrate(
     rv: float | None = None,
 ) -> LiveRun:
     """One live run: history row, policy decision, apply if the policy says so, re-render."""
-    from calreport.calibrate import run_live_calibration
+    from calreport.calibration.live import run_live_calibration
 
     run = run_live_calibration(root, underlying, snapshot, prices=prices, rv=rv)
     rerender(root)
@@ -71,7 +71,7 @@ def auto_calibrate(
     as_of: datetime | None = None,
 ) -> AutoRun:
     """One auto-calibrate run over the harvest: history only, never the applied multipliers."""
-    from calreport.auto import run_auto_calibration
+    from calreport.calibration.auto import run_auto_calibration
 
     run = run_auto_calibration(root, underlying, dte=dte, lookback=lookback, as_of=as_of)
     rerender(root)
@@ -79,7 +79,7 @@ def auto_calibrate(
 
 
 def rollback(root: Root, underlying: str, *, to: str | None = None) -> ApplyEvent:
-    from calreport.audit import rollback as do_rollback
+    from calreport.commands.audit import rollback as do_rollback
 
     event = do_rollback(root, underlying, to=to)
     rerender(root)
