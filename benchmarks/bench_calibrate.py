@@ -22,14 +22,14 @@ from scipy.optimize import minimize_scalar
 
 from benchmarks import Figure, best_time
 from benchmarks.bench_pricing import loop_price
-from calreport.commands import usecases as actions
 from calreport.calibration import live as cal
+from calreport.calibration.pricing import year_fraction
+from calreport.commands import usecases as actions
+from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.sample import SampleMarket, write_json
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
-from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.store.paths import Root
-from calreport.calibration.pricing import year_fraction
-from calreport.market.sample import SampleMarket, write_json
 
 NAME = "calibrate"
 TARGET_S = 0.050

@@ -17,11 +17,11 @@ from pathlib import Path
 import jinja2
 
 from benchmarks import Figure
+from calreport.report.bench import build_root
+from calreport.report.render import HistoryCache, render_site
 from calreport.store.history import append_row, new_run_id, read_history
 from calreport.store.models import AutoRun
 from calreport.store.paths import Root
-from calreport.report.bench import build_root
-from calreport.report.render import HistoryCache, render_site
 
 NAME = "render"
 TARGET_S = 2.0

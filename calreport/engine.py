@@ -27,9 +27,9 @@ from typing import Literal, Self
 
 import numpy as np
 
+from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.config import Band, CalibrationConfig, load_config
-from calreport.errors import CalreportError
 from calreport.store.models import (
     DEFAULT_MULTIPLIER,
     AppliedDocument,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from calreport.commands import usecases as actions
 from calreport.calibration.auto import describe_auto_run
-from calreport.store.config import load_config
+from calreport.commands import usecases as actions
 from calreport.errors import CalreportError
+from calreport.store.config import load_config
 from calreport.store.models import parse_time
 from calreport.store.paths import Root
 

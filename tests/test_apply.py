@@ -11,9 +11,14 @@ import yaml
 from foundation_helpers import add_auto_run, add_live_run
 
 from calreport.commands import usecases as actions
-from calreport.store.applied import apply_values, force_apply, format_applied, read_applied
 from calreport.commands.cli import main
 from calreport.errors import CalreportError, RefusedError
+from calreport.store.applied import (
+    apply_values,
+    force_apply,
+    format_applied,
+    read_applied,
+)
 from calreport.store.history import apply_events
 from calreport.store.models import Multipliers
 from calreport.store.paths import Root, lock_path

@@ -8,10 +8,10 @@ import pytest
 from foundation_helpers import add_auto_run, add_live_run
 
 from calreport.commands import usecases as actions
-from calreport.store.applied import apply_values, read_applied
 from calreport.commands.audit import commit_message, describe_change, rollback
 from calreport.commands.cli import main
 from calreport.errors import RefusedError
+from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import apply_events
 from calreport.store.models import Multipliers
 

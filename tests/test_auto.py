@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.commands import usecases as actions
 from calreport.calibration import auto
 from calreport.calibration.auto import (
     assess_data_quality,
@@ -22,12 +21,13 @@ from calreport.calibration.auto import (
     parse_lookback,
     run_auto_calibration,
 )
+from calreport.commands import usecases as actions
 from calreport.commands.cli import main as cli_main
-from calreport.store.config import load_config
 from calreport.errors import CalreportError
+from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
+from calreport.store.config import load_config
 from calreport.store.history import auto_runs, read_history
 from calreport.store.paths import Root
-from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"

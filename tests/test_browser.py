@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from calreport.report.serve import make_server
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
-from calreport.report.serve import make_server
 
 pytestmark = pytest.mark.browser
 

@@ -10,9 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.commands import usecases as actions
-from calreport.commands import cli
-from calreport.store.applied import read_applied
 from calreport.calibration.live import (
     atm_iv_7d,
     describe_run,
@@ -22,14 +19,17 @@ from calreport.calibration.live import (
     select_quotes,
     vega_weights,
 )
-from calreport.store.config import FilterConfig
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.commands import cli
+from calreport.commands import usecases as actions
 from calreport.errors import CalreportError
+from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.rv import realised_vol
+from calreport.store.applied import read_applied
+from calreport.store.config import FilterConfig
 from calreport.store.history import apply_events, live_runs
 from calreport.store.models import Multipliers, RunDetail
 from calreport.store.paths import Root
-from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.market.rv import realised_vol
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SNAP_DIR = SHARED / "deribit-snapshots"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calreport.errors import CalreportError
 from calreport.market.deribit import (
     DeribitClient,
     QuoteArrays,
@@ -20,7 +21,6 @@ from calreport.market.deribit import (
     parse_chart_data,
     parse_instrument_names,
 )
-from calreport.errors import CalreportError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deribit"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from foundation_helpers import add_auto_run, add_live_run
 
 from calreport.commands import usecases as actions
-from calreport.store.applied import AppliedEntry, format_applied, read_applied
 from calreport.commands.cli import main
 from calreport.commands.doctor import check_consistency
+from calreport.store.applied import AppliedEntry, format_applied, read_applied
 from calreport.store.files import atomic_write
 
 

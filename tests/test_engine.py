@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.store.applied import apply_values, read_applied
 from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import CalreportError
+from calreport.store.applied import apply_values, read_applied
 from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 

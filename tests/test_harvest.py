@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.market import harvest
 from calreport.errors import CalreportError
+from calreport.market import harvest
 from calreport.market.harvest import (
     append_snapshot,
     harvest_command,

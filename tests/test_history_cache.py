@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from calreport.report import render, views
+from calreport.report.render import HistoryCache, history_cache_file, render_site
 from calreport.store import history
 from calreport.store.history import (
     HistoryIndex,
@@ -22,8 +24,6 @@ from calreport.store.history import (
 )
 from calreport.store.models import LiveRun
 from calreport.store.paths import Root
-from calreport.report import render, views
-from calreport.report.render import HistoryCache, history_cache_file, render_site
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

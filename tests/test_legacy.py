@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from calreport.store.applied import force_apply
 from calreport.commands.cli import main
-from calreport.errors import RefusedError
-from calreport.store.history import apply_events, auto_runs, live_runs
 from calreport.commands.legacy import legacy_run_id
+from calreport.errors import RefusedError
+from calreport.store.applied import force_apply
+from calreport.store.history import apply_events, auto_runs, live_runs
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "legacy-calibration-runs"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from calreport.calibration.policy import decide
 from calreport.store.config import PolicyConfig
 from calreport.store.models import AppliedEntry, LiveRun, Multipliers
-from calreport.calibration.policy import decide
 
 POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25
 

@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calreport.calibration.pricing import (
+    black76_price,
+    black76_vega,
+    implied_vol,
+    year_fraction,
+)
 from calreport.market.deribit import QuoteArrays, load_snapshot
-from calreport.calibration.pricing import black76_price, black76_vega, implied_vol, year_fraction
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SNAPSHOTS = sorted((SHARED / "deribit-snapshots").glob("*.json")) if SHARED.is_dir() else []

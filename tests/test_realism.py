@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from calreport.store.config import RealismConfig
 from calreport.calibration.realism import (
     REASON_DATA_FAILED,
     REASON_DEGRADED,
@@ -14,6 +13,7 @@ from calreport.calibration.realism import (
     REASON_UNREALISTIC,
     assess_calibration_realism,
 )
+from calreport.store.config import RealismConfig
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ from foundation_helpers import add_live_run
 from hypothesis import HealthCheck, example, given, settings
 
 from calreport.commands import usecases as actions
-from calreport.store.applied import read_applied
-from calreport.errors import CalreportError
-from calreport.store.history import read_history
 from calreport.commands.legacy import parse_legacy
+from calreport.errors import CalreportError
+from calreport.store.applied import read_applied
+from calreport.store.history import read_history
 from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]

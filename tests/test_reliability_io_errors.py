@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
-from calreport.store import files as fsutil
-from calreport.store.applied import apply_values
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError
+from calreport.store import files as fsutil
+from calreport.store.applied import apply_values
 from calreport.store.history import apply_events
 from calreport.store.models import Multipliers
 

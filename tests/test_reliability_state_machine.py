@@ -26,13 +26,19 @@ from hypothesis.stateful import (
 )
 
 from calreport.commands import usecases as actions
-from calreport.store.applied import apply_values, read_applied
-from calreport.store.config import load_config
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.config import load_config
 from calreport.store.files import atomic_write
 from calreport.store.history import append_row, apply_events, new_run_id
-from calreport.store.models import AppliedDocument, AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.models import (
+    AppliedDocument,
+    AutoRun,
+    DataQuality,
+    LiveRun,
+    Multipliers,
+)
 from calreport.store.paths import Root
 from calreport.store.state import state_document
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from calreport.store import applied as apply
 from calreport.commands import cli
+from calreport.report import render, views
+from calreport.report.render import render_site
+from calreport.store import applied as apply
 from calreport.store.applied import read_applied
 from calreport.store.history import append_row, new_run_id
 from calreport.store.models import Multipliers
 from calreport.store.paths import Root
-from calreport.report import render, views
-from calreport.report.render import render_site
 
 XSS = "<img src=x onerror=window.__xss=1>"
 TEMPLATES = Path(render.__file__).parent / "templates"
@@ -391,8 +391,8 @@ def test_rendered_files_are_replaced_atomically_no_temp_files_left(root, rows):
 
 
 def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
-    from calreport.store.history import read_history
     from calreport.report.render import HistoryCache
+    from calreport.store.history import read_history
 
     cache = HistoryCache()
 
@@ -421,8 +421,8 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
     """Runs sit at their snapshot time, applies at their own later time (a replayed snapshot, a
     force-apply): the applied value at t is the YAML value after the last apply at or before t, so
     before the first apply the line holds what that apply replaced instead of starting late."""
-    from calreport.store.models import ApplyEvent, LiveRun
     from calreport.report import charts
+    from calreport.store.models import ApplyEvent, LiveRun
 
     def m(x: float) -> Multipliers:
         return Multipliers.model_validate({"global": x})
@@ -447,8 +447,8 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
 
 def test_auto_chart_places_runs_at_their_window_end_in_time_order():
     """A backfill (--as-of last week, run today) is drawn at last week, not at the time it ran."""
-    from calreport.store.models import AutoRun
     from calreport.report import charts
+    from calreport.store.models import AutoRun
 
     def run(as_of: str | None, m: float, status: str = "ok") -> AutoRun:
         return AutoRun(type="auto_run", ts="2025-12-13T12:00:00Z", as_of=as_of, underlying="BTC", multiplier=m, status=status)

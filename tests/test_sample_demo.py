@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.store.applied import read_applied
-from calreport.store.config import DEFAULT_CONFIG_TEXT
+from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.commands.demo import (
     FIXED_ANCHOR,
     HARVEST_DAYS,
@@ -26,10 +25,6 @@ from calreport.market.deribit import (
     parse_chart_data,
     parse_instrument_name,
 )
-from calreport.store.history import auto_runs, live_history, live_runs
-from calreport.store.models import ApplyEvent, LiveRun, parse_time
-from calreport.store.paths import Root
-from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
     MS_PER_DAY,
@@ -38,6 +33,11 @@ from calreport.market.sample import (
     listed_expiries,
     write_json,
 )
+from calreport.store.applied import read_applied
+from calreport.store.config import DEFAULT_CONFIG_TEXT
+from calreport.store.history import auto_runs, live_history, live_runs
+from calreport.store.models import ApplyEvent, LiveRun, parse_time
+from calreport.store.paths import Root
 from calreport.store.state import StatusIndex
 
 T0 = FIXED_ANCHOR

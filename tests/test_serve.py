@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from calreport.report.serve import is_record_change, make_server, resolve_site_path
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
-from calreport.report.serve import is_record_change, make_server, resolve_site_path
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ from calreport.calibration.live import (
     select_quotes,
     vega_weights,
 )
-from calreport.store.config import CalibrationConfig, load_config
+from calreport.calibration.pricing import black76_price
+from calreport.calibration.realism import assess_calibration_realism
 from calreport.errors import CalreportError
 from calreport.market.harvest import (
     MS_PER_DAY,
@@ -50,12 +51,11 @@ from calreport.market.harvest import (
     index_price_per_snapshot,
     load_harvest,
 )
+from calreport.market.rv import WINDOW_DAYS, realised_vol
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.history import append_row, new_run_id
 from calreport.store.models import AutoRun, DataQuality, iso_utc, utc_now
 from calreport.store.paths import Root
-from calreport.calibration.pricing import black76_price
-from calreport.calibration.realism import assess_calibration_realism
-from calreport.market.rv import WINDOW_DAYS, realised_vol
 
 MS_PER_HOUR = 3_600_000
 FULL_WEEK_RETURNS = int(WINDOW_DAYS * 24)

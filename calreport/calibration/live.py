@@ -38,10 +38,19 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from calreport.calibration.policy import decide
+from calreport.calibration.pricing import (
+    black76_price,
+    black76_vega,
+    implied_vol,
+    year_fraction,
+)
+from calreport.calibration.realism import assess_calibration_realism
+from calreport.errors import CalreportError
+from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.rv import RealisedVol, rv_from_chart_file, rv_from_harvest
 from calreport.store import applied as apply_mod
 from calreport.store.config import Band, CalibrationConfig, FilterConfig, load_config
-from calreport.market.deribit import QuoteArrays, load_snapshot
-from calreport.errors import CalreportError
 from calreport.store.files import atomic_write
 from calreport.store.history import append_row, iter_rows_reversed, new_run_id
 from calreport.store.models import (
@@ -55,10 +64,6 @@ from calreport.store.models import (
     iso_utc,
 )
 from calreport.store.paths import Root
-from calreport.calibration.policy import decide
-from calreport.calibration.pricing import black76_price, black76_vega, implied_vol, year_fraction
-from calreport.calibration.realism import assess_calibration_realism
-from calreport.market.rv import RealisedVol, rv_from_chart_file, rv_from_harvest
 
 MS_PER_DAY = 86_400_000
 ATM_TARGET_DAYS = 7.0

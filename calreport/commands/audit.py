@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from calreport.errors import CalreportError, RefusedError
 from calreport.store import applied as apply_mod
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.config import load_config
-from calreport.errors import CalreportError, RefusedError
 from calreport.store.history import apply_events, auto_runs, live_runs, locked
 from calreport.store.models import ApplyEvent, Multipliers
 from calreport.store.paths import Root

@@ -77,8 +77,8 @@ def cmd_render(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
     from calreport.calibration.live import describe_run
+    from calreport.commands import usecases as actions
 
     run = actions.calibrate(root, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
@@ -86,8 +86,8 @@ def cmd_calibrate(args: argparse.Namespace, root: Root) -> int:
 
 
 def cmd_auto_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
     from calreport.calibration.auto import describe_auto_run
+    from calreport.commands import usecases as actions
     from calreport.store.models import parse_time
 
     as_of = None

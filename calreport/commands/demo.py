@@ -32,12 +32,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from calreport.commands import usecases as actions
 from calreport.calibration.auto import run_auto_calibration
-from calreport.store.files import atomic_write
+from calreport.commands import usecases as actions
 from calreport.market.harvest import harvest_command
-from calreport.store.models import AutoRun, LiveRun, iso_utc, utc_now
-from calreport.store.paths import Root
 from calreport.market.sample import (
     MS_PER_DAY,
     MS_PER_HOUR,
@@ -46,6 +43,9 @@ from calreport.market.sample import (
     write_harvest,
     write_json,
 )
+from calreport.store.files import atomic_write
+from calreport.store.models import AutoRun, LiveRun, iso_utc, utc_now
+from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict
 
 FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.config import CalibrationConfig, load_config
-from calreport.errors import CalreportError
 from calreport.store.history import HistoryRead, read_history
 from calreport.store.models import (
     DEFAULT_MULTIPLIER,

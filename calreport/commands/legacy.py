@@ -27,8 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from calreport.store.config import CalibrationConfig, load_config
+from calreport.calibration.realism import assess_calibration_realism
 from calreport.errors import CalreportError
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.history import append_row, locked, read_history
 from calreport.store.models import (
     UNDERLYING_RE,
@@ -41,7 +42,6 @@ from calreport.store.models import (
     parse_time,
 )
 from calreport.store.paths import Root
-from calreport.calibration.realism import assess_calibration_realism
 from calreport.store.yamlio import validation_problem
 
 LEGACY_SOURCE = "legacy"

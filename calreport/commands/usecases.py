@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from calreport.store import applied as apply_mod
 from calreport.commands import audit as _audit  # noqa: F401 - registers the git-commit hook on every apply
+from calreport.store import applied as apply_mod
 from calreport.store.config import DEFAULT_CONFIG_TEXT, load_config
 from calreport.store.files import atomic_write
 from calreport.store.history import ensure_history_files

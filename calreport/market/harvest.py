@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 from filelock import Timeout
 
-from calreport.market.deribit import QuoteArrays, parse_instrument_names
 from calreport.errors import CalreportError
+from calreport.market.deribit import QuoteArrays, parse_instrument_names
 from calreport.store.files import append_line, atomic_write
 from calreport.store.history import iter_lines_reversed
 from calreport.store.paths import Root, lock_path
@@ -624,8 +624,8 @@ def harvest_command(root: Root, underlying: str, from_file: Path | None = None, 
     The snapshot's own time (max creation_timestamp) is its harvested_at and picks the day file,
     so a replayed file lands where it belongs in the history, not at the wall-clock time.
     """
-    from calreport.store.config import load_config
     from calreport.market.deribit import DeribitClient, load_snapshot
+    from calreport.store.config import load_config
     from calreport.store.models import iso_utc
 
     cfg = load_config(root)

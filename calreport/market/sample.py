@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from calreport.store.files import atomic_write
-from calreport.market.harvest import encode_rows
-from calreport.store.paths import Root
 from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.market.harvest import encode_rows
+from calreport.store.files import atomic_write
+from calreport.store.paths import Root
 
 MS_PER_MIN = 60_000
 MS_PER_HOUR = 3_600_000

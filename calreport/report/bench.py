@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from calreport.commands import usecases as actions
+from calreport.report.render import render_site
 from calreport.store.applied import format_applied, read_applied
 from calreport.store.files import atomic_write
 from calreport.store.history import dumps_row, new_run_id
@@ -33,7 +34,6 @@ from calreport.store.models import (
     Multipliers,
 )
 from calreport.store.paths import Root
-from calreport.report.render import render_site
 
 
 def build_root(path: Path, n: int, seed: int = 7) -> Root:
@@ -97,8 +97,8 @@ def _append_auto(root: Root, ts: str) -> None:
 
 
 def measure(n: int) -> dict[str, object]:
-    from calreport.store.history import read_history
     from calreport.report.render import HistoryCache
+    from calreport.store.history import read_history
 
     with tempfile.TemporaryDirectory() as tmp:
         root = build_root(Path(tmp) / "root", n // 2)

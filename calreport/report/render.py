@@ -21,15 +21,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
 from calreport import __version__
+from calreport.errors import CalreportError
+from calreport.report import views
 from calreport.store import history
 from calreport.store.applied import read_applied
 from calreport.store.config import CalibrationConfig, load_config
-from calreport.errors import CalreportError
 from calreport.store.files import atomic_write
 from calreport.store.history import HistoryIndex, StaleIndex
 from calreport.store.models import AutoRun, LiveRun, RunDetail, utc_now
 from calreport.store.paths import Root
-from calreport.report import views
 from calreport.store.state import state_document
 
 TEMPLATES = Path(__file__).parent / "templates"

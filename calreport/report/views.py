@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
+from calreport.report import charts
 from calreport.store.config import CalibrationConfig
 from calreport.store.history import HistoryIndex, RowRef
 from calreport.store.models import (
@@ -30,7 +31,6 @@ from calreport.store.models import (
     iso_utc,
     parse_time,
 )
-from calreport.report import charts
 from calreport.store.state import StatusIndex
 
 DASH = "-"

@@ -14,10 +14,15 @@ from typing import Callable
 from filelock import Timeout
 from pydantic import ValidationError
 
-from calreport.store.config import CalibrationConfig, load_config
 from calreport.errors import CalreportError, RefusedError
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.files import atomic_write, backup_link, restore_backup
-from calreport.store.history import append_row, last_apply_events, latest_live_run, locked
+from calreport.store.history import (
+    append_row,
+    last_apply_events,
+    latest_live_run,
+    locked,
+)
 from calreport.store.models import (
     AppliedDocument,
     AppliedEntry,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from calreport import SCHEMA_VERSION
+from calreport.timeutil import iso_utc, parse_time, utc_now  # noqa: F401 - re-used by the validators
 
 UNDERLYING_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
@@ -24,36 +25,6 @@ BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 ApplySource = Literal["policy", "force", "rollback", "init"]
 RealismStatus = Literal["ok", "degraded", "failed"]
 DisplayStatus = Literal["applied", "superseded", "held", "failed"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso_utc(dt: datetime) -> str:
-    """The one timestamp format of every file: '2025-12-11T10:16:00Z' (ms kept when present)."""
-    dt = dt.astimezone(timezone.utc)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | int | float | datetime) -> datetime:
-    """ISO 8601 (with Z or offset) or epoch milliseconds -> aware UTC datetime."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, bool):
-        raise ValueError(f"not a time: {value!r}")
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value) / 1000.0, tz=timezone.utc)
-    text = str(value).strip()
-    if re.fullmatch(r"\d{11,14}", text):
-        return datetime.fromtimestamp(int(text) / 1000.0, tz=timezone.utc)
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time or epoch ms: {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _strict_multiplier(value: Any) -> float:

@@ -1,0 +1,73 @@
+"""Number formatting for every surface (CLI lines, dashboard, commit messages): one missing-value
+mark, one precision per kind of figure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from calreport.timeutil import parse_time
+
+MISSING = "-"  # the one mark for a value that is absent or not finite, on every surface
+
+
+def finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def mult(x: float | None) -> str:
+    """Multipliers always with 4 decimals, as in the YAML."""
+    return f"{float(x):.4f}" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def pct(x: float | None, nd: int = 2) -> str:
+    """A value already in percent (MAE 15.74 -> '15.74%'), with thousands separators."""
+    return f"{float(x):,.{nd}f}%" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def vol(x: float | None, nd: int = 1) -> str:
+    """A vol stored as a fraction (0.432 -> '43.2%')."""
+    return f"{float(x) * 100:,.{nd}f}%" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def vp(x: float | None, nd: int = 2) -> str:
+    """Vol points (already x100): 1.234 -> '1.23 vp'."""
+    return f"{float(x):,.{nd}f} vp" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def num(x: float | None, nd: int = 2) -> str:
+    return f"{float(x):,.{nd}f}" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def integer(x: int | float | None) -> str:
+    return f"{int(x):,}" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
+def limit(x: float) -> str:
+    """A configured threshold as the user wrote it (0.03, 25, 1e-06)."""
+    return f"{x:g}"
+
+
+def time(ts: str | None) -> str:
+    """'2025-12-11T10:16:00Z' -> '2025-12-11 10:16 UTC'; unparseable text is shown as it is."""
+    if not ts:
+        return MISSING
+    try:
+        return parse_time(ts).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(ts)[:40]
+
+
+def text(x: object) -> str:
+    if x is None:
+        return MISSING
+    t = str(x).strip()
+    return t if t else MISSING
+
+
+def multipliers(global_: float | None, bands: Mapping[str, float] | None = None) -> str:
+    """'1.0142 (bands: 0-7d 0.9000, 7-30d 1.0500)' or the missing mark."""
+    if not finite(global_):
+        return MISSING
+    listed = ", ".join(f"{k} {mult(v)}" for k, v in (bands or {}).items())
+    return mult(global_) + (f" (bands: {listed})" if listed else "")

@@ -1,0 +1,58 @@
+"""The one strict numeric reader for every input format (snapshot, harvest line, YAML, history).
+
+A number is an int or a float written as a number: a string ("0.05"), a boolean (true) or a
+container is never a number, whatever Python's float() would accept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_NUMERIC_OR_NULL = {float, int, type(None)}
+
+
+def is_number(value: Any) -> bool:
+    """True for int/float values (not bool, not str); NaN and inf count as numbers here."""
+    return type(value) is float or type(value) is int
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float, or None when the value is missing, not a number, non-finite or too large."""
+    if not is_number(value):
+        return None
+    try:
+        v = float(value)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def float_column(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, int]:
+    """A float column and how many present values were not numbers.
+
+    Missing / null -> NaN (not counted); strings, bools, lists, integers beyond float range -> NaN
+    and counted, so callers can report them as schema errors instead of reading "1.5" as 1.5.
+    """
+    values = [r.get(key) for r in rows]
+    if set(map(type, values)) <= _NUMERIC_OR_NULL:  # np.array would also accept "1.5" and True
+        try:
+            return np.array(values, dtype=np.float64), 0
+        except OverflowError:
+            pass
+    out = np.full(len(values), np.nan)
+    bad = 0
+    for i, v in enumerate(values):  # only on columns that hold a non-number
+        if v is None:
+            continue
+        if not is_number(v):
+            bad += 1
+            continue
+        try:
+            out[i] = float(v)
+        except OverflowError:
+            bad += 1
+    return out, bad
