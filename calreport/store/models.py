@@ -203,6 +203,12 @@ class LiveRun(HistoryRow):
 
     type: Literal["live_run"] = "live_run"
     source: str | None = "live"
+
+    @property
+    def is_live(self) -> bool:
+        """A run calreport made against Deribit (not an imported legacy record): the only kind
+        force-apply picks and the EWMA follows."""
+        return (self.source or "live") == "live"
     multiplier_tested: float | None = None
     rv_7d: float | None = None
     atm_iv: float | None = None
