@@ -1,10 +1,10 @@
 """The synthetic engine's view of the applied multipliers, hot-reloaded from the YAML.
 
 Why it is built this way:
-- apply.py replaces the YAML atomically (temp file + os.replace), which inotify reports on the
+- store/applied.py replaces the YAML atomically (temp file + os.replace), which inotify reports on the
   *directory* as a move/create, not a modification of the watched file; so the observer watches
   config/ and reacts to any event that names the file (as source or destination).
-- A half-edited or invalid file is never used: every load goes through apply.read_applied (strict
+- A half-edited or invalid file is never used: every load goes through store.applied.read_applied (strict
   pydantic validation); on failure the last good values stay in force and the error is reported.
 - inotify silently drops events when its queue overflows, and some filesystems have no inotify at
   all; a cheap periodic content check backs the observer up, and a polling observer replaces it
@@ -16,8 +16,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
-import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,18 +24,18 @@ from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
 
+from calreport import fmt
+from calreport.calibration.bands import band_value, multiplier_at, multipliers_for_dte
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.config import Band, CalibrationConfig, load_config
-from calreport.store.models import (
-    DEFAULT_MULTIPLIER,
-    AppliedDocument,
-    AppliedEntry,
-    iso_utc,
-    utc_now,
-)
+from calreport.store.models import DEFAULT_MULTIPLIER, AppliedDocument, AppliedEntry
 from calreport.store.paths import Root
+from calreport.timeutil import iso_utc, utc_now
 
 ObserverKind = Literal["auto", "inotify", "polling", "none"]
 WATCHED_EVENT_TYPES = frozenset({"created", "modified", "moved", "deleted", "closed"})
@@ -67,26 +65,16 @@ class EngineView:
         return self.document.underlyings.get(underlying)
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
-        """The band containing `dte` when the YAML has that band, else global; 1.0 if never applied."""
+        """The band rule (calibration.bands) for one DTE; 1.0 if the underlying was never applied."""
         entry = self.entry(underlying)
-        if entry is None:
-            return DEFAULT_MULTIPLIER
-        for band in self.bands:
-            if band.min_dte <= dte < band.max_dte and band.name in entry.bands:
-                return entry.bands[band.name]
-        return entry.global_
+        return DEFAULT_MULTIPLIER if entry is None else multiplier_at(dte, entry, self.bands)
 
     def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
-        """Vectorised multiplier_for over an array of DTEs (the pricing hot path)."""
-        dtes = np.asarray(dtes, dtype=float)
+        """The band rule over an array of DTEs (the pricing hot path)."""
         entry = self.entry(underlying)
         if entry is None:
-            return np.full(dtes.shape, DEFAULT_MULTIPLIER)
-        out = np.full(dtes.shape, entry.global_)
-        for band in reversed(self.bands):  # first matching band wins, as in multiplier_for
-            if band.name in entry.bands:
-                out[(dtes >= band.min_dte) & (dtes < band.max_dte)] = entry.bands[band.name]
-        return out
+            return np.full(np.shape(dtes), DEFAULT_MULTIPLIER)
+        return multipliers_for_dte(dtes, entry, self.bands)
 
     def describe(self, underlyings: list[str]) -> list[str]:
         """One line per underlying with the effective multiplier of every configured band."""
@@ -95,15 +83,15 @@ class EngineView:
         for name in names:
             entry = self.entry(name)
             if entry is None:
-                lines.append(f"{name}: global {DEFAULT_MULTIPLIER:.4f} everywhere (default: never applied)")
+                lines.append(f"{name}: global {fmt.mult(DEFAULT_MULTIPLIER)} everywhere (default: never applied)")
                 continue
             per_band = ", ".join(
-                f"{b.name} {entry.bands[b.name]:.4f}" if b.name in entry.bands else f"{b.name} {entry.global_:.4f} (global)"
+                f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
                 for b in self.bands
             )
             lines.append(
-                f"{name}: global {entry.global_:.4f}; {per_band or 'no bands'}; "
-                f"run {entry.run_id or '-'} by {entry.source} ({entry.reason or '-'}), updated {entry.updated_at or '-'}"
+                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; "
+                f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
             )
         return lines
 
@@ -178,12 +166,6 @@ class AppliedMultipliersWatcher:
 
     # ------------------------------------------------------------------ public API
 
-    def add_change_callback(self, cb: ChangeCallback) -> None:
-        self._change_callbacks.append(cb)
-
-    def add_error_callback(self, cb: ErrorCallback) -> None:
-        self._error_callbacks.append(cb)
-
     @property
     def version(self) -> int:
         return self._view.version if self._view else 0
@@ -231,8 +213,7 @@ class AppliedMultipliersWatcher:
             raise CalreportError("no config directory; run `calreport init` first", self.root.config_dir)
         self._reload(initial=True)
         if self._view is None:
-            assert self.last_error is not None
-            raise self.last_error
+            raise self.last_error or CalreportError("could not load the applied multipliers", self.root.applied)
         self._stop.clear()
         self._start_observer()
         self._thread = threading.Thread(target=self._run, name="calreport-engine-watcher", daemon=True)
@@ -267,8 +248,6 @@ class AppliedMultipliersWatcher:
         if kind == "none":
             self.observer_kind = "none"
             return
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
         names = {self.root.applied.name, self.root.calibration_config.name}
         temp_prefix = f".{self.root.applied.name}."  # fsutil.atomic_write's temp files
         watcher = self
@@ -291,8 +270,6 @@ class AppliedMultipliersWatcher:
         handler = _Handler()
         if kind in ("auto", "inotify"):
             try:
-                from watchdog.observers import Observer
-
                 obs = Observer()
                 obs.schedule(handler, str(self.root.config_dir), recursive=False)
                 obs.start()
@@ -301,8 +278,6 @@ class AppliedMultipliersWatcher:
             except (OSError, RuntimeError) as exc:  # inotify limits reached, unsupported filesystem
                 if kind == "inotify":
                     raise CalreportError(f"cannot watch with inotify ({exc})", self.root.config_dir) from None
-        from watchdog.observers.polling import PollingObserver
-
         obs = PollingObserver(timeout=max(self.check_interval_s, 0.05))
         obs.schedule(handler, str(self.root.config_dir), recursive=False)
         obs.start()
@@ -319,7 +294,7 @@ class AppliedMultipliersWatcher:
                 self._complete.clear()
                 self._expect.clear()
             elif triggered and self._expect.is_set():
-                # apply.py is writing its temp file; the replace follows within milliseconds. inotify
+                # store/applied.py is writing its temp file; the replace follows within milliseconds. inotify
                 # may hold the move event back (pairing MOVED_FROM/MOVED_TO), so poll the content.
                 self._expect.clear()
                 deadline = time.monotonic() + EXPECT_WINDOW_S
@@ -450,38 +425,3 @@ class AppliedMultipliersWatcher:
             except Exception as cb_exc:  # noqa: BLE001
                 self.callback_errors.append(cb_exc)
 
-
-Engine = AppliedMultipliersWatcher
-
-
-def watch_command(root: Root) -> int:
-    """`calreport watch`: print the effective multipliers now and after every change, until Ctrl-C."""
-    events: queue.Queue[EngineView | CalreportError] = queue.Queue()
-    watcher = AppliedMultipliersWatcher(root, on_change=events.put, on_error=events.put)
-    try:
-        with watcher:
-            shown = watcher.snapshot()
-            _print_view(shown, watcher.configured_underlyings(), watcher.observer_kind)
-            while True:
-                try:
-                    item = events.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if isinstance(item, CalreportError):
-                    print(
-                        f"calreport watch: {item.one_line()}; the engine keeps version {watcher.version}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                elif item.version > shown.version:  # the initial load is queued too: print it once
-                    shown = item
-                    _print_view(item, watcher.configured_underlyings(), None)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _print_view(view: EngineView, underlyings: list[str], observer: str | None) -> None:
-    how = f", watching with {observer}" if observer else ""
-    print(f"version {view.version} loaded {view.loaded_at}{how}:", flush=True)
-    for line in view.describe(underlyings):
-        print(f"  {line}", flush=True)

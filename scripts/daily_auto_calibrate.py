@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from calreport.calibration.auto import describe_auto_run
 from calreport.commands import usecases as actions
+from calreport.commands.cli import describe_auto_run, harvest_progress, warn
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
-from calreport.store.config import load_config
-from calreport.store.models import parse_time
 from calreport.store.paths import Root
+from calreport.timeutil import parse_time
 
 
 def exit_code(statuses: list[str]) -> int:
@@ -43,24 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
     args = p.parse_args(argv)
     try:
-        root = Root.resolve(args.root)
-        cfg = load_config(root)
+        ws = Workspace.open(Root.resolve(args.root), warn=warn)
+        cfg = ws.config  # read once for every run of the job
         as_of = parse_time(args.as_of) if args.as_of else None
     except (CalreportError, ValueError) as exc:
         print(f"daily_auto_calibrate: error: {exc}", file=sys.stderr)
         return 2
     statuses: list[str] = []
-    for underlying in cfg.auto.underlyings:
-        for dte in cfg.auto.dte_ranges:
-            for lookback in cfg.auto.lookbacks:
-                try:
-                    run = actions.auto_calibrate(root, underlying, dte=dte, lookback=lookback, as_of=as_of)
-                except CalreportError as exc:  # e.g. an underlying not in config.underlyings
-                    print(f"{underlying} {dte} {lookback}: error: {exc.one_line()}", file=sys.stderr)
-                    statuses.append("failed")
-                    continue
-                print(describe_auto_run(run))
-                statuses.append(run.status or "failed")
+    try:
+        for underlying in cfg.auto.underlyings:
+            for dte in cfg.auto.dte_ranges:
+                for lookback in cfg.auto.lookbacks:
+                    try:
+                        with harvest_progress(f"reading {underlying} harvest") as progress:
+                            run = actions.run_auto_calibration(
+                                ws, underlying, dte=dte, lookback=lookback, as_of=as_of, progress=progress
+                            )
+                    except CalreportError as exc:  # e.g. an underlying not in config.underlyings
+                        print(f"{underlying} {dte} {lookback}: error: {exc.one_line()}", file=sys.stderr)
+                        statuses.append("failed")
+                        continue
+                    print(describe_auto_run(run))
+                    statuses.append(run.status or "failed")
+    finally:
+        ws.rerender()  # once, after every run of the job
     code = exit_code(statuses)
     print(f"daily auto-calibrate: {len(statuses)} runs: "
           + ", ".join(f"{s} {statuses.count(s)}" for s in ("ok", "degraded", "failed") if statuses.count(s))

@@ -19,10 +19,11 @@ from calreport.calibration.auto import (
     assess_data_quality,
     parse_dte_range,
     parse_lookback,
-    run_auto_calibration,
 )
+from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main as cli_main
+from calreport.commands.usecases import run_auto_calibration
 from calreport.errors import CalreportError
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
 from calreport.store.config import load_config
@@ -145,9 +146,23 @@ def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> Non
     assert "1.0833" in before.decode()
 
 
-def test_auto_module_does_not_import_apply() -> None:
-    src = Path(auto.__file__).read_text()
-    assert "calreport.store.applied" not in src and "import apply" not in src
+AUTO_MODULES = ["calreport.calibration.auto", "calreport.calibration.fit", "calreport.calibration.select",
+                "calreport.calibration.realism", "calreport.market.harvest", "calreport.market.rv"]
+
+
+@pytest.mark.parametrize("module", AUTO_MODULES)
+def test_importing_the_auto_calibration_never_loads_the_applier(module: str) -> None:
+    """A fresh interpreter imports the module (and all it imports, directly or not); the applier stays out."""
+    probe = f"import sys, {module}; print('calreport.store.applied' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_applier_probe_sees_an_indirect_import() -> None:
+    """The probe above can fail: importing the use cases (which apply) does load the applier."""
+    probe = "import sys, calreport.commands.usecases; print('calreport.store.applied' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize(("text", "expected"), [("14d", ("14d", 14 * MS_PER_DAY)), ("12h", ("12h", 12 * MS_PER_HOUR)), ("90m", ("90m", 90 * 60_000)), ("1W", ("1w", 7 * MS_PER_DAY))])
@@ -213,11 +228,19 @@ def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr(auto, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", 0)
     tty, pipe = Tty(), io.StringIO()
-    run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress_stream=tty)
-    run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress_stream=pipe)
-    assert "reading BTC harvest [" in tty.getvalue()
+    calls: list[tuple[int, int, str]] = []
+    for stream in (tty, pipe):
+        with cli.harvest_progress("reading BTC harvest", stream) as progress:
+            def both(done: int, total: int, name: str, progress=progress) -> None:
+                calls.append((done, total, name))
+                progress(done, total, name)
+
+            run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress=both)
+    total = calls[-1][1]
+    assert total > 1 and calls[0][:2] == (0, total) and calls[-1][0] == total  # every day file, then done
+    assert "reading BTC harvest" in tty.getvalue() and f"/{total} [" in tty.getvalue()
     assert pipe.getvalue() == ""
 
 

@@ -10,18 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calreport.calibration.live import (
-    atm_iv_7d,
-    describe_run,
-    ewma,
-    fit_multiplier,
-    run_live_calibration,
-    select_quotes,
-    vega_weights,
-)
+from calreport.calibration.atm import atm_iv_7d
+from calreport.calibration.fit import fit_multiplier, vega_weights
 from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.calibration.select import select_quotes
+from calreport.calibration.smoothing import ewma
 from calreport.commands import cli
 from calreport.commands import usecases as actions
+from calreport.commands.cli import describe_run
+from calreport.commands.usecases import run_live_calibration
 from calreport.errors import CalreportError
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.rv import realised_vol

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calreport.commands import usecases as actions
+from calreport.commands.cli import main as cli_main
 from calreport.errors import CalreportError
 from calreport.market import harvest
 from calreport.market.harvest import (
     append_snapshot,
-    harvest_command,
+    harvest_once,
     load_harvest,
     underlying_price_series,
 )
+from calreport.store.config import CalibrationConfig
 from calreport.store.paths import Root
 
 DEC11 = 1765440000000  # 2025-12-11T08:00:00Z
@@ -66,6 +69,7 @@ def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
             row(mark_price=None),  # null mark
             {k: v for k, v in row().items() if k != "mark_iv"},  # missing field
             row(mark_price="0.02"),  # a string where a number belongs
+            row(underlying_price=True),  # a boolean is never a number either
             row(name="BTC-PERPETUAL"),  # not an option: a bad name, not a schema error
             row(name="BTC_USDC-19DEC25-90000-C"),  # linear option: priced in USDC, skipped
             row(name="BTC-19DEC25-95000-P", bid_price=None, ask_price=None),  # one-sided book is fine
@@ -74,9 +78,9 @@ def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     )
     f = load_harvest(root, "BTC", DEC11 - HOUR, DEC11 + HOUR)
     assert len(f) == 2
-    assert f.schema_errors == 5
+    assert f.schema_errors == 6
     assert f.bad_names == 2
-    assert f.lines == 9
+    assert f.lines == 10
     put = ~f.is_call
     assert np.isnan(f.bid[put]).all() and np.isnan(f.ask[put]).all()
     assert f.mark_iv[0] == pytest.approx(0.45)  # percent -> fraction, once
@@ -160,20 +164,32 @@ def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, ca
         {k: v for k, v in row(ts=ts).items() if k != "harvested_at"},
         {k: v for k, v in row(name="BTC-19DEC25-95000-P", ts=ts - 5).items() if k != "harvested_at"},
     ]}))
-    assert harvest_command(root, "btc", from_file=snap) == 0
+    harvest_cli = ["--root", str(root.path), "harvest", "--from-file", str(snap), "--underlying"]
+    assert cli_main([*harvest_cli, "btc"]) == 0
     day = root.harvest_dir("BTC") / "2025-12-11.jsonl"
     lines = day.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(ln)["harvested_at"] == ts for ln in lines)
     assert "harvested 2 quotes" in capsys.readouterr().out
     # the same snapshot again (a cron retry) does not double every quote
-    assert harvest_command(root, "BTC", from_file=snap) == 0
+    assert cli_main([*harvest_cli, "BTC"]) == 0
     assert len(day.read_text().splitlines()) == 2
     assert "already harvested" in capsys.readouterr().out
+    assert cli_main([*harvest_cli, "ETH"]) == 1
+    assert "not ETH" in capsys.readouterr().err
     with pytest.raises(CalreportError, match="not ETH"):
-        harvest_command(root, "ETH", from_file=snap)
+        harvest_once(root, CalibrationConfig(), "ETH", from_file=snap)
 
 
-def test_harvest_command_fetches_from_deribit_when_no_file_is_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_library_harvest_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = Root(tmp_path)
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps({"jsonrpc": "2.0", "result": [{k: v for k, v in row().items() if k != "harvested_at"}]}))
+    res = harvest_once(root, CalibrationConfig(), "BTC", from_file=snap)
+    assert res.rows == 1 and not res.skipped_duplicate
+    assert capsys.readouterr() == ("", "")
+
+
+def test_harvest_fetches_from_deribit_when_no_file_is_given(tmp_path: Path) -> None:
     from calreport.market.deribit import DeribitClient
 
     root = Root(tmp_path)
@@ -185,7 +201,8 @@ def test_harvest_command_fetches_from_deribit_when_no_file_is_given(tmp_path: Pa
         urls.append(url)
         return json.dumps(payload).encode()
 
-    assert harvest_command(root, "BTC", client=DeribitClient(opener=opener)) == 0
+    res = actions.harvest(root, "BTC", client=DeribitClient(opener=opener))
+    assert res.rows == 1 and res.harvested_at_ms == ts
     assert "get_book_summary_by_currency" in urls[0] and "currency=BTC" in urls[0] and "kind=option" in urls[0]
     f = load_harvest(root, "BTC", 0, DEC11 * 2)
     assert f.harvested_at.tolist() == [ts]

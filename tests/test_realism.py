@@ -1,4 +1,4 @@
-"""The realism table from request.md: insane auto runs are failed, realistic ones stay ok."""
+"""The realism table: insane auto runs are failed, realistic ones stay ok (default thresholds from RealismConfig)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from calreport.calibration.realism import (
     REASON_DEGRADED,
     REASON_OK,
     REASON_UNREALISTIC,
+    REASON_UNREALISTIC_LIVE,
     assess_calibration_realism,
 )
 from calreport.store.config import RealismConfig
+
+DEFAULTS = RealismConfig()  # the config model is the one home of the default thresholds
 
 
 @pytest.mark.parametrize(
@@ -41,17 +44,17 @@ from calreport.store.config import RealismConfig
     ],
 )
 def test_request_realism_table(multiplier, mae, vmae, dq, expected):
-    assert assess_calibration_realism(multiplier, mae, vmae, dq) == expected
+    assert assess_calibration_realism(multiplier, mae, vmae, dq, thresholds=DEFAULTS) == expected
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, None])
 def test_missing_or_non_finite_multiplier_is_unrealistic(bad):
-    assert assess_calibration_realism(bad, 10.0, 10.0, "ok")[0] == "failed"
+    assert assess_calibration_realism(bad, 10.0, 10.0, "ok", thresholds=DEFAULTS)[0] == "failed"
 
 
 def test_non_finite_errors_are_unrealistic():
-    assert assess_calibration_realism(1.0, math.nan, 10.0, "ok")[0] == "failed"
-    assert assess_calibration_realism(1.0, 10.0, math.inf, "ok")[0] == "failed"
+    assert assess_calibration_realism(1.0, math.nan, 10.0, "ok", thresholds=DEFAULTS)[0] == "failed"
+    assert assess_calibration_realism(1.0, 10.0, math.inf, "ok", thresholds=DEFAULTS)[0] == "failed"
 
 
 def test_thresholds_are_overridable():
@@ -62,7 +65,10 @@ def test_thresholds_are_overridable():
 
 
 def test_live_runs_get_the_live_wording_of_the_unrealistic_reason():
-    from calreport.calibration.realism import REASON_UNREALISTIC_LIVE
-
-    assert assess_calibration_realism(0.5, 4668684.92, None, "ok", kind="live") == ("failed", REASON_UNREALISTIC_LIVE)
+    assert assess_calibration_realism(0.5, 4668684.92, None, "ok", thresholds=DEFAULTS, kind="live") == ("failed", REASON_UNREALISTIC_LIVE)
     assert "auto" not in REASON_UNREALISTIC_LIVE
+
+
+def test_thresholds_are_required_so_no_second_set_of_defaults_can_drift():
+    with pytest.raises(TypeError):
+        assess_calibration_realism(1.0, 10.0, 10.0, "ok")  # type: ignore[call-arg]

@@ -1,9 +1,10 @@
-"""Auto-calibrate: fit one multiplier over a DTE range on the harvest, judge it, record it. Never apply.
+"""Auto-calibrate: fit one multiplier over a DTE range of harvested quotes and judge it. Never apply.
 
-A run reads the harvest of one underlying in (as_of - lookback, as_of], keeps the quotes whose DTE
+A run takes the harvest of one underlying in (as_of - lookback, as_of], keeps the quotes whose DTE
 (at their own harvest time) lies in the DTE range and that pass the live calibration's filters,
-and fits one multiplier with calibrate.py's fit: synthetic = Black-76(sigma = RV_7d x multiplier)
-in coin units against the coin mark, minimising vega-weighted absolute % error.
+and fits one multiplier with the live calibration's fit (calibration.fit): synthetic =
+Black-76(sigma = RV_7d x multiplier) in coin units against the coin mark, minimising
+vega-weighted absolute % error.
 
 RV choice: each snapshot is priced with the RV_7d *as of that snapshot* (from the harvest's own
 index series, completed hours before the snapshot's hour, so nothing from the future leaks in),
@@ -16,54 +17,44 @@ made-up constant.
 Data quality (models.DataQuality) collects the evidence: schema errors, snapshots present vs
 expected (auto.expected_interval_minutes), expiries and strikes covered, RV history; its status
 and the fit's multiplier / MAE / vega MAE go through realism.assess_calibration_realism, whose
-(status, reason) is what the history row says. Nothing here imports apply.py: an auto run can only
-append to history/auto_calibrate.jsonl.
+(status, reason) is what the history row says.
+
+    evaluate_auto(frame, index_ticks, index_price, ...) -> AutoRun   (pure: arrays in, the row out)
+
+Loading the harvest and appending the row is the use case's job
+(calreport.commands.usecases.run_auto_calibration); nothing here can reach the applier.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TextIO
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calreport.calibration.live import (
-    Selection,
-    fit_multiplier,
-    group_metrics,
-    market_iv,
-    select_quotes,
-    vega_weights,
-)
+from calreport import fmt
+from calreport.calibration.fit import fit_multiplier, group_metrics, market_iv, vega_weights
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
+from calreport.calibration.select import Selection, select_quotes
 from calreport.errors import CalreportError
-from calreport.market.harvest import (
-    MS_PER_DAY,
-    day_files,
-    harvest_dir_of,
-    index_price_per_snapshot,
-    load_harvest,
-)
-from calreport.market.rv import WINDOW_DAYS, realised_vol
-from calreport.store.config import CalibrationConfig, load_config
-from calreport.store.history import append_row, new_run_id
-from calreport.store.models import AutoRun, DataQuality, iso_utc, utc_now
-from calreport.store.paths import Root
+from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
+from calreport.store.config import CalibrationConfig
+from calreport.store.models import AutoRun, DataQuality
+from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, iso_utc, utc_now
 
-MS_PER_HOUR = 3_600_000
-FULL_WEEK_RETURNS = int(WINDOW_DAYS * 24)
+if TYPE_CHECKING:  # the frame is only read through its attributes and methods
+    from calreport.market.harvest import HarvestFrame
+
 MOST_LINES_BAD = 0.5  # above this share of unreadable lines (or impossible marks) the harvest is broken
-PROGRESS_MIN_BYTES = 32 << 20  # draw a progress bar only for harvests this large (and on a TTY)
 
 _LOOKBACK_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)
-_UNIT_MS = {"m": 60_000, "h": MS_PER_HOUR, "d": MS_PER_DAY, "w": 7 * MS_PER_DAY}
+_UNIT_MS = {"m": MS_PER_MIN, "h": MS_PER_HOUR, "d": MS_PER_DAY, "w": 7 * MS_PER_DAY}
 _DTE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*d?\s*$", re.IGNORECASE)
 
 
@@ -89,41 +80,6 @@ def parse_dte_range(text: str) -> tuple[float, float]:
     if hi <= lo:
         raise CalreportError(f"--dte: the range must go from low to high, got {text!r}")
     return lo, hi
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """A one-line bar on stderr, only when stderr is a terminal (cron logs stay clean)."""
-
-    def __init__(self, stream: TextIO, label: str) -> None:
-        self.stream = stream
-        self.label = label
-        self.drawn = False
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name:<22}")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\r" + " " * 80 + "\r")
-            self.stream.flush()
-
-
-def _progress_for(root: Root, underlying: str, start_ms: int, end_ms: int, stream: TextIO | None) -> ProgressBar | None:
-    stream = sys.stderr if stream is None else stream
-    isatty = getattr(stream, "isatty", None)
-    if not (isatty and isatty()):
-        return None
-    files = day_files(harvest_dir_of(root, underlying), start_ms, end_ms)
-    if sum(p.stat().st_size for p in files) < PROGRESS_MIN_BYTES:
-        return None
-    return ProgressBar(stream, f"reading {underlying} harvest")
 
 
 # --------------------------------------------------------------------------- RV per snapshot
@@ -165,23 +121,35 @@ class AutoFit:
     mae_vol_points: float | None
 
 
+NO_FIT = AutoFit(None, False, None, None, None, None)
+
+
 def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig) -> AutoFit:
-    """calibrate.py's fit on the selected quotes, one RV_7d per quote (its snapshot's)."""
+    """The live calibration's fit on the selected quotes, one RV_7d per quote (its snapshot's)."""
     q = sel.quotes
     if sel.n == 0:
-        return AutoFit(None, False, None, None, None, None)
+        return NO_FIT
     F, K, T, mark = q.underlying_price, q.strike, sel.T, q.mark_price
     miv = market_iv(q, T)
     w = vega_weights(F, K, T, miv, base_sigma)
     fit = fit_multiplier(F, K, T, q.is_call, mark, base_sigma, w, bounds=(cfg.fit.min_mult, cfg.fit.max_mult))
     if fit.multiplier is None:
-        return AutoFit(None, False, None, None, None, None)
+        return NO_FIT
     sigma = base_sigma * fit.multiplier
     gm = group_metrics(mark, black76_price(F, K, T, sigma, q.is_call), w, miv, sigma)
     return AutoFit(fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points)
 
 
 # --------------------------------------------------------------------------- data quality
+
+
+@dataclass(frozen=True)
+class HarvestCounts:
+    """What reading the window's day files found (whole files: a bad line has no time to place it)."""
+
+    lines: int = 0
+    schema_errors: int = 0
+    bad_names: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,51 +227,55 @@ def _round(x: float | None, nd: int = 4) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
 
-def run_auto_calibration(
-    root: Root,
-    underlying: str,
+def _verdict(fit: AutoFit, dq: DataQuality, cfg: CalibrationConfig) -> tuple[str, str]:
+    """Realism's (status, reason), with the first data-quality issue or the fit's numbers named."""
+    status, reason = assess_calibration_realism(
+        fit.multiplier, fit.mae_pct, fit.vega_weighted_mae_pct, dq.status, thresholds=cfg.realism
+    )
+    if status in ("failed", "degraded") and dq.status == status and dq.issues:
+        more = f" (+{len(dq.issues) - 1} more)" if len(dq.issues) > 1 else ""
+        return status, f"{reason}: {dq.issues[0]}{more}"
+    if status == "failed" and fit.multiplier is not None:
+        return status, (
+            f"{reason} (multiplier {fmt.mult(fit.multiplier)}{' on the fit bound' if fit.on_bound else ''}, "
+            f"MAE {fmt.pct(fit.mae_pct)}, vega MAE {fmt.pct(fit.vega_weighted_mae_pct)})"
+        )
+    return status, reason
+
+
+def evaluate_auto(
+    frame: HarvestFrame,
+    index_ticks: np.ndarray,
+    index_price: np.ndarray,
     *,
-    dte: str | None = None,
-    lookback: str | None = None,
-    as_of: datetime | None = None,
-    progress_stream: TextIO | None = None,
+    underlying: str,
+    dte_range: tuple[float, float],
+    lookback: tuple[str, int],
+    as_of: datetime,
+    counts: HarvestCounts,
+    config: CalibrationConfig,
+    run_id: str,
     now: Callable[[], datetime] = utc_now,
+    started: float | None = None,
 ) -> AutoRun:
-    """One auto-calibrate run: appends an AutoRun row to root.auto_history and returns it.
+    """One auto-calibrate run over the harvested rows of the window, as its history row.
 
-    No data in the window is a `failed` row with a data-quality reason, never an exception; bad
-    arguments (a malformed --dte or --lookback, an unknown underlying) are one-line errors.
+    `frame` holds the window's rows (as_of - lookback, as_of]; `index_ticks` / `index_price` the
+    index proxy of the window and the week before it (for RV). No data is a `failed` row with a
+    data-quality reason, never an exception. `started` (time.perf_counter() when the command began)
+    lets elapsed_s cover the harvest read too; `now` stamps the row.
     """
-
-    started = time.perf_counter()
-    cfg = load_config(root)
-    name = cfg.check_underlying(underlying)
-    dte_min, dte_max = parse_dte_range(dte or cfg.auto.dte_ranges[0])
-    lb_label, lb_ms = parse_lookback(lookback or cfg.auto.lookbacks[0])
-    end_dt = as_of or now()
-    if end_dt.tzinfo is None:  # a naive time is UTC, like every timestamp calreport writes
-        end_dt = end_dt.replace(tzinfo=UTC)
-    end_ms = int(end_dt.timestamp() * 1000)
+    started = time.perf_counter() if started is None else started
+    cfg = config
+    dte_min, dte_max = dte_range
+    lb_label, lb_ms = lookback
+    end_ms = int(as_of.timestamp() * 1000)
     start_ms = end_ms - lb_ms
-    window = f"{iso_utc(_dt(start_ms))} - {iso_utc(_dt(end_ms))}"
-
-    # one read covers the window and the 7 days of index history RV needs before it
-    bar = _progress_for(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress_stream)
-    try:
-        hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    idx_t, idx_p = index_price_per_snapshot(hist)
-    in_window = hist.harvested_at > start_ms
-    frame = hist.take(in_window)
-    # schema errors: count the window's day files only (the RV pre-read is not what is judged)
-    win_files = set(day_files(harvest_dir_of(root, name), start_ms, end_ms))
 
     times = frame.snapshot_times()
-    srv = rv_per_snapshot(idx_t, idx_p, times)
+    srv = rv_per_snapshot(index_ticks, index_price, times)
     rv_ok = np.isfinite(srv.rv) & (srv.n_returns >= cfg.auto.min_rv_returns)
-    end_rv = realised_vol(idx_t, idx_p, end_ms)
+    end_rv = realised_vol(index_ticks, index_price, end_ms)
 
     # rows in the DTE range whose snapshot has an RV; then the live calibration's own filters
     dte_rows = frame.dte()
@@ -312,52 +284,36 @@ def run_auto_calibration(
     pre = in_range & (rv_ok[snap_of_row] if len(frame) else np.zeros(0, dtype=bool))
     filters = cfg.filters.model_copy(update={"min_dte": dte_min, "max_dte": dte_max})
     quotes = frame.to_quotes(pre)
-    sel = select_quotes(quotes, quotes.creation_ms, filters, name)
+    sel = select_quotes(quotes, quotes.creation_ms, filters, underlying)
     fit = fit_selection(sel, srv.rv[np.searchsorted(times, sel.quotes.creation_ms)], cfg)
 
-    used_t = sel.quotes.creation_ms
-    expiries = int(np.unique(sel.quotes.expiry_ms).size)
-    strikes = int(np.unique(sel.quotes.strike).size)
     with np.errstate(invalid="ignore", divide="ignore"):
         bound = np.where(frame.is_call, 1.0, frame.strike / frame.underlying_price)
         above = int(np.count_nonzero(in_range & (frame.mark_price > bound * (1 + 1e-6))))
-    lines, schema_errors, bad_names = (
-        sum(c[i] for p, c in hist.file_counts.items() if p in win_files) for i in range(3)
-    )
-    expected = int(lb_ms // int(cfg.auto.expected_interval_minutes * 60_000))
+    expected = int(lb_ms // int(cfg.auto.expected_interval_minutes * MS_PER_MIN))
     ev = Evidence(
-        lines=lines,
-        schema_errors=schema_errors,
-        bad_names=bad_names,
+        lines=counts.lines,
+        schema_errors=counts.schema_errors,
+        bad_names=counts.bad_names,
         snapshots=int(times.size),
         snapshots_expected=max(expected, 1),
-        expiries=expiries,
-        strikes=strikes,
+        expiries=int(np.unique(sel.quotes.expiry_ms).size),
+        strikes=int(np.unique(sel.quotes.strike).size),
         samples=sel.n,
         rv_returns=int(end_rv.n_returns),
         snapshots_without_rv=int(np.count_nonzero(~rv_ok)),
         above_bound=above,
         in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
-        window=window,
+        window=f"{iso_ms(start_ms)} - {iso_ms(end_ms)}",
     )
     dq = assess_data_quality(ev, cfg)
-    status, reason = assess_calibration_realism(
-        fit.multiplier, fit.mae_pct, fit.vega_weighted_mae_pct, dq.status, thresholds=cfg.realism
-    )
-    if status in ("failed", "degraded") and dq.status == status and dq.issues:
-        more = f" (+{len(dq.issues) - 1} more)" if len(dq.issues) > 1 else ""
-        reason = f"{reason}: {dq.issues[0]}{more}"
-    elif status == "failed" and fit.multiplier is not None:
-        reason = (
-            f"{reason} (multiplier {fit.multiplier:.4f}{' on the fit bound' if fit.on_bound else ''}, "
-            f"MAE {_fmt_pct(fit.mae_pct)}, vega MAE {_fmt_pct(fit.vega_weighted_mae_pct)})"
-        )
-    run = AutoRun(
+    status, reason = _verdict(fit, dq, cfg)
+    return AutoRun(
         schema_version=1,
-        run_id=new_run_id(),
+        run_id=run_id,
         ts=iso_utc(now()),
-        underlying=name,
+        underlying=underlying,
         dte_min=dte_min,
         dte_max=dte_max,
         lookback=lb_label,
@@ -370,10 +326,10 @@ def run_auto_calibration(
         reason=reason,
         multiplier_on_bound=fit.on_bound if fit.multiplier is not None else None,
         rv_7d=_round(end_rv.rv),
-        as_of=iso_utc(end_dt),
-        harvest_start=iso_utc(_dt(int(times[0]))) if times.size else None,
-        harvest_end=iso_utc(_dt(int(times[-1]))) if times.size else None,
-        snapshots_used=int(np.unique(used_t).size),
+        as_of=iso_utc(as_of),
+        harvest_start=iso_ms(int(times[0])) if times.size else None,
+        harvest_end=iso_ms(int(times[-1])) if times.size else None,
+        snapshots_used=int(np.unique(sel.quotes.creation_ms).size),
         snapshots_expected=ev.snapshots_expected,
         settings_hash=cfg.settings_hash(),
         bias_pct=_round(fit.bias_pct, 2),
@@ -381,34 +337,19 @@ def run_auto_calibration(
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
-    append_row(root.auto_history, run)
-    return run
 
 
-def _fmt_pct(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:,.2f}%"
+_MOVED = {"run_auto_calibration": "calreport.commands.usecases"}
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def __getattr__(name: str) -> object:
+    """TEMPORARY alias: calreport/commands/demo.py still imports run_auto_calibration from here.
 
+    The workflow (read the harvest, append the row) is a use case now; remove this once demo.py
+    imports it from calreport.commands.usecases (tests/test_architecture.py names this exemption).
+    """
+    if name in _MOVED:
+        import importlib
 
-def describe_auto_run(run: AutoRun) -> str:
-    """The CLI's summary: one line of verdict, one of numbers, one per data-quality issue."""
-    dq = run.data_quality or DataQuality()
-    m = "-" if run.multiplier is None else f"{run.multiplier:.4f}"
-    rv = "-" if run.rv_7d is None else f"{100 * run.rv_7d:.1f}%"
-    lines = [
-        (
-            f"{run.underlying} auto-calibrate {run.dte_min:g}-{run.dte_max:g}d over {run.lookback} to {run.as_of}: "
-            f"{(run.status or '-').upper()} - {run.reason}"
-        ),
-        (
-            f"    multiplier {m}{' (on fit bound)' if run.multiplier_on_bound else ''}, MAE {_fmt_pct(run.mae_pct)}, "
-            f"vega MAE {_fmt_pct(run.vega_weighted_mae_pct)}, samples {run.samples or 0:,}, RV_7d {rv}, "
-            f"snapshots {run.snapshots_used or 0}/{run.snapshots_expected or 0}; data quality {dq.status}"
-        ),
-    ]
-    lines += [f"    - {issue}" for issue in dq.issues]
-    lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")
-    return "\n".join(lines)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,25 +1,24 @@
-"""Is a calibration result believable? (contract section 7, rules and order from request.md).
+"""Is a calibration result believable?
 
 A multiplier pinned at 0.5 with MAE 4,668,684 % is `failed`, never `ok`, whatever the data
-quality said.
+quality said. The thresholds are `RealismConfig` (config/calibration.yaml's `realism` section,
+whose model holds the defaults); callers always pass them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from calreport.store.config import RealismConfig
-
-MIN_MULT = 0.7
-MAX_MULT = 1.6
-MAX_MAE = 400.0  # percent
-MAX_VEGA_MAE = 200.0  # percent
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"
 REASON_UNREALISTIC_LIVE = "Unrealistic live calibration: multiplier or MAE outside sane range"
 REASON_DEGRADED = "Data quality degraded; use with caution"
 REASON_OK = "Calibration within thresholds"
+
+Verdict = tuple[Literal["ok", "degraded", "failed"], str]
 
 
 def _bad(x: float | None) -> bool:
@@ -32,9 +31,9 @@ def assess_calibration_realism(
     vega_weighted_mae_pct: float | None,
     data_quality_status: str | None,
     *,
-    thresholds: RealismConfig | None = None,
-    kind: str = "auto",
-) -> tuple[str, str]:
+    thresholds: RealismConfig,
+    kind: Literal["auto", "live"] = "auto",
+) -> Verdict:
     """Return (status, reason) with status in ok / degraded / failed.
 
     Order: data quality failed -> failed; multiplier outside [min, max] or MAE / vega MAE above
@@ -42,7 +41,7 @@ def assess_calibration_realism(
     multiplier, or a non-finite error, is unrealistic too: there is nothing sane to apply.
     `kind="live"` only changes the wording of the unrealistic reason for live runs.
     """
-    t = thresholds or RealismConfig(min_mult=MIN_MULT, max_mult=MAX_MULT, max_mae=MAX_MAE, max_vega_mae=MAX_VEGA_MAE)
+    t = thresholds
     if data_quality_status == "failed":
         return "failed", REASON_DATA_FAILED
     if (

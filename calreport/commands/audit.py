@@ -3,7 +3,8 @@
 - With `git_commit: true` and the root inside a git work tree, every apply commits
   config/applied_multipliers.yaml and nothing else (`git commit --only -- <path>`: whatever else
   the user has staged stays staged and uncommitted). A failed commit is a warning, never a failed
-  apply: the YAML and its apply event are already the truth.
+  apply: the YAML and its apply event are already the truth. The commit runs as an after-apply
+  hook the command's workspace passes explicitly (commands.workspace), never by importing this.
 - `log` and `rollback` read the apply events in history/live_calibration.jsonl, which record the
   previous and the applied values of every change.
 """
@@ -12,44 +13,42 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+from calreport import fmt
 from calreport.errors import CalreportError, RefusedError
-from calreport.store import applied as apply_mod
-from calreport.store.applied import apply_values, read_applied
-from calreport.store.config import load_config
+from calreport.store.applied import read_applied, transaction
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.history import apply_events, auto_runs, live_runs, locked
 from calreport.store.models import ApplyEvent, Multipliers
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0
 ROLLBACK_REASON = "Rollback to run {run_id}"
+COMMIT_WARNING = "the apply succeeded but its git commit did not"
 
 
 # --------------------------------------------------------------------------- describing changes
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 def describe_change(previous: Multipliers | None, applied: Multipliers | None) -> str:
     """'global 1.0000 -> 1.0833, 0-7d - -> 1.0500' (bands listed only when they changed)."""
     prev = previous or Multipliers()
     new = applied or Multipliers()
-    parts = [f"global {_fmt(prev.global_)} -> {_fmt(new.global_)}"]
+    parts = [f"global {fmt.mult(prev.global_)} -> {fmt.mult(new.global_)}"]
     for label in list(dict.fromkeys([*new.bands, *prev.bands])):
         a, b = prev.bands.get(label), new.bands.get(label)
         if a is None or b is None or round(a, 4) != round(b, 4):
-            parts.append(f"{label} {_fmt(a)} -> {_fmt(b)}")
+            parts.append(f"{label} {fmt.mult(a)} -> {fmt.mult(b)}")
     return ", ".join(parts)
 
 
 def commit_message(event: ApplyEvent) -> str:
     return (
         f"calreport: {event.underlying} {describe_change(event.previous, event.applied)} "
-        f"({event.reason or event.source}, run {event.run_id or '-'})"
+        f"({event.reason or event.source}, run {fmt.text(event.run_id)})"
     )
 
 
@@ -73,7 +72,7 @@ def _identity_env(cwd: Path) -> dict[str, str]:
     return env
 
 
-def commit_applied(root: Root, event: ApplyEvent) -> str | None:
+def commit_applied(root: Root, event: ApplyEvent, config: CalibrationConfig) -> str | None:
     """Commit only the applied YAML for `event`. Returns the commit hash, None when skipped.
 
     Raises CalreportError when git fails. Runs under the YAML's lock so the committed file is the
@@ -85,7 +84,7 @@ def commit_applied(root: Root, event: ApplyEvent) -> str | None:
         return None
     path = root.applied
     with locked(path):
-        current = read_applied(root).underlyings.get(event.underlying or "")
+        current = read_applied(root, config).underlyings.get(event.underlying or "")
         if current is None or current.updated_at != event.ts or current.run_id != event.run_id:
             return None
         env = _identity_env(cwd)
@@ -107,59 +106,64 @@ def _first_line(proc: subprocess.CompletedProcess[str]) -> str:
     return text.splitlines()[0] if text else f"exit status {proc.returncode}"
 
 
-def git_commit_hook(root: Root, event: ApplyEvent) -> None:
-    """after_apply hook: commit when `git_commit: true`; any failure is a one-line warning."""
-    try:
-        if not load_config(root).git_commit:
-            return
-        commit_applied(root, event)
-    except (CalreportError, OSError, subprocess.SubprocessError) as exc:
-        msg = exc.one_line() if isinstance(exc, CalreportError) else f"{type(exc).__name__}: {exc}"
-        print(f"calreport: warning: the apply succeeded but its git commit did not: {' '.join(msg.split())}", file=sys.stderr)
+class GitAudit:
+    """After-apply hook for `git_commit: true`: commit the YAML of each apply; a failure is a warning."""
 
+    def __init__(self, root: Root, config: CalibrationConfig, warn: Callable[[str], None]) -> None:
+        self.root = root
+        self.config = config
+        self.warn = warn
 
-def register() -> None:
-    if git_commit_hook not in apply_mod.after_apply_hooks:
-        apply_mod.after_apply_hooks.append(git_commit_hook)
-
-
-register()
+    def __call__(self, event: ApplyEvent) -> None:
+        try:
+            commit_applied(self.root, event, self.config)
+        except (CalreportError, OSError, subprocess.SubprocessError) as exc:
+            msg = exc.one_line() if isinstance(exc, CalreportError) else f"{type(exc).__name__}: {exc}"
+            self.warn(f"{COMMIT_WARNING}: {' '.join(msg.split())}")
 
 
 # --------------------------------------------------------------------------- log
 
 
-def log_command(root: Root, underlying: str | None = None) -> int:
+def log_lines(root: Root, underlying: str | None = None) -> list[str]:
     """`calreport log`: every applied change, newest first (when, what, previous -> new, why, run)."""
     name = underlying.upper() if underlying else None
     events = apply_events(root, name)
     if not events:
         which = f" for {name}" if name else ""
-        print(f"no applied changes{which} in {root.live_history}")
-        return 0
-    for e in reversed(events):
-        print(
-            f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
-            f"[{e.source or '?'}] {e.reason or '-'}  run {e.run_id or '-'}"
-            + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
-        )
-    return 0
+        return [f"no applied changes{which} in {root.live_history}"]
+    return [
+        f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
+        f"[{e.source or '?'}] {fmt.text(e.reason)}  run {fmt.text(e.run_id)}"
+        + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
+        for e in reversed(events)
+    ]
 
 
 # --------------------------------------------------------------------------- rollback
 
 
-def rollback_target(root: Root, underlying: str, to: str | None = None) -> ApplyEvent:
-    """The apply event whose `applied` values a rollback re-applies.
+class RollbackTarget(NamedTuple):
+    run_id: str
+    values: Multipliers
+
+
+def rollback_target(root: Root, underlying: str, current_run_id: str | None, to: str | None = None) -> RollbackTarget:
+    """The applied values a rollback re-applies, and the run they came from.
 
     With `to`: the latest apply event of that run. Without: the latest applied run other than the
-    one the YAML holds now (the values before the current ones). Auto runs are never targets.
+    one the YAML holds now (`current_run_id`: the values before the current ones). Auto runs are
+    never targets.
     """
-    events = [e for e in apply_events(root, underlying) if e.applied is not None and e.applied.global_ is not None]
+    events = [
+        RollbackTarget(e.run_id, e.applied)
+        for e in apply_events(root, underlying)
+        if e.applied is not None and e.applied.global_ is not None and e.run_id
+    ]
     if to is not None:
         if any(r.run_id == to for r in auto_runs(root)):
             raise RefusedError(f"run {to} is an auto-calibrate run; auto runs are never applied, so never rolled back to")
-        matches = [e for e in events if e.run_id == to]
+        matches = [t for t in events if t.run_id == to]
         if matches:
             return matches[-1]
         other = next((r.underlying for r in live_runs(root) if r.run_id == to), None)
@@ -169,26 +173,26 @@ def rollback_target(root: Root, underlying: str, to: str | None = None) -> Apply
                 "applied (use `calreport log` to list them)"
             )
         raise RefusedError(f"no run {to} in the {underlying} apply history (see `calreport log --underlying {underlying}`)")
-    current = read_applied(root).entry(underlying).run_id
-    for e in reversed(events):
-        if e.run_id and e.run_id != current:
-            return e
+    for t in reversed(events):
+        if t.run_id != current_run_id:
+            return t
     raise RefusedError(
         f"nothing to roll back to for {underlying}: no applied run other than the current one "
-        f"({current or 'initial default'}) in {root.live_history}"
+        f"({current_run_id or 'initial default'}) in {root.live_history}"
     )
 
 
-def rollback(root: Root, underlying: str, to: str | None = None) -> ApplyEvent:
-    """Re-apply an earlier applied run's values as a new apply event (source rollback)."""
-    name = load_config(root).check_underlying(underlying)
-    target = rollback_target(root, name, to)
-    assert target.applied is not None and target.run_id is not None
-    return apply_values(
-        root,
-        name,
-        target.applied,
-        source="rollback",
-        run_id=target.run_id,
-        reason=ROLLBACK_REASON.format(run_id=target.run_id),
-    )
+def rollback(root: Root, underlying: str, to: str | None = None, *, config: CalibrationConfig | None = None) -> ApplyEvent:
+    """Re-apply an earlier applied run's values as a new apply event (source rollback).
+
+    The target is chosen against the YAML read under the apply lock, so a concurrent apply cannot
+    make "the previous values" mean something else between the choice and the write.
+    """
+    cfg = config if config is not None else load_config(root)
+    name = cfg.check_underlying(underlying)
+    with transaction(root, cfg) as tx:
+        target = rollback_target(root, name, tx.entry(name).run_id, to)
+        return tx.write(
+            name, target.values, source="rollback", run_id=target.run_id, reason=ROLLBACK_REASON.format(run_id=target.run_id)
+        )
+

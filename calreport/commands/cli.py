@@ -5,157 +5,267 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TextIO
 
-from calreport import __version__
+from tqdm import tqdm
+
+from calreport import __version__, fmt
+from calreport.calibration.select import dropped_text
+from calreport.commands import usecases as actions
+from calreport.commands.audit import log_lines
+from calreport.commands.demo import run_demo
+from calreport.commands.doctor import doctor_command
+from calreport.commands.legacy import import_legacy_command
+from calreport.commands.workspace import Workspace
+from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import CalreportError
+from calreport.market.harvest import Progress
+from calreport.report.serve import serve
+from calreport.store.models import AutoRun, DataQuality, LiveRun
 from calreport.store.paths import Root
+from calreport.store.state import read_state
+from calreport.timeutil import iso_ms, parse_time
 
-Handler = Callable[[argparse.Namespace, Root], int]
+Handler = Callable[[argparse.Namespace, Workspace], int]
+PROGRESS_DELAY_S = 0.5  # a harvest read that ends sooner draws no bar at all
 
 
-def _root(args: argparse.Namespace) -> Root:
-    return Root.resolve(getattr(args, "root", None))
+def warn(message: str) -> None:
+    """A warning of the command (e.g. the apply stood but its git commit failed): one line on stderr."""
+    print(f"calreport: warning: {message}", file=sys.stderr)
+
+
+def open_workspace(args: argparse.Namespace) -> Workspace:
+    """The command's one workspace: root from --root / $CALREPORT_ROOT / cwd, config read once."""
+    return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn)
+
+
+@contextmanager
+def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progress]:
+    """A tqdm bar over the day files being read; quiet unless `stream` (stderr) is a terminal."""
+    out = sys.stderr if stream is None else stream
+    isatty = getattr(out, "isatty", None)
+    bar = tqdm(
+        total=0, desc=label, unit="file", file=out, leave=False, delay=PROGRESS_DELAY_S,
+        disable=not (isatty and isatty()),
+    )
+
+    def update(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def describe_run(run: LiveRun) -> str:
+    """The one-paragraph summary `calreport calibrate` prints."""
+    rv_part = f"RV_7d {fmt.vol(run.rv_7d)} ({run.rv_source}" + (
+        f", {run.rv_returns} hourly returns)" if run.rv_source != "manual" else ")"
+    )
+    head = (
+        f"{run.underlying} live run {run.run_id} at {run.ts}: {run.samples} quotes used "
+        f"(dropped: {dropped_text(run.dropped or {})}); {rv_part}, ATM IV 7d {fmt.vol(run.atm_iv)}"
+        + (f" (ratio {run.atm_ratio:.3f})" if run.atm_ratio is not None else "")
+        + ". "
+    )
+    verdict = f"Status {run.status}: {run.reason}. Decision: {run.decision} ({run.decision_reason})."
+    if run.recommended is None:
+        return head + verdict
+    gap = f", bias {fmt.pct(run.bias_pct)}, IV gap {fmt.num(run.mae_vol_points)} vol pts" if run.mae_vol_points is not None else ""
+    bound = " (on the search bound)" if run.recommended_on_bound else ""
+    rec, sm = run.recommended, run.smoothed
+    return head + (
+        f"At the applied multiplier {fmt.mult(run.multiplier_tested)}: MAE {fmt.pct(run.mae_pct)}, "
+        f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
+        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}; "
+        f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
+    ) + verdict
+
+
+def describe_auto_run(run: AutoRun) -> str:
+    """The auto-calibrate summary: one line of verdict, one of numbers, one per data-quality issue."""
+    dq = run.data_quality or DataQuality()
+    lines = [
+        (
+            f"{run.underlying} auto-calibrate {run.dte_min:g}-{run.dte_max:g}d over {run.lookback} to {run.as_of}: "
+            f"{(run.status or fmt.MISSING).upper()} - {run.reason}"
+        ),
+        (
+            f"    multiplier {fmt.mult(run.multiplier)}{' (on fit bound)' if run.multiplier_on_bound else ''}, "
+            f"MAE {fmt.pct(run.mae_pct)}, vega MAE {fmt.pct(run.vega_weighted_mae_pct)}, samples {fmt.integer(run.samples or 0)}, "
+            f"RV_7d {fmt.vol(run.rv_7d)}, snapshots {run.snapshots_used or 0}/{run.snapshots_expected or 0}; "
+            f"data quality {dq.status}"
+        ),
+    ]
+    lines += [f"    - {issue}" for issue in dq.issues]
+    lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")
+    return "\n".join(lines)
+
+
+def describe_view(view: EngineView, underlyings: list[str], observer: str | None) -> list[str]:
+    """What `calreport watch` prints for one engine view."""
+    how = f", watching with {observer}" if observer else ""
+    return [f"version {view.version} loaded {view.loaded_at}{how}:", *(f"  {line}" for line in view.describe(underlyings))]
+
+
+def _relative(path: Path, root: Root) -> str:
+    try:
+        return str(path.relative_to(root.path))
+    except ValueError:
+        return str(path)
 
 
 # --------------------------------------------------------------------------- foundation
 
 
-def cmd_init(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
-
-    created = actions.init(root)
+def cmd_init(args: argparse.Namespace, ws: Workspace) -> int:
+    root = ws.root
+    created = actions.init(ws)
     print(f"calreport root {root.path}: " + (", ".join(str(p.relative_to(root.path)) for p in created) or "already initialised"))
     return 0
 
 
-def cmd_status(args: argparse.Namespace, root: Root) -> int:
-    from calreport.store.config import load_config
-    from calreport.store.state import read_state
-
-    cfg = load_config(root)
-    state = read_state(root, cfg)
+def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
+    state = read_state(ws.root, ws.config)
     if args.json:
         print(json.dumps(state.to_json_dict(), indent=2))
         return 0
-    names = list(dict.fromkeys([*cfg.underlyings, *state.underlyings]))
+    names = list(dict.fromkeys([*ws.config.underlyings, *state.underlyings]))
     for name in names:
         e = state.underlyings.get(name)
         if e is None:
             print(f"{name}: global 1.0000 (default: never applied)")
             continue
-        bands = ", ".join(f"{k} {v:.4f}" for k, v in e.bands.items()) or "none (global everywhere)"
-        print(f"{name}: global {e.global_:.4f}; bands: {bands}")
-        print(f"    updated {e.updated_at or '-'} by {e.source}; run {e.run_id or '-'}; reason: {e.reason or '-'}")
+        bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in e.bands.items()) or "none (global everywhere)"
+        print(f"{name}: global {fmt.mult(e.global_)}; bands: {bands}")
+        print(f"    updated {fmt.text(e.updated_at)} by {e.source}; run {fmt.text(e.run_id)}; reason: {fmt.text(e.reason)}")
     return 0
 
 
-def cmd_force_apply(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
-
-    ev = actions.force_apply(root, args.underlying, allow_unrealistic=args.allow_unrealistic)
+def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
+    ev = actions.force_apply(ws, args.underlying, allow_unrealistic=args.allow_unrealistic)
     applied = ev.applied
-    bands = ", ".join(f"{k} {v:.4f}" for k, v in (applied.bands if applied else {}).items()) or "none"
-    prev = ev.previous.global_ if ev.previous and ev.previous.global_ is not None else float("nan")
+    bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
+    prev = ev.previous.global_ if ev.previous else None
     print(
-        f"{ev.underlying}: applied run {ev.run_id}: global {prev:.4f} -> {applied.global_:.4f}; bands: {bands} ({ev.reason})"
+        f"{ev.underlying}: applied run {ev.run_id}: global {fmt.mult(prev)} -> {fmt.mult(applied.global_ if applied else None)}; "
+        f"bands: {bands} ({ev.reason})"
     )
     return 0
 
 
-def cmd_render(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
-
-    actions.rerender(root)
-    print(f"rendered {root.index_html}")
+def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
+    actions.rerender(ws)
+    print(f"rendered {ws.root.index_html}")
     return 0
 
 
 # --------------------------------------------------------------------------- calibration
 
 
-def cmd_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport.calibration.live import describe_run
-    from calreport.commands import usecases as actions
-
-    run = actions.calibrate(root, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
+def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
+    run = actions.calibrate(ws, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
     return 0
 
 
-def cmd_auto_calibrate(args: argparse.Namespace, root: Root) -> int:
-    from calreport.calibration.auto import describe_auto_run
-    from calreport.commands import usecases as actions
-    from calreport.store.models import parse_time
+def parse_as_of(text: str | None):  # type: ignore[no-untyped-def]
+    """--as-of: ISO 8601 or epoch ms; None means now."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise CalreportError(f"--as-of: {exc}") from None
 
-    as_of = None
-    if args.as_of:
-        try:
-            as_of = parse_time(args.as_of)
-        except ValueError as exc:
-            raise CalreportError(f"--as-of: {exc}") from None
-    run = actions.auto_calibrate(root, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of)
+
+def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
+    as_of = parse_as_of(args.as_of)
+    with harvest_progress(f"reading {args.underlying.upper()} harvest") as progress:
+        run = actions.auto_calibrate(ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress)
     print(describe_auto_run(run))
     return 0
 
 
-def cmd_harvest(args: argparse.Namespace, root: Root) -> int:
-    from calreport.market.harvest import harvest_command
+def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
+    res = actions.harvest(ws, args.underlying, from_file=args.from_file and Path(args.from_file))
+    name, when, rel = args.underlying.upper(), iso_ms(res.harvested_at_ms), _relative(res.path, ws.root)
+    if res.skipped_duplicate:
+        print(f"{name}: snapshot of {when} already harvested in {rel}; nothing appended")
+    else:
+        print(f"{name}: harvested {res.rows} quotes of {when} -> {rel}")
+    return 0
 
-    return harvest_command(root, args.underlying, from_file=args.from_file and Path(args.from_file))
 
-
-def cmd_demo(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands.demo import run_demo
-
-    return run_demo(root)
+def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
+    return run_demo(ws.root)
 
 
 # --------------------------------------------------------------------------- dashboard
 
 
-def cmd_serve(args: argparse.Namespace, root: Root) -> int:
-    from calreport.report.serve import serve
-
-    return serve(root, port=args.port)
+def cmd_serve(args: argparse.Namespace, ws: Workspace) -> int:
+    return serve(ws.root, port=args.port)
 
 
 # --------------------------------------------------------------------------- engine, audit
 
 
-def cmd_watch(args: argparse.Namespace, root: Root) -> int:
-    from calreport.engine import watch_command
+def cmd_watch(args: argparse.Namespace, ws: Workspace) -> int:
+    """Print the effective multipliers now and after every change, until Ctrl-C."""
+    events: queue.Queue[EngineView | CalreportError] = queue.Queue()
+    watcher = AppliedMultipliersWatcher(ws.root, on_change=events.put, on_error=events.put)
+    try:
+        with watcher:
+            shown = watcher.snapshot()
+            for line in describe_view(shown, watcher.configured_underlyings(), watcher.observer_kind):
+                print(line, flush=True)
+            while True:
+                try:
+                    item = events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if isinstance(item, CalreportError):
+                    print(f"calreport watch: {item.one_line()}; the engine keeps version {watcher.version}", file=sys.stderr, flush=True)
+                elif item.version > shown.version:  # the initial load is queued too: print it once
+                    shown = item
+                    for line in describe_view(item, watcher.configured_underlyings(), None):
+                        print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
 
-    return watch_command(root)
+
+def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> int:
+    return doctor_command(ws.root)
 
 
-def cmd_doctor(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands.doctor import doctor_command
-
-    return doctor_command(root)
-
-
-def cmd_log(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands.audit import log_command
-
-    return log_command(root, underlying=args.underlying)
-
-
-def cmd_rollback(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands import usecases as actions
-
-    ev = actions.rollback(root, args.underlying, to=args.to)
-    g = ev.applied.global_ if ev.applied else None
-    print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {g:.4f} ({ev.reason})")
+def cmd_log(args: argparse.Namespace, ws: Workspace) -> int:
+    for line in log_lines(ws.root, underlying=args.underlying):
+        print(line)
     return 0
 
 
-def cmd_import_legacy(args: argparse.Namespace, root: Root) -> int:
-    from calreport.commands.legacy import import_legacy_command
+def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
+    ev = actions.rollback(ws, args.underlying, to=args.to)
+    g = ev.applied.global_ if ev.applied else None
+    print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {fmt.mult(g)} ({ev.reason})")
+    return 0
 
-    return import_legacy_command(root, [Path(f) for f in args.files])
+
+def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
+    return import_legacy_command(ws.root, [Path(f) for f in args.files])
 
 
 # --------------------------------------------------------------------------- parser
@@ -229,8 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        root = _root(args)
-        return int(args.handler(args, root) or 0)
+        ws = open_workspace(args)
+        return int(args.handler(args, ws) or 0)
     except CalreportError as exc:
         print(f"calreport: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

@@ -1,53 +1,164 @@
-"""The use cases behind the CLI. Every action that writes a file of record re-renders the site
-from here, so the dashboard is regenerated after every apply and every calibration run."""
+"""The use cases behind the CLI: each reads what it needs from the workspace's root, calls the pure
+core (calreport.calibration), writes the files of record, runs the after-apply hooks and re-renders.
+
+Every use case takes the command's `Workspace` (a bare `Root` opens one, hooks included), so the
+config is read once per command and the audit commit never depends on what was imported.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from calreport.commands import audit as _audit  # noqa: F401 - registers the git-commit hook on every apply
-from calreport.store import applied as apply_mod
-from calreport.store.config import DEFAULT_CONFIG_TEXT, load_config
+from calreport.calibration.auto import HarvestCounts, evaluate_auto, parse_dte_range, parse_lookback
+from calreport.calibration.live import decide_live, evaluate_live
+from calreport.calibration.smoothing import previous_smoothed
+from calreport.commands.audit import rollback as audit_rollback
+from calreport.commands.workspace import Workspace, as_workspace
+from calreport.errors import CalreportError
+from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.harvest import (
+    AppendResult,
+    Progress,
+    day_files,
+    harvest_dir_of,
+    harvest_once,
+    index_price_per_snapshot,
+    load_harvest,
+    rv_from_harvest,
+)
+from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
+from calreport.store import applied as applied_store
+from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.files import atomic_write
-from calreport.store.history import ensure_history_files
+from calreport.store.history import append_row, ensure_history_files, iter_rows_reversed
+from calreport.store.ids import new_run_id
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun
 from calreport.store.paths import Root
+from calreport.timeutil import MS_PER_DAY, utc_now
+
+Where = Workspace | Root
 
 
-def rerender(root: Root) -> None:
+def rerender(where: Where) -> None:
     """The one place that regenerates site/ after a write."""
-    from calreport.report import render_site
-
-    render_site(root)
+    as_workspace(where).rerender()
 
 
-def init(root: Root) -> list[Path]:
+def init(where: Where) -> list[Path]:
     """Create a root: default config, initial applied YAML (1.0 each), empty history, a site."""
+    root = where.root if isinstance(where, Workspace) else where
     created: list[Path] = []
     root.config_dir.mkdir(parents=True, exist_ok=True)
     if not root.calibration_config.exists():
         atomic_write(root.calibration_config, DEFAULT_CONFIG_TEXT.encode("utf-8"))
         created.append(root.calibration_config)
-    cfg = load_config(root)
-    if apply_mod.init_applied(root, cfg):
+    ws = as_workspace(where)  # reads the config on first use, i.e. after it was written
+    if applied_store.init_applied(root, ws.config):
         created.append(root.applied)
     for p in (root.live_history, root.auto_history):
         if not p.exists():
             created.append(p)
     ensure_history_files(root)
-    rerender(root)
+    ws.rerender()
     return created
 
 
-def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:
-    event = apply_mod.force_apply(root, underlying, allow_unrealistic=allow_unrealistic)
-    rerender(root)
+def force_apply(where: Where, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:
+    """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render."""
+    ws = as_workspace(where)
+    event = applied_store.force_apply(ws.root, underlying, allow_unrealistic=allow_unrealistic, config=ws.config)
+    ws.applied(event)
+    ws.rerender()
     return event
 
 
+def rollback(where: Where, underlying: str, *, to: str | None = None) -> ApplyEvent:
+    """Re-apply an earlier applied run's values, audit, re-render."""
+    ws = as_workspace(where)
+    event = audit_rollback(ws.root, underlying, to=to, config=ws.config)
+    ws.applied(event)
+    ws.rerender()
+    return event
+
+
+def harvest(where: Where, underlying: str, from_file: Path | None = None, *, client: Any = None) -> AppendResult:
+    """`calreport harvest`: one snapshot appended to the harvest (no re-render: no file of record changed)."""
+    ws = as_workspace(where)
+    return harvest_once(ws.root, ws.config, underlying, from_file, client=client)
+
+
+# --------------------------------------------------------------------------- live calibration
+
+
+def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None) -> RealisedVol:
+    """RV_7d for a live run: --rv, else --prices FILE, else the harvest (an unreadable one is no RV)."""
+    if rv is not None:
+        return manual_rv(rv)
+    if prices is not None:
+        return rv_from_chart_file(prices, now_ms)
+    try:
+        return rv_from_harvest(root, underlying, now_ms)
+    except CalreportError as exc:
+        return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
+
+
+def run_live_calibration(
+    where: Where,
+    underlying: str,
+    snapshot: Path,
+    *,
+    prices: Path | None = None,
+    rv: float | None = None,
+) -> LiveRun:
+    """One live run: detail file, history row, then (under the apply lock) the policy and the apply.
+
+    The decision is taken inside the apply transaction against the values on disk, so two
+    calibrations at once cannot both pass the max-step rule against the same stale values. The
+    row is appended before its apply event, both while the lock is held.
+    """
+    ws = as_workspace(where)
+    root, cfg = ws.root, ws.config
+    name = cfg.check_underlying(underlying)
+    rows, meta = load_snapshot(snapshot, name)
+    applied = applied_store.read_applied(root, cfg).entry(name)
+    run_id = new_run_id()
+    rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
+    previous = previous_smoothed(iter_rows_reversed(root.live_history, LiveRun), name, applied)
+    detail_path = root.run_detail(run_id)
+    evaluated = evaluate_live(
+        QuoteArrays.from_rows(rows),
+        underlying=name,
+        now_ms=meta.now_ms,
+        rv=rvi,
+        applied=applied,
+        previous=previous,
+        config=cfg,
+        run_id=run_id,
+        snapshot_file=Path(snapshot).name,
+        detail_file=str(detail_path.relative_to(root.path)),
+    )
+    atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
+    run = evaluated.run
+    if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
+        append_row(root.live_history, run)
+        return run
+    event = None
+    with applied_store.transaction(root, cfg) as tx:
+        run = decide_live(run, tx.entry(name), cfg.policy)  # against the values on disk now
+        append_row(root.live_history, run)  # the row first: the apply event follows its run
+        if run.decision == "apply" and run.smoothed is not None:
+            event = tx.write(name, run.smoothed, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+    if event is not None:
+        ws.applied(event)
+    return run
+
+
 def calibrate(
-    root: Root,
+    where: Where,
     underlying: str,
     snapshot: Path,
     *,
@@ -55,32 +166,79 @@ def calibrate(
     rv: float | None = None,
 ) -> LiveRun:
     """One live run: history row, policy decision, apply if the policy says so, re-render."""
-    from calreport.calibration.live import run_live_calibration
-
-    run = run_live_calibration(root, underlying, snapshot, prices=prices, rv=rv)
-    rerender(root)
+    ws = as_workspace(where)
+    run = run_live_calibration(ws, underlying, snapshot, prices=prices, rv=rv)
+    ws.rerender()
     return run
 
 
-def auto_calibrate(
-    root: Root,
+# --------------------------------------------------------------------------- auto-calibrate
+
+
+def run_auto_calibration(
+    where: Where,
     underlying: str,
     *,
     dte: str | None = None,
     lookback: str | None = None,
     as_of: datetime | None = None,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> AutoRun:
-    """One auto-calibrate run over the harvest: history only, never the applied multipliers."""
-    from calreport.calibration.auto import run_auto_calibration
+    """One auto-calibrate run: read the harvest, evaluate, append the row. Never applies.
 
-    run = run_auto_calibration(root, underlying, dte=dte, lookback=lookback, as_of=as_of)
-    rerender(root)
+    No data in the window is a `failed` row with a data-quality reason, never an exception; bad
+    arguments (a malformed --dte or --lookback, an unknown underlying) are one-line errors.
+    `progress(done, total, file name)` is called while the day files are read.
+    """
+    started = time.perf_counter()
+    ws = as_workspace(where)
+    root, cfg = ws.root, ws.config
+    name = cfg.check_underlying(underlying)
+    dte_range = parse_dte_range(dte or cfg.auto.dte_ranges[0])
+    lb = parse_lookback(lookback or cfg.auto.lookbacks[0])
+    end_dt = as_of or now()
+    if end_dt.tzinfo is None:  # a naive time is UTC, like every timestamp calreport writes
+        end_dt = end_dt.replace(tzinfo=UTC)
+    end_ms = int(end_dt.timestamp() * 1000)
+    start_ms = end_ms - lb[1]
+    # one read covers the window and the 7 days of index history RV needs before it
+    hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=progress)
+    idx_t, idx_p = index_price_per_snapshot(hist)
+    # schema errors: count the window's day files only (the RV pre-read is not what is judged)
+    window_files = set(day_files(harvest_dir_of(root, name), start_ms, end_ms))
+    lines, schema_errors, bad_names = (
+        sum(c[i] for p, c in hist.file_counts.items() if p in window_files) for i in range(3)
+    )
+    run = evaluate_auto(
+        hist.take(hist.harvested_at > start_ms),
+        idx_t,
+        idx_p,
+        underlying=name,
+        dte_range=dte_range,
+        lookback=lb,
+        as_of=end_dt,
+        counts=HarvestCounts(lines, schema_errors, bad_names),
+        config=cfg,
+        run_id=new_run_id(),
+        now=now,
+        started=started,
+    )
+    append_row(root.auto_history, run)
     return run
 
 
-def rollback(root: Root, underlying: str, *, to: str | None = None) -> ApplyEvent:
-    from calreport.commands.audit import rollback as do_rollback
-
-    event = do_rollback(root, underlying, to=to)
-    rerender(root)
-    return event
+def auto_calibrate(
+    where: Where,
+    underlying: str,
+    *,
+    dte: str | None = None,
+    lookback: str | None = None,
+    as_of: datetime | None = None,
+    progress: Progress | None = None,
+) -> AutoRun:
+    """One auto-calibrate run over the harvest: history only, never the applied multipliers; re-render."""
+    ws = as_workspace(where)
+    run = run_auto_calibration(ws, underlying, dte=dte, lookback=lookback, as_of=as_of, progress=progress)
+    ws.rerender()
+    return run

@@ -1,6 +1,6 @@
 """The harvest: Deribit book-summary rows appended every few minutes, read back as numpy columns.
 
-Layout (contract section 4): `data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl` (also `.jsonl.gz`), one
+Layout: `data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl` (also `.jsonl.gz`), one
 book-summary row per line plus `harvested_at` (ms). Real harvests have warts, and reading one must
 never crash on them:
 - torn or malformed lines, rows that are not objects, rows without a usable mark / IV / forward /
@@ -20,8 +20,10 @@ Public API:
     load_harvest(source, underlying, start_ms, end_ms, cache_dir=None, progress=None) -> HarvestFrame
     index_price_per_snapshot(frame) -> (ticks_ms, index proxy)    one price per snapshot
     underlying_price_series(source, underlying, end_ms, days=7) -> (hour_ticks_ms, close)
+    rv_from_harvest(root, underlying, end_ms) -> RealisedVol       RV_7d from that series
     append_snapshot(root, underlying, rows, harvested_at_ms) -> AppendResult
-    harvest_command(root, underlying, from_file=None) -> int     (`calreport harvest`)
+    harvest_once(root, config, underlying, from_file=None, client=None) -> AppendResult
+        one snapshot (a file, or fetched) appended to its day file; `calreport harvest` prints it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import zipfile
 import zlib
@@ -43,32 +44,19 @@ import numpy as np
 from filelock import Timeout
 
 from calreport.errors import CalreportError
-from calreport.market.deribit import QuoteArrays, parse_instrument_names
+from calreport.jsonio import dumps as _dumps
+from calreport.jsonio import loads as _loads
+from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot, parse_instrument_names
+from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
+from calreport.numbers import float_column, is_number
+from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.files import append_line, atomic_write
-from calreport.store.history import iter_lines_reversed
+from calreport.store.history import iter_lines_reversed, locked
 from calreport.store.paths import Root, lock_path
-
-try:  # the `fast` extra: ~3x faster JSON parsing
-    import orjson as _orjson
-
-    def _loads(data: bytes) -> Any:
-        return _orjson.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return _orjson.dumps(obj)
-
-except ImportError:  # pragma: no cover - exercised when orjson is absent
-
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-
+from calreport.timeutil import MS_PER_DAY
 
 FORMAT_VERSION = 1
 MAX_TIMESTAMP_MS = 10_000_000_000_000  # year 2286: anything later is not a harvest time
-MS_PER_DAY = 86_400_000
 DAY_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 # Float columns of the frame (coin prices; mark_iv as a FRACTION, converted once here).
@@ -209,25 +197,10 @@ def _parse_objects(lines: list[bytes]) -> tuple[list[Any], int]:
     return out, bad
 
 
-_NUMERIC_OR_NULL = {float, int, type(None)}
-
-
 def _float_column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    """A float column: missing / null -> NaN; strings, bools, lists -> NaN (a schema error upstream)."""
-    values = [r.get(key) for r in rows]
-    if set(map(type, values)) <= _NUMERIC_OR_NULL:  # np.array would also accept "1.5" and True
-        try:
-            return np.array(values, dtype=np.float64)
-        except OverflowError:  # an integer beyond float range: fall through, it becomes NaN
-            pass
-    out = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        if type(v) is float or type(v) is int:
-            try:
-                out[i] = float(v)
-            except OverflowError:
-                pass
-    return out
+    """A float column (numbers.float_column): missing / null -> NaN; a string, bool or list is never
+    a number and becomes NaN too, so a row missing a required number is a schema error below."""
+    return float_column(rows, key)[0]
 
 
 def parse_day_bytes(data: bytes, underlying: str) -> DayColumns:
@@ -550,10 +523,14 @@ def underlying_price_series(
     """
     start = int(end_ms - days * MS_PER_DAY)
     frame = load_harvest(source, underlying, start, int(end_ms), cache_dir=cache_dir)
-    from calreport.market.rv import to_hourly
-
     t, p = index_price_per_snapshot(frame)
     return to_hourly(t, p)
+
+
+def rv_from_harvest(root: Root, underlying: str, end_ms: int) -> RealisedVol:
+    """RV_7d from the harvest's index proxy (nearest-expiry forward per snapshot, hourly closes)."""
+    ticks, close = underlying_price_series(root, underlying, end_ms, days=WINDOW_DAYS)
+    return realised_vol(ticks, close, end_ms, source="harvest")
 
 
 # --------------------------------------------------------------------------- appending
@@ -579,8 +556,7 @@ def _last_harvested_at(path: Path) -> int | None:
         except ValueError:
             return None  # torn last line: let the append go ahead (it starts on a fresh line)
         ts = v.get("harvested_at") if isinstance(v, dict) else None
-        return int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
-    return None
+        return int(ts) if is_number(ts) else None
     return None
 
 
@@ -606,8 +582,6 @@ def append_snapshot(
     data = encode_rows(rows, harvested_at_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from calreport.store.history import locked
-
         with locked(path):
             if _last_harvested_at(path) == int(harvested_at_ms):
                 return AppendResult(path, 0, int(harvested_at_ms), skipped_duplicate=True)
@@ -618,34 +592,26 @@ def append_snapshot(
     return AppendResult(path, len(rows), int(harvested_at_ms))
 
 
-def harvest_command(root: Root, underlying: str, from_file: Path | None = None, *, client: Any = None) -> int:
-    """`calreport harvest`: append one snapshot (from a file, or fetched from Deribit) to today's file.
+def harvest_once(
+    root: Root, config: CalibrationConfig, underlying: str, from_file: Path | None = None, *, client: Any = None
+) -> AppendResult:
+    """One snapshot (from a file, or fetched from Deribit) appended to its day file.
 
     The snapshot's own time (max creation_timestamp) is its harvested_at and picks the day file,
     so a replayed file lands where it belongs in the history, not at the wall-clock time.
     """
-    from calreport.market.deribit import DeribitClient, load_snapshot
-    from calreport.store.config import load_config
-    from calreport.store.models import iso_utc
-
-    cfg = load_config(root)
-    name = cfg.check_underlying(underlying)
+    name = config.check_underlying(underlying)
     if from_file is not None:
         rows, meta = load_snapshot(Path(from_file), name)
     else:
         rows, meta = (client or DeribitClient()).book_summary(name)
-    res = append_snapshot(root, name, rows, meta.now_ms)
-    when = iso_utc(_utc_date(meta.now_ms))
-    rel = _display(res.path, root)
-    if res.skipped_duplicate:
-        print(f"{name}: snapshot of {when} already harvested in {rel}; nothing appended")
-    else:
-        print(f"{name}: harvested {res.rows} quotes of {when} -> {rel}")
+    return append_snapshot(root, name, rows, meta.now_ms)
+
+
+def harvest_command(root: Root, underlying: str, from_file: Path | None = None, *, client: Any = None) -> int:
+    """Deprecated: kept only for calreport/commands/demo.py until it calls commands.usecases.harvest.
+
+    Appends like `calreport harvest` but prints nothing (the CLI prints; this module never does).
+    """
+    harvest_once(root, load_config(root), underlying, from_file, client=client)
     return 0
-
-
-def _display(path: Path, root: Root) -> str:
-    try:
-        return str(path.relative_to(root.path))
-    except ValueError:
-        return str(path)

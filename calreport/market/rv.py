@@ -11,7 +11,9 @@ the count, never a silent constant; the caller decides whether that degrades or 
 Public API:
     realised_vol(ticks_ms, close, end_ms, days=7, source="chart") -> RealisedVol
     rv_from_chart_file(path, end_ms) -> RealisedVol         (--prices FILE)
-    rv_from_harvest(root, underlying, end_ms) -> RealisedVol (the harvest's underlying_price series)
+    manual_rv(value) -> RealisedVol                          (--rv X, checked)
+The harvest's own series is harvest.rv_from_harvest (the harvest builds on this module, not the
+other way round).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from calreport.errors import CalreportError
 from calreport.market.deribit import load_chart_data
+from calreport.timeutil import HOURS_PER_YEAR, MS_PER_DAY, MS_PER_HOUR
 
-MS_PER_HOUR = 3_600_000
-HOURS_PER_YEAR = 24 * 365
 WINDOW_DAYS = 7.0
+FULL_WEEK_RETURNS = int(WINDOW_DAYS * 24)  # hourly returns in a complete window
 MIN_RETURNS = 2  # below this there is no standard deviation at all
+MAX_MANUAL_RV = 10.0
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,6 @@ class RealisedVol:
     source: str  # "chart:<file>", "harvest", "manual"
     start_ms: int | None = None  # first hourly close used
     end_ms: int | None = None  # last hourly close used
-
-    @property
-    def full_window(self) -> int:
-        return int(WINDOW_DAYS * 24)
 
 
 def to_hourly(ticks_ms: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def realised_vol(
 ) -> RealisedVol:
     """Annualised RV from the hourly closes within [end_ms - days, end_ms]."""
     hours, c = to_hourly(ticks_ms, close)
-    keep = (hours >= end_ms - days * 86_400_000) & (hours <= end_ms)
+    keep = (hours >= end_ms - days * MS_PER_DAY) & (hours <= end_ms)
     hours, c = hours[keep], c[keep]
     if hours.size < 2:
         return RealisedVol(None, 0, source)
@@ -88,9 +88,8 @@ def rv_from_chart_file(path: Path, end_ms: int) -> RealisedVol:
     return realised_vol(ticks, close, end_ms, source=f"chart:{Path(path).name}")
 
 
-def rv_from_harvest(root: object, underlying: str, end_ms: int) -> RealisedVol:
-    """The harvest's underlying_price series (nearest-expiry forward per snapshot, hourly closes)."""
-    from calreport.market.harvest import underlying_price_series
-
-    ticks, close = underlying_price_series(root, underlying, end_ms, days=WINDOW_DAYS)  # type: ignore[arg-type]
-    return realised_vol(ticks, close, end_ms, source="harvest")
+def manual_rv(value: float) -> RealisedVol:
+    """`--rv X`: an annualised vol given as a fraction, checked, with source "manual"."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < MAX_MANUAL_RV):
+        raise CalreportError(f"--rv must be an annualised vol as a fraction in (0, 10), e.g. 0.43; got {value!r}")
+    return RealisedVol(float(value), 0, "manual")

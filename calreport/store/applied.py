@@ -1,15 +1,18 @@
-"""The only writer of config/applied_multipliers.yaml.
+"""config/applied_multipliers.yaml: its strict reader and its only writer.
 
-Every write is one transaction under the file's lock: read and validate the current file, write
-the new one by atomic replace, append the apply event to history/live_calibration.jsonl. If the
-event cannot be written the old file is restored, so the YAML and the last apply event agree.
+Every write is one transaction under the file's lock (`transaction`): read and validate the
+current file, let the caller decide against *those* values, write the new file by atomic replace,
+append the apply event to history/live_calibration.jsonl. If the event cannot be written the old
+file is restored, so the YAML and the last apply event agree. What happens after an apply (the
+git audit commit, the re-render) is the command's business: nothing here runs hooks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable
 
 from filelock import Timeout
 from pydantic import ValidationError
@@ -40,12 +43,9 @@ FORCED_REASON = "Forced by user"
 HEADER = (
     "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
     "# (sigma = RV_7d x multiplier; a band's multiplier when present, else global).\n"
-    "# Written only by calreport (calreport/apply.py) via `calreport calibrate`,\n"
+    "# Written only by calreport (calreport/store/applied.py) via `calreport calibrate`,\n"
     "# `calreport force-apply` or `calreport rollback`; the engine hot-reloads it.\n"
 )
-
-# Called after a successful apply with (root, event); the audit trail (git commit) hooks in here.
-after_apply_hooks: list[Callable[[Root, ApplyEvent], None]] = []
 
 
 def read_applied(root: Root, config: CalibrationConfig | None = None) -> AppliedDocument:
@@ -114,6 +114,71 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
     return Multipliers(global_=values.global_, bands=bands).rounded(4)
 
 
+class ApplyTransaction:
+    """The applied file as read under its lock, and the one way to replace it in that transaction."""
+
+    def __init__(self, root: Root, config: CalibrationConfig, document: AppliedDocument, now: datetime | None) -> None:
+        self.root = root
+        self.config = config
+        self.document = document
+        self._now = now
+        self.events: list[ApplyEvent] = []
+
+    def entry(self, underlying: str) -> AppliedEntry:
+        """The values on disk for `underlying` (1.0 when never applied), read under the lock."""
+        return self.document.entry(underlying)
+
+    def write(
+        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str
+    ) -> ApplyEvent:
+        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither."""
+        underlying = self.config.check_underlying(underlying)
+        new = _checked_values(values, self.config)
+        ts = iso_utc(self._now or utc_now())
+        previous = self.entry(underlying)
+        entry = AppliedEntry(
+            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
+        )
+        updated = self.document.model_copy(update={"underlyings": {**self.document.underlyings, underlying: entry}})
+        event = ApplyEvent(
+            schema_version=1,
+            run_id=run_id,
+            ts=ts,
+            underlying=underlying,
+            previous=previous.multipliers(),
+            applied=entry.multipliers(),
+            source=source,
+            reason=reason,
+            previous_run_id=previous.run_id,
+        )
+        _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
+        self.document = updated
+        self.events.append(event)
+        return event
+
+
+@contextmanager
+def transaction(root: Root, config: CalibrationConfig, *, now: datetime | None = None) -> Iterator[ApplyTransaction]:
+    """Hold the applied file's lock; yield its validated contents to decide on, and the writer.
+
+    Whatever the caller decides inside the block is decided against the values on disk: no other
+    apply can change them until the block ends. A hand-broken file stops here and is never
+    overwritten; an apply event a killed writer did not get to append is recorded first.
+    """
+    path = root.applied
+    lock = locked(path)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
+    try:
+        doc = read_applied(root, config)
+        _recover_lost_events(root, doc)
+        yield ApplyTransaction(root, config, doc, now)
+    finally:
+        lock.release()
+
+
 def apply_values(
     root: Root,
     underlying: str,
@@ -123,39 +188,14 @@ def apply_values(
     run_id: str | None,
     reason: str,
     now: datetime | None = None,
+    config: CalibrationConfig | None = None,
 ) -> ApplyEvent:
-    """Make `values` the engine's multipliers for `underlying`: YAML + apply event, one transaction."""
-    cfg = load_config(root)
+    """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
+    cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
-    new = _checked_values(values, cfg)
-    ts = iso_utc(now or utc_now())
-    path = root.applied
-    try:
-        with locked(path):
-            doc = read_applied(root, cfg)  # a hand-broken file stops here; it is never overwritten
-            _recover_lost_events(root, doc)
-            previous = doc.entry(underlying)
-            entry = AppliedEntry(
-                global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
-            )
-            updated = doc.model_copy(update={"underlyings": {**doc.underlyings, underlying: entry}})
-            event = ApplyEvent(
-                schema_version=1,
-                run_id=run_id,
-                ts=ts,
-                underlying=underlying,
-                previous=previous.multipliers(),
-                applied=entry.multipliers(),
-                source=source,
-                reason=reason,
-                previous_run_id=previous.run_id,
-            )
-            _write_with_event(root, format_applied(updated).encode("utf-8"), event)
-    except Timeout:
-        raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
-    for hook in after_apply_hooks:
-        hook(root, event)
-    return event
+    _checked_values(values, cfg)  # refuse bad values before taking the lock
+    with transaction(root, cfg, now=now) as tx:
+        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason)
 
 
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
@@ -241,9 +281,11 @@ def _write_with_event(root: Root, new_bytes: bytes, event: ApplyEvent) -> None:
                 pass
 
 
-def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:
+def force_apply(
+    root: Root, underlying: str, *, allow_unrealistic: bool = False, config: CalibrationConfig | None = None
+) -> ApplyEvent:
     """Apply the smoothed multipliers of the latest *live* run (auto runs are never candidates)."""
-    cfg = load_config(root)
+    cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
     run = latest_live_run(root, underlying)
     if run is None:
@@ -258,7 +300,7 @@ def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False)
             "pass --allow-unrealistic to apply it anyway"
         )
     return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON, config=cfg
     )
 
 

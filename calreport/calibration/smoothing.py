@@ -1,0 +1,61 @@
+"""EWMA smoothing of the recommended multipliers, and which earlier run it continues from.
+
+The EWMA continues from the previous live run's *smoothed* values (same underlying, usable
+quotes, realism not failed), else from the applied values. A run that failed realism (e.g. marks
+in USD pinning the fit at a bound) never feeds the EWMA, so one bad snapshot cannot drag the next
+healthy runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from calreport.store.models import AppliedEntry, LiveRun, Multipliers
+
+APPLIED_SOURCE = "applied"
+
+
+def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
+    """Can `run` be the EWMA's previous value for `underlying`?"""
+    return (
+        run.underlying == underlying
+        and run.is_live
+        and run.status != "failed"
+        and run.smoothed is not None
+        and run.smoothed.global_ is not None
+        and (run.samples or 0) > 0
+    )
+
+
+def previous_smoothed(
+    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry
+) -> tuple[Multipliers, str]:
+    """(values, "run <id>" or "applied"): the first run that seeds the EWMA, else the applied values.
+
+    Takes the runs newest first and stops at the first match, so a lazy reader of a long history
+    reads only its tail.
+    """
+    for run in runs_newest_first:
+        if seeds_smoothing(run, underlying) and run.smoothed is not None:
+            return run.smoothed, f"run {run.run_id}"
+    return applied.multipliers(), APPLIED_SOURCE
+
+
+def ewma(recommended: Multipliers, previous: Multipliers, alpha: float, band_names: list[str]) -> Multipliers:
+    """alpha x recommended + (1 - alpha) x previous, for global and each band.
+
+    A band recommended now starts from its previous smoothed value, else from the previous
+    global; a band not recommended now keeps its previous smoothed value (a thin run does not
+    wipe a band out).
+    """
+    if recommended.global_ is None or previous.global_ is None:
+        raise ValueError("ewma needs a global multiplier on both sides")
+    g = alpha * recommended.global_ + (1 - alpha) * previous.global_
+    bands: dict[str, float] = {}
+    for label in band_names:
+        if label in recommended.bands:
+            prev = previous.bands.get(label, previous.global_)
+            bands[label] = alpha * recommended.bands[label] + (1 - alpha) * prev
+        elif label in previous.bands:
+            bands[label] = previous.bands[label]
+    return Multipliers(global_=g, bands=bands).rounded(4)

@@ -1,0 +1,99 @@
+"""One workspace per command: the root, its config read once, and what runs after a write.
+
+The CLI opens one `Workspace` and passes it to the use cases, so a command reads
+config/calibration.yaml at most once (on first use: `doctor`, `render` and `watch` must still run
+when that file is broken, and report it themselves). What happens after an apply (the git audit
+commit when `git_commit: true`) and after any write (the dashboard re-render) are explicit hooks
+of the workspace, never side effects of importing a module: calling a use case with a workspace
+is all it takes to get the audit commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+from calreport.commands.audit import GitAudit
+from calreport.report import render_site
+from calreport.store.config import CalibrationConfig, load_config
+from calreport.store.models import ApplyEvent
+from calreport.store.paths import Root
+
+AfterApply = Callable[[ApplyEvent], None]
+Renderer = Callable[[Root], object]
+Warn = Callable[[str], None]
+
+_log = logging.getLogger("calreport")
+
+
+def log_warning(message: str) -> None:
+    """Where a workspace's warnings go unless the command says otherwise (the CLI prints them)."""
+    _log.warning("%s", message)
+
+
+class Workspace:
+    """A calibration root with its config (read once, when first needed) and the hooks a command runs.
+
+    `after_apply=None` means the hooks the config asks for (default_after_apply); `renderer=None`
+    means no re-render (benchmarks, tests that time the core).
+    """
+
+    def __init__(
+        self,
+        root: Root,
+        *,
+        config: CalibrationConfig | None = None,
+        after_apply: Sequence[AfterApply] | None = None,
+        renderer: Renderer | None = render_site,
+        warn: Warn = log_warning,
+    ) -> None:
+        self.root = root
+        self.renderer = renderer
+        self.warn = warn
+        if config is not None:
+            self.__dict__["config"] = config
+        if after_apply is not None:
+            self.__dict__["after_apply"] = tuple(after_apply)
+
+    @classmethod
+    def open(
+        cls,
+        root: Root | str | Path,
+        *,
+        after_apply: Sequence[AfterApply] | None = None,
+        renderer: Renderer | None = render_site,
+        warn: Warn = log_warning,
+    ) -> Workspace:
+        root = root if isinstance(root, Root) else Root.resolve(root)
+        return cls(root, after_apply=after_apply, renderer=renderer, warn=warn)
+
+    @cached_property
+    def config(self) -> CalibrationConfig:
+        """config/calibration.yaml, read and validated once for the whole command."""
+        return load_config(self.root)
+
+    @cached_property
+    def after_apply(self) -> tuple[AfterApply, ...]:
+        return default_after_apply(self.root, self.config, self.warn)
+
+    def applied(self, event: ApplyEvent) -> None:
+        """Run the after-apply hooks for an apply that just happened."""
+        for hook in self.after_apply:
+            hook(event)
+
+    def rerender(self) -> None:
+        """Regenerate site/ after a write (nothing when the workspace has no renderer)."""
+        if self.renderer is not None:
+            self.renderer(self.root)
+
+
+def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tuple[AfterApply, ...]:
+    """The hooks the config asks for: the git audit commit when `git_commit: true`."""
+    return (GitAudit(root, config, warn),) if config.git_commit else ()
+
+
+def as_workspace(where: Workspace | Root) -> Workspace:
+    """A use case called with a bare Root (demo, tests) opens its own workspace, hooks included."""
+    return where if isinstance(where, Workspace) else Workspace.open(where)
