@@ -1,7 +1,7 @@
 """Apply latency (lock + validate + YAML atomic write + fsync + history append), with and without
 the dashboard re-render, and apply-to-engine latency through calreport.engine's hot reload.
 
-Baseline: the I/O floor of an apply, the same YAML bytes written by fsutil.atomic_write plus one
+Baseline: the I/O floor of an apply, the same YAML bytes written by store.files.atomic_write plus one
 fsynced history line, with no lock, no validation and no parsing (two fsyncs are the bulk of it).
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmarks import Figure, median, percentile
 from calreport.commands import usecases as actions
+from calreport.engine import AppliedMultipliersWatcher
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.files import append_line, atomic_write
 from calreport.store.history import apply_events
@@ -58,32 +59,26 @@ def run(quick: bool = False) -> list[Figure]:
             _apply(root, n + i + 1)
             actions.rerender(root)
             rendered.append(time.perf_counter() - t)
-        engine_kind = "calreport.engine not available"
-        try:
-            from calreport.engine import AppliedMultipliersWatcher
-        except ImportError:
-            AppliedMultipliersWatcher = None  # type: ignore[assignment,misc]
         paced_lat: list[float] = []
-        if AppliedMultipliersWatcher is not None:
-            with AppliedMultipliersWatcher(root) as engine:
-                engine_kind = f"observer {engine.observer_kind}"
-                for i in range(2 * n):
-                    paced = i >= n  # second half: one apply every ~PACE_S, as applies really arrive
-                    if paced:
-                        time.sleep(PACE_S)
-                    v = engine.version
-                    t = time.perf_counter()
-                    _apply(root, 2 * n + i + 1)
-                    returned = time.perf_counter()
-                    if not engine.wait_for_version(v + 1, 5.0):
-                        raise RuntimeError(f"engine did not reload within 5 s after apply {i}")
-                    seen = time.perf_counter()
-                    (paced_lat if paced else engine_lat).append(seen - t)
-                    if not paced:
-                        after_return.append(seen - returned)
-                    expected = _values(2 * n + i + 1).global_
-                    if engine.multiplier_for("BTC", 100.0) != expected:  # outside every band: global
-                        raise RuntimeError(f"engine sees {engine.multiplier_for('BTC', 100.0)}, applied {expected}")
+        with AppliedMultipliersWatcher(root) as engine:
+            engine_kind = f"observer {engine.observer_kind}"
+            for i in range(2 * n):
+                paced = i >= n  # second half: one apply every ~PACE_S, as applies really arrive
+                if paced:
+                    time.sleep(PACE_S)
+                v = engine.version
+                t = time.perf_counter()
+                _apply(root, 2 * n + i + 1)
+                returned = time.perf_counter()
+                if not engine.wait_for_version(v + 1, 5.0):
+                    raise RuntimeError(f"engine did not reload within 5 s after apply {i}")
+                seen = time.perf_counter()
+                (paced_lat if paced else engine_lat).append(seen - t)
+                if not paced:
+                    after_return.append(seen - returned)
+                expected = _values(2 * n + i + 1).global_
+                if engine.multiplier_for("BTC", 100.0) != expected:  # outside every band: global
+                    raise RuntimeError(f"engine sees {engine.multiplier_for('BTC', 100.0)}, applied {expected}")
         events = len(apply_events(root, "BTC"))
         final = read_applied(root).entry("BTC").global_
     expected_events = 1 + n + n_render + (2 * n if engine_lat else 0)

@@ -21,11 +21,13 @@ from pathlib import Path
 from benchmarks import CACHE_DIR, Figure
 from benchmarks.bench_calibrate import full_chain_market
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market import sample as sample_mod
+from calreport.market.harvest import load_harvest
 from calreport.store.paths import Root
+from calreport.timeutil import MS_PER_DAY
 
 NAME = "auto"
-MS_PER_DAY = 86_400_000
 START_MS = 1_764_547_200_000  # 2025-12-01T00:00Z
 TARGET_WARM_S = 5.0
 TARGET_RATIO = 10.0
@@ -67,9 +69,6 @@ def harvest_root(days: int) -> Path:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from calreport.calibration.auto import run_auto_calibration
-    from calreport.market.harvest import load_harvest
-
     days = 1 if quick else 14
     t = time.perf_counter()
     src = harvest_root(days)
@@ -86,12 +85,12 @@ def run(quick: bool = False) -> list[Figure]:
         root.harvest_dir("BTC").symlink_to(src / "data" / "harvest" / "BTC", target_is_directory=True)
         shutil.rmtree(root.cache_dir, ignore_errors=True)
         t = time.perf_counter()
-        cold_run = run_auto_calibration(root, "BTC", lookback=lookback, as_of=as_of)
+        cold_run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback=lookback, as_of=as_of)
         cold = time.perf_counter() - t
         warm_times = []
         for _ in range(1 if quick else 3):
             t = time.perf_counter()
-            warm_run = run_auto_calibration(root, "BTC", lookback=lookback, as_of=as_of)
+            warm_run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback=lookback, as_of=as_of)
             warm_times.append(time.perf_counter() - t)
         warm = min(warm_times)
         t = time.perf_counter()

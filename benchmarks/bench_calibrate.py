@@ -1,10 +1,10 @@
 """One live calibration of a full chain (global + per-band fits), in memory and end to end.
 
-In memory: rows already parsed -> QuoteArrays, ATM IV, filters, evaluation at the applied
-multipliers, global/band/type fits, EWMA (the steps of calibrate.run_live_calibration between
-reading the snapshot and writing the history). End to end: run_live_calibration itself, with config
-and snapshot reads, RV from a chart file, detail file, history append and, when the policy says so,
-the apply. Baseline: the same fits by the same grid + Brent search, pricing one option at a time in
+In memory: rows already parsed -> the pure core, calibration.live.evaluate_live (QuoteArrays,
+ATM IV, filters, evaluation at the applied multipliers, global/band/type fits, EWMA, realism, the
+policy, the quote-level detail). End to end: the use case commands.usecases.run_live_calibration,
+with its workspace (config read once), snapshot read, RV from a chart file, detail file, history
+append and, when the policy says so, the apply (no re-render). Baseline: the same fits by the same grid + Brent search, pricing one option at a time in
 pure Python (what a straightforward implementation costs).
 """
 
@@ -22,13 +22,18 @@ from scipy.optimize import minimize_scalar
 
 from benchmarks import Figure, best_time
 from benchmarks.bench_pricing import loop_price
-from calreport.calibration import live as cal
-from calreport.calibration.pricing import year_fraction
+from calreport.calibration.bands import band_index
+from calreport.calibration.fit import GRID_POINTS, market_iv, vega_weights
+from calreport.calibration.live import LiveEvaluation, evaluate_live
+from calreport.calibration.select import Selection, select_quotes
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.rv import RealisedVol
 from calreport.market.sample import SampleMarket, write_json
 from calreport.store.applied import read_applied
-from calreport.store.config import load_config
+from calreport.store.config import CalibrationConfig, load_config
+from calreport.store.models import AppliedEntry
 from calreport.store.paths import Root
 
 NAME = "calibrate"
@@ -48,34 +53,22 @@ def full_chain_market(now_ms: int, n_options: int = FULL_CHAIN, start_ms: int | 
     return SampleMarket("BTC", start, end, strikes_per_expiry=per)
 
 
-def in_memory_run(rows: list[dict[str, Any]], now_ms: int, rv: float, root: Root) -> Any:
-    """run_live_calibration's computation, without its file I/O (config and applied read once, outside)."""
-    cfg = load_config(root)
-    applied = read_applied(root, cfg).entry("BTC")
-    q = QuoteArrays.from_rows(rows)
-    all_T = year_fraction(q.expiry_ms, now_ms)
-    cal.atm_iv_7d(q.take(q.valid_name), all_T[q.valid_name], cfg.filters.min_dte)
-    sel = cal.select_quotes(q, now_ms, cfg.filters, "BTC")
-    return sel, cfg, applied
+def in_memory_run(rows: list[dict[str, Any]], now_ms: int, rv: float, cfg: CalibrationConfig, applied: AppliedEntry) -> LiveEvaluation:
+    """The pure core on parsed rows: the whole run and its detail, no file I/O."""
+    return evaluate_live(
+        QuoteArrays.from_rows(rows), underlying="BTC", now_ms=now_ms, rv=RealisedVol(rv, 0, "manual"),
+        applied=applied, previous=(applied.multipliers(), "applied"), config=cfg, run_id="bench",
+        snapshot_file="snapshot.json", detail_file="history/runs/bench.json",
+    )
 
 
-def _compute(sel: cal.Selection, rv: float, applied: Any, cfg: Any) -> Any:
-    from calreport.store.models import LiveRun
-
-    run = LiveRun(schema_version=1, run_id="bench", ts="2025-12-11T19:36:00Z", underlying="BTC", source="live")
-    ev = cal._evaluate(sel, rv, applied, cfg)
-    cal._fill_metrics(run, ev, rv, cfg)
-    cal.ewma(run.recommended, applied.multipliers(), cfg.smoothing.alpha, cfg.band_names())
-    return run
-
-
-def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
+def loop_fits(sel: Selection, rv: float, cfg: Any) -> list[float]:
     """Baseline: the same fits (global, each band, calls, puts) by the same search as fit_multiplier
     (the same geometric grid, then bounded Brent around the best point), but pricing one option at
     a time in pure Python."""
     q = sel.quotes
-    w_all = cal.vega_weights(q.underlying_price, q.strike, sel.T, cal.market_iv(q, sel.T), rv)
-    band = cal.band_index(sel.dte, cfg.bands)
+    w_all = vega_weights(q.underlying_price, q.strike, sel.T, market_iv(q, sel.T), rv)
+    band = band_index(sel.dte, cfg.bands)
     groups = [np.ones(sel.n, dtype=bool)] + [band == i for i in range(len(cfg.bands))] + [q.is_call, ~q.is_call]
     lo, hi = cfg.fit.min_mult, cfg.fit.max_mult
     out = []
@@ -89,7 +82,7 @@ def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
             syn = loop_price(F, K, T, [rv * m] * len(F), c)
             return sum(abs(s - p) / p * wi for s, p, wi in zip(syn, mark, w)) / wsum * 100.0
 
-        grid = np.geomspace(lo, hi, cal._GRID_POINTS)  # the same grid as fit_multiplier
+        grid = np.geomspace(lo, hi, GRID_POINTS)  # the same grid as fit_multiplier
         values = [objective(float(m)) for m in grid]
         i = int(np.argmin(values))
         a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
@@ -99,18 +92,17 @@ def loop_fits(sel: cal.Selection, rv: float, cfg: Any) -> list[float]:
 
 def _measure(label: str, root: Root, snapshot: Path, *, prices: Path | None, rv: float, runs: int) -> list[Figure]:
     rows, meta = load_snapshot(snapshot, "BTC")
-    sel, cfg, applied = in_memory_run(rows, meta.now_ms, rv, root)
+    cfg = load_config(root)  # read once, outside the timing, like a command's workspace
+    applied = read_applied(root, cfg).entry("BTC")
+    sel = select_quotes(QuoteArrays.from_rows(rows), meta.now_ms, cfg.filters, "BTC")
 
-    def memory() -> None:
-        s, c, a = in_memory_run(rows, meta.now_ms, rv, root)
-        _compute(s, rv, a, c)
-
-    mem_s = best_time(memory, repeat=max(5, runs // 2))
+    mem_s = best_time(lambda: in_memory_run(rows, meta.now_ms, rv, cfg, applied), repeat=max(5, runs // 2))
     base_s = best_time(lambda: loop_fits(sel, rv, cfg), repeat=1 if runs < 10 else 2)
     whole = []
     for _ in range(runs):
         t = time.perf_counter()
-        run = cal.run_live_calibration(root, "BTC", snapshot, prices=prices, rv=None if prices else rv)
+        ws = Workspace.open(root, renderer=None)  # a command's workspace: config read once per run
+        run = actions.run_live_calibration(ws, "BTC", snapshot, prices=prices, rv=None if prices else rv)
         whole.append(time.perf_counter() - t)
     whole_med = statistics.median(whole)
     note = (f"{len(rows)} quotes, {sel.n} after filters; last run: status {run.status}, decision {run.decision}, "

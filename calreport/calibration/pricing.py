@@ -28,8 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erfcx, ndtr
 
-DAYS_PER_YEAR = 365.0
-MS_PER_YEAR = DAYS_PER_YEAR * 86_400_000.0
+from calreport.timeutil import MS_PER_YEAR
 _SQRT2 = np.sqrt(2.0)
 _SQRT2PI = np.sqrt(2.0 * np.pi)
 _MAX_ITER = 40
