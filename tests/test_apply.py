@@ -257,3 +257,70 @@ def test_force_apply_takes_the_newest_whole_live_run_when_the_last_line_is_torn(
         fh.write(b'{"type":"live_run","underlying":"BTC","run_id":"torn","smoothed":{"glo')
     event = force_apply(root, "BTC")
     assert event.run_id == newest.run_id and read_applied(root).entry("BTC").global_ == 1.0833
+
+
+
+OPEN_COUNTER = r"""
+import os, sys
+from pathlib import Path
+from calreport.commands import workspace
+from calreport.commands.cli import main
+root = Path(sys.argv[1]).resolve()
+watched = {str(root / "config" / "calibration.yaml"): "config", str(root / "config" / "applied_multipliers.yaml"): "applied"}
+counts = {"config": 0, "applied": 0, "render config": 0, "render applied": 0}
+rendering = []
+def hook(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        name = watched.get(os.path.abspath(os.fsdecode(args[0])))
+        if name:
+            counts[("render " if rendering else "") + name] += 1
+real_render = workspace.render_site
+def render_site(r):
+    rendering.append(1)
+    try:
+        real_render(r)
+    finally:
+        rendering.pop()
+workspace.render_site = render_site
+sys.addaudithook(hook)
+code = main(["--root", str(root), *sys.argv[2:]])
+print(code, *counts.values())
+"""
+
+
+def _opens(root, *args: str) -> dict[str, int]:
+    """Opens of config/calibration.yaml and the applied YAML by one CLI command in a fresh interpreter,
+    by the command itself and by its re-render."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", OPEN_COUNTER, str(root.path), *args], capture_output=True, text=True,
+                         timeout=120, check=True)
+    values = [int(x) for x in out.stdout.split()[-5:]]
+    return dict(zip(["exit", "config", "applied", "render config", "render applied"], values))
+
+
+def test_the_open_counter_sees_every_read(root):
+    """The counter can fail: `status` reads both files, `render` reads them inside the re-render."""
+    assert _opens(root, "status") == {"exit": 0, "config": 1, "applied": 1, "render config": 0, "render applied": 0}
+    rendered = _opens(root, "render")
+    assert rendered["render config"] >= 1 and rendered["render applied"] >= 1
+
+
+def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_once_before_the_re_render(root):
+    add_live_run(root, smoothed=1.0833)
+    n = _opens(root, "force-apply", "--underlying", "BTC")
+    assert n["exit"] == 0 and read_applied(root).entry("BTC").global_ == 1.0833
+    assert (n["config"], n["applied"]) == (1, 1)  # the workspace, and the apply transaction under its lock
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the re-render reads config/calibration.yaml again: report.render_site(root) must accept the "
+    "workspace's config (engineer B's render.py); the command itself reads it once (test above)",
+)
+def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_at_most_twice(root):
+    add_live_run(root, smoothed=1.0833)
+    n = _opens(root, "force-apply", "--underlying", "BTC")
+    assert n["exit"] == 0
+    assert n["config"] + n["render config"] == 1 and n["applied"] + n["render applied"] <= 2

@@ -167,3 +167,31 @@ def test_commit_message_shape():
         reason="Forced by user",
     )
     assert commit_message(ev) == "calreport: BTC global 1.0000 -> 1.0833 (Forced by user, run R1)"
+
+
+def test_the_live_calibration_use_case_alone_commits_its_policy_apply(git_root, tmp_path):
+    """No CLI, no import of audit by the caller: the workspace the use case opens carries the hook."""
+    from test_calibrate import synth_rows, write_snapshot
+
+    from calreport.commands.usecases import run_live_calibration
+
+    snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.3))
+    run = run_live_calibration(git_root, "BTC", snap, rv=0.45)
+    assert run.decision == "apply", run.decision_reason
+    (event,) = apply_events(git_root, "BTC")
+    assert event.run_id == run.run_id
+    assert git(git_root, "log", "-1", "--format=%s").strip() == commit_message(event)
+    assert f"global 1.0000 -> {run.smoothed.global_:.4f}" in commit_message(event)
+    assert git(git_root, "status", "--porcelain", "config/applied_multipliers.yaml") == ""
+
+
+def test_after_apply_hooks_are_exactly_the_ones_the_workspace_passes(git_root):
+    from calreport.commands.workspace import Workspace
+
+    add_live_run(git_root, smoothed=1.0833)
+    seen = []
+    ws = Workspace.open(git_root, after_apply=[seen.append], renderer=None)
+    ev = actions.force_apply(ws, "BTC")
+    assert seen == [ev]
+    assert git(git_root, "log", "-1", "--format=%s").strip() == "initial"  # the git hook was not passed
+    assert [type(h).__name__ for h in Workspace.open(git_root).after_apply] == ["GitAudit"]  # git_commit: true

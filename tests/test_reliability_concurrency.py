@@ -117,3 +117,65 @@ def test_force_apply_never_picks_an_auto_run(root):
     append_row(root.auto_history, AutoRun(schema_version=1, run_id="auto-1", underlying="BTC", multiplier=1.3, status="ok"))
     with pytest.raises(RefusedError):
         force_apply(root, "BTC")
+
+
+# --------------------------------------------------------------------------- two live calibrations at once
+
+
+def test_two_concurrent_calibrations_cannot_both_pass_the_step_rule_against_stale_values(tmp_path, monkeypatch):
+    """Both runs are evaluated against the applied 1.0 before either applies (a barrier holds them at
+    the door of the apply transaction). Against 1.0 each step is allowed (+24 % and -10 %), but from
+    whichever value lands first the other is a step of 27 % or 38 %: the policy, deciding against the
+    values read under the lock, must hold the second run."""
+    import threading
+
+    from test_calibrate import synth_rows, write_snapshot
+
+    from calreport.commands import usecases
+    from calreport.commands.workspace import Workspace
+    from calreport.store import applied as applied_store
+    from calreport.store.history import apply_events, live_runs
+
+    root = Root(tmp_path / "root")
+    usecases.init(root)
+    # smoothed = 0.3 x recommended + 0.7 x 1.0: 1.8 -> 1.24 (+24 %), 0.6667 -> 0.90 (-10 %)
+    snaps = {m: write_snapshot(tmp_path / f"s{m}.json", synth_rows(rv=0.45, multiplier=m)) for m in (1.8, 0.6667)}
+    barrier = threading.Barrier(2, timeout=30)
+    real_transaction = applied_store.transaction
+
+    def transaction_after_both_evaluated(*args, **kwargs):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return real_transaction(*args, **kwargs)
+
+    monkeypatch.setattr(applied_store, "transaction", transaction_after_both_evaluated)
+    runs, errors = {}, []
+
+    def calibrate(m: float) -> None:
+        try:
+            runs[m] = usecases.run_live_calibration(Workspace.open(root, renderer=None), "BTC", snaps[m], rv=0.45)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=calibrate, args=(m,)) for m in snaps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(r.smoothed.global_ for r in runs.values()) == [0.9, 1.24]
+    assert all(r.smoothed_from == "applied" and r.multiplier_tested == 1.0 for r in runs.values())  # both saw 1.0
+
+    events = apply_events(root, "BTC")
+    assert len(events) == 1, [e.reason for e in events]
+    (applied_run,) = [r for r in runs.values() if r.decision == "apply"]
+    (held,) = [r for r in runs.values() if r.decision == "hold"]
+    assert events[0].run_id == applied_run.run_id and events[0].previous.global_ == 1.0
+    assert held.decision_reason.startswith(f"Step too large (global d=") and f"of {applied_run.smoothed.global_:.4f})" in held.decision_reason
+    max_step = applied_store.load_config(root).policy.max_rel_step
+    for e in events:  # every value the engine ever moved to was one allowed step from the one before
+        assert abs(e.applied.global_ - e.previous.global_) / e.previous.global_ <= max_step + 1e-12
+    assert read_applied(root).entry("BTC").global_ == applied_run.smoothed.global_
+    # the rows on disk carry the decisions taken under the lock, each row before its apply event
+    assert {r.run_id: r.decision for r in live_runs(root, "BTC")} == {r.run_id: r.decision for r in runs.values()}
+    kinds = [(row.type, row.run_id) for row in read_history(root.live_history).rows]
+    assert kinds.index(("live_run", applied_run.run_id)) < kinds.index(("apply", applied_run.run_id))

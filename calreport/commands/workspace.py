@@ -28,6 +28,11 @@ Warn = Callable[[str], None]
 _log = logging.getLogger("calreport")
 
 
+def render_dashboard(root: Root) -> None:
+    """The default re-render: site/ from the files of record (calreport.report)."""
+    render_site(root)
+
+
 def log_warning(message: str) -> None:
     """Where a workspace's warnings go unless the command says otherwise (the CLI prints them)."""
     _log.warning("%s", message)
@@ -46,7 +51,7 @@ class Workspace:
         *,
         config: CalibrationConfig | None = None,
         after_apply: Sequence[AfterApply] | None = None,
-        renderer: Renderer | None = render_site,
+        renderer: Renderer | None = render_dashboard,
         warn: Warn = log_warning,
     ) -> None:
         self.root = root
@@ -63,7 +68,7 @@ class Workspace:
         root: Root | str | Path,
         *,
         after_apply: Sequence[AfterApply] | None = None,
-        renderer: Renderer | None = render_site,
+        renderer: Renderer | None = render_dashboard,
         warn: Warn = log_warning,
     ) -> Workspace:
         root = root if isinstance(root, Root) else Root.resolve(root)
