@@ -27,6 +27,7 @@ Loading the harvest and appending the row is the use case's job
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import time
@@ -349,7 +350,5 @@ def __getattr__(name: str) -> object:
     imports it from calreport.commands.usecases (tests/test_architecture.py names this exemption).
     """
     if name in _MOVED:
-        import importlib
-
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
