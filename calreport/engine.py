@@ -249,7 +249,7 @@ class AppliedMultipliersWatcher:
             self.observer_kind = "none"
             return
         names = {self.root.applied.name, self.root.calibration_config.name}
-        temp_prefix = f".{self.root.applied.name}."  # fsutil.atomic_write's temp files
+        temp_prefix = f".{self.root.applied.name}."  # store.files.atomic_write's temp files
         watcher = self
 
         class _Handler(FileSystemEventHandler):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from calreport.commands import usecases as actions
-from calreport.store.history import append_row, new_run_id
+from calreport.store.history import append_row
+from calreport.store.ids import new_run_id
 from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.paths import Root
 

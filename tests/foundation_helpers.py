@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from calreport.store.history import append_row, new_run_id
+from calreport.store.history import append_row
+from calreport.store.ids import new_run_id
 from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.paths import Root
 

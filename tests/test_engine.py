@@ -52,6 +52,23 @@ def test_multiplier_for_uses_band_containing_dte_else_global_and_1_for_missing_u
         assert engine.multipliers_for("SOL", dtes).tolist() == [1.0] * len(dtes)
 
 
+def test_overlapping_bands_first_band_with_a_value_wins_in_the_engine_and_the_calibration_alike():
+    """One rule (calibration.bands) for the engine, the live run's tested multipliers and the policy."""
+    from calreport.calibration.bands import band_value, multiplier_at, multipliers_for_dte
+    from calreport.store.config import Band
+    from calreport.store.models import AppliedDocument, AppliedEntry
+
+    bands = (Band(name="a", min_dte=0, max_dte=10), Band(name="b", min_dte=5, max_dte=20), Band(name="c", min_dte=15, max_dte=30))
+    entry = AppliedEntry(global_=1.0, bands={"b": 1.2, "c": 1.3})
+    view = EngineView(version=1, document=AppliedDocument(underlyings={"BTC": entry}), bands=bands, content_hash=None, loaded_at="")
+    dtes = np.array([0.0, 4.99, 5.0, 9.99, 10.0, 15.0, 19.99, 20.0, 29.99, 30.0, np.nan])
+    expected = [1.0, 1.0, 1.2, 1.2, 1.2, 1.2, 1.2, 1.3, 1.3, 1.0, 1.0]  # "a" has no value: "b" covers 5-20
+    assert multipliers_for_dte(dtes, entry, bands).tolist() == expected
+    assert view.multipliers_for("BTC", dtes).tolist() == expected
+    assert [view.multiplier_for("BTC", d) for d in dtes] == [multiplier_at(d, entry, bands) for d in dtes] == expected
+    assert (band_value(entry, "a"), band_value(entry, "b")) == (1.0, 1.2)
+
+
 def test_atomic_replace_is_picked_up_by_the_directory_observer(root):
     changes: list[EngineView] = []
     with AppliedMultipliersWatcher(root, on_change=changes.append) as engine:

@@ -170,7 +170,7 @@ def test_two_concurrent_calibrations_cannot_both_pass_the_step_rule_against_stal
     (applied_run,) = [r for r in runs.values() if r.decision == "apply"]
     (held,) = [r for r in runs.values() if r.decision == "hold"]
     assert events[0].run_id == applied_run.run_id and events[0].previous.global_ == 1.0
-    assert held.decision_reason.startswith(f"Step too large (global d=") and f"of {applied_run.smoothed.global_:.4f})" in held.decision_reason
+    assert held.decision_reason.startswith("Step too large (global d=") and f"of {applied_run.smoothed.global_:.4f})" in held.decision_reason
     max_step = applied_store.load_config(root).policy.max_rel_step
     for e in events:  # every value the engine ever moved to was one allowed step from the one before
         assert abs(e.applied.global_ - e.previous.global_) / e.previous.global_ <= max_step + 1e-12

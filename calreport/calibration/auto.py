@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calreport import fmt
-from calreport.calibration.fit import fit_multiplier, group_metrics, market_iv, vega_weights
+from calreport.calibration.fit import (
+    fit_multiplier,
+    group_metrics,
+    market_iv,
+    vega_weights,
+)
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
@@ -47,7 +52,14 @@ from calreport.errors import CalreportError
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
 from calreport.store.config import CalibrationConfig
 from calreport.store.models import AutoRun, DataQuality
-from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, iso_utc, utc_now
+from calreport.timeutil import (
+    MS_PER_DAY,
+    MS_PER_HOUR,
+    MS_PER_MIN,
+    iso_ms,
+    iso_utc,
+    utc_now,
+)
 
 if TYPE_CHECKING:  # the frame is only read through its attributes and methods
     from calreport.market.harvest import HarvestFrame

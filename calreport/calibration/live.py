@@ -23,7 +23,13 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index, multipliers_for_dte
-from calreport.calibration.fit import FitResult, fit_multiplier, group_metrics, market_iv, vega_weights
+from calreport.calibration.fit import (
+    FitResult,
+    fit_multiplier,
+    group_metrics,
+    market_iv,
+    vega_weights,
+)
 from calreport.calibration.policy import decide
 from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.calibration.realism import assess_calibration_realism
@@ -189,28 +195,28 @@ def evaluate_live(
     valid = quotes.valid_name
     atm, atm_source = atm_iv_7d(quotes.take(valid), all_T[valid], config.filters.min_dte)
     sel = select_quotes(quotes, now_ms, config.filters, underlying)
-    provenance = dict(
-        schema_version=1,
-        run_id=run_id,
-        ts=ts,
-        underlying=underlying,
-        source="live",
-        multiplier_tested=applied.global_,
-        rv_7d=rv.rv,
-        atm_iv=atm,
-        atm_ratio=(atm / rv.rv) if (atm is not None and rv.rv) else None,
-        samples=sel.n,
-        snapshot_ts=ts,
-        rv_source=rv.source,
-        rv_returns=rv.n_returns,
-        atm_source=atm_source,
-        dropped=sel.dropped,
-        settings_hash=config.settings_hash(),
-        snapshot_file=snapshot_file,
-        quotes_total=sel.total,
-        tested=applied.multipliers(),
-        detail_file=detail_file,
-    )
+    provenance = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "ts": ts,
+        "underlying": underlying,
+        "source": "live",
+        "multiplier_tested": applied.global_,
+        "rv_7d": rv.rv,
+        "atm_iv": atm,
+        "atm_ratio": (atm / rv.rv) if (atm is not None and rv.rv) else None,
+        "samples": sel.n,
+        "snapshot_ts": ts,
+        "rv_source": rv.source,
+        "rv_returns": rv.n_returns,
+        "atm_source": atm_source,
+        "dropped": sel.dropped,
+        "settings_hash": config.settings_hash(),
+        "snapshot_file": snapshot_file,
+        "quotes_total": sel.total,
+        "tested": applied.multipliers(),
+        "detail_file": detail_file,
+    }
     empty_detail = RunDetail(run_id=run_id, underlying=underlying, ts=ts)
 
     failure = _failure(rv, sel, config)

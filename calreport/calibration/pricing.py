@@ -29,6 +29,7 @@ import numpy as np
 from scipy.special import erfcx, ndtr
 
 from calreport.timeutil import MS_PER_YEAR
+
 _SQRT2 = np.sqrt(2.0)
 _SQRT2PI = np.sqrt(2.0 * np.pi)
 _MAX_ITER = 40

@@ -64,7 +64,7 @@ def select_quotes(q: QuoteArrays, now_ms: int | np.ndarray, filters: FilterConfi
         both = np.isfinite(q.bid) & np.isfinite(q.ask) & (q.bid > 0) & (q.ask > 0)
         mid = 0.5 * (q.bid + q.ask)
         rel_spread = np.where(both, (q.ask - q.bid) / mid, 0.0)
-        types = set(t.upper() for t in filters.option_types)
+        types = {t.upper() for t in filters.option_types}
         type_ok = (q.is_call & ("C" in types)) | (~q.is_call & ("P" in types))
         oi = q.open_interest
         checks = {

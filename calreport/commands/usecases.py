@@ -13,7 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from calreport.calibration.auto import HarvestCounts, evaluate_auto, parse_dte_range, parse_lookback
+from calreport.calibration.auto import (
+    HarvestCounts,
+    evaluate_auto,
+    parse_dte_range,
+    parse_lookback,
+)
 from calreport.calibration.live import decide_live, evaluate_live
 from calreport.calibration.smoothing import previous_smoothed
 from calreport.commands.audit import rollback as audit_rollback

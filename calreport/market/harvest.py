@@ -46,7 +46,12 @@ from filelock import Timeout
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps as _dumps
 from calreport.jsonio import loads as _loads
-from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot, parse_instrument_names
+from calreport.market.deribit import (
+    DeribitClient,
+    QuoteArrays,
+    load_snapshot,
+    parse_instrument_names,
+)
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
 from calreport.numbers import float_column, is_number
 from calreport.store.config import CalibrationConfig, load_config
@@ -143,7 +148,7 @@ class HarvestFrame:
         )
 
     def to_quotes(self, mask: np.ndarray | None = None) -> QuoteArrays:
-        """The rows (or a subset) as A1's QuoteArrays, so calibrate.py's filters and fit apply unchanged."""
+        """The rows (or a subset) as QuoteArrays, so the live calibration's filters and fit apply unchanged."""
         f = self if mask is None else self.take(mask)
         n = len(f)
         return QuoteArrays(

@@ -32,12 +32,10 @@ from calreport.store.models import (
     ApplyEvent,
     Multipliers,
     default_entry,
-    iso_utc,
-    parse_time,
-    utc_now,
 )
 from calreport.store.paths import Root, lock_path
 from calreport.store.yamlio import load_strict, scalar, validation_problem
+from calreport.timeutil import iso_utc, parse_time, utc_now
 
 FORCED_REASON = "Forced by user"
 HEADER = (
