@@ -77,3 +77,19 @@ def test_status_shows_configured_underlying_missing_from_yaml_as_default(tmp_pat
     assert main(["--root", str(tmp_path), "status"]) == 0
     out = capsys.readouterr().out
     assert "BTC: global 1.0000 (default: never applied)" in out
+
+
+def test_commands_that_report_a_broken_config_still_run_with_one_workspace(tmp_path, capsys):
+    """The workspace reads config/calibration.yaml on first use: `render` shows the problem on the
+    dashboard and `doctor` names it, while `status` (which needs the config) fails in one line."""
+    assert main(["--root", str(tmp_path), "init"]) == 0
+    root = Root(tmp_path)
+    root.calibration_config.write_text(root.calibration_config.read_text() + "policy: {min_samples: 5}\n")
+    capsys.readouterr()
+    assert main(["--root", str(tmp_path), "render"]) == 0
+    assert "duplicate key" in root.index_html.read_text()
+    main(["--root", str(tmp_path), "doctor"])
+    assert "duplicate key 'policy'" in capsys.readouterr().out
+    assert main(["--root", str(tmp_path), "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "duplicate key 'policy'" in err
