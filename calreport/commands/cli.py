@@ -1,4 +1,8 @@
-"""The command line: parse arguments, call one action, print. No logic of its own."""
+"""The command line: parse arguments, open the command's one workspace, call one use case, print.
+
+Everything a command shows is formatted and printed here (run summaries, the harvest progress bar,
+warnings); the use cases and the core below return values and never print.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import queue
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -181,7 +186,7 @@ def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     return 0
 
 
-def parse_as_of(text: str | None):  # type: ignore[no-untyped-def]
+def parse_as_of(text: str | None) -> datetime | None:
     """--as-of: ISO 8601 or epoch ms; None means now."""
     if not text:
         return None
