@@ -261,6 +261,22 @@ def test_optional_fields_are_written_only_by_the_writers_that_set_them() -> None
     assert "smoothed_multiplier" not in legacy
 
 
+def _fields(schema: dict[str, Any]) -> set[str]:
+    out = set(schema.get("properties", {}))
+    for sub in schema.get("$defs", {}).values():
+        out |= set(sub.get("properties", {}))
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_every_field_of_every_format_is_documented_in_docs_files_md(name: str) -> None:
+    doc = (REPO / "docs" / "FILES.md").read_text()
+    assert f"calreport schema {name}" in doc
+    documented = ("`{f}`", ".{f}`", "`{f}.")  # config keys appear as `section.key`
+    missing = sorted(f for f in _fields(schema_json(name)) if not any(d.format(f=f) in doc for d in documented))
+    assert missing == []
+
+
 # --------------------------------------------------------------------------- config defaults
 
 

@@ -207,8 +207,8 @@ class PolicyConfig(_Section):
         default=1.0,
         description="Least summed vega for an automatic apply (coin per 1.00 vol; ~20 for a full BTC chain).",
     )
-    min_delta: float = Field(default=0.03, description="Smallest relative change worth applying (fraction: 0.03 = 3%).")
-    max_rel_step: float = Field(default=0.25, description="Largest relative change applied at once (fraction).")
+    min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
+    max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
 
 
 class SmoothingConfig(_Section):
@@ -262,8 +262,8 @@ class AutoConfig(_Section):
 class DashboardConfig(_Section):
     max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
     page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
-    mae_warn_pct: float = Field(default=40.0, description="MAE above this is highlighted (percent).")
-    min_rv_returns: int = Field(default=120, description="RV_7d from fewer hourly returns is flagged on the dashboard.")
+    mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
+    min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
 
 
 class CalibrationConfig(_Section):
@@ -286,7 +286,7 @@ class CalibrationConfig(_Section):
     fit: FitConfig = Field(default_factory=FitConfig)
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
-    git_commit: bool = Field(default=False, description="Commit config/ and history/ to git after each apply.")
+    git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
 
     @field_validator("bands")
     @classmethod
