@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-_NUMERIC_OR_NULL = {float, int, type(None)}
+_NUMERIC_OR_NULL = {float, int, type(None), np.float64, np.int64}
 
 
 def is_number(value: Any) -> bool:
-    """True for int/float values (not bool, not str); NaN and inf count as numbers here."""
-    return type(value) is float or type(value) is int
+    """True for int/float values, numpy's included (not bool, not str); NaN and inf count here."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def as_float(value: Any) -> float | None:
@@ -31,13 +31,12 @@ def as_float(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def float_column(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, int]:
-    """A float column and how many present values were not numbers.
+def float_array(values: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """A float array and how many present values were not numbers.
 
     Missing / null -> NaN (not counted); strings, bools, lists, integers beyond float range -> NaN
     and counted, so callers can report them as schema errors instead of reading "1.5" as 1.5.
     """
-    values = [r.get(key) for r in rows]
     if set(map(type, values)) <= _NUMERIC_OR_NULL:  # np.array would also accept "1.5" and True
         try:
             return np.array(values, dtype=np.float64), 0
@@ -56,3 +55,8 @@ def float_column(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarra
         except OverflowError:
             bad += 1
     return out, bad
+
+
+def float_column(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, int]:
+    """The `key` column of JSON rows by float_array's rules (a missing key is null)."""
+    return float_array([r.get(key) for r in rows])

@@ -27,7 +27,6 @@ from calreport.market.deribit import (
 )
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
-    MS_PER_DAY,
     SampleMarket,
     instrument_name,
     listed_expiries,
@@ -39,6 +38,7 @@ from calreport.store.history import auto_runs, live_history, live_runs
 from calreport.store.models import ApplyEvent, LiveRun, parse_time
 from calreport.store.paths import Root
 from calreport.store.state import StatusIndex
+from calreport.timeutil import MS_PER_DAY
 
 T0 = FIXED_ANCHOR
 DERIBIT_FIELDS = {

@@ -32,21 +32,16 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from calreport import fmt
 from calreport.calibration.auto import run_auto_calibration
 from calreport.commands import usecases as actions
 from calreport.market.harvest import harvest_command
-from calreport.market.sample import (
-    MS_PER_DAY,
-    MS_PER_HOUR,
-    MS_PER_MIN,
-    SampleMarket,
-    write_harvest,
-    write_json,
-)
+from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.store.files import atomic_write
-from calreport.store.models import AutoRun, LiveRun, iso_utc, utc_now
+from calreport.store.models import AutoRun, LiveRun
 from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict
+from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, utc_now
 
 FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests
 ANCHOR_STEP_MS = 5 * MS_PER_MIN
@@ -66,10 +61,6 @@ def demo_anchor(now: datetime | None = None) -> int:
     """
     ms = int((now or utc_now()).timestamp() * 1000)
     return ms // ANCHOR_STEP_MS * ANCHOR_STEP_MS
-
-
-def _iso(ms: int) -> str:
-    return iso_utc(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 def _stamp(ms: int) -> str:
@@ -145,7 +136,7 @@ def _live(
     rec = run.recommended.global_ if run.recommended and run.recommended.global_ is not None else None
     sm = run.smoothed.global_ if run.smoothed and run.smoothed.global_ is not None else None
     log(
-        f"  live {market.underlying} {_iso(t_ms)}{tag}: recommended {_f(rec)}, smoothed {_f(sm)}, "
+        f"  live {market.underlying} {iso_ms(t_ms)}{tag}: recommended {fmt.mult(rec)}, smoothed {fmt.mult(sm)}, "
         f"{run.status} -> {run.decision} ({run.decision_reason})"
     )
     return run
@@ -155,8 +146,8 @@ def _auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[st
     as_of = datetime.fromtimestamp(as_of_ms / 1000, tz=UTC)
     run = actions.auto_calibrate(root, name, lookback=lookback, as_of=as_of)
     log(
-        f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {_iso(as_of_ms)}: multiplier {_f(run.multiplier)}, "
-        f"MAE {_f(run.mae_pct, 2)}%, vega MAE {_f(run.vega_weighted_mae_pct, 2)}% -> {run.status} ({run.reason})"
+        f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)}: multiplier {fmt.mult(run.multiplier)}, "
+        f"MAE {fmt.pct(run.mae_pct)}, vega MAE {fmt.pct(run.vega_weighted_mae_pct)} -> {run.status} ({run.reason})"
     )
     return run
 
@@ -184,14 +175,10 @@ def _legacy_auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Calla
         run = run_auto_calibration(root, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
     actions.rerender(root)  # with the real settings back in place
     log(
-        f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {_iso(as_of_ms)} (marks / forward, min mark 0): "
-        f"multiplier {_f(run.multiplier)}, MAE {_f(run.mae_pct, 2)}% -> {run.status} ({run.reason})"
+        f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)} (marks / forward, min mark 0): "
+        f"multiplier {fmt.mult(run.multiplier)}, MAE {fmt.pct(run.mae_pct)} -> {run.status} ({run.reason})"
     )
     return run
-
-
-def _f(x: float | None, nd: int = 4) -> str:
-    return "-" if x is None else f"{x:,.{nd}f}"
 
 
 def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int | None = None) -> int:
@@ -201,7 +188,7 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
     """
     started = time.perf_counter()
     end = demo_anchor() if anchor_ms is None else int(anchor_ms)
-    log(f"calreport demo in {root.path} (sample market ends {_iso(end)})")
+    log(f"calreport demo in {root.path} (sample market ends {iso_ms(end)})")
     actions.init(root)
     out = root.path / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +207,7 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
     _live(root, eth, end - 50 * h, out, log)
     _live(root, btc, end - 42 * h, out, log, limit=40)
     ev = actions.force_apply(root, "BTC")
-    log(f"  force-apply BTC: run {ev.run_id} -> global {_f(ev.applied.global_ if ev.applied else None)} ({ev.reason})")
+    log(f"  force-apply BTC: run {ev.run_id} -> global {fmt.mult(ev.applied.global_ if ev.applied else None)} ({ev.reason})")
     _live(root, btc, end - 30 * h, out, log)
     _live(root, eth, end - 26 * h, out, log)
     _live(root, btc, end - 18 * h, out, log, unit_error="usd")

@@ -6,7 +6,7 @@ Conventions (Deribit's, kept exactly):
 - An option expires at 08:00 UTC on the date in its name (`BTC-27DEC24-60000-C`).
 - `underlying_price` is the forward for that expiry (Black-76's F); `interest_rate` is 0.
 
-Public API (used by calibrate.py, harvest.py, auto.py):
+Public API (used by calibration/live.py, market/harvest.py, calibration/auto.py):
     parse_instrument_names(names) -> Instruments          vectorised; parses each unique name once
     QuoteArrays.from_rows(rows) -> QuoteArrays            numpy arrays of one set of quotes
     load_snapshot(path, underlying=None) -> (rows, SnapshotMeta)
@@ -20,23 +20,24 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from calendar import timegm
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from calreport.errors import CalreportError
+from calreport.numbers import float_array, float_column
 from calreport.store.files import read_input
 
 EXPIRY_HOUR_UTC = 8
-MS_PER_DAY = 86_400_000
 
 _MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
 # BTC-27DEC24-60000-C, BTC-8MAY20-11000-P, BTC_USDC-27DEC24-60000-C, XRP_USDC-27DEC24-0d625-C
@@ -46,6 +47,9 @@ _NAME_RE = re.compile(
 )
 
 REQUIRED_FIELDS = ("instrument_name", "mark_price", "mark_iv", "underlying_price", "creation_timestamp")
+# Required numbers: a row holding a string or a boolean here is refused (JSON null reads as missing
+# and the calibration's filters drop the quote). The harvest reader counts such rows as schema errors.
+REQUIRED_NUMBERS = ("mark_price", "mark_iv", "underlying_price")
 
 
 # --------------------------------------------------------------------------- instrument names
@@ -77,9 +81,7 @@ def parse_instrument_name(name: str) -> ParsedName | None:
         day = int(m["day"])
         if month is not None and 1 <= day <= 31:
             try:
-                import datetime as _dt
-
-                _dt.date(2000 + int(m["yy"]), month, day)  # rejects 31FEB25
+                date(2000 + int(m["yy"]), month, day)  # rejects 31FEB25
                 expiry = timegm((2000 + int(m["yy"]), month, day, EXPIRY_HOUR_UTC, 0, 0)) * 1000
                 strike = float(m["strike"].replace("d", "."))
                 if strike > 0:
@@ -159,16 +161,9 @@ def parse_instrument_names(names: Sequence[str] | np.ndarray) -> Instruments:
 
 
 def _floats(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    """A float column; None/missing -> NaN, non-numbers -> NaN."""
-    values = [r.get(key) for r in rows]
-    try:
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        out = np.full(len(values), np.nan)
-        for i, v in enumerate(values):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[i] = float(v)
-        return out
+    """A float column by the one strict reader: missing / null -> NaN, and so is a non-number
+    (check_snapshot_rows has already refused snapshots whose required numbers are not numbers)."""
+    return float_column(rows, key)[0]
 
 
 @dataclass
@@ -193,7 +188,7 @@ class QuoteArrays:
         return int(self.instrument.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> "QuoteArrays":
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> QuoteArrays:
         """Book-summary dicts (Deribit field names) -> arrays. Unparseable names are kept, flagged invalid."""
         names = np.array([r.get("instrument_name") for r in rows], dtype=object)
         inst = parse_instrument_names(names)
@@ -215,7 +210,7 @@ class QuoteArrays:
             n_bad_names=inst.n_invalid,
         )
 
-    def take(self, mask: np.ndarray) -> "QuoteArrays":
+    def take(self, mask: np.ndarray) -> QuoteArrays:
         """The subset selected by a boolean mask (or index array)."""
         return QuoteArrays(
             **{
@@ -294,6 +289,7 @@ def check_snapshot_rows(rows: Any, path: Path | str | None, underlying: str | No
             base = p.base if p else None
         if base:
             bases.add(base.upper())
+    _check_numbers(rows, path)
     if not bases:
         raise CalreportError("cannot tell the underlying (no base_currency and no parseable instrument name)", path)
     if len(bases) > 1:
@@ -302,6 +298,19 @@ def check_snapshot_rows(rows: Any, path: Path | str | None, underlying: str | No
     if underlying is not None and found != underlying.upper():
         raise CalreportError(f"snapshot is for {found}, not {underlying.upper()}", path)
     return SnapshotMeta(path=str(path), underlying=found, now_ms=int(now), n_rows=len(rows))
+
+
+def _check_numbers(rows: list[dict[str, Any]], path: Path | str | None) -> None:
+    """Refuse a snapshot whose required numbers are strings or booleans ("0.05", true): the one
+    strict reader never takes them for numbers, and a silently dropped quote would hide the fault."""
+    for key in REQUIRED_NUMBERS:
+        _, bad = float_column(rows, key)
+        if bad:
+            i = next(i for i, r in enumerate(rows) if float_column([r], key)[1])  # the error path only
+            example = f"{rows[i].get('instrument_name', '?')!s:.40}: {rows[i][key]!r:.40}"
+            raise CalreportError(
+                f"{key} is not a number in {bad} row{'s' if bad != 1 else ''} (first: row {i}, {example})", path
+            )
 
 
 def load_snapshot(path: Path | str, underlying: str | None = None) -> tuple[list[dict[str, Any]], SnapshotMeta]:
@@ -334,8 +343,8 @@ def parse_chart_data(payload: Any, path: Path | str | None = None) -> tuple[np.n
         raise CalreportError("chart data lacks the ticks/close lists", path)
     if len(ticks) != len(close):
         raise CalreportError(f"chart data has {len(ticks)} ticks but {len(close)} closes", path)
-    t = np.array([x if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan for x in ticks], dtype=float)
-    c = np.array([x if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan for x in close], dtype=float)
+    t, _ = float_array(ticks)  # non-numbers read as missing, like nulls: the tick is dropped
+    c, _ = float_array(close)
     ok = np.isfinite(t) & np.isfinite(c) & (c > 0)
     t, c = t[ok].astype(np.int64), c[ok]
     order = np.argsort(t, kind="stable")
@@ -404,7 +413,7 @@ class DeribitClient:
                         pass
                     raise CalreportError(f"{method} failed: {last}") from None
                 continue
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 last = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
                 continue
             try:
@@ -436,8 +445,3 @@ class DeribitClient:
             },
         )
         return parse_chart_data(payload, method)
-
-
-def index_instrument(underlying: str) -> str:
-    """The instrument whose hourly closes stand in for the index in RV_7d (the perpetual)."""
-    return f"{underlying.upper()}-PERPETUAL"

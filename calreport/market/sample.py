@@ -41,10 +41,8 @@ from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.market.harvest import encode_rows
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root
+from calreport.timeutil import DAYS_PER_YEAR, MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN
 
-MS_PER_MIN = 60_000
-MS_PER_HOUR = 3_600_000
-MS_PER_DAY = 86_400_000
 STEP_MS = 5 * MS_PER_MIN  # the index path's resolution
 TICK = 0.0001  # Deribit's option tick in the base coin
 MIN_MARK = 1e-6
@@ -130,7 +128,7 @@ class SampleMarket:
         self._regime = self.spec.vol * np.exp(0.18 * rng.standard_normal(n_days))
         day_idx = (np.arange(n) * STEP_MS) // MS_PER_DAY
         sig = self._regime[day_idx]
-        dt = STEP_MS / (365.0 * MS_PER_DAY)
+        dt = STEP_MS / (DAYS_PER_YEAR * MS_PER_DAY)
         steps = sig * math.sqrt(dt) * rng.standard_normal(n) - 0.5 * sig * sig * dt
         steps[0] = 0.0
         self._ticks = self.t0 + np.arange(n, dtype=np.int64) * STEP_MS

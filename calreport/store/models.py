@@ -1,45 +1,67 @@
-"""Pydantic models: the schema of every file calreport reads or writes.
+"""Pydantic models: the schema of every file calreport reads or writes (docs/FILES.md describes
+each file; `calreport schema NAME` prints a model's JSON Schema).
 
 - `AppliedDocument` is config/applied_multipliers.yaml (strict: misspelt keys, non-numeric or
   non-finite multipliers are errors).
+- `CalibrationConfig` is config/calibration.yaml (strict; every setting has a built-in default, and
+  this is the only home of those defaults). Reading the file is store/config.py's job.
 - `LiveRun`, `ApplyEvent`, `AutoRun` are history rows (lenient: rows from older versions load with
   missing fields as None; unknown extra fields are kept and re-emitted).
+- `RunDetail` is history/runs/<run_id>.json; `HarvestRow` one line of a harvest day file.
 - `StateDocument` is the state API document.
+
+Models do no I/O: the pure calibration core may import them.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from calreport import SCHEMA_VERSION
-from calreport.timeutil import iso_utc, parse_time, utc_now  # noqa: F401 - re-used by the validators
+from calreport.errors import CalreportError
+from calreport.numbers import as_float, is_number
+from calreport.timeutil import iso_utc, parse_time, utc_now  # noqa: F401 - re-exported for the store's users
 
 UNDERLYING_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
 ApplySource = Literal["policy", "force", "rollback", "init"]
 RealismStatus = Literal["ok", "degraded", "failed"]
-DisplayStatus = Literal["applied", "superseded", "held", "failed"]
 
 
 def _strict_multiplier(value: Any) -> float:
     """A multiplier is a finite positive number written as a number (not '1e-3', not yes/no)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ValueError(f"multiplier must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
+    v = as_float(value)
+    if v is None or v <= 0:
         raise ValueError(f"multiplier must be finite and > 0, got {value!r}")
     return v
 
 
+def _strict_number(value: Any) -> Any:
+    """A JSON number as written (a string or a boolean is never a number); null passes to the type."""
+    if value is not None and not is_number(value):
+        raise ValueError(f"must be a number, got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
 def _strict_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")  # noqa: TRY004 - pydantic wants ValueError
     return value
 
 
@@ -47,12 +69,13 @@ def _iso_string(value: Any) -> str:
     if isinstance(value, datetime):
         return iso_utc(value)
     if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 time string, got {value!r}")
+        raise ValueError(f"must be an ISO 8601 time string, got {value!r}")  # noqa: TRY004 - pydantic wants ValueError
     parse_time(value)
     return value
 
 
-Multiplier = Annotated[float, BeforeValidator(_strict_multiplier)]
+Multiplier = Annotated[float, BeforeValidator(_strict_multiplier), Field(gt=0)]
+StrictNumber = Annotated[float, BeforeValidator(_strict_number)]
 StrictName = Annotated[str, BeforeValidator(_strict_str)]
 IsoTime = Annotated[str, BeforeValidator(_iso_string)]
 
@@ -73,12 +96,17 @@ class _Lenient(BaseModel):
 class AppliedEntry(_Strict):
     """The multipliers the engine uses for one underlying."""
 
-    global_: Multiplier = Field(alias="global")
-    bands: dict[StrictName, Multiplier] = Field(default_factory=dict)
-    updated_at: IsoTime | None = None
-    source: ApplySource = "init"
-    run_id: StrictName | None = None
-    reason: StrictName | None = None
+    global_: Multiplier = Field(
+        alias="global", description="Multiplier of RV_7d for every DTE without a band value (dimensionless, > 0)."
+    )
+    bands: dict[StrictName, Multiplier] = Field(
+        default_factory=dict,
+        description="DTE band label (defined in config/calibration.yaml) -> multiplier; a band's value wins over global.",
+    )
+    updated_at: IsoTime | None = Field(default=None, description="When these values were written (ISO 8601 UTC).")
+    source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
+    run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
+    reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -93,7 +121,7 @@ class AppliedEntry(_Strict):
                 raise ValueError(f"bad band label {label!r}")
         return v
 
-    def multipliers(self) -> "Multipliers":
+    def multipliers(self) -> Multipliers:
         return Multipliers(global_=self.global_, bands=dict(self.bands))
 
 
@@ -106,8 +134,12 @@ def default_entry() -> AppliedEntry:
 
 
 class AppliedDocument(_Strict):
+    """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
+
     schema_version: Literal[1] = SCHEMA_VERSION
-    underlyings: dict[StrictName, AppliedEntry] = Field(default_factory=dict)
+    underlyings: dict[StrictName, AppliedEntry] = Field(
+        default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
+    )
 
     @field_validator("underlyings", mode="before")
     @classmethod
@@ -130,11 +162,156 @@ class StateDocument(_Strict):
     """The state API: exactly the YAML's entries plus when the document was generated."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    underlyings: dict[str, AppliedEntry]
-    generated_at: IsoTime
+    underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
+    generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")
+
+
+# --------------------------------------------------------------------------- calibration config
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Band(_Section):
+    """A DTE band [min_dte, max_dte): an option of DTE d belongs to the band with min <= d < max."""
+
+    name: str = Field(description="Band label, used as the key in the applied YAML's bands.")
+    min_dte: float = Field(ge=0, description="Lower DTE bound in days (inclusive).")
+    max_dte: float = Field(gt=0, description="Upper DTE bound in days (exclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.max_dte <= self.min_dte:
+            raise ValueError(f"band {self.name!r}: max_dte must exceed min_dte")
+        return self
+
+
+class RealismConfig(_Section):
+    """Thresholds of assess_calibration_realism; the one home of their defaults."""
+
+    min_mult: float = Field(default=0.7, description="Lowest believable multiplier.")
+    max_mult: float = Field(default=1.6, description="Highest believable multiplier.")
+    max_mae: float = Field(default=400.0, description="Highest believable MAE (percent of the mark).")
+    max_vega_mae: float = Field(default=200.0, description="Highest believable vega-weighted MAE (percent).")
+
+
+class PolicyConfig(_Section):
+    """When a live run's smoothed multipliers are applied automatically."""
+
+    min_samples: int = Field(default=50, description="Fewest usable quotes for an automatic apply.")
+    min_vega_sum: float = Field(
+        default=1.0,
+        description="Least summed vega for an automatic apply (coin per 1.00 vol; ~20 for a full BTC chain).",
+    )
+    min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
+    max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+
+
+class SmoothingConfig(_Section):
+    alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
+
+
+class FilterConfig(_Section):
+    """Which quotes a calibration uses; each drop is counted per reason."""
+
+    min_dte: float = Field(default=1.0, description="Shortest DTE used (days).")
+    max_dte: float = Field(default=90.0, description="Longest DTE used (days).")
+    min_mark_price: float = Field(default=0.0005, description="Smallest mark used (base coin; 5 ticks of 0.0001).")
+    max_abs_log_moneyness: float = Field(default=0.5, description="Largest |ln(K/F)| used.")
+    min_open_interest: float = Field(default=0.0, description="Smallest open interest used (contracts; 0 = no filter).")
+    max_rel_spread: float = Field(
+        default=2.0, description="Widest (ask - bid) / mid used (fraction), checked only where both sides exist."
+    )
+    option_types: list[str] = Field(default_factory=lambda: ["C", "P"], description="Option types used: C, P.")
+
+
+class FitConfig(_Section):
+    """Bounded search for the multiplier that minimises vega-weighted absolute % error."""
+
+    min_mult: float = Field(default=0.5, description="Lower bound of the multiplier search.")
+    max_mult: float = Field(default=3.0, description="Upper bound of the multiplier search.")
+    band_min_samples: int = Field(default=10, description="Fewest quotes in a band (or option type) to fit it separately.")
+    min_samples: int = Field(
+        default=10, ge=1, description="A live run with fewer usable quotes is a failed run (nothing is fitted)."
+    )
+    min_rv_returns: int = Field(
+        default=120, ge=0, description="RV_7d from fewer hourly returns degrades a live run (a full week is 168)."
+    )
+
+
+class AutoConfig(_Section):
+    """Auto-calibrate defaults and the daily job's list of runs."""
+
+    underlyings: list[str] = Field(default_factory=lambda: ["BTC", "ETH"], description="Underlyings the daily job runs.")
+    dte_ranges: list[str] = Field(default_factory=lambda: ["3-10"], description="DTE ranges in days, 'MIN-MAX'.")
+    lookbacks: list[str] = Field(default_factory=lambda: ["14d"], description="Window lengths: 90m, 12h, 14d, 1w.")
+    expected_interval_minutes: float = Field(default=5.0, description="Harvest interval the coverage is measured against (minutes).")
+    min_snapshot_coverage: float = Field(default=0.5, description="Fewer snapshots than this share of the expected degrades a run (fraction).")
+    min_rv_returns: int = Field(default=24, description="Snapshots whose RV_7d rests on fewer hourly returns are left out.")
+    max_schema_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Data quality degraded above this share of unreadable harvest lines (fraction)."
+    )
+    min_expiries: int = Field(default=2, ge=0, description="Fewer expiries in the DTE range degrade a run.")
+    min_strikes: int = Field(default=10, ge=0, description="Fewer distinct strikes in the DTE range degrade a run.")
+
+
+class DashboardConfig(_Section):
+    max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
+    page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
+    mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
+    min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
+
+
+class CalibrationConfig(_Section):
+    """config/calibration.yaml: every key optional; these defaults are the built-in settings."""
+
+    schema_version: int = 1
+    underlyings: list[str] = Field(default_factory=lambda: ["BTC", "ETH"], description="Configured underlyings.")
+    bands: list[Band] = Field(
+        default_factory=lambda: [
+            Band(name="0-7d", min_dte=0, max_dte=7),
+            Band(name="7-30d", min_dte=7, max_dte=30),
+            Band(name="30-90d", min_dte=30, max_dte=90),
+        ],
+        description="DTE bands, first match wins; per-band multipliers apply inside them.",
+    )
+    realism: RealismConfig = Field(default_factory=RealismConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    auto: AutoConfig = Field(default_factory=AutoConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+
+    @field_validator("bands")
+    @classmethod
+    def _unique_bands(cls, v: list[Band]) -> list[Band]:
+        names = [b.name for b in v]
+        if len(set(names)) != len(names):
+            raise ValueError("band names must be unique")
+        return v
+
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    def settings_hash(self) -> str:
+        """A short hash of every setting, so a run can be reproduced with the same config."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def check_underlying(self, underlying: str) -> str:
+        """Unknown underlyings are a one-line error, not a silent 1.0."""
+        name = underlying.upper()
+        if name not in self.underlyings:
+            raise CalreportError(
+                f"unknown underlying {underlying!r} (configured: {', '.join(self.underlyings)})"
+            )
+        return name
 
 
 # --------------------------------------------------------------------------- history rows
@@ -143,15 +320,15 @@ class StateDocument(_Strict):
 class Multipliers(_Lenient):
     """A global multiplier plus optional per-DTE-band multipliers ({"global": x, "bands": {...}})."""
 
-    global_: float | None = Field(default=None, alias="global")
-    bands: dict[str, float] = Field(default_factory=dict)
+    global_: float | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
+    bands: dict[str, float] = Field(default_factory=dict, description="Band label -> multiplier.")
 
     @field_validator("bands", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
 
-    def rounded(self, ndigits: int = 4) -> "Multipliers":
+    def rounded(self, ndigits: int = 4) -> Multipliers:
         g = None if self.global_ is None else round(self.global_, ndigits)
         return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()})
 
@@ -159,24 +336,32 @@ class Multipliers(_Lenient):
 class DataQuality(_Lenient):
     """Data-quality verdict of an auto run, with the evidence the Data health panel shows."""
 
-    status: RealismStatus | None = None
-    issues: list[str] = Field(default_factory=list)
-    schema_errors: int | None = None
-    completeness: float | None = None  # snapshots present / expected, 0..1
-    expiries: int | None = None
-    strikes: int | None = None
-    rv_returns: int | None = None
+    status: RealismStatus | None = Field(default=None, description="ok, degraded or failed.")
+    issues: list[str] = Field(default_factory=list, description="Why it is not ok, one sentence each.")
+    schema_errors: int | None = Field(default=None, description="Unreadable lines in the window's harvest day files.")
+    completeness: float | None = Field(default=None, description="Snapshots present / expected (fraction, 0..1).")
+    expiries: int | None = Field(default=None, description="Expiries among the quotes used.")
+    strikes: int | None = Field(default=None, description="Distinct strikes among the quotes used.")
+    rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d at the window end.")
 
 
 class HistoryRow(_Lenient):
-    schema_version: int | None = None
-    type: str
-    run_id: str | None = None
-    ts: str | None = None
-    underlying: str | None = None
+    """Fields every history line has. Optional fields listed in `_SPARSE` are written only by the
+    writers that set them (so declaring them does not add nulls to every other row)."""
+
+    _SPARSE: ClassVar[frozenset[str]] = frozenset()
+
+    schema_version: int | None = Field(default=None, description="Row format version (1).")
+    type: str = Field(description="live_run, apply or auto_run; other types are kept as they are.")
+    run_id: str | None = Field(
+        default=None, description="ULID (26 characters, sorts by time) or legacy-<12 hex> for imported records."
+    )
+    ts: str | None = Field(default=None, description="ISO 8601 UTC time of the row (see each row type).")
+    underlying: str | None = Field(default=None, description="BTC, ETH, ...")
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json", exclude_none=False)
+        unset = {name for name in self._SPARSE if name not in self.model_fields_set}
+        return self.model_dump(by_alias=True, mode="json", exclude_none=False, exclude=unset or None)
 
     @property
     def time(self) -> datetime | None:
@@ -189,100 +374,138 @@ class HistoryRow(_Lenient):
 class GroupMetrics(_Lenient):
     """Metrics of one slice of a run's quotes (an option type or a DTE band)."""
 
-    samples: int | None = None
-    mae_pct: float | None = None
-    bias_pct: float | None = None
-    vega_weighted_mae_pct: float | None = None
-    mae_vol_points: float | None = None
-    recommended: float | None = None
-    on_bound: bool | None = None
+    samples: int | None = Field(default=None, description="Quotes in the slice.")
+    mae_pct: float | None = Field(default=None, description="Mean |synthetic - mark| / mark (percent).")
+    bias_pct: float | None = Field(default=None, description="Mean (synthetic - mark) / mark (percent).")
+    vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE (percent).")
+    mae_vol_points: float | None = Field(default=None, description="Mean |synthetic IV - market IV| (vol points).")
+    recommended: float | None = Field(default=None, description="Multiplier fitted on the slice alone (4 decimals).")
+    on_bound: bool | None = Field(default=None, description="The slice's fit sits on a search bound.")
+
+
+_LEGACY_FIELDS = ("imported_from", "legacy_source", "legacy_applied", "legacy_applied_reason", "legacy")
 
 
 class LiveRun(HistoryRow):
-    """One live calibration against Deribit marks. Its display status is derived, never stored."""
+    """One live calibration against Deribit marks. Its display status is derived, never stored.
+
+    Written by calibration/live.py (`calreport calibrate`); imported legacy records (source
+    "legacy") by commands/legacy.py. `ts` is the snapshot's time, never the wall clock.
+    """
+
+    _SPARSE: ClassVar[frozenset[str]] = frozenset(_LEGACY_FIELDS)
 
     type: Literal["live_run"] = "live_run"
-    source: str | None = "live"
+    source: str | None = Field(
+        default="live", description='"live": a run calreport made; "legacy": an imported record (never applied by force-apply).'
+    )
 
     @property
     def is_live(self) -> bool:
         """A run calreport made against Deribit (not an imported legacy record): the only kind
         force-apply picks and the EWMA follows."""
         return (self.source or "live") == "live"
-    multiplier_tested: float | None = None
-    rv_7d: float | None = None
-    atm_iv: float | None = None
-    atm_ratio: float | None = None
-    recommended: Multipliers | None = None
-    smoothed: Multipliers | None = None
-    mae_pct: float | None = None
-    bias_pct: float | None = None
-    mae_vol_points: float | None = None
-    vega_weighted_mae_pct: float | None = None
-    samples: int | None = None
-    vega_sum: float | None = None
-    status: RealismStatus | None = None
-    reason: str | None = None
-    decision: Literal["apply", "hold"] | None = None
-    decision_reason: str | None = None
+
+    multiplier_tested: float | None = Field(default=None, description="Applied global multiplier the metrics were measured at.")
+    rv_7d: float | None = Field(default=None, description="Realised vol over the 7 days before the snapshot (fraction, annualised).")
+    atm_iv: float | None = Field(default=None, description="ATM mark IV interpolated to 7 days (fraction).")
+    atm_ratio: float | None = Field(default=None, description="atm_iv / rv_7d.")
+    recommended: Multipliers | None = Field(default=None, description="Fitted multipliers (4 decimals).")
+    smoothed: Multipliers | None = Field(default=None, description="EWMA of the recommendations: what the policy would apply.")
+    mae_pct: float | None = Field(default=None, description="Mean |synthetic - mark| / mark at the tested multipliers (percent).")
+    bias_pct: float | None = Field(default=None, description="Mean (synthetic - mark) / mark (percent).")
+    mae_vol_points: float | None = Field(default=None, description="Mean |synthetic IV - market IV| (vol points).")
+    vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE (percent).")
+    samples: int | None = Field(default=None, description="Quotes that passed the filters.")
+    vega_sum: float | None = Field(default=None, description="Summed vega of those quotes (coin per 1.00 vol).")
+    status: RealismStatus | None = Field(default=None, description="Realism verdict: ok, degraded or failed.")
+    reason: str | None = Field(default=None, description="Why that status.")
+    decision: Literal["apply", "hold"] | None = Field(default=None, description="The update policy's decision.")
+    decision_reason: str | None = Field(default=None, description="Why that decision.")
     # provenance and detail (all optional: older rows lack them and render as "-")
-    snapshot_ts: str | None = None
-    rv_source: str | None = None
-    rv_returns: int | None = None
-    atm_source: str | None = None
-    recommended_on_bound: bool | None = None
-    dropped: dict[str, int] | None = None
-    by_type: dict[str, GroupMetrics] | None = None
-    by_band: dict[str, GroupMetrics] | None = None
-    settings_hash: str | None = None
-    detail_file: str | None = None
-    # what the run was measured against and how its numbers came about (calibrate.py)
-    tested: Multipliers | None = None  # the applied global + bands the metrics were computed at
-    snapshot_file: str | None = None
-    quotes_total: int | None = None  # rows in the snapshot, before the filters
-    smoothed_from: str | None = None  # "run <id>" or "applied": the EWMA's previous value
-    fit_vega_weighted_mae_pct: float | None = None  # vega MAE % at the recommended global multiplier
-    data_quality_status: RealismStatus | None = None
-    data_quality_issues: list[str] | None = None
+    snapshot_ts: str | None = Field(default=None, description="The snapshot's time: its newest creation_timestamp (ISO 8601 UTC).")
+    rv_source: str | None = Field(default=None, description="Where RV_7d came from: manual, a chart file, or the harvest.")
+    rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d (a full week is 168).")
+    atm_source: str | None = Field(default=None, description="How the 7-day ATM IV was obtained (interpolated, flat, none).")
+    recommended_on_bound: bool | None = Field(default=None, description="The global fit sits on a search bound.")
+    dropped: dict[str, int] | None = Field(default=None, description="Filter reason -> quotes dropped, each counted under its first reason.")
+    by_type: dict[str, GroupMetrics] | None = Field(default=None, description="C / P -> metrics.")
+    by_band: dict[str, GroupMetrics] | None = Field(default=None, description="Band label -> metrics (legacy band names for imported records).")
+    settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
+    detail_file: str | None = Field(default=None, description="Quote-level detail, relative to the root: history/runs/<run_id>.json.")
+    # what the run was measured against and how its numbers came about (calibration/live.py)
+    tested: Multipliers | None = Field(default=None, description="The applied global + bands the metrics were computed at.")
+    snapshot_file: str | None = Field(default=None, description="File name of the snapshot.")
+    quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
+    smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
+    fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
+    data_quality_status: RealismStatus | None = Field(default=None, description="ok or degraded (thin RV history, no ATM IV).")
+    data_quality_issues: list[str] | None = Field(default=None, description="Why data quality is degraded.")
+    # imported legacy records only (commands/legacy.py)
+    imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
+    legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
+    legacy_applied: bool | None = Field(default=None, description="Legacy import: whether the old system applied it.")
+    legacy_applied_reason: str | None = Field(default=None, description="Legacy import: the old system's reason.")
+    legacy: dict[str, Any] | None = Field(default=None, description="Legacy import: the old record as read.")
 
 
 class ApplyEvent(HistoryRow):
-    """A write of config/applied_multipliers.yaml, appended by apply.py in the same transaction."""
+    """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
+    transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
+
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered"})
 
     type: Literal["apply"] = "apply"
-    previous: Multipliers | None = None
-    applied: Multipliers | None = None
-    source: str | None = None
-    reason: str | None = None
-    previous_run_id: str | None = None
+    previous: Multipliers | None = Field(default=None, description="The values before the apply.")
+    applied: Multipliers | None = Field(default=None, description="The values written to the YAML.")
+    source: str | None = Field(default=None, description="policy, force, rollback (or init, when recovered).")
+    reason: str | None = Field(default=None, description="Why they were applied.")
+    previous_run_id: str | None = Field(default=None, description="run_id of the values replaced.")
+    recovered: bool | None = Field(
+        default=None,
+        description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
+    )
 
 
 class AutoRun(HistoryRow):
-    """One auto-calibrate run over harvested snapshots. It can never be applied."""
+    """One auto-calibrate run over harvested snapshots. It can never be applied.
+
+    Written by calibration/auto.py (`calreport auto-calibrate`, scripts/auto_calibrate_iv.py);
+    imported legacy "harvested" records by commands/legacy.py. `ts` is the wall-clock run time.
+    """
+
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", *_LEGACY_FIELDS})
 
     type: Literal["auto_run"] = "auto_run"
-    dte_min: float | None = None
-    dte_max: float | None = None
-    lookback: str | None = None
-    multiplier: float | None = None
-    mae_pct: float | None = None
-    vega_weighted_mae_pct: float | None = None
-    samples: int | None = None
-    data_quality: DataQuality | None = None
-    status: RealismStatus | None = None
-    reason: str | None = None
-    multiplier_on_bound: bool | None = None
-    rv_7d: float | None = None
-    as_of: str | None = None
-    harvest_start: str | None = None
-    harvest_end: str | None = None
-    snapshots_used: int | None = None
-    snapshots_expected: int | None = None
-    settings_hash: str | None = None
-    bias_pct: float | None = None  # errors at the fitted multiplier, like mae_pct
-    mae_vol_points: float | None = None
-    rows_read: int | None = None  # harvest rows in the window
-    elapsed_s: float | None = None
+    dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
+    dte_max: float | None = Field(default=None, description="DTE range end (days, inclusive).")
+    lookback: str | None = Field(default=None, description="Window length as given: 14d, 12h, 90m, 1w.")
+    multiplier: float | None = Field(default=None, description="Fitted multiplier (4 decimals).")
+    mae_pct: float | None = Field(default=None, description="MAE at the fitted multiplier (percent).")
+    vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the fitted multiplier (percent).")
+    samples: int | None = Field(default=None, description="Quotes used (each quote of each snapshot counts once).")
+    data_quality: DataQuality | None = Field(default=None, description="Data-quality verdict and evidence.")
+    status: RealismStatus | None = Field(default=None, description="Realism verdict: ok, degraded or failed.")
+    reason: str | None = Field(default=None, description="Why that status.")
+    multiplier_on_bound: bool | None = Field(default=None, description="The fit sits on a search bound.")
+    rv_7d: float | None = Field(default=None, description="RV_7d as of the window end (fraction, annualised).")
+    as_of: str | None = Field(default=None, description="Window end (ISO 8601 UTC).")
+    harvest_start: str | None = Field(default=None, description="First snapshot in the window (ISO 8601 UTC).")
+    harvest_end: str | None = Field(default=None, description="Last snapshot in the window (ISO 8601 UTC).")
+    snapshots_used: int | None = Field(default=None, description="Snapshots that contributed quotes.")
+    snapshots_expected: int | None = Field(default=None, description="Snapshots the window should hold at the expected interval.")
+    settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
+    bias_pct: float | None = Field(default=None, description="Mean signed error at the fitted multiplier (percent).")
+    mae_vol_points: float | None = Field(default=None, description="Mean |synthetic IV - market IV| (vol points).")
+    rows_read: int | None = Field(default=None, description="Harvest rows in the window.")
+    elapsed_s: float | None = Field(default=None, description="Run time (seconds).")
+    # imported legacy records only (commands/legacy.py)
+    smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
+    imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
+    legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("harvested").')
+    legacy_applied: bool | None = Field(default=None, description="Legacy import: whether the old system applied it.")
+    legacy_applied_reason: str | None = Field(default=None, description="Legacy import: the old system's reason.")
+    legacy: dict[str, Any] | None = Field(default=None, description="Legacy import: the old record as read.")
 
 
 class UnknownRow(HistoryRow):
@@ -298,35 +521,73 @@ ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEve
 class QuoteDetail(_Lenient):
     """One quote of a live run (history/runs/<run_id>.json), for the latest-run table."""
 
-    instrument: str
-    dte: float
-    strike: float
-    type: Literal["C", "P"]
-    mark: float  # coin
-    synthetic: float  # coin, at the multiplier tested
-    diff_pct: float  # (synthetic - mark) / mark * 100
-    vega: float  # coin per 1.00 vol
-    mark_iv: float | None = None  # fraction
-    synthetic_iv: float | None = None  # fraction
-    band: str | None = None
+    instrument: str = Field(description="Deribit instrument name, e.g. BTC-27DEC24-60000-C.")
+    dte: float = Field(description="Days to expiry at the snapshot (4 decimals).")
+    strike: float = Field(description="Strike (quote currency, USD).")
+    type: Literal["C", "P"] = Field(description="Call or put.")
+    mark: float = Field(description="Deribit mark price (coin).")
+    synthetic: float = Field(description="Black-76 price at RV_7d x the tested multiplier (coin).")
+    diff_pct: float = Field(description="(synthetic - mark) / mark (percent).")
+    vega: float = Field(description="Black-76 vega at the market IV (coin per 1.00 vol).")
+    mark_iv: float | None = Field(default=None, description="IV of the mark (fraction).")
+    synthetic_iv: float | None = Field(default=None, description="The synthetic sigma (fraction).")
+    band: str | None = Field(default=None, description="DTE band label, null outside every band.")
 
 
 class ExpirySummary(_Lenient):
     """Per-expiry summary of a live run, for the ATM IV vs synthetic IV chart."""
 
-    expiry: str
-    dte: float
-    samples: int
-    atm_mark_iv: float | None = None  # fraction
-    synthetic_iv: float | None = None  # fraction (RV_7d x multiplier tested)
-    mae_pct: float | None = None
-    vega_weighted_mae_pct: float | None = None
+    expiry: str = Field(description="Expiry time, 08:00 UTC (ISO 8601).")
+    dte: float = Field(description="Days to expiry at the snapshot.")
+    samples: int = Field(description="Quotes of this expiry used.")
+    atm_mark_iv: float | None = Field(default=None, description="ATM mark IV (fraction).")
+    synthetic_iv: float | None = Field(default=None, description="RV_7d x the tested multiplier (fraction).")
+    mae_pct: float | None = Field(default=None, description="MAE (percent).")
+    vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE (percent).")
 
 
 class RunDetail(_Lenient):
+    """history/runs/<run_id>.json: the quote-level detail of one live run (calibration/live.py)."""
+
     schema_version: int = SCHEMA_VERSION
-    run_id: str
+    run_id: str = Field(description="The live run's run_id.")
     underlying: str
-    ts: str
-    quotes: list[QuoteDetail] = Field(default_factory=list)
-    expiries: list[ExpirySummary] = Field(default_factory=list)
+    ts: str = Field(description="The run's ts (snapshot time, ISO 8601 UTC).")
+    quotes: list[QuoteDetail] = Field(default_factory=list, description="Every quote used (empty for a failed run).")
+    expiries: list[ExpirySummary] = Field(default_factory=list, description="One summary per expiry.")
+
+
+# --------------------------------------------------------------------------- harvest line
+
+
+class HarvestRow(_Lenient):
+    """One line of data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz): a Deribit book-summary row
+    (Deribit's field names and units) plus `harvested_at`. Written by market/harvest.py
+    (`calreport harvest`) and market/sample.py; read by market/harvest.py, which counts a line
+    that breaks these rules as a schema error and skips it. Other Deribit fields are kept."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"anyOf": [{"required": ["harvested_at"]}, {"required": ["creation_timestamp"]}]},
+    )
+
+    instrument_name: str = Field(description="Deribit option name, e.g. BTC-27DEC24-60000-C (expires 08:00 UTC that day).")
+    mark_price: StrictNumber = Field(ge=0, description="Mark price (base coin).")
+    mark_iv: StrictNumber = Field(ge=0, description="IV of the mark (percent, as Deribit sends it).")
+    underlying_price: StrictNumber = Field(gt=0, description="The expiry's forward (USD).")
+    underlying_index: str | None = Field(default=None, description="The forward's index name (early harvests).")
+    bid_price: StrictNumber | None = Field(default=None, description="Best bid (base coin); null or absent when there is none.")
+    ask_price: StrictNumber | None = Field(default=None, description="Best ask (base coin); null or absent when there is none.")
+    open_interest: StrictNumber | None = Field(default=None, description="Open interest (contracts).")
+    creation_timestamp: StrictNumber | None = Field(default=None, description="Deribit's time of the row (ms since the epoch).")
+    harvested_at: StrictNumber | None = Field(
+        default=None,
+        description="When the snapshot was harvested: its newest creation_timestamp (ms since the epoch); older "
+        "harvesters wrote only creation_timestamp.",
+    )
+
+    @model_validator(mode="after")
+    def _has_time(self) -> HarvestRow:
+        if self.harvested_at is None and self.creation_timestamp is None:
+            raise ValueError("a harvest row needs harvested_at or creation_timestamp")
+        return self

@@ -1,4 +1,4 @@
-"""Where each file of record lives inside a calibration root (contract section 1)."""
+"""Where each file of record lives inside a calibration root (docs/FILES.md describes each one)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,95 @@
+"""`calreport schema [NAME]`: the JSON Schema of each file format calreport reads or writes.
+
+The pydantic models in calreport.store.models are the schema; this prints them as JSON Schema
+(draft 2020-12) so other tools can validate the files. docs/FILES.md describes every file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from calreport.store.models import (
+    AppliedDocument,
+    ApplyEvent,
+    AutoRun,
+    CalibrationConfig,
+    HarvestRow,
+    LiveRun,
+    RunDetail,
+    StateDocument,
+)
+from calreport.store.paths import Root
+
+SCHEMA_ID_BASE = "https://calreport.invalid/schema/"  # a name, not a place: nothing is fetched
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "applied": AppliedDocument,
+    "config": CalibrationConfig,
+    "state": StateDocument,
+    "live-run": LiveRun,
+    "apply-event": ApplyEvent,
+    "auto-run": AutoRun,
+    "run-detail": RunDetail,
+    "harvest-row": HarvestRow,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "applied": "config/applied_multipliers.yaml: the multipliers the engine uses (YAML)",
+    "config": "config/calibration.yaml: bands, filters, fit, smoothing, policy, realism, auto, dashboard (YAML)",
+    "state": "site/api/calibration/state.json and `calreport status --json`: the applied YAML as JSON",
+    "live-run": 'history/live_calibration.jsonl, a line with "type": "live_run": one live calibration',
+    "apply-event": 'history/live_calibration.jsonl, a line with "type": "apply": one write of the applied YAML',
+    "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
+    "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
+    "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+}
+
+
+def list_schemas() -> list[tuple[str, str]]:
+    """(name, one-line description) of every format, in a stable order."""
+    return [(name, DESCRIPTIONS[name]) for name in SCHEMAS]
+
+
+def schema_json(name: str) -> dict[str, Any]:
+    """The JSON Schema of format `name` (KeyError for an unknown name)."""
+    model = SCHEMAS[name]
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_ID_BASE}{name}.json",
+        **schema,
+        "title": f"calreport {name}",
+        "description": " ".join(f"{DESCRIPTIONS[name]}. {model.__doc__ or ''} See docs/FILES.md.".split()),
+    }
+
+
+def cmd_schema(args: argparse.Namespace, root: Root) -> int:
+    """With no NAME list the formats; with one print its JSON Schema; an unknown NAME exits 2."""
+    name = getattr(args, "name", None)
+    if not name:
+        width = max(len(n) for n in SCHEMAS)
+        for n, text in list_schemas():
+            print(f"{n:<{width}}  {text}")
+        return 0
+    if name not in SCHEMAS:
+        print(f"calreport: error: unknown schema {name!r} (known: {', '.join(SCHEMAS)})", file=sys.stderr)
+        return 2
+    print(json.dumps(schema_json(name), indent=2))
+    return 0
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    """Register `schema` on the CLI's subparsers (pass the CLI's common --root parent)."""
+    help_ = "print the JSON Schema of a file format (with no NAME, list the formats)"
+    sp = subparsers.add_parser("schema", help=help_, description=help_, parents=list(parents))
+    sp.add_argument("name", nargs="?", metavar="NAME", help=", ".join(SCHEMAS))
+    sp.set_defaults(handler=cmd_schema)
+    return sp
