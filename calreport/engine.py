@@ -32,8 +32,14 @@ from calreport import fmt
 from calreport.calibration.bands import band_value, multiplier_at, multipliers_for_dte
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
-from calreport.store.config import Band, CalibrationConfig, load_config
-from calreport.store.models import DEFAULT_MULTIPLIER, AppliedDocument, AppliedEntry
+from calreport.store.config import load_config
+from calreport.store.models import (
+    DEFAULT_MULTIPLIER,
+    AppliedDocument,
+    AppliedEntry,
+    Band,
+    CalibrationConfig,
+)
 from calreport.store.paths import Root
 from calreport.timeutil import iso_utc, utc_now
 

@@ -23,9 +23,8 @@ from calreport.errors import CalreportError
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.rv import realised_vol
 from calreport.store.applied import read_applied
-from calreport.store.config import FilterConfig
 from calreport.store.history import apply_events, live_runs
-from calreport.store.models import Multipliers, RunDetail
+from calreport.store.models import FilterConfig, Multipliers, RunDetail
 from calreport.store.paths import Root
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

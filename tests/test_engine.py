@@ -54,9 +54,12 @@ def test_multiplier_for_uses_band_containing_dte_else_global_and_1_for_missing_u
 
 def test_overlapping_bands_first_band_with_a_value_wins_in_the_engine_and_the_calibration_alike():
     """One rule (calibration.bands) for the engine, the live run's tested multipliers and the policy."""
-    from calreport.calibration.bands import band_value, multiplier_at, multipliers_for_dte
-    from calreport.store.config import Band
-    from calreport.store.models import AppliedDocument, AppliedEntry
+    from calreport.calibration.bands import (
+        band_value,
+        multiplier_at,
+        multipliers_for_dte,
+    )
+    from calreport.store.models import AppliedDocument, AppliedEntry, Band
 
     bands = (Band(name="a", min_dte=0, max_dte=10), Band(name="b", min_dte=5, max_dte=20), Band(name="c", min_dte=15, max_dte=30))
     entry = AppliedEntry(global_=1.0, bands={"b": 1.2, "c": 1.3})

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from calreport.calibration.policy import decide
-from calreport.store.config import PolicyConfig
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers
+from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
 POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25
 

@@ -27,7 +27,6 @@ Loading the harvest and appending the row is the use case's job
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import time
@@ -50,8 +49,7 @@ from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.errors import CalreportError
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
-from calreport.store.config import CalibrationConfig
-from calreport.store.models import AutoRun, DataQuality
+from calreport.store.models import AutoRun, CalibrationConfig, DataQuality
 from calreport.timeutil import (
     MS_PER_DAY,
     MS_PER_HOUR,
@@ -350,17 +348,3 @@ def evaluate_auto(
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
-
-
-_MOVED = {"run_auto_calibration": "calreport.commands.usecases"}
-
-
-def __getattr__(name: str) -> object:
-    """TEMPORARY alias: calreport/commands/demo.py still imports run_auto_calibration from here.
-
-    The workflow (read the harvest, append the row) is a use case now; remove this once demo.py
-    imports it from calreport.commands.usecases (tests/test_architecture.py names this exemption).
-    """
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from calreport.store.config import Band
-from calreport.store.models import DEFAULT_MULTIPLIER, AppliedEntry, Multipliers
+from calreport.store.models import DEFAULT_MULTIPLIER, AppliedEntry, Band, Multipliers
 
 BandValues = AppliedEntry | Multipliers
 

@@ -37,13 +37,14 @@ from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.smoothing import ewma
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
-from calreport.store.config import CalibrationConfig, PolicyConfig
 from calreport.store.models import (
     AppliedEntry,
+    CalibrationConfig,
     ExpirySummary,
     GroupMetrics,
     LiveRun,
     Multipliers,
+    PolicyConfig,
     QuoteDetail,
     RunDetail,
 )

@@ -26,8 +26,7 @@ from typing import Literal
 
 from calreport import fmt
 from calreport.calibration.bands import band_value
-from calreport.store.config import PolicyConfig
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers
+from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
 Decision = tuple[Literal["apply", "hold"], str]
 _EPS = 1e-12

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from calreport.store.config import RealismConfig
+from calreport.store.models import RealismConfig
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"

@@ -20,9 +20,9 @@ from typing import NamedTuple
 from calreport import fmt
 from calreport.errors import CalreportError, RefusedError
 from calreport.store.applied import read_applied, transaction
-from calreport.store.config import CalibrationConfig, load_config
+from calreport.store.config import load_config
 from calreport.store.history import apply_events, auto_runs, live_runs, locked
-from calreport.store.models import ApplyEvent, Multipliers
+from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0

@@ -26,6 +26,7 @@ from calreport.commands.audit import log_lines
 from calreport.commands.demo import run_demo
 from calreport.commands.doctor import doctor_command
 from calreport.commands.legacy import import_legacy_command
+from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import CalreportError
@@ -337,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("import-legacy", cmd_import_legacy, "import the old system's run records into history")
     sp.add_argument("files", nargs="+")
+
+    add_schema_parser(sub, parents=[common])
     return p
 
 

@@ -33,9 +33,7 @@ import numpy as np
 import yaml
 
 from calreport import fmt
-from calreport.calibration.auto import run_auto_calibration
 from calreport.commands import usecases as actions
-from calreport.market.harvest import harvest_command
 from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.store.files import atomic_write
 from calreport.store.models import AutoRun, LiveRun
@@ -123,7 +121,7 @@ def harvest_last_hour(root: Root, market: SampleMarket, end_ms: int, out: Path) 
     """The last hour through `calreport harvest --from-file`, as a cron job would append it."""
     for t in market.harvest_times(end_ms - MS_PER_HOUR + 1, end_ms, 15):
         snap = write_json(out / f"{market.underlying}-harvest-{_stamp(int(t))}.json", market.snapshot_payload(int(t)))
-        harvest_command(root, market.underlying, from_file=snap)
+        actions.harvest(root, market.underlying, from_file=snap)
 
 
 def _live(
@@ -172,7 +170,7 @@ def config_override(root: Root, section: str, values: dict[str, Any]) -> Iterato
 def _legacy_auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
     """An auto run the old system's way (no minimum mark price); the realism check must fail it."""
     with config_override(root, "filters", LEGACY_FILTERS):
-        run = run_auto_calibration(root, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
+        run = actions.run_auto_calibration(root, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
     actions.rerender(root)  # with the real settings back in place
     log(
         f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)} (marks / forward, min mark 0): "

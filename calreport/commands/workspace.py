@@ -17,8 +17,8 @@ from pathlib import Path
 
 from calreport.commands.audit import GitAudit
 from calreport.report import render_site
-from calreport.store.config import CalibrationConfig, load_config
-from calreport.store.models import ApplyEvent
+from calreport.store.config import load_config
+from calreport.store.models import ApplyEvent, CalibrationConfig
 from calreport.store.paths import Root
 
 AfterApply = Callable[[ApplyEvent], None]

@@ -54,9 +54,9 @@ from calreport.market.deribit import (
 )
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
 from calreport.numbers import float_column, is_number
-from calreport.store.config import CalibrationConfig, load_config
 from calreport.store.files import append_line, atomic_write
 from calreport.store.history import iter_lines_reversed, locked
+from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root, lock_path
 from calreport.timeutil import MS_PER_DAY
 
@@ -611,12 +611,3 @@ def harvest_once(
     else:
         rows, meta = (client or DeribitClient()).book_summary(name)
     return append_snapshot(root, name, rows, meta.now_ms)
-
-
-def harvest_command(root: Root, underlying: str, from_file: Path | None = None, *, client: Any = None) -> int:
-    """Deprecated: kept only for calreport/commands/demo.py until it calls commands.usecases.harvest.
-
-    Appends like `calreport harvest` but prints nothing (the CLI prints; this module never does).
-    """
-    harvest_once(root, load_config(root), underlying, from_file, client=client)
-    return 0

@@ -18,7 +18,7 @@ from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError, RefusedError
-from calreport.store.config import CalibrationConfig, load_config
+from calreport.store.config import load_config
 from calreport.store.files import atomic_write, backup_link, restore_backup
 from calreport.store.history import (
     append_row,
@@ -30,6 +30,7 @@ from calreport.store.models import (
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
+    CalibrationConfig,
     Multipliers,
     default_entry,
 )
