@@ -165,7 +165,7 @@ def test_cache_from_other_code_is_not_trusted(root, rows, tmp_path, monkeypatch)
     cache = tmp_path / "live.index"
     rows.live()
     index_history(root.live_history, cache_file=cache)
-    monkeypatch.setattr(history, "_CODE_KEY", "models.py changed")
+    monkeypatch.setattr(history, "_code_key", lambda: "models.py changed")
     assert index_history(root.live_history, cache_file=cache).parsed == 1
 
 

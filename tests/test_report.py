@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from calreport import fmt
 from calreport.commands import cli
 from calreport.report import render, views
 from calreport.report.render import render_site
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
-from calreport.store.history import append_row, new_run_id
+from calreport.store.history import append_row
+from calreport.store.ids import new_run_id
 from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 
@@ -102,17 +104,17 @@ def assert_everything_matches_yaml(root: Root, capsys: pytest.CaptureFixture[str
 # --------------------------------------------------------------------------- formatting
 
 
-def test_formatting_shows_dash_for_missing_and_fixed_decimals():
-    assert views.fmt_mult(None) == "-"
-    assert views.fmt_mult(1.08333) == "1.0833"
-    assert views.fmt_mult(float("nan")) == "-"
-    assert views.fmt_pct(4668684.92) == "4,668,684.92%"
-    assert views.fmt_pct(None) == "-"
-    assert views.fmt_vol(0.432) == "43.2%"
-    assert views.fmt_int(2305) == "2,305"
-    assert views.fmt_time("2025-12-11T10:16:00Z") == "2025-12-11 10:16 UTC"
-    assert views.fmt_time(None) == "-"
-    assert views.fmt_text("  ") == "-"
+def test_dashboard_numbers_use_the_shared_formatters_with_one_missing_mark(root, rows):
+    """views formats through calreport.fmt: 4 decimals for multipliers, thousands separators, "-"."""
+    rows.live(smoothed=None, recommended=1.08333, mae_pct=4668684.92, rv_7d=None, samples=2305)
+    render_site(root)
+    html = page(root)
+    card = latest_card(html, "BTC")
+    assert card["data-smoothed"] == views.MISSING == fmt.MISSING == "-"
+    assert card["data-recommended"] == "1.0833"
+    assert "4,668,684.92%" in html and "2,305" in html
+    assert "2025-12-11 10:01 UTC" in html
+    assert not re.search(r">\s*(none|None|nan)\s*<", html)
 
 
 # --------------------------------------------------------------------------- applied == YAML
@@ -219,7 +221,7 @@ def test_markup_and_quotes_in_every_text_field_stay_inert(root, rows):
 
 
 def test_templates_never_mark_data_safe_and_quote_every_attribute():
-    env = render.ENV
+    env = render.env()
     assert env.autoescape is True
     for path in TEMPLATES.glob("*.j2"):
         text = path.read_text()
