@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from calreport.commands.legacy import legacy_run_id
 from calreport.errors import RefusedError
 from calreport.store.applied import force_apply
 from calreport.store.history import apply_events, auto_runs, live_runs
+from calreport.timeutil import parse_time
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "legacy-calibration-runs"
 
@@ -166,3 +168,57 @@ def test_real_legacy_records_import_once(root, capsys):
     assert _import(root, *files) == 0
     assert f"{len(files)} already imported" in capsys.readouterr().out
     assert len(live_runs(root)) == len(live)
+
+
+# --------------------------------------------------------------------------- newest first by time after an import
+
+
+def _elements(html: str, section: str) -> list[dict[str, str]]:
+    """Attributes of the elements carrying data-run-id inside <section id=...>, in page order."""
+    body = re.search(rf'<section id="{section}".*?</section>', html, re.S).group(0)
+    return [dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', tag)) for tag in re.findall(r"<(?:tr|div)\b[^>]*data-run-id=[^>]*>", body)]
+
+
+def test_importing_older_records_keeps_the_newest_runs_first_in_tables_and_data_health(root, rows, tmp_path):
+    """import-legacy appends 2025-11 records after December runs: the tables and the Data health panel
+    order by the rows' own time, so the December runs stay on top."""
+    live = [rows.live() for _ in range(3)]
+    auto = [rows.auto(underlying=u) for u in ("BTC", "ETH", "BTC")]
+    d = tmp_path / "legacy"
+    d.mkdir()
+    for i in range(2):
+        _write(d, f"live{i}.json", {**LIVE, "timestamp": f"2025-11-0{i + 1}T00:00:00Z"})
+        _write(d, f"harvested{i}.json", {**HARVESTED, "timestamp": f"2025-11-0{i + 1}T12:00:00Z"})
+    assert _import(root, d) == 0
+    assert [r.source for r in live_runs(root)][-2:] == ["legacy", "legacy"]  # appended last ...
+    html = root.index_html.read_text()  # ... and the import re-rendered the dashboard
+    live_table = [e["data-run-id"] for e in _elements(html, "live-history")]
+    auto_table = [e["data-run-id"] for e in _elements(html, "auto-history")]
+    legacy_live = [r.run_id for r in live_runs(root) if r.source == "legacy"]
+    legacy_auto = [r.run_id for r in auto_runs(root) if r.run_id.startswith("legacy-")]
+    assert live_table == [r.run_id for r in reversed(live)] + legacy_live[::-1]
+    assert auto_table == [r.run_id for r in reversed(auto)] + legacy_auto[::-1]
+    health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
+    assert health == {"BTC": auto[2].run_id, "ETH": auto[1].run_id}
+
+
+@pytest.mark.realdata
+def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path, capsys):
+    if not DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    from calreport.commands.demo import run_demo
+    from calreport.store.paths import Root
+
+    root = Root(tmp_path / "demo")
+    assert run_demo(root, log=lambda s: None) == 0
+    newest_live = max(reversed(live_runs(root)), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
+    newest_auto = {
+        u: max(reversed([r for r in auto_runs(root) if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
+        for u in {r.underlying for r in auto_runs(root)}
+    }
+    assert _import(root, *sorted(DATA.glob("*.json"))) == 0
+    html = root.index_html.read_text()
+    assert _elements(html, "live-history")[0]["data-run-id"] == newest_live
+    assert not _elements(html, "auto-history")[0]["data-run-id"].startswith("legacy-")
+    health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
+    assert {u: health[u] for u in newest_auto} == newest_auto
