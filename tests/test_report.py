@@ -456,7 +456,7 @@ def test_auto_chart_places_runs_at_their_window_end_in_time_order():
         return AutoRun(type="auto_run", ts="2025-12-13T12:00:00Z", as_of=as_of, underlying="BTC", multiplier=m, status=status)
 
     chart = charts.auto_chart("BTC", [run("2025-12-13T12:00:00Z", 1.01), run("2025-12-06T12:00:00Z", 0.5, "failed"), run(None, 0.99)])
-    assert chart.headers[0] == "Window end (UTC)"
-    assert [row[0] for row in chart.rows] == ["2025-12-13 12:00", "2025-12-13 12:00", "2025-12-06 12:00"]
+    assert chart.headers[0] == "Window end"
+    assert [row[0] for row in chart.rows] == ["2025-12-13 12:00 UTC", "2025-12-13 12:00 UTC", "2025-12-06 12:00 UTC"]
     assert [t.label for t in chart.x_ticks][0] == "12-06"  # the backfill widens the axis to its week
     assert len(chart.markers) == 1 and float(chart.markers[0].x) == charts.LEFT
