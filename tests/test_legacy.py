@@ -222,3 +222,16 @@ def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path,
     assert not _elements(html, "auto-history")[0]["data-run-id"].startswith("legacy-")
     health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
     assert {u: health[u] for u in newest_auto} == newest_auto
+
+
+def test_import_legacy_returns_a_result_and_prints_nothing(root, tmp_path, capsys):
+    from calreport.commands.legacy import format_import, import_legacy
+
+    good, bad = _write(tmp_path, "good.json", LIVE), _write(tmp_path, "bad.json", "{not json")
+    result = import_legacy(root, [good, bad])
+    assert capsys.readouterr() == ("", "")
+    assert (result.live, result.auto, result.already, result.exit_code, result.changed) == (1, 0, 0, 1, True)
+    out, err = format_import(result, root)
+    assert len(err) == 1 and err[0].startswith("calreport: error: ") and "bad.json" in err[0]
+    assert out == ["imported 1 live run(s) into live_calibration.jsonl and 0 auto run(s) into auto_calibrate.jsonl; "
+                   "0 already imported; 1 failed"]
