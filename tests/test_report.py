@@ -393,7 +393,7 @@ def test_rendered_files_are_replaced_atomically_no_temp_files_left(root, rows):
 
 
 def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
-    from calreport.report.render import HistoryCache
+    from calreport.store.query import HistoryCache
     from calreport.store.history import read_history
 
     cache = HistoryCache()
@@ -460,3 +460,30 @@ def test_auto_chart_places_runs_at_their_window_end_in_time_order():
     assert [row[0] for row in chart.rows] == ["2025-12-13 12:00 UTC", "2025-12-13 12:00 UTC", "2025-12-06 12:00 UTC"]
     assert [t.label for t in chart.x_ticks][0] == "12-06"  # the backfill widens the axis to its week
     assert len(chart.markers) == 1 and float(chart.markers[0].x) == charts.LEFT
+
+
+def test_importing_every_calreport_module_opens_no_template_data_or_source_file():
+    """Templates are rendered, sources hashed and history read on first use, never at import time
+    (a fresh interpreter imports every module under an audit hook that records each open)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import pkgutil, sys, importlib
+opened = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes)):
+        opened.append((str(args[0]), str(args[1])))
+sys.addaudithook(hook)
+import calreport
+for m in pkgutil.walk_packages(calreport.__path__, "calreport."):
+    if not m.name.endswith("__main__"):  # `python -m calreport` runs the CLI: a program, not a module
+        importlib.import_module(m.name)
+libs = (sys.prefix, sys.base_prefix)  # installed packages (numpy reads its own metadata)
+bad = [(p, mode) for p, mode in opened if not p.startswith(libs) and
+       p.endswith((".j2", ".jsonl", ".yaml", ".json", ".index")) or (p.endswith(".py") and "b" in mode)]
+print(len(opened), bad)
+sys.exit(1 if bad else 0)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TEMPLATES.parents[2])
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

@@ -24,7 +24,8 @@ from calreport.commands import usecases as actions
 from calreport.report.render import render_site
 from calreport.store.applied import format_applied, read_applied
 from calreport.store.files import atomic_write
-from calreport.store.history import dumps_row, new_run_id
+from calreport.store.history import append_row, dumps_row, read_history
+from calreport.store.ids import new_run_id
 from calreport.store.models import (
     AppliedEntry,
     ApplyEvent,
@@ -34,6 +35,7 @@ from calreport.store.models import (
     Multipliers,
 )
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache
 
 
 def build_root(path: Path, n: int, seed: int = 7) -> Root:
@@ -90,16 +92,11 @@ def _fresh_process_render(root: Root) -> float:
 
 
 def _append_auto(root: Root, ts: str) -> None:
-    from calreport.store.history import append_row
-
     append_row(root.auto_history, AutoRun(schema_version=1, run_id=new_run_id(), ts=ts, underlying="BTC",
                                           multiplier=1.1, status="ok", reason="appended"))
 
 
 def measure(n: int) -> dict[str, object]:
-    from calreport.report.render import HistoryCache
-    from calreport.store.history import read_history
-
     with tempfile.TemporaryDirectory() as tmp:
         root = build_root(Path(tmp) / "root", n // 2)
         t = time.perf_counter()
