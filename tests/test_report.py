@@ -487,3 +487,19 @@ sys.exit(1 if bad else 0)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TEMPLATES.parents[2])
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
+    """Smoothing starts from the previous live run's smoothed value (calibration.live.previous_smoothed),
+    and min_delta is an absolute multiplier difference (calibration.policy.decide), as the panel says."""
+    from calreport.calibration.policy import decide
+    from calreport.store.config import PolicyConfig
+    from calreport.store.models import AppliedEntry, LiveRun
+
+    render_site(root)
+    panel = re.search(r'<section id="update-policy".*?</section>', page(root), re.S).group(0)
+    assert "(1 - alpha) x the previous smoothed value" in panel and "x applied" not in panel
+    assert re.search(r"Min change</td><td class=\"num\">0.03</td>", panel)
+    # +0.04 on an applied 2.0 is a 2% move: held if min_delta were relative (3%), applied as it is absolute
+    run = LiveRun(smoothed=Multipliers(global_=2.04), samples=500, vega_sum=100.0, status="ok")
+    assert decide(run, AppliedEntry(global_=2.0), PolicyConfig(min_delta=0.03))[0] == "apply"

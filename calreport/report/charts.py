@@ -15,7 +15,7 @@ from typing import Sequence
 
 from calreport import fmt
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
-from calreport.timeutil import time_ms
+from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, time_ms
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
@@ -59,8 +59,6 @@ class Chart:
     height: int = HEIGHT
     left: int = LEFT
     right: int = WIDTH - RIGHT
-    top: int = TOP
-    bottom: int = HEIGHT - BOTTOM
 
     @property
     def empty(self) -> bool:
@@ -117,7 +115,7 @@ def x_scale_time(times: Sequence[float]) -> tuple[Scale, list[Tick]]:
     lo, hi = min(times), max(times)
     s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
     span = hi - lo
-    pattern = "%m-%d" if span > 3 * 86400 else "%m-%d %H:%M"  # axis labels: short, the table has full times
+    pattern = "%m-%d" if span > 3 * MS_PER_DAY / MS_PER_SECOND else "%m-%d %H:%M"  # axis labels: short, the table has full times
     points = [lo] if span == 0 else [lo + span * i / 3 for i in range(4)]
     ticks = [Tick(_f(s(t)), datetime.fromtimestamp(t, tz=timezone.utc).strftime(pattern)) for t in points]
     return s, ticks

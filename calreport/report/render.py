@@ -189,11 +189,13 @@ def read_inputs(
     t2 = time.perf_counter()
     shown = shown_history(query, config)
     statuses = StatusIndex.from_events(applied, query.apply_event_keys()) if applied is not None else None
-    details, detail_errors = _read_details(root, list(shown.latest_live.values()))
     t3 = time.perf_counter()
+    details, detail_errors = _read_details(root, list(shown.latest_live.values()))
+    t4 = time.perf_counter()
     t["read_config_yaml"] = t1 - t0
     t["parse_history"] = t2 - t1
-    t["read_details"] = t3 - t2
+    t["shown_rows"] = t3 - t2
+    t["read_details"] = t4 - t3
     inputs = views.Inputs(
         config=config,
         config_error=config_error,

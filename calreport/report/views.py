@@ -304,7 +304,6 @@ class Dashboard:
     auto_table: HistoryTable
     chart_groups: list[ChartGroup]
     settings_hash: str
-    state_kept: bool
 
 
 @dataclass(frozen=True)
@@ -641,7 +640,11 @@ def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
     thresholds = [
         ("Min samples", fmt.integer(p.min_samples), "a run with fewer usable quotes is held"),
         ("Min vega sum", fmt.num(p.min_vega_sum, 2), "total vega of the quotes used"),
-        ("Min change", fmt.pct(p.min_delta * 100, 1), "smaller relative moves are held (no churn)"),
+        (
+            "Min change",
+            fmt.limit(p.min_delta),
+            "held when |smoothed - applied| is smaller for the global and every band (no churn)",
+        ),
         ("Max step", fmt.pct(p.max_rel_step * 100, 1), "larger relative moves are held for review"),
         (
             "Smoothing alpha",
@@ -868,7 +871,6 @@ def build_dashboard(inp: Inputs) -> Dashboard:
         auto_table=auto_t,
         chart_groups=build_charts(names, inp),
         settings_hash=inp.config.settings_hash(),
-        state_kept=inp.applied_error is not None,
     )
 
 
