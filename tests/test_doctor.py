@@ -146,9 +146,12 @@ def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
 
     add_live_run(root, smoothed=1.0833)
     actions.force_apply(root, "BTC")
+    add_live_run(root, smoothed=1.09)  # newer, not applied: held
     capsys.readouterr()
     report = run_doctor(root)
     assert capsys.readouterr() == ("", "")
-    assert report.exit_code == 0 and (report.live_runs, report.apply_events, report.auto_runs) == (1, 1, 0)
+    assert report.exit_code == 0 and (report.live_runs, report.apply_events, report.auto_runs) == (2, 1, 0)
+    assert report.live_statuses == {"applied": 1, "held": 1}
     lines = format_doctor(report)
     assert lines[0] == f"calreport doctor: {root.path}" and lines[-1].startswith("consistent: BTC global 1.0833")
+    assert "history: 2 live runs (1 applied, 1 held), 1 apply events" in lines[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
@@ -27,6 +27,7 @@ from calreport.store.models import (
 )
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery, Skipped
+from calreport.store.state import StatusIndex
 from calreport.timeutil import time_ms
 
 Severity = Literal["error", "warning"]
@@ -216,6 +217,7 @@ class DoctorReport:
     apply_events: int = 0
     auto_runs: int = 0
     unreadable_lines: int = 0
+    live_statuses: dict[str, int] = field(default_factory=dict)  # derived status -> live runs
 
     @property
     def errors(self) -> list[Problem]:
@@ -317,7 +319,8 @@ def run_doctor(root: Root) -> DoctorReport:
                     e.underlying,
                 )
             )
-    return DoctorReport(str(root.path), problems, doc, **counts)
+    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).status_of)
+    return DoctorReport(str(root.path), problems, doc, **counts, live_statuses=dict(statuses))
 
 
 def format_doctor(report: DoctorReport) -> list[str]:
@@ -333,8 +336,10 @@ def format_doctor(report: DoctorReport) -> list[str]:
     summary = ", ".join(
         f"{u} global {fmt.mult(e.global_)} (run {fmt.text(e.run_id)}, {e.source})" for u, e in sorted(doc.underlyings.items())
     )
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(report.live_statuses.items()))
     lines.append(
-        f"consistent: {summary or 'no underlyings applied'}; history: {report.live_runs} live runs, "
+        f"consistent: {summary or 'no underlyings applied'}; history: {report.live_runs} live runs"
+        + (f" ({by_status})" if by_status else "") + ", "
         f"{report.apply_events} apply events, {report.auto_runs} auto runs, "
         f"{report.unreadable_lines} unreadable line(s)"
         + (f", {len(report.problems)} warning(s)" if report.problems else "")
