@@ -21,9 +21,9 @@ from calreport.report.bench import build_root
 from calreport.report.render import render_site
 from calreport.store.history import append_row, read_history
 from calreport.store.ids import new_run_id
-from calreport.store.query import HistoryCache
 from calreport.store.models import AutoRun
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache
 
 NAME = "render"
 TARGET_S = 2.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from calreport.report import render, views
+from calreport.report import views
 from calreport.report.render import render_site
 from calreport.store import history
 from calreport.store.history import (

@@ -337,11 +337,11 @@ def import_legacy(root: Root, files: list[Path]) -> ImportResult:
 def format_import(result: ImportResult, root: Root) -> tuple[list[str], list[str]]:
     """(stdout lines, stderr lines): one error line per bad file, then the summary."""
     err = [f"calreport: error: {exc.one_line()}" for exc in result.errors]
-    out = [
+    summary = (
         f"imported {result.live} live run(s) into {root.live_history.name} and {result.auto} auto run(s) "
         f"into {root.auto_history.name}; {result.already} already imported; {len(result.errors)} failed"
-    ]
-    return out, err
+    )
+    return [summary], err
 
 
 def import_legacy_command(root: Root, files: list[Path]) -> int:

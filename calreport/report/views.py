@@ -649,8 +649,10 @@ def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
         (
             "Smoothing alpha",
             fmt.num(s.alpha, 2),
-            "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last "
-            "live run with usable quotes that did not fail realism; the applied value when there is none)",
+            (
+                "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last "
+                "live run with usable quotes that did not fail realism; the applied value when there is none)"
+            ),
         ),
         ("Sane multiplier", f"{fmt.num(r.min_mult, 2)} - {fmt.num(r.max_mult, 2)}", "outside: realism failed"),
         ("Max MAE", fmt.pct(r.max_mae, 0), "above: realism failed"),
