@@ -77,9 +77,9 @@ def test_live_record_becomes_a_legacy_live_row_without_touching_the_yaml(root, t
     assert set(run.by_band) == {"weekly", "monthly"} and run.by_band["weekly"].recommended == 1.21
     assert run.decision == "apply" and "Legacy system applied: Forced by user" in run.decision_reason
     assert (run.status, run.samples, run.mae_pct) == ("ok", 47, 26.35)
-    extra = run.model_extra or {}
-    assert extra["imported_from"] == "a_live.json" and extra["legacy_applied"] is True
-    assert extra["legacy"]["smoothed_band_multipliers"][0]["name"] == "weekly"
+    # provenance fields (attributes whether models.py declares them or keeps them as extras)
+    assert run.imported_from == "a_live.json" and run.legacy_applied is True and run.legacy_source == "live"
+    assert run.legacy["smoothed_band_multipliers"][0]["name"] == "weekly"
     assert root.applied.read_bytes() == yaml_before
     assert apply_events(root) == []
     with pytest.raises(RefusedError, match="no live run"):  # an import never becomes a force-apply candidate
@@ -91,7 +91,7 @@ def test_harvested_record_becomes_an_auto_run_with_failed_data_quality_when_it_h
     (run,) = auto_runs(root)
     assert run.multiplier == 1.0 and run.samples == 0
     assert run.data_quality.status == "failed" and run.status == "failed"
-    assert (run.model_extra or {})["smoothed_multiplier"] == 1.0366
+    assert run.smoothed_multiplier == 1.0366 and run.legacy_source == "harvested"
     assert live_runs(root) == []
 
 
@@ -161,7 +161,7 @@ def test_real_legacy_records_import_once(root, capsys):
     assert all(r.source == "legacy" and r.smoothed.bands == {} and r.recommended.bands == {} for r in live)
     assert {b for r in live for b in (r.by_band or {})} <= {"weekly", "monthly"}
     assert [r.ts for r in live] == sorted(r.ts for r in live)
-    applied_in_legacy = [r for r in live if (r.model_extra or {})["legacy_applied"]]
+    applied_in_legacy = [r for r in live if r.legacy_applied]
     assert applied_in_legacy and all(r.decision == "apply" for r in applied_in_legacy)
     assert apply_events(root) == [] and root.applied.read_bytes() == yaml_before
     capsys.readouterr()
