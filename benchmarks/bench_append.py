@@ -21,17 +21,19 @@ WRITERS = 4
 
 
 def _writer(path: str, writer: int, count: int, start: object, poll_s: float | None = None) -> None:
-    from calreport.store import history
+    from calreport.store import files, history
     from calreport.store.history import append_row
 
-    if poll_s is not None:  # experiment only: what history.locked would give with a shorter poll interval
+    if poll_s is not None:  # experiment only: what files.locked would give with a shorter poll interval
         from filelock import FileLock
 
-        def locked(p: Path, timeout: float = history.LOCK_TIMEOUT_S) -> FileLock:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            return FileLock(str(history.lock_path(p)), timeout=timeout, poll_interval=poll_s)
+        from calreport.store.paths import lock_path
 
-        history.locked = locked  # type: ignore[assignment]
+        def locked(p: Path, timeout: float = files.LOCK_TIMEOUT_S) -> FileLock:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            return FileLock(str(lock_path(p)), timeout=timeout, poll_interval=poll_s)
+
+        history.locked = locked  # type: ignore[attr-defined] - the name append_row calls
 
     start.wait()  # type: ignore[attr-defined]
     for seq in range(count):
@@ -100,6 +102,6 @@ def run(quick: bool = False) -> list[Figure]:
                notes=[f"{lost} lost, {dup} duplicated, {bad} torn of {total}"]),
         Figure(name=f"(experiment) appends/s, {WRITERS} writers, lock poll 2 ms", value=total / t4f, unit="rows/s",
                baseline=rate, baseline_label="filelock default poll 50 ms",
-               notes=[f"informational: history.locked with FileLock(poll_interval=0.002); {lost_f} lost, {dup_f} duplicated, "
+               notes=[f"informational: files.locked with FileLock(poll_interval=0.002); {lost_f} lost, {dup_f} duplicated, "
                       f"{bad_f} torn"]),
     ]

@@ -18,10 +18,12 @@ import jinja2
 
 from benchmarks import Figure
 from calreport.report.bench import build_root
-from calreport.report.render import HistoryCache, render_site
-from calreport.store.history import append_row, new_run_id, read_history
+from calreport.report.render import render_site
+from calreport.store.history import append_row, read_history
+from calreport.store.ids import new_run_id
 from calreport.store.models import AutoRun
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache
 
 NAME = "render"
 TARGET_S = 2.0

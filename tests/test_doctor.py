@@ -52,7 +52,7 @@ def test_hand_added_band_and_metadata_edit_are_reported(root):
     root.applied.write_text(text.replace("source: force", "source: policy", 1))
     problems = check_consistency(root)
     messages = " | ".join(p.message for p in problems)
-    assert "band 0-7d in YAML 1.5000 != last apply event none" in messages
+    assert "band 0-7d in YAML 1.5000 != last apply event -" in messages
     assert "source policy != force" in messages
     assert all(p.severity == "error" and p.underlying == "BTC" for p in problems)
 
@@ -111,3 +111,47 @@ def test_temp_files_left_by_a_killed_apply_are_a_warning(root, capsys):
     code, out = _doctor(root, capsys)
     assert code == 0
     assert "1 temp file(s) left in config/ by interrupted writes" in out
+
+
+def _yaml_and_event(root, *, yaml_global: float, updated_at: str, event_ts: str) -> None:
+    """A YAML entry and the apply event that should have written it, built directly."""
+    from calreport.store.history import append_row
+    from calreport.store.models import ApplyEvent, Multipliers
+
+    common = {"source": "force", "run_id": "R1", "reason": "Forced by user"}
+    append_row(root.live_history, ApplyEvent(ts=event_ts, underlying="BTC", previous=Multipliers(global_=1.0),
+                                             applied=Multipliers(global_=1.0833), **common))
+    doc = read_applied(root)
+    doc.underlyings["BTC"] = AppliedEntry(global_=yaml_global, updated_at=updated_at, **common)
+    atomic_write(root.applied, format_applied(doc).encode())
+
+
+def test_doctor_orders_timestamps_as_instants_not_as_text(root):
+    """'10:16:00Z' sorts after '10:16:00.500Z' as text but is half a second before it: the YAML is
+    older than the last apply, so it was restored from an old copy, not written after the apply."""
+    _yaml_and_event(root, yaml_global=1.2, updated_at="2025-12-11T10:16:00Z", event_ts="2025-12-11T10:16:00.500Z")
+    problems = {p.code: p.message for p in check_consistency(root)}
+    assert "restored from an old copy" in problems["values-differ"]
+    assert "written after the last recorded apply" not in problems["values-differ"]
+    assert "updated_at 2025-12-11T10:16:00Z != 2025-12-11T10:16:00.500Z" in problems["metadata-differs"]
+
+
+def test_the_same_instant_written_two_ways_is_not_a_metadata_difference(root):
+    _yaml_and_event(root, yaml_global=1.0833, updated_at="2025-12-11T11:16:00.5+01:00", event_ts="2025-12-11T10:16:00.500Z")
+    assert check_consistency(root) == []
+
+
+def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
+    from calreport.commands.doctor import format_doctor, run_doctor
+
+    add_live_run(root, smoothed=1.0833)
+    actions.force_apply(root, "BTC")
+    add_live_run(root, smoothed=1.09)  # newer, not applied: held
+    capsys.readouterr()
+    report = run_doctor(root)
+    assert capsys.readouterr() == ("", "")
+    assert report.exit_code == 0 and (report.live_runs, report.apply_events, report.auto_runs) == (2, 1, 0)
+    assert report.live_statuses == {"applied": 1, "held": 1}
+    lines = format_doctor(report)
+    assert lines[0] == f"calreport doctor: {root.path}" and lines[-1].startswith("consistent: BTC global 1.0833")
+    assert "history: 2 live runs (1 applied, 1 held), 1 apply events" in lines[-1]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from calreport.report import render, views
-from calreport.report.render import HistoryCache, history_cache_file, render_site
+from calreport.report import views
+from calreport.report.render import render_site
 from calreport.store import history
 from calreport.store.history import (
     HistoryIndex,
@@ -24,6 +24,7 @@ from calreport.store.history import (
 )
 from calreport.store.models import LiveRun
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache, history_cache_file
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -165,7 +166,7 @@ def test_cache_from_other_code_is_not_trusted(root, rows, tmp_path, monkeypatch)
     cache = tmp_path / "live.index"
     rows.live()
     index_history(root.live_history, cache_file=cache)
-    monkeypatch.setattr(history, "_CODE_KEY", "models.py changed")
+    monkeypatch.setattr(history, "_code_key", lambda: "models.py changed")
     assert index_history(root.live_history, cache_file=cache).parsed == 1
 
 
@@ -255,4 +256,4 @@ def test_one_shot_render_with_cache_matches_render_without(root, rows, tmp_path)
     first = root.index_html.read_text()
     render_site(root, now=NOW)
     assert root.index_html.read_text() == first
-    assert render.history_cache_file(root, root.auto_history).exists()
+    assert history_cache_file(root, root.auto_history).exists()

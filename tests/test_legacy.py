@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from calreport.commands.legacy import legacy_run_id
 from calreport.errors import RefusedError
 from calreport.store.applied import force_apply
 from calreport.store.history import apply_events, auto_runs, live_runs
+from calreport.timeutil import parse_time
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "legacy-calibration-runs"
 
@@ -75,9 +77,9 @@ def test_live_record_becomes_a_legacy_live_row_without_touching_the_yaml(root, t
     assert set(run.by_band) == {"weekly", "monthly"} and run.by_band["weekly"].recommended == 1.21
     assert run.decision == "apply" and "Legacy system applied: Forced by user" in run.decision_reason
     assert (run.status, run.samples, run.mae_pct) == ("ok", 47, 26.35)
-    extra = run.model_extra or {}
-    assert extra["imported_from"] == "a_live.json" and extra["legacy_applied"] is True
-    assert extra["legacy"]["smoothed_band_multipliers"][0]["name"] == "weekly"
+    # provenance fields (attributes whether models.py declares them or keeps them as extras)
+    assert run.imported_from == "a_live.json" and run.legacy_applied is True and run.legacy_source == "live"
+    assert run.legacy["smoothed_band_multipliers"][0]["name"] == "weekly"
     assert root.applied.read_bytes() == yaml_before
     assert apply_events(root) == []
     with pytest.raises(RefusedError, match="no live run"):  # an import never becomes a force-apply candidate
@@ -89,7 +91,7 @@ def test_harvested_record_becomes_an_auto_run_with_failed_data_quality_when_it_h
     (run,) = auto_runs(root)
     assert run.multiplier == 1.0 and run.samples == 0
     assert run.data_quality.status == "failed" and run.status == "failed"
-    assert (run.model_extra or {})["smoothed_multiplier"] == 1.0366
+    assert run.smoothed_multiplier == 1.0366 and run.legacy_source == "harvested"
     assert live_runs(root) == []
 
 
@@ -159,10 +161,77 @@ def test_real_legacy_records_import_once(root, capsys):
     assert all(r.source == "legacy" and r.smoothed.bands == {} and r.recommended.bands == {} for r in live)
     assert {b for r in live for b in (r.by_band or {})} <= {"weekly", "monthly"}
     assert [r.ts for r in live] == sorted(r.ts for r in live)
-    applied_in_legacy = [r for r in live if (r.model_extra or {})["legacy_applied"]]
+    applied_in_legacy = [r for r in live if r.legacy_applied]
     assert applied_in_legacy and all(r.decision == "apply" for r in applied_in_legacy)
     assert apply_events(root) == [] and root.applied.read_bytes() == yaml_before
     capsys.readouterr()
     assert _import(root, *files) == 0
     assert f"{len(files)} already imported" in capsys.readouterr().out
     assert len(live_runs(root)) == len(live)
+
+
+# --------------------------------------------------------------------------- newest first by time after an import
+
+
+def _elements(html: str, section: str) -> list[dict[str, str]]:
+    """Attributes of the elements carrying data-run-id inside <section id=...>, in page order."""
+    body = re.search(rf'<section id="{section}".*?</section>', html, re.S).group(0)
+    return [dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', tag)) for tag in re.findall(r"<(?:tr|div)\b[^>]*data-run-id=[^>]*>", body)]
+
+
+def test_importing_older_records_keeps_the_newest_runs_first_in_tables_and_data_health(root, rows, tmp_path):
+    """import-legacy appends 2025-11 records after December runs: the tables and the Data health panel
+    order by the rows' own time, so the December runs stay on top."""
+    live = [rows.live() for _ in range(3)]
+    auto = [rows.auto(underlying=u) for u in ("BTC", "ETH", "BTC")]
+    d = tmp_path / "legacy"
+    d.mkdir()
+    for i in range(2):
+        _write(d, f"live{i}.json", {**LIVE, "timestamp": f"2025-11-0{i + 1}T00:00:00Z"})
+        _write(d, f"harvested{i}.json", {**HARVESTED, "timestamp": f"2025-11-0{i + 1}T12:00:00Z"})
+    assert _import(root, d) == 0
+    assert [r.source for r in live_runs(root)][-2:] == ["legacy", "legacy"]  # appended last ...
+    html = root.index_html.read_text()  # ... and the import re-rendered the dashboard
+    live_table = [e["data-run-id"] for e in _elements(html, "live-history")]
+    auto_table = [e["data-run-id"] for e in _elements(html, "auto-history")]
+    legacy_live = [r.run_id for r in live_runs(root) if r.source == "legacy"]
+    legacy_auto = [r.run_id for r in auto_runs(root) if r.run_id.startswith("legacy-")]
+    assert live_table == [r.run_id for r in reversed(live)] + legacy_live[::-1]
+    assert auto_table == [r.run_id for r in reversed(auto)] + legacy_auto[::-1]
+    health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
+    assert health == {"BTC": auto[2].run_id, "ETH": auto[1].run_id}
+
+
+@pytest.mark.realdata
+def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path, capsys):
+    if not DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    from calreport.commands.demo import run_demo
+    from calreport.store.paths import Root
+
+    root = Root(tmp_path / "demo")
+    assert run_demo(root, log=lambda s: None) == 0
+    newest_live = max(reversed(live_runs(root)), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
+    newest_auto = {
+        u: max(reversed([r for r in auto_runs(root) if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
+        for u in {r.underlying for r in auto_runs(root)}
+    }
+    assert _import(root, *sorted(DATA.glob("*.json"))) == 0
+    html = root.index_html.read_text()
+    assert _elements(html, "live-history")[0]["data-run-id"] == newest_live
+    assert not _elements(html, "auto-history")[0]["data-run-id"].startswith("legacy-")
+    health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
+    assert {u: health[u] for u in newest_auto} == newest_auto
+
+
+def test_import_legacy_returns_a_result_and_prints_nothing(root, tmp_path, capsys):
+    from calreport.commands.legacy import format_import, import_legacy
+
+    good, bad = _write(tmp_path, "good.json", LIVE), _write(tmp_path, "bad.json", "{not json")
+    result = import_legacy(root, [good, bad])
+    assert capsys.readouterr() == ("", "")
+    assert (result.live, result.auto, result.already, result.exit_code, result.changed) == (1, 0, 0, 1, True)
+    out, err = format_import(result, root)
+    assert len(err) == 1 and err[0].startswith("calreport: error: ") and "bad.json" in err[0]
+    assert out == ["imported 1 live run(s) into live_calibration.jsonl and 0 auto run(s) into auto_calibrate.jsonl; "
+                   "0 already imported; 1 failed"]

@@ -158,9 +158,9 @@ def test_fuzzed_legacy_import_counts_every_file(root, tmp_path_factory, rec):
 
     d = tmp_path_factory.mktemp("legacy")
     (d / "r.json").write_text(json.dumps(rec))
-    counts, errors = import_legacy(root, [d / "r.json"])
-    assert counts["live"] + counts["auto"] + counts["already"] + len(errors) == 1
-    assert all("\n" not in e.one_line() for e in errors)
+    result = import_legacy(root, [d / "r.json"])
+    assert result.live + result.auto + result.already + len(result.errors) == 1
+    assert all("\n" not in e.one_line() for e in result.errors)
 
 
 quote_fields = st.dictionaries(

@@ -31,7 +31,8 @@ from calreport.errors import CalreportError, RefusedError
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write
-from calreport.store.history import append_row, apply_events, new_run_id
+from calreport.store.history import append_row, apply_events
+from calreport.store.ids import new_run_id
 from calreport.store.models import (
     AppliedDocument,
     AutoRun,

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from calreport import fmt
 from calreport.commands import cli
 from calreport.report import render, views
 from calreport.report.render import render_site
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
-from calreport.store.history import append_row, new_run_id
+from calreport.store.history import append_row
+from calreport.store.ids import new_run_id
 from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 
@@ -102,17 +104,17 @@ def assert_everything_matches_yaml(root: Root, capsys: pytest.CaptureFixture[str
 # --------------------------------------------------------------------------- formatting
 
 
-def test_formatting_shows_dash_for_missing_and_fixed_decimals():
-    assert views.fmt_mult(None) == "-"
-    assert views.fmt_mult(1.08333) == "1.0833"
-    assert views.fmt_mult(float("nan")) == "-"
-    assert views.fmt_pct(4668684.92) == "4,668,684.92%"
-    assert views.fmt_pct(None) == "-"
-    assert views.fmt_vol(0.432) == "43.2%"
-    assert views.fmt_int(2305) == "2,305"
-    assert views.fmt_time("2025-12-11T10:16:00Z") == "2025-12-11 10:16 UTC"
-    assert views.fmt_time(None) == "-"
-    assert views.fmt_text("  ") == "-"
+def test_dashboard_numbers_use_the_shared_formatters_with_one_missing_mark(root, rows):
+    """views formats through calreport.fmt: 4 decimals for multipliers, thousands separators, "-"."""
+    rows.live(smoothed=None, recommended=1.08333, mae_pct=4668684.92, rv_7d=None, samples=2305)
+    render_site(root)
+    html = page(root)
+    card = latest_card(html, "BTC")
+    assert card["data-smoothed"] == views.MISSING == fmt.MISSING == "-"
+    assert card["data-recommended"] == "1.0833"
+    assert "4,668,684.92%" in html and "2,305" in html
+    assert "2025-12-11 10:01 UTC" in html
+    assert not re.search(r">\s*(none|None|nan)\s*<", html)
 
 
 # --------------------------------------------------------------------------- applied == YAML
@@ -219,7 +221,7 @@ def test_markup_and_quotes_in_every_text_field_stay_inert(root, rows):
 
 
 def test_templates_never_mark_data_safe_and_quote_every_attribute():
-    env = render.ENV
+    env = render.env()
     assert env.autoescape is True
     for path in TEMPLATES.glob("*.j2"):
         text = path.read_text()
@@ -391,8 +393,8 @@ def test_rendered_files_are_replaced_atomically_no_temp_files_left(root, rows):
 
 
 def test_history_cache_reads_only_appends_and_equals_read_history(root, rows):
-    from calreport.report.render import HistoryCache
     from calreport.store.history import read_history
+    from calreport.store.query import HistoryCache
 
     cache = HistoryCache()
 
@@ -454,7 +456,49 @@ def test_auto_chart_places_runs_at_their_window_end_in_time_order():
         return AutoRun(type="auto_run", ts="2025-12-13T12:00:00Z", as_of=as_of, underlying="BTC", multiplier=m, status=status)
 
     chart = charts.auto_chart("BTC", [run("2025-12-13T12:00:00Z", 1.01), run("2025-12-06T12:00:00Z", 0.5, "failed"), run(None, 0.99)])
-    assert chart.headers[0] == "Window end (UTC)"
-    assert [row[0] for row in chart.rows] == ["2025-12-13 12:00", "2025-12-13 12:00", "2025-12-06 12:00"]
+    assert chart.headers[0] == "Window end"
+    assert [row[0] for row in chart.rows] == ["2025-12-13 12:00 UTC", "2025-12-13 12:00 UTC", "2025-12-06 12:00 UTC"]
     assert [t.label for t in chart.x_ticks][0] == "12-06"  # the backfill widens the axis to its week
     assert len(chart.markers) == 1 and float(chart.markers[0].x) == charts.LEFT
+
+
+def test_importing_every_calreport_module_opens_no_template_data_or_source_file():
+    """Templates are rendered, sources hashed and history read on first use, never at import time
+    (a fresh interpreter imports every module under an audit hook that records each open)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import pkgutil, sys, importlib
+opened = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes)):
+        opened.append((str(args[0]), str(args[1])))
+sys.addaudithook(hook)
+import calreport
+for m in pkgutil.walk_packages(calreport.__path__, "calreport."):
+    if not m.name.endswith("__main__"):  # `python -m calreport` runs the CLI: a program, not a module
+        importlib.import_module(m.name)
+libs = (sys.prefix, sys.base_prefix)  # installed packages (numpy reads its own metadata)
+bad = [(p, mode) for p, mode in opened if not p.startswith(libs) and
+       p.endswith((".j2", ".jsonl", ".yaml", ".json", ".index")) or (p.endswith(".py") and "b" in mode)]
+print(len(opened), bad)
+sys.exit(1 if bad else 0)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TEMPLATES.parents[2], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
+    """Smoothing starts from the previous live run's smoothed value (calibration.live.previous_smoothed),
+    and min_delta is an absolute multiplier difference (calibration.policy.decide), as the panel says."""
+    from calreport.calibration.policy import decide
+    from calreport.store.models import AppliedEntry, LiveRun, PolicyConfig
+
+    render_site(root)
+    panel = re.search(r'<section id="update-policy".*?</section>', page(root), re.S).group(0)
+    assert "(1 - alpha) x the previous smoothed value" in panel and "x applied" not in panel
+    assert re.search(r"Min change</td><td class=\"num\">0.03</td>", panel)
+    # +0.04 on an applied 2.0 is a 2% move: held if min_delta were relative (3%), applied as it is absolute
+    run = LiveRun(smoothed=Multipliers(global_=2.04), samples=500, vega_sum=100.0, status="ok")
+    assert decide(run, AppliedEntry(global_=2.0), PolicyConfig(min_delta=0.03))[0] == "apply"

@@ -78,8 +78,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Root:
     for name, record in (("live.json", LEGACY_LIVE), ("harvested.json", LEGACY_HARVESTED)):
         (tmp / name).write_text(json.dumps(record))
         files.append(tmp / name)
-    counts, errors = import_legacy(root, files)
-    assert errors == [] and counts["live"] == counts["auto"] == 1
+    result = import_legacy(root, files)
+    assert result.errors == [] and result.live == result.auto == 1
     # a writer killed between the YAML and its event: the next apply records the lost event
     doc = read_applied(root)
     lost = AppliedEntry(global_=1.15, bands={}, updated_at="2099-01-01T00:00:00Z", source="policy", run_id="X", reason="r")

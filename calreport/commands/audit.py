@@ -21,7 +21,8 @@ from calreport import fmt
 from calreport.errors import CalreportError, RefusedError
 from calreport.store.applied import read_applied, transaction
 from calreport.store.config import load_config
-from calreport.store.history import apply_events, auto_runs, live_runs, locked
+from calreport.store.files import locked
+from calreport.store.history import apply_events, auto_runs, live_runs
 from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.paths import Root
 

@@ -24,8 +24,8 @@ from calreport.calibration.select import dropped_text
 from calreport.commands import usecases as actions
 from calreport.commands.audit import log_lines
 from calreport.commands.demo import run_demo
-from calreport.commands.doctor import doctor_command
-from calreport.commands.legacy import import_legacy_command
+from calreport.commands.doctor import format_doctor, run_doctor
+from calreport.commands.legacy import format_import, import_legacy
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
@@ -254,7 +254,9 @@ def cmd_watch(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> int:
-    return doctor_command(ws.root)
+    report = run_doctor(ws.root)
+    print("\n".join(format_doctor(report)))
+    return report.exit_code
 
 
 def cmd_log(args: argparse.Namespace, ws: Workspace) -> int:
@@ -271,7 +273,15 @@ def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
-    return import_legacy_command(ws.root, [Path(f) for f in args.files])
+    result = import_legacy(ws.root, [Path(f) for f in args.files])
+    out, err = format_import(result, ws.root)
+    for line in err:
+        print(line, file=sys.stderr)
+    for line in out:
+        print(line)
+    if result.changed:
+        ws.rerender()
+    return result.exit_code
 
 
 # --------------------------------------------------------------------------- parser

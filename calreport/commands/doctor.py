@@ -2,31 +2,34 @@
 
 The YAML is what the engine uses; the last apply event of each underlying is what calreport
 believes it wrote. They differ only when someone edited the file by hand, restored an old copy, or
-a process died between the YAML write and its event. `check_consistency` is a pure check (reads
-only) that other code can reuse; `doctor_command` prints its findings with the fix for each.
+a process died between the YAML write and its event. `run_doctor` is a pure check (reads only,
+prints nothing) that returns a DoctorReport; `format_doctor` turns it into the lines the CLI prints,
+with the fix for each finding.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from calreport import fmt
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
-from calreport.store.config import CalibrationConfig, load_config
-from calreport.store.history import HistoryRead, read_history
+from calreport.store.config import load_config
 from calreport.store.models import (
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
-    AutoRun,
-    LiveRun,
+    CalibrationConfig,
     Multipliers,
 )
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery, Skipped
+from calreport.store.state import StatusIndex
+from calreport.timeutil import time_ms
 
 Severity = Literal["error", "warning"]
 TOLERANCE = 5e-5  # the YAML keeps 4 decimals
@@ -49,8 +52,21 @@ class Problem:
         return out
 
 
-def _fmt(x: float | None) -> str:
-    return "none" if x is None else f"{x:.4f}"
+def _later(a: str | None, b: str | None) -> bool:
+    """Is time `a` after time `b`? Compared as instants ('10:16:00Z' is before '10:16:00.5Z' though it
+    sorts after it as text); a time is later than a missing or unreadable one."""
+    ta, tb = time_ms(a), time_ms(b)
+    if ta is None:
+        return False
+    return tb is None or ta > tb
+
+
+def _same_time(a: str | None, b: str | None) -> bool:
+    """The same instant however it is written ('...Z', '+00:00', '.000Z'); text equality otherwise."""
+    ta, tb = time_ms(a), time_ms(b)
+    if ta is not None and tb is not None:
+        return ta == tb
+    return (a or None) == (b or None)
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -68,18 +84,18 @@ def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
         a, b = entry.bands.get(label), applied.bands.get(label)
         if not _same(a, b):
             diffs.append((f"band {label}", a, b))
-    return [f"{what} in YAML {_fmt(a)} != last apply event {_fmt(b)}" for what, a, b in diffs]
+    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in diffs]
 
 
-def _history_problems(path_label: str, read: HistoryRead) -> list[Problem]:
-    if not read.skipped:
+def _history_problems(path_label: str, skipped: Skipped) -> list[Problem]:
+    if not skipped.count:
         return []
-    lines = ", ".join(str(n) for n in read.skipped_lines[:10]) + (" ..." if read.skipped > 10 else "")
+    lines = ", ".join(str(n) for n in skipped.lines[:10]) + (" ..." if skipped.count > 10 else "")
     return [
         Problem(
             "warning",
             "unreadable-history",
-            f"{path_label}: {read.skipped} unreadable line(s) (line {lines}); readers skip them",
+            f"{path_label}: {skipped.count} unreadable line(s) (line {lines}); readers skip them",
             "nothing to do for a torn last line after a crash (the next append starts a fresh line); "
             "inspect other lines by hand: history is append-only and calreport never rewrites it",
         )
@@ -96,7 +112,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
             Problem(
                 "error",
                 "no-apply-event",
-                f"{name} in {rel} says global {entry.global_:.4f} (source {entry.source}, run {entry.run_id or '-'}) "
+                f"{name} in {rel} says global {fmt.mult(entry.global_)} (source {entry.source}, run {fmt.text(entry.run_id)}) "
                 "but history has no apply event for it: the file was edited by hand, copied from elsewhere, "
                 "or an apply died between writing the YAML and recording its event",
                 f"re-apply through calreport (`calreport force-apply --underlying {name}`), or restore the "
@@ -105,7 +121,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
             )
         ]
     last = events[-1]
-    where = f"run {last.run_id or '-'} at {last.ts or '?'}"
+    where = f"run {fmt.text(last.run_id)} at {fmt.text(last.ts)}"
     fix = (
         f"run `calreport rollback --underlying {name} --to {last.run_id}` to restore the last applied values "
         f"as a new apply event, or re-apply (`calreport force-apply --underlying {name}`)"
@@ -118,7 +134,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
                 "error",
                 "missing-in-yaml",
                 f"{name} is missing from {rel} (so the engine uses 1.0000) but the last apply event set "
-                f"global {_fmt(last.applied.global_ if last.applied else None)} ({where})",
+                f"global {fmt.mult(last.applied.global_ if last.applied else None)} ({where})",
                 fix,
                 name,
             )
@@ -135,7 +151,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
                 + (
                     "the YAML was written after the last recorded apply (hand edit, or an apply that died "
                     "before recording its event)"
-                    if (entry.updated_at or "") > (last.ts or "")
+                    if _later(entry.updated_at, last.ts)
                     else "the file was edited by hand or restored from an old copy"
                 ),
                 fix,
@@ -147,7 +163,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
         meta.append(f"run_id {entry.run_id or 'null'} != {last.run_id or 'null'}")
     if entry.source != last.source:
         meta.append(f"source {entry.source} != {last.source}")
-    if (entry.updated_at or None) != (last.ts or None):
+    if not _same_time(entry.updated_at, last.ts):
         meta.append(f"updated_at {entry.updated_at or 'null'} != {last.ts or 'null'}")
     if (entry.reason or None) != (last.reason or None):
         meta.append(f"reason {entry.reason!r} != {last.reason!r}")
@@ -165,7 +181,8 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
 
 
 def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
-    """Each apply's `previous` should be the values the apply before it left: a gap is a past hand edit."""
+    """Each apply's `previous` should be the values the apply before it left: a gap is a past hand edit.
+    `events` oldest first."""
     out = []
     for before, after in itertools.pairwise(events):
         if before.applied is None or after.previous is None:
@@ -179,9 +196,9 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
                 Problem(
                     "warning",
                     "history-gap",
-                    f"{name}: the apply of run {after.run_id or '-'} at {after.ts} found global "
-                    f"{_fmt(after.previous.global_)} but the apply before it (run {before.run_id or '-'} at "
-                    f"{before.ts}) left {_fmt(before.applied.global_)}: the YAML was changed outside calreport "
+                    f"{name}: the apply of run {fmt.text(after.run_id)} at {fmt.text(after.ts)} found global "
+                    f"{fmt.mult(after.previous.global_)} but the apply before it (run {fmt.text(before.run_id)} at "
+                    f"{fmt.text(before.ts)}) left {fmt.mult(before.applied.global_)}: the YAML was changed outside calreport "
                     "in between",
                     "nothing to fix now (history is append-only); keep the YAML under `git_commit: true` to audit edits",
                     name,
@@ -190,13 +207,40 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
     return out
 
 
+@dataclass(frozen=True)
+class DoctorReport:
+    """What `calreport doctor` found, and what it read to find it."""
+
+    root: str
+    problems: list[Problem]
+    doc: AppliedDocument | None  # None when the YAML is unreadable
+    live_runs: int = 0
+    apply_events: int = 0
+    auto_runs: int = 0
+    unreadable_lines: int = 0
+    live_statuses: dict[str, int] = field(default_factory=dict)  # derived status -> live runs
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def consistent(self) -> bool:
+        return not self.errors and self.doc is not None  # an unreadable YAML is always among the errors
+
+    @property
+    def exit_code(self) -> int:
+        """0 only when there is no error (warnings are listed but do not fail)."""
+        return 0 if self.consistent else 1
+
+
 def check_consistency(root: Root) -> list[Problem]:
     """Every inconsistency between the YAML, the config and history; an empty list means consistent."""
-    return _check(root)[0]
+    return run_doctor(root).problems
 
 
-def _check(root: Root) -> tuple[list[Problem], HistoryRead, HistoryRead, AppliedDocument | None]:
-    """The problems, plus what was read to find them (so the summary does not read it all again)."""
+def run_doctor(root: Root) -> DoctorReport:
+    """Check the root (reads only; history through the history query, newest first by time)."""
     problems: list[Problem] = []
     rel = "config/applied_multipliers.yaml"
     try:
@@ -206,17 +250,23 @@ def _check(root: Root) -> tuple[list[Problem], HistoryRead, HistoryRead, Applied
             Problem("error", "invalid-config", exc.one_line(), "fix config/calibration.yaml (the message names the key)")
         )
         cfg = CalibrationConfig()
-    live = read_history(root.live_history)
-    auto = read_history(root.auto_history)
-    problems += _history_problems("history/live_calibration.jsonl", live)
-    problems += _history_problems("history/auto_calibrate.jsonl", auto)
-    events = live.of_type(ApplyEvent)
+    query = HistoryQuery.read(root)  # no cache: a check writes nothing
+    counts = {
+        "live_runs": query.total("live"),
+        "apply_events": query.total("apply"),
+        "auto_runs": query.total("auto"),
+        "unreadable_lines": query.skipped("live").count + query.skipped("auto").count,
+    }
+    problems += _history_problems("history/live_calibration.jsonl", query.skipped("live"))
+    problems += _history_problems("history/auto_calibrate.jsonl", query.skipped("auto"))
+    events = query.apply_events()[::-1]  # oldest first
     try:
         doc = read_applied(root, cfg)
     except CalreportError as exc:
-        last = {e.underlying: e for e in events if e.underlying}
+        last = query.latest_apply_events()
         hint = "; ".join(
-            f"{u} {_fmt(e.applied.global_ if e.applied else None)} (run {e.run_id or '-'})" for u, e in sorted(last.items())
+            f"{u} {fmt.mult(e.applied.global_ if e.applied else None)} (run {fmt.text(e.run_id)})"
+            for u, e in sorted(last.items())
         )
         problems.append(
             Problem(
@@ -228,7 +278,7 @@ def _check(root: Root) -> tuple[list[Problem], HistoryRead, HistoryRead, Applied
                 + (f"; the last apply events say: {hint}" if hint else ""),
             )
         )
-        return problems, live, auto, None
+        return DoctorReport(str(root.path), problems, None, **counts)
     stale = sorted(p.name for p in root.config_dir.glob(f".{root.applied.name}.*.tmp"))
     if stale:
         problems.append(
@@ -257,41 +307,42 @@ def _check(root: Root) -> tuple[list[Problem], HistoryRead, HistoryRead, Applied
     for name in names:
         problems += _underlying_problems(name, doc.underlyings.get(name), by_underlying.get(name, []), rel)
         problems += _chain_problems(name, by_underlying.get(name, []))
-    auto_ids = {r.run_id for r in auto.of_type(AutoRun) if r.run_id}
+    auto_ids = query.auto_run_ids()
     for e in events:
         if e.run_id and e.run_id in auto_ids:
             problems.append(
                 Problem(
                     "error",
                     "auto-run-applied",
-                    f"apply event at {e.ts} for {e.underlying} names auto-calibrate run {e.run_id}: auto runs must "
-                    "never be applied",
+                    f"apply event at {fmt.text(e.ts)} for {e.underlying} names auto-calibrate run {e.run_id}: auto runs "
+                    "must never be applied",
                     f"re-apply a live run (`calreport force-apply --underlying {e.underlying}`) and report this as a bug",
                     e.underlying,
                 )
             )
-    return problems, live, auto, doc
+    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).status_of)
+    return DoctorReport(str(root.path), problems, doc, **counts, live_statuses=dict(statuses))
 
 
-def doctor_command(root: Root) -> int:
-    """Print every problem with its fix; exit 0 only when there is no error (warnings are listed)."""
-    problems, live, auto, doc = _check(root)
-    errors = [p for p in problems if p.severity == "error"]
-    print(f"calreport doctor: {root.path}")
-    for p in problems:
-        for line in p.lines():
-            print(line)
-    if errors or doc is None:  # an unreadable YAML is always among the errors
-        print(f"NOT consistent: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
-        return 1
-    n_events = len(live.of_type(ApplyEvent))
+def format_doctor(report: DoctorReport) -> list[str]:
+    """The lines `calreport doctor` prints (stdout): every problem with its fix, then a verdict."""
+    lines = [f"calreport doctor: {report.root}"]
+    for p in report.problems:
+        lines += p.lines()
+    n_errors = len(report.errors)
+    if not report.consistent:
+        lines.append(f"NOT consistent: {n_errors} error(s), {len(report.problems) - n_errors} warning(s)")
+        return lines
+    doc = report.doc or AppliedDocument()
     summary = ", ".join(
-        f"{u} global {e.global_:.4f} (run {e.run_id or '-'}, {e.source})" for u, e in sorted(doc.underlyings.items())
+        f"{u} global {fmt.mult(e.global_)} (run {fmt.text(e.run_id)}, {e.source})" for u, e in sorted(doc.underlyings.items())
     )
-    print(
-        f"consistent: {summary or 'no underlyings applied'}; history: {len(live.of_type(LiveRun))} live runs, "
-        f"{n_events} apply events, {len(auto.of_type(AutoRun))} auto runs, "
-        f"{live.skipped + auto.skipped} unreadable line(s)"
-        + (f", {len(problems)} warning(s)" if problems else "")
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(report.live_statuses.items()))
+    lines.append(
+        f"consistent: {summary or 'no underlyings applied'}; history: {report.live_runs} live runs"
+        + (f" ({by_status})" if by_status else "") + ", "
+        f"{report.apply_events} apply events, {report.auto_runs} auto runs, "
+        f"{report.unreadable_lines} unreadable line(s)"
+        + (f", {len(report.problems)} warning(s)" if report.problems else "")
     )
-    return 0
+    return lines

@@ -14,6 +14,10 @@ Decisions (why):
   legacy band label can never reach the applied YAML.
 - The status is recomputed with assess_calibration_realism from the record's own numbers.
 - A malformed record is one line naming the file; the others are still imported; exit 1 at the end.
+- Imported rows keep their own (old) time: the dashboard and doctor order history by time, not by
+  position in the file, so records appended after newer runs still sit below them.
+
+`import_legacy` returns an ImportResult and prints nothing; `format_import` gives the lines to print.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,20 +33,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.errors import CalreportError
-from calreport.store.config import CalibrationConfig, load_config
-from calreport.store.history import append_row, locked, read_history
+from calreport.store.config import load_config
+from calreport.store.files import locked
+from calreport.store.history import append_row, read_history
 from calreport.store.models import (
     UNDERLYING_RE,
     AutoRun,
+    CalibrationConfig,
     DataQuality,
     GroupMetrics,
     LiveRun,
     Multipliers,
-    iso_utc,
-    parse_time,
 )
 from calreport.store.paths import Root
 from calreport.store.yamlio import validation_problem
+from calreport.timeutil import iso_utc, parse_time
 
 LEGACY_SOURCE = "legacy"
 MAX_RECORD_BYTES = 10_000_000
@@ -260,11 +265,30 @@ def _expand(files: list[Path]) -> list[Path]:
     return out
 
 
-def import_legacy(root: Root, files: list[Path]) -> tuple[dict[str, int], list[CalreportError]]:
-    """Import every readable record once. Returns counts and the per-file errors."""
+@dataclass
+class ImportResult:
+    """What an import did: rows appended per history, records already there, per-file errors."""
+
+    live: int = 0
+    auto: int = 0
+    already: int = 0
+    errors: list[CalreportError] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Something was appended (the dashboard needs a re-render)."""
+        return bool(self.live or self.auto)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+def import_legacy(root: Root, files: list[Path]) -> ImportResult:
+    """Import every readable record once; nothing is printed and nothing re-rendered."""
     cfg = load_config(root)
-    counts = {"live": 0, "auto": 0, "already": 0}
-    errors: list[CalreportError] = []
+    result = ImportResult()
+    errors = result.errors
     parsed: list[tuple[LegacyRecord, Path, str]] = []
     for path in _expand(files):
         try:
@@ -281,7 +305,7 @@ def import_legacy(root: Root, files: list[Path]) -> tuple[dict[str, int], list[C
             errors.append(exc)
         except OSError as exc:
             errors.append(CalreportError(f"cannot read ({exc.strerror or exc})", path))
-    parsed.sort(key=lambda t: parse_time(t[0].timestamp))  # history is in time order within an import
+    parsed.sort(key=lambda t: parse_time(t[0].timestamp))  # one import appends its records in time order
     for history_path, kind in ((root.live_history, "live"), (root.auto_history, "harvested")):
         batch = [t for t in parsed if t[0].source == kind]
         if not batch:
@@ -290,7 +314,7 @@ def import_legacy(root: Root, files: list[Path]) -> tuple[dict[str, int], list[C
             existing = {r.run_id for r in read_history(history_path).rows if r.run_id}
             for rec, path, run_id in batch:
                 if run_id in existing:
-                    counts["already"] += 1
+                    result.already += 1
                     continue
                 try:
                     row = to_live_row(rec, path, run_id, cfg) if kind == "live" else to_auto_row(rec, path, run_id, cfg)
@@ -302,21 +326,18 @@ def import_legacy(root: Root, files: list[Path]) -> tuple[dict[str, int], list[C
                     errors.append(CalreportError(exc.problem, path))
                     continue
                 existing.add(run_id)
-                counts["live" if kind == "live" else "auto"] += 1
-    return counts, errors
+                if kind == "live":
+                    result.live += 1
+                else:
+                    result.auto += 1
+    return result
 
 
-def import_legacy_command(root: Root, files: list[Path]) -> int:
-    """Print one line per bad file and a summary; exit 1 if any file failed."""
-    counts, errors = import_legacy(root, files)
-    for exc in errors:
-        print(f"calreport: error: {exc.one_line()}", file=sys.stderr)
-    print(
-        f"imported {counts['live']} live run(s) into {root.live_history.name} and {counts['auto']} auto run(s) "
-        f"into {root.auto_history.name}; {counts['already']} already imported; {len(errors)} failed"
+def format_import(result: ImportResult, root: Root) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines): one error line per bad file, then the summary."""
+    err = [f"calreport: error: {exc.one_line()}" for exc in result.errors]
+    summary = (
+        f"imported {result.live} live run(s) into {root.live_history.name} and {result.auto} auto run(s) "
+        f"into {root.auto_history.name}; {result.already} already imported; {len(result.errors)} failed"
     )
-    if counts["live"] or counts["auto"]:
-        from calreport.commands.usecases import rerender
-
-        rerender(root)
-    return 1 if errors else 0
+    return [summary], err

@@ -16,21 +16,22 @@ from functools import cached_property
 from pathlib import Path
 
 from calreport.commands.audit import GitAudit
+from calreport.errors import CalreportError
 from calreport.report import render_site
 from calreport.store.config import load_config
 from calreport.store.models import ApplyEvent, CalibrationConfig
 from calreport.store.paths import Root
 
 AfterApply = Callable[[ApplyEvent], None]
-Renderer = Callable[[Root], object]
+Renderer = Callable[[Root, CalibrationConfig | None], object]
 Warn = Callable[[str], None]
 
 _log = logging.getLogger("calreport")
 
 
-def render_dashboard(root: Root) -> None:
+def render_dashboard(root: Root, config: CalibrationConfig | None = None) -> None:
     """The default re-render: site/ from the files of record (calreport.report)."""
-    render_site(root)
+    render_site(root, config)
 
 
 def log_warning(message: str) -> None:
@@ -90,8 +91,13 @@ class Workspace:
 
     def rerender(self) -> None:
         """Regenerate site/ after a write (nothing when the workspace has no renderer)."""
-        if self.renderer is not None:
-            self.renderer(self.root)
+        if self.renderer is None:
+            return
+        try:
+            config: CalibrationConfig | None = self.config
+        except CalreportError:  # the dashboard shows the broken config as a banner
+            config = None
+        self.renderer(self.root, config)
 
 
 def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tuple[AfterApply, ...]:

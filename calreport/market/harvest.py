@@ -54,8 +54,8 @@ from calreport.market.deribit import (
 )
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
 from calreport.numbers import float_column, is_number
-from calreport.store.files import append_line, atomic_write
-from calreport.store.history import iter_lines_reversed, locked
+from calreport.store.files import append_line, atomic_write, locked
+from calreport.store.history import iter_lines_reversed
 from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root, lock_path
 from calreport.timeutil import MS_PER_DAY

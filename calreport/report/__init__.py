@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root
 
 
-def render_site(root: Root) -> None:
-    """Render site/ from the files of record. Implemented in calreport.report.render."""
+def render_site(root: Root, config: CalibrationConfig | None = None) -> None:
+    """Render site/ from the files of record (`config`: the one the command already read)."""
     from calreport.report.render import render_site as _render
 
-    _render(root)
+    _render(root, config=config)

@@ -24,7 +24,8 @@ from calreport.commands import usecases as actions
 from calreport.report.render import render_site
 from calreport.store.applied import format_applied, read_applied
 from calreport.store.files import atomic_write
-from calreport.store.history import dumps_row, new_run_id
+from calreport.store.history import append_row, dumps_row, read_history
+from calreport.store.ids import new_run_id
 from calreport.store.models import (
     AppliedEntry,
     ApplyEvent,
@@ -34,6 +35,8 @@ from calreport.store.models import (
     Multipliers,
 )
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache
+from calreport.timeutil import MS_PER_MIN, iso_ms
 
 
 def build_root(path: Path, n: int, seed: int = 7) -> Root:
@@ -46,12 +49,12 @@ def build_root(path: Path, n: int, seed: int = 7) -> Root:
     last_run = None
     for i in range(n):
         u = "BTC" if i % 2 == 0 else "ETH"
-        ts_ms = t0 + i * 60_000
+        ts_ms = t0 + i * MS_PER_MIN
         rid = new_run_id(ts_ms)
         rec = round(rng.uniform(0.85, 1.25), 4)
         sm = round(0.3 * rec + 0.7 * applied, 4)
         run = LiveRun(
-            schema_version=1, run_id=rid, ts=f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts_ms / 1000))}Z",
+            schema_version=1, run_id=rid, ts=iso_ms(ts_ms),
             underlying=u, multiplier_tested=applied, rv_7d=0.43, atm_iv=0.42, recommended=Multipliers(global_=rec),
             smoothed=Multipliers(global_=sm, bands={"0-7d": sm}), mae_pct=rng.uniform(8, 30),
             vega_weighted_mae_pct=rng.uniform(6, 20), samples=rng.randint(20, 400), status="ok",
@@ -90,16 +93,11 @@ def _fresh_process_render(root: Root) -> float:
 
 
 def _append_auto(root: Root, ts: str) -> None:
-    from calreport.store.history import append_row
-
     append_row(root.auto_history, AutoRun(schema_version=1, run_id=new_run_id(), ts=ts, underlying="BTC",
                                           multiplier=1.1, status="ok", reason="appended"))
 
 
 def measure(n: int) -> dict[str, object]:
-    from calreport.report.render import HistoryCache
-    from calreport.store.history import read_history
-
     with tempfile.TemporaryDirectory() as tmp:
         root = build_root(Path(tmp) / "root", n // 2)
         t = time.perf_counter()

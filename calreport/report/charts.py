@@ -1,7 +1,8 @@
 """Small inline-SVG charts: geometry only (pure functions), drawn by templates/_chart.html.j2.
 
 The template prints coordinates and labels through autoescaping, so no markup is built here and
-no chart can smuggle data into the page. Each chart also carries its own table fallback.
+no chart can smuggle data into the page. Each chart also carries its own table fallback, whose
+numbers and times are formatted by calreport.fmt like the rest of the dashboard.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Sequence
 
-from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail, parse_time
+from calreport import fmt
+from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
+from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, time_ms
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
@@ -56,8 +59,6 @@ class Chart:
     height: int = HEIGHT
     left: int = LEFT
     right: int = WIDTH - RIGHT
-    top: int = TOP
-    bottom: int = HEIGHT - BOTTOM
 
     @property
     def empty(self) -> bool:
@@ -65,6 +66,7 @@ class Chart:
 
 
 def _f(v: float) -> str:
+    """An SVG coordinate (pixels, one decimal): geometry, not a figure shown to the reader."""
     return f"{v:.1f}"
 
 
@@ -93,7 +95,7 @@ class Scale:
         return self.p0 + (v - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
 
 
-def y_scale(values: Sequence[float], fmt: str = "{:.2f}") -> tuple[Scale, list[Tick]]:
+def y_scale(values: Sequence[float], pattern: str = "{:.2f}") -> tuple[Scale, list[Tick]]:
     lo, hi = min(values), max(values)
     if hi == lo:
         pad = abs(lo) * 0.05 or 0.05
@@ -105,7 +107,7 @@ def y_scale(values: Sequence[float], fmt: str = "{:.2f}") -> tuple[Scale, list[T
     n = int(round((hi - lo) / step))
     for i in range(n + 1):
         v = lo + i * step
-        ticks.append(Tick(_f(s(v)), fmt.format(v)))
+        ticks.append(Tick(_f(s(v)), pattern.format(v)))
     return s, ticks
 
 
@@ -113,13 +115,13 @@ def x_scale_time(times: Sequence[float]) -> tuple[Scale, list[Tick]]:
     lo, hi = min(times), max(times)
     s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
     span = hi - lo
-    fmt = "%m-%d" if span > 3 * 86400 else "%m-%d %H:%M"
+    pattern = "%m-%d" if span > 3 * MS_PER_DAY / MS_PER_SECOND else "%m-%d %H:%M"  # axis labels: short, the table has full times
     points = [lo] if span == 0 else [lo + span * i / 3 for i in range(4)]
-    ticks = [Tick(_f(s(t)), datetime.fromtimestamp(t, tz=timezone.utc).strftime(fmt)) for t in points]
+    ticks = [Tick(_f(s(t)), datetime.fromtimestamp(t, tz=timezone.utc).strftime(pattern)) for t in points]
     return s, ticks
 
 
-def x_scale_num(values: Sequence[float], fmt: str = "{:g}") -> tuple[Scale, list[Tick]]:
+def x_scale_num(values: Sequence[float], pattern: str = "{:g}") -> tuple[Scale, list[Tick]]:
     lo, hi = min(values), max(values)
     if hi == lo:
         lo, hi = lo - 1, hi + 1
@@ -127,18 +129,13 @@ def x_scale_num(values: Sequence[float], fmt: str = "{:g}") -> tuple[Scale, list
     lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
     s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
     n = int(round((hi - lo) / step))
-    return s, [Tick(_f(s(lo + i * step)), fmt.format(lo + i * step)) for i in range(n + 1)]
+    return s, [Tick(_f(s(lo + i * step)), pattern.format(lo + i * step)) for i in range(n + 1)]
 
 
 def _ts(ts: str | None) -> float | None:
-    try:
-        return parse_time(ts).timestamp() if ts else None
-    except ValueError:
-        return None
-
-
-def _fin(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+    """Epoch seconds of a stored time, or None when it is absent or not a time."""
+    ms = time_ms(ts)
+    return None if ms is None else ms / 1000.0
 
 
 def _line(points: Sequence[tuple[float, float]]) -> str:
@@ -156,25 +153,18 @@ def _step(points: Sequence[tuple[float, float]], x_end: float) -> str:
     return "".join(parts)
 
 
-def _fmt_time(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-
-
-def _m(x: float | None) -> str:
-    return f"{x:.4f}" if _fin(x) else "-"
-
-
 def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[ApplyEvent]) -> Chart:
     """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time."""
     title = f"{underlying} multiplier over time (global)"
-    pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]
-    rec = [(t, r.recommended.global_) for t, r in pts if r.recommended and _fin(r.recommended.global_)]
-    smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and _fin(r.smoothed.global_)]
+    pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]  # in time order (the history query's)
+    rec_rows = [(t, r.recommended.global_, r) for t, r in pts if r.recommended and fmt.finite(r.recommended.global_)]
+    rec = [(t, v) for t, v, _r in rec_rows]
+    smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and fmt.finite(r.smoothed.global_)]
     timed = [(t, e) for e in events if (t := _ts(e.ts)) is not None]
-    ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and _fin(e.applied.global_)]
+    ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and fmt.finite(e.applied.global_)]
     # before the first apply, the YAML held what that apply replaced
     first_prev = timed[0][1].previous.global_ if timed and timed[0][1].previous else None
-    initial = first_prev if _fin(first_prev) else None
+    initial = first_prev if fmt.finite(first_prev) else None
     times = [t for t, _ in rec + smo]
     if not times:
         return Chart(f"mult-{underlying}", title, "", [], [], [], [], [], [], empty_text="No live runs yet.")
@@ -199,14 +189,14 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
             "recommended",
             "s-rec",
             "",
-            [Dot(_f(xs(t)), _f(ysc(v)), f"{_fmt_time(t)} recommended {v:.4f}") for t, v in rec],
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{fmt.time(r.ts)} recommended {fmt.mult(v)}") for t, v, r in rec_rows],
         ),
     ]
-    ev_times = [t for t, _ in ev_pts]  # history order is time order
+    ev_times = [t for t, _ in ev_pts]  # events come in time order (the history query's)
     applied_at = [ev_pts[i - 1][1] if (i := bisect_right(ev_times, t)) else initial for t, _r in pts]
     rows = [
-        [_fmt_time(t), _m(r.recommended.global_ if r.recommended else None), _m(r.smoothed.global_ if r.smoothed else None), _m(a)]
-        for (t, r), a in zip(reversed(pts), reversed(applied_at))
+        [fmt.time(r.ts), fmt.mult(r.recommended.global_ if r.recommended else None), fmt.mult(r.smoothed.global_ if r.smoothed else None), fmt.mult(a)]
+        for (_t, r), a in zip(reversed(pts), reversed(applied_at))
     ]
     return Chart(
         f"mult-{underlying}",
@@ -216,7 +206,7 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
         [],
         xt,
         yt,
-        ["Time (UTC)", "Recommended", "Smoothed", "Applied at that time"],
+        ["Time", "Recommended", "Smoothed", "Applied at that time"],
         rows,
     )
 
@@ -229,7 +219,7 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
     """
     title = f"{underlying} auto-calibrate multiplier"
     pts = sorted(
-        ((t, r) for r in runs if (t := _ts(r.as_of or r.ts)) is not None and _fin(r.multiplier)), key=lambda p: p[0]
+        ((t, r) for r in runs if (t := _ts(r.as_of or r.ts)) is not None and fmt.finite(r.multiplier)), key=lambda p: p[0]
     )
     if not pts:
         return Chart(f"auto-{underlying}", title, "", [], [], [], [], [], [], empty_text="No auto-calibrate runs yet.")
@@ -243,19 +233,19 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
             "s-ok",
             _line([(xs(t), ysc(float(r.multiplier or 0))) for t, r in good]),
             [
-                Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{_fmt_time(t)} {r.status or '-'} {_m(r.multiplier)}",
+                Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{fmt.time(r.as_of or r.ts)} {fmt.text(r.status)} {fmt.mult(r.multiplier)}",
                     "degraded" if r.status == "degraded" else "")
                 for t, r in good
             ],
         )
     ]
     markers = [
-        Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{_fmt_time(t)} failed {_m(r.multiplier)}: {r.reason or '-'}")
+        Dot(_f(xs(t)), _f(ysc(float(r.multiplier or 0))), f"{fmt.time(r.as_of or r.ts)} failed {fmt.mult(r.multiplier)}: {fmt.text(r.reason)}")
         for t, r in bad
     ]
     rows = [
-        [_fmt_time(t), r.status or "-", _m(r.multiplier), f"{r.mae_pct:,.2f}%" if _fin(r.mae_pct) else "-"]
-        for t, r in reversed(pts)
+        [fmt.time(r.as_of or r.ts), fmt.text(r.status), fmt.mult(r.multiplier), fmt.pct(r.mae_pct)]
+        for _t, r in reversed(pts)
     ]
     return Chart(
         f"auto-{underlying}",
@@ -265,7 +255,7 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
         markers,
         xt,
         yt,
-        ["Window end (UTC)", "Status", "Multiplier", "MAE %"],
+        ["Window end", "Status", "Multiplier", "MAE %"],
         rows,
     )
 
@@ -273,10 +263,10 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
 def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> Chart:
     """Market ATM IV vs synthetic IV (RV_7d x multiplier tested) by DTE for the latest live run."""
     title = f"{underlying} ATM IV vs synthetic IV by DTE (latest live run)"
-    exps = [e for e in (detail.expiries if detail else []) if _fin(e.dte)]
+    exps = [e for e in (detail.expiries if detail else []) if fmt.finite(e.dte)]
     exps.sort(key=lambda e: e.dte)
-    market = [(e.dte, e.atm_mark_iv * 100) for e in exps if _fin(e.atm_mark_iv)]
-    synth = [(e.dte, e.synthetic_iv * 100) for e in exps if _fin(e.synthetic_iv)]
+    market = [(e.dte, e.atm_mark_iv * 100) for e in exps if fmt.finite(e.atm_mark_iv)]
+    synth = [(e.dte, e.synthetic_iv * 100) for e in exps if fmt.finite(e.synthetic_iv)]
     if not market and not synth:
         why = "No live run yet." if run is None else "No per-expiry detail for the latest run."
         return Chart(f"iv-{underlying}", title, "", [], [], [], [], [], [], empty_text=why)
@@ -287,22 +277,22 @@ def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> 
             "market ATM IV",
             "s-market",
             _line([(xs(d), ysc(v)) for d, v in market]),
-            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {d:.1f}: market ATM IV {v:.1f}%") for d, v in market],
+            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {fmt.num(d, 1)}: market ATM IV {fmt.pct(v, 1)}") for d, v in market],
         ),
         Series(
             "synthetic IV",
             "s-synth",
             _line([(xs(d), ysc(v)) for d, v in synth]),
-            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {d:.1f}: synthetic IV {v:.1f}%") for d, v in synth],
+            [Dot(_f(xs(d)), _f(ysc(v)), f"DTE {fmt.num(d, 1)}: synthetic IV {fmt.pct(v, 1)}") for d, v in synth],
         ),
     ]
     rows = [
         [
             e.expiry,
-            f"{e.dte:.1f}",
-            f"{e.atm_mark_iv * 100:.1f}%" if _fin(e.atm_mark_iv) else "-",
-            f"{e.synthetic_iv * 100:.1f}%" if _fin(e.synthetic_iv) else "-",
-            str(e.samples),
+            fmt.num(e.dte, 1),
+            fmt.vol(e.atm_mark_iv),
+            fmt.vol(e.synthetic_iv),
+            fmt.integer(e.samples),
         ]
         for e in exps
     ]

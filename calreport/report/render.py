@@ -9,6 +9,7 @@ state.json is kept.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -20,37 +21,43 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from calreport import __version__
+from calreport import __version__, timeutil
 from calreport.errors import CalreportError
-from calreport.report import views
+from calreport.report import charts, views
 from calreport.store import history
 from calreport.store.applied import read_applied
-from calreport.store.config import CalibrationConfig, load_config
+from calreport.store.config import load_config
 from calreport.store.files import atomic_write
-from calreport.store.history import HistoryIndex, StaleIndex
-from calreport.store.models import AutoRun, LiveRun, RunDetail, utc_now
+from calreport.store.history import RowRef, StaleIndex
+from calreport.store.models import CalibrationConfig, RunDetail
 from calreport.store.paths import Root
-from calreport.store.state import state_document
+from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
+from calreport.store.state import StatusIndex, state_document
 
 TEMPLATES = Path(__file__).parent / "templates"
 HISTORY_SUBDIR = "history"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _PAGE_RE = re.compile(r"^(live|auto)-(\d+)\.html$")
-
-ENV = Environment(
-    loader=FileSystemLoader(str(TEMPLATES)),
-    autoescape=True,  # every template, whatever its extension (select_autoescape would skip *.j2)
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+_HISTORY_FILES = {"live": "history/live_calibration.jsonl", "auto": "history/auto_calibrate.jsonl"}
 
 
-def _script_text() -> str:
-    return ENV.get_template("app.js.j2").render()
+@functools.cache
+def env() -> Environment:
+    """The template environment, made on first use (importing this module opens no template)."""
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # every template, whatever its extension (select_autoescape would skip *.j2)
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_script_text().encode("utf-8")).digest()).decode()
+@functools.cache
+def script_hash() -> str:
+    """The CSP hash of the page's one inline script (rendered on first use, then kept)."""
+    text = env().get_template("app.js.j2").render()
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
 
 
 def csp(*, header: bool = False) -> str:
@@ -58,7 +65,7 @@ def csp(*, header: bool = False) -> str:
     parts = [
         "default-src 'none'",
         "style-src 'unsafe-inline'",
-        f"script-src '{SCRIPT_HASH}'",
+        f"script-src '{script_hash()}'",
         "img-src data:",
         "connect-src 'self'",
         "base-uri 'none'",
@@ -69,16 +76,15 @@ def csp(*, header: bool = False) -> str:
     return "; ".join(parts)
 
 
-def _code_key() -> str:
-    """Changes whenever the templates or the view code change, so stale history pages are redone."""
+@functools.cache
+def code_key() -> str:
+    """Changes whenever the templates or the view code change, so stale history pages are redone
+    (hashed on first use, then kept)."""
     h = hashlib.sha256(__version__.encode())
-    for p in sorted(TEMPLATES.glob("*.j2")) + [Path(views.__file__), Path(__file__), Path(views.charts.__file__)]:
+    for p in sorted(TEMPLATES.glob("*.j2")) + [Path(views.__file__), Path(__file__), Path(charts.__file__)]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
-
-
-CODE_KEY = _code_key()
 
 
 @dataclass
@@ -91,28 +97,6 @@ class RenderResult:
     pages_written: int = 0
     state_written: bool = False
     problems: list[str] = field(default_factory=list)
-
-
-class HistoryCache:
-    """History indexes kept between renders. History files are append-only, so a long-running
-    process (`calreport serve`) parses only the lines appended since its last read, and every
-    process starts from the index persisted under data/cache/history/ (history.index_history says
-    when either is trusted). Counts and skipped lines equal history.read_history(path)'s."""
-
-    def __init__(self) -> None:
-        self._files: dict[Path, HistoryIndex] = {}
-
-    def read(self, path: Path, cache_file: Path | None = None) -> HistoryIndex:
-        index = history.index_history(path, self._files.get(path), cache_file)
-        self._files[path] = index
-        return index
-
-    def forget(self) -> None:
-        self._files.clear()
-
-
-def history_cache_file(root: Root, path: Path) -> Path:
-    return root.cache_dir / "history" / f"{path.name}.index"
 
 
 def _read_details(root: Root, runs: list) -> tuple[dict[str, RunDetail], dict[str, str]]:
@@ -138,21 +122,62 @@ def _read_details(root: Root, runs: list) -> tuple[dict[str, RunDetail], dict[st
     return details, errors
 
 
+def _skipped(query: HistoryQuery, kind: str) -> tuple[int, list[int]]:
+    got = query.skipped(kind)  # type: ignore[arg-type]
+    return got.count, got.lines
+
+
+def shown_history(query: HistoryQuery, config: CalibrationConfig) -> views.HistoryShown:
+    """Exactly the history rows the dashboard shows, typed, newest first by time."""
+    n, points = config.dashboard.max_rows, views.CHART_POINTS
+    latest_live = query.latest_live()
+    applying: dict[tuple[str, str], object] = {}
+    for u, run in latest_live.items():
+        if run.run_id and (event := query.apply_event_naming(u, run.run_id)) is not None:
+            applying[(u, run.run_id)] = event
+    names = sorted(query.underlyings())
+    chart_runs = {u: query.live_runs(points, u)[::-1] for u in names}
+    chart_events = {}
+    for u, runs in chart_runs.items():
+        times = [t for r in runs if (t := timeutil.time_ms(r.ts)) is not None]
+        chart_events[u] = query.apply_events_for_chart(u, min(times)) if times else []
+    return views.HistoryShown(
+        underlyings=set(names),
+        latest_live=latest_live,
+        latest_auto=query.latest_auto(),
+        latest_events=query.latest_apply_events(),
+        applying_event=applying,  # type: ignore[arg-type]
+        live_rows=query.live_runs(n),
+        live_total=query.total("live"),
+        auto_rows=query.auto_runs(n),
+        auto_total=query.total("auto"),
+        event_log=query.apply_events(n),
+        events_total=query.total("apply"),
+        chart_runs=chart_runs,
+        chart_events=chart_events,
+        chart_autos={u: query.auto_runs(points, u)[::-1] for u in names},
+        skipped={path: _skipped(query, kind) for kind, path in _HISTORY_FILES.items()},
+    )
+
+
 def read_inputs(
     root: Root,
     now: datetime | None = None,
     timings: dict[str, float] | None = None,
     cache: HistoryCache | None = None,
     persist: bool = True,
-) -> views.Inputs:
-    """Read every file of record once. Problems become banner text, never exceptions."""
+    config: CalibrationConfig | None = None,
+) -> tuple[views.Inputs, HistoryQuery]:
+    """Read every file of record once. Problems become banner text, never exceptions. Returns the
+    query too: the history pages ask it for their rows."""
     t = timings if timings is not None else {}
     t0 = time.perf_counter()
     config_error = applied_error = None
-    try:
-        config = load_config(root)
-    except CalreportError as exc:
-        config, config_error = CalibrationConfig(), exc.one_line()
+    if config is None:  # a command passes the config it already read; `calreport render` reads it here
+        try:
+            config = load_config(root)
+        except CalreportError as exc:
+            config, config_error = CalibrationConfig(), exc.one_line()
     applied = None
     if config_error:
         applied_error = "cannot check the applied multipliers while config/calibration.yaml is invalid"
@@ -162,35 +187,38 @@ def read_inputs(
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    cache = cache if cache is not None else HistoryCache()
-    live, auto = (cache.read(p, history_cache_file(root, p) if persist else None) for p in (root.live_history, root.auto_history))
+    query = HistoryQuery.read(root, cache, persist)
     t2 = time.perf_counter()
-    latest = views.latest_by_underlying(views.live_only(live.of_type(LiveRun)))
-    details, detail_errors = _read_details(root, list(latest.values()))
+    shown = shown_history(query, config)
+    statuses = StatusIndex.from_events(applied, query.apply_event_keys()) if applied is not None else None
     t3 = time.perf_counter()
+    details, detail_errors = _read_details(root, list(shown.latest_live.values()))
+    t4 = time.perf_counter()
     t["read_config_yaml"] = t1 - t0
     t["parse_history"] = t2 - t1
-    t["read_details"] = t3 - t2
-    return views.Inputs(
+    t["shown_rows"] = t3 - t2
+    t["read_details"] = t4 - t3
+    inputs = views.Inputs(
         config=config,
         config_error=config_error,
         applied=applied,
         applied_error=applied_error,
-        live=live,
-        auto=auto,
+        history=shown,
+        statuses=statuses,
         details=details,
         detail_errors=detail_errors,
-        now=now or utc_now(),
+        now=now or timeutil.utc_now(),
         state_json_exists=root.state_json.exists(),
     )
+    return inputs, query
 
 
 def render_index(inp: views.Inputs) -> str:
-    return ENV.get_template("index.html.j2").render(d=views.build_dashboard(inp), csp=csp(), version=__version__)
+    return env().get_template("index.html.j2").render(d=views.build_dashboard(inp), csp=csp(), version=__version__)
 
 
 def render_page(page: views.HistoryPage) -> str:
-    return ENV.get_template("history.html.j2").render(p=page, rows=page.rows(), csp=csp(), version=__version__)
+    return env().get_template("history.html.j2").render(p=page, rows=page.rows, csp=csp(), version=__version__)
 
 
 def _page_is_current(path: Path, key: str) -> bool:
@@ -202,21 +230,39 @@ def _page_is_current(path: Path, key: str) -> bool:
     return f'name="calreport-page-key" content="{key}"'.encode() in head
 
 
-def write_pages(root: Root, inp: views.Inputs, result: RenderResult) -> None:
-    """Paged history when a table has more rows than the index shows; unchanged pages are not rewritten."""
+def page_key(plan: views.PagePlan, size: int, refs: list[RowRef], statuses: list[str]) -> str:
+    """Changes only when the page's rows, their derived status, its neighbours or the code change."""
+    h = hashlib.sha256(f"{code_key()}|{plan.kind}|{size}|{plan.newer is not None}|".encode())
+    for r, s in zip(refs, statuses):
+        h.update(f"{r.run_id}:{r.ts}:{s}|".encode())
+    return h.hexdigest()[:32]
+
+
+def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: RenderResult) -> None:
+    """Paged history when a table has more rows than the index shows; unchanged pages are not rewritten
+    (a page's rows are read and formatted only when it must be written)."""
     out_dir = root.site_dir / HISTORY_SUBDIR
     keep: set[str] = set()
-    limit = inp.config.dashboard.max_rows
-    for kind, count in (("live", len(inp.live.of_type(LiveRun))), ("auto", len(inp.auto.of_type(AutoRun)))):
-        if count <= limit:
+    limit, size = inp.config.dashboard.max_rows, inp.config.dashboard.page_size
+    for kind in ("live", "auto"):
+        total = query.total(kind)  # type: ignore[arg-type]
+        if total <= limit:
             continue
-        for page in views.build_pages(inp, kind, CODE_KEY):
-            name = f"{kind}-{page.number}.html"
+        for plan in views.page_plans(kind, total, size):
+            refs = query.page_refs(kind, plan.number, size)  # type: ignore[arg-type]
+            if kind == "live":
+                statuses = [views.UNKNOWN if inp.statuses is None else inp.statuses.status_of(r) for r in refs]
+            else:
+                statuses = [r.status or views.UNKNOWN for r in refs]
+            key = page_key(plan, size, refs, statuses)
+            name = f"{kind}-{plan.number}.html"
             keep.add(name)
             result.pages_total += 1
             path = out_dir / name
-            if _page_is_current(path, page.key):
+            if _page_is_current(path, key):
                 continue
+            runs = query.page(kind, plan.number, size)  # type: ignore[arg-type]
+            page = views.history_page(plan, key, runs, inp.statuses)
             atomic_write(path, render_page(page).encode("utf-8"))
             result.pages_written += 1
     if out_dir.is_dir():
@@ -232,23 +278,31 @@ def state_json_bytes(inp: views.Inputs) -> bytes | None:
     return (json.dumps(doc.to_json_dict(), indent=2) + "\n").encode("utf-8")
 
 
-def render_site(root: Root, now: datetime | None = None, cache: HistoryCache | None = None) -> RenderResult:
+def render_site(
+    root: Root,
+    now: datetime | None = None,
+    cache: HistoryCache | None = None,
+    *,
+    config: CalibrationConfig | None = None,
+) -> RenderResult:
     """Regenerate site/ from the files of record. The one renderer behind every write and `calreport render`
     (`cache` lets a long-running server parse only appended history lines)."""
     try:
-        return _render_site(root, now, cache if cache is not None else HistoryCache(), persist=True)
+        return _render_site(root, now, cache if cache is not None else HistoryCache(), persist=True, config=config)
     except StaleIndex:  # a cached index that lied about a row: never trusted again, read from scratch
         for p in (root.live_history, root.auto_history):
             history_cache_file(root, p).unlink(missing_ok=True)
         if cache is not None:
             cache.forget()
-        return _render_site(root, now, HistoryCache(), persist=False)
+        return _render_site(root, now, HistoryCache(), persist=False, config=config)
 
 
-def _render_site(root: Root, now: datetime | None, cache: HistoryCache, persist: bool) -> RenderResult:
+def _render_site(
+    root: Root, now: datetime | None, cache: HistoryCache, persist: bool, config: CalibrationConfig | None = None
+) -> RenderResult:
     result = RenderResult()
     t = result.timings
-    inp = read_inputs(root, now, t, cache, persist)
+    inp, query = read_inputs(root, now, t, cache, persist, config)
     if inp.config_error:
         result.problems.append(inp.config_error)
     if inp.applied_error:
@@ -257,7 +311,7 @@ def _render_site(root: Root, now: datetime | None, cache: HistoryCache, persist:
     html = render_index(inp)
     t1 = time.perf_counter()
     with history.gc_paused():  # thousands of rows formatted and escaped: no cycles to collect
-        write_pages(root, inp, result)
+        write_pages(root, inp, query, result)
     t2 = time.perf_counter()
     state = state_json_bytes(inp)
     if state is not None:  # invalid YAML: keep the last good state document

@@ -20,8 +20,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
 from calreport.errors import CalreportError
+from calreport.report.render import csp, render_site
 from calreport.store.paths import Root
+from calreport.store.query import HistoryCache
+from calreport.store.state import read_state
 
 HOST = "127.0.0.1"  # never another interface: the dashboard has no authentication
 STATE_PATH = "/api/calibration/state"
@@ -59,8 +65,6 @@ def resolve_site_path(site: Path, url_path: str) -> Path | None:
 
 
 def security_headers() -> dict[str, str]:
-    from calreport.report.render import csp
-
     return {
         "Content-Security-Policy": csp(header=True),
         "X-Content-Type-Options": "nosniff",
@@ -72,8 +76,6 @@ def security_headers() -> dict[str, str]:
 
 def state_response(root: Root) -> tuple[int, dict]:
     """(HTTP status, body) for the state endpoint, read from the YAML now."""
-    from calreport.store.state import read_state
-
     try:
         return 200, read_state(root).to_json_dict()
     except CalreportError as exc:
@@ -123,8 +125,6 @@ class DashboardServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.renders = 0  # completed re-renders, for tests and the log
         self.render_errors: list[str] = []
-        from calreport.report.render import HistoryCache
-
         self.history_cache = HistoryCache()
         super().__init__((HOST, port), Handler)
 
@@ -133,8 +133,6 @@ class DashboardServer(ThreadingHTTPServer):
         return f"http://{HOST}:{self.server_address[1]}/"
 
     def render(self) -> None:
-        from calreport.report.render import render_site
-
         try:
             render_site(self.root, cache=self.history_cache)
         except CalreportError as exc:  # e.g. site/ not writable: keep serving the last page
@@ -204,9 +202,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _watch(server: DashboardServer, debouncer: Debouncer):  # type: ignore[no-untyped-def]
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-    from watchdog.observers import Observer
-
     class _OnChange(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
             # reads (opened / closed without writing) happen during every render: not changes

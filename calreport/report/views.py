@@ -1,39 +1,36 @@
 """One view-model per dashboard panel, built from what was read from the files of record.
 
-Everything here is a pure function of (config, applied document, history reads, run details):
-no file I/O, no clock (the caller passes `now`). Templates only print these strings, so every
-number on the page is formatted once, here, and a missing value is always "-".
-
-History comes as indexes (history.HistoryIndex): counts, latest-per-underlying, derived status
-and page keys use a RowRef of every row; any number shown comes from `index.row(ref)`, the full
-row validated again from the file's bytes, so only the rows on screen are parsed.
+Everything here is a pure function of plain data (config, applied document, typed history rows,
+run details): no file I/O, no clock (the caller passes `now`), no knowledge of how history is
+stored. render.read_inputs asks the history query for exactly the rows shown (the newest of each
+table, the latest run per underlying, the chart points) and passes them here as lists. Templates
+only print these strings, so every number on the page is formatted once, here, through
+calreport.fmt, and a missing value is always fmt.MISSING.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
+from calreport import fmt
 from calreport.report import charts
-from calreport.store.config import CalibrationConfig
-from calreport.store.history import HistoryIndex, RowRef
 from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
+    CalibrationConfig,
     GroupMetrics,
     LiveRun,
     Multipliers,
     RunDetail,
     iso_utc,
-    parse_time,
 )
 from calreport.store.state import StatusIndex
 
-DASH = "-"
+MISSING = fmt.MISSING
 UNKNOWN = "unknown"  # a status that cannot be derived (the YAML is unreadable, or an old row lacks it)
 MAX_QUOTES = 2000  # quote-table rows shown for the latest run (the detail file keeps all of them)
 CHART_POINTS = 200  # newest runs drawn per chart; the table fallback lists the same points
@@ -42,53 +39,9 @@ CHART_POINTS = 200  # newest runs drawn per chart; the table fallback lists the 
 # --------------------------------------------------------------------------- formatting
 
 
-def _finite(x: float | int | None) -> bool:
-    return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def fmt_mult(x: float | None) -> str:
-    """Multipliers always with 4 decimals, as in the YAML."""
-    return f"{float(x):.4f}" if _finite(x) else DASH
-
-
-def fmt_pct(x: float | None, nd: int = 2) -> str:
-    """A value already in percent (MAE 15.74 -> '15.74%'), with thousands separators."""
-    return f"{float(x):,.{nd}f}%" if _finite(x) else DASH
-
-
-def fmt_vol(x: float | None, nd: int = 1) -> str:
-    """A vol stored as a fraction (0.432 -> '43.2%')."""
-    return f"{float(x) * 100:,.{nd}f}%" if _finite(x) else DASH
-
-
-def fmt_num(x: float | None, nd: int = 2) -> str:
-    return f"{float(x):,.{nd}f}" if _finite(x) else DASH
-
-
-def fmt_int(x: int | float | None) -> str:
-    return f"{int(x):,}" if _finite(x) else DASH
-
-
-def fmt_time(ts: str | None) -> str:
-    """'2025-12-11T10:16:00Z' -> '2025-12-11 10:16 UTC'; unparseable text is shown as it is."""
-    if not ts:
-        return DASH
-    try:
-        return parse_time(ts).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return str(ts)
-
-
-def fmt_text(x: object) -> str:
-    if x is None:
-        return DASH
-    text = str(x).strip()
-    return text if text else DASH
-
-
 def sort_value(x: float | int | None) -> str:
     """A machine-readable number for client-side sorting ('' sorts missing values last)."""
-    return repr(float(x)) if _finite(x) else ""
+    return repr(float(x)) if fmt.finite(x) else ""
 
 
 def _global(m: Multipliers | None) -> float | None:
@@ -164,21 +117,21 @@ class BandPair:
 class LatestRunCard:
     underlying: str
     present: bool
-    run_id: str = DASH
-    source: str = DASH
-    time: str = DASH
+    run_id: str = MISSING
+    source: str = MISSING
+    time: str = MISSING
     time_iso: str = ""
-    recommended: str = DASH
-    smoothed: str = DASH
+    recommended: str = MISSING
+    smoothed: str = MISSING
     bands: list[BandPair] = field(default_factory=list)
-    status: str = DASH
-    reason: str = DASH
-    realism_status: str = DASH
-    realism_reason: str = DASH
-    decision: str = DASH
-    decision_reason: str = DASH
-    samples: str = DASH
-    mae: str = DASH
+    status: str = MISSING
+    reason: str = MISSING
+    realism_status: str = MISSING
+    realism_reason: str = MISSING
+    decision: str = MISSING
+    decision_reason: str = MISSING
+    samples: str = MISSING
+    mae: str = MISSING
 
 
 @dataclass(frozen=True)
@@ -209,26 +162,26 @@ class QuoteRow:
 class LiveCard:
     underlying: str
     present: bool
-    run_id: str = DASH
-    time: str = DASH
+    run_id: str = MISSING
+    time: str = MISSING
     time_iso: str = ""
-    multiplier_tested: str = DASH
-    mae: str = DASH
-    vmae: str = DASH
-    bias: str = DASH
-    mae_vol_points: str = DASH
-    rv_7d: str = DASH
-    atm_iv: str = DASH
-    atm_ratio: str = DASH
-    recommended: str = DASH
+    multiplier_tested: str = MISSING
+    mae: str = MISSING
+    vmae: str = MISSING
+    bias: str = MISSING
+    mae_vol_points: str = MISSING
+    rv_7d: str = MISSING
+    atm_iv: str = MISSING
+    atm_ratio: str = MISSING
+    recommended: str = MISSING
     recommended_on_bound: bool = False
-    samples: str = DASH
-    rv_source: str = DASH
-    rv_returns: str = DASH
-    atm_source: str = DASH
-    snapshot: str = DASH
-    status: str = DASH
-    reason: str = DASH
+    samples: str = MISSING
+    rv_source: str = MISSING
+    rv_returns: str = MISSING
+    atm_source: str = MISSING
+    snapshot: str = MISSING
+    status: str = MISSING
+    reason: str = MISSING
     dropped: list[tuple[str, str]] = field(default_factory=list)
     by_type: list[GroupRow] = field(default_factory=list)
     by_band: list[GroupRow] = field(default_factory=list)
@@ -258,21 +211,21 @@ class PolicyPanel:
 class HealthCard:
     underlying: str
     present: bool
-    run_id: str = DASH
-    time: str = DASH
-    status: str = DASH
-    reason: str = DASH
-    dq_status: str = DASH
-    snapshots: str = DASH
-    completeness: str = DASH
-    schema_errors: str = DASH
-    expiries: str = DASH
-    strikes: str = DASH
-    rv_returns: str = DASH
-    dte_range: str = DASH
-    lookback: str = DASH
-    period: str = DASH
-    settings_hash: str = DASH
+    run_id: str = MISSING
+    time: str = MISSING
+    status: str = MISSING
+    reason: str = MISSING
+    dq_status: str = MISSING
+    snapshots: str = MISSING
+    completeness: str = MISSING
+    schema_errors: str = MISSING
+    expiries: str = MISSING
+    strikes: str = MISSING
+    rv_returns: str = MISSING
+    dte_range: str = MISSING
+    lookback: str = MISSING
+    period: str = MISSING
+    settings_hash: str = MISSING
     issues: list[str] = field(default_factory=list)
 
 
@@ -351,12 +304,12 @@ class Dashboard:
     auto_table: HistoryTable
     chart_groups: list[ChartGroup]
     settings_hash: str
-    state_kept: bool
 
 
 @dataclass(frozen=True)
-class HistoryPage:
-    """One paged history file; `rows()` formats its rows only when the page must be rewritten."""
+class PagePlan:
+    """Where one paged history file sits: page k holds rows (k-1)*size+1 .. k*size, numbered oldest
+    first, so an append changes only the last page."""
 
     kind: str
     number: int
@@ -364,16 +317,60 @@ class HistoryPage:
     range_text: str
     older: PageLink | None  # only neighbours: adding a page must not change every other page
     newer: PageLink | None
-    key: str
-    chunk: list[RowRef]
-    statuses: list[str]
-    load: Callable[[Sequence[RowRef], bool], list]  # HistoryIndex.rows_of: RowRefs -> validated rows
 
-    def rows(self) -> list:
-        full = self.load(self.chunk, False)  # a page's rows are used once: not kept in memory
-        if self.kind == "live":
-            return [live_row(r, s) for r, s in zip(reversed(full), reversed(self.statuses))]
-        return [auto_row(r) for r in reversed(full)]
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One paged history file, ready for history.html.j2."""
+
+    plan: PagePlan
+    key: str  # changes whenever the page's rows, their derived status or the code change
+    rows: list
+
+    @property
+    def kind(self) -> str:
+        return self.plan.kind
+
+    @property
+    def number(self) -> int:
+        return self.plan.number
+
+    @property
+    def title(self) -> str:
+        return self.plan.title
+
+    @property
+    def range_text(self) -> str:
+        return self.plan.range_text
+
+    @property
+    def older(self) -> PageLink | None:
+        return self.plan.older
+
+    @property
+    def newer(self) -> PageLink | None:
+        return self.plan.newer
+
+
+@dataclass(frozen=True)
+class HistoryShown:
+    """The history rows the dashboard shows, newest first by time (see store.query), as typed rows."""
+
+    underlyings: set[str]  # every underlying a live or auto run names
+    latest_live: dict[str, LiveRun]  # newest live run proper (not an imported record) per underlying
+    latest_auto: dict[str, AutoRun]
+    latest_events: dict[str, ApplyEvent]  # newest apply event per underlying
+    applying_event: dict[tuple[str, str], ApplyEvent]  # (underlying, run_id) of a latest live run -> its apply
+    live_rows: list[LiveRun]  # the newest dashboard.max_rows
+    live_total: int
+    auto_rows: list[AutoRun]
+    auto_total: int
+    event_log: list[ApplyEvent]  # the newest dashboard.max_rows
+    events_total: int
+    chart_runs: dict[str, list[LiveRun]]  # per underlying, the newest CHART_POINTS, oldest first
+    chart_events: dict[str, list[ApplyEvent]]  # the applies those charts draw, oldest first
+    chart_autos: dict[str, list[AutoRun]]
+    skipped: dict[str, tuple[int, list[int]]]  # history file (relative path) -> (count, line numbers)
 
 
 @dataclass(frozen=True)
@@ -384,8 +381,8 @@ class Inputs:
     config_error: str | None
     applied: AppliedDocument | None
     applied_error: str | None
-    live: HistoryIndex
-    auto: HistoryIndex
+    history: HistoryShown
+    statuses: StatusIndex | None  # None when the YAML is unreadable: statuses cannot be derived
     details: dict[str, RunDetail]  # run_id -> detail, for the latest live run of each underlying
     detail_errors: dict[str, str]
     now: datetime
@@ -395,64 +392,38 @@ class Inputs:
 # --------------------------------------------------------------------------- building
 
 
-def underlyings_of(inp: Inputs, live_runs: Sequence[RowRef], auto_runs: Sequence[RowRef]) -> list[str]:
+def underlyings_of(inp: Inputs) -> list[str]:
     """Configured underlyings first, then any the YAML or the history mention."""
     names = list(inp.config.underlyings)
-    extra: set[str] = set()
+    extra: set[str] = set(inp.history.underlyings)
     if inp.applied is not None:
         extra.update(inp.applied.underlyings)
-    extra.update(r.underlying for r in live_runs if r.underlying)
-    extra.update(r.underlying for r in auto_runs if r.underlying)
     return names + sorted(extra - set(names))
 
 
-def latest_by_underlying(runs: Iterable) -> dict[str, object]:
-    """Newest row per underlying (file order is time order: history is append-only)."""
-    out: dict[str, object] = {}
-    for r in runs:
-        if r.underlying:
-            out[r.underlying] = r
-    return out
-
-
-def live_only(runs: Sequence[RowRef]) -> list[RowRef]:
-    """Live runs proper (the same filter force-apply uses to pick its candidate)."""
-    return [r for r in runs if (r.source or "live") == "live"]
-
-
-def derive_status(index: StatusIndex | None, run: LiveRun | RowRef) -> str:
-    """StatusIndex.status_of reads only underlying, run_id and status, which a RowRef carries."""
+def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
     return UNKNOWN if index is None else index.status_of(run)
 
 
-def status_index(inp: Inputs) -> StatusIndex | None:
-    # StatusIndex.build reads (underlying, run_id) of `of_type(ApplyEvent)`: RowRefs carry both
-    return StatusIndex.build(inp.applied, inp.live) if inp.applied is not None else None
-
-
-def build_applied(
-    inp: Inputs, names: list[str], event_refs: Sequence[RowRef]
-) -> AppliedPanel:
-    events: list[ApplyEvent] = inp.live.rows_of(event_refs[-inp.config.dashboard.max_rows :])
+def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
+    shown = inp.history
     log_rows = [
         ApplyLogRow(
-            time=fmt_time(e.ts),
+            time=fmt.time(e.ts),
             time_iso=e.ts or "",
-            underlying=fmt_text(e.underlying),
-            source=fmt_text(e.source),
-            previous=fmt_mult(_global(e.previous)),
-            applied=fmt_mult(_global(e.applied)),
-            bands=", ".join(f"{k} {fmt_mult(v)}" for k, v in _bands(e.applied).items()) or DASH,
-            reason=fmt_text(e.reason),
-            run_id=fmt_text(e.run_id),
+            underlying=fmt.text(e.underlying),
+            source=fmt.text(e.source),
+            previous=fmt.mult(_global(e.previous)),
+            applied=fmt.mult(_global(e.applied)),
+            bands=", ".join(f"{k} {fmt.mult(v)}" for k, v in _bands(e.applied).items()) or MISSING,
+            reason=fmt.text(e.reason),
+            run_id=fmt.text(e.run_id),
         )
-        for e in reversed(events)
+        for e in shown.event_log
     ]
     if inp.applied is None:
-        return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=len(event_refs))
-    last_event: dict[str, ApplyEvent] = {
-        u: inp.live.row(ref) for u, ref in latest_by_underlying(event_refs).items()  # type: ignore[arg-type]
-    }
+        return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=shown.events_total)
+    last_event = shown.latest_events
     cards = []
     for name in names:
         entry = inp.applied.underlyings.get(name)
@@ -460,14 +431,14 @@ def build_applied(
             cards.append(
                 AppliedCard(
                     underlying=name,
-                    values=[AppliedValue(name, "global", fmt_mult(1.0), DASH, False)],
+                    values=[AppliedValue(name, "global", fmt.mult(1.0), MISSING, False)],
                     never_applied=True,
-                    updated_at=DASH,
+                    updated_at=MISSING,
                     updated_iso="",
-                    source=DASH,
+                    source=MISSING,
                     reason="default, never applied",
-                    run_id=DASH,
-                    previous_run_id=DASH,
+                    run_id=MISSING,
+                    previous_run_id=MISSING,
                 )
             )
             continue
@@ -489,8 +460,8 @@ def build_applied(
             AppliedValue(
                 name,
                 "global",
-                fmt_mult(entry.global_),
-                fmt_mult(_global(prev)),
+                fmt.mult(entry.global_),
+                fmt.mult(_global(prev)),
                 prev is not None and _global(prev) is not None and round(_global(prev) or 0, 4) != round(entry.global_, 4),
             )
         ]
@@ -501,8 +472,8 @@ def build_applied(
                 AppliedValue(
                     name,
                     label,
-                    fmt_mult(value),
-                    fmt_mult(pv) if prev is not None else DASH,
+                    fmt.mult(value),
+                    fmt.mult(pv) if prev is not None else MISSING,
                     prev is not None and (pv is None or round(pv, 4) != round(value, 4)),
                 )
             )
@@ -511,37 +482,33 @@ def build_applied(
                 underlying=name,
                 values=values,
                 never_applied=False,
-                updated_at=fmt_time(entry.updated_at),
+                updated_at=fmt.time(entry.updated_at),
                 updated_iso=entry.updated_at or "",
                 source=entry.source,
-                reason=fmt_text(entry.reason),
-                run_id=fmt_text(entry.run_id),
-                previous_run_id=fmt_text(ev.previous_run_id) if matches and ev is not None else DASH,
+                reason=fmt.text(entry.reason),
+                run_id=fmt.text(entry.run_id),
+                previous_run_id=fmt.text(ev.previous_run_id) if matches and ev is not None else MISSING,
                 note=note,
             )
         )
-    return AppliedPanel(cards=cards, error=None, log=log_rows, log_total=len(event_refs))
+    return AppliedPanel(cards=cards, error=None, log=log_rows, log_total=shown.events_total)
 
 
-def display_reason(
-    status: str, run: LiveRun, inp: Inputs, events_by_run: dict[tuple[str, str], RowRef]
-) -> str:
+def display_reason(status: str, run: LiveRun, inp: Inputs) -> str:
     """Why the run has its status: the apply's reason when applied, else realism or policy."""
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
-        return fmt_text(entry.reason if entry else None)
+        return fmt.text(entry.reason if entry else None)
     if status == "superseded":
-        ref = events_by_run.get((run.underlying or "", run.run_id or ""))
-        return fmt_text(inp.live.row(ref).reason if ref else None)
+        event = inp.history.applying_event.get((run.underlying or "", run.run_id or ""))
+        return fmt.text(event.reason if event else None)
     if status == "failed":
-        return fmt_text(run.reason)
-    return fmt_text(run.decision_reason or run.reason)
+        return fmt.text(run.reason)
+    return fmt.text(run.decision_reason or run.reason)
 
 
-def build_latest(
-    names: list[str], latest: dict[str, LiveRun], index: StatusIndex | None, inp: Inputs,
-    events_by_run: dict[tuple[str, str], RowRef],
-) -> list[LatestRunCard]:
+def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
+    latest, index = inp.history.latest_live, inp.statuses
     cards = []
     for name in names:
         run = latest.get(name)
@@ -556,21 +523,21 @@ def build_latest(
             LatestRunCard(
                 underlying=name,
                 present=True,
-                run_id=fmt_text(run.run_id),
-                source=fmt_text(run.source),
-                time=fmt_time(run.ts),
+                run_id=fmt.text(run.run_id),
+                source=fmt.text(run.source),
+                time=fmt.time(run.ts),
                 time_iso=run.ts or "",
-                recommended=fmt_mult(_global(run.recommended)),
-                smoothed=fmt_mult(_global(run.smoothed)),
-                bands=[BandPair(b, fmt_mult(rec_b.get(b)), fmt_mult(sm_b.get(b))) for b in labels],
+                recommended=fmt.mult(_global(run.recommended)),
+                smoothed=fmt.mult(_global(run.smoothed)),
+                bands=[BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b))) for b in labels],
                 status=status,
-                reason=display_reason(status, run, inp, events_by_run),
-                realism_status=fmt_text(run.status),
-                realism_reason=fmt_text(run.reason),
-                decision=fmt_text(run.decision),
-                decision_reason=fmt_text(run.decision_reason),
-                samples=fmt_int(run.samples),
-                mae=fmt_pct(run.mae_pct),
+                reason=display_reason(status, run, inp),
+                realism_status=fmt.text(run.status),
+                realism_reason=fmt.text(run.reason),
+                decision=fmt.text(run.decision),
+                decision_reason=fmt.text(run.decision_reason),
+                samples=fmt.integer(run.samples),
+                mae=fmt.pct(run.mae_pct),
             )
         )
     return cards
@@ -583,11 +550,11 @@ def _group_rows(groups: dict[str, GroupMetrics] | None, order: Sequence[str] = (
     return [
         GroupRow(
             name=n,
-            samples=fmt_int(groups[n].samples),
-            mae=fmt_pct(groups[n].mae_pct),
-            bias=fmt_pct(groups[n].bias_pct),
-            vmae=fmt_pct(groups[n].vega_weighted_mae_pct),
-            recommended=fmt_mult(groups[n].recommended),
+            samples=fmt.integer(groups[n].samples),
+            mae=fmt.pct(groups[n].mae_pct),
+            bias=fmt.pct(groups[n].bias_pct),
+            vmae=fmt.pct(groups[n].vega_weighted_mae_pct),
+            recommended=fmt.mult(groups[n].recommended),
             on_bound="at fit bound" if groups[n].on_bound else "",
         )
         for n in names
@@ -601,12 +568,12 @@ def _quote_rows(detail: RunDetail) -> list[QuoteRow]:
         rows.append(
             QuoteRow(
                 instrument=q.instrument,
-                dte=fmt_num(q.dte, 2),
-                strike=fmt_num(q.strike, 0),
+                dte=fmt.num(q.dte, 2),
+                strike=fmt.num(q.strike, 0),
                 type=q.type,
-                mark=fmt_num(q.mark, 4),
-                synthetic=fmt_num(q.synthetic, 4),
-                diff=fmt_pct(q.diff_pct, 1),
+                mark=fmt.num(q.mark, 4),
+                synthetic=fmt.num(q.synthetic, 4),
+                diff=fmt.pct(q.diff_pct, 1),
                 diff_class=diff_class,
                 sort={
                     "dte": sort_value(q.dte),
@@ -620,7 +587,8 @@ def _quote_rows(detail: RunDetail) -> list[QuoteRow]:
     return rows
 
 
-def build_live(names: list[str], latest: dict[str, LiveRun], inp: Inputs) -> list[LiveCard]:
+def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
+    latest = inp.history.latest_live
     cards = []
     for name in names:
         run = latest.get(name)
@@ -635,27 +603,27 @@ def build_live(names: list[str], latest: dict[str, LiveRun], inp: Inputs) -> lis
             LiveCard(
                 underlying=name,
                 present=True,
-                run_id=fmt_text(run.run_id),
-                time=fmt_time(run.ts),
+                run_id=fmt.text(run.run_id),
+                time=fmt.time(run.ts),
                 time_iso=run.ts or "",
-                multiplier_tested=fmt_mult(run.multiplier_tested),
-                mae=fmt_pct(run.mae_pct),
-                vmae=fmt_pct(run.vega_weighted_mae_pct),
-                bias=fmt_pct(run.bias_pct),
-                mae_vol_points=fmt_num(run.mae_vol_points, 2),
-                rv_7d=fmt_vol(run.rv_7d),
-                atm_iv=fmt_vol(run.atm_iv),
-                atm_ratio=fmt_num(run.atm_ratio, 3),
-                recommended=fmt_mult(_global(run.recommended)),
+                multiplier_tested=fmt.mult(run.multiplier_tested),
+                mae=fmt.pct(run.mae_pct),
+                vmae=fmt.pct(run.vega_weighted_mae_pct),
+                bias=fmt.pct(run.bias_pct),
+                mae_vol_points=fmt.num(run.mae_vol_points, 2),
+                rv_7d=fmt.vol(run.rv_7d),
+                atm_iv=fmt.vol(run.atm_iv),
+                atm_ratio=fmt.num(run.atm_ratio, 3),
+                recommended=fmt.mult(_global(run.recommended)),
                 recommended_on_bound=bool(run.recommended_on_bound),
-                samples=fmt_int(run.samples),
-                rv_source=fmt_text(run.rv_source),
-                rv_returns=fmt_int(run.rv_returns),
-                atm_source=fmt_text(run.atm_source),
-                snapshot=fmt_time(run.snapshot_ts),
-                status=fmt_text(run.status),
-                reason=fmt_text(run.reason),
-                dropped=[(k, fmt_int(v)) for k, v in sorted((run.dropped or {}).items())],
+                samples=fmt.integer(run.samples),
+                rv_source=fmt.text(run.rv_source),
+                rv_returns=fmt.integer(run.rv_returns),
+                atm_source=fmt.text(run.atm_source),
+                snapshot=fmt.time(run.snapshot_ts),
+                status=fmt.text(run.status),
+                reason=fmt.text(run.reason),
+                dropped=[(k, fmt.integer(v)) for k, v in sorted((run.dropped or {}).items())],
                 by_type=_group_rows(run.by_type, ("C", "P")),
                 by_band=_group_rows(run.by_band, inp.config.band_names()),
                 quotes=_quote_rows(detail) if detail is not None else [],
@@ -666,26 +634,38 @@ def build_live(names: list[str], latest: dict[str, LiveRun], inp: Inputs) -> lis
     return cards
 
 
-def build_policy(inp: Inputs, names: list[str], latest: dict[str, LiveRun], index: StatusIndex | None) -> PolicyPanel:
+def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
+    latest, index = inp.history.latest_live, inp.statuses
     p, r, s = inp.config.policy, inp.config.realism, inp.config.smoothing
     thresholds = [
-        ("Min samples", fmt_int(p.min_samples), "a run with fewer usable quotes is held"),
-        ("Min vega sum", fmt_num(p.min_vega_sum, 2), "total vega of the quotes used"),
-        ("Min change", fmt_pct(p.min_delta * 100, 1), "smaller relative moves are held (no churn)"),
-        ("Max step", fmt_pct(p.max_rel_step * 100, 1), "larger relative moves are held for review"),
-        ("Smoothing alpha", fmt_num(s.alpha, 2), "smoothed = alpha x recommended + (1 - alpha) x applied"),
-        ("Sane multiplier", f"{fmt_num(r.min_mult, 2)} - {fmt_num(r.max_mult, 2)}", "outside: realism failed"),
-        ("Max MAE", fmt_pct(r.max_mae, 0), "above: realism failed"),
-        ("Max vega MAE", fmt_pct(r.max_vega_mae, 0), "above: realism failed"),
+        ("Min samples", fmt.integer(p.min_samples), "a run with fewer usable quotes is held"),
+        ("Min vega sum", fmt.num(p.min_vega_sum, 2), "total vega of the quotes used"),
+        (
+            "Min change",
+            fmt.limit(p.min_delta),
+            "held when |smoothed - applied| is smaller for the global and every band (no churn)",
+        ),
+        ("Max step", fmt.pct(p.max_rel_step * 100, 1), "larger relative moves are held for review"),
+        (
+            "Smoothing alpha",
+            fmt.num(s.alpha, 2),
+            (
+                "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last "
+                "live run with usable quotes that did not fail realism; the applied value when there is none)"
+            ),
+        ),
+        ("Sane multiplier", f"{fmt.num(r.min_mult, 2)} - {fmt.num(r.max_mult, 2)}", "outside: realism failed"),
+        ("Max MAE", fmt.pct(r.max_mae, 0), "above: realism failed"),
+        ("Max vega MAE", fmt.pct(r.max_vega_mae, 0), "above: realism failed"),
     ]
     decisions = [
         PolicyDecision(
             underlying=n,
-            run_id=fmt_text(run.run_id),
-            time=fmt_time(run.ts),
+            run_id=fmt.text(run.run_id),
+            time=fmt.time(run.ts),
             status=derive_status(index, run),
-            decision=fmt_text(run.decision),
-            decision_reason=fmt_text(run.decision_reason),
+            decision=fmt.text(run.decision),
+            decision_reason=fmt.text(run.decision_reason),
         )
         for n in names
         if (run := latest.get(n)) is not None
@@ -693,7 +673,8 @@ def build_policy(inp: Inputs, names: list[str], latest: dict[str, LiveRun], inde
     return PolicyPanel(thresholds=thresholds, decisions=decisions, config_error=inp.config_error)
 
 
-def build_health(names: list[str], latest_auto: dict[str, AutoRun]) -> list[HealthCard]:
+def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
+    latest_auto = inp.history.latest_auto
     cards = []
     for name in names:
         run = latest_auto.get(name)
@@ -702,28 +683,28 @@ def build_health(names: list[str], latest_auto: dict[str, AutoRun]) -> list[Heal
             continue
         dq = run.data_quality
         used, expected = run.snapshots_used, run.snapshots_expected
-        snapshots = DASH if used is None else (fmt_int(used) + (f" of {fmt_int(expected)}" if expected else ""))
+        snapshots = MISSING if used is None else (fmt.integer(used) + (f" of {fmt.integer(expected)}" if expected else ""))
         start, end = run.harvest_start, run.harvest_end
-        period = DASH if not (start or end) else f"{fmt_time(start)} to {fmt_time(end)}"
+        period = MISSING if not (start or end) else f"{fmt.time(start)} to {fmt.time(end)}"
         cards.append(
             HealthCard(
                 underlying=name,
                 present=True,
-                run_id=fmt_text(run.run_id),
-                time=fmt_time(run.ts),
-                status=fmt_text(run.status),
-                reason=fmt_text(run.reason),
-                dq_status=fmt_text(dq.status if dq else None),
+                run_id=fmt.text(run.run_id),
+                time=fmt.time(run.ts),
+                status=fmt.text(run.status),
+                reason=fmt.text(run.reason),
+                dq_status=fmt.text(dq.status if dq else None),
                 snapshots=snapshots,
-                completeness=fmt_pct(dq.completeness * 100, 1) if dq and _finite(dq.completeness) else DASH,
-                schema_errors=fmt_int(dq.schema_errors if dq else None),
-                expiries=fmt_int(dq.expiries if dq else None),
-                strikes=fmt_int(dq.strikes if dq else None),
-                rv_returns=fmt_int(dq.rv_returns if dq else None),
+                completeness=fmt.pct(dq.completeness * 100, 1) if dq and fmt.finite(dq.completeness) else MISSING,
+                schema_errors=fmt.integer(dq.schema_errors if dq else None),
+                expiries=fmt.integer(dq.expiries if dq else None),
+                strikes=fmt.integer(dq.strikes if dq else None),
+                rv_returns=fmt.integer(dq.rv_returns if dq else None),
                 dte_range=dte_range(run),
-                lookback=fmt_text(run.lookback),
+                lookback=fmt.text(run.lookback),
                 period=period,
-                settings_hash=fmt_text(run.settings_hash),
+                settings_hash=fmt.text(run.settings_hash),
                 issues=[str(i) for i in (dq.issues if dq else [])],
             )
         )
@@ -732,46 +713,46 @@ def build_health(names: list[str], latest_auto: dict[str, AutoRun]) -> list[Heal
 
 def dte_range(run: AutoRun) -> str:
     if run.dte_min is None and run.dte_max is None:
-        return DASH
-    lo = DASH if run.dte_min is None else f"{run.dte_min:g}"
-    hi = DASH if run.dte_max is None else f"{run.dte_max:g}"
+        return MISSING
+    lo = MISSING if run.dte_min is None else f"{run.dte_min:g}"
+    hi = MISSING if run.dte_max is None else f"{run.dte_max:g}"
     return f"{lo}-{hi}d"
 
 
 def live_row(run: LiveRun, status: str) -> LiveRow:
     return LiveRow(
-        time=fmt_time(run.ts),
+        time=fmt.time(run.ts),
         time_iso=run.ts or "",
-        underlying=fmt_text(run.underlying),
-        run_id=fmt_text(run.run_id),
+        underlying=fmt.text(run.underlying),
+        run_id=fmt.text(run.run_id),
         status=status,
-        decision=fmt_text(run.decision),
-        tested=fmt_mult(run.multiplier_tested),
-        recommended=fmt_mult(_global(run.recommended)),
-        smoothed=fmt_mult(_global(run.smoothed)),
-        mae=fmt_pct(run.mae_pct),
-        vmae=fmt_pct(run.vega_weighted_mae_pct),
-        rv_7d=fmt_vol(run.rv_7d),
-        atm_iv=fmt_vol(run.atm_iv),
-        samples=fmt_int(run.samples),
-        reason=fmt_text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason),
+        decision=fmt.text(run.decision),
+        tested=fmt.mult(run.multiplier_tested),
+        recommended=fmt.mult(_global(run.recommended)),
+        smoothed=fmt.mult(_global(run.smoothed)),
+        mae=fmt.pct(run.mae_pct),
+        vmae=fmt.pct(run.vega_weighted_mae_pct),
+        rv_7d=fmt.vol(run.rv_7d),
+        atm_iv=fmt.vol(run.atm_iv),
+        samples=fmt.integer(run.samples),
+        reason=fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason),
     )
 
 
 def auto_row(run: AutoRun) -> AutoRow:
     return AutoRow(
-        time=fmt_time(run.ts),
+        time=fmt.time(run.ts),
         time_iso=run.ts or "",
-        underlying=fmt_text(run.underlying),
-        run_id=fmt_text(run.run_id),
+        underlying=fmt.text(run.underlying),
+        run_id=fmt.text(run.run_id),
         status=run.status or UNKNOWN,
         dte_range=dte_range(run),
-        lookback=fmt_text(run.lookback),
-        multiplier=fmt_mult(run.multiplier),
-        vmae=fmt_pct(run.vega_weighted_mae_pct),
-        mae=fmt_pct(run.mae_pct),
-        samples=fmt_int(run.samples),
-        reason=fmt_text(run.reason),
+        lookback=fmt.text(run.lookback),
+        multiplier=fmt.mult(run.multiplier),
+        vmae=fmt.pct(run.vega_weighted_mae_pct),
+        mae=fmt.pct(run.mae_pct),
+        samples=fmt.integer(run.samples),
+        reason=fmt.text(run.reason),
     )
 
 
@@ -789,34 +770,28 @@ def page_links(kind: str, total: int, page_size: int, prefix: str = "history/") 
     return links
 
 
-def build_tables(
-    inp: Inputs, live_runs: Sequence[RowRef], auto_runs: Sequence[RowRef], index: StatusIndex | None
-) -> tuple[HistoryTable, HistoryTable]:
-    n, size = inp.config.dashboard.max_rows, inp.config.dashboard.page_size
-    newest_live: list[LiveRun] = inp.live.rows_of(reversed(live_runs[-n:]))
-    newest_auto: list[AutoRun] = inp.auto.rows_of(reversed(auto_runs[-n:]))
-    paged_live = len(live_runs) > n
-    paged_auto = len(auto_runs) > n
+def build_tables(inp: Inputs) -> tuple[HistoryTable, HistoryTable]:
+    shown, size = inp.history, inp.config.dashboard.page_size
+    paged = inp.config.dashboard.max_rows
     live_t = HistoryTable(
         kind="live",
-        rows=[live_row(r, derive_status(index, r)) for r in newest_live],
-        shown=len(newest_live),
-        total=len(live_runs),
-        pages=page_links("live", len(live_runs), size) if paged_live else [],
+        rows=[live_row(r, derive_status(inp.statuses, r)) for r in shown.live_rows],
+        shown=len(shown.live_rows),
+        total=shown.live_total,
+        pages=page_links("live", shown.live_total, size) if shown.live_total > paged else [],
     )
     auto_t = HistoryTable(
         kind="auto",
-        rows=[auto_row(r) for r in newest_auto],
-        shown=len(newest_auto),
-        total=len(auto_runs),
-        pages=page_links("auto", len(auto_runs), size) if paged_auto else [],
+        rows=[auto_row(r) for r in shown.auto_rows],
+        shown=len(shown.auto_rows),
+        total=shown.auto_total,
+        pages=page_links("auto", shown.auto_total, size) if shown.auto_total > paged else [],
     )
     return live_t, auto_t
 
 
-def build_banners(
-    inp: Inputs, names: list[str], latest: dict[str, LiveRun], index: StatusIndex | None
-) -> list[Banner]:
+def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
+    latest = inp.history.latest_live
     out: list[Banner] = []
     dash = inp.config.dashboard
     if inp.config_error:
@@ -839,13 +814,13 @@ def build_banners(
         if run is None:
             continue
         if run.status == "failed":
-            out.append(Banner("error", f"{name}: latest live run failed", f"{fmt_text(run.run_id)}: {fmt_text(run.reason)}"))
-        if _finite(run.mae_pct) and (run.mae_pct or 0) > dash.mae_warn_pct:
+            out.append(Banner("error", f"{name}: latest live run failed", f"{fmt.text(run.run_id)}: {fmt.text(run.reason)}"))
+        if fmt.finite(run.mae_pct) and (run.mae_pct or 0) > dash.mae_warn_pct:
             out.append(
                 Banner(
                     "warn",
                     f"{name}: high pricing error",
-                    f"latest live run MAE {fmt_pct(run.mae_pct)} is above the warning level {fmt_pct(dash.mae_warn_pct, 0)}",
+                    f"latest live run MAE {fmt.pct(run.mae_pct)} is above the warning level {fmt.pct(dash.mae_warn_pct, 0)}",
                 )
             )
         manual_rv = (run.rv_source or "").lower() == "manual"  # given with --rv: no history involved
@@ -854,58 +829,28 @@ def build_banners(
                 Banner(
                     "warn",
                     f"{name}: RV_7d from too little history",
-                    f"RV_7d {fmt_vol(run.rv_7d)} was computed from {fmt_int(run.rv_returns)} returns "
-                    f"(want at least {fmt_int(dash.min_rv_returns)}; source: {fmt_text(run.rv_source)})",
+                    f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
+                    f"(want at least {fmt.integer(dash.min_rv_returns)}; source: {fmt.text(run.rv_source)})",
                 )
             )
-    for label, read, path in (("live", inp.live, "history/live_calibration.jsonl"), ("auto", inp.auto, "history/auto_calibrate.jsonl")):
-        if read.skipped:
-            lines = ", ".join(str(n) for n in read.skipped_lines[:5]) + (" ..." if read.skipped > 5 else "")
+    for path, (count, line_numbers) in inp.history.skipped.items():
+        if count:
+            lines = ", ".join(str(n) for n in line_numbers[:5]) + (" ..." if count > 5 else "")
             out.append(
-                Banner("warn", f"{path}: {read.skipped} unreadable line(s) skipped", f"line(s) {lines}; the file is not modified")
+                Banner("warn", f"{path}: {count} unreadable line(s) skipped", f"line(s) {lines}; the file is not modified")
             )
     return out
 
 
-def chart_events(events: Sequence[RowRef], runs: Sequence[RowRef], load: Callable[[RowRef], ApplyEvent]) -> list[ApplyEvent]:
-    """The apply events a multiplier chart of `runs` draws: those after its first run's time and the
-    last one at or before it that has a value (the applied level the step line starts from). History
-    is in time order, so this reads back from the newest event and stops there."""
-    times = [t for r in runs if (t := charts._ts(r.ts)) is not None]
-    if not times:
-        return []
-    t_first = min(times)
-    out: list[ApplyEvent] = []
-    for ref in reversed(events):
-        t = charts._ts(ref.ts)
-        if t is None:
-            continue
-        e = load(ref)
-        out.append(e)
-        if t <= t_first and e.applied is not None and charts._fin(e.applied.global_):
-            break
-    return out[::-1]
-
-
-def build_charts(
-    names: list[str],
-    live_runs: Sequence[RowRef],
-    events: Sequence[RowRef],
-    auto_runs: Sequence[RowRef],
-    latest: dict[str, LiveRun],
-    inp: Inputs,
-) -> list[ChartGroup]:
+def build_charts(names: list[str], inp: Inputs) -> list[ChartGroup]:
+    shown = inp.history
     groups = []
     for name in names:
-        run_refs = [r for r in live_runs if r.underlying == name][-CHART_POINTS:]
-        runs: list[LiveRun] = inp.live.rows_of(run_refs)
-        evs = chart_events([e for e in events if e.underlying == name], run_refs, inp.live.row)
-        autos: list[AutoRun] = inp.auto.rows_of([r for r in auto_runs if r.underlying == name][-CHART_POINTS:])
         cs = [
-            charts.multiplier_chart(name, runs, evs),
-            charts.auto_chart(name, autos),
+            charts.multiplier_chart(name, shown.chart_runs.get(name, []), shown.chart_events.get(name, [])),
+            charts.auto_chart(name, shown.chart_autos.get(name, [])),
         ]
-        run = latest.get(name)
+        run = shown.latest_live.get(name)
         detail = inp.details.get(run.run_id or "") if run is not None else None
         cs.append(charts.iv_chart(name, run, detail))
         groups.append(ChartGroup(name, cs))
@@ -913,71 +858,53 @@ def build_charts(
 
 
 def build_dashboard(inp: Inputs) -> Dashboard:
-    live_all = inp.live.of_type(LiveRun)
-    events = inp.live.of_type(ApplyEvent)
-    auto_all = inp.auto.of_type(AutoRun)
-    names = underlyings_of(inp, live_all, auto_all)
-    index = status_index(inp)
-    live_proper = live_only(live_all)
-    latest: dict[str, LiveRun] = {u: inp.live.row(r) for u, r in latest_by_underlying(live_proper).items()}  # type: ignore[arg-type]
-    latest_auto: dict[str, AutoRun] = {u: inp.auto.row(r) for u, r in latest_by_underlying(auto_all).items()}  # type: ignore[arg-type]
-    events_by_run = {(e.underlying or "", e.run_id or ""): e for e in events}
-    live_t, auto_t = build_tables(inp, live_all, auto_all, index)
+    names = underlyings_of(inp)
+    live_t, auto_t = build_tables(inp)
     return Dashboard(
-        generated_at=fmt_time(iso_utc(inp.now)),
+        generated_at=fmt.time(iso_utc(inp.now)),
         generated_iso=iso_utc(inp.now),
-        banners=build_banners(inp, names, latest, index),
-        applied=build_applied(inp, names, events),
-        latest=build_latest(names, latest, index, inp, events_by_run),
-        live=build_live(names, latest, inp),
-        policy=build_policy(inp, names, latest, index),
-        health=build_health(names, latest_auto),
+        banners=build_banners(inp, names),
+        applied=build_applied(inp, names),
+        latest=build_latest(names, inp),
+        live=build_live(names, inp),
+        policy=build_policy(inp, names),
+        health=build_health(names, inp),
         live_table=live_t,
         auto_table=auto_t,
-        chart_groups=build_charts(names, live_all, events, auto_all, latest, inp),
+        chart_groups=build_charts(names, inp),
         settings_hash=inp.config.settings_hash(),
-        state_kept=inp.applied_error is not None,
     )
 
 
-def build_pages(inp: Inputs, kind: str, code_key: str) -> list[HistoryPage]:
-    """Every history row, paged oldest first (page k holds rows (k-1)*size+1 .. k*size) so an append
-    changes only the last page; a page's key changes only when its rows or their derived status do."""
-    size = inp.config.dashboard.page_size
-    if kind == "live":
-        source = inp.live
-        runs = source.of_type(LiveRun)
-        index = status_index(inp)
-        statuses = [derive_status(index, r) for r in runs]
-        title = "Live calibration history"
-    else:
-        source = inp.auto
-        runs = source.of_type(AutoRun)
-        statuses = [r.status or UNKNOWN for r in runs]
-        title = "Calibration History (Auto-Calibrate)"
-    total = len(runs)
+PAGE_TITLES = {"live": "Live calibration history", "auto": "Calibration History (Auto-Calibrate)"}
+
+
+def page_plans(kind: str, total: int, size: int) -> list[PagePlan]:
+    """Every history page of `kind`, numbered oldest first (page k holds rows (k-1)*size+1 .. k*size)."""
     n_pages = page_count(total, size)
-    pages = []
+    plans = []
     for k in range(1, n_pages + 1):
         lo = (k - 1) * size
-        chunk, sts = runs[lo : lo + size], statuses[lo : lo + size]
+        hi = min(lo + size, total)
         older = PageLink(k - 1, f"{kind}-{k - 1}.html", f"{(k - 2) * size + 1:,}-{lo:,}") if k > 1 else None
         newer = PageLink(k + 1, f"{kind}-{k + 1}.html", f"page {k + 1}") if k < n_pages else None
-        h = hashlib.sha256(f"{code_key}|{kind}|{size}|{newer is not None}|".encode())
-        for r, s in zip(chunk, sts):
-            h.update(f"{r.run_id}:{r.ts}:{s}|".encode())
-        pages.append(
-            HistoryPage(
+        plans.append(
+            PagePlan(
                 kind=kind,
                 number=k,
-                title=title,
-                range_text=f"rows {lo + 1:,}-{lo + len(chunk):,} (numbered oldest first), newest first",
+                title=PAGE_TITLES[kind],
+                range_text=f"rows {lo + 1:,}-{hi:,} (numbered oldest first), newest first",
                 older=older,
                 newer=newer,
-                key=h.hexdigest()[:32],
-                chunk=chunk,
-                statuses=sts,
-                load=source.rows_of,
             )
         )
-    return pages
+    return plans
+
+
+def history_page(plan: PagePlan, key: str, runs: Sequence[LiveRun] | Sequence[AutoRun], statuses: StatusIndex | None) -> HistoryPage:
+    """The formatted rows of one page; `runs` newest first."""
+    if plan.kind == "live":
+        rows: list = [live_row(r, derive_status(statuses, r)) for r in runs]  # type: ignore[arg-type]
+    else:
+        rows = [auto_row(r) for r in runs]  # type: ignore[arg-type]
+    return HistoryPage(plan=plan, key=key, rows=rows)

@@ -1,4 +1,4 @@
-"""Crash-safe file primitives: atomic replace and single-write appends.
+"""Crash-safe file primitives: atomic replace, single-write appends and the sibling-file lock.
 
 Every call goes through `os` functions (write, fsync, replace) so tests can inject I/O errors.
 """
@@ -10,9 +10,20 @@ import stat
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
+
 from calreport.errors import CalreportError
+from calreport.store.paths import lock_path
 
 DEFAULT_MODE = 0o644
+LOCK_TIMEOUT_S = 30.0
+
+
+def locked(path: Path, timeout: float = LOCK_TIMEOUT_S) -> FileLock:
+    """The lock every writer of `path` takes: a sibling `.lock` file (never deleted, so two
+    processes can never hold locks on two different inodes of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock_path(path)), timeout=timeout)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -5,22 +5,22 @@ Readers skip (and count) unreadable lines and never rewrite the file; old rows a
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
 import os
-import secrets
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from pydantic import ValidationError
 
+from calreport import jsonio, timeutil
 from calreport.errors import CalreportError
-from calreport.store.files import append_line, atomic_write
+from calreport.store.files import append_line, atomic_write, locked
 from calreport.store.models import (
     ROW_TYPES,
     ApplyEvent,
@@ -30,33 +30,6 @@ from calreport.store.models import (
     UnknownRow,
 )
 from calreport.store.paths import Root, lock_path
-
-LOCK_TIMEOUT_S = 30.0
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-try:  # optional fast parser (the `fast` extra)
-    import orjson as _orjson
-
-    def _loads(line: bytes) -> Any:
-        return _orjson.loads(line)
-
-except ImportError:  # pragma: no cover - exercised when orjson is absent
-
-    def _loads(line: bytes) -> Any:
-        return json.loads(line)
-
-
-def new_run_id(ts_ms: int | None = None) -> str:
-    """A ULID: 48-bit ms timestamp + 80 random bits, Crockford base32; sorts by time."""
-    ms = int(time.time() * 1000) if ts_ms is None else int(ts_ms)
-    value = (ms << 80) | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def locked(path: Path, timeout: float = LOCK_TIMEOUT_S) -> FileLock:
-    """The sibling-file lock for `path` (never deleted; FileLock leaves it in place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock_path(path)), timeout=timeout)
 
 
 def dumps_row(row: HistoryRow | dict[str, Any]) -> bytes:
@@ -124,7 +97,7 @@ def read_history(path: Path) -> HistoryRead:
         if not line.strip():
             continue
         try:
-            out.rows.append(parse_row(_loads(line)))
+            out.rows.append(parse_row(jsonio.loads(line)))
         except (ValueError, ValidationError, TypeError):
             out.skipped += 1
             out.skipped_lines.append(lineno)
@@ -166,7 +139,7 @@ def iter_rows_reversed(path: Path, cls: type[R]) -> Iterator[R]:
         if tag not in line:
             continue
         try:
-            row = parse_row(_loads(line))
+            row = parse_row(jsonio.loads(line))
         except (ValueError, ValidationError, TypeError):
             continue
         if isinstance(row, cls):
@@ -183,7 +156,7 @@ def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent
         if b'"apply"' not in line:
             continue
         try:
-            row = parse_row(_loads(line))
+            row = parse_row(jsonio.loads(line))
         except (ValueError, ValidationError, TypeError):
             continue
         if isinstance(row, ApplyEvent) and row.underlying in wanted:
@@ -222,7 +195,7 @@ def latest_live_run(root: Root, underlying: str) -> LiveRun | None:
     (source "legacy") are never candidates.
     """
     for run in iter_rows_reversed(root.live_history, LiveRun):
-        if run.underlying == underlying and (run.source or "live") == "live":
+        if run.underlying == underlying and run.is_live:
             return run
     return None
 
@@ -244,7 +217,7 @@ def ensure_history_files(root: Root) -> None:
 # from those bytes. The index can be persisted next to the site (data/cache/history/) keyed by a
 # SHA-256 of the bytes it covers, and extended by parsing only the lines appended since.
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: RowRef.time_ms (the row's time, for newest-first by time)
 _TAIL_CHECK = 4096  # bytes before the consumed offset compared when extending an in-memory index
 
 
@@ -257,13 +230,36 @@ class RowRef(NamedTuple):
     underlying: str | None
     source: str | None
     status: str | None
+    time_ms: int | None  # row_time_ms(row): what "newest first" orders by
     lineno: int
     offset: int
     length: int
 
+    @property
+    def is_live(self) -> bool:
+        """LiveRun.is_live for the row behind this ref (meaningful for live_run refs)."""
+        return (self.source or "live") == "live"
+
 
 _REF_FIELDS = RowRef._fields
 _INT_FIELDS = {"lineno", "offset", "length"}
+_OPTIONAL_INT_FIELDS = {"time_ms"}
+
+
+def row_time_ms(row: HistoryRow) -> int | None:
+    """The time a row is ordered by, in epoch ms: an auto run's window end (`as_of`, else `ts`),
+    any other row's `ts`. None when the row has no parseable time."""
+    if isinstance(row, AutoRun):
+        end = timeutil.time_ms(row.as_of)
+        if end is not None:
+            return end
+    return timeutil.time_ms(row.ts)
+
+
+_COLUMN_TYPES = {
+    name: {int} if name in _INT_FIELDS else {int, type(None)} if name in _OPTIONAL_INT_FIELDS else {str, type(None)}
+    for name in _REF_FIELDS
+}
 
 
 class StaleIndex(CalreportError):
@@ -279,6 +275,7 @@ def _ref(row: HistoryRow, lineno: int, offset: int, length: int) -> RowRef:
         row.underlying,
         source if isinstance(source, str) else None,
         status if isinstance(status, str) else None,
+        row_time_ms(row),
         lineno,
         offset,
         length,
@@ -333,7 +330,7 @@ class HistoryIndex:
             return got
         line = self.data[ref.offset : ref.offset + ref.length]
         try:
-            got = parse_row(_loads(line))
+            got = parse_row(jsonio.loads(line))
         except (ValueError, ValidationError, TypeError):
             got = None
         if got is None or _ref(got, ref.lineno, ref.offset, ref.length) != ref:
@@ -358,7 +355,7 @@ class HistoryIndex:
                 if line.strip():
                     self.parsed += 1
                     try:
-                        self.refs.append(_ref(parse_row(_loads(line)), lineno, pos, len(line)))
+                        self.refs.append(_ref(parse_row(jsonio.loads(line)), lineno, pos, len(line)))
                     except (ValueError, ValidationError, TypeError):
                         self.skipped_lines.append(lineno)
                 pos += len(line) + 1
@@ -379,36 +376,25 @@ class HistoryIndex:
             self._scan(end, len(data), complete=False)
 
 
+@functools.cache
 def _code_key() -> str:
-    """Cached validation results are only good for the code that validated them."""
+    """Cached validation results are only good for the code that validated them (read on first
+    use, never at import)."""
     h = hashlib.sha256(f"history-index-{INDEX_FORMAT}".encode())
-    for mod in ("models.py", "history.py"):
-        h.update((Path(__file__).parent / mod).read_bytes())
+    here = Path(__file__).parent
+    for path in (here / "models.py", here / "history.py", here.parent / "timeutil.py"):
+        h.update(path.read_bytes())
     return h.hexdigest()
-
-
-_CODE_KEY: str | None = None
-
-
-def _dumps_json(obj: Any) -> bytes:
-    try:
-        import orjson
-
-        return orjson.dumps(obj)
-    except ImportError:  # pragma: no cover - without the `fast` extra
-        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def save_index(index: HistoryIndex, cache_file: Path) -> bool:
     """Persist what covers the complete lines (atomically; a checksum guards the body). False when
     the cache cannot be written: it is an optimisation, never a reason for a command to fail."""
-    global _CODE_KEY
-    _CODE_KEY = _CODE_KEY or _code_key()
     refs = index.refs[: index.complete_refs]
-    body = _dumps_json(
+    body = jsonio.dumps(
         {
             "format": INDEX_FORMAT,
-            "code": _CODE_KEY,
+            "code": _code_key(),
             "source": index.path.name,
             "offset": index.offset,
             "lines": index.lines,
@@ -427,7 +413,6 @@ def save_index(index: HistoryIndex, cache_file: Path) -> bool:
 
 def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | None:
     """The persisted index if it was built by this code from a prefix of `data`; else None."""
-    global _CODE_KEY
     try:
         raw = cache_file.read_bytes()
     except OSError:
@@ -436,12 +421,11 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
         digest, body = raw.split(b"\n", 1)
         if hashlib.sha256(body).hexdigest().encode() != digest:
             return None
-        doc = _loads(body)
-        _CODE_KEY = _CODE_KEY or _code_key()
+        doc = jsonio.loads(body)
         offset, lines = doc["offset"], doc["lines"]
         if (
             doc["format"] != INDEX_FORMAT
-            or doc["code"] != _CODE_KEY
+            or doc["code"] != _code_key()
             or not isinstance(offset, int)
             or not 0 <= offset <= len(data)
             or (offset and data[offset - 1 : offset] != b"\n")
@@ -450,7 +434,7 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
             return None
         cols = [doc["cols"][name] for name in _REF_FIELDS]
         if len({len(c) for c in cols}) != 1 or not all(
-            set(map(type, c)) <= ({int} if name in _INT_FIELDS else {str, type(None)}) for name, c in zip(_REF_FIELDS, cols)
+            set(map(type, c)) <= _COLUMN_TYPES[name] for name, c in zip(_REF_FIELDS, cols)
         ):
             return None
         refs = list(map(RowRef._make, zip(*cols)))

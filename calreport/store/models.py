@@ -40,6 +40,7 @@ BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
 ApplySource = Literal["policy", "force", "rollback", "init"]
 RealismStatus = Literal["ok", "degraded", "failed"]
+DisplayStatus = Literal["applied", "superseded", "held", "failed"]  # derived by store.state, never stored
 
 
 def _strict_multiplier(value: Any) -> float:

@@ -1,6 +1,6 @@
 """Everything shown as "applied" is derived here from the YAML, never stored twice.
 
-- the state document (contract section 3) is the YAML's entries plus generated_at;
+- the state document (site/api/calibration/state.json) is the YAML's entries plus generated_at;
 - a run's display status is derived: `applied` when the YAML's run_id is that run, `superseded`
   when an apply event names it but the YAML no longer does, `failed` when realism failed,
   `held` otherwise.
@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Iterable, Protocol
 
 from calreport.store.applied import read_applied
-from calreport.store.config import CalibrationConfig
 from calreport.store.history import HistoryRead, live_history
 from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
+    CalibrationConfig,
+    DisplayStatus,
     LiveRun,
     StateDocument,
     iso_utc,
@@ -62,12 +63,16 @@ class StatusIndex:
 
     @classmethod
     def build(cls, doc: AppliedDocument, live: HistoryRead | _History) -> "StatusIndex":
-        """From the live history: parsed rows (HistoryRead) or the render's history index."""
-        events: Iterable[RunKey] = live.of_type(ApplyEvent)
+        """From the live history: parsed rows (HistoryRead) or a history index."""
+        return cls.from_events(doc, live.of_type(ApplyEvent))
+
+    @classmethod
+    def from_events(cls, doc: AppliedDocument, events: Iterable[RunKey]) -> "StatusIndex":
+        """From the apply events (parsed rows or index refs: only underlying and run_id are read)."""
         ids = frozenset((e.underlying, e.run_id) for e in events if e.run_id and e.underlying)
         return cls(doc=doc, applied_run_ids=ids)  # type: ignore[arg-type]
 
-    def status_of(self, run: LiveRun | RunStatusKey) -> str:
+    def status_of(self, run: LiveRun | RunStatusKey) -> DisplayStatus:
         entry = self.doc.underlyings.get(run.underlying or "")
         if entry is not None and run.run_id and entry.run_id == run.run_id:
             return "applied"
@@ -79,4 +84,5 @@ class StatusIndex:
 
 
 def status_index(root: Root, config: CalibrationConfig | None = None) -> StatusIndex:
+    """The status index of a root, read from its YAML and live history now."""
     return StatusIndex.build(read_applied(root, config), live_history(root))

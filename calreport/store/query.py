@@ -1,0 +1,191 @@
+"""Questions the dashboard and `calreport doctor` ask of the history, answered with typed rows.
+
+Order: every list is newest first *by time* - a row's own time (history.row_time_ms: `ts`, or an
+auto run's window end `as_of`), not its place in the file. `import-legacy` appends old records
+after newer runs, so "appended last" is not "newest". Rows with the same time keep the file's
+order (the one appended later counts as newer). Rows without a parseable time are older than every
+timed row, and among themselves the one appended later counts as newer.
+
+Backed by history.HistoryIndex: ordering, counts and latest-per-underlying use the index's RowRef
+of every row; a row is parsed and validated in full only when it is returned.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Sequence
+
+from calreport import fmt
+from calreport.store import history
+from calreport.store.history import HistoryIndex, RowRef
+from calreport.store.models import ApplyEvent, AutoRun, LiveRun
+from calreport.store.paths import Root
+
+Kind = Literal["live", "auto"]
+_NO_TIME = float("-inf")  # sorts before every epoch-ms value: rows without a time are the oldest
+
+
+def newest_first(refs: Sequence[RowRef]) -> list[RowRef]:
+    """`refs` (file order) newest first by time; equal times keep file order (later = newer)."""
+    keys = [_NO_TIME if r.time_ms is None else r.time_ms for r in refs]
+    order = sorted(range(len(refs)), key=keys.__getitem__)  # stable; linear when already in time order
+    return [refs[i] for i in reversed(order)]
+
+
+def _latest_per_underlying(refs_newest_first: Iterable[RowRef]) -> dict[str, RowRef]:
+    out: dict[str, RowRef] = {}
+    for r in refs_newest_first:
+        if r.underlying and r.underlying not in out:
+            out[r.underlying] = r
+    return out
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Unreadable lines of one history file (1-based line numbers)."""
+
+    count: int
+    lines: list[int]
+
+
+class HistoryQuery:
+    """The live and auto history, asked for exactly what a caller shows."""
+
+    def __init__(self, live: HistoryIndex, auto: HistoryIndex) -> None:
+        self._live_index, self._auto_index = live, auto
+        self._live = newest_first(live.of_type(LiveRun))
+        self._events = newest_first(live.of_type(ApplyEvent))
+        self._auto = newest_first(auto.of_type(AutoRun))
+
+    @classmethod
+    def read(cls, root: Root, cache: "HistoryCache | None" = None, persist: bool = False) -> "HistoryQuery":
+        """Index both history files. `persist` reads and updates the index cache under data/cache;
+        without it nothing outside history/ is touched (what a read-only check wants)."""
+        cache = cache if cache is not None else HistoryCache()
+        files = (root.live_history, root.auto_history)
+        live, auto = (cache.read(p, history_cache_file(root, p) if persist else None) for p in files)
+        return cls(live, auto)
+
+    # ------------------------------------------------------------------ counts
+
+    def total(self, kind: Kind | Literal["apply"]) -> int:
+        return len(self._refs(kind))
+
+    def skipped(self, kind: Kind) -> Skipped:
+        index = self._index(kind)
+        return Skipped(index.skipped, list(index.skipped_lines))
+
+    def underlyings(self) -> set[str]:
+        """Every underlying a live or auto run names."""
+        return {r.underlying for r in (*self._live, *self._auto) if r.underlying}
+
+    def status_counts(self, kind: Kind, status_of: Callable[[RowRef], str]) -> Counter[str]:
+        """How many runs have each status; `status_of` derives it from the ref (StatusIndex.status_of
+        for live runs reads only underlying, run_id and status, which a RowRef carries)."""
+        return Counter(status_of(r) for r in self._refs(kind))
+
+    def auto_run_ids(self) -> set[str]:
+        return {r.run_id for r in self._auto if r.run_id}
+
+    def apply_event_keys(self) -> list[RowRef]:
+        """The (underlying, run_id) of every apply event, newest first, without parsing the rows."""
+        return list(self._events)
+
+    # ------------------------------------------------------------------ typed rows
+
+    def latest_live(self) -> dict[str, LiveRun]:
+        """The newest live run proper (LiveRun.is_live: not an imported record) per underlying."""
+        latest = _latest_per_underlying(r for r in self._live if r.is_live)
+        return {u: self._live_index.row(r) for u, r in latest.items()}
+
+    def latest_auto(self) -> dict[str, AutoRun]:
+        latest = _latest_per_underlying(self._auto)
+        return {u: self._auto_index.row(r) for u, r in latest.items()}
+
+    def latest_apply_events(self) -> dict[str, ApplyEvent]:
+        latest = _latest_per_underlying(self._events)
+        return {u: self._live_index.row(r) for u, r in latest.items()}
+
+    def live_runs(self, limit: int | None = None, underlying: str | None = None) -> list[LiveRun]:
+        """Newest first; every source (imported records too)."""
+        return self._rows("live", limit, underlying)
+
+    def auto_runs(self, limit: int | None = None, underlying: str | None = None) -> list[AutoRun]:
+        return self._rows("auto", limit, underlying)
+
+    def apply_events(self, limit: int | None = None, underlying: str | None = None) -> list[ApplyEvent]:
+        return self._rows("apply", limit, underlying)
+
+    def apply_event_naming(self, underlying: str, run_id: str) -> ApplyEvent | None:
+        """The newest apply event that applied run `run_id` of `underlying`."""
+        for r in self._events:
+            if r.underlying == underlying and r.run_id == run_id:
+                return self._live_index.row(r)
+        return None
+
+    def apply_events_for_chart(self, underlying: str, since_ms: int) -> list[ApplyEvent]:
+        """Oldest first: the apply events of `underlying` after `since_ms`, and the newest one at or
+        before it that has a value (the level a step line of the applied multiplier starts from)."""
+        out: list[ApplyEvent] = []
+        for r in self._events:
+            if r.underlying != underlying or r.time_ms is None:
+                continue
+            e: ApplyEvent = self._live_index.row(r)
+            out.append(e)
+            if r.time_ms <= since_ms and e.applied is not None and fmt.finite(e.applied.global_):
+                break
+        return out[::-1]
+
+    # ------------------------------------------------------------------ pages
+
+    def page(self, kind: Kind, number: int, size: int) -> list:
+        """Page `number` (1 = the oldest `size` rows) as typed rows, newest first. Pages are numbered
+        from the oldest so that an ordinary append changes only the last page."""
+        refs = self.page_refs(kind, number, size)
+        return self._index(kind).rows_of(refs, False)  # a page's rows are used once: not kept
+
+    def page_refs(self, kind: Kind, number: int, size: int) -> list[RowRef]:
+        """The refs of page `number`, newest first: enough to tell whether a written page is current."""
+        refs = self._refs(kind)
+        hi = len(refs) - (number - 1) * size
+        return list(refs[max(0, hi - size) : max(0, hi)])
+
+    # ------------------------------------------------------------------ internals
+
+    def _index(self, kind: str) -> HistoryIndex:
+        return self._auto_index if kind == "auto" else self._live_index
+
+    def _refs(self, kind: str) -> list[RowRef]:
+        return {"live": self._live, "auto": self._auto, "apply": self._events}[kind]
+
+    def _rows(self, kind: str, limit: int | None, underlying: str | None) -> list:
+        refs: Sequence[RowRef] = self._refs(kind)
+        if underlying is not None:
+            refs = [r for r in refs if r.underlying == underlying]
+        if limit is not None:
+            refs = refs[: max(0, limit)]
+        return self._index(kind).rows_of(refs)
+
+
+class HistoryCache:
+    """History indexes kept between reads. History files are append-only, so a long-running process
+    (`calreport serve`) parses only the lines appended since its last read, and every process starts
+    from the index persisted under data/cache/history/ (history.index_history says when either is
+    trusted). Counts and skipped lines equal history.read_history(path)'s."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, HistoryIndex] = {}
+
+    def read(self, path: Path, cache_file: Path | None = None) -> HistoryIndex:
+        index = history.index_history(path, self._files.get(path), cache_file)
+        self._files[path] = index
+        return index
+
+    def forget(self) -> None:
+        self._files.clear()
+
+
+def history_cache_file(root: Root, path: Path) -> Path:
+    return root.cache_dir / "history" / f"{path.name}.index"
