@@ -183,7 +183,9 @@ def rollback_target(root: Root, underlying: str, current_run_id: str | None, to:
     )
 
 
-def rollback(root: Root, underlying: str, to: str | None = None, *, config: CalibrationConfig | None = None) -> ApplyEvent:
+def rollback(
+    root: Root, underlying: str, to: str | None = None, *, config: CalibrationConfig | None = None, via: str | None = None
+) -> ApplyEvent:
     """Re-apply an earlier applied run's values as a new apply event (source rollback).
 
     The target is chosen against the YAML read under the apply lock, so a concurrent apply cannot
@@ -194,6 +196,7 @@ def rollback(root: Root, underlying: str, to: str | None = None, *, config: Cali
     with transaction(root, cfg) as tx:
         target = rollback_target(root, name, tx.entry(name).run_id, to)
         return tx.write(
-            name, target.values, source="rollback", run_id=target.run_id, reason=ROLLBACK_REASON.format(run_id=target.run_id)
+            name, target.values, source="rollback", run_id=target.run_id,
+            reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
         )
 

@@ -72,19 +72,23 @@ def init(where: Where) -> list[Path]:
     return created
 
 
-def force_apply(where: Where, underlying: str, *, allow_unrealistic: bool = False) -> ApplyEvent:
+def force_apply(
+    where: Where, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None
+) -> ApplyEvent:
     """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render."""
     ws = as_workspace(where)
-    event = applied_store.force_apply(ws.root, underlying, allow_unrealistic=allow_unrealistic, config=ws.config)
+    event = applied_store.force_apply(
+        ws.root, underlying, allow_unrealistic=allow_unrealistic, config=ws.config, via=via
+    )
     ws.applied(event)
     ws.rerender()
     return event
 
 
-def rollback(where: Where, underlying: str, *, to: str | None = None) -> ApplyEvent:
+def rollback(where: Where, underlying: str, *, to: str | None = None, via: str | None = None) -> ApplyEvent:
     """Re-apply an earlier applied run's values, audit, re-render."""
     ws = as_workspace(where)
-    event = audit_rollback(ws.root, underlying, to=to, config=ws.config)
+    event = audit_rollback(ws.root, underlying, to=to, config=ws.config, via=via)
     ws.applied(event)
     ws.rerender()
     return event

@@ -281,7 +281,12 @@ def _write_with_event(root: Root, new_bytes: bytes, event: ApplyEvent) -> None:
 
 
 def force_apply(
-    root: Root, underlying: str, *, allow_unrealistic: bool = False, config: CalibrationConfig | None = None
+    root: Root,
+    underlying: str,
+    *,
+    allow_unrealistic: bool = False,
+    config: CalibrationConfig | None = None,
+    via: str | None = None,  # "dashboard": the reason says where the user forced it
 ) -> ApplyEvent:
     """Apply the smoothed multipliers of the latest *live* run (auto runs are never candidates)."""
     cfg = config if config is not None else load_config(root)
@@ -299,7 +304,7 @@ def force_apply(
             "pass --allow-unrealistic to apply it anyway"
         )
     return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON, config=cfg
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""), config=cfg
     )
 
 
