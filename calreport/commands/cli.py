@@ -23,6 +23,8 @@ from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
 from calreport.commands import usecases as actions
 from calreport.commands.audit import log_lines
+from calreport.commands.dashboard import DashboardActions
+from calreport.commands.dashboard import parse_body as parse_action_body
 from calreport.commands.demo import run_demo
 from calreport.commands.doctor import format_doctor, run_doctor
 from calreport.commands.legacy import format_import, import_legacy
@@ -223,7 +225,9 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, ws: Workspace) -> int:
-    return serve(ws.root, port=args.port)
+    if args.read_only:
+        return serve(ws.root, port=args.port)
+    return serve(ws.root, port=args.port, actions=DashboardActions(ws.root), parse_body=parse_action_body)
 
 
 # --------------------------------------------------------------------------- engine, audit
@@ -335,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("serve", cmd_serve, "serve site/ on 127.0.0.1 with the live state endpoint")
     sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--read-only", action="store_true", help="no Force-Apply / Roll back buttons on the served page")
 
     add("watch", cmd_watch, "print the engine's effective multipliers each time they change")
     add("doctor", cmd_doctor, "check that the YAML, the history and the apply events agree")

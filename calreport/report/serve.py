@@ -5,19 +5,30 @@
 - every other GET serves a file under site/ only: no traversal, no dotfiles, no directory listings;
 - every response carries a Content-Security-Policy that lets only the page's own script run;
 - a watchdog observer re-renders site/ (debounced) whenever config/ or history/ change, so a
-  force-apply from another terminal shows up on the next Refresh.
+  force-apply from another terminal shows up on the next Refresh;
+- a request whose Host is not 127.0.0.1/localhost with the served port is refused (DNS rebinding);
+  idle connections time out within seconds and concurrent connections are bounded; a client that
+  disconnects mid-response is not an error;
+- POST /api/actions/{force-apply,rollback} run the dashboard's buttons (calreport.commands.dashboard
+  hands the server the use cases; the report layer imports nothing from commands). Only from the
+  page serve delivered: a per-process random token, injected into served HTML only (never written
+  to site/), checked with the Origin and the Host; JSON bodies only, size-limited. `--read-only`
+  (no actions handed over) turns them off.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
+import socket
 import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 from urllib.parse import unquote, urlsplit
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -31,6 +42,12 @@ from calreport.store.state import read_state
 
 HOST = "127.0.0.1"  # never another interface: the dashboard has no authentication
 STATE_PATH = "/api/calibration/state"
+ACTIONS_PATH = "/api/actions/"
+TOKEN_HEADER = "X-Calreport-Token"
+TOKEN_META = "calreport-token"
+MAX_BODY = 4096  # an action's JSON body is a few dozen bytes
+IDLE_TIMEOUT_S = 5.0  # a connection that sends nothing for this long is closed
+MAX_CONNECTIONS = 32  # connections served at once; more are answered 503 and closed
 DEBOUNCE_S = 0.2
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -116,13 +133,42 @@ def is_record_change(path: str) -> bool:
     return bool(name) and not (name.endswith(".lock") or name.startswith(".") or name.endswith((".tmp", "~")))
 
 
+class Actions(Protocol):
+    """What the buttons do (calreport.commands.dashboard.DashboardActions): handed in by the command."""
+
+    def handle(self, action: str, body: Any, rerender: Callable[[Any], None]) -> tuple[int, dict]: ...
+
+
+def inject_token(html: bytes, token: str) -> bytes:
+    """The served copy of a page carries the token in a <meta> (outside the hashed script); the file
+    on disk never does."""
+    meta = f'<head>\n<meta name="{TOKEN_META}" content="{token}">'.encode()
+    return html.replace(b"<head>", meta, 1)
+
+
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Root, port: int, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        root: Root,
+        port: int,
+        *,
+        quiet: bool = False,
+        actions: Actions | None = None,
+        parse_body: Callable[[Any], Any] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.root = root
         self.quiet = quiet
+        self.actions = actions if parse_body is not None else None  # None: read-only, no token anywhere
+        self.parse_body = parse_body
+        self.token = secrets.token_urlsafe(32)  # per process; only ever in served HTML, never on disk
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._render_lock = threading.Lock()
         self.renders = 0  # completed re-renders, for tests and the log
         self.render_errors: list[str] = []
         self.history_cache = HistoryCache()
@@ -132,9 +178,60 @@ class DashboardServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{HOST}:{self.server_address[1]}/"
 
-    def render(self) -> None:
+    @property
+    def read_only(self) -> bool:
+        return self.actions is None
+
+    def allowed_hosts(self) -> set[str]:
+        port = self.server_address[1]
+        hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        if port == 80:
+            hosts |= {"127.0.0.1", "localhost"}
+        return hosts
+
+    def allowed_origins(self) -> set[str]:
+        return {f"http://{h}" for h in self.allowed_hosts()}
+
+    # ---- bounded connections: a flood of idle sockets cannot pile up threads
+    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        if not self._slots.acquire(blocking=False):
+            try:
+                body = b"busy\n"
+                head = "HTTP/1.0 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                head += f"Content-Length: {len(body)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in security_headers().items())
+                request.sendall(head.encode() + b"\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
         try:
-            render_site(self.root, cache=self.history_cache)
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+        """A client that went away (reset, broken pipe, timed out) is not an error; anything else is
+        one line on stderr, never a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            return
+        print(f"calreport serve: error answering a request: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+
+    def render(self, config: Any = None) -> None:
+        with self._render_lock:  # the watcher and an action never render at once
+            self._render(config)
+
+    def _render(self, config: Any = None) -> None:
+        try:
+            render_site(self.root, cache=self.history_cache, config=config)
         except CalreportError as exc:  # e.g. site/ not writable: keep serving the last page
             self.render_errors.append(exc.one_line())
             print(f"calreport serve: render failed: {exc.one_line()}", file=sys.stderr)
@@ -148,6 +245,37 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "calreport"
     sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler sets it on the socket
+        super().setup()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's error page without our headers (501, 414, 431...) becomes a short text with
+        the CSP and nosniff, and the connection is closed."""
+        short = self.responses.get(code, ("Error", ""))[0]
+        body = f"{code} {short}\n".encode()
+        self.close_connection = True
+        self.send_response(code, short)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in security_headers().items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    def _host_ok(self) -> bool:
+        """DNS rebinding: a page on another name resolving to 127.0.0.1 must not read the state."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            self._json(400, {"error": "exactly one Host header is required"}, self.command == "HEAD")
+            return False
+        if hosts[0].strip().lower() not in self.server.allowed_hosts():
+            self._json(421, {"error": "misdirected request: Host must be 127.0.0.1 or localhost with the served port"}, self.command == "HEAD")
+            return False
+        return True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         if not self.server.quiet:
@@ -167,6 +295,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, (json.dumps(body, indent=2) + "\n").encode(), "application/json", head)
 
     def _handle(self, head: bool) -> None:
+        if not self._host_ok():
+            return
         path = urlsplit(self.path).path
         if path in (STATE_PATH, STATE_PATH + "/"):
             status, body = state_response(self.server.root)
@@ -182,6 +312,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
             return
         ctype = CONTENT_TYPES.get(target.suffix.lower(), "application/octet-stream")
+        if target.suffix.lower() == ".html" and not self.server.read_only:
+            data = inject_token(data, self.server.token)
         self._send(200, data, ctype, head)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
@@ -198,7 +330,67 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._host_ok():
+            return
+        path = urlsplit(self.path).path
+        if not path.startswith(ACTIONS_PATH):
+            self._refuse()
+            return
+        self.close_connection = True
+        status, body = self._action(path[len(ACTIONS_PATH):])
+        self._json(status, body, head=False)
+
+    def _action(self, action: str) -> tuple[int, dict]:
+        """Every check before the body is read; nothing of record is touched unless all pass."""
+        server = self.server
+        if server.actions is None or server.parse_body is None:
+            return 403, {"error": "actions are off: calreport serve --read-only"}
+        origin = self.headers.get("Origin")
+        referer = self.headers.get("Referer")
+        if origin is not None:
+            if origin not in server.allowed_origins():
+                return 403, {"error": "refused: the request does not come from the served page (Origin)"}
+        elif referer is None or not any(referer.startswith(o + "/") for o in server.allowed_origins()):
+            return 403, {"error": "refused: the request does not come from the served page (no Origin or Referer)"}
+        token = self.headers.get(TOKEN_HEADER) or ""
+        if not hmac.compare_digest(token.encode(), server.token.encode()):
+            return 403, {"error": "refused: missing or wrong token (reload the page served by calreport serve)"}
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, {"error": "request body must be application/json"}
+        if self.headers.get("Transfer-Encoding") is not None:
+            return 411, {"error": "a Content-Length is required (no chunked bodies)"}
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return 411, {"error": "a Content-Length is required"}
+        if not length_text.isdigit() or len(length_text) > 9:
+            return 400, {"error": "bad Content-Length"}
+        length = int(length_text)
+        if length > MAX_BODY:
+            return 413, {"error": f"request body over {MAX_BODY} bytes"}
+        raw = self.rfile.read(length)
+        if len(raw) != length:
+            return 400, {"error": "request body shorter than its Content-Length"}
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return 400, {"error": "request body is not JSON"}
+        if not isinstance(doc, dict):
+            return 400, {"error": "request body must be a JSON object"}
+        try:
+            body = server.parse_body(doc)
+        except CalreportError as exc:
+            return 400, {"error": exc.one_line()}
+        try:
+            return server.actions.handle(action, body, server.render)
+        except CalreportError as exc:
+            return 400, {"error": exc.one_line()}
+        except Exception as exc:  # noqa: BLE001 - a bug: one line to the page and stderr, the server keeps running
+            print(f"calreport serve: action failed: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+            return 500, {"error": f"internal error: {type(exc).__name__}"}
 
 
 def _watch(server: DashboardServer, debouncer: Debouncer):  # type: ignore[no-untyped-def]
@@ -222,12 +414,25 @@ def _watch(server: DashboardServer, debouncer: Debouncer):  # type: ignore[no-un
 
 
 def make_server(
-    root: Root, port: int = 0, *, watch: bool = True, quiet: bool = True, debounce: float = DEBOUNCE_S
+    root: Root,
+    port: int = 0,
+    *,
+    watch: bool = True,
+    quiet: bool = True,
+    debounce: float = DEBOUNCE_S,
+    actions: Actions | None = None,
+    parse_body: Callable[[Any], Any] | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> tuple[DashboardServer, Callable[[], None]]:
     """Render once, start serving on 127.0.0.1:`port` (0 = any free port) in a background thread,
-    and watch the files of record. Returns the server (see `.url`) and a stop function."""
+    and watch the files of record. Returns the server (see `.url`) and a stop function. Without
+    `actions` the server is read-only (no buttons, no token)."""
     try:
-        server = DashboardServer(root, port, quiet=quiet)
+        server = DashboardServer(
+            root, port, quiet=quiet, actions=actions, parse_body=parse_body,
+            idle_timeout=idle_timeout, max_connections=max_connections,
+        )
     except OSError as exc:
         raise CalreportError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc})") from None
     server.render()
@@ -248,10 +453,13 @@ def make_server(
     return server, stop
 
 
-def serve(root: Root, port: int = 8765) -> int:
+def serve(
+    root: Root, port: int = 8765, *, actions: Actions | None = None, parse_body: Callable[[Any], Any] | None = None
+) -> int:
     """`calreport serve`: run until interrupted."""
-    server, stop = make_server(root, port, quiet=False)
-    print(f"calreport: serving {root.site_dir} at {server.url} (state: {server.url.rstrip('/')}{STATE_PATH}); Ctrl-C to stop")
+    server, stop = make_server(root, port, quiet=False, actions=actions, parse_body=parse_body)
+    mode = "read-only" if server.read_only else "dashboard actions on"
+    print(f"calreport: serving {root.site_dir} at {server.url} (state: {server.url.rstrip('/')}{STATE_PATH}; {mode}); Ctrl-C to stop")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
