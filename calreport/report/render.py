@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,13 +45,15 @@ _HISTORY_FILES = {"live": "history/live_calibration.jsonl", "auto": "history/aut
 @functools.cache
 def env() -> Environment:
     """The template environment, made on first use (importing this module opens no template)."""
-    return Environment(
+    e = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=True,  # every template, whatever its extension (select_autoescape would skip *.j2)
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    e.filters["shell"] = shlex.quote  # a CLI argument shown for copy-paste is quoted for the shell
+    return e
 
 
 @functools.cache
@@ -213,8 +216,15 @@ def read_inputs(
     return inputs, query
 
 
-def render_index(inp: views.Inputs) -> str:
-    return env().get_template("index.html.j2").render(d=views.build_dashboard(inp), csp=csp(), version=__version__)
+def cli_prefix(root: Root | None) -> str:
+    """`calreport --root ROOT`, shell-quoted: the start of every command the static page shows."""
+    return "calreport" if root is None else shlex.join(["calreport", "--root", str(root.path)])
+
+
+def render_index(inp: views.Inputs, root: Root | None = None) -> str:
+    return env().get_template("index.html.j2").render(
+        d=views.build_dashboard(inp), csp=csp(), version=__version__, cli=cli_prefix(root)
+    )
 
 
 def render_page(page: views.HistoryPage) -> str:
@@ -308,7 +318,7 @@ def _render_site(
     if inp.applied_error:
         result.problems.append(inp.applied_error)
     t0 = time.perf_counter()
-    html = render_index(inp)
+    html = render_index(inp, root)
     t1 = time.perf_counter()
     with history.gc_paused():  # thousands of rows formatted and escaped: no cycles to collect
         write_pages(root, inp, query, result)
