@@ -153,3 +153,160 @@ def test_file_page_refresh_reloads_and_works_without_javascript(root, rows, brow
         assert "1.0833" in page.locator("#current-applied").inner_text()
     finally:
         context.close()
+
+
+# --------------------------------------------------------------------------- dashboard actions (issue 15)
+
+
+def latest_card_text(page, underlying: str = "BTC") -> dict[str, str]:
+    """What a person reads on the Latest Calibration Run card: Smoothed, Status, and each band's smoothed."""
+    card = page.locator(f'#latest-run .card[data-underlying="{underlying}"]')
+    out = {
+        "smoothed": card.locator('[data-field="smoothed"]').inner_text().strip(),
+        "status": card.locator("dt:text-is('Status') + dd").inner_text().strip(),
+        "run_id": card.locator("dt:text-is('Run id') + dd").inner_text().strip(),
+    }
+    for tr in card.locator("tbody tr[data-band]").all():
+        out["band " + tr.locator("td").nth(0).inner_text().strip()] = tr.locator("td").nth(2).inner_text().strip()
+    return out
+
+
+def applied_card_text(page, underlying: str = "BTC") -> dict[str, str]:
+    """Current Applied Multipliers as read from the page's text: band -> multiplier (global included)."""
+    rows = page.locator(f'#current-applied [data-applied-underlying="{underlying}"] tbody tr').all()
+    return {r.locator("td").nth(0).inner_text().strip(): r.locator("td").nth(1).inner_text().strip() for r in rows}
+
+
+def served_with_actions(root):
+    from calreport.commands.dashboard import DashboardActions, parse_body
+
+    return make_server(root, port=0, debounce=0.05, actions=DashboardActions(root), parse_body=parse_body)
+
+
+def test_force_apply_then_roll_back_from_the_served_page(root, rows, browser):
+    """The request's acceptance check, literally: Force-Apply Latest, confirm, Refresh, read Smoothed = X,
+    Status applied, Global = X and every band; then Roll back and read the earlier values."""
+    first = rows.live(smoothed=1.0400, bands={"0-7d": 1.0200, "7-30d": 1.0300}, decision="apply")
+    apply.apply_values(root, "BTC", first.smoothed, source="policy", run_id=first.run_id, reason="Policy: change 4.0% >= 3.0%")
+    held = rows.live(smoothed=1.0833, recommended=1.0488, bands={"0-7d": 1.0500, "7-30d": 1.0900},
+                     decision="hold", decision_reason="Sample size too small (47 < 50)")
+    server, stop = served_with_actions(root)
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(server.url)
+        before = latest_card_text(page)
+        assert before["smoothed"] == "1.0833" and before["status"] == "held" and before["run_id"] == held.run_id
+        assert applied_card_text(page) == {"global": "1.0400", "0-7d": "1.0200", "7-30d": "1.0300"}
+        assert page.locator("#latest-run [data-cli]:visible").count() == 0  # buttons in place of the CLI
+
+        page.click('#latest-run button[data-action="force-apply"][data-for="BTC"]')
+        dialog = page.locator('#action-dialog[data-step="confirm"]')
+        dialog.wait_for(timeout=10000)
+        text = dialog.inner_text()
+        assert held.run_id in text and "Realism: ok" in text
+        shown = {tr.get_attribute("data-band"): (tr.get_attribute("data-old"), tr.get_attribute("data-new"))
+                 for tr in dialog.locator("tr[data-band]").all()}
+        assert shown == {"global": ("1.0400", "1.0833"), "0-7d": ("1.0200", "1.0500"), "7-30d": ("1.0300", "1.0900")}
+        dialog.locator('button[data-role="confirm"]').click()
+        page.wait_for_selector('body[data-action-result="done"]', timeout=15000)
+        count = int(page.get_attribute("body", "data-refresh-count") or 0)
+        page.click("#refresh")
+        page.wait_for_selector(f'body[data-refresh-count="{count + 1}"]', timeout=15000)
+
+        after = latest_card_text(page)
+        assert after["smoothed"] == "1.0833" and after["status"] == "applied" and after["run_id"] == held.run_id
+        assert after["band 0-7d"] == "1.0500" and after["band 7-30d"] == "1.0900"
+        assert applied_card_text(page) == {"global": "1.0833", "0-7d": "1.0500", "7-30d": "1.0900"}
+        assert applied_in_page(page) == applied_in_yaml(root)
+        entry = read_applied(root).underlyings["BTC"]
+        assert entry.source == "force" and entry.reason == "Forced by user (dashboard)" and entry.run_id == held.run_id
+
+        # Roll back to the policy-applied run, from its row in the apply log
+        page.click("#current-applied details summary")
+        page.click(f'#current-applied button[data-action="rollback"][data-run="{first.run_id}"]')
+        dialog = page.locator('#action-dialog[data-step="confirm"]')
+        dialog.wait_for(timeout=10000)
+        assert dialog.locator('tr[data-band="global"]').get_attribute("data-new") == "1.0400"
+        page.evaluate("document.body.removeAttribute('data-action-result')")
+        dialog.locator('button[data-role="confirm"]').click()
+        page.wait_for_selector('body[data-action-result="done"]', timeout=15000)
+        count = int(page.get_attribute("body", "data-refresh-count") or 0)
+        page.click("#refresh")
+        page.wait_for_selector(f'body[data-refresh-count="{count + 1}"]', timeout=15000)
+        assert applied_card_text(page) == {"global": "1.0400", "0-7d": "1.0200", "7-30d": "1.0300"}
+        assert applied_in_page(page) == applied_in_yaml(root)
+        entry = read_applied(root).underlyings["BTC"]
+        assert entry.source == "rollback" and entry.run_id == first.run_id and entry.reason.endswith("(dashboard)")
+        assert latest_card_text(page)["status"] != "applied"  # the held run is no longer what the YAML holds
+
+        assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+        for f in root.site_dir.rglob("*"):
+            if f.is_file():
+                assert server.token.encode() not in f.read_bytes(), f  # never on disk
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-actions-test.png"), full_page=True)
+    finally:
+        context.close()
+        stop()
+
+
+def test_failed_realism_run_is_refused_and_overridden_only_after_a_second_confirmation(root, rows, browser):
+    bad = rows.live(smoothed=1.5581, recommended=3.0, status="failed", reason="Unrealistic: recommended on the fit bound")
+    before = root.applied.read_bytes(), root.live_history.read_bytes()
+    server, stop = served_with_actions(root)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.click('#latest-run button[data-action="force-apply"]')
+        dialog = page.locator('#action-dialog[data-step="confirm"]')
+        dialog.wait_for(timeout=10000)
+        assert "failed realism" in dialog.inner_text() and "Realism: failed" in dialog.inner_text()
+        dialog.locator('button[data-role="confirm"]').click()
+        refused = page.locator('#action-dialog[data-step="refused"]')
+        refused.wait_for(timeout=10000)
+        assert "failed realism" in refused.inner_text() and "--allow-unrealistic" in refused.inner_text()
+        assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before  # refused: nothing changed
+        refused.locator('button[data-role="override"]').click()
+        second = page.locator('#action-dialog[data-step="override"]')
+        second.wait_for(timeout=10000)
+        assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before  # one click is not enough
+        second.locator('button[data-role="confirm-override"]').click()
+        page.wait_for_selector('body[data-action-result="done"]', timeout=15000)
+        entry = read_applied(root).underlyings["BTC"]
+        assert entry.global_ == 1.5581 and entry.run_id == bad.run_id and entry.source == "force"
+    finally:
+        context.close()
+        stop()
+
+
+def test_static_and_read_only_pages_show_the_cli_command_not_buttons(root, rows, browser):
+    run = rows.live(smoothed=1.0833)
+    apply.force_apply(root, "BTC")
+    from calreport.report.render import render_site
+
+    render_site(root)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(root.index_html.as_uri())
+        assert page.locator("button[data-action]:visible").count() == 0
+        cli = page.locator("#latest-run [data-cli] code").inner_text()
+        assert cli == f"calreport --root {root.path} force-apply --underlying BTC"
+        assert page.locator("#latest-run button[data-copy]:visible").count() == 1
+        page.click("#current-applied details summary")
+        assert f"rollback --underlying BTC --to {run.run_id}" in page.locator("#current-applied [data-cli] code").first.inner_text()
+        server, stop = make_server(root, port=0, debounce=0.05)  # no actions handed over: --read-only
+        try:
+            page.goto(server.url)
+            assert page.locator("button[data-action]:visible").count() == 0
+            assert page.locator("#latest-run [data-cli]:visible").count() == 1
+            assert page.locator('meta[name="calreport-token"]').count() == 0
+        finally:
+            stop()
+    finally:
+        context.close()
