@@ -137,3 +137,248 @@ def test_lock_and_temp_files_are_not_changes():
     assert not is_record_change("/r/config/.applied_multipliers.yaml.abc123.tmp")
     assert is_record_change("/r/config/applied_multipliers.yaml")
     assert is_record_change("/r/history/live_calibration.jsonl")
+
+
+# --------------------------------------------------------------------------- dashboard actions (issue 15)
+
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from calreport.commands.dashboard import DashboardActions, parse_body  # noqa: E402
+
+
+@pytest.fixture
+def acting(root):
+    server, stop = make_server(root, port=0, debounce=0.05, actions=DashboardActions(root), parse_body=parse_body)
+    try:
+        yield server
+    finally:
+        stop()
+
+
+def raw(server, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send bytes as they are (forged Host, odd methods) and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=timeout) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def post_action(server, body, *, action="force-apply", token=None, origin="self", host=None, ctype="application/json",
+                extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    port = server.server_address[1]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Host": host or f"127.0.0.1:{port}", "Content-Type": ctype, "Content-Length": str(len(data))}
+    if token is not False:
+        headers["X-Calreport-Token"] = server.token if token is None else token
+    if origin is not None:
+        headers["Origin"] = f"http://127.0.0.1:{port}" if origin == "self" else origin
+    headers.update(extra or {})
+    head = f"POST /api/actions/{action} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    answer = raw(server, head.encode() + data)
+    top, _, payload = answer.partition(b"\r\n\r\n")
+    lines = top.decode().split("\r\n")
+    hdrs = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return int(lines[0].split()[1]), hdrs, payload
+
+
+def records(root) -> tuple[bytes, bytes, bytes]:
+    return root.applied.read_bytes(), root.live_history.read_bytes(), root.auto_history.read_bytes()
+
+
+def test_action_with_token_origin_and_host_runs_the_use_case(root, rows, acting):
+    run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
+    status, _h, body = post_action(acting, {"underlying": "BTC", "run_id": run.run_id})
+    assert status == 200, body
+    done = json.loads(body)["done"]
+    assert done["source"] == "force" and done["reason"] == "Forced by user (dashboard)" and done["run_id"] == run.run_id
+    entry = read_applied(root).underlyings["BTC"]
+    assert entry.global_ == 1.0833 and entry.bands == {"0-7d": 1.05} and entry.reason == "Forced by user (dashboard)"
+    assert 'data-band="global" data-multiplier="1.0833"' in root.index_html.read_text()  # re-rendered before the answer
+
+
+@pytest.mark.parametrize(
+    ("forgery", "kwargs", "want"),
+    [
+        ("no token", {"token": False}, 403),
+        ("wrong token", {"token": "x" * 43}, 403),
+        ("foreign Origin", {"origin": "http://evil.example"}, 403),
+        ("null Origin", {"origin": "null"}, 403),
+        ("no Origin nor Referer", {"origin": None}, 403),
+        ("foreign Referer", {"origin": None, "extra": {"Referer": "http://evil.example/"}}, 403),
+        ("foreign Host (DNS rebinding)", {"host": "evil.example:8765"}, 421),
+        ("right Host name, wrong port", {"host": "localhost:1"}, 421),
+        ("form post", {"ctype": "application/x-www-form-urlencoded"}, 415),
+        ("text/plain", {"ctype": "text/plain"}, 415),
+        ("not JSON", {"body": b"underlying=BTC"}, 400),
+        ("JSON array", {"body": b"[1]"}, 400),
+        ("unknown key", {"body": {"underlying": "BTC", "allow_unrealistic": True, "sudo": 1}}, 400),
+        ("string for a bool", {"body": {"underlying": "BTC", "allow_unrealistic": "yes"}}, 400),
+        ("too large", {"body": json.dumps({"underlying": "BTC", "pad": "x" * 5000}).encode()}, 413),
+        ("unknown action", {"action": "delete-everything"}, 404),
+        ("chunked", {"extra": {"Transfer-Encoding": "chunked"}}, 411),
+    ],
+)
+def test_forged_action_requests_are_refused_and_change_nothing(root, rows, acting, forgery, kwargs, want):
+    rows.live(smoothed=1.0833)
+    before = records(root)
+    kwargs = dict(kwargs)
+    body = kwargs.pop("body", {"underlying": "BTC"})
+    status, headers, payload = post_action(acting, body, **kwargs)
+    assert status == want, (forgery, payload)
+    assert "error" in json.loads(payload)
+    assert headers["x-content-type-options"] == "nosniff" and "default-src 'none'" in headers["content-security-policy"]
+    assert records(root) == before, forgery  # YAML and history byte-identical
+
+
+def test_read_only_serve_refuses_actions_and_serves_no_token(root, rows, served):
+    rows.live(smoothed=1.0833)
+    before = records(root)
+    status, _h, payload = post_action(served, {"underlying": "BTC"}, token="anything")
+    assert status == 403 and "read-only" in json.loads(payload)["error"]
+    assert records(root) == before
+    _s, _h, page = get(served, "/")
+    assert b"<meta name=\"calreport-token\"" not in page
+
+
+def test_token_is_in_the_served_page_only_never_on_disk(root, rows, acting):
+    rows.live(smoothed=1.0833)
+    _s, _h, page = get(acting, "/")
+    assert f'<meta name="calreport-token" content="{acting.token}">'.encode() in page
+    assert post_action(acting, {"underlying": "BTC"})[0] == 200
+    for f in root.path.rglob("*"):
+        if f.is_file() and ".git" not in f.parts:
+            assert acting.token.encode() not in f.read_bytes(), f
+
+
+def test_failed_realism_is_refused_like_the_cli_unless_overridden(root, rows, acting):
+    rows.live(smoothed=1.5581, recommended=3.0, status="failed", reason="recommended on the fit bound")
+    before = records(root)
+    status, _h, payload = post_action(acting, {"underlying": "BTC"})
+    refused = json.loads(payload)
+    assert status == 409 and refused["override"] == "allow_unrealistic"
+    cli = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), "force-apply", "--underlying", "BTC"],
+                         capture_output=True, text=True)
+    assert cli.returncode != 0 and refused["error"] in cli.stderr  # the very message the CLI gives
+    assert records(root) == before
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "allow_unrealistic": True})
+    assert status == 200 and read_applied(root).underlyings["BTC"].global_ == 1.5581
+
+
+def test_confirm_for_a_run_that_is_no_longer_the_latest_is_refused(root, rows, acting):
+    shown = rows.live(smoothed=1.0833)
+    rows.live(smoothed=1.2)  # a calibration lands while the dialog is open
+    before = records(root)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "run_id": shown.run_id})
+    assert status == 409 and "review the change again" in json.loads(payload)["error"]
+    assert records(root) == before
+
+
+def test_preview_says_what_will_change_and_writes_nothing(root, rows, acting):
+    run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
+    before = records(root)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True})
+    p = json.loads(payload)["preview"]
+    assert status == 200 and p["run_id"] == run.run_id and p["realism"]["status"] == "ok"
+    assert p["changes"] == [{"band": "global", "old": "1.0000", "new": "1.0833"}, {"band": "0-7d", "old": "none", "new": "1.0500"}]
+    assert p["command"] == "calreport force-apply --underlying BTC"
+    assert records(root) == before
+
+
+# --------------------------------------------------------------------------- serve hardening (issue 10, defect 10)
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.2:{port}", "localhost"])
+def test_foreign_host_header_is_misdirected(served, host):
+    port = served.server_address[1]
+    answer = raw(served, f"GET /api/calibration/state HTTP/1.1\r\nHost: {host.format(port=port)}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.0 421") and b"schema_version" not in answer and b"underlyings" not in answer
+
+
+def test_missing_or_duplicate_host_is_a_400(served):
+    port = served.server_address[1]
+    assert raw(served, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 400")
+    dup = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n".encode()
+    assert raw(served, dup).startswith(b"HTTP/1.0 400")
+
+
+def test_localhost_with_the_served_port_is_accepted(served):
+    port = served.server_address[1]
+    assert raw(served, f"GET /api/calibration/state HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode()).startswith(b"HTTP/1.0 200")
+
+
+def test_idle_connection_is_closed_within_seconds(root):
+    server, stop = make_server(root, port=0, idle_timeout=1.0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as s:
+            s.sendall(b"GET / HT")  # half a request line, then nothing
+            t0 = time.monotonic()
+            assert s.recv(1024) == b""  # closed by the server, not by our 10 s client timeout
+            assert time.monotonic() - t0 < 8
+    finally:
+        stop()
+
+
+def test_connections_are_bounded_and_idle_ones_do_not_pile_up_threads(root):
+    import threading
+
+    server, stop = make_server(root, port=0, idle_timeout=30.0, max_connections=4)
+    socks = []
+    try:
+        base = threading.active_count()
+        for _ in range(12):
+            socks.append(socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10))
+        time.sleep(0.5)
+        assert threading.active_count() <= base + 4
+        # the fifth and later get an immediate 503 with the security headers, and are closed
+        answer = socks[-1].recv(65536)
+        assert answer.startswith(b"HTTP/1.0 503") and b"nosniff" in answer and b"Content-Security-Policy" in answer
+    finally:
+        for s in socks:
+            s.close()
+        stop()
+
+
+def test_client_disconnect_leaves_no_traceback(root, tmp_path):
+    script = tmp_path / "serve_and_drop.py"
+    script.write_text(
+        "import socket, sys, time\n"
+        "from pathlib import Path\n"
+        "from calreport.store.paths import Root\n"
+        "from calreport.report.serve import make_server\n"
+        f"root = Root(Path({str(root.path)!r}))\n"
+        "server, stop = make_server(root, port=0, quiet=False, watch=False)\n"
+        "# a big page makes the write outlast the client\n"
+        "root.index_html.write_bytes(b'<html><head></head>' + b'x' * 4_000_000)\n"
+        "port = server.server_address[1]\n"
+        "for _ in range(20):\n"
+        "    s = socket.create_connection(('127.0.0.1', port))\n"
+        "    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00')\n"
+        "    s.sendall(f'GET / HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n\\r\\n'.encode())\n"
+        "    s.close()  # reset before the page is read\n"
+        "time.sleep(1.0)\n"
+        "stop()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr and "ConnectionReset" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"BREW / HTTP/1.1\r\nHost: {host}\r\n\r\n", b"501"),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_stdlib_error_responses_carry_csp_and_nosniff(served, request_bytes, code):
+    host = f"127.0.0.1:{served.server_address[1]}".encode()
+    answer = raw(served, request_bytes.replace(b"{host}", host))
+    head = answer.partition(b"\r\n\r\n")[0].decode()
+    assert head.split()[1] == code.decode()
+    assert "X-Content-Type-Options: nosniff" in head and "Content-Security-Policy: default-src 'none'" in head
+    assert "<html" not in answer.decode(errors="replace").lower()
