@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
+from calreport.commands.dashboard import DashboardActions, parse_body
 from calreport.report.serve import is_record_change, make_server, resolve_site_path
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
@@ -141,12 +145,6 @@ def test_lock_and_temp_files_are_not_changes():
 
 # --------------------------------------------------------------------------- dashboard actions (issue 15)
 
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from calreport.commands.dashboard import DashboardActions, parse_body  # noqa: E402
-
 
 @pytest.fixture
 def acting(root):
@@ -261,7 +259,7 @@ def test_failed_realism_is_refused_like_the_cli_unless_overridden(root, rows, ac
     refused = json.loads(payload)
     assert status == 409 and refused["override"] == "allow_unrealistic"
     cli = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), "force-apply", "--underlying", "BTC"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert cli.returncode != 0 and refused["error"] in cli.stderr  # the very message the CLI gives
     assert records(root) == before
     status, _h, payload = post_action(acting, {"underlying": "BTC", "allow_unrealistic": True})
@@ -362,7 +360,7 @@ def test_client_disconnect_leaves_no_traceback(root, tmp_path):
         "time.sleep(1.0)\n"
         "stop()\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr and "ConnectionReset" not in out.stderr
 
