@@ -23,9 +23,11 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index, multipliers_for_dte
+from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
     fit_multiplier,
+    fit_multiplier_iv,
     group_metrics,
     market_iv,
     vega_weights,
@@ -69,6 +71,8 @@ class _Priced:
     weights: np.ndarray
     miv: np.ndarray
     band: np.ndarray  # index into config.bands, -1 outside
+    sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
+    otm: np.ndarray  # each strike once, on its out-of-the-money side
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -80,7 +84,12 @@ class _Priced:
         )
 
     def fit(self, mask: np.ndarray, rv: float, config: CalibrationConfig) -> FitResult:
+        """The slice's multiplier under fit.objective (OTM quotes only for otm_iv_vega)."""
         q = self.sel.quotes
+        bounds = (config.fit.min_mult, config.fit.max_mult)
+        if config.fit.objective == "otm_iv_vega":
+            m = mask & self.otm
+            return fit_multiplier_iv(rv, self.sigma_mark[m], self.weights[m], bounds=bounds)
         return fit_multiplier(
             q.underlying_price[mask], q.strike[mask], self.sel.T[mask], q.is_call[mask], q.mark_price[mask],
             rv, self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
@@ -93,7 +102,34 @@ def _price(sel: Selection, rv: float, applied: AppliedEntry, config: Calibration
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands))
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
+    otm = otm_mask(q.underlying_price, q.strike, q.is_call)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm)
+
+
+def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
+    """OTM and IV-space errors at the tested multipliers (calibration/desk.py), as LiveRun fields."""
+    q = priced.sel.quotes
+    d = desk_errors(
+        q.underlying_price, q.strike, priced.sel.T, q.is_call, q.mark_price, priced.sigma_mark, priced.sigma,
+        band_index=priced.band, band_names=config.band_names(),
+    )
+    return {**d.to_fields(), "fit_objective": config.fit.objective}
+
+
+def _type_band_fits(priced: _Priced, rv: float, config: CalibrationConfig) -> dict[str, dict[str, GroupMetrics]]:
+    """C / P -> band -> metrics of the OTM quotes with their own fit: the skew view (each strike once)."""
+    enough = config.fit.band_min_samples
+    calls = priced.sel.quotes.is_call
+    out: dict[str, dict[str, GroupMetrics]] = {}
+    for label, side in (("C", calls), ("P", ~calls)):  # 2 types x a handful of bands
+        rows: dict[str, GroupMetrics] = {}
+        for i, b in enumerate(config.bands):
+            mask = side & priced.otm & (priced.band == i)
+            fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
+            rows[b.name] = priced.metrics(mask, fit)
+        out[label] = rows
+    return out
 
 
 def _slice_fits(
@@ -258,9 +294,11 @@ def evaluate_live(
         mae_vol_points=overall.mae_vol_points,
         recommended=recommended.rounded(4),  # the YAML's precision
         recommended_on_bound=fit.on_bound,
-        fit_vega_weighted_mae_pct=fit.objective,
+        fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" else None,
         by_band=by_band,
         by_type=by_type,
+        by_type_band=_type_band_fits(priced, rv.rv, config),
+        **_desk_fields(priced, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         smoothed_from=prev_source,
         status=status,

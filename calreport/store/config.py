@@ -54,7 +54,7 @@ filters:
   min_open_interest: 0.0
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
-fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120}
+fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel}
 auto:
   underlyings: [BTC, ETH]
   dte_ranges: ['3-10']
