@@ -34,7 +34,11 @@ from calreport.calibration.fit import (
 )
 from calreport.calibration.policy import decide
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.calibration.realism import assess_calibration_realism
+from calreport.calibration.realism import (
+    REASON_UNREALISTIC_LIVE,
+    assess_calibration_realism,
+    recommended_problem,
+)
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.smoothing import ewma
 from calreport.market.deribit import QuoteArrays
@@ -205,6 +209,34 @@ def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig) -> str 
     return None
 
 
+MOST_MARKS_BAD = 0.5  # above this share of marks over the no-arbitrage bound the snapshot is broken
+USD_LOOKING_COIN = 10.0  # no coin-quoted option mark comes near 10 coin; a USD mark always does
+
+
+def mark_checks(quotes: QuoteArrays) -> tuple[list[str], list[str]]:
+    """(failed, degraded) issues of the marks themselves, the checks auto-calibrate runs on the harvest.
+
+    A coin mark never exceeds its no-arbitrage bound (1 coin for a call, K/F for a put); marks of
+    10 coin or more are USD prices (the old system's unit error).
+    """
+    n = len(quotes)
+    if n == 0:
+        return [], []
+    mark = quotes.mark_price
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = np.where(quotes.is_call, 1.0, quotes.strike / quotes.underlying_price)
+        above = int(np.count_nonzero(mark > bound * (1 + 1e-6)))
+        usd = int(np.count_nonzero(mark >= USD_LOOKING_COIN))
+    failed: list[str] = []
+    degraded: list[str] = []
+    if usd:
+        failed.append(f"{usd} of {n} marks look like USD prices (>= {USD_LOOKING_COIN:g} coin)")
+    if above:
+        text = f"{above} of {n} marks above the no-arbitrage bound (call > 1 coin, put > K/F)"
+        (failed if above > MOST_MARKS_BAD * n else degraded).append(text)
+    return failed, degraded
+
+
 ZERO_VEGA = "Summed vega is zero: no quote carries any sensitivity to the multiplier"
 
 
@@ -274,17 +306,22 @@ def evaluate_live(
     prev_values, prev_source = previous
     smoothed = ewma(recommended, prev_values, config.smoothing.alpha, config.band_names())
 
-    issues = []
+    marks_failed, marks_degraded = mark_checks(quotes.take(valid))
+    issues = [*marks_failed, *marks_degraded]
     if rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
         issues.append(f"RV_7d from {rv.n_returns} hourly returns (< {config.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
     if atm is None:
         issues.append("no ATM IV")
-    dq_status = "degraded" if issues else "ok"
+    dq_status = "failed" if marks_failed else "degraded" if issues else "ok"
     status, reason = assess_calibration_realism(
         smoothed.global_, overall.mae_pct, overall.vega_weighted_mae_pct, dq_status, thresholds=config.realism, kind="live"
     )
-    if status == "degraded" and issues:
+    if status in ("failed", "degraded") and dq_status == status and issues:
         reason = f"{reason}: {'; '.join(issues)}"
+    rec_problem = recommended_problem(fit.multiplier, fit.on_bound, thresholds=config.realism)
+    if rec_problem is not None:  # the recommended value is judged too, not only the smoothed one
+        reason = f"{REASON_UNREALISTIC_LIVE}: {rec_problem}" if status != "failed" else f"{reason}; {rec_problem}"
+        status = "failed"
     undecided = LiveRun(
         **provenance,
         vega_sum=vega_sum,

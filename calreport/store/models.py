@@ -460,7 +460,7 @@ class LiveRun(HistoryRow):
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
-    data_quality_status: RealismStatus | None = Field(default=None, description="ok or degraded (thin RV history, no ATM IV).")
+    data_quality_status: RealismStatus | None = Field(default=None, description="ok, degraded (thin RV history, no ATM IV, a few marks above the no-arbitrage bound) or failed (marks in USD or mostly above the bound).")
     data_quality_issues: list[str] | None = Field(default=None, description="Why data quality is degraded.")
     # desk measures (calibration/desk.py, issue 11)
     otm_samples: int | None = Field(default=None, description="Out-of-the-money quotes (calls K >= F, puts K < F): each strike once.")
