@@ -32,7 +32,7 @@ from calreport.calibration.fit import (
     market_iv,
     vega_weights,
 )
-from calreport.calibration.policy import decide
+from calreport.calibration.policy import decide_values, feeds_smoothing
 from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.calibration.realism import (
     REASON_UNREALISTIC_LIVE,
@@ -40,7 +40,7 @@ from calreport.calibration.realism import (
     recommended_problem,
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
-from calreport.calibration.smoothing import ewma
+from calreport.calibration.smoothing import ewma, smoothing_alpha
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
 from calreport.store.models import (
@@ -247,7 +247,7 @@ def evaluate_live(
     now_ms: int,
     rv: RealisedVol,
     applied: AppliedEntry,
-    previous: tuple[Multipliers, str],
+    previous: tuple[Multipliers, str] | tuple[Multipliers, str, int | None],
     config: CalibrationConfig,
     run_id: str,
     snapshot_file: str,
@@ -303,8 +303,10 @@ def evaluate_live(
     overall = priced.metrics(everything)
     by_band, by_type, band_values = _slice_fits(priced, rv.rv, config)
     recommended = Multipliers(global_=fit.multiplier, bands=band_values)  # full precision feeds the EWMA
-    prev_values, prev_source = previous
-    smoothed = ewma(recommended, prev_values, config.smoothing.alpha, config.band_names())
+    prev_values, prev_source = previous[0], previous[1]
+    prev_ms = previous[2] if len(previous) > 2 else None  # type: ignore[misc]
+    alpha = smoothing_alpha(config.smoothing, prev_ms, now_ms)
+    smoothed = ewma(recommended, prev_values, alpha, config.band_names())
 
     marks_failed, marks_degraded = mark_checks(quotes.take(valid))
     issues = [*marks_failed, *marks_degraded]
@@ -338,6 +340,7 @@ def evaluate_live(
         **_desk_fields(priced, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         smoothed_from=prev_source,
+        smoothing_alpha=round(alpha, 6),
         status=status,
         reason=reason,
         data_quality_status=dq_status,
@@ -347,12 +350,16 @@ def evaluate_live(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
     )
-    return LiveEvaluation(decide_live(undecided, applied, config.policy), detail)
+    return LiveEvaluation(decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns), detail)
 
 
-def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig) -> LiveRun:
-    """`run` with the policy's decision against `applied`; a run that could not be fitted keeps its hold."""
+def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> LiveRun:
+    """`run` with the policy's decision against `applied` and the values it would apply (capped
+    steps); a run that could not be fitted keeps its hold. Also settles whether it feeds the EWMA."""
+    feeds = feeds_smoothing(run, policy, min_rv_returns)
     if run.recommended is None:
-        return run
-    decision, reason = decide(run, applied, policy)
-    return run.model_copy(update={"decision": decision, "decision_reason": reason})
+        return run.model_copy(update={"feeds_smoothing": False})
+    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    return run.model_copy(
+        update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
+    )

@@ -45,7 +45,7 @@ bands:
 realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
 # Update policy for live runs.
 policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25}
-smoothing: {alpha: 0.3}
+smoothing: {alpha: 0.3, half_life_hours: null}
 filters:
   min_dte: 1.0
   max_dte: 90.0

@@ -214,6 +214,9 @@ class PolicyConfig(_Section):
 
 class SmoothingConfig(_Section):
     alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
+    half_life_hours: float | None = Field(
+        default=None, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
+    )
 
 
 class FilterConfig(_Section):
@@ -462,6 +465,13 @@ class LiveRun(HistoryRow):
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
     data_quality_status: RealismStatus | None = Field(default=None, description="ok, degraded (thin RV history, no ATM IV, a few marks above the no-arbitrage bound) or failed (marks in USD or mostly above the bound).")
     data_quality_issues: list[str] | None = Field(default=None, description="Why data quality is degraded.")
+    applied_values: Multipliers | None = Field(
+        default=None, description="What the policy applies: the smoothed values, each step capped at policy.max_rel_step."
+    )
+    feeds_smoothing: bool | None = Field(
+        default=None, description="Whether this run's smoothed value may seed the next EWMA (false: failed, thin RV or too few samples)."
+    )
+    smoothing_alpha: float | None = Field(default=None, description="The EWMA weight this run used (fraction).")
     # desk measures (calibration/desk.py, issue 11)
     otm_samples: int | None = Field(default=None, description="Out-of-the-money quotes (calls K >= F, puts K < F): each strike once.")
     otm_vega_weighted_mae_pct: float | None = Field(
