@@ -53,3 +53,22 @@ def test_half_life_makes_the_ewma_weight_depend_on_elapsed_time() -> None:
     assert smoothing_alpha(cfg, 0, MS_PER_HOUR // 60) < 0.001  # a burst of runs barely moves it
     assert smoothing_alpha(cfg, None, 10) == 0.3  # from the applied values: the per-run alpha
     assert smoothing_alpha(SmoothingConfig(alpha=0.3), 0, 10**9) == 0.3
+
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED / "deribit-harvest-2025-12" / "BTC").is_dir(), reason="../shared/data is absent")
+def test_real_btc_snapshot_on_harvest_rv_is_held_for_thin_rv_and_not_with_a_manual_rv(tmp_path: Path) -> None:
+    root = Root(tmp_path / "r")
+    actions.init(root)
+    root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
+    root.harvest_dir("BTC").symlink_to(SHARED / "deribit-harvest-2025-12" / "BTC")
+    snap = SHARED / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
+    run = actions.run_live_calibration(root, "BTC", snap)
+    assert run.decision == "hold" and run.decision_reason == "Thin RV: RV_7d from 11 hourly returns (< 120)"
+    assert run.feeds_smoothing is False
+    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    assert run.decision == "apply" and not (run.decision_reason or "").startswith("Thin RV")
+    assert run.smoothed_from == "applied"  # the thin run did not feed the EWMA
