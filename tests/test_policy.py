@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calreport.calibration.policy import decide
+from calreport.calibration.policy import decide, decide_values
 from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
 POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25
@@ -64,8 +64,19 @@ def test_min_vega_setting_is_honoured() -> None:
     assert decide(run(vega=12.5), entry(), p) == ("hold", "Summed vega too small (12.5000 < 20)")
 
 
-def test_step_too_large_holds() -> None:
-    assert decide(run(g=1.4), entry(1.0), POLICY) == ("hold", "Step too large (global d=0.4000 > 25% of 1.0000)")
+def test_a_step_too_large_is_capped_and_applied_never_held() -> None:
+    decision, reason, values = decide_values(run(g=1.4), entry(1.0), POLICY)
+    assert decision == "apply" and reason.endswith("capped at 25 % (global 1.4000 -> 1.2500)")
+    assert values is not None and values.global_ == 1.25
+    assert decide(run(g=0.5, bands={"0-7d": 0.9}), entry(1.0), POLICY)[0] == "apply"
+    assert decide_values(run(g=0.5, bands={"0-7d": 0.9}), entry(1.0), POLICY)[2].global_ == 0.75  # type: ignore[union-attr]
+
+
+def test_thin_rv_holds_with_the_return_count_and_manual_rv_is_never_thin() -> None:
+    thin = run(g=1.1).model_copy(update={"rv_source": "harvest", "rv_returns": 11})
+    assert decide(thin, entry(1.0), POLICY, min_rv_returns=120) == ("hold", "Thin RV: RV_7d from 11 hourly returns (< 120)")
+    manual = run(g=1.1).model_copy(update={"rv_source": "manual", "rv_returns": 0})
+    assert decide(manual, entry(1.0), POLICY, min_rv_returns=120)[0] == "apply"
 
 
 def test_each_underlying_is_compared_with_its_own_applied_entry() -> None:

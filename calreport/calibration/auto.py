@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calreport import fmt
+from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     fit_multiplier,
+    fit_multiplier_iv,
     group_metrics,
     market_iv,
     vega_weights,
@@ -130,6 +132,7 @@ class AutoFit:
     vega_weighted_mae_pct: float | None
     bias_pct: float | None
     mae_vol_points: float | None
+    desk: dict[str, object] | None = None  # calibration/desk.py fields at the fitted multiplier
 
 
 NO_FIT = AutoFit(None, False, None, None, None, None)
@@ -143,12 +146,21 @@ def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig
     F, K, T, mark = q.underlying_price, q.strike, sel.T, q.mark_price
     miv = market_iv(q, T)
     w = vega_weights(F, K, T, miv, base_sigma)
-    fit = fit_multiplier(F, K, T, q.is_call, mark, base_sigma, w, bounds=(cfg.fit.min_mult, cfg.fit.max_mult))
+    smark = mark_sigma(q.mark_iv, mark, F, K, T, q.is_call)
+    bounds = (cfg.fit.min_mult, cfg.fit.max_mult)
+    if cfg.fit.objective == "otm_iv_vega":
+        otm = otm_mask(F, K, q.is_call)
+        fit = fit_multiplier_iv(base_sigma[otm], smark[otm], w[otm], bounds=bounds)
+    else:
+        fit = fit_multiplier(F, K, T, q.is_call, mark, base_sigma, w, bounds=bounds)
     if fit.multiplier is None:
         return NO_FIT
     sigma = base_sigma * fit.multiplier
     gm = group_metrics(mark, black76_price(F, K, T, sigma, q.is_call), w, miv, sigma)
-    return AutoFit(fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points)
+    desk = {**desk_errors(F, K, T, q.is_call, mark, smark, sigma).to_fields(), "fit_objective": cfg.fit.objective}
+    return AutoFit(
+        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk
+    )
 
 
 # --------------------------------------------------------------------------- data quality
@@ -347,4 +359,5 @@ def evaluate_auto(
         mae_vol_points=_round(fit.mae_vol_points, 2),
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
+        **(fit.desk or {}),  # type: ignore[arg-type]
     )

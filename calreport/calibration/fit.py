@@ -129,3 +129,39 @@ def fit_multiplier(
     best_m, best_v = (float(res.x), float(res.fun)) if res.fun <= values[i] else (float(grid[i]), float(values[i]))
     on_bound = best_m - lo <= 1e-4 * lo or hi - best_m <= 1e-4 * hi
     return FitResult(best_m, bool(on_bound), best_v, n)
+
+
+OBJECTIVES = ("price_vega_rel", "otm_iv_vega")
+
+
+def fit_multiplier_iv(
+    base_sigma: np.ndarray | float,
+    market_sigma: np.ndarray,
+    weights: np.ndarray,
+    *,
+    bounds: tuple[float, float] = (0.5, 3.0),
+) -> FitResult:
+    """The multiplier m in [lo, hi] minimising the vega-weighted mean |base_sigma m - market_sigma|.
+
+    Why closed form: sum w |b m - s| = sum (w b) |m - s / b|, so the optimum is the weighted median of
+    s / b with weights w b (exact, no grid), then clipped to the bounds (the objective is convex).
+    The caller passes the quotes it wants (the OTM ones for fit.objective = otm_iv_vega).
+    `objective` is the vega-weighted mean |IV gap| in vol points at the optimum.
+    """
+    s = np.asarray(market_sigma, dtype=np.float64).reshape(-1)
+    b = np.broadcast_to(np.asarray(base_sigma, dtype=np.float64), s.shape).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(s) & (s > 0) & np.isfinite(b) & (b > 0) & np.isfinite(w) & (w > 0)
+    n = int(s.size)
+    if not ok.any():
+        return FitResult(None, False, None, n)
+    ratio, ww = s[ok] / b[ok], w[ok] * b[ok]
+    order = np.argsort(ratio, kind="stable")
+    ratio, ww = ratio[order], ww[order]
+    cum = np.cumsum(ww)
+    m = float(ratio[int(np.searchsorted(cum, 0.5 * cum[-1]))])
+    lo, hi = float(bounds[0]), float(bounds[1])
+    m = min(max(m, lo), hi)
+    objective = float((w[ok] * np.abs(b[ok] * m - s[ok])).sum() / w[ok].sum() * 100.0)
+    on_bound = m - lo <= 1e-4 * lo or hi - m <= 1e-4 * hi
+    return FitResult(m, bool(on_bound), objective, n)

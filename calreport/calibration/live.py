@@ -23,18 +23,24 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index, multipliers_for_dte
+from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
     fit_multiplier,
+    fit_multiplier_iv,
     group_metrics,
     market_iv,
     vega_weights,
 )
-from calreport.calibration.policy import decide
+from calreport.calibration.policy import decide_values, feeds_smoothing
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.calibration.realism import assess_calibration_realism
+from calreport.calibration.realism import (
+    REASON_UNREALISTIC_LIVE,
+    assess_calibration_realism,
+    recommended_problem,
+)
 from calreport.calibration.select import Selection, dropped_text, select_quotes
-from calreport.calibration.smoothing import ewma
+from calreport.calibration.smoothing import ewma, smoothing_alpha
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
 from calreport.store.models import (
@@ -69,6 +75,8 @@ class _Priced:
     weights: np.ndarray
     miv: np.ndarray
     band: np.ndarray  # index into config.bands, -1 outside
+    sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
+    otm: np.ndarray  # each strike once, on its out-of-the-money side
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -80,7 +88,12 @@ class _Priced:
         )
 
     def fit(self, mask: np.ndarray, rv: float, config: CalibrationConfig) -> FitResult:
+        """The slice's multiplier under fit.objective (OTM quotes only for otm_iv_vega)."""
         q = self.sel.quotes
+        bounds = (config.fit.min_mult, config.fit.max_mult)
+        if config.fit.objective == "otm_iv_vega":
+            m = mask & self.otm
+            return fit_multiplier_iv(rv, self.sigma_mark[m], self.weights[m], bounds=bounds)
         return fit_multiplier(
             q.underlying_price[mask], q.strike[mask], self.sel.T[mask], q.is_call[mask], q.mark_price[mask],
             rv, self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
@@ -93,7 +106,34 @@ def _price(sel: Selection, rv: float, applied: AppliedEntry, config: Calibration
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands))
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
+    otm = otm_mask(q.underlying_price, q.strike, q.is_call)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm)
+
+
+def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
+    """OTM and IV-space errors at the tested multipliers (calibration/desk.py), as LiveRun fields."""
+    q = priced.sel.quotes
+    d = desk_errors(
+        q.underlying_price, q.strike, priced.sel.T, q.is_call, q.mark_price, priced.sigma_mark, priced.sigma,
+        band_index=priced.band, band_names=config.band_names(),
+    )
+    return {**d.to_fields(), "fit_objective": config.fit.objective}
+
+
+def _type_band_fits(priced: _Priced, rv: float, config: CalibrationConfig) -> dict[str, dict[str, GroupMetrics]]:
+    """C / P -> band -> metrics of the OTM quotes with their own fit: the skew view (each strike once)."""
+    enough = config.fit.band_min_samples
+    calls = priced.sel.quotes.is_call
+    out: dict[str, dict[str, GroupMetrics]] = {}
+    for label, side in (("C", calls), ("P", ~calls)):  # 2 types x a handful of bands
+        rows: dict[str, GroupMetrics] = {}
+        for i, b in enumerate(config.bands):
+            mask = side & priced.otm & (priced.band == i)
+            fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
+            rows[b.name] = priced.metrics(mask, fit)
+        out[label] = rows
+    return out
 
 
 def _slice_fits(
@@ -169,6 +209,34 @@ def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig) -> str 
     return None
 
 
+MOST_MARKS_BAD = 0.5  # above this share of marks over the no-arbitrage bound the snapshot is broken
+USD_LOOKING_COIN = 10.0  # no coin-quoted option mark comes near 10 coin; a USD mark always does
+
+
+def mark_checks(quotes: QuoteArrays) -> tuple[list[str], list[str]]:
+    """(failed, degraded) issues of the marks themselves, the checks auto-calibrate runs on the harvest.
+
+    A coin mark never exceeds its no-arbitrage bound (1 coin for a call, K/F for a put); marks of
+    10 coin or more are USD prices (the old system's unit error).
+    """
+    n = len(quotes)
+    if n == 0:
+        return [], []
+    mark = quotes.mark_price
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = np.where(quotes.is_call, 1.0, quotes.strike / quotes.underlying_price)
+        above = int(np.count_nonzero(mark > bound * (1 + 1e-6)))
+        usd = int(np.count_nonzero(mark >= USD_LOOKING_COIN))
+    failed: list[str] = []
+    degraded: list[str] = []
+    if usd:
+        failed.append(f"{usd} of {n} marks look like USD prices (>= {USD_LOOKING_COIN:g} coin)")
+    if above:
+        text = f"{above} of {n} marks above the no-arbitrage bound (call > 1 coin, put > K/F)"
+        (failed if above > MOST_MARKS_BAD * n else degraded).append(text)
+    return failed, degraded
+
+
 ZERO_VEGA = "Summed vega is zero: no quote carries any sensitivity to the multiplier"
 
 
@@ -179,7 +247,7 @@ def evaluate_live(
     now_ms: int,
     rv: RealisedVol,
     applied: AppliedEntry,
-    previous: tuple[Multipliers, str],
+    previous: tuple[Multipliers, str] | tuple[Multipliers, str, int | None],
     config: CalibrationConfig,
     run_id: str,
     snapshot_file: str,
@@ -235,20 +303,27 @@ def evaluate_live(
     overall = priced.metrics(everything)
     by_band, by_type, band_values = _slice_fits(priced, rv.rv, config)
     recommended = Multipliers(global_=fit.multiplier, bands=band_values)  # full precision feeds the EWMA
-    prev_values, prev_source = previous
-    smoothed = ewma(recommended, prev_values, config.smoothing.alpha, config.band_names())
+    prev_values, prev_source = previous[0], previous[1]
+    prev_ms = previous[2] if len(previous) > 2 else None  # type: ignore[misc]
+    alpha = smoothing_alpha(config.smoothing, prev_ms, now_ms)
+    smoothed = ewma(recommended, prev_values, alpha, config.band_names())
 
-    issues = []
+    marks_failed, marks_degraded = mark_checks(quotes.take(valid))
+    issues = [*marks_failed, *marks_degraded]
     if rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
         issues.append(f"RV_7d from {rv.n_returns} hourly returns (< {config.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
     if atm is None:
         issues.append("no ATM IV")
-    dq_status = "degraded" if issues else "ok"
+    dq_status = "failed" if marks_failed else "degraded" if issues else "ok"
     status, reason = assess_calibration_realism(
         smoothed.global_, overall.mae_pct, overall.vega_weighted_mae_pct, dq_status, thresholds=config.realism, kind="live"
     )
-    if status == "degraded" and issues:
+    if status in ("failed", "degraded") and dq_status == status and issues:
         reason = f"{reason}: {'; '.join(issues)}"
+    rec_problem = recommended_problem(fit.multiplier, fit.on_bound, thresholds=config.realism)
+    if rec_problem is not None:  # the recommended value is judged too, not only the smoothed one
+        reason = f"{REASON_UNREALISTIC_LIVE}: {rec_problem}" if status != "failed" else f"{reason}; {rec_problem}"
+        status = "failed"
     undecided = LiveRun(
         **provenance,
         vega_sum=vega_sum,
@@ -258,11 +333,14 @@ def evaluate_live(
         mae_vol_points=overall.mae_vol_points,
         recommended=recommended.rounded(4),  # the YAML's precision
         recommended_on_bound=fit.on_bound,
-        fit_vega_weighted_mae_pct=fit.objective,
+        fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" else None,
         by_band=by_band,
         by_type=by_type,
+        by_type_band=_type_band_fits(priced, rv.rv, config),
+        **_desk_fields(priced, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         smoothed_from=prev_source,
+        smoothing_alpha=round(alpha, 6),
         status=status,
         reason=reason,
         data_quality_status=dq_status,
@@ -272,12 +350,16 @@ def evaluate_live(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
     )
-    return LiveEvaluation(decide_live(undecided, applied, config.policy), detail)
+    return LiveEvaluation(decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns), detail)
 
 
-def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig) -> LiveRun:
-    """`run` with the policy's decision against `applied`; a run that could not be fitted keeps its hold."""
+def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> LiveRun:
+    """`run` with the policy's decision against `applied` and the values it would apply (capped
+    steps); a run that could not be fitted keeps its hold. Also settles whether it feeds the EWMA."""
+    feeds = feeds_smoothing(run, policy, min_rv_returns)
     if run.recommended is None:
-        return run
-    decision, reason = decide(run, applied, policy)
-    return run.model_copy(update={"decision": decision, "decision_reason": reason})
+        return run.model_copy(update={"feeds_smoothing": False})
+    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    return run.model_copy(
+        update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
+    )

@@ -11,9 +11,14 @@ numbers:
 4. summed vega > 0 and >= min_vega_sum   "Summed vega too small (0.0000 < 1)"
 5. |smoothed - applied| >= min_delta for global or any band
                                          "Change too small (global d=0.0026 < 0.03; bands: none)"
-6. every step within max_rel_step of the applied value
-                                         "Step too large (global d=0.4000 > 25% of 1.0000)"
+6. RV_7d from >= min_rv_returns hourly returns (a manual --rv counts as enough)
+                                         "Thin RV: RV_7d from 11 hourly returns (< 120)"
 Otherwise apply:                         "global d=0.0840; bands changed: 7-30d; samples=91"
+
+A step larger than max_rel_step of the applied value never holds (holding for it deadlocked the
+policy once the smoothed value had drifted away): the value applied is capped at that step and
+the reason ends "; capped at 25 % (global 1.3964 -> 1.2500)". decide_values returns the values
+to apply; decide keeps the (decision, reason) shape.
 
 Bands are compared by what the engine would use (calibration.bands.band_value: a band's
 multiplier if the entry has it, else the entry's global). Only bands explicitly present on either
@@ -38,19 +43,44 @@ def band_deltas(smoothed: Multipliers, applied: AppliedEntry) -> dict[str, tuple
     return {label: (band_value(smoothed, label), band_value(applied, label)) for label in labels}
 
 
-def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig) -> Decision:
+def thin_rv(run: LiveRun, min_rv_returns: int) -> bool:
+    """RV_7d rests on fewer hourly returns than configured (a manual --rv is never thin)."""
+    return run.rv_source != "manual" and run.rv_returns is not None and run.rv_returns < min_rv_returns
+
+
+def feeds_smoothing(run: LiveRun, policy: PolicyConfig, min_rv_returns: int = 0) -> bool:
+    """May this run's smoothed value seed the next run's EWMA? Never when failed, thin-RV or too small."""
+    return run.status != "failed" and not thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
+
+
+def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> Decision:
     """(decision, reason) with decision "apply" or "hold"."""
+    decision, reason, _ = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    return decision, reason
+
+
+def _capped(new: float, old: float, max_rel_step: float) -> float:
+    if old <= 0:
+        return new
+    lo, hi = old * (1 - max_rel_step), old * (1 + max_rel_step)
+    return round(min(max(new, lo), hi), 4)
+
+
+def decide_values(
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0
+) -> tuple[Literal["apply", "hold"], str, Multipliers | None]:
+    """(decision, reason, values to apply): the smoothed values, each step capped at max_rel_step."""
     if run.status == "failed":
-        return "hold", f"Realism failed: {run.reason or 'no reason recorded'}"
+        return "hold", f"Realism failed: {run.reason or 'no reason recorded'}", None
     smoothed = run.smoothed
     if smoothed is None or smoothed.global_ is None:
-        return "hold", f"No smoothed multiplier ({run.reason or 'no usable quotes'})"
+        return "hold", f"No smoothed multiplier ({run.reason or 'no usable quotes'})", None
     samples = int(run.samples or 0)
     if samples < policy.min_samples:
-        return "hold", f"Sample size too small ({samples} < {policy.min_samples})"
+        return "hold", f"Sample size too small ({samples} < {policy.min_samples})", None
     vega = float(run.vega_sum or 0.0)
     if not vega > 0 or vega < policy.min_vega_sum:
-        return "hold", f"Summed vega too small ({vega:.4f} < {fmt.limit(max(policy.min_vega_sum, 0.0))})"
+        return "hold", f"Summed vega too small ({vega:.4f} < {fmt.limit(max(policy.min_vega_sum, 0.0))})", None
 
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)
@@ -58,10 +88,17 @@ def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig) -> Decisio
     changed = [label for label, d in d_bands.items() if d >= policy.min_delta - _EPS]
     if d_global < policy.min_delta - _EPS and not changed:
         listed = ", ".join(f"{label} d={d:.4f}" for label, d in d_bands.items()) or "none"
-        return "hold", f"Change too small (global d={d_global:.4f} < {fmt.limit(policy.min_delta)}; bands: {listed})"
+        return "hold", f"Change too small (global d={d_global:.4f} < {fmt.limit(policy.min_delta)}; bands: {listed})", None
+    if thin_rv(run, min_rv_returns):
+        return "hold", f"Thin RV: RV_7d from {run.rv_returns} hourly returns (< {min_rv_returns})", None
 
-    steps = [("global", d_global, applied.global_)] + [(label, d_bands[label], bands[label][1]) for label in d_bands]
-    for label, d, old in steps:
-        if old > 0 and d / old > policy.max_rel_step + _EPS:
-            return "hold", f"Step too large ({label} d={d:.4f} > {fmt.limit(policy.max_rel_step * 100)}% of {old:.4f})"
-    return "apply", f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
+    reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
+    step = policy.max_rel_step
+    g = _capped(float(smoothed.global_), applied.global_, step)
+    new_bands = {label: _capped(v, band_value(applied, label), step) for label, v in smoothed.bands.items()}
+    capped = [("global", float(smoothed.global_), g)] + [(k, smoothed.bands[k], v) for k, v in new_bands.items()]
+    capped = [(label, a, b) for label, a, b in capped if abs(a - b) > _EPS]
+    if capped:
+        listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)
+        reason += f"; capped at {fmt.limit(step * 100)} % ({listed})"
+    return "apply", reason, Multipliers(global_=g, bands=new_bands)

@@ -58,3 +58,20 @@ def assess_calibration_realism(
     if data_quality_status == "degraded":
         return "degraded", REASON_DEGRADED
     return "ok", REASON_OK
+
+
+def recommended_problem(multiplier: float | None, on_bound: bool | None, *, thresholds: RealismConfig) -> str | None:
+    """Why a *recommended* multiplier is unbelievable (None when it is fine).
+
+    Why: the smoothed value can sit inside the sane range while the fit behind it is pinned on a
+    search bound (USD marks give 3.0 on the bound, smoothed 1.56): judging only the smoothed value
+    let such a run pass as ok and be force-applied.
+    """
+    t = thresholds
+    if multiplier is None or _bad(multiplier):
+        return "no finite recommended multiplier"
+    if on_bound:
+        return f"recommended {multiplier:.4f} on the fit bound"
+    if multiplier < t.min_mult or multiplier > t.max_mult:
+        return f"recommended {multiplier:.4f} outside [{t.min_mult:g}, {t.max_mult:g}]"
+    return None

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers
+from calreport.store.models import AppliedEntry, LiveRun, Multipliers, SmoothingConfig
+from calreport.timeutil import MS_PER_HOUR, time_ms
 
 APPLIED_SOURCE = "applied"
 
 
 def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
-    """Can `run` be the EWMA's previous value for `underlying`?"""
+    """Can `run` be the EWMA's previous value for `underlying`? Not when failed, nor when its
+    decision said it must not (thin RV, held for sample size: `feeds_smoothing` false)."""
     return (
         run.underlying == underlying
         and run.is_live
         and run.status != "failed"
+        and run.feeds_smoothing is not False
         and run.smoothed is not None
         and run.smoothed.global_ is not None
         and (run.samples or 0) > 0
@@ -39,6 +42,26 @@ def previous_smoothed(
         if seeds_smoothing(run, underlying) and run.smoothed is not None:
             return run.smoothed, f"run {run.run_id}"
     return applied.multipliers(), APPLIED_SOURCE
+
+
+def previous_smoothed_run(
+    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry
+) -> tuple[Multipliers, str, int | None]:
+    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values)."""
+    for run in runs_newest_first:
+        if seeds_smoothing(run, underlying) and run.smoothed is not None:
+            return run.smoothed, f"run {run.run_id}", time_ms(run.ts)
+    return applied.multipliers(), APPLIED_SOURCE, None
+
+
+def smoothing_alpha(config: SmoothingConfig, previous_ms: int | None, now_ms: int) -> float:
+    """The EWMA weight: 1 - 0.5^(dt / half_life) with smoothing.half_life_hours (dt since the
+    previous smoothed run), so a burst of runs does not dominate; the per-run alpha otherwise."""
+    h = config.half_life_hours
+    if h is None or previous_ms is None:
+        return config.alpha
+    dt_hours = max(now_ms - previous_ms, 0) / MS_PER_HOUR
+    return 1.0 - 0.5 ** (dt_hours / h)
 
 
 def ewma(recommended: Multipliers, previous: Multipliers, alpha: float, band_names: list[str]) -> Multipliers:

@@ -20,7 +20,7 @@ from calreport.calibration.auto import (
     parse_lookback,
 )
 from calreport.calibration.live import decide_live, evaluate_live
-from calreport.calibration.smoothing import previous_smoothed
+from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
@@ -136,7 +136,7 @@ def run_live_calibration(
     applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
-    previous = previous_smoothed(iter_rows_reversed(root.live_history, LiveRun), name, applied)
+    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied)
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -157,10 +157,11 @@ def run_live_calibration(
         return run
     event = None
     with applied_store.transaction(root, cfg) as tx:
-        run = decide_live(run, tx.entry(name), cfg.policy)  # against the values on disk now
+        run = decide_live(run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)  # values on disk now
         append_row(root.live_history, run)  # the row first: the apply event follows its run
-        if run.decision == "apply" and run.smoothed is not None:
-            event = tx.write(name, run.smoothed, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+        values = run.applied_values or run.smoothed
+        if run.decision == "apply" and values is not None:
+            event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
     if event is not None:
         ws.applied(event)
     return run

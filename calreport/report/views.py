@@ -132,6 +132,11 @@ class LatestRunCard:
     decision_reason: str = MISSING
     samples: str = MISSING
     mae: str = MISSING
+    # the desk's headline (calibration/desk.py): OTM only, each strike once; IV error in vol points
+    otm_vmae: str = MISSING
+    iv_error_vp: str = MISSING
+    iv_bias_vp: str = MISSING
+    otm_samples: str = MISSING
 
 
 @dataclass(frozen=True)
@@ -538,6 +543,10 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 decision_reason=fmt.text(run.decision_reason),
                 samples=fmt.integer(run.samples),
                 mae=fmt.pct(run.mae_pct),
+                otm_vmae=fmt.pct(run.otm_vega_weighted_mae_pct),
+                iv_error_vp=fmt.num(run.iv_error_vp, 2),
+                iv_bias_vp=fmt.num(run.iv_bias_vp, 2),
+                otm_samples=fmt.integer(run.otm_samples),
             )
         )
     return cards

@@ -214,6 +214,9 @@ class PolicyConfig(_Section):
 
 class SmoothingConfig(_Section):
     alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
+    half_life_hours: float | None = Field(
+        default=None, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
+    )
 
 
 class FilterConfig(_Section):
@@ -241,6 +244,10 @@ class FitConfig(_Section):
     )
     min_rv_returns: int = Field(
         default=120, ge=0, description="RV_7d from fewer hourly returns degrades a live run (a full week is 168)."
+    )
+    objective: Literal["price_vega_rel", "otm_iv_vega"] = Field(
+        default="price_vega_rel",
+        description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
     )
 
 
@@ -384,6 +391,19 @@ class GroupMetrics(_Lenient):
     on_bound: bool | None = Field(default=None, description="The slice's fit sits on a search bound.")
 
 
+class DeltaBucket(_Lenient):
+    """One delta bucket of a band's out-of-the-money quotes (calibration/desk.py); vega-weighted means."""
+
+    samples: int | None = Field(default=None, description="OTM quotes in the bucket.")
+    market_iv_pct: float | None = Field(default=None, description="Vega-weighted mean sigma_mark (percent).")
+    synthetic_iv_pct: float | None = Field(default=None, description="Vega-weighted mean synthetic sigma (percent).")
+    gap_vp: float | None = Field(default=None, description="Vega-weighted mean (synthetic - market) IV (vol points, signed).")
+    price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
+
+
+_DESK_DOC = "at the tested multipliers for a live run, at the fitted multiplier for an auto run"
+
+
 _LEGACY_FIELDS = ("imported_from", "legacy_source", "legacy_applied", "legacy_applied_reason", "legacy")
 
 
@@ -432,6 +452,9 @@ class LiveRun(HistoryRow):
     dropped: dict[str, int] | None = Field(default=None, description="Filter reason -> quotes dropped, each counted under its first reason.")
     by_type: dict[str, GroupMetrics] | None = Field(default=None, description="C / P -> metrics.")
     by_band: dict[str, GroupMetrics] | None = Field(default=None, description="Band label -> metrics (legacy band names for imported records).")
+    by_type_band: dict[str, dict[str, GroupMetrics]] | None = Field(
+        default=None, description="C / P -> band -> metrics of the OTM quotes only, each with its own fit (the skew view)."
+    )
     settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
     detail_file: str | None = Field(default=None, description="Quote-level detail, relative to the root: history/runs/<run_id>.json.")
     # what the run was measured against and how its numbers came about (calibration/live.py)
@@ -440,8 +463,28 @@ class LiveRun(HistoryRow):
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
-    data_quality_status: RealismStatus | None = Field(default=None, description="ok or degraded (thin RV history, no ATM IV).")
+    data_quality_status: RealismStatus | None = Field(default=None, description="ok, degraded (thin RV history, no ATM IV, a few marks above the no-arbitrage bound) or failed (marks in USD or mostly above the bound).")
     data_quality_issues: list[str] | None = Field(default=None, description="Why data quality is degraded.")
+    applied_values: Multipliers | None = Field(
+        default=None, description="What the policy applies: the smoothed values, each step capped at policy.max_rel_step."
+    )
+    feeds_smoothing: bool | None = Field(
+        default=None, description="Whether this run's smoothed value may seed the next EWMA (false: failed, thin RV or too few samples)."
+    )
+    smoothing_alpha: float | None = Field(default=None, description="The EWMA weight this run used (fraction).")
+    # desk measures (calibration/desk.py, issue 11)
+    otm_samples: int | None = Field(default=None, description="Out-of-the-money quotes (calls K >= F, puts K < F): each strike once.")
+    otm_vega_weighted_mae_pct: float | None = Field(
+        default=None, description=f"Vega-weighted mean |synthetic - mark| / mark over OTM quotes (percent), {_DESK_DOC}."
+    )
+    iv_error_vp: float | None = Field(
+        default=None, description=f"Vega-weighted mean |sigma_model - sigma_mark| over OTM quotes (vol points), {_DESK_DOC}."
+    )
+    iv_bias_vp: float | None = Field(default=None, description="Vega-weighted mean (sigma_model - sigma_mark) over OTM quotes (vol points, signed).")
+    by_delta_bucket: dict[str, dict[str, DeltaBucket]] | None = Field(
+        default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
+    )
+    fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
     # imported legacy records only (commands/legacy.py)
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
     legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
@@ -500,6 +543,19 @@ class AutoRun(HistoryRow):
     mae_vol_points: float | None = Field(default=None, description="Mean |synthetic IV - market IV| (vol points).")
     rows_read: int | None = Field(default=None, description="Harvest rows in the window.")
     elapsed_s: float | None = Field(default=None, description="Run time (seconds).")
+    # desk measures (calibration/desk.py, issue 11)
+    otm_samples: int | None = Field(default=None, description="Out-of-the-money quotes (calls K >= F, puts K < F): each strike once.")
+    otm_vega_weighted_mae_pct: float | None = Field(
+        default=None, description=f"Vega-weighted mean |synthetic - mark| / mark over OTM quotes (percent), {_DESK_DOC}."
+    )
+    iv_error_vp: float | None = Field(
+        default=None, description=f"Vega-weighted mean |sigma_model - sigma_mark| over OTM quotes (vol points), {_DESK_DOC}."
+    )
+    iv_bias_vp: float | None = Field(default=None, description="Vega-weighted mean (sigma_model - sigma_mark) over OTM quotes (vol points, signed).")
+    by_delta_bucket: dict[str, dict[str, DeltaBucket]] | None = Field(
+        default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
+    )
+    fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
