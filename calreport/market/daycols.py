@@ -144,12 +144,20 @@ def assemble_day(
     problem: str | None = None,
     iv_in_percent: bool = True,
 ) -> DayColumns:
-    """The kept rows, time-sorted, as DayColumns (mark_iv percent -> fraction here, once)."""
+    """The kept rows as DayColumns, in one canonical order: by harvested_at, then instrument name, so
+    every format of the same day gives the same arrays (sums in the fit then agree to the last
+    digit). mark_iv percent -> fraction here, once."""
     keep = status == OK
     kts = ts[keep]
-    order = np.argsort(kts, kind="stable")
-    if order.size and np.all(order == np.arange(order.size)):
-        order = slice(None)  # already sorted (every compacted day is): no gather
+    kcode = row_code[keep]
+    rank = np.empty(len(table.names), dtype=np.int64)
+    rank[np.argsort(table.names, kind="stable")] = np.arange(len(table.names))
+    krank = rank[kcode] if kcode.size else kcode
+    dt, dr = np.diff(kts), np.diff(krank)
+    if np.all((dt > 0) | ((dt == 0) & (dr >= 0))):
+        order: slice | np.ndarray = slice(None)  # already in order (every compacted day is): no gather
+    else:
+        order = np.lexsort((krank, kts))
     out_cols = {}
     for k in FLOAT_COLUMNS:
         v = cols[k][keep][order]
@@ -159,7 +167,7 @@ def assemble_day(
         name_expiry_ms=table.expiry_ms,
         name_strike=table.strike,
         name_is_call=table.is_call,
-        code=row_code[keep][order].astype(np.int32),
+        code=kcode[order].astype(np.int32),
         harvested_at=kts[order].astype(np.int64),
         cols=out_cols,
         schema_errors=int(np.count_nonzero(status == SCHEMA_ERROR)) + extra_schema_errors,

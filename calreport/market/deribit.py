@@ -445,3 +445,19 @@ class DeribitClient:
             },
         )
         return parse_chart_data(payload, method)
+
+    # ----------------------------------------------------------------------- index price (issue 13)
+
+    def index_price(self, currency: str) -> float:
+        """public/get_index_price for `<currency>_usd` (btc_usd, eth_usd) -> the index level (USD).
+
+        The harvester records it with each snapshot so RV can use Deribit's index rather than the
+        nearest forward (which carries basis). A missing or non-positive value is a one-line error.
+        """
+        method = "public/get_index_price"
+        payload = self.call(method, {"index_name": f"{currency.lower()}_usd"})
+        result = unwrap_result(payload, method, "index price")
+        value = result.get("index_price") if isinstance(result, dict) else None
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            raise CalreportError(f"{method}: no usable index_price in the response (got {str(value)[:40]})")
+        return float(value)
