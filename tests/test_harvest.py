@@ -283,3 +283,18 @@ def test_real_harvest_loads_identically_from_jsonl_gz_and_compacted_parquet(tmp_
         p.name.replace(".jsonl.gz", ".parquet") for p in (src / "BTC").iterdir()
     )
     assert_same_frame(load_harvest(copy, "BTC", 0, 2_000_000_000_000), gz)
+
+
+def test_the_recorded_index_is_the_rv_series_only_when_every_snapshot_has_it(tmp_path: Path) -> None:
+    root = Root(tmp_path)
+    rows = []
+    for i in range(3):
+        t = DEC11 + 1000 + i * 300_000
+        rows.append(row(name="BTC-12DEC25-90000-C", ts=t, fwd=90000.0 + i, index_price=89900.0 + i))
+        rows.append(row(name="BTC-26DEC25-90000-C", ts=t, fwd=91000.0 + i, index_price=89900.0 + i))
+    write_day(root, rows)
+    f = load_harvest(root, "BTC", 0, DEC11 * 2)
+    assert harvest.index_price_per_snapshot(f)[1].tolist() == [89900.0, 89901.0, 89902.0]
+    write_day(root, [*rows, row(name="BTC-12DEC25-90000-C", ts=DEC11 + HOUR, fwd=90100.0)])  # one without it
+    t, p = harvest.index_price_per_snapshot(load_harvest(root, "BTC", 0, DEC11 * 2))
+    assert p.tolist() == [90000.0, 90001.0, 90002.0, 90100.0]  # the nearest forward throughout, never a mix

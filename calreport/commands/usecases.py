@@ -227,7 +227,7 @@ def run_auto_calibration(
         sum(c[i] for p, c in hist.file_counts.items() if p in window_files) for i in range(3)
     )
     run = evaluate_auto(
-        hist.take(hist.harvested_at > start_ms),
+        hist.after(start_ms),
         idx_t,
         idx_p,
         underlying=name,

@@ -183,6 +183,11 @@ class QuoteArrays:
     creation_ms: np.ndarray  # int64 (0 when missing)
     valid_name: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     n_bad_names: int = 0
+    # Optional categorical form of `instrument` (a harvest repeats ~700 names millions of times):
+    # instrument == name_table[name_code]. Per-name work (parsing, the linear check) then runs once
+    # per unique name instead of once per quote.
+    name_code: np.ndarray | None = None  # int32 per quote
+    name_table: np.ndarray | None = None  # unique names
 
     def __len__(self) -> int:
         return int(self.instrument.shape[0])
@@ -221,6 +226,8 @@ class QuoteArrays:
                 )
             },
             n_bad_names=int(np.count_nonzero(~self.valid_name[mask])),
+            name_code=None if self.name_code is None else self.name_code[mask],
+            name_table=self.name_table,
         )
 
 

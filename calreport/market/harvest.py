@@ -113,8 +113,17 @@ class HarvestFrame:
         """Days to expiry of every row, as of the row's own harvest time."""
         return (self.expiry_ms - self.harvested_at) / MS_PER_DAY
 
-    def take(self, mask: np.ndarray) -> HarvestFrame:
-        kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}
+    def after(self, ms: int) -> HarvestFrame:
+        """The rows with harvested_at > ms: a tail of the time-sorted frame, as views (no copy)."""
+        return self.take(slice(int(np.searchsorted(self.harvested_at, ms, side="right")), None))
+
+    def take(self, mask: np.ndarray | slice) -> HarvestFrame:
+        if isinstance(mask, slice):
+            kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}  # views
+        elif mask.dtype == bool and mask.shape == self.code.shape and mask.all():
+            kw = {k: getattr(self, k) for k in _ROW_FIELDS}  # every row: no copy of 2.9M x 12 columns
+        else:
+            kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}
         return HarvestFrame(
             underlying=self.underlying, start_ms=self.start_ms, end_ms=self.end_ms, names=self.names,
             schema_errors=self.schema_errors, bad_names=self.bad_names, lines=self.lines,
@@ -139,6 +148,8 @@ class HarvestFrame:
             creation_ms=f.harvested_at,
             valid_name=np.ones(n, dtype=bool),
             n_bad_names=0,
+            name_code=f.code,
+            name_table=f.names.astype(object),
         )
 
 
@@ -374,17 +385,19 @@ def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarra
         per_snap = np.fmax.reduceat(idx, starts)
         if np.all(np.isfinite(per_snap) & (per_snap > 0)):
             return t_all[starts], per_snap
+    # per snapshot (the frame is time-sorted: segments, no sort), the first row of the nearest live expiry
     live = frame.expiry_ms > frame.harvested_at
-    t = frame.harvested_at[live]
-    e = frame.expiry_ms[live]
-    f = frame.underlying_price[live]
-    if t.size == 0:
+    starts = np.flatnonzero(first_all)
+    seg = np.cumsum(first_all) - 1
+    e = np.where(live, frame.expiry_ms, np.iinfo(np.int64).max)
+    nearest = np.minimum.reduceat(e, starts)
+    hit = np.flatnonzero(live & (e == nearest[seg]))
+    if hit.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    order = np.lexsort((e, t))  # by time, then by expiry
-    t, f = t[order], f[order]
-    first = np.ones(t.size, dtype=bool)
-    first[1:] = t[1:] != t[:-1]
-    return t[first], f[first]
+    first = np.ones(hit.size, dtype=bool)
+    first[1:] = seg[hit[1:]] != seg[hit[:-1]]
+    pick = hit[first]
+    return t_all[pick], frame.underlying_price[pick]
 
 
 def underlying_price_series(
