@@ -384,3 +384,49 @@ def test_compaction_refuses_to_merge_into_a_parquet_file_it_did_not_write(tmp_pa
     with pytest.raises(Exception, match="not one calreport wrote"):
         compact_day(d, "2025-12-11", "BTC")
     assert os.path.exists(d / "2025-12-11.jsonl") and compact.CRASH_HOOK is None
+
+
+# --------------------------------------------------------------------------- the same row from every format (real data)
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: Path) -> None:
+    """JSONL, JSONL.gz, compacted Parquet, the previous system's layout read in place, and that
+    layout imported: the same auto-calibrate row (multiplier, every metric, samples) to the last digit."""
+    from datetime import UTC, datetime
+
+    from calreport.commands import usecases as actions
+
+    src = sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz"))
+    roots = {k: Root(tmp_path / k) for k in ("gz", "jsonl", "parquet", "legacy", "imported")}
+    for r in roots.values():
+        actions.init(r)
+        r.harvest_dir("BTC").mkdir(parents=True)
+    by_snapshot: dict[int, list[dict]] = {}
+    for f in src:
+        data = gzip.decompress(f.read_bytes())
+        (roots["gz"].harvest_dir("BTC") / f.name).write_bytes(f.read_bytes())
+        (roots["jsonl"].harvest_dir("BTC") / f.name[:-3]).write_bytes(data)
+        (roots["parquet"].harvest_dir("BTC") / f.name).write_bytes(f.read_bytes())
+        for line in data.splitlines():
+            r = json.loads(line)
+            by_snapshot.setdefault(r["harvested_at"], []).append(r)
+    rep = compact_closed_days(roots["parquet"], "BTC", LATER * 2)
+    assert len(rep.done) == len(src) and not [p for p in roots["parquet"].harvest_dir("BTC").iterdir() if p.name.endswith((".jsonl", ".gz"))]
+    legacy = write_legacy(tmp_path / "live_deribit", by_snapshot)
+    shutil.rmtree(roots["legacy"].harvest_dir("BTC"))
+    shutil.copytree(legacy / "BTC", roots["legacy"].harvest_dir("BTC"))  # YYYY/MM/DD/*.parquet in place
+    res = import_harvest(legacy, roots["imported"].harvest_dir("BTC"), "BTC")
+    assert res.rows_added == res.rows_read == 191_822 and res.files == 278
+
+    as_of = datetime(2025, 12, 13, 16, tzinfo=UTC)
+    rows = {}
+    for k, r in roots.items():
+        run = actions.run_auto_calibration(r, "BTC", dte="3-10", lookback="7d", as_of=as_of, compact=False)
+        rows[k] = {f: v for f, v in run.to_json_dict().items() if f not in ("run_id", "ts", "elapsed_s")}
+    assert rows["gz"]["samples"] > 1000 and rows["gz"]["multiplier"] is not None
+    for k in ("jsonl", "parquet", "legacy", "imported"):
+        assert rows[k] == rows["gz"], k
