@@ -147,7 +147,9 @@ def assemble_day(
     """The kept rows as DayColumns, in one canonical order: by harvested_at, then instrument name, so
     every format of the same day gives the same arrays (sums in the fit then agree to the last
     digit). mark_iv percent -> fraction here, once."""
-    keep = status == OK
+    keep: np.ndarray | slice = status == OK
+    if keep.all():  # every row valid (every compacted day): views, no gather
+        keep = slice(None)
     kts = ts[keep]
     kcode = row_code[keep]
     rank = np.empty(len(table.names), dtype=np.int64)
@@ -162,6 +164,8 @@ def assemble_day(
     for k in FLOAT_COLUMNS:
         v = cols[k][keep][order]
         out_cols[k] = v / 100.0 if (k == "mark_iv" and iv_in_percent) else v
+    n_schema = int(np.count_nonzero(status == SCHEMA_ERROR))
+    n_bad = int(np.count_nonzero(status == BAD_NAME))
     return DayColumns(
         names=table.names,
         name_expiry_ms=table.expiry_ms,
@@ -170,8 +174,8 @@ def assemble_day(
         code=kcode[order].astype(np.int32),
         harvested_at=kts[order].astype(np.int64),
         cols=out_cols,
-        schema_errors=int(np.count_nonzero(status == SCHEMA_ERROR)) + extra_schema_errors,
-        bad_names=int(np.count_nonzero(status == BAD_NAME)) + extra_bad_names,
+        schema_errors=n_schema + extra_schema_errors,
+        bad_names=n_bad + extra_bad_names,
         lines=lines,
         problem=problem,
     )

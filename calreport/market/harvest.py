@@ -267,8 +267,9 @@ def load_day(day: HarvestDay, underlying: str, start_ms: int | None, end_ms: int
     sources: Mapping[str, Any] = {}
     if day.parquet is not None:
         parts.append((day.parquet, pqday.read_day([day.parquet], underlying, start_ms, end_ms)))
-        meta = pqday.read_meta(day.parquet)
-        sources = meta.get("sources") if isinstance(meta.get("sources"), Mapping) else {}
+        if day.logs:  # which log bytes the Parquet file already holds
+            meta = pqday.read_meta(day.parquet)
+            sources = meta.get("sources") if isinstance(meta.get("sources"), Mapping) else {}
     if day.legacy and day.legacy_dir is not None:
         parts.append((day.legacy_dir, pqday.read_day(day.legacy, underlying, start_ms, end_ms)))
     for log in day.logs:

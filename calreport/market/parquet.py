@@ -24,6 +24,7 @@ function: each canonical column is looked up under its names in COLUMN_NAMES.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,41 +117,85 @@ def sha256_file(path: Path, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
+_NUMERIC_TYPES = (int, float)
+
+
+def _column(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    return [r.get(key) for r in rows]
+
+
 def _extras(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], list[str | None]]:
-    """The typed extra columns, and per row the fields nothing else holds (as JSON), so no value is lost."""
-    floats: dict[str, list[Any]] = {k: [] for k in EXTRA_FLOATS}
-    strings: dict[str, list[Any]] = {k: [] for k in EXTRA_STRINGS}
-    created: list[Any] = []
-    other: list[str | None] = []
-    for r in rows:  # compaction only (once per day), never on the read path
-        rest: dict[str, Any] = {}
-        for k, v in r.items():
-            if k not in KNOWN_FIELDS:
-                rest[k] = v
-            elif k in CORE_FLOATS and v is not None and not is_number(v):
-                rest[k] = v  # a string where a number belongs: kept verbatim
-        for k in EXTRA_FLOATS:
-            v = r.get(k)
-            if v is None or (is_number(v) and np.isfinite(float(v)) and abs(float(v)) < 1e300):
-                floats[k].append(None if v is None else float(v))
+    """The typed extra columns, and per row the fields nothing else holds (as JSON), so no value is lost.
+
+    Column by column (type checks on the set of types present); only a column holding an odd value
+    is looked at row by row, and only its odd rows go to `extra`."""
+    n = len(rows)
+    leftovers: dict[int, dict[str, Any]] = {}
+
+    def keep_aside(i: int, k: str, v: Any) -> None:
+        leftovers.setdefault(i, {})[k] = v
+
+    present: set[str] = set()
+    for r in rows:
+        present.update(r.keys())
+    out: dict[str, list[Any]] = {}
+    for k in CORE_FLOATS:  # the frame reads these as floats; a non-number is kept verbatim aside
+        if k not in present:
+            continue
+        vals = _column(rows, k)
+        if not set(map(type, vals)) <= {int, float, type(None)}:
+            for i, v in enumerate(vals):
+                if v is not None and not is_number(v):
+                    keep_aside(i, k, v)
+    for k in EXTRA_FLOATS:
+        if k not in present:
+            continue
+        vals = _column(rows, k)
+        if set(map(type, vals)) <= {float, type(None)} or (
+            set(map(type, vals)) <= {int, float, type(None)} and max((abs(v) for v in vals if v is not None), default=0) < 1e300
+        ):
+            out[k] = vals
+            continue
+        clean: list[Any] = []
+        for i, v in enumerate(vals):
+            if v is None or (is_number(v) and math.isfinite(float(v)) and abs(float(v)) < 1e300):
+                clean.append(None if v is None else float(v))
             else:
-                floats[k].append(None)
-                rest[k] = v
-        for k in EXTRA_STRINGS:
-            v = r.get(k)
-            if v is None or isinstance(v, str):
-                strings[k].append(v)
-            else:
-                strings[k].append(None)
-                rest[k] = v
-        c = r.get("creation_timestamp")
-        if c is None or (is_number(c) and float(c) == int(c) and 0 <= c < 10**16):
-            created.append(None if c is None else int(c))
-        else:
-            created.append(None)
-            rest["creation_timestamp"] = c
-        other.append(_dumps(rest).decode("utf-8") if rest else None)
-    return {**floats, **strings, "creation_timestamp": created}, other
+                clean.append(None)
+                keep_aside(i, k, v)
+        out[k] = clean
+    for k in EXTRA_STRINGS:
+        if k not in present:
+            continue
+        vals = _column(rows, k)
+        if not set(map(type, vals)) <= {str, type(None)}:
+            vals = list(vals)
+            for i, v in enumerate(vals):
+                if v is not None and not isinstance(v, str):
+                    keep_aside(i, k, v)
+                    vals[i] = None
+        out[k] = vals
+    if "creation_timestamp" in present:
+        vals = _column(rows, "creation_timestamp")
+        if not (set(map(type, vals)) <= {int, type(None)}
+                and all(0 <= v < 10**16 for v in vals if v is not None)):
+            vals = list(vals)
+            for i, v in enumerate(vals):
+                if v is not None and not (is_number(v) and math.isfinite(float(v)) and float(v) == int(v)
+                                          and 0 <= v < 10**16):
+                    keep_aside(i, "creation_timestamp", v)
+                    vals[i] = None
+                elif v is not None:
+                    vals[i] = int(v)
+        out["creation_timestamp"] = vals
+    for k in present - KNOWN_FIELDS:  # fields calreport has no column for: kept as they came
+        for i, r in enumerate(rows):
+            if k in r:
+                keep_aside(i, k, r[k])
+    other: list[str | None] = [None] * n
+    for i, rest in leftovers.items():
+        other[i] = _dumps(rest).decode("utf-8")
+    return out, other
 
 
 def day_table(parsed: ParsedLines) -> pa.Table:
@@ -258,9 +303,13 @@ class _Unreadable(Exception):
 def read_meta(path: Path) -> dict[str, Any]:
     """The footer's calreport record ({} for a file calreport did not write)."""
     try:
-        md = pq.read_schema(path).metadata or {}
+        return _meta_of(pq.read_schema(path))
     except (OSError, pa.ArrowException):
         return {}
+
+
+def _meta_of(schema: pa.Schema) -> dict[str, Any]:
+    md = schema.metadata or {}
     raw = md.get(META_KEY)
     if raw is None:
         return {}
@@ -374,7 +423,7 @@ def read_day(
         try:
             pf = _open(path)
             colmap = _resolve_columns(pf.schema_arrow)
-            meta = read_meta(path)
+            meta = _meta_of(pf.schema_arrow)
             ts_name = colmap.get("harvested_at")
             ts_index = pf.schema_arrow.get_field_index(ts_name) if ts_name else None
             # only our own files are skipped into: another file is read whole, so its counts cover the file
