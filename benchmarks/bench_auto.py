@@ -24,10 +24,11 @@ import shutil
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -278,8 +279,8 @@ def run(quick: bool = False) -> list[Figure]:
                baseline=npz_s, baseline_label="old warm .npz cache (benchmark-only copy)", ratio=npz_s / pq_s,
                target=f"<= {TARGET_VS_NPZ:g}x the npz time (ratio >= {1 / TARGET_VS_NPZ:g}x)",
                met=(vs_npz <= TARGET_VS_NPZ) if not quick else None,
-               notes=[f"{common}; best of {reps}: Parquet {pq_s:.2f} s = {vs_npz:.2f}x the warm npz {npz_s:.2f} s; "
-                      f"inputs prepared in {prep_s:.1f} s (generation, gz sizes and npz caches are reused from {CACHE_DIR})"]),
+               notes=[(f"{common}; best of {reps}: Parquet {pq_s:.2f} s = {vs_npz:.2f}x the warm npz {npz_s:.2f} s; "
+                       f"inputs prepared in {prep_s:.1f} s (generation, gz sizes and npz caches are reused from {CACHE_DIR})")]),
         Figure(name="auto-calibrate cold from Parquet vs cold from JSONL", value=pq_s, unit="s",
                baseline=jsonl_s, baseline_label="cold JSONL (every line parsed)", ratio=vs_jsonl,
                target=f">= {TARGET_VS_JSONL:g}x faster than JSONL", met=(vs_jsonl >= TARGET_VS_JSONL) if not quick else None,
@@ -291,8 +292,8 @@ def run(quick: bool = False) -> list[Figure]:
         Figure(name=f"Parquet days size ({len(logs)} days)", value=pq_size, unit="B",
                baseline=gz_size, baseline_label="the same days as .jsonl.gz (gzip -6)", ratio=gz_size / pq_size,
                target="", met=None,
-               notes=[f"plain JSONL {jsonl_size / 1e6:.0f} MB; Parquet {pq_size / 1e6:.1f} MB "
-                      f"({jsonl_size / pq_size:.0f}x smaller than JSONL, {gz_size / pq_size:.1f}x smaller than .jsonl.gz)"]),
+               notes=[(f"plain JSONL {jsonl_size / 1e6:.0f} MB; Parquet {pq_size / 1e6:.1f} MB "
+                       f"({jsonl_size / pq_size:.0f}x smaller than JSONL, {gz_size / pq_size:.1f}x smaller than .jsonl.gz)")]),
         Figure(name="compaction time per day (~210k rows: parse, write, read back, remove the log)",
                value=float(np.mean(per_day)), unit="s", target="", met=None,
                notes=[f"min {min(per_day):.2f} s, max {max(per_day):.2f} s over {len(per_day)} days"]),

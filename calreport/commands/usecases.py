@@ -24,6 +24,7 @@ from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
+from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.harvest import (
     AppendResult,
@@ -35,7 +36,6 @@ from calreport.market.harvest import (
     load_harvest,
     rv_from_harvest,
 )
-from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT

@@ -40,7 +40,13 @@ from calreport.errors import CalreportError
 from calreport.jsonio import dumps as _dumps
 from calreport.jsonio import loads as _loads
 from calreport.market import parquet as pqday
-from calreport.market.daycols import BAD_NAME, OK, SOURCE_KEYS, parse_lines, read_day_bytes
+from calreport.market.daycols import (
+    BAD_NAME,
+    OK,
+    SOURCE_KEYS,
+    parse_lines,
+    read_day_bytes,
+)
 from calreport.market.harvest import (
     ERRORS_SUFFIX,
     PARQUET_SUFFIX,
@@ -264,6 +270,9 @@ def compact_closed_days(source: Any, underlying: str, now_ms: int) -> CompactRep
             continue
         except OSError as exc:
             report.skipped.append((day.date, f"{exc.strerror or exc}"))
+            continue
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:  # a row pyarrow cannot hold
+            report.skipped.append((day.date, f"cannot write the day as Parquet ({type(exc).__name__}: {str(exc)[:80]})"))
             continue
         if res is not None:
             report.done.append(res)

@@ -24,7 +24,6 @@ function: each canonical column is looked up under its names in COLUMN_NAMES.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from calreport.market.daycols import (
     row_status,
     valid_rows,
 )
-from calreport.numbers import is_number
+from calreport.numbers import as_float, is_number
 
 FORMAT = "calreport-harvest-day"
 FORMAT_VERSION = 1
@@ -158,8 +157,9 @@ def _extras(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], li
             continue
         clean: list[Any] = []
         for i, v in enumerate(vals):
-            if v is None or (is_number(v) and math.isfinite(float(v)) and abs(float(v)) < 1e300):
-                clean.append(None if v is None else float(v))
+            f = as_float(v)  # None for a non-number, a non-finite or an out-of-range one
+            if v is None or (f is not None and abs(f) < 1e300):
+                clean.append(f)
             else:
                 clean.append(None)
                 keep_aside(i, k, v)
@@ -181,12 +181,12 @@ def _extras(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], li
                 and all(0 <= v < 10**16 for v in vals if v is not None)):
             vals = list(vals)
             for i, v in enumerate(vals):
-                if v is not None and not (is_number(v) and math.isfinite(float(v)) and float(v) == int(v)
-                                          and 0 <= v < 10**16):
+                f = as_float(v)
+                if v is not None and not (f is not None and f == int(f) and 0 <= f < 10**16):
                     keep_aside(i, "creation_timestamp", v)
                     vals[i] = None
                 elif v is not None:
-                    vals[i] = int(v)
+                    vals[i] = int(f)  # type: ignore[arg-type]
         out["creation_timestamp"] = vals
     for k in present - KNOWN_FIELDS:  # fields calreport has no column for: kept as they came
         for i, r in enumerate(rows):
