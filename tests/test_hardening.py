@@ -392,3 +392,14 @@ def test_unknown_errors_exit_70_in_one_line(root: Root, capsys: pytest.CaptureFi
     assert code == 70
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "internal error: RuntimeError" in lines[0] and len(lines[0]) < 400
+
+
+def test_serve_state_endpoint_answers_503_in_one_line_for_an_unexpected_error(root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    import calreport.report.serve as serve_mod
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RecursionError("x" * 5000)
+
+    monkeypatch.setattr(serve_mod, "read_state", broken)
+    status, body = state_response(root)
+    assert status == 503 and body["error"].startswith("internal error: RecursionError") and len(body["error"]) < 200
