@@ -421,3 +421,34 @@ def test_dangling_symlink_as_the_config_is_refused(root: Root) -> None:
     os.symlink(root.path / "gone.yaml", root.calibration_config)
     with pytest.raises(CalreportError, match="dangling"):
         load_config(root)
+
+
+def test_serve_action_body_nested_too_deeply_is_a_400_that_changes_nothing(root: Root) -> None:
+    from test_serve import post_action
+
+    from calreport.commands.dashboard import DashboardActions, parse_body
+    from calreport.report.serve import make_server
+
+    add_live_run(root, smoothed=1.0833)
+    before = files_of_record(root)
+    server, stop = make_server(root, port=0, debounce=0.05, actions=DashboardActions(root), parse_body=parse_body)
+    try:
+        status, _, payload = post_action(server, b"[" * 2000 + b"]" * 2000)
+    finally:
+        stop()
+    assert status == 400 and "not JSON" in json.loads(payload)["error"]
+    assert files_of_record(root) == before
+
+
+def test_dashboard_action_that_cannot_rerender_reports_the_apply_with_a_stale_warning(root: Root) -> None:
+    from calreport.commands.dashboard import DashboardActions, parse_body
+
+    run = add_live_run(root, smoothed=1.0833)
+
+    def cannot_render(_config: object) -> None:
+        raise CalreportError("could not write file (No space left on device)", root.index_html)
+
+    status, body = DashboardActions(root, warn=lambda _m: None).handle("force-apply", parse_body({"underlying": "BTC"}), cannot_render)
+    assert status == 200 and body["done"]["run_id"] == run.run_id
+    assert any("dashboard is stale" in w and "calreport render" in w for w in body["warnings"])
+    assert read_applied(root).entry("BTC").global_ == 1.0833
