@@ -187,6 +187,9 @@ def validation_problem(exc: Exception) -> str:
             msg = _cap(str(err.get("msg", "")).removeprefix("Value error, "), 160)
             if err.get("type") == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
+            elif str(err.get("type", "")).endswith("_type") or err.get("type") == "finite_number":
+                value = err.get("input")  # a strict type refused it: say what was written (bounded)
+                msg += f", got {type(value).__name__} {excerpt(value, 40)}"
             parts.append(f"{loc}: {msg}" if loc else msg)
         more = len(errors()) - 3
         return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
