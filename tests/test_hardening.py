@@ -452,3 +452,11 @@ def test_dashboard_action_that_cannot_rerender_reports_the_apply_with_a_stale_wa
     assert status == 200 and body["done"]["run_id"] == run.run_id
     assert any("dashboard is stale" in w and "calreport render" in w for w in body["warnings"])
     assert read_applied(root).entry("BTC").global_ == 1.0833
+
+
+def test_a_history_row_whose_smoothed_value_breaks_the_limits_never_seeds_the_ewma(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    _live_row_with_smoothed(root, 1e300)
+    code, _, err = run_cli(capsys, root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
+    assert code == 0, err
+    row = json.loads(root.live_history.read_text().splitlines()[-1])
+    assert row["smoothed_from"] == "applied" and 0.5 <= row["smoothed"]["global"] <= 3.0

@@ -234,6 +234,16 @@ class LimitsConfig(_Section):
             return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
         return None
 
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
+        return None
+
 
 class RealismConfig(_Section):
     """Thresholds of assess_calibration_realism; the one home of their defaults."""
