@@ -136,7 +136,9 @@ def run_live_calibration(
     applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
-    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied)
+    # a hand-edited row whose smoothed values break the limits never seeds the EWMA (issue 10)
+    seeds = (r for r in iter_rows_reversed(root.live_history, LiveRun) if cfg.limits.problem_of(r.smoothed) is None)
+    previous = previous_smoothed_run(seeds, name, applied)
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -158,8 +160,11 @@ def run_live_calibration(
     event = None
     with applied_store.transaction(root, cfg) as tx:
         run = decide_live(run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)  # values on disk now
-        append_row(root.live_history, run)  # the row first: the apply event follows its run
         values = run.applied_values or run.smoothed
+        beyond = cfg.limits.problem_of(values) if run.decision == "apply" else None
+        if beyond:  # never a row saying "apply" that no apply event follows (issue 10)
+            run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
+        append_row(root.live_history, run)  # the row first: the apply event follows its run
         if run.decision == "apply" and values is not None:
             event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
     if event is not None:

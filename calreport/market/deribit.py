@@ -412,7 +412,7 @@ class DeribitClient:
                 last = f"HTTP {exc.code}"
                 if exc.code != 429 and exc.code < 500:
                     try:
-                        body = json.loads(exc.read())
+                        body = jsonio.loads(exc.read())
                         unwrap_result(body, url, method)
                     except (ValueError, OSError, AttributeError):
                         pass
@@ -422,8 +422,8 @@ class DeribitClient:
                 last = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
                 continue
             try:
-                return json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                return jsonio.loads(raw)
+            except (ValueError, UnicodeDecodeError):  # JSONDecodeError, or JSON nested / sized beyond the limits
                 last = "response is not JSON"
                 continue
         raise CalreportError(f"{method} failed after {self.retries + 1} attempts: {last}")

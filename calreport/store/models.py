@@ -188,9 +188,11 @@ def _check_underlyings(names: list[str]) -> list[str]:
     return names
 
 
-def _check_range(low: float, high: float, what: str) -> None:
+def _check_range(low: float, high: float, names: str) -> None:
+    """`names` is "min_x < max_x"; the error's location already names the section."""
     if not low < high:
-        raise ValueError(f"{what}: min ({low:g}) must be below max ({high:g})")
+        lo, hi = names.split(" < ")
+        raise ValueError(f"{lo} ({low:g}) must be below {hi} ({high:g})")
 
 
 class Band(_Section):
@@ -223,13 +225,23 @@ class LimitsConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
-        _check_range(self.min_multiplier, self.max_multiplier, "limits")
+        _check_range(self.min_multiplier, self.max_multiplier, "min_multiplier < max_multiplier")
         return self
 
     def problem(self, value: float) -> str | None:
         """Why `value` is not an acceptable multiplier, or None."""
         if not (self.min_multiplier <= value <= self.max_multiplier):
             return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
+
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
         return None
 
 
@@ -243,7 +255,7 @@ class RealismConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> RealismConfig:
-        _check_range(self.min_mult, self.max_mult, "realism")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
@@ -299,7 +311,7 @@ class FitConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
-        _check_range(self.min_mult, self.max_mult, "fit")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
