@@ -186,6 +186,11 @@ class QuoteArrays:
     creation_ms: np.ndarray  # int64 (0 when missing)
     valid_name: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     n_bad_names: int = 0
+    # Optional categorical form of `instrument` (a harvest repeats ~700 names millions of times):
+    # instrument == name_table[name_code]. Per-name work (parsing, the linear check) then runs once
+    # per unique name instead of once per quote.
+    name_code: np.ndarray | None = None  # int32 per quote
+    name_table: np.ndarray | None = None  # unique names
 
     def __len__(self) -> int:
         return int(self.instrument.shape[0])
@@ -224,6 +229,8 @@ class QuoteArrays:
                 )
             },
             n_bad_names=int(np.count_nonzero(~self.valid_name[mask])),
+            name_code=None if self.name_code is None else self.name_code[mask],
+            name_table=self.name_table,
         )
 
 
@@ -450,3 +457,19 @@ class DeribitClient:
             },
         )
         return parse_chart_data(payload, method)
+
+    # ----------------------------------------------------------------------- index price (issue 13)
+
+    def index_price(self, currency: str) -> float:
+        """public/get_index_price for `<currency>_usd` (btc_usd, eth_usd) -> the index level (USD).
+
+        The harvester records it with each snapshot so RV can use Deribit's index rather than the
+        nearest forward (which carries basis). A missing or non-positive value is a one-line error.
+        """
+        method = "public/get_index_price"
+        payload = self.call(method, {"index_name": f"{currency.lower()}_usd"})
+        result = unwrap_result(payload, method, "index price")
+        value = result.get("index_price") if isinstance(result, dict) else None
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            raise CalreportError(f"{method}: no usable index_price in the response (got {str(value)[:40]})")
+        return float(value)
