@@ -47,3 +47,29 @@ def multiplier_at(dte: float, values: BandValues, bands: Sequence[Band]) -> floa
 def band_value(values: BandValues, label: str) -> float:
     """What a band label means for these values: its own multiplier if present, else global."""
     return float(values.bands.get(label, _global(values)))
+
+
+class BandLookup:
+    """The band rule as one np.searchsorted over the band edges (the engine's hot path).
+
+    The sorted distinct edges cut the DTE axis into intervals; each interval's band is the first
+    configured band containing it (the same first-match rule as band_index), -1 outside every band.
+    `slot` maps -1 to len(bands), the slot of the global value.
+    """
+
+    def __init__(self, bands: Sequence[Band]) -> None:
+        self.n_bands = len(bands)
+        edges = sorted({float(e) for b in bands for e in (b.min_dte, b.max_dte)})
+        self.edges = np.asarray(edges, dtype=np.float64)
+        left = np.array(edges[:-1], dtype=np.float64)  # each inner interval's left edge (inclusive)
+        inner = band_index(left, bands) if left.size else np.zeros(0, dtype=np.int64)
+        self.band_of_interval = np.concatenate([[-1], inner, [-1]]).astype(np.int64)
+        self.slot_of_interval = np.where(self.band_of_interval < 0, self.n_bands, self.band_of_interval).astype(np.intp)
+
+    def index(self, dte: np.ndarray) -> np.ndarray:
+        """band_index(dte, bands): the first band with min <= dte < max, -1 outside (NaN: -1)."""
+        return self.band_of_interval[np.searchsorted(self.edges, dte, side="right")]
+
+    def slot(self, dte: np.ndarray) -> np.ndarray:
+        """index() with -1 mapped to len(bands): an index into per-band tables with the global last."""
+        return self.slot_of_interval[np.searchsorted(self.edges, dte, side="right")]

@@ -251,6 +251,29 @@ class FitConfig(_Section):
     )
 
 
+class SmileConfig(_Section):
+    """The smile on top of each band's flat sigma (calibration/smile.py); enabled: false is the flat model."""
+
+    enabled: bool = Field(default=True, description="Fit, apply and price with the smile; false gives the flat model exactly.")
+    nodes: list[float] = Field(
+        default_factory=lambda: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5],
+        description="Nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T)); strictly increasing, must include 0.",
+    )
+    penalty: float = Field(default=1.0, ge=0, description="Weight of the sum of squared slope changes at the nodes, in the objective's units (vp or percent).")
+    bounds: list[float] = Field(default_factory=lambda: [0.5, 3.0], description="Lowest and highest node value [lo, hi] (dimensionless).")
+    min_quotes_per_band: int = Field(default=20, ge=1, description="A band with fewer OTM quotes takes the global smile.")
+    skew_flag_vp: float = Field(default=2.0, gt=0, description="SKEW_NOT_APPLIED when fitted and applied smiles differ by more than this at any node (vol points).")
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> SmileConfig:
+        n = self.nodes
+        if len(n) < 3 or any(b <= a for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
+            raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
+        return self
+
+
 class AutoConfig(_Section):
     """Auto-calibrate defaults and the daily job's list of runs."""
 
@@ -292,6 +315,7 @@ class CalibrationConfig(_Section):
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
+    smile: SmileConfig = Field(default_factory=SmileConfig)
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
