@@ -136,3 +136,60 @@ def test_smile_config_refuses_a_grid_without_zero_or_unordered() -> None:
     with pytest.raises(ValueError, match="strictly increasing"):
         SmileConfig(nodes=[0.0, -1.0, 1.0])
     assert CalibrationConfig().smile.enabled and CalibrationConfig().smile.nodes == NODES
+
+
+# --------------------------------------------------------------------------- files of record
+
+from calreport.commands.audit import describe_change, log_lines  # noqa: E402
+from calreport.commands.doctor import format_doctor, run_doctor  # noqa: E402
+from calreport.store import applied as applied_store  # noqa: E402
+from calreport.store.history import ensure_history_files  # noqa: E402
+from calreport.store.models import Multipliers, Smile  # noqa: E402
+from calreport.store.state import read_state  # noqa: E402
+
+SMILE = Smile(nodes=NODES, global_=SKEW, bands={"7-30d": [1.4, 1.2, 1.1, 1.0, 0.97, 1.0, 1.1]})
+
+
+def test_a_version_1_file_reads_as_flat_and_the_next_apply_writes_version_2_and_says_so(root) -> None:
+    root.applied.write_text("schema_version: 1\nunderlyings:\n  BTC: {global: 1.1, bands: {0-7d: 0.9}}\n")
+    ensure_history_files(root)
+    doc = applied_store.read_applied(root)
+    assert doc.schema_version == 1 and doc.entry("BTC").smile is None
+    assert any("schema_version 1 (pre-smile format" in line for line in format_doctor(run_doctor(root)))
+    ev = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
+    assert ev.schema_upgrade == "1 -> 2" and ev.previous.smile is None and ev.applied.smile == SMILE
+    text = root.applied.read_text()
+    assert "schema_version: 2" in text and "        - 1.2500  # x=-1.50\n" in text and "        7-30d:\n" in text
+    assert applied_store.read_applied(root).entry("BTC").smile == SMILE
+    assert read_state(root).to_json_dict()["underlyings"]["BTC"]["smile"]["global"] == SKEW
+    assert "schema_version 2; smiles applied: BTC" in "\n".join(format_doctor(run_doctor(root)))
+    again = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r2", reason="x")
+    assert again.schema_upgrade is None and "schema_upgrade" not in again.to_json_dict()
+    assert "(YAML schema_version 1 -> 2)" in log_lines(root)[-1]
+
+
+def test_a_moved_node_is_one_line_of_the_diff_and_named_in_the_log(root) -> None:
+    ensure_history_files(root)
+    applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
+    before = root.applied.read_text().splitlines()
+    moved = SMILE.model_copy(update={"global_": [1.45, 1.28, 1.1, 1.0, 0.97, 1.0, 1.12]})
+    ev = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=moved), source="force", run_id="r2", reason="x")
+    after = root.applied.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b and "updated_at" not in a and "run_id" not in a]
+    assert changed == [("        - 1.2500  # x=-1.50", "        - 1.2800  # x=-1.50")]
+    assert describe_change(ev.previous, ev.applied) == "global 1.0500 -> 1.0500, smile global x=-1.50 1.2500 -> 1.2800"
+
+
+def test_doctor_names_a_hand_edited_smile_node(root) -> None:
+    ensure_history_files(root)
+    applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
+    root.applied.write_text(root.applied.read_text().replace("- 1.2500  # x=-1.50", "- 1.3000  # x=-1.50"))
+    text = "\n".join(format_doctor(run_doctor(root)))
+    assert "smile global x=-1.50 in YAML 1.3000 != last apply event 1.2500" in text
+
+
+def test_applying_a_smile_of_an_undefined_band_is_refused(root) -> None:
+    ensure_history_files(root)
+    bad = Smile(nodes=NODES, global_=SKEW, bands={"weekly": SKEW})
+    with pytest.raises(Exception, match="smile band 'weekly' is not defined"):
+        applied_store.apply_values(root, "BTC", Multipliers(global_=1.0, smile=bad), source="force", run_id="r1", reason="x")

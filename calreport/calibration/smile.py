@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import ndtr
 
+from calreport import fmt
 from calreport.calibration.pricing import black76_price, black76_vega
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
@@ -38,8 +39,8 @@ ARB_TOL = 1e-12  # coin: call-price differences smaller than this are rounding, 
 
 
 def node_label(x: float) -> str:
-    """How a node is named in reasons and YAML comments: x=-1.50."""
-    return f"x={x:+.2f}".replace("+", "") if x < 0 else f"x={x:.2f}"
+    """How a node is named in reasons and YAML comments: x=-1.50 (calreport.fmt.node)."""
+    return fmt.node(float(x))
 
 
 def zero_index(nodes: Sequence[float]) -> int:

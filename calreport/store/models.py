@@ -26,7 +26,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -93,6 +95,48 @@ class _Lenient(BaseModel):
 
 # --------------------------------------------------------------------------- applied multipliers
 
+APPLIED_SCHEMA_VERSION = 2  # 2: entries may carry a smile; a version-1 file reads as flat smiles
+
+
+class Smile(_Strict):
+    """Smile multipliers at nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T))
+    (calibration/smile.py): linear between nodes, flat beyond, 1 at x = 0. A band without its own
+    smile takes `global`; an entry without a smile is flat (today's model)."""
+
+    nodes: list[StrictNumber] = Field(description="The node grid x, strictly increasing, including 0 (dimensionless).")
+    global_: list[Multiplier] = Field(alias="global", description="Smile multiplier at each node for every band without its own (dimensionless, > 0).")
+    bands: dict[StrictName, list[Multiplier]] = Field(
+        default_factory=dict, description="DTE band label -> smile multiplier at each node; a band's smile wins over global."
+    )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Smile:
+        n = self.nodes
+        if len(n) < 3 or any(not (b > a) for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        for label, values in [("global", self.global_), *self.bands.items()]:
+            if len(values) != len(n):
+                raise ValueError(f"smile {label}: {len(values)} values for {len(n)} nodes")
+            if abs(values[n.index(0.0)] - 1.0) > 1e-9:
+                raise ValueError(f"smile {label}: the value at x=0 must be 1")
+        for label in self.bands:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {label!r}")
+        return self
+
+    def for_band(self, label: str | None) -> list[float]:
+        """The smile a band uses: its own, else the global one."""
+        return list(self.bands.get(label, self.global_)) if label is not None else list(self.global_)
+
+    def rounded(self, ndigits: int = 4) -> Smile:
+        r = lambda vs: [round(float(v), ndigits) for v in vs]  # noqa: E731
+        return Smile(nodes=list(self.nodes), global_=r(self.global_), bands={k: r(v) for k, v in self.bands.items()})
+
 
 class AppliedEntry(_Strict):
     """The multipliers the engine uses for one underlying."""
@@ -108,6 +152,7 @@ class AppliedEntry(_Strict):
     source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
     run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
     reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -123,7 +168,7 @@ class AppliedEntry(_Strict):
         return v
 
     def multipliers(self) -> Multipliers:
-        return Multipliers(global_=self.global_, bands=dict(self.bands))
+        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile)
 
 
 DEFAULT_MULTIPLIER = 1.0
@@ -137,7 +182,7 @@ def default_entry() -> AppliedEntry:
 class AppliedDocument(_Strict):
     """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[StrictName, AppliedEntry] = Field(
         default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
     )
@@ -162,7 +207,7 @@ class AppliedDocument(_Strict):
 class StateDocument(_Strict):
     """The state API: exactly the YAML's entries plus when the document was generated."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
     generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
 
@@ -354,15 +399,25 @@ class Multipliers(_Lenient):
 
     global_: float | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
     bands: dict[str, float] = Field(default_factory=dict, description="Band label -> multiplier.")
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node (global and per band); written only when present.")
 
     @field_validator("bands", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
 
+    @model_serializer(mode="wrap")
+    def _no_null_smile(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A flat (smile-less) value is written exactly as before the smile existed."""
+        out = handler(self)
+        if isinstance(out, dict) and out.get("smile", 0) is None:
+            out.pop("smile")
+        return out
+
     def rounded(self, ndigits: int = 4) -> Multipliers:
         g = None if self.global_ is None else round(self.global_, ndigits)
-        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()})
+        smile = None if self.smile is None else self.smile.rounded(ndigits)
+        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile)
 
 
 class DataQuality(_Lenient):
@@ -521,7 +576,7 @@ class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -532,6 +587,9 @@ class ApplyEvent(HistoryRow):
     recovered: bool | None = Field(
         default=None,
         description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
+    )
+    schema_upgrade: str | None = Field(
+        default=None, description='Present when this apply rewrote the applied YAML in a newer format: "1 -> 2" (schema_version).'
     )
 
 
