@@ -193,3 +193,34 @@ def test_applying_a_smile_of_an_undefined_band_is_refused(root) -> None:
     bad = Smile(nodes=NODES, global_=SKEW, bands={"weekly": SKEW})
     with pytest.raises(Exception, match="smile band 'weekly' is not defined"):
         applied_store.apply_values(root, "BTC", Multipliers(global_=1.0, smile=bad), source="force", run_id="r1", reason="x")
+
+
+# --------------------------------------------------------------------------- engine
+
+from calreport.calibration.smile import sigma_for  # noqa: E402
+from calreport.engine import AppliedMultipliersWatcher  # noqa: E402
+
+
+def test_engine_sigma_is_the_applied_smile_hot_reloaded_and_flat_without_one(root) -> None:
+    ensure_history_files(root)
+    rng = np.random.default_rng(5)
+    T = rng.uniform(1 / 365, 100 / 365, 3000)
+    F = np.full(T.size, 90_000.0)
+    K = F * np.exp(rng.uniform(-0.5, 0.5, T.size))
+    cfg = CalibrationConfig()
+    with AppliedMultipliersWatcher(root, observer="none") as w:
+        flat_sigma = w.sigma("BTC", K, F, T, 0.43)
+        assert np.array_equal(flat_sigma, 0.43 * w.multipliers_for("BTC", T * 365.0))
+        values = Multipliers(global_=1.05, bands={"0-7d": 0.9}, smile=SMILE)
+        applied_store.apply_values(root, "BTC", values, source="force", run_id="r1", reason="x")
+        w.refresh()
+        got = w.sigma("BTC", K, F, T, 0.43)
+        want = sigma_for(values, cfg.bands, T * 365.0, np.log(K / F), T, 0.43)
+        assert np.max(np.abs(got - want)) < 1e-15 and not np.array_equal(got, flat_sigma)
+        # one option by hand: 10-day put at x = -1.5 in the 7-30d band (global multiplier, band smile)
+        t, m = 10 / 365, 1.05
+        k = 90_000.0 * np.exp(-1.5 * 0.43 * m * np.sqrt(t))
+        assert w.sigma("BTC", np.array([k]), np.array([90_000.0]), np.array([t]), 0.43)[0] == pytest.approx(0.43 * m * 1.2, rel=1e-12)
+        root.calibration_config.write_text(root.calibration_config.read_text().replace("enabled: true", "enabled: false"))
+        w.refresh()
+        assert np.array_equal(w.sigma("BTC", K, F, T, 0.43), 0.43 * w.multipliers_for("BTC", T * 365.0))

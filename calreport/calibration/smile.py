@@ -30,7 +30,9 @@ from scipy.optimize import minimize
 from scipy.special import ndtr
 
 from calreport import fmt
+from calreport.calibration.bands import BandLookup, band_value
 from calreport.calibration.pricing import black76_price, black76_vega
+from calreport.store.models import AppliedEntry, Band, Multipliers
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
 SMOOTH_ABS_VP = 0.02  # |gap| is smoothed as sqrt(gap^2 + eps^2) (vol points) so the gradient exists
@@ -74,21 +76,29 @@ def regrid(nodes_from: Sequence[float], values: Sequence[float], nodes_to: Seque
 @dataclass(frozen=True)
 class SmileTable:
     """Per slot (band index, the last slot = outside every band) a multiplier and a smile on one
-    shared node grid, laid out for one gathered interpolation over all options."""
+    shared node grid, stored as the line a + b x of each segment between nodes, so that every
+    option's smile is one gathered evaluation whatever its band (no per-band pass)."""
 
     nodes: np.ndarray  # (n,)
     mults: np.ndarray  # (slots,)
-    values: np.ndarray  # (slots * n,) node values, row-major by slot
-    slopes: np.ndarray  # (slots * n,) values[j + 1] - values[j] (0 in the last column)
+    intercepts: np.ndarray  # (slots * (n - 1),) a of segment j of slot s at s * (n - 1) + j
+    slopes: np.ndarray  # (slots * (n - 1),) b of the same segment
     flat: bool  # every smile is 1 everywhere: sigma = base x m
 
     @classmethod
     def build(cls, nodes: Sequence[float], mults: Sequence[float], smiles: Sequence[Sequence[float] | None]) -> SmileTable:
         nd = np.asarray(nodes, dtype=np.float64)
         rows = np.array([np.ones(nd.size) if s is None else np.asarray(s, dtype=np.float64) for s in smiles]).reshape(len(smiles), nd.size)
-        slopes = np.zeros_like(rows)
-        slopes[:, :-1] = np.diff(rows, axis=1)
-        return cls(nd, np.asarray(mults, dtype=np.float64), rows.reshape(-1), slopes.reshape(-1), bool(np.all(rows == 1.0)))
+        slope = np.diff(rows, axis=1) / np.diff(nd)  # (slots, n - 1)
+        intercept = rows[:, :-1] - slope * nd[:-1]
+        return cls(nd, np.asarray(mults, dtype=np.float64), intercept.reshape(-1), slope.reshape(-1), bool(np.all(rows == 1.0)))
+
+    def segment(self, x: np.ndarray) -> np.ndarray:
+        """Segment index j in [0, n - 2] of each x (already clipped to the end nodes): count of inner nodes <= x."""
+        j = np.zeros(x.shape, dtype=np.uint8)
+        for node in self.nodes[1:-1]:  # per inner node (a handful), each a vectorised comparison
+            j += x >= node
+        return j
 
     def sigma(self, slot: np.ndarray, log_k: np.ndarray, sqrt_t: np.ndarray, base: np.ndarray | float) -> np.ndarray:
         """base x m[slot] x smile_slot(x) for every option at once (slot from bands.BandLookup)."""
@@ -97,13 +107,10 @@ class SmileTable:
             return level
         with np.errstate(divide="ignore", invalid="ignore"):
             x = log_k / (level * sqrt_t)
-        n = self.nodes.size
-        u = np.interp(x, self.nodes, np.arange(n, dtype=np.float64))  # fractional node index, clamped
-        j = u.astype(np.intp)
-        np.minimum(j, n - 2, out=j)
-        u -= j  # in [0, 1]: the weight of node j + 1
-        k = slot * n + j
-        return level * (self.values[k] + u * self.slopes[k])
+        np.clip(x, self.nodes[0], self.nodes[-1], out=x)  # flat beyond the end nodes (NaN stays NaN)
+        k = slot * (self.nodes.size - 1)
+        k += self.segment(x)
+        return level * (self.intercepts.take(k) + self.slopes.take(k) * x)
 
 
 # --------------------------------------------------------------------------- fit
@@ -304,3 +311,34 @@ def smile_problems(
         if problem is not None:
             out.append(f"smile {name}: {problem}")
     return out
+
+
+# --------------------------------------------------------------------------- applied values -> table
+
+
+def entry_table(values: AppliedEntry | Multipliers, bands: Sequence[Band], *, use_smile: bool = True) -> SmileTable:
+    """The table of one underlying's applied (or tested) values: slot i = band i, the last slot =
+    outside every band (global). Multipliers follow calibration.bands.band_value; smiles the band's
+    own, else the global one, else flat. `use_smile=False` (config smile.enabled false) is the flat model."""
+    mults = [band_value(values, b.name) for b in bands] + [band_value(values, "")]
+    smile = values.smile if use_smile else None
+    if smile is None:
+        return SmileTable.build(DEFAULT_NODES, mults, [None] * len(mults))
+    rows: list[Sequence[float] | None] = [smile.for_band(b.name) for b in bands] + [list(smile.global_)]
+    return SmileTable.build(smile.nodes, mults, rows)
+
+
+def sigma_for(
+    values: AppliedEntry | Multipliers,
+    bands: Sequence[Band],
+    dte: np.ndarray,
+    log_k: np.ndarray,
+    T: np.ndarray,
+    base: np.ndarray | float,
+    *,
+    use_smile: bool = True,
+) -> np.ndarray:
+    """sigma = base x m_band x smile_band(x) per option (one band lookup, one gathered interpolation)."""
+    table = entry_table(values, bands, use_smile=use_smile)
+    slot = BandLookup(bands).slot(np.asarray(dte, dtype=np.float64))
+    return table.sigma(slot, np.asarray(log_k, dtype=np.float64), np.sqrt(np.maximum(np.asarray(T, dtype=np.float64), 0.0)), base)

@@ -480,6 +480,18 @@ class DeltaBucket(_Lenient):
     price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
 
 
+class SmileFitStats(_Lenient):
+    """How one smile of a run was fitted (calibration/smile.py), per band and "global"."""
+
+    source: Literal["fitted", "global"] | None = Field(
+        default=None, description='"fitted": its own smile; "global": too few OTM quotes, the band takes the global smile (its level is fitted).'
+    )
+    samples: int | None = Field(default=None, description="OTM quotes the fit used.")
+    quotes_per_node: list[int] | None = Field(default=None, description="Quotes informing each node (x between its neighbours), in node order.")
+    objective: float | None = Field(default=None, description="The configured objective at the fit, without the penalty (vol points or percent).")
+    iv_error_vp: float | None = Field(default=None, description="Vega-weighted mean |sigma_fit - sigma_mark| over those quotes (vol points).")
+
+
 _DESK_DOC = "at the tested multipliers for a live run, at the fitted multiplier for an auto run"
 
 
@@ -493,7 +505,7 @@ class LiveRun(HistoryRow):
     "legacy") by commands/legacy.py. `ts` is the snapshot's time, never the wall clock.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset(_LEGACY_FIELDS)
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({*_LEGACY_FIELDS, "smile_fit"})
 
     type: Literal["live_run"] = "live_run"
     source: str | None = Field(
@@ -564,6 +576,10 @@ class LiveRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    # the smile (calibration/smile.py, issue 12); the fitted values are in recommended.smile
+    smile_fit: dict[str, SmileFitStats] | None = Field(
+        default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
+    )
     # imported legacy records only (commands/legacy.py)
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
     legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
