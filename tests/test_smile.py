@@ -224,3 +224,211 @@ def test_engine_sigma_is_the_applied_smile_hot_reloaded_and_flat_without_one(roo
         root.calibration_config.write_text(root.calibration_config.read_text().replace("enabled: true", "enabled: false"))
         w.refresh()
         assert np.array_equal(w.sigma("BTC", K, F, T, 0.43), 0.43 * w.multipliers_for("BTC", T * 365.0))
+
+
+# --------------------------------------------------------------------------- done when (issue 12), real data
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from scipy.stats import norm  # noqa: E402
+
+from calreport.commands.cli import main as cli_main  # noqa: E402
+
+SNAP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
+DONE_WHEN = [("BTC", "BTC-2025-12-11T1936Z.json", 0.43), ("ETH", "ETH-2025-12-11T1936Z.json", 0.60), ("BTC", "BTC-2025-12-13T1543Z.json", 0.43)]
+
+
+def _flow(tmp: Path, underlying: str, fit_snap: str, price_snap: str, rv: float, *, smile: bool = True) -> list[dict]:
+    """calibrate (--rv fixed) -> force-apply -> price, through the CLI, in a fresh root; the priced rows.
+    Smoothing alpha 1: the applied values are this one run's fit (no EWMA from the initial 1.0)."""
+    if not (SNAP_DIR / fit_snap).is_file() or not (SNAP_DIR / price_snap).is_file():
+        pytest.skip("../shared/data is absent")
+    root = tmp / ("smile" if smile else "flat")
+    assert cli_main(["--root", str(root), "init"]) == 0
+    cfg = root / "config" / "calibration.yaml"
+    text = cfg.read_text().replace("alpha: 0.3", "alpha: 1.0")
+    cfg.write_text(text if smile else text.replace("enabled: true", "enabled: false"))
+    args = ["--root", str(root)]
+    assert cli_main([*args, "calibrate", "--underlying", underlying, "--snapshot", str(SNAP_DIR / fit_snap), "--rv", str(rv)]) == 0
+    assert cli_main([*args, "force-apply", "--underlying", underlying]) == 0
+    out = root / "priced.json"
+    assert cli_main([*args, "price", "--underlying", underlying, "--snapshot", str(SNAP_DIR / price_snap), "--rv", str(rv), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _independent_errors(rows: list[dict]) -> tuple[float, float, int]:
+    """(OTM vega-weighted |sigma - mark_iv| in vp, <10-delta put bucket mean gap in vp, OTM quotes), from
+    the price rows alone with scipy.stats.norm (not calreport's desk code). Universe: the calibration's
+    default filters (1 <= DTE <= 90, |ln K/F| <= 0.5, mark >= 0.0005 coin), OTM by K vs F."""
+    F, K, T, s = (np.array([r[c] for r in rows], dtype=float) for c in ("forward", "strike", "T", "sigma"))
+    miv = np.array([np.nan if r["mark_iv"] is None else r["mark_iv"] for r in rows])
+    mark = np.array([np.nan if r["mark_price"] is None else r["mark_price"] for r in rows])
+    call = np.array([r["instrument_name"].endswith("-C") for r in rows])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        use = np.where(call, K >= F, K < F) & (miv > 0) & (mark >= 0.0005) & (T * 365 >= 1) & (T * 365 <= 90) & (np.abs(np.log(K / F)) <= 0.5)
+        d1 = np.log(F / K) / (miv * np.sqrt(T)) + 0.5 * miv * np.sqrt(T)
+    w = np.where(use, np.nan_to_num(norm.pdf(d1) * np.sqrt(T)), 0.0)
+    err = float(np.sum(w * np.abs(np.nan_to_num(s - miv))) / w.sum() * 100)
+    wing = use & ~call & (np.abs(norm.cdf(d1) - 1) < 0.10)
+    gap = float(np.sum(w[wing] * (s[wing] - miv[wing])) / w[wing].sum() * 100)
+    return err, gap, int(use.sum())
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("underlying", "snap", "rv"), DONE_WHEN, ids=[s for _, s, _ in DONE_WHEN])
+def test_priced_snapshot_has_otm_iv_error_under_1vp_and_the_put_wing_within_3vp(tmp_path: Path, underlying: str, snap: str, rv: float) -> None:
+    rows = _flow(tmp_path, underlying, snap, snap, rv)
+    err, gap, n = _independent_errors(rows)
+    flat_err, flat_gap, _ = _independent_errors(_flow(tmp_path, underlying, snap, snap, rv, smile=False))
+    assert n > 100
+    assert err <= 1.0, (err, flat_err)  # measured: BTC 12-11 0.40, ETH 0.59, BTC 12-13 0.69 (flat 2.42 / 3.01 / 2.52)
+    assert -3.0 <= gap <= 3.0, (gap, flat_gap)  # measured: -0.45 / -0.47 / +0.01 (flat -14.7 / -19.3 / -14.0)
+    assert flat_gap < -10.0  # the flat model still sells the wing cheap: the test can tell the two apart
+    # every price is Black-76 at its own sigma (coin), recomputed with scipy.stats.norm
+    F, K, T, s, p = (np.array([r[c] for r in rows], dtype=float) for c in ("forward", "strike", "T", "sigma", "price"))
+    call = np.array([r["instrument_name"].endswith("-C") for r in rows])
+    k = K / F
+    d1 = -np.log(k) / (s * np.sqrt(T)) + 0.5 * s * np.sqrt(T)
+    d2 = d1 - s * np.sqrt(T)
+    want = np.where(call, norm.cdf(d1) - k * norm.cdf(d2), k * norm.cdf(-d2) - norm.cdf(-d1))
+    assert np.max(np.abs(p - want)) <= 1e-9
+    assert set(rows[0]) == {"instrument_name", "expiry", "strike", "forward", "T", "band", "sigma", "price", "delta", "vega", "mark_price", "mark_iv"}
+
+
+@pytest.mark.realdata
+def test_out_of_sample_two_days_later_the_smile_cuts_the_otm_iv_error_to_under_0_6x_flat(tmp_path: Path) -> None:
+    fit, later = "BTC-2025-12-11T1936Z.json", "BTC-2025-12-13T1543Z.json"
+    smile_err = _independent_errors(_flow(tmp_path, "BTC", fit, later, 0.43))[0]
+    flat_err = _independent_errors(_flow(tmp_path, "BTC", fit, later, 0.43, smile=False))[0]
+    assert smile_err <= 0.6 * flat_err, (smile_err, flat_err)  # measured 0.96 vs 2.63 vp: 0.36x
+
+
+# --------------------------------------------------------------------------- live runs, flat model, price command
+
+from calreport.calibration.bands import multipliers_for_dte  # noqa: E402
+from calreport.calibration.live import evaluate_live  # noqa: E402
+from calreport.calibration.pricing import black76_price, year_fraction  # noqa: E402
+from calreport.commands import usecases as actions  # noqa: E402
+from calreport.market.deribit import QuoteArrays  # noqa: E402
+from calreport.market.rv import manual_rv  # noqa: E402
+from calreport.store.models import AppliedEntry  # noqa: E402
+from tests.test_calibrate import NOW_MS, synth_rows, write_snapshot  # noqa: E402
+
+
+def _skewed_rows() -> list[dict]:
+    """A synthetic chain whose marks carry a put skew (marks priced at rv x 1.1 x a smile in ln K/F)."""
+    return synth_rows(rv=0.45, multiplier=1.1, smile=0.6, strikes_per_side=8)
+
+
+def _evaluate(config: CalibrationConfig, applied: AppliedEntry, rows: list[dict]):  # type: ignore[no-untyped-def]
+    return evaluate_live(
+        QuoteArrays.from_rows(rows), underlying="BTC", now_ms=NOW_MS, rv=manual_rv(0.45), applied=applied,
+        previous=(applied.multipliers(), "applied"), config=config, run_id="r", snapshot_file="s.json", detail_file="d.json",
+    )
+
+
+def test_smile_disabled_is_the_flat_model_exactly_whatever_the_yaml_holds() -> None:
+    cfg = CalibrationConfig.model_validate({"smile": {"enabled": False}})
+    rows = _skewed_rows()
+    plain = AppliedEntry(global_=1.0, bands={"7-30d": 1.05})
+    with_smile = plain.model_copy(update={"smile": SMILE})
+    a, b = _evaluate(cfg, plain, rows), _evaluate(cfg, with_smile, rows)
+    da, db = a.run.to_json_dict(), b.run.to_json_dict()
+    assert {k: v for k, v in da.items() if k != "tested"} == {k: v for k, v in db.items() if k != "tested"}
+    assert a.detail == b.detail
+    assert "smile_fit" not in da and "smile" not in da["recommended"] and "smile" not in da["smoothed"]
+    # the synthetic prices are Black-76 at rv x the band multiplier, nothing else
+    q = QuoteArrays.from_rows(rows)
+    by_name = {d.instrument: d for d in a.detail.quotes}
+    idx = [i for i, n in enumerate(q.instrument) if n in by_name]
+    T = year_fraction(q.expiry_ms[idx], NOW_MS)
+    sigma = 0.45 * multipliers_for_dte(T * 365.0, plain, cfg.bands)
+    want = black76_price(q.underlying_price[idx], q.strike[idx], T, sigma, q.is_call[idx])
+    got = np.array([by_name[n].synthetic for n in q.instrument[idx]])
+    assert np.array_equal(got, want)
+
+
+def test_a_live_run_fits_and_records_the_smile_and_it_beats_flat_on_a_skewed_chain() -> None:
+    rows = _skewed_rows()
+    flat_run = _evaluate(CalibrationConfig.model_validate({"smile": {"enabled": False}}), default_entry_(), rows).run
+    run = _evaluate(CalibrationConfig(), default_entry_(), rows).run
+    rec = run.recommended
+    assert rec is not None and rec.smile is not None and rec.smile.nodes == NODES
+    assert rec.smile.global_[0] > rec.smile.global_[2] > 1.0  # the put wing is dearer than the money
+    assert run.smile_fit is not None and run.smile_fit["global"].source == "fitted"
+    assert sum(run.smile_fit["global"].quotes_per_node) >= run.smile_fit["global"].samples
+    assert run.smile_fit["global"].iv_error_vp < 0.5 * run.iv_error_vp  # type: ignore[operator]
+    assert flat_run.recommended is not None and flat_run.recommended.smile is None
+
+
+def default_entry_() -> AppliedEntry:
+    return AppliedEntry(global_=1.0)
+
+
+def test_a_band_with_too_few_otm_quotes_takes_the_global_smile_with_its_own_level() -> None:
+    cfg = CalibrationConfig.model_validate({"smile": {"min_quotes_per_band": 40}})
+    run = _evaluate(cfg, default_entry_(), _skewed_rows()).run
+    assert run.smile_fit is not None and run.recommended is not None and run.recommended.smile is not None
+    thin = [b for b, s in run.smile_fit.items() if s.source == "global"]
+    assert thin and all(b not in run.recommended.smile.bands for b in thin)
+    assert all(b in run.recommended.bands for b in thin)  # the level is still fitted per band
+
+
+def test_an_unrealistic_smoothed_smile_fails_realism_naming_the_node() -> None:
+    """The fit is held inside smile.bounds; a smoothed smile dragged out by a wild previous one is not."""
+    wild = Smile(nodes=NODES, global_=[6.0, 1.3, 1.1, 1.0, 1.0, 1.0, 1.1])
+    out = evaluate_live(
+        QuoteArrays.from_rows(_skewed_rows()), underlying="BTC", now_ms=NOW_MS, rv=manual_rv(0.45), applied=default_entry_(),
+        previous=(Multipliers(global_=1.0, smile=wild), "run x"), config=CalibrationConfig(), run_id="r", snapshot_file="s.json",
+        detail_file="d.json",
+    )
+    assert out.run.status == "failed" and "smoothed smile global: node x=-2.50 value" in (out.run.reason or "")
+    assert out.run.decision == "hold" and "Realism failed" in (out.run.decision_reason or "")
+
+
+def test_policy_caps_each_node_step_and_names_the_capped_nodes() -> None:
+    from calreport.calibration.policy import decide_values
+    from calreport.store.models import LiveRun
+
+    sm = Smile(nodes=NODES, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
+    run = LiveRun(status="ok", samples=500, vega_sum=30.0, smoothed=Multipliers(global_=1.0, smile=sm), rv_source="manual")
+    decision, reason, values = decide_values(run, AppliedEntry(global_=1.0), CalibrationConfig().policy)
+    assert decision == "apply" and values is not None and values.smile is not None
+    assert values.smile.global_[:2] == [1.25, 1.25] and values.smile.global_[2:] == [1.1, 1.0, 0.97, 1.0, 1.12]
+    assert "smile nodes changed: global x=-2.50/-1.50/-0.75/0.75/2.50" in reason  # |0.97 - 1| = min_delta counts
+    assert "smile global x=-2.50 1.6000 -> 1.2500" in reason
+    held = decide_values(run.model_copy(update={"smoothed": Multipliers(global_=1.0, smile=SMILE)}), AppliedEntry(global_=1.0, smile=SMILE), CalibrationConfig().policy)
+    assert held[0] == "hold" and "smile nodes: none" in held[1]
+
+
+def test_ewma_smooths_the_smile_node_by_node_from_a_flat_previous() -> None:
+    from calreport.calibration.smoothing import ewma
+
+    out = ewma(Multipliers(global_=1.0, smile=SMILE), Multipliers(global_=1.0), 0.5, ["0-7d", "7-30d", "30-90d"])
+    assert out.smile is not None and out.smile.global_ == [1.225, 1.125, 1.05, 1.0, 0.985, 1.0, 1.06]
+    assert out.smile.bands["7-30d"] == [1.2, 1.1, 1.05, 1.0, 0.985, 1.0, 1.05]
+
+
+def test_price_command_json_and_csv_carry_the_same_rows_and_refuse_bad_input_in_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "r"
+    assert cli_main(["--root", str(root), "init"]) == 0
+    snap = write_snapshot(tmp_path / "s.json", _skewed_rows())
+    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
+    base = ["--root", str(root), "price", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.45"]
+    assert cli_main([*base, "--out", str(out_json)]) == 0
+    assert cli_main([*base, "--format", "csv", "--out", str(out_csv)]) == 0
+    rows = json.loads(out_json.read_text())
+    lines = out_csv.read_text().splitlines()
+    assert lines[0].split(",") == list(rows[0]) and len(lines) == len(rows) + 1
+    assert rows[0]["sigma"] == pytest.approx(0.45 * 1.0)  # nothing applied yet: flat at multiplier 1
+    capsys.readouterr()
+    for argv, problem in [
+        ([*base[:-1], "-0.2", "--out", str(tmp_path / "x.json")], "--rv must be"),
+        (["--root", str(root), "price", "--underlying", "BTC", "--snapshot", str(tmp_path / "missing.json"), "--rv", "0.4"], "missing.json"),
+        (["--root", str(root), "price", "--underlying", "DOGE", "--snapshot", str(snap), "--rv", "0.4"], "unknown underlying"),
+    ]:
+        assert cli_main(argv) != 0
+        err = capsys.readouterr().err
+        assert problem in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()

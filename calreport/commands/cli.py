@@ -28,6 +28,7 @@ from calreport.commands.dashboard import parse_body as parse_action_body
 from calreport.commands.demo import run_demo
 from calreport.commands.doctor import format_doctor, run_doctor
 from calreport.commands.legacy import format_import, import_legacy
+from calreport.commands.price import add_parser as add_price_parser
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+")
 
     add_schema_parser(sub, parents=[common])
+    add_price_parser(sub, parents=[common])
     return p
 
 
