@@ -432,3 +432,38 @@ def test_price_command_json_and_csv_carry_the_same_rows_and_refuse_bad_input_in_
         err = capsys.readouterr().err
         assert problem in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+# --------------------------------------------------------------------------- dashboard
+
+from calreport.report import render_site  # noqa: E402
+from calreport.report.smile import SKEW_FLAG  # noqa: E402
+
+
+def test_dashboard_shows_the_smile_per_band_with_its_table_and_flags_a_fitted_skew_not_applied(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    assert cli_main(["--root", str(root), "init"]) == 0
+    cfg = root / "config" / "calibration.yaml"
+    # the policy holds (min_samples too high): the fitted smile stays unapplied, the YAML stays flat
+    cfg.write_text(cfg.read_text().replace("min_samples: 50,", "min_samples: 100000,").replace("alpha: 0.3", "alpha: 1.0"))
+    snap = write_snapshot(tmp_path / "s.json", _skewed_rows())
+    assert cli_main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.45"]) == 0
+    html = (root / "site" / "index.html").read_text()
+    assert 'id="smile"' in html and html.count('class="smile-band"') == 3
+    assert 'data-flag="SKEW_NOT_APPLIED"' in html and f"BTC: {SKEW_FLAG}" in html
+    assert "market OTM IV" in html and "fitted (latest run)" in html and 'class="s-fit"' in html
+    assert "&lt;10D put" in html  # the delta-bucket table of the latest run
+    assert "<td class=\"mono\">x=-2.50</td>" in html
+    # once applied (force-apply), fitted == applied: no flag
+    assert cli_main(["--root", str(root), "force-apply", "--underlying", "BTC"]) == 0
+    html = (root / "site" / "index.html").read_text()
+    assert 'data-flag="SKEW_NOT_APPLIED"' not in html and 'class="smile-band"' in html
+
+
+def test_dashboard_without_a_fitted_smile_says_so_and_draws_no_smile_chart(root) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import RowFactory
+
+    RowFactory(root).live("BTC")
+    render_site(root)
+    html = root.index_html.read_text()
+    assert "The latest live run fitted no smile" in html and 'class="smile-band"' not in html

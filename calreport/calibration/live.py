@@ -276,15 +276,15 @@ def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
     cols = zip(
         q.instrument.tolist(), priced.sel.dte.tolist(), q.strike.tolist(), q.is_call.tolist(),
         q.mark_price.tolist(), priced.synthetic.tolist(), diff.tolist(), priced.weights.tolist(),
-        priced.miv.tolist(), priced.sigma.tolist(), priced.band.tolist(),
+        priced.miv.tolist(), priced.sigma.tolist(), priced.band.tolist(), q.underlying_price.tolist(),
     )
     return [  # one model per quote: the detail file is quote-level by design
         QuoteDetail(
             instrument=name, dte=round(d, 4), strike=k, type="C" if c else "P", mark=m, synthetic=s,
             diff_pct=df, vega=v, mark_iv=(iv if math.isfinite(iv) else None), synthetic_iv=sg,
-            band=band_names[b] if b >= 0 else None,
+            band=band_names[b] if b >= 0 else None, forward=f,
         )
-        for name, d, k, c, m, s, df, v, iv, sg, b in cols
+        for name, d, k, c, m, s, df, v, iv, sg, b, f in cols
     ]
 
 

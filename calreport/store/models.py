@@ -687,6 +687,7 @@ class QuoteDetail(_Lenient):
     mark_iv: float | None = Field(default=None, description="IV of the mark (fraction).")
     synthetic_iv: float | None = Field(default=None, description="The synthetic sigma (fraction).")
     band: str | None = Field(default=None, description="DTE band label, null outside every band.")
+    forward: float | None = Field(default=None, description="The expiry's forward, Deribit's underlying_price (USD); for the smile chart's moneyness.")
 
 
 class ExpirySummary(_Lenient):
