@@ -123,8 +123,12 @@ class EngineView:
                 f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
                 for b in self.bands
             )
+            smile = "flat" if entry.smile is None or not self.smile_enabled else (
+                f"{len(entry.smile.nodes)} nodes, global x={entry.smile.nodes[0]:g} {fmt.mult(entry.smile.global_[0])} .. "
+                f"x={entry.smile.nodes[-1]:g} {fmt.mult(entry.smile.global_[-1])}, {len(entry.smile.bands)} band smile(s)"
+            )
             lines.append(
-                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; "
+                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; smile {smile}; "
                 f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
             )
         return lines

@@ -616,7 +616,7 @@ class AutoRun(HistoryRow):
     imported legacy "harvested" records by commands/legacy.py. `ts` is the wall-clock run time.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", *_LEGACY_FIELDS})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", "smile", "smile_multiplier", "smile_fit", *_LEGACY_FIELDS})
 
     type: Literal["auto_run"] = "auto_run"
     dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
@@ -654,6 +654,10 @@ class AutoRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    # the window's smile (calibration/smile.py, issue 12): recorded only, never applied; written when smile.enabled
+    smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes.")
+    smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
+    smile_fit: SmileFitStats | None = Field(default=None, description="How that smile was fitted: OTM quotes used, quotes per node, objective.")
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
