@@ -467,3 +467,38 @@ def test_dashboard_without_a_fitted_smile_says_so_and_draws_no_smile_chart(root)
     render_site(root)
     html = root.index_html.read_text()
     assert "The latest live run fitted no smile" in html and 'class="smile-band"' not in html
+
+
+def test_rollback_restores_the_earlier_smile_and_its_event_carries_both(root) -> None:  # type: ignore[no-untyped-def]
+    from calreport.commands.audit import rollback
+
+    ensure_history_files(root)
+    applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
+    other = Smile(nodes=NODES, global_=[1.3, 1.2, 1.05, 1.0, 1.0, 1.02, 1.05])
+    applied_store.apply_values(root, "BTC", Multipliers(global_=1.1, smile=other), source="force", run_id="r2", reason="x")
+    ev = rollback(root, "BTC")
+    assert ev.run_id == "r1" and ev.previous.smile == other and ev.applied.smile == SMILE
+    assert applied_store.read_applied(root).entry("BTC").smile == SMILE
+
+
+def test_price_without_a_snapshot_prices_the_fetched_chain(root) -> None:  # type: ignore[no-untyped-def]
+    from calreport.commands.price import price_rows
+    from calreport.commands.workspace import Workspace
+    from calreport.market.deribit import check_snapshot_rows
+
+    rows = _skewed_rows()
+
+    class FakeClient:  # Deribit's book-summary rows, as DeribitClient.book_summary returns them
+        def book_summary(self, currency: str):  # type: ignore[no-untyped-def]
+            assert currency == "BTC"
+            return rows, check_snapshot_rows(rows, "deribit", "BTC")
+
+    out = price_rows(Workspace.open(root), "btc", None, rv=0.45, client=FakeClient())
+    assert len(out) == len(rows) and {r["band"] for r in out} <= {"0-7d", "7-30d", "30-90d", None}
+
+
+def test_smile_settings_are_strict_numbers() -> None:
+    with pytest.raises(ValueError):
+        CalibrationConfig.model_validate({"smile": {"penalty": "1.0"}})
+    with pytest.raises(ValueError):
+        CalibrationConfig.model_validate({"smile": {"enabled": "yes"}})

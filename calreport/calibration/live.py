@@ -81,6 +81,7 @@ class _Priced:
     band: np.ndarray  # index into config.bands, -1 outside
     sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
     otm: np.ndarray  # each strike once, on its out-of-the-money side
+    atm_sigma: np.ndarray  # the synthetic vol at the money (x = 0: base x band multiplier, smile 1)
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -114,7 +115,8 @@ def _price(sel: Selection, rv: float, applied: AppliedEntry, config: Calibration
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm)
+    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, rv, use_smile=config.smile.enabled)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, atm)
 
 
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
@@ -262,7 +264,7 @@ def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
                 dte=round(float(priced.sel.dte[mask][0]), 4),
                 samples=int(mask.sum()),
                 atm_mark_iv=atm_of.get(int(e)),
-                synthetic_iv=float(priced.sigma[mask][0]),
+                synthetic_iv=float(priced.atm_sigma[mask][0]),  # at the money: the chart compares with the ATM mark IV
                 mae_pct=gm.mae_pct,
                 vega_weighted_mae_pct=gm.vega_weighted_mae_pct,
             )
