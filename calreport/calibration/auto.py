@@ -49,9 +49,10 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
+from calreport.calibration.smile import fit_smile
 from calreport.errors import CalreportError, excerpt
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
-from calreport.store.models import AutoRun, CalibrationConfig, DataQuality
+from calreport.store.models import AutoRun, CalibrationConfig, DataQuality, Smile, SmileFitStats
 from calreport.timeutil import (
     MS_PER_DAY,
     MS_PER_HOUR,
@@ -133,6 +134,7 @@ class AutoFit:
     bias_pct: float | None
     mae_vol_points: float | None
     desk: dict[str, object] | None = None  # calibration/desk.py fields at the fitted multiplier
+    smile: dict[str, object] | None = None  # smile, smile_multiplier, smile_fit (smile.enabled only)
 
 
 NO_FIT = AutoFit(None, False, None, None, None, None)
@@ -158,9 +160,42 @@ def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig
     sigma = base_sigma * fit.multiplier
     gm = group_metrics(mark, black76_price(F, K, T, sigma, q.is_call), w, miv, sigma)
     desk = {**desk_errors(F, K, T, q.is_call, mark, smark, sigma).to_fields(), "fit_objective": cfg.fit.objective}
+    smile = _smile_fields(sel, base_sigma, smark, w, cfg, fit.multiplier) if cfg.smile.enabled else None
     return AutoFit(
-        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk
+        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk, smile
     )
+
+
+SMILE_MAX_QUOTES = 50_000  # an auto window holds up to millions of quotes: the smile fit takes an even stride
+
+
+def _smile_fields(
+    sel: Selection, base_sigma: np.ndarray, smark: np.ndarray, w: np.ndarray, cfg: CalibrationConfig, start: float
+) -> dict[str, object] | None:
+    """The window's global smile (recorded, never applied): level and node values over its OTM quotes,
+    each quote at its own snapshot's RV_7d as base."""
+    q = sel.quotes
+    idx = np.flatnonzero(otm_mask(q.underlying_price, q.strike, q.is_call))
+    if idx.size > SMILE_MAX_QUOTES:
+        idx = idx[:: int(np.ceil(idx.size / SMILE_MAX_QUOTES))]
+    if idx.size == 0:
+        return None
+    F, K = q.underlying_price[idx], q.strike[idx]
+    sc = cfg.smile
+    price_inputs = (F, K, q.is_call[idx], q.mark_price[idx]) if cfg.fit.objective == "price_vega_rel" else None
+    fit = fit_smile(
+        np.log(K / F), np.sqrt(sel.T[idx]), base_sigma[idx], smark[idx], w[idx], nodes=sc.nodes, penalty=sc.penalty,
+        bounds=(sc.bounds[0], sc.bounds[1]), mult_bounds=(cfg.fit.min_mult, cfg.fit.max_mult), objective=cfg.fit.objective,
+        price_inputs=price_inputs, start_multiplier=start,
+    )
+    if fit.multiplier is None:
+        return None
+    stats = SmileFitStats(source="fitted", samples=fit.samples, quotes_per_node=list(fit.quotes_per_node), objective=fit.objective)
+    return {
+        "smile": Smile(nodes=list(sc.nodes), global_=list(fit.values)).rounded(4),
+        "smile_multiplier": round(fit.multiplier, 4),
+        "smile_fit": stats,
+    }
 
 
 # --------------------------------------------------------------------------- data quality
@@ -365,4 +400,5 @@ def evaluate_auto(
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
         **(fit.desk or {}),  # type: ignore[arg-type]
+        **(fit.smile or {}),  # type: ignore[arg-type]
     )

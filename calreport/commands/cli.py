@@ -23,7 +23,7 @@ from tqdm import tqdm
 from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
 from calreport.commands import usecases as actions
-from calreport.commands.audit import log_lines
+from calreport.commands.audit import log_lines, smile_changes
 from calreport.commands.dashboard import DashboardActions
 from calreport.commands.dashboard import parse_body as parse_action_body
 from calreport.commands.demo import run_demo
@@ -31,6 +31,7 @@ from calreport.commands.doctor import format_doctor, run_doctor
 from calreport.commands.harvester import format_compact, format_import, run_harvester
 from calreport.commands.legacy import format_import as format_legacy_import
 from calreport.commands.legacy import import_legacy
+from calreport.commands.price import add_parser as add_price_parser
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
@@ -46,7 +47,7 @@ from calreport.errors import (
 from calreport.market.compact import import_harvest
 from calreport.market.harvest import Progress
 from calreport.report.serve import serve
-from calreport.store.models import AutoRun, DataQuality, LiveRun
+from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers, Smile
 from calreport.store.paths import Root
 from calreport.store.state import read_state
 from calreport.timeutil import iso_ms, parse_time
@@ -170,8 +171,18 @@ def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
             continue
         bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in e.bands.items()) or "none (global everywhere)"
         print(f"{name}: global {fmt.mult(e.global_)}; bands: {bands}")
+        for line in describe_smile(e.smile):
+            print(f"    {line}")
         print(f"    updated {fmt.text(e.updated_at)} by {e.source}; run {fmt.text(e.run_id)}; reason: {fmt.text(e.reason)}")
     return 0
+
+
+def describe_smile(smile: Smile | None) -> list[str]:
+    """'smile global: x=-2.50 1.4500, ...' per smile of an applied entry ('smile: flat' without one)."""
+    if smile is None:
+        return ["smile: flat (none applied)"]
+    curves = [("global", smile.global_), *smile.bands.items()]
+    return [f"smile {label}: " + ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(smile.nodes, vs)) for label, vs in curves]
 
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
@@ -179,9 +190,10 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     applied = ev.applied
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
     prev = ev.previous.global_ if ev.previous else None
+    moved = smile_changes(ev.previous or Multipliers(), applied or Multipliers())
     print(
         f"{ev.underlying}: applied run {ev.run_id}: global {fmt.mult(prev)} -> {fmt.mult(applied.global_ if applied else None)}; "
-        f"bands: {bands} ({ev.reason})"
+        f"bands: {bands}; smile nodes moved: {len(moved)} ({ev.reason})"
     )
     return 0
 
@@ -415,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+")
 
     add_schema_parser(sub, parents=[common])
+    add_price_parser(sub, parents=[common])
     return p
 
 
