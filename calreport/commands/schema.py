@@ -18,6 +18,8 @@ from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
+    BacktestDecision,
+    BacktestSummary,
     CalibrationConfig,
     HarvestRow,
     LiveRun,
@@ -37,6 +39,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "auto-run": AutoRun,
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
+    "backtest-summary": BacktestSummary,
+    "backtest-decision": BacktestDecision,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -48,6 +52,8 @@ DESCRIPTIONS: dict[str, str] = {
     "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+    "backtest-summary": "backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`",
+    "backtest-decision": "backtests/<id>/decisions.jsonl, one line: one decision time of one backtest variant",
 }
 
 

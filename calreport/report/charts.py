@@ -307,3 +307,32 @@ def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> 
         ["Expiry", "DTE", "Market ATM IV", "Synthetic IV", "Quotes"],
         rows,
     )
+
+
+SERIES_CLASSES = ("s-ok", "s-applied", "s-market", "s-synth", "s-smooth", "s-rec")
+
+
+def time_lines_chart(
+    chart_id: str, title: str, description: str, lines: Sequence[tuple[str, Sequence[tuple[float, float | None]]]], *,
+    value_header: str, pattern: str = "{:.1f}", empty_text: str = "No points.",
+) -> Chart:
+    """Several named series over time (epoch seconds, value), each a line with dots; one table row
+    per time with a column per series. A None value breaks nothing: the point is left out."""
+    pts = [(name, [(t, float(v)) for t, v in series if fmt.finite(v)]) for name, series in lines]
+    times = sorted({t for _, s in pts for t, _ in s})
+    if not times:
+        return Chart(chart_id, title, "", [], [], [], [], [], [], empty_text=empty_text)
+    xs, xt = x_scale_time(times)
+    ysc, yt = y_scale([v for _, s in pts for _, v in s], pattern)
+    series = [
+        Series(name, SERIES_CLASSES[i % len(SERIES_CLASSES)], _line([(xs(t), ysc(v)) for t, v in s]),
+               [Dot(_f(xs(t)), _f(ysc(v)), f"{name} {fmt.time(_iso(t))}: {pattern.format(v)}") for t, v in s])
+        for i, (name, s) in enumerate(pts)
+    ]
+    lookup = [dict(s) for _, s in pts]
+    rows = [[fmt.time(_iso(t)), *(pattern.format(d[t]) if t in d else fmt.MISSING for d in lookup)] for t in reversed(times)]
+    return Chart(chart_id, title, description, series, [], xt, yt, ["Time", *(f"{n} {value_header}" for n, _ in pts)], rows)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
