@@ -7,6 +7,7 @@ templates/backtest.html.j2: per horizon, the OTM IV error of each variant over d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,10 @@ MEASURE_LABELS = {
 
 
 @dataclass(frozen=True)
-class SummaryRow:
+class PolicyRow:
+    """One variant's policy figures."""
+
     variant: str
-    cells: list[str]  # per horizon and measure: "mean / median / p90"
     applies: str
     per_day: str
     mean_step: str
@@ -46,8 +48,9 @@ class BacktestPage:
     title: str
     settings: list[tuple[str, str]]
     charts: list[charts.Chart]
-    headers: list[str]
-    rows: list[SummaryRow]
+    policy_rows: list[PolicyRow]
+    error_headers: list[str]
+    error_rows: list[list[str]]  # variant, horizon, per measure "mean / median / p90", paired in-sample mean
     band_headers: list[str] = field(default_factory=list)
     band_rows: list[list[str]] = field(default_factory=list)
     back_href: str | None = None
@@ -55,26 +58,29 @@ class BacktestPage:
 
 def _stat(s: dict[str, Any] | None) -> str:
     s = s or {}
-    return " / ".join(fmt.num(s.get(k), 2) for k in ("mean", "median", "p90"))
+    return " / ".join(fmt.num(s.get(k), 2) for k in ("mean", "median", "p90")) + f" (n={s.get('n', 0)})"
+
+
+def _every_s(summary: BacktestSummary) -> float:
+    m = re.match(r"^(\d+)([hm])$", summary.every)
+    return (int(m[1]) * (3600 if m[2] == "h" else 60)) if m else 3600.0
 
 
 def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, back_href: str | None) -> BacktestPage:
-    """The view of one backtest: charts per horizon, summary and per-band tables, settings."""
+    """The view of one backtest: error and policy tables, per-band table, charts per horizon, settings."""
     hs = summary.horizons
     measures = list(MEASURE_LABELS)
-    headers = ["Variant"] + [
-        f"{h}{' (in-sample)' if h == IN_SAMPLE else ''} {MEASURE_LABELS[m][0]} ({MEASURE_LABELS[m][1]}) mean / median / p90"
-        for h in hs for m in measures
-    ]
-    out_rows = []
+    error_headers = ["Variant", "Horizon"] + [f"{MEASURE_LABELS[m][0]} ({MEASURE_LABELS[m][1]}) mean / median / p90" for m in measures]
+    error_headers.append("In-sample OTM IV error on the same decisions (vp)")
+    policy_rows: list[PolicyRow] = []
+    error_rows: list[list[str]] = []
     band_rows: list[list[str]] = []
     bands: list[str] = []
     for name, v in summary.variants.items():
         hz = v.get("horizons", {})
         share = v.get("thin_rv_share")
-        out_rows.append(SummaryRow(
+        policy_rows.append(PolicyRow(
             variant=name,
-            cells=[_stat(hz.get(h, {}).get(m)) for h in hs for m in measures],
             applies=f"{v.get('applies', 0)} of {v.get('runs', 0)} runs",
             per_day=fmt.num(v.get("applies_per_day"), 2),
             mean_step=fmt.num(v.get("mean_abs_step"), 4),
@@ -84,7 +90,10 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
             source=str(v.get("source", "")),
         ))
         for h in hs:
-            for b, vals in (hz.get(h, {}).get("by_band") or {}).items():
+            cell = hz.get(h, {})
+            label = f"{h} (in-sample)" if h == IN_SAMPLE else f"+{h}"
+            error_rows.append([name, label, *(_stat(cell.get(m)) for m in measures), fmt.num(cell.get("paired_in_sample_mean"), 2)])
+            for b in cell.get("by_band") or {}:
                 if b not in bands:
                     bands.append(b)
     for name, v in summary.variants.items():
@@ -103,9 +112,11 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
             lines.append((name, pts))
         label = "in-sample (the decision's own snapshot)" if h == IN_SAMPLE else f"{h} after the decision"
         chart_list.append(charts.time_lines_chart(
-            f"bt-{h}", f"OTM IV error of the applied calibration, {label}",
-            "Vega-weighted mean |sigma_syn - sigma_mark| over OTM quotes, vol points, per decision time and variant.",
+            f"bt-{h}", f"OTM IV error, {label}",
+            "Vega-weighted mean |sigma_syn - sigma_mark| over OTM quotes of the applied calibration, vol points, "
+            "per decision time and variant.",
             lines, value_header="(vp)", pattern="{:.2f}", empty_text="No scored decisions at this horizon.",
+            max_gap_s=2.5 * _every_s(summary),
         ))
     settings = [
         ("Underlying", summary.underlying),
@@ -118,8 +129,8 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
     ]
     return BacktestPage(
         id=summary.id, title=f"Backtest {summary.underlying} {summary.id}", settings=settings, charts=chart_list,
-        headers=headers, rows=out_rows, band_headers=["Variant", "Horizon", *(f"{b} IV error (vp)" for b in bands)],
-        band_rows=band_rows, back_href=back_href,
+        policy_rows=policy_rows, error_headers=error_headers, error_rows=error_rows,
+        band_headers=["Variant", "Horizon", *(f"{b} IV error (vp)" for b in bands)], band_rows=band_rows, back_href=back_href,
     )
 
 
