@@ -251,6 +251,8 @@ def test_calreport_backtest_writes_its_directory_and_leaves_yaml_history_and_sit
         (["--variant", "root=x.yaml"], "--variant"),
         (["--from", "yesterday"], "--from"),
         (["--rv", "-1"], "--rv"),
+        (["--variant", "gone=/nonexistent/gone.yaml"], "gone.yaml"),
+        (["--from", "2025-12-12T00:00:00Z", "--to", "2025-12-11T00:00:00Z"], "--to"),
     ],
 )
 def test_bad_arguments_are_one_line_and_write_nothing(bt_root: Root, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
