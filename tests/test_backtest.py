@@ -172,13 +172,13 @@ def test_the_score_of_the_applied_values_equals_what_a_live_run_measures_at_them
         q, underlying="BTC", now_ms=END, rv=RealisedVol(0.45, 0, "manual"), applied=applied,
         previous=(applied.multipliers(), "applied"), config=cfg, run_id="r", snapshot_file="s", detail_file="d",
     ).run
-    score = score_applied(q, underlying="BTC", now_ms=END, rv=0.45, applied=applied, config=cfg)
+    score = score_applied(q, underlying="BTC", now_ms=END, rv=RealisedVol(0.45, 0, "manual"), applied=applied, config=cfg)
     assert score is not None
     assert score["all"].iv_error_vp == pytest.approx(run.iv_error_vp, rel=1e-12)
     assert score["all"].otm_vega_weighted_mae_pct == pytest.approx(run.otm_vega_weighted_mae_pct, rel=1e-12)
     assert score["all"].all_vega_weighted_mae_pct is not None and run.vega_weighted_mae_pct is not None
     assert set(score) == {"all", *cfg.band_names()}
-    other = score_applied(q, underlying="BTC", now_ms=END, rv=0.45, applied=default_entry(), config=cfg)
+    other = score_applied(q, underlying="BTC", now_ms=END, rv=RealisedVol(0.45, 0, "manual"), applied=default_entry(), config=cfg)
     assert other is not None and other["all"].iv_error_vp != score["all"].iv_error_vp
 
 

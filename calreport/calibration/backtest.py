@@ -227,9 +227,7 @@ def run_backtest(
                         continue
                     t_j = int(times[j])
                     rvj = rv_cached(t_j)
-                    errs = None
-                    if rvj.rv is not None:
-                        errs = score_applied(snapshot(j), underlying=underlying, now_ms=t_j, rv=rvj.rv, applied=applied, config=cfg)
+                    errs = score_applied(snapshot(j), underlying=underlying, now_ms=t_j, rv=rvj, applied=applied, config=cfg)
                     dec.scores[label] = {"snapshot_ts": iso_ms(t_j), "rv_7d": rvj.rv, **(_score_fields(errs) if errs else {})}
             done += 1
             if progress is not None:

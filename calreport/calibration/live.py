@@ -370,7 +370,7 @@ def score_applied(
     *,
     underlying: str,
     now_ms: int,
-    rv: float,
+    rv: RealisedVol,
     applied: AppliedEntry,
     config: CalibrationConfig,
 ) -> dict[str, DeskErrors] | None:
@@ -382,9 +382,9 @@ def score_applied(
     `_price` uses, a smile or a sigma mode, the score uses too).
     """
     sel = select_quotes(quotes, now_ms, config.filters, underlying)
-    if sel.n == 0:
+    if sel.n == 0 or rv.rv is None:
         return None
-    priced = _price(sel, rv, applied, config)
+    priced = _price(sel, rv.rv, applied, config)  # exactly as evaluate_live prices the tested values
     q = sel.quotes
     out: dict[str, DeskErrors] = {}
     groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]
