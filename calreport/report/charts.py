@@ -15,7 +15,7 @@ from typing import Sequence
 
 from calreport import fmt
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
-from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, time_ms
+from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, iso_ms, time_ms
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
@@ -343,4 +343,4 @@ def time_lines_chart(
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_ms(t * MS_PER_SECOND)
