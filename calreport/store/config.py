@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError
+from calreport.store.files import present
 from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict, validation_problem
@@ -19,7 +20,7 @@ from calreport.store.yamlio import load_strict, validation_problem
 def load_config(root: Root) -> CalibrationConfig:
     """The root's settings, or the built-in defaults when the file is absent or empty."""
     path: Path = root.calibration_config
-    if not path.exists():
+    if not present(path):
         return CalibrationConfig()
     return load_config_file(path)
 
@@ -75,6 +76,8 @@ auto:
   min_strikes: 10
 dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
+# Hard bounds on every multiplier applied or read from config/applied_multipliers.yaml.
+limits: {min_multiplier: 0.05, max_multiplier: 20.0}
 """
 
 # TRANSITIONAL (delete at merge): the settings models moved to calreport.store.models. These names
