@@ -102,6 +102,8 @@ def main_(argv: list[str] | None = None) -> int:
             lines += table("Shared BTC harvest, RV from the harvest", _run(shared, files, window))
             for rv in ("0.45", "0.40"):
                 lines += table(f"Shared BTC harvest, RV fixed at {rv}", _run(shared, files, [*window, "--rv", rv]))
+            dense = [*window[:4], "--every", "15m", *window[6:], "--rv", "0.45"]  # 4x the decisions where the harvest has data
+            lines += table("Shared BTC harvest, RV fixed at 0.45, decisions every 15 min", _run(shared, files, dense))
         else:
             print(f"(no shared harvest at {src}; sample market only)", file=sys.stderr)
         sample = _root(base, "sample")
