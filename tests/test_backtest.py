@@ -271,6 +271,13 @@ def test_a_variant_file_with_an_unknown_setting_is_refused_naming_the_file(bt_ro
     assert not bt_root.backtests_dir.exists()
 
 
+def test_an_underlying_without_harvest_is_one_line_naming_the_directory(bt_root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--root", str(bt_root.path), "backtest", "--underlying", "ETH"])
+    _, err = capsys.readouterr()
+    assert code != 0 and "no harvested ETH snapshots" in err and "harvest/ETH" in err and len(err.strip().splitlines()) == 1
+    assert not bt_root.backtests_dir.exists()
+
+
 def test_printed_table_has_one_row_per_variant_with_each_horizon() -> None:
     per = {"n": 3, "mean": 2.5, "median": 2.4, "p90": 3.1}
     horizon = {"iv_error_vp": per}

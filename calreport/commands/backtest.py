@@ -135,7 +135,8 @@ def run(
     hi = (1 << 62) if to_ms is None else to_ms + horizon_ms[-1] + stale_ms
     frame = load_harvest(root, name, lo, hi, progress=read_progress)
     if len(frame) == 0:
-        raise CalreportError(f"no harvested {name} snapshots between {iso_ms(max(lo, 0))} and {iso_ms(min(hi, 10**13))}", root.harvest_dir(name))
+        span = "" if from_ms is None and to_ms is None else f" from {iso_ms(max(lo, 0))}" + (f" to {iso_ms(hi)}" if to_ms is not None else "")
+        raise CalreportError(f"no harvested {name} snapshots{span}", root.harvest_dir(name))
     times = frame.snapshot_times()
     first = from_ms if from_ms is not None else int(times[0])
     last = to_ms if to_ms is not None else int(times[-1])
