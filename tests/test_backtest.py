@@ -211,6 +211,15 @@ def test_a_decision_without_a_fresh_snapshot_is_skipped_and_says_why(bt_root: Ro
     assert [d.skipped for d in res.decisions] == [None, "no new snapshot since the previous decision", "no snapshot within 30 min before"]
 
 
+def test_progress_is_reported_once_per_decision_and_variant(bt_root: Root) -> None:
+    cfg = load_config(bt_root)
+    calls: list[tuple[int, int]] = []
+    variants = [Variant("a", cfg, default_entry()), Variant("b", cfg, default_entry())]
+    run_backtest(_market_arrays(bt_root), underlying="BTC", decisions_ms=_decisions()[:3], horizons_ms=[MS_PER_HOUR],
+                 variants=variants, make_entry=applied_store.new_entry, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(k, 6) for k in range(1, 7)]
+
+
 # --------------------------------------------------------------------------- the command
 
 
