@@ -29,7 +29,8 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from calreport import fmt
-from calreport.calibration.bands import band_value, multiplier_at, multipliers_for_dte
+from calreport.calibration.bands import BandLookup, band_value, multiplier_at, multipliers_for_dte
+from calreport.calibration.smile import SmileTable, entry_table
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
@@ -39,9 +40,10 @@ from calreport.store.models import (
     AppliedEntry,
     Band,
     CalibrationConfig,
+    default_entry,
 )
 from calreport.store.paths import Root
-from calreport.timeutil import iso_utc, utc_now
+from calreport.timeutil import DAYS_PER_YEAR, iso_utc, utc_now
 
 ObserverKind = Literal["auto", "inotify", "polling", "none"]
 WATCHED_EVENT_TYPES = frozenset({"created", "modified", "moved", "deleted", "closed"})
@@ -66,9 +68,35 @@ class EngineView:
     bands: tuple[Band, ...]
     content_hash: str | None  # sha256 of the file's bytes; None when the file did not exist
     loaded_at: str
+    smile_enabled: bool = True  # config smile.enabled: false prices the flat model whatever the YAML holds
+    _tables: dict[str, tuple[BandLookup, SmileTable]] = field(default_factory=dict, compare=False, repr=False)
 
     def entry(self, underlying: str) -> AppliedEntry | None:
         return self.document.underlyings.get(underlying)
+
+    def _table(self, underlying: str) -> tuple[BandLookup, SmileTable]:
+        """The band lookup and the per-band multiplier + smile table of one underlying, built once per view."""
+        got = self._tables.get(underlying)
+        if got is None:
+            entry = self.entry(underlying) or default_entry()
+            got = (BandLookup(self.bands), entry_table(entry, self.bands, use_smile=self.smile_enabled))
+            self._tables[underlying] = got
+        return got
+
+    def sigma(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+        """sigma = base x m_band x smile_band(ln(K/F) / (base x m_band x sqrt(T))) per option, vectorised.
+
+        `base` is the sigma mode's base (RV_7d, ...), passed in: the engine needs no market data. One
+        band lookup (searchsorted on the band edges) and one gathered interpolation for all options.
+        """
+        lookup, table = self._table(underlying)
+        T = np.asarray(T, dtype=np.float64)
+        slot = lookup.slot(T * DAYS_PER_YEAR)
+        if table.flat:
+            return base * table.mults[slot]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_k = np.log(np.asarray(strikes, dtype=np.float64) / np.asarray(forwards, dtype=np.float64))
+        return table.sigma(slot, log_k, np.sqrt(np.maximum(T, 0.0)), base)
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
         """The band rule (calibration.bands) for one DTE; 1.0 if the underlying was never applied."""
@@ -95,8 +123,12 @@ class EngineView:
                 f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
                 for b in self.bands
             )
+            smile = "flat" if entry.smile is None or not self.smile_enabled else (
+                f"{len(entry.smile.nodes)} nodes, global x={entry.smile.nodes[0]:g} {fmt.mult(entry.smile.global_[0])} .. "
+                f"x={entry.smile.nodes[-1]:g} {fmt.mult(entry.smile.global_[-1])}, {len(entry.smile.bands)} band smile(s)"
+            )
             lines.append(
-                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; "
+                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; smile {smile}; "
                 f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
             )
         return lines
@@ -185,6 +217,7 @@ class AppliedMultipliersWatcher:
             bands=view.bands,
             content_hash=view.content_hash,
             loaded_at=view.loaded_at,
+            smile_enabled=view.smile_enabled,
         )
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
@@ -192,6 +225,10 @@ class AppliedMultipliersWatcher:
 
     def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
         return self._require_view().multipliers_for(underlying, dtes)
+
+    def sigma(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+        """EngineView.sigma on the current view (hot-reloaded: the next call after an apply sees it)."""
+        return self._require_view().sigma(underlying, strikes, forwards, T, base)
 
     def configured_underlyings(self) -> list[str]:
         return list(self._loaded.config.underlyings)
@@ -403,7 +440,8 @@ class AppliedMultipliersWatcher:
         bands = tuple(cfg.bands)
         current = self._view
         self.last_error = None
-        if current is not None and current.document == doc and current.bands == bands:
+        enabled = cfg.smile.enabled
+        if current is not None and current.document == doc and current.bands == bands and current.smile_enabled == enabled:
             return False
         view = EngineView(
             version=(current.version + 1) if current else 1,
@@ -411,6 +449,7 @@ class AppliedMultipliersWatcher:
             bands=bands,
             content_hash=content_hash,
             loaded_at=iso_utc(utc_now()),
+            smile_enabled=enabled,
         )
         with self._version_cond:
             self._view = view

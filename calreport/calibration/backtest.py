@@ -125,7 +125,8 @@ class Decision:
 
 
 def _mult(m: Multipliers | None) -> dict[str, Any] | None:
-    return None if m is None else {"global": m.global_, "bands": dict(m.bands)}
+    """{global, bands} (and the smile when there is one), as history rows write multipliers."""
+    return None if m is None else m.model_dump(by_alias=True, mode="json")
 
 
 @dataclass

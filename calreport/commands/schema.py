@@ -21,6 +21,7 @@ from calreport.store.models import (
     BacktestDecision,
     BacktestSummary,
     CalibrationConfig,
+    HarvestErrors,
     HarvestRow,
     LiveRun,
     RunDetail,
@@ -39,6 +40,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "auto-run": AutoRun,
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
+    "harvest-errors": HarvestErrors,
     "backtest-summary": BacktestSummary,
     "backtest-decision": BacktestDecision,
 }
@@ -52,6 +54,7 @@ DESCRIPTIONS: dict[str, str] = {
     "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+    "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
     "backtest-summary": "backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`",
     "backtest-decision": "backtests/<id>/decisions.jsonl, one line: one decision time of one backtest variant",
 }
