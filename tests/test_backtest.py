@@ -18,8 +18,8 @@ from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays
-from calreport.market.harvest import index_price_per_snapshot, load_harvest
-from calreport.market.rv import RealisedVol
+from calreport.market.harvest import encode_rows, index_price_per_snapshot, load_harvest, rv_from_harvest
+from calreport.market.rv import RealisedVol, realised_vol
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest, write_json
 from calreport.store import applied as applied_store
 from calreport.store.config import load_config, load_config_file
@@ -125,6 +125,38 @@ def _ms(ts: str) -> int:
     v = time_ms(ts)
     assert v is not None
     return v
+
+
+def test_rv_follows_calibrate_when_only_part_of_the_harvest_recorded_deribits_index(tmp_path: Path) -> None:
+    """rv_from_harvest uses Deribit's index only for a window in which every snapshot recorded it;
+    the backtest's RV_7d follows that rule window by window, so it equals calibrate's on each side."""
+    root = Root(tmp_path / "root")
+    actions.init(Workspace.open(root, renderer=None))
+    m = _market()
+    cutoff = END - 8 * MS_PER_DAY + 20 * MS_PER_HOUR  # snapshots before this lack the index
+    by_day: dict[str, list[bytes]] = {}
+    for t in range(END - 8 * MS_PER_DAY, END + 1, MS_PER_HOUR):
+        rows = m.book_summary(t)
+        if t >= cutoff:
+            for r in rows:
+                r["index_price"] = round(m.spot(t) * 1.0004, 2)  # the index is not the forward: RV differs
+        by_day.setdefault(iso_ms(t)[:10], []).append(encode_rows(rows, t))
+    for day, chunks in by_day.items():
+        path = root.harvest_dir("BTC") / f"{day}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(chunks))
+    early, late = END - 10 * MS_PER_HOUR, END - MS_PER_HOUR
+    ws = Workspace.open(root, renderer=None)
+    out = backtest_cmd.run(ws, "BTC", start=iso_ms(early), end=iso_ms(late), every="9h", horizons="1h", out=tmp_path / "bt")
+    rows = [r for r in out.decisions if r["rv_7d"] is not None]
+    assert [r["decision_ts"] for r in rows] == [iso_ms(early), iso_ms(late)]
+    for r in rows:
+        expected = rv_from_harvest(root, "BTC", _ms(r["snapshot_ts"]))
+        assert (r["rv_7d"], r["rv_returns"]) == (expected.rv, expected.n_returns)
+    # one series over the whole harvest (the forward proxy: its first snapshots lack the index) would differ
+    t, p = index_price_per_snapshot(load_harvest(root, "BTC", 0, 1 << 62))
+    whole = realised_vol(t[t <= late], p[t <= late], late)
+    assert rows[1]["rv_7d"] != whole.rv and rows[0]["rv_7d"] == realised_vol(t[t <= early], p[t <= early], early).rv
 
 
 # --------------------------------------------------------------------------- time honesty

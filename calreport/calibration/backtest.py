@@ -38,7 +38,7 @@ from calreport.calibration.live import decide_live, evaluate_live, score_applied
 from calreport.calibration.policy import thin_rv
 from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.market.deribit import QuoteArrays
-from calreport.market.rv import RealisedVol, realised_vol
+from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol
 from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms
 
@@ -58,6 +58,10 @@ class Market:
     quotes: QuoteArrays
     index_ms: np.ndarray
     index_price: np.ndarray
+    # (start_ms, end_ms) -> the index series a live run would build from the harvest rows of that
+    # window (harvest.index_price_per_snapshot: Deribit's index only when every snapshot of the
+    # window recorded it). None: the per-snapshot series above is the same for any window.
+    index_window: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def snapshots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(times, first row, end row) of each snapshot, ascending."""
@@ -181,6 +185,9 @@ def run_backtest(
     def rv_at(t_ms: int) -> RealisedVol:
         if rv is not None:
             return RealisedVol(float(rv), 0, "manual")
+        if market.index_window is not None:
+            ticks, prices = market.index_window(int(t_ms - WINDOW_DAYS * MS_PER_DAY), t_ms)
+            return realised_vol(ticks, prices, t_ms, source="harvest")
         k = int(np.searchsorted(idx_t, t_ms, side="right"))  # index ticks at or before t only
         return realised_vol(idx_t[:k], idx_p[:k], t_ms, source="harvest")
 
