@@ -23,7 +23,7 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index
-from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
+from calreport.calibration.desk import DeskErrors, desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
     fit_multiplier,
@@ -475,3 +475,33 @@ def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, mi
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )
+
+
+def score_applied(
+    quotes: QuoteArrays,
+    *,
+    underlying: str,
+    now_ms: int,
+    rv: RealisedVol,
+    applied: AppliedEntry,
+    config: CalibrationConfig,
+) -> dict[str, DeskErrors] | None:
+    """The desk errors of the applied calibration `applied` on one snapshot, without any fit: "all"
+    and each configured band (None when no quote passes the filters).
+
+    Why here: the backtest scores an applied calibration on later snapshots and must price exactly
+    as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
+    `_price` uses, a smile or a sigma mode, the score uses too).
+    """
+    sel = select_quotes(quotes, now_ms, config.filters, underlying)
+    if sel.n == 0 or rv.rv is None:
+        return None
+    priced = _price(sel, rv.rv, applied, config)  # exactly as evaluate_live prices the tested values
+    q = sel.quotes
+    out: dict[str, DeskErrors] = {}
+    groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]
+    for name, m in groups:  # "all" and a handful of bands
+        out[name] = desk_errors(
+            q.underlying_price[m], q.strike[m], sel.T[m], q.is_call[m], q.mark_price[m], priced.sigma_mark[m], priced.sigma[m]
+        )
+    return out

@@ -18,6 +18,8 @@ from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
+    BacktestDecision,
+    BacktestSummary,
     CalibrationConfig,
     HarvestErrors,
     HarvestRow,
@@ -39,6 +41,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
     "harvest-errors": HarvestErrors,
+    "backtest-summary": BacktestSummary,
+    "backtest-decision": BacktestDecision,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -51,6 +55,8 @@ DESCRIPTIONS: dict[str, str] = {
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
     "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
+    "backtest-summary": "backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`",
+    "backtest-decision": "backtests/<id>/decisions.jsonl, one line: one decision time of one backtest variant",
 }
 
 

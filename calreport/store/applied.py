@@ -161,6 +161,17 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
     return Multipliers(global_=values.global_, bands=bands, smile=_checked_smile(values.smile, cfg)).rounded(4)
 
 
+def new_entry(
+    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str
+) -> AppliedEntry:
+    """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
+    config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
+    new = _checked_values(values, config)
+    return AppliedEntry(
+        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile
+    )
+
+
 class ApplyTransaction:
     """The applied file as read under its lock, and the one way to replace it in that transaction."""
 
@@ -180,12 +191,9 @@ class ApplyTransaction:
     ) -> ApplyEvent:
         """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither."""
         underlying = self.config.check_underlying(underlying)
-        new = _checked_values(values, self.config)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
-        entry = AppliedEntry(
-            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason, smile=new.smile
-        )
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason)
         updated = self.document.model_copy(
             update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )
