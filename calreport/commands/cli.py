@@ -69,11 +69,11 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
 
 @contextmanager
 def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progress]:
-    """A tqdm bar over the day files being read; quiet unless `stream` (stderr) is a terminal."""
+    """A tqdm bar over the harvest days being read; quiet unless `stream` (stderr) is a terminal."""
     out = sys.stderr if stream is None else stream
     isatty = getattr(out, "isatty", None)
     bar = tqdm(
-        total=0, desc=label, unit="file", file=out, leave=False, delay=PROGRESS_DELAY_S,
+        total=0, desc=label, unit="day", file=out, leave=False, delay=PROGRESS_DELAY_S,
         disable=not (isatty and isatty()),
     )
 
