@@ -188,6 +188,8 @@ def fit_smile(
     gradient exists. With `fixed_values` only m is fitted (a band that takes the global smile);
     `start_values` only seeds the search (a band starts from the global smile: fewer iterations).
     """
+    if (objective == "price_vega_rel") != (price_inputs is not None):
+        raise ValueError(f"objective {objective!r} needs price_inputs exactly when it is price_vega_rel")
     nd = np.asarray(nodes, dtype=np.float64)
     lk, st, sm, w = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (log_k, sqrt_t, market_sigma, weights))
     b = np.broadcast_to(np.asarray(base, dtype=np.float64), lk.shape).reshape(-1)
