@@ -208,6 +208,7 @@ class HarvestCounts:
     lines: int = 0
     schema_errors: int = 0
     bad_names: int = 0
+    unreadable: tuple[str, ...] = ()  # "file: what could not be read of it"
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,7 @@ class Evidence:
     in_range: int  # harvested quotes in the DTE range (before the filters)
     dte_label: str
     window: str
+    unreadable: tuple[str, ...] = ()
 
 
 def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
@@ -236,6 +238,8 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
     failed: list[str] = []
     degraded: list[str] = []
     completeness = min(1.0, ev.snapshots / ev.snapshots_expected) if ev.snapshots_expected else 0.0
+    for problem in ev.unreadable:  # a file read as nothing is missing data, never an empty harvest
+        (failed if ev.snapshots == 0 else degraded).append(f"unreadable harvest file {problem}")
     if ev.snapshots == 0:
         failed.append(f"no harvested snapshots in the window {ev.window}")
     if ev.lines and ev.schema_errors / ev.lines > MOST_LINES_BAD:
@@ -364,6 +368,7 @@ def evaluate_auto(
         in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
         window=f"{iso_ms(start_ms)} - {iso_ms(end_ms)}",
+        unreadable=counts.unreadable,
     )
     dq = assess_data_quality(ev, cfg)
     status, reason = _verdict(fit, dq, cfg)

@@ -19,6 +19,7 @@ from calreport.store.models import (
     ApplyEvent,
     AutoRun,
     CalibrationConfig,
+    HarvestErrors,
     HarvestRow,
     LiveRun,
     RunDetail,
@@ -37,6 +38,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "auto-run": AutoRun,
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
+    "harvest-errors": HarvestErrors,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -48,6 +50,7 @@ DESCRIPTIONS: dict[str, str] = {
     "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+    "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
 }
 
 

@@ -24,6 +24,7 @@ from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
+from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.harvest import (
     AppendResult,
@@ -136,7 +137,9 @@ def run_live_calibration(
     applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
-    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied)
+    # a hand-edited row whose smoothed values break the limits never seeds the EWMA (issue 10)
+    seeds = (r for r in iter_rows_reversed(root.live_history, LiveRun) if cfg.limits.problem_of(r.smoothed) is None)
+    previous = previous_smoothed_run(seeds, name, applied)
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -158,8 +161,11 @@ def run_live_calibration(
     event = None
     with applied_store.transaction(root, cfg) as tx:
         run = decide_live(run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)  # values on disk now
-        append_row(root.live_history, run)  # the row first: the apply event follows its run
         values = run.applied_values or run.smoothed
+        beyond = cfg.limits.problem_of(values) if run.decision == "apply" else None
+        if beyond:  # never a row saying "apply" that no apply event follows (issue 10)
+            run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
+        append_row(root.live_history, run)  # the row first: the apply event follows its run
         if run.decision == "apply" and values is not None:
             event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
     if event is not None:
@@ -194,12 +200,15 @@ def run_auto_calibration(
     as_of: datetime | None = None,
     progress: Progress | None = None,
     now: Callable[[], datetime] = utc_now,
+    compact: bool = True,
 ) -> AutoRun:
-    """One auto-calibrate run: read the harvest, evaluate, append the row. Never applies.
+    """One auto-calibrate run: compact closed days, read the harvest, evaluate, append the row. Never applies.
 
     No data in the window is a `failed` row with a data-quality reason, never an exception; bad
     arguments (a malformed --dte or --lookback, an unknown underlying) are one-line errors.
-    `progress(done, total, file name)` is called while the day files are read.
+    `progress(done, total, day)` is called while the days are read. Compaction (closed UTC days
+    by the wall clock, `now`) only changes the harvest's format, never its rows; a day it cannot
+    compact (read-only harvest, a log that breaks off) is read as it is.
     """
     started = time.perf_counter()
     ws = as_workspace(where)
@@ -212,6 +221,8 @@ def run_auto_calibration(
         end_dt = end_dt.replace(tzinfo=UTC)
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb[1]
+    if compact:
+        compact_harvest(root, name, int(now().timestamp() * 1000))
     # one read covers the window and the 7 days of index history RV needs before it
     hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=progress)
     idx_t, idx_p = index_price_per_snapshot(hist)
@@ -221,14 +232,17 @@ def run_auto_calibration(
         sum(c[i] for p, c in hist.file_counts.items() if p in window_files) for i in range(3)
     )
     run = evaluate_auto(
-        hist.take(hist.harvested_at > start_ms),
+        hist.after(start_ms),
         idx_t,
         idx_p,
         underlying=name,
         dte_range=dte_range,
         lookback=lb,
         as_of=end_dt,
-        counts=HarvestCounts(lines, schema_errors, bad_names),
+        counts=HarvestCounts(
+            lines, schema_errors, bad_names,
+            unreadable=tuple(f"{p.name}: {why}" for p, why in sorted(hist.unreadable.items()) if p in window_files),
+        ),
         config=cfg,
         run_id=new_run_id(),
         now=now,
@@ -236,6 +250,13 @@ def run_auto_calibration(
     )
     append_row(root.auto_history, run)
     return run
+
+
+def compact_harvest(where: Where, underlying: str, now_ms: int | None = None) -> CompactReport:
+    """`calreport harvest compact`: closed UTC days of one underlying from JSONL logs to Parquet."""
+    root = where.root if isinstance(where, Workspace) else where
+    when = int(utc_now().timestamp() * 1000) if now_ms is None else now_ms
+    return compact_closed_days(root, underlying, when)
 
 
 def auto_calibrate(

@@ -69,10 +69,9 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
     cfg = config if config is not None else load_config(root)
     known = set(cfg.band_names())
     for name, entry in doc.underlyings.items():
-        for where, value in (("global", entry.global_), *((f"bands.{k}", v) for k, v in entry.bands.items())):
-            problem = cfg.limits.problem(value)
-            if problem:
-                raise CalreportError(f"underlyings.{name}.{where}: {problem}", path)
+        problem = cfg.limits.problem_of(entry.multipliers())
+        if problem:
+            raise CalreportError(f"underlyings.{name}.{problem}", path)
         unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
         if unknown:
             raise CalreportError(

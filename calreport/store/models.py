@@ -233,9 +233,11 @@ def _check_underlyings(names: list[str]) -> list[str]:
     return names
 
 
-def _check_range(low: float, high: float, what: str) -> None:
+def _check_range(low: float, high: float, names: str) -> None:
+    """`names` is "min_x < max_x"; the error's location already names the section."""
     if not low < high:
-        raise ValueError(f"{what}: min ({low:g}) must be below max ({high:g})")
+        lo, hi = names.split(" < ")
+        raise ValueError(f"{lo} ({low:g}) must be below {hi} ({high:g})")
 
 
 class Band(_Section):
@@ -268,13 +270,23 @@ class LimitsConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
-        _check_range(self.min_multiplier, self.max_multiplier, "limits")
+        _check_range(self.min_multiplier, self.max_multiplier, "min_multiplier < max_multiplier")
         return self
 
     def problem(self, value: float) -> str | None:
         """Why `value` is not an acceptable multiplier, or None."""
         if not (self.min_multiplier <= value <= self.max_multiplier):
             return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
+
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
         return None
 
 
@@ -288,7 +300,7 @@ class RealismConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> RealismConfig:
-        _check_range(self.min_mult, self.max_mult, "realism")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
@@ -344,7 +356,7 @@ class FitConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
-        _check_range(self.min_mult, self.max_mult, "fit")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
@@ -818,9 +830,48 @@ class HarvestRow(_Lenient):
         description="When the snapshot was harvested: its newest creation_timestamp (ms since the epoch); older "
         "harvesters wrote only creation_timestamp.",
     )
+    index_price: StrictNumber | None = Field(
+        default=None,
+        description="Deribit's index (public/get_index_price, USD) fetched with the snapshot by `calreport harvest "
+        "--every`; RV uses it when every snapshot of the series has it.",
+    )
 
     @model_validator(mode="after")
     def _has_time(self) -> HarvestRow:
         if self.harvested_at is None and self.creation_timestamp is None:
             raise ValueError("a harvest row needs harvested_at or creation_timestamp")
         return self
+
+
+# --------------------------------------------------------------------------- harvest errors sidecar
+
+
+class RejectedLine(_Lenient):
+    """One harvest line compaction set aside, kept verbatim (up to 2000 characters)."""
+
+    line: int = Field(ge=1, description="Its number among the log's non-blank lines.")
+    reason: Literal["schema error", "bad name"] = Field(description="Why the reader skips it.")
+    text: str = Field(description="The line as it was (invalid UTF-8 replaced), cut at 2000 characters.")
+    truncated_chars: int | None = Field(default=None, description="Characters cut from `text`, when it was cut.")
+
+
+class RejectedSource(_Lenient):
+    """The lines set aside from one compacted log file."""
+
+    lines: int = Field(ge=0, description="Non-blank lines compaction read from the log.")
+    rejected: list[RejectedLine] = Field(default_factory=list, description="Every line set aside, in order.")
+
+
+class HarvestErrors(_Lenient):
+    """data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: what compaction (market/compact.py) did not put
+    into the day's Parquet file, so no line is dropped silently. Counts match the Parquet footer's."""
+
+    schema_version: Literal[1] = 1
+    underlying: str
+    date: str = Field(description="The UTC day, YYYY-MM-DD.")
+    schema_errors: int = Field(ge=0, description="Lines that are not a valid harvest row, over every compaction of the day.")
+    bad_names: int = Field(ge=0, description="Rows whose instrument is not an option of the underlying.")
+    sources: dict[str, RejectedSource] = Field(
+        description="Per compacted log, keyed `<file name>@<first 16 hex of its sha256>` (a re-run rewrites its entry)."
+    )
+
