@@ -30,7 +30,7 @@ from scipy.special import ndtr
 
 from calreport import fmt
 from calreport.calibration.bands import BandLookup, band_value
-from calreport.calibration.pricing import black76_price, black76_vega
+from calreport.calibration.pricing import black76_price, black76_price_vega_live
 from calreport.store.models import AppliedEntry, Band, Multipliers
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
@@ -203,6 +203,7 @@ def fit_smile(
     lk, st, sm, w, b = lk[ok], st[ok], sm[ok], w[ok] / w[ok].sum(), b[ok]
     if price_inputs is not None:
         F, K, is_call, mark = F[ok].astype(float), K[ok].astype(float), is_call[ok].astype(bool), mark[ok].astype(float)
+        kf, sign = K / F, np.where(is_call, 1.0, -1.0)  # finite ln(K/F) above: K/F > 0, the inputs are clean
     z = zero_index(nd)
     free = np.array([i for i in range(nd.size) if i != z]) if fixed_values is None else np.array([], dtype=np.intp)
     seed = fixed_values if fixed_values is not None else start_values
@@ -238,8 +239,9 @@ def fit_smile(
             r = (sigma - sm) * 100.0
             dr = np.full(r.size, 100.0)
         else:
-            r = (black76_price(F, K, st * st, sigma, is_call) - mark) / mark * 100.0
-            dr = black76_vega(F, K, st * st, sigma) / mark * 100.0
+            price, vega = black76_price_vega_live(kf, st, sigma, sign)
+            r = (price - mark) / mark * 100.0
+            dr = vega / mark * 100.0
         a = np.sqrt(r * r + eps * eps)
         f = float(np.sum(w * a)) + (penalty * float(np.sum((D @ v) ** 2)) if free.size else 0.0)
         jac = np.zeros((r.size, p.size))
