@@ -148,13 +148,14 @@ def _slice_fits(
     priced: _Priced, rv: float, config: CalibrationConfig
 ) -> tuple[dict[str, GroupMetrics], dict[str, GroupMetrics], dict[str, float]]:
     """(by_band, by_type, band multipliers): each configured band and option type with its own fit
-    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop)."""
+    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop).
+    With the smile the band multipliers come from the smile fits (_smile_fits): no flat band fit here."""
     enough = config.fit.band_min_samples
     by_band: dict[str, GroupMetrics] = {}
     band_values: dict[str, float] = {}
     for i, b in enumerate(config.bands):
         mask = priced.band == i
-        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
+        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough and not config.smile.enabled else None
         by_band[b.name] = priced.metrics(mask, fit)
         if fit is not None and fit.multiplier is not None:
             band_values[b.name] = fit.multiplier
@@ -183,7 +184,7 @@ class _SmileFits:
 
 
 def _smile_fit(priced: _Priced, mask: np.ndarray, base: float, config: CalibrationConfig, *, fixed: list[float] | None = None,
-               start: float | None = None) -> SmileFit:
+               start: float | None = None, start_values: list[float] | None = None) -> SmileFit:
     """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
     q = priced.sel.quotes
     m = mask & priced.otm
@@ -197,7 +198,7 @@ def _smile_fit(priced: _Priced, mask: np.ndarray, base: float, config: Calibrati
         log_k, np.sqrt(priced.sel.T[m]), base, priced.sigma_mark[m], priced.weights[m],
         nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
         mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
-        price_inputs=price_inputs, start_multiplier=start, fixed_values=fixed,
+        price_inputs=price_inputs, start_multiplier=start, start_values=start_values, fixed_values=fixed,
     )
 
 
@@ -241,7 +242,7 @@ def _smile_fits(priced: _Priced, base: float, config: CalibrationConfig, start: 
         if int(mask.sum()) < config.fit.band_min_samples:
             continue
         own = int((mask & priced.otm).sum()) >= config.smile.min_quotes_per_band
-        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier)
+        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier, start_values=list(g.values))
         if fit.multiplier is None:
             continue
         bands[b.name] = fit

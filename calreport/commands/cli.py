@@ -113,7 +113,21 @@ def describe_run(run: LiveRun) -> str:
         f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
         f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}; "
         f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
-    ) + verdict
+    ) + describe_smile_fit(run) + verdict
+
+
+def describe_smile_fit(run: LiveRun) -> str:
+    """'Smile: global x=-2.50 1.4500 ... (154 OTM quotes, IV error 0.40 vp); own smiles: 7-30d, 30-90d. '"""
+    rec = run.recommended
+    stats = (run.smile_fit or {}).get("global")
+    if rec is None or rec.smile is None or stats is None:
+        return ""
+    nodes = ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(rec.smile.nodes, rec.smile.global_))
+    own = ", ".join(b for b, s in (run.smile_fit or {}).items() if b != "global" and s.source == "fitted") or "none"
+    return (
+        f"Smile fitted: global {nodes} ({fmt.integer(stats.samples)} OTM quotes, IV error {fmt.num(stats.iv_error_vp, 2)} vp); "
+        f"bands with their own smile: {own}. "
+    )
 
 
 def describe_auto_run(run: AutoRun) -> str:
