@@ -49,6 +49,7 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
+from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.errors import CalreportError
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
 from calreport.store.models import AutoRun, CalibrationConfig, DataQuality
@@ -133,13 +134,16 @@ class AutoFit:
     bias_pct: float | None
     mae_vol_points: float | None
     desk: dict[str, object] | None = None  # calibration/desk.py fields at the fitted multiplier
+    uncertainty: Uncertainty | None = None  # calibration/uncertainty.py: multiplier_se and its parts
 
 
 NO_FIT = AutoFit(None, False, None, None, None, None)
 
 
-def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig) -> AutoFit:
-    """The live calibration's fit on the selected quotes, one RV_7d per quote (its snapshot's)."""
+def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig, rv_returns: int | None = None) -> AutoFit:
+    """The live calibration's fit on the selected quotes, one RV_7d per quote (its snapshot's).
+
+    `rv_returns` (the median return count behind the quotes' RV) sets the RV part of multiplier_se."""
     q = sel.quotes
     if sel.n == 0:
         return NO_FIT
@@ -158,8 +162,18 @@ def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig
     sigma = base_sigma * fit.multiplier
     gm = group_metrics(mark, black76_price(F, K, T, sigma, q.is_call), w, miv, sigma)
     desk = {**desk_errors(F, K, T, q.is_call, mark, smark, sigma).to_fields(), "fit_objective": cfg.fit.objective}
+    if cfg.fit.objective == "otm_iv_vega":
+        otm = otm_mask(F, K, q.is_call)
+        ok = otm & np.isfinite(smark) & (smark > 0)
+        terms, den = iv_terms(base_sigma, smark, np.where(otm, w, 0.0)), np.where(ok, w, 0.0)
+    else:
+        terms, den = price_terms(F, K, T, q.is_call, mark, base_sigma, w), w
+    se_e, n_exp, n_draws = bootstrap_se(
+        terms, den, q.expiry_ms, bounds=bounds, draws=cfg.fit.bootstrap_draws, seed=cfg.fit.bootstrap_seed
+    )
+    unc = combine(fit.multiplier, se_e, rv_se(fit.multiplier, rv_returns, manual=False), expiries=n_exp, draws=n_draws)
     return AutoFit(
-        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk
+        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk, unc
     )
 
 
@@ -308,7 +322,9 @@ def evaluate_auto(
     filters = cfg.filters.model_copy(update={"min_dte": dte_min, "max_dte": dte_max})
     quotes = frame.to_quotes(pre)
     sel = select_quotes(quotes, quotes.creation_ms, filters, underlying)
-    fit = fit_selection(sel, srv.rv[np.searchsorted(times, sel.quotes.creation_ms)], cfg)
+    snap_of_sel = np.searchsorted(times, sel.quotes.creation_ms)
+    used_returns = srv.n_returns[snap_of_sel]
+    fit = fit_selection(sel, srv.rv[snap_of_sel], cfg, int(np.median(used_returns)) if used_returns.size else None)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bound = np.where(frame.is_call, 1.0, frame.strike / frame.underlying_price)
@@ -360,4 +376,16 @@ def evaluate_auto(
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
         **(fit.desk or {}),  # type: ignore[arg-type]
+        **_uncertainty_fields(fit.uncertainty),  # type: ignore[arg-type]
     )
+
+
+def _uncertainty_fields(u: Uncertainty | None) -> dict[str, object]:
+    """multiplier_se, multiplier_ci95 and the breakdown of the auto fit (nothing without a fit)."""
+    if u is None:
+        return {}
+    return {
+        "multiplier_se": _round(u.se),
+        "multiplier_ci95": [round(u.ci95[0], 4), round(u.ci95[1], 4)] if u.ci95 else None,
+        "uncertainty": {"global": u.to_entry()},
+    }

@@ -41,6 +41,7 @@ from calreport.calibration.realism import (
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.smoothing import ewma, smoothing_alpha
+from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
 from calreport.store.models import (
@@ -48,6 +49,7 @@ from calreport.store.models import (
     CalibrationConfig,
     ExpirySummary,
     GroupMetrics,
+    Interval95,
     LiveRun,
     Multipliers,
     PolicyConfig,
@@ -77,6 +79,7 @@ class _Priced:
     band: np.ndarray  # index into config.bands, -1 outside
     sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
     otm: np.ndarray  # each strike once, on its out-of-the-money side
+    base: np.ndarray  # the base sigma of each quote (RV_7d for sigma_mode rv), sigma = base x multiplier
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -93,11 +96,32 @@ class _Priced:
         bounds = (config.fit.min_mult, config.fit.max_mult)
         if config.fit.objective == "otm_iv_vega":
             m = mask & self.otm
-            return fit_multiplier_iv(rv, self.sigma_mark[m], self.weights[m], bounds=bounds)
+            return fit_multiplier_iv(self.base[m], self.sigma_mark[m], self.weights[m], bounds=bounds)
         return fit_multiplier(
             q.underlying_price[mask], q.strike[mask], self.sel.T[mask], q.is_call[mask], q.mark_price[mask],
-            rv, self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
+            self.base[mask], self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
         )
+
+    def uncertainty(self, mask: np.ndarray, m: float, rv: RealisedVol, config: CalibrationConfig) -> Uncertainty:
+        """The slice's multiplier_se: bootstrap over its expiries (same objective) + RV's sampling error."""
+        q = self.sel.quotes
+        f = config.fit
+        if f.objective == "otm_iv_vega":
+            sel = mask & self.otm
+            terms = iv_terms(self.base[sel], self.sigma_mark[sel], self.weights[sel])
+            ok = np.isfinite(self.sigma_mark[sel]) & (self.sigma_mark[sel] > 0)
+            w = np.where(ok, self.weights[sel], 0.0)
+        else:
+            sel = mask
+            terms = price_terms(
+                q.underlying_price[sel], q.strike[sel], self.sel.T[sel], q.is_call[sel], q.mark_price[sel],
+                self.base[sel], self.weights[sel],
+            )
+            w = self.weights[sel]
+        se_e, n_exp, n_draws = bootstrap_se(
+            terms, w, q.expiry_ms[sel], bounds=(f.min_mult, f.max_mult), draws=f.bootstrap_draws, seed=f.bootstrap_seed
+        )
+        return combine(m, se_e, rv_se(m, rv.n_returns, manual=rv.source == "manual"), expiries=n_exp, draws=n_draws)
 
 
 def _price(sel: Selection, rv: float, applied: AppliedEntry, config: CalibrationConfig) -> _Priced:
@@ -108,7 +132,8 @@ def _price(sel: Selection, rv: float, applied: AppliedEntry, config: Calibration
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm)
+    base = np.full(sel.n, rv)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, base)
 
 
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
@@ -156,6 +181,32 @@ def _slice_fits(
         fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
         by_type[label] = priced.metrics(mask, fit)
     return by_band, by_type, band_values
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _uncertainty_fields(
+    priced: _Priced, global_m: float, band_values: dict[str, float], rv: RealisedVol, config: CalibrationConfig
+) -> dict[str, object]:
+    """multiplier_se, multiplier_ci95 and the per-slice breakdown for the global fit and each fitted band."""
+    everything = np.ones(priced.sel.n, dtype=bool)
+    slices = {"global": priced.uncertainty(everything, global_m, rv, config)}
+    names = config.band_names()
+    for label, m in band_values.items():  # a handful of bands
+        slices[label] = priced.uncertainty(priced.band == names.index(label), m, rv, config)
+    g = slices.pop("global")
+    se = Multipliers(global_=_r(g.se), bands={k: round(u.se, 4) for k, u in slices.items() if u.se is not None})
+    ci = Interval95(
+        global_=[round(g.ci95[0], 4), round(g.ci95[1], 4)] if g.ci95 else None,
+        bands={k: [round(u.ci95[0], 4), round(u.ci95[1], 4)] for k, u in slices.items() if u.ci95},
+    )
+    return {
+        "multiplier_se": se,
+        "multiplier_ci95": ci,
+        "uncertainty": {"global": g.to_entry(), **{k: u.to_entry() for k, u in slices.items()}},
+    }
 
 
 def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
@@ -338,6 +389,7 @@ def evaluate_live(
         by_type=by_type,
         by_type_band=_type_band_fits(priced, rv.rv, config),
         **_desk_fields(priced, config),  # type: ignore[arg-type]
+        **_uncertainty_fields(priced, fit.multiplier, band_values, rv, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         smoothed_from=prev_source,
         smoothing_alpha=round(alpha, 6),

@@ -9,10 +9,13 @@ numbers:
 2. a smoothed global multiplier exists   "No smoothed multiplier (<run reason>)"
 3. samples >= min_samples                "Sample size too small (47 < 50)"
 4. summed vega > 0 and >= min_vega_sum   "Summed vega too small (0.0000 < 1)"
-5. |smoothed - applied| >= min_delta for global or any band
-                                         "Change too small (global d=0.0026 < 0.03; bands: none)"
-6. RV_7d from >= min_rv_returns hourly returns (a manual --rv counts as enough)
+5. RV_7d from >= min_rv_returns hourly returns (a manual --rv counts as enough); before the change
+   rule because thin RV's standard error would otherwise hide the real reason
                                          "Thin RV: RV_7d from 11 hourly returns (< 120)"
+6. |smoothed - applied| >= max(min_delta, min_delta_se x SE) for global or any band, SE being
+   the run's multiplier_se of that value (calibration/uncertainty.py; rows without it: min_delta)
+                                         "Change too small (global d=0.0026 < 0.03; bands: none)"
+                                         "Change too small (global d=0.0400 < 0.0613 = 1 x SE; ...)"
 Otherwise apply:                         "global d=0.0840; bands changed: 7-30d; samples=91"
 
 A step larger than max_rel_step of the applied value never holds (holding for it deadlocked the
@@ -59,6 +62,23 @@ def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_
     return decision, reason
 
 
+def _se(run: LiveRun, band: str | None) -> float | None:
+    """The run's standard error of its global (band None) or a band's recommended multiplier."""
+    se = run.multiplier_se
+    if se is None:
+        return None
+    return se.global_ if band is None else se.bands.get(band)
+
+
+def change_limit(policy: PolicyConfig, se: float | None) -> tuple[float, str]:
+    """(smallest change applied, how it reads): max(min_delta, min_delta_se x SE)."""
+    base = policy.min_delta
+    if se is None or policy.min_delta_se <= 0 or policy.min_delta_se * se <= base:
+        return base, fmt.limit(base)
+    limit = policy.min_delta_se * se
+    return limit, f"{limit:.4f} = {fmt.limit(policy.min_delta_se)} x SE"
+
+
 def _capped(new: float, old: float, max_rel_step: float) -> float:
     if old <= 0:
         return new
@@ -82,15 +102,19 @@ def decide_values(
     if not vega > 0 or vega < policy.min_vega_sum:
         return "hold", f"Summed vega too small ({vega:.4f} < {fmt.limit(max(policy.min_vega_sum, 0.0))})", None
 
+    if thin_rv(run, min_rv_returns):
+        return "hold", f"Thin RV: RV_7d from {run.rv_returns} hourly returns (< {min_rv_returns})", None
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)
     d_bands = {label: abs(new - old) for label, (new, old) in bands.items()}
-    changed = [label for label, d in d_bands.items() if d >= policy.min_delta - _EPS]
-    if d_global < policy.min_delta - _EPS and not changed:
-        listed = ", ".join(f"{label} d={d:.4f}" for label, d in d_bands.items()) or "none"
-        return "hold", f"Change too small (global d={d_global:.4f} < {fmt.limit(policy.min_delta)}; bands: {listed})", None
-    if thin_rv(run, min_rv_returns):
-        return "hold", f"Thin RV: RV_7d from {run.rv_returns} hourly returns (< {min_rv_returns})", None
+    g_limit = change_limit(policy, _se(run, None))
+    limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
+    changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]
+    if d_global < g_limit[0] - _EPS and not changed:
+        listed = ", ".join(
+            f"{label} d={d:.4f}" + (f" < {limits[label][1]}" if "SE" in limits[label][1] else "") for label, d in d_bands.items()
+        ) or "none"
+        return "hold", f"Change too small (global d={d_global:.4f} < {g_limit[1]}; bands: {listed})", None
 
     reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
     step = policy.max_rel_step

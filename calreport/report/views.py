@@ -111,6 +111,7 @@ class BandPair:
     band: str
     recommended: str
     smoothed: str
+    se: str = ""  # the recommended value's standard error (fmt.se), "" for older rows
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class LatestRunCard:
     time: str = MISSING
     time_iso: str = ""
     recommended: str = MISSING
+    recommended_se: str = ""
+    recommended_ci95: str = ""
     smoothed: str = MISSING
     bands: list[BandPair] = field(default_factory=list)
     status: str = MISSING
@@ -148,6 +151,7 @@ class GroupRow:
     vmae: str
     recommended: str
     on_bound: str
+    se: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ class LiveCard:
     atm_iv: str = MISSING
     atm_ratio: str = MISSING
     recommended: str = MISSING
+    recommended_se: str = ""
     recommended_on_bound: bool = False
     samples: str = MISSING
     rv_source: str = MISSING
@@ -251,6 +256,7 @@ class LiveRow:
     atm_iv: str
     samples: str
     reason: str
+    recommended_se: str = ""
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,7 @@ class AutoRow:
     mae: str
     samples: str
     reason: str
+    multiplier_se: str = ""
 
 
 @dataclass(frozen=True)
@@ -534,7 +541,12 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 time_iso=run.ts or "",
                 recommended=fmt.mult(_global(run.recommended)),
                 smoothed=fmt.mult(_global(run.smoothed)),
-                bands=[BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b))) for b in labels],
+                recommended_se=fmt.se(_global(run.multiplier_se)),
+                recommended_ci95=fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None),
+                bands=[
+                    BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b)), fmt.se(_bands(run.multiplier_se).get(b)))
+                    for b in labels
+                ],
                 status=status,
                 reason=display_reason(status, run, inp),
                 realism_status=fmt.text(run.status),
@@ -552,9 +564,12 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
     return cards
 
 
-def _group_rows(groups: dict[str, GroupMetrics] | None, order: Sequence[str] = ()) -> list[GroupRow]:
+def _group_rows(
+    groups: dict[str, GroupMetrics] | None, order: Sequence[str] = (), ses: dict[str, float] | None = None
+) -> list[GroupRow]:
     if not groups:
         return []
+    ses = ses or {}
     names = [n for n in order if n in groups] + sorted(set(groups) - set(order))
     return [
         GroupRow(
@@ -565,6 +580,7 @@ def _group_rows(groups: dict[str, GroupMetrics] | None, order: Sequence[str] = (
             vmae=fmt.pct(groups[n].vega_weighted_mae_pct),
             recommended=fmt.mult(groups[n].recommended),
             on_bound="at fit bound" if groups[n].on_bound else "",
+            se=fmt.se(ses.get(n)),
         )
         for n in names
     ]
@@ -624,6 +640,7 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 atm_iv=fmt.vol(run.atm_iv),
                 atm_ratio=fmt.num(run.atm_ratio, 3),
                 recommended=fmt.mult(_global(run.recommended)),
+                recommended_se=fmt.se(_global(run.multiplier_se)),
                 recommended_on_bound=bool(run.recommended_on_bound),
                 samples=fmt.integer(run.samples),
                 rv_source=fmt.text(run.rv_source),
@@ -634,7 +651,7 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 reason=fmt.text(run.reason),
                 dropped=[(k, fmt.integer(v)) for k, v in sorted((run.dropped or {}).items())],
                 by_type=_group_rows(run.by_type, ("C", "P")),
-                by_band=_group_rows(run.by_band, inp.config.band_names()),
+                by_band=_group_rows(run.by_band, inp.config.band_names(), _bands(run.multiplier_se)),
                 quotes=_quote_rows(detail) if detail is not None else [],
                 quotes_total=len(detail.quotes) if detail is not None else 0,
                 detail_note=note,
@@ -745,6 +762,7 @@ def live_row(run: LiveRun, status: str) -> LiveRow:
         atm_iv=fmt.vol(run.atm_iv),
         samples=fmt.integer(run.samples),
         reason=fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason),
+        recommended_se=fmt.se(_global(run.multiplier_se)),
     )
 
 
@@ -762,6 +780,7 @@ def auto_row(run: AutoRun) -> AutoRow:
         mae=fmt.pct(run.mae_pct),
         samples=fmt.integer(run.samples),
         reason=fmt.text(run.reason),
+        multiplier_se=fmt.se(run.multiplier_se),
     )
 
 

@@ -44,7 +44,7 @@ bands:
 # assess_calibration_realism thresholds (multiplier range; MAE and vega-weighted MAE in percent).
 realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
 # Update policy for live runs.
-policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25}
+policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25, min_delta_se: 1.0}
 smoothing: {alpha: 0.3, half_life_hours: null}
 filters:
   min_dte: 1.0
@@ -54,7 +54,8 @@ filters:
   min_open_interest: 0.0
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
-fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel}
+fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel,
+      bootstrap_draws: 400, bootstrap_seed: 11}
 auto:
   underlyings: [BTC, ETH]
   dte_ranges: ['3-10']

@@ -210,6 +210,9 @@ class PolicyConfig(_Section):
     )
     min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
     max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+    min_delta_se: float = Field(
+        default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
+    )
 
 
 class SmoothingConfig(_Section):
@@ -249,6 +252,8 @@ class FitConfig(_Section):
         default="price_vega_rel",
         description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
     )
+    bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
+    bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
 
 
 class AutoConfig(_Section):
@@ -401,6 +406,27 @@ class DeltaBucket(_Lenient):
     price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
 
 
+class UncertaintyEntry(_Lenient):
+    """The standard error of one fitted multiplier and its parts (calibration/uncertainty.py)."""
+
+    se: float | None = Field(default=None, description="sqrt(se_expiry^2 + se_rv^2) (multiplier units).")
+    se_expiry: float | None = Field(default=None, description="Sd of the refitted multiplier over draws resampling whole expiries.")
+    se_rv: float | None = Field(default=None, description="m / sqrt(2 n): RV_7d's sampling error from n returns (null: manual RV or an IV base).")
+    ci95: list[float] | None = Field(default=None, description="[m exp(-1.96 se / m), m exp(1.96 se / m)].")
+    expiries: int | None = Field(default=None, description="Expiries resampled.")
+    draws: int | None = Field(default=None, description="Bootstrap draws used.")
+
+
+class Interval95(_Lenient):
+    """95 % intervals of a global multiplier and its bands ({"global": [lo, hi], "bands": {...}})."""
+
+    global_: list[float] | None = Field(default=None, alias="global", description="[low, high] of the global multiplier.")
+    bands: dict[str, list[float]] = Field(default_factory=dict, description="Band label -> [low, high].")
+
+
+_SE_DOC = "bootstrap over expiries combined with RV's sampling error m / sqrt(2 n); see CALIBRATION_NOTES.md"
+
+
 _DESK_DOC = "at the tested multipliers for a live run, at the fitted multiplier for an auto run"
 
 
@@ -485,6 +511,10 @@ class LiveRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    # uncertainty (calibration/uncertainty.py, issue 11)
+    multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
+    multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" and band label -> standard error and its parts.')
     # imported legacy records only (commands/legacy.py)
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
     legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
@@ -556,6 +586,9 @@ class AutoRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
+    multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
