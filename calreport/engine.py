@@ -35,6 +35,7 @@ from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.models import (
     DEFAULT_MULTIPLIER,
+    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     Band,
@@ -66,9 +67,40 @@ class EngineView:
     bands: tuple[Band, ...]
     content_hash: str | None  # sha256 of the file's bytes; None when the file did not exist
     loaded_at: str
+    sigma_modes: dict[str, str] = field(default_factory=dict)  # configured sigma mode per underlying (absent: rv)
 
     def entry(self, underlying: str) -> AppliedEntry | None:
         return self.document.underlyings.get(underlying)
+
+    # ---- sigma in the configured mode (calibration/sigma.py says what each mode's base is)
+
+    def sigma_mode(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not configured)."""
+        return self.sigma_modes.get(underlying, DEFAULT_SIGMA_MODE)
+
+    def mode_matches(self, underlying: str) -> bool:
+        """The applied values were fitted in the configured mode (never-applied 1.0 matches any)."""
+        entry = self.entry(underlying)
+        return entry is None or (entry.sigma_mode or DEFAULT_SIGMA_MODE) == self.sigma_mode(underlying)
+
+    def sigmas_for(self, underlying: str, dtes: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """sigma = base x multiplier per option, `base` being the configured mode's (RV_7d, the expiry's
+        ATM IV or the option's mark IV). Values fitted in another mode multiply another base: they are
+        not used, the base alone is (multiplier 1.0), until a run in the configured mode is applied."""
+        b = np.asarray(base, dtype=np.float64)
+        if not self.mode_matches(underlying):
+            return np.broadcast_to(b, np.shape(dtes)).astype(np.float64)
+        return b * self.multipliers_for(underlying, dtes)
+
+    def sigma_for(
+        self, underlying: str, dte: float, *, rv: float | None = None, atm_iv: float | None = None, mark_iv: float | None = None
+    ) -> float:
+        """One option's sigma in the configured mode; the mode's input must be given (else an error)."""
+        mode = self.sigma_mode(underlying)
+        base = {"rv": rv, "atm_iv": atm_iv, "mark_iv": mark_iv}.get(mode)
+        if base is None:
+            raise CalreportError(f"{underlying}: sigma_mode {mode} needs {mode}= (the base sigma of the option)")
+        return float(self.sigmas_for(underlying, np.array([dte]), np.array([base]))[0])
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
         """The band rule (calibration.bands) for one DTE; 1.0 if the underlying was never applied."""
@@ -95,6 +127,11 @@ class EngineView:
                 f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
                 for b in self.bands
             )
+            if not self.mode_matches(name):
+                per_band += (
+                    f"; NOT USED: fitted in sigma_mode {entry.sigma_mode or DEFAULT_SIGMA_MODE}, "
+                    f"configured {self.sigma_mode(name)} (sigma = base alone)"
+                )
             lines.append(
                 f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; "
                 f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
@@ -185,6 +222,7 @@ class AppliedMultipliersWatcher:
             bands=view.bands,
             content_hash=view.content_hash,
             loaded_at=view.loaded_at,
+            sigma_modes=dict(view.sigma_modes),
         )
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
@@ -401,9 +439,10 @@ class AppliedMultipliersWatcher:
 
     def _install(self, doc: AppliedDocument, cfg: CalibrationConfig, content_hash: str | None) -> bool:
         bands = tuple(cfg.bands)
+        modes = {u: cfg.sigma_mode_for(u) for u in sorted({*cfg.underlyings, *doc.underlyings})}
         current = self._view
         self.last_error = None
-        if current is not None and current.document == doc and current.bands == bands:
+        if current is not None and current.document == doc and current.bands == bands and current.sigma_modes == modes:
             return False
         view = EngineView(
             version=(current.version + 1) if current else 1,
@@ -411,6 +450,7 @@ class AppliedMultipliersWatcher:
             bands=bands,
             content_hash=content_hash,
             loaded_at=iso_utc(utc_now()),
+            sigma_modes=modes,
         )
         with self._version_cond:
             self._view = view

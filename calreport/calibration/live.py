@@ -40,6 +40,7 @@ from calreport.calibration.realism import (
     recommended_problem,
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
+from calreport.calibration.sigma import base_sigma
 from calreport.calibration.smoothing import ewma, smoothing_alpha
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.market.deribit import QuoteArrays
@@ -79,7 +80,8 @@ class _Priced:
     band: np.ndarray  # index into config.bands, -1 outside
     sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
     otm: np.ndarray  # each strike once, on its out-of-the-money side
-    base: np.ndarray  # the base sigma of each quote (RV_7d for sigma_mode rv), sigma = base x multiplier
+    base: np.ndarray  # the base sigma of each quote (calibration/sigma.py), sigma = base x multiplier
+    mode: str = "rv"  # the sigma mode the base follows
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -121,19 +123,36 @@ class _Priced:
         se_e, n_exp, n_draws = bootstrap_se(
             terms, w, q.expiry_ms[sel], bounds=(f.min_mult, f.max_mult), draws=f.bootstrap_draws, seed=f.bootstrap_seed
         )
-        return combine(m, se_e, rv_se(m, rv.n_returns, manual=rv.source == "manual"), expiries=n_exp, draws=n_draws)
+        no_rv_term = rv.source == "manual" or self.mode != "rv"  # an IV base carries no RV sampling error
+        return combine(m, se_e, rv_se(m, rv.n_returns, manual=no_rv_term), expiries=n_exp, draws=n_draws)
 
 
-def _price(sel: Selection, rv: float, applied: AppliedEntry, config: CalibrationConfig) -> _Priced:
+def _price(sel: Selection, base: np.ndarray, applied: AppliedEntry, config: CalibrationConfig, mode: str) -> _Priced:
     q = sel.quotes
-    sigma = rv * multipliers_for_dte(sel.dte, applied, config.bands)
+    sigma = base * multipliers_for_dte(sel.dte, applied, config.bands)
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    base = np.full(sel.n, rv)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, base)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, base, mode)
+
+
+def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: RealisedVol, mode: str) -> tuple[Selection, np.ndarray]:
+    """The selection's base sigma under `mode` (calibration/sigma.py); quotes the mode has no base
+    for (no ATM IV anywhere, no mark IV) are dropped and counted under "no_base_sigma"."""
+    q = sel.quotes
+    if mode == "rv":
+        return sel, base_sigma(mode, rv=rv.rv, T=sel.T)
+    valid = quotes.valid_name
+    _, atm_T, atm_iv = atm_iv_by_expiry(quotes.take(valid), all_T[valid])
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call) if mode == "mark_iv" else None
+    base = base_sigma(mode, rv=rv.rv, T=sel.T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
+    ok = np.isfinite(base) & (base > 0)
+    if bool(ok.all()):
+        return sel, base
+    dropped = {**sel.dropped, "no_base_sigma": int(np.count_nonzero(~ok))}
+    return Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total), base[ok]
 
 
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
@@ -249,8 +268,8 @@ def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
     ]
 
 
-def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig) -> str | None:
-    if rv.rv is None:
+def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig, mode: str = "rv") -> str | None:
+    if rv.rv is None and mode == "rv":
         return (
             f"No RV_7d: {rv.n_returns} hourly returns in the 7 days before the snapshot from {rv.source} "
             "(need >= 2); pass --prices FILE or --rv X"
@@ -314,7 +333,8 @@ def evaluate_live(
     all_T = year_fraction(quotes.expiry_ms, now_ms)
     valid = quotes.valid_name
     atm, atm_source = atm_iv_7d(quotes.take(valid), all_T[valid], config.filters.min_dte)
-    sel = select_quotes(quotes, now_ms, config.filters, underlying)
+    mode = config.sigma_mode_for(underlying)
+    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
     provenance = {
         "schema_version": 1,
         "run_id": run_id,
@@ -336,32 +356,37 @@ def evaluate_live(
         "quotes_total": sel.total,
         "tested": applied.multipliers(),
         "detail_file": detail_file,
+        "sigma_mode": mode,
     }
     empty_detail = RunDetail(run_id=run_id, underlying=underlying, ts=ts)
 
-    failure = _failure(rv, sel, config)
-    if failure is not None or rv.rv is None:
+    failure = _failure(rv, sel, config, mode)
+    if failure is not None:
         run = LiveRun(**provenance, status="failed", reason=failure, decision="hold", decision_reason=failure)
         return LiveEvaluation(run, empty_detail)
-    priced = _price(sel, rv.rv, applied, config)
+    priced = _price(sel, base, applied, config, mode)
+    rv_value = float(rv.rv) if rv.rv is not None else float("nan")  # unused by the fits outside rv mode
     vega_sum = float(priced.weights.sum())
     everything = np.ones(sel.n, dtype=bool)
-    fit = priced.fit(everything, rv.rv, config) if vega_sum > 0 else None
+    fit = priced.fit(everything, rv_value, config) if vega_sum > 0 else None
     if fit is None or fit.multiplier is None:
         run = LiveRun(**provenance, vega_sum=vega_sum, status="failed", reason=ZERO_VEGA, decision="hold", decision_reason=ZERO_VEGA)
         return LiveEvaluation(run, empty_detail)
 
     overall = priced.metrics(everything)
-    by_band, by_type, band_values = _slice_fits(priced, rv.rv, config)
+    by_band, by_type, band_values = _slice_fits(priced, rv_value, config)
     recommended = Multipliers(global_=fit.multiplier, bands=band_values)  # full precision feeds the EWMA
     prev_values, prev_source = previous[0], previous[1]
     prev_ms = previous[2] if len(previous) > 2 else None  # type: ignore[misc]
     alpha = smoothing_alpha(config.smoothing, prev_ms, now_ms)
+    if prev_values.global_ is None:  # nothing fitted in this sigma mode before: the EWMA restarts here
+        alpha = 1.0
+        prev_values = recommended
     smoothed = ewma(recommended, prev_values, alpha, config.band_names())
 
     marks_failed, marks_degraded = mark_checks(quotes.take(valid))
     issues = [*marks_failed, *marks_degraded]
-    if rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
+    if mode == "rv" and rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
         issues.append(f"RV_7d from {rv.n_returns} hourly returns (< {config.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
     if atm is None:
         issues.append("no ATM IV")
@@ -387,7 +412,7 @@ def evaluate_live(
         fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" else None,
         by_band=by_band,
         by_type=by_type,
-        by_type_band=_type_band_fits(priced, rv.rv, config),
+        by_type_band=_type_band_fits(priced, rv_value, config),
         **_desk_fields(priced, config),  # type: ignore[arg-type]
         **_uncertainty_fields(priced, fit.multiplier, band_values, rv, config),  # type: ignore[arg-type]
         smoothed=smoothed,
@@ -402,16 +427,19 @@ def evaluate_live(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
     )
-    return LiveEvaluation(decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns), detail)
+    decided = decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=mode)
+    return LiveEvaluation(decided, detail)
 
 
-def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> LiveRun:
+def decide_live(
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
+) -> LiveRun:
     """`run` with the policy's decision against `applied` and the values it would apply (capped
     steps); a run that could not be fitted keeps its hold. Also settles whether it feeds the EWMA."""
     feeds = feeds_smoothing(run, policy, min_rv_returns)
     if run.recommended is None:
         return run.model_copy(update={"feeds_smoothing": False})
-    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns, sigma_mode=sigma_mode)
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )

@@ -6,6 +6,7 @@ Rules, in this order; the first that fails holds the run and its reason names th
 numbers:
 
 1. realism not failed                    "Realism failed: <realism reason>"
+1b. fitted in the configured sigma mode  "Sigma mode mismatch: fitted in rv, configured atm_iv"
 2. a smoothed global multiplier exists   "No smoothed multiplier (<run reason>)"
 3. samples >= min_samples                "Sample size too small (47 < 50)"
 4. summed vega > 0 and >= min_vega_sum   "Summed vega too small (0.0000 < 1)"
@@ -17,6 +18,8 @@ numbers:
                                          "Change too small (global d=0.0026 < 0.03; bands: none)"
                                          "Change too small (global d=0.0400 < 0.0613 = 1 x SE; ...)"
 Otherwise apply:                         "global d=0.0840; bands changed: 7-30d; samples=91"
+A run fitted in another sigma mode than the applied values' applies after rule 5 without rules 6
+and the step cap (they compare numbers that multiply different bases).
 
 A step larger than max_rel_step of the applied value never holds (holding for it deadlocked the
 policy once the smoothed value had drifted away): the value applied is capped at that step and
@@ -34,7 +37,7 @@ from typing import Literal
 
 from calreport import fmt
 from calreport.calibration.bands import band_value
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig
+from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
 Decision = tuple[Literal["apply", "hold"], str]
 _EPS = 1e-12
@@ -47,7 +50,10 @@ def band_deltas(smoothed: Multipliers, applied: AppliedEntry) -> dict[str, tuple
 
 
 def thin_rv(run: LiveRun, min_rv_returns: int) -> bool:
-    """RV_7d rests on fewer hourly returns than configured (a manual --rv is never thin)."""
+    """RV_7d rests on fewer hourly returns than configured (a manual --rv is never thin; an IV
+    sigma mode does not rest on RV at all)."""
+    if (run.sigma_mode or DEFAULT_SIGMA_MODE) != DEFAULT_SIGMA_MODE:
+        return False
     return run.rv_source != "manual" and run.rv_returns is not None and run.rv_returns < min_rv_returns
 
 
@@ -56,9 +62,11 @@ def feeds_smoothing(run: LiveRun, policy: PolicyConfig, min_rv_returns: int = 0)
     return run.status != "failed" and not thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
 
 
-def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> Decision:
+def decide(
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
+) -> Decision:
     """(decision, reason) with decision "apply" or "hold"."""
-    decision, reason, _ = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    decision, reason, _ = decide_values(run, applied, policy, min_rv_returns=min_rv_returns, sigma_mode=sigma_mode)
     return decision, reason
 
 
@@ -87,11 +95,16 @@ def _capped(new: float, old: float, max_rel_step: float) -> float:
 
 
 def decide_values(
-    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
 ) -> tuple[Literal["apply", "hold"], str, Multipliers | None]:
-    """(decision, reason, values to apply): the smoothed values, each step capped at max_rel_step."""
+    """(decision, reason, values to apply): the smoothed values, each step capped at max_rel_step.
+
+    `sigma_mode` is the configured mode; a run fitted in another one is never applied."""
     if run.status == "failed":
         return "hold", f"Realism failed: {run.reason or 'no reason recorded'}", None
+    fitted = run.sigma_mode or DEFAULT_SIGMA_MODE
+    if sigma_mode is not None and fitted != sigma_mode:
+        return "hold", f"Sigma mode mismatch: fitted in {fitted}, configured {sigma_mode}", None
     smoothed = run.smoothed
     if smoothed is None or smoothed.global_ is None:
         return "hold", f"No smoothed multiplier ({run.reason or 'no usable quotes'})", None
@@ -107,6 +120,10 @@ def decide_values(
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)
     d_bands = {label: abs(new - old) for label, (new, old) in bands.items()}
+    old_mode = applied.sigma_mode or DEFAULT_SIGMA_MODE
+    if old_mode != fitted:  # another base: neither the change rule nor a step cap compares across modes
+        reason = f"sigma mode {old_mode} -> {fitted}: applied without the change rule or step cap; samples={samples}"
+        return "apply", reason, Multipliers(global_=float(smoothed.global_), bands=dict(smoothed.bands)).rounded(4)
     g_limit = change_limit(policy, _se(run, None))
     limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
     changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]

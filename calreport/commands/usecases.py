@@ -136,7 +136,8 @@ def run_live_calibration(
     applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
-    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied)
+    mode = cfg.sigma_mode_for(name)
+    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied, sigma_mode=mode)
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -157,11 +158,15 @@ def run_live_calibration(
         return run
     event = None
     with applied_store.transaction(root, cfg) as tx:
-        run = decide_live(run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)  # values on disk now
+        run = decide_live(  # against the values on disk now
+            run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns, sigma_mode=mode
+        )
         append_row(root.live_history, run)  # the row first: the apply event follows its run
         values = run.applied_values or run.smoothed
         if run.decision == "apply" and values is not None:
-            event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+            event = tx.write(
+                name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
+            )
     if event is not None:
         ws.applied(event)
     return run

@@ -140,6 +140,7 @@ class LatestRunCard:
     iv_error_vp: str = MISSING
     iv_bias_vp: str = MISSING
     otm_samples: str = MISSING
+    sigma_mode: str = "rv"
 
 
 @dataclass(frozen=True)
@@ -559,6 +560,7 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 iv_error_vp=fmt.num(run.iv_error_vp, 2),
                 iv_bias_vp=fmt.num(run.iv_bias_vp, 2),
                 otm_samples=fmt.integer(run.otm_samples),
+                sigma_mode=run.sigma_mode or "rv",
             )
         )
     return cards

@@ -27,6 +27,7 @@ from calreport.store.history import (
     locked,
 )
 from calreport.store.models import (
+    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
@@ -93,6 +94,8 @@ def format_applied(doc: AppliedDocument) -> str:
         lines.append(f"    source: {e.source}")
         lines.append(f"    run_id: {scalar(e.run_id)}")
         lines.append(f"    reason: {scalar(e.reason)}")
+        if e.sigma_mode is not None:  # absent = rv: files of rv-mode roots stay byte for byte as before
+            lines.append(f"    sigma_mode: {e.sigma_mode}")
     return "\n".join(lines) + "\n"
 
 
@@ -128,15 +131,19 @@ class ApplyTransaction:
         return self.document.entry(underlying)
 
     def write(
-        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str
+        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
+        sigma_mode: str | None = None,
     ) -> ApplyEvent:
-        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither."""
+        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
+        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
         underlying = self.config.check_underlying(underlying)
         new = _checked_values(values, self.config)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
+        mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
         entry = AppliedEntry(
-            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
+            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason,
+            sigma_mode=mode,  # type: ignore[arg-type]
         )
         updated = self.document.model_copy(update={"underlyings": {**self.document.underlyings, underlying: entry}})
         event = ApplyEvent(
@@ -149,6 +156,7 @@ class ApplyTransaction:
             source=source,
             reason=reason,
             previous_run_id=previous.run_id,
+            **({"sigma_mode": mode} if mode else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
         self.document = updated
@@ -188,13 +196,14 @@ def apply_values(
     reason: str,
     now: datetime | None = None,
     config: CalibrationConfig | None = None,
+    sigma_mode: str | None = None,
 ) -> ApplyEvent:
     """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
     _checked_values(values, cfg)  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
-        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason)
+        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
 
 
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
@@ -303,8 +312,15 @@ def force_apply(
             f"latest {underlying} live run {run.run_id} failed realism ({run.reason}); "
             "pass --allow-unrealistic to apply it anyway"
         )
+    fitted, configured = run.sigma_mode or DEFAULT_SIGMA_MODE, cfg.sigma_mode_for(underlying)
+    if fitted != configured:  # values of another mode multiply another base: never applied
+        raise RefusedError(
+            f"latest {underlying} live run {run.run_id} was fitted in sigma_mode {fitted}, configured is {configured}; "
+            "run `calreport calibrate` in the configured mode"
+        )
     return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""), config=cfg
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
+        config=cfg, sigma_mode=run.sigma_mode,
     )
 
 

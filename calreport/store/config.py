@@ -68,6 +68,9 @@ auto:
   min_strikes: 10
 dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
+# What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV) or mark_iv (the option's
+# own mark IV); one mode, or per underlying: {BTC: atm_iv} (unlisted: rv).
+sigma_mode: rv
 """
 
 # TRANSITIONAL (delete at merge): the settings models moved to calreport.store.models. These names

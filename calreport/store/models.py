@@ -39,6 +39,9 @@ UNDERLYING_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
 ApplySource = Literal["policy", "force", "rollback", "init"]
+SigmaMode = Literal["rv", "atm_iv", "mark_iv"]  # what the multiplier multiplies (calibration/sigma.py)
+SIGMA_MODES: tuple[str, ...] = ("rv", "atm_iv", "mark_iv")
+DEFAULT_SIGMA_MODE = "rv"
 RealismStatus = Literal["ok", "degraded", "failed"]
 DisplayStatus = Literal["applied", "superseded", "held", "failed"]  # derived by store.state, never stored
 
@@ -108,6 +111,9 @@ class AppliedEntry(_Strict):
     source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
     run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
     reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
+    sigma_mode: SigmaMode | None = Field(
+        default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
+    )
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -300,6 +306,10 @@ class CalibrationConfig(_Section):
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+    sigma_mode: SigmaMode | dict[str, SigmaMode] = Field(
+        default="rv",
+        description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
+    )
 
     @field_validator("bands")
     @classmethod
@@ -316,6 +326,12 @@ class CalibrationConfig(_Section):
         """A short hash of every setting, so a run can be reproduced with the same config."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def sigma_mode_for(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not listed)."""
+        if isinstance(self.sigma_mode, str):
+            return self.sigma_mode
+        return self.sigma_mode.get(underlying.upper(), DEFAULT_SIGMA_MODE)
 
     def check_underlying(self, underlying: str) -> str:
         """Unknown underlyings are a one-line error, not a silent 1.0."""
@@ -511,6 +527,7 @@ class LiveRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplies: rv, atm_iv or mark_iv (null: rv, older rows).")
     # uncertainty (calibration/uncertainty.py, issue 11)
     multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
     multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
@@ -527,7 +544,7 @@ class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "sigma_mode"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -539,6 +556,7 @@ class ApplyEvent(HistoryRow):
         default=None,
         description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
     )
+    sigma_mode: str | None = Field(default=None, description="Present when the values were fitted in a sigma mode other than rv (atm_iv, mark_iv).")
 
 
 class AutoRun(HistoryRow):
