@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from calreport.store.models import (
+    AlertEvent,
     AppliedDocument,
     ApplyEvent,
     AutoRun,
@@ -37,6 +38,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "auto-run": AutoRun,
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
+    "alert-event": AlertEvent,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -48,6 +50,7 @@ DESCRIPTIONS: dict[str, str] = {
     "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+    "alert-event": "history/alerts.jsonl, one line: an alert raised for a run and its delivery",
 }
 
 

@@ -19,8 +19,10 @@ from calreport.calibration.auto import (
     parse_dte_range,
     parse_lookback,
 )
+from calreport.calibration.flags import auto_flags, live_flags
 from calreport.calibration.live import decide_live, evaluate_live
 from calreport.calibration.smoothing import previous_smoothed_run
+from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
@@ -138,6 +140,7 @@ def run_live_calibration(
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
     mode = cfg.sigma_mode_for(name)
     previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied, sigma_mode=mode)
+    before = _latest_live(root, name)  # for "new flags": what the underlying's previous run raised
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -153,14 +156,19 @@ def run_live_calibration(
     )
     atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
     run = evaluated.run
+    prev_flags = before.flags if before is not None else None
     if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
+        run = run.model_copy(update={"flags": live_flags(run, [], cfg)})
         append_row(root.live_history, run)
+        notify(ws, "live", run, prev_flags)
         return run
     event = None
     with applied_store.transaction(root, cfg) as tx:
         run = decide_live(  # against the values on disk now
             run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns, sigma_mode=mode
         )
+        applied_atm = _run_atm_iv(root, tx.entry(name).run_id)
+        run = run.model_copy(update={"flags": live_flags(run, evaluated.detail.expiries, cfg, applied_atm_iv=applied_atm)})
         append_row(root.live_history, run)  # the row first: the apply event follows its run
         values = run.applied_values or run.smoothed
         if run.decision == "apply" and values is not None:
@@ -169,7 +177,20 @@ def run_live_calibration(
             )
     if event is not None:
         ws.applied(event)
+    notify(ws, "live", run, prev_flags)
     return run
+
+
+def _latest_live(root: Root, underlying: str) -> LiveRun | None:
+    """The underlying's newest live run calreport made (reads the history's tail only)."""
+    return next((r for r in iter_rows_reversed(root.live_history, LiveRun) if r.underlying == underlying and r.is_live), None)
+
+
+def _run_atm_iv(root: Root, run_id: str | None) -> float | None:
+    """The 7-day ATM IV of the run whose values are applied (None for init values or a lost row)."""
+    if not run_id:
+        return None
+    return next((r.atm_iv for r in iter_rows_reversed(root.live_history, LiveRun) if r.run_id == run_id), None)
 
 
 def calibrate(
@@ -239,7 +260,14 @@ def run_auto_calibration(
         now=now,
         started=started,
     )
+    before = next(
+        (r for r in iter_rows_reversed(root.auto_history, AutoRun)
+         if r.underlying == name and (r.dte_min, r.dte_max, r.lookback) == (run.dte_min, run.dte_max, run.lookback)),
+        None,
+    )
+    run = run.model_copy(update={"flags": auto_flags(run, cfg)})
     append_row(root.auto_history, run)
+    notify(ws, "auto", run, before.flags if before is not None else None)
     return run
 
 

@@ -853,6 +853,14 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                     f"latest live run MAE {fmt.pct(run.mae_pct)} is above the warning level {fmt.pct(dash.mae_warn_pct, 0)}",
                 )
             )
+        if run.flags:  # calibration/flags.py: each active flag with its numbers
+            out.append(
+                Banner(
+                    "warn",
+                    f"{name}: flags " + ", ".join(dict.fromkeys(f.code for f in run.flags)),
+                    "; ".join(f"{f.code}: {f.message}" for f in run.flags),
+                )
+            )
         manual_rv = (run.rv_source or "").lower() == "manual"  # given with --rv: no history involved
         if run.rv_returns is not None and not manual_rv and run.rv_returns < dash.min_rv_returns:
             out.append(
@@ -861,6 +869,16 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                     f"{name}: RV_7d from too little history",
                     f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
                     f"(want at least {fmt.integer(dash.min_rv_returns)}; source: {fmt.text(run.rv_source)})",
+                )
+            )
+    for name in names:
+        auto = inp.history.latest_auto.get(name)
+        if auto is not None and auto.flags:
+            out.append(
+                Banner(
+                    "warn",
+                    f"{name}: auto run flags " + ", ".join(dict.fromkeys(f.code for f in auto.flags)),
+                    "; ".join(f"{f.code}: {f.message}" for f in auto.flags),
                 )
             )
     for path, (count, line_numbers) in inp.history.skipped.items():

@@ -68,6 +68,12 @@ auto:
   min_strikes: 10
 dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
+# Run flags (shown in the dashboard banner; vp = vol points).
+flags: {iv_drift_vp: 5.0, atm_rv_min: 0.7, atm_rv_max: 1.4, wing_gap_vp: 5.0, expiry_outlier_ratio: 2.0,
+  expiry_outlier_min_samples: 5}
+# Alerts on failed runs, runs held for review and new flags: a command reading the event JSON on
+# stdin and / or a webhook URL the JSON is POSTed to; each delivery bounded by timeout_s.
+alerts: {command: null, webhook: null, timeout_s: 5.0}
 # What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV) or mark_iv (the option's
 # own mark IV); one mode, or per underlying: {BTC: atm_iv} (unlisted: rv).
 sigma_mode: rv

@@ -285,6 +285,34 @@ class DashboardConfig(_Section):
     min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
 
 
+class FlagsConfig(_Section):
+    """Thresholds of the run flags (calibration/flags.py): what a desk wants pointed out."""
+
+    iv_drift_vp: float = Field(default=5.0, gt=0, description="IV_DRIFT when the 7-day ATM IV moved more than this since the applied run (vol points).")
+    atm_rv_min: float = Field(default=0.7, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is below this.")
+    atm_rv_max: float = Field(default=1.4, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is above this.")
+    wing_gap_vp: float = Field(default=5.0, gt=0, description="WING_GAP when a band's <10D bucket is further than this from the market (vol points).")
+    expiry_outlier_ratio: float = Field(default=2.0, gt=1, description="SHORT_EXPIRY_OUTLIER when an expiry's vega-weighted MAE exceeds this multiple of its band's.")
+    expiry_outlier_min_samples: int = Field(default=5, ge=1, description="Fewest quotes of an expiry for SHORT_EXPIRY_OUTLIER.")
+
+
+class AlertsConfig(_Section):
+    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+
+    command: str | list[str] | None = Field(
+        default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."
+    )
+    webhook: str | None = Field(default=None, description="http(s) URL the event JSON is POSTed to.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Longest wait per delivery (seconds); the command's process group is killed after it.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {v[:60]!r}")
+        return v
+
+
 class CalibrationConfig(_Section):
     """config/calibration.yaml: every key optional; these defaults are the built-in settings."""
 
@@ -306,6 +334,8 @@ class CalibrationConfig(_Section):
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+    flags: FlagsConfig = Field(default_factory=FlagsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     sigma_mode: SigmaMode | dict[str, SigmaMode] = Field(
         default="rv",
         description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
@@ -422,6 +452,16 @@ class DeltaBucket(_Lenient):
     price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
 
 
+FLAG_CODES = ("THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER")
+
+
+class RunFlag(_Lenient):
+    """One thing a desk should look at (calibration/flags.py; thresholds in config `flags`)."""
+
+    code: str = Field(description="THIN_RV, IV_DRIFT, ATM_RV_RANGE, ON_FIT_BOUND, DEGRADED_APPLIED, WING_GAP or SHORT_EXPIRY_OUTLIER.")
+    message: str = Field(description="The numbers behind it, one sentence.")
+
+
 class UncertaintyEntry(_Lenient):
     """The standard error of one fitted multiplier and its parts (calibration/uncertainty.py)."""
 
@@ -528,6 +568,7 @@ class LiveRun(HistoryRow):
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
     sigma_mode: str | None = Field(default=None, description="What the multiplier multiplies: rv, atm_iv or mark_iv (null: rv, older rows).")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
     # uncertainty (calibration/uncertainty.py, issue 11)
     multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
     multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
@@ -604,6 +645,7 @@ class AutoRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
     multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
     multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
     uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
@@ -616,11 +658,32 @@ class AutoRun(HistoryRow):
     legacy: dict[str, Any] | None = Field(default=None, description="Legacy import: the old record as read.")
 
 
+class AlertDelivery(_Lenient):
+    """One attempt to deliver an alert event."""
+
+    channel: Literal["command", "webhook"] = Field(description="command or webhook.")
+    target: str = Field(description="The program (first word) or the webhook URL.")
+    ok: bool = Field(description="Delivered: the command exited 0, the webhook answered 2xx.")
+    error: str | None = Field(default=None, description="Why not, one line (exit status, HTTP status, timeout, connection error).")
+    elapsed_s: float | None = Field(default=None, description="Time the delivery took (seconds).")
+
+
+class AlertEvent(HistoryRow):
+    """history/alerts.jsonl: an alert raised for a run and how its delivery went (commands/alerts.py).
+    `ts` is the wall-clock time of the delivery; `run_id` the run it is about."""
+
+    type: Literal["alert"] = "alert"
+    kind: str | None = Field(default=None, description="live or auto.")
+    triggers: list[str] = Field(default_factory=list, description="failed, held_for_review and / or new_flags.")
+    event: dict[str, Any] | None = Field(default=None, description="The JSON event delivered (what the command read on stdin / the webhook received).")
+    deliveries: list[AlertDelivery] = Field(default_factory=list, description="One entry per channel configured.")
+
+
 class UnknownRow(HistoryRow):
     """A row of a type this version does not know; kept so nothing is dropped."""
 
 
-ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun}
+ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun, "alert": AlertEvent}
 
 
 # --------------------------------------------------------------------------- per-run detail file
