@@ -348,6 +348,8 @@ def evaluate_auto(
     )
     dq = assess_data_quality(ev, cfg)
     status, reason = _verdict(fit, dq, cfg)
+    used = np.unique(sel.quotes.creation_ms)
+    honest = window_honesty(times, rv_ok, used, srv.n_returns)
     return AutoRun(
         schema_version=1,
         run_id=run_id,
@@ -368,7 +370,6 @@ def evaluate_auto(
         as_of=iso_utc(as_of),
         harvest_start=iso_ms(int(times[0])) if times.size else None,
         harvest_end=iso_ms(int(times[-1])) if times.size else None,
-        snapshots_used=int(np.unique(sel.quotes.creation_ms).size),
         snapshots_expected=ev.snapshots_expected,
         settings_hash=cfg.settings_hash(),
         bias_pct=_round(fit.bias_pct, 2),
@@ -377,7 +378,39 @@ def evaluate_auto(
         elapsed_s=round(time.perf_counter() - started, 3),
         **(fit.desk or {}),  # type: ignore[arg-type]
         **_uncertainty_fields(fit.uncertainty),  # type: ignore[arg-type]
+        **honest,  # type: ignore[arg-type]
     )
+
+
+RV_SOURCE = "harvest: nearest-expiry forward per snapshot, hourly closes, RV_7d as of each snapshot"
+
+
+def window_honesty(times: np.ndarray, rv_ok: np.ndarray, used: np.ndarray, n_returns: np.ndarray) -> dict[str, object]:
+    """What the window really used: the snapshots priced, their real span and why the others were left out.
+
+    Why: a "14d" lookback once rested on about 2 hours of snapshots (252 of 276 dropped for thin RV).
+    Dropped reasons: `rv_history` (RV_7d from fewer than auto.min_rv_returns returns before the
+    snapshot), `no_usable_quotes` (no quote in the DTE range passed the filters).
+    """
+    t = np.asarray(times, dtype=np.int64)
+    u = np.asarray(used, dtype=np.int64)
+    in_used = np.isin(t, u)
+    dropped = {
+        "rv_history": int(np.count_nonzero(~rv_ok)),
+        "no_usable_quotes": int(np.count_nonzero(rv_ok & ~in_used)),
+    }
+    span_h = float(u[-1] - u[0]) / MS_PER_HOUR if u.size else None
+    med = int(np.median(np.asarray(n_returns)[in_used])) if u.size else None
+    return {
+        "snapshots_used": int(u.size),
+        "first_snapshot": iso_ms(int(u[0])) if u.size else None,
+        "last_snapshot": iso_ms(int(u[-1])) if u.size else None,
+        "span_hours": None if span_h is None else round(span_h, 3),
+        "snapshots_in_window": int(t.size),
+        "snapshots_dropped": dropped,
+        "rv_source": RV_SOURCE,
+        "rv_returns_median": med,
+    }
 
 
 def _uncertainty_fields(u: Uncertainty | None) -> dict[str, object]:

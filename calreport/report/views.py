@@ -275,6 +275,7 @@ class AutoRow:
     samples: str
     reason: str
     multiplier_se: str = ""
+    used: str = ""  # snapshots used and the span they really cover (older rows: "")
 
 
 @dataclass(frozen=True)
@@ -783,7 +784,17 @@ def auto_row(run: AutoRun) -> AutoRow:
         samples=fmt.integer(run.samples),
         reason=fmt.text(run.reason),
         multiplier_se=fmt.se(run.multiplier_se),
+        used=_used(run),
     )
+
+
+def _used(run: AutoRun) -> str:
+    """'used 24 of 276 snapshots over 2.0 h': what a lookback really covered (older rows: '')."""
+    if run.snapshots_used is None or run.span_hours is None and run.snapshots_in_window is None:
+        return ""
+    of = f" of {fmt.integer(run.snapshots_in_window)}" if run.snapshots_in_window is not None else ""
+    over = f" over {fmt.span(run.span_hours)}" if run.span_hours is not None and run.snapshots_used else ""
+    return f"used {fmt.integer(run.snapshots_used)}{of} snapshots{over}"
 
 
 def page_count(total: int, page_size: int) -> int:

@@ -626,6 +626,15 @@ class AutoRun(HistoryRow):
     harvest_start: str | None = Field(default=None, description="First snapshot in the window (ISO 8601 UTC).")
     harvest_end: str | None = Field(default=None, description="Last snapshot in the window (ISO 8601 UTC).")
     snapshots_used: int | None = Field(default=None, description="Snapshots that contributed quotes.")
+    first_snapshot: str | None = Field(default=None, description="The first snapshot that contributed quotes (ISO 8601 UTC).")
+    last_snapshot: str | None = Field(default=None, description="The last snapshot that contributed quotes (ISO 8601 UTC).")
+    span_hours: float | None = Field(default=None, description="last_snapshot - first_snapshot: the window the fit really covers (hours).")
+    snapshots_in_window: int | None = Field(default=None, description="Snapshots harvested in the lookback window.")
+    snapshots_dropped: dict[str, int] | None = Field(
+        default=None, description="Reason -> snapshots left out: rv_history (RV_7d from < auto.min_rv_returns returns), no_usable_quotes."
+    )
+    rv_source: str | None = Field(default=None, description="Where each snapshot's RV_7d came from.")
+    rv_returns_median: int | None = Field(default=None, description="Median hourly returns behind the RV_7d of the snapshots used.")
     snapshots_expected: int | None = Field(default=None, description="Snapshots the window should hold at the expected interval.")
     settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
     bias_pct: float | None = Field(default=None, description="Mean signed error at the fitted multiplier (percent).")
