@@ -184,7 +184,8 @@ def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
-    run = actions.calibrate(ws, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
+    snapshot = Path(args.snapshot) if args.snapshot else None  # none: fetch the chain now (kept in data/snapshots/)
+    run = actions.calibrate(ws, args.underlying, snapshot, prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
     return 0
 
@@ -318,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("render", cmd_render, "regenerate site/ from the files of record")
 
-    sp = add("calibrate", cmd_calibrate, "one live calibration against a Deribit snapshot")
+    sp = add("calibrate", cmd_calibrate, "one live calibration against Deribit's chain (fetched now, or --snapshot FILE)")
     sp.add_argument("--underlying", required=True)
-    sp.add_argument("--snapshot", required=True, help="Deribit get_book_summary_by_currency response (JSON)")
+    sp.add_argument(
+        "--snapshot",
+        help="replay a Deribit get_book_summary_by_currency response (JSON, or .json.gz); without it the chain is "
+        "fetched now and kept in data/snapshots/<U>/",
+    )
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43) instead of computing it")

@@ -7,6 +7,8 @@ config is read once per command and the audit commit never depends on what was i
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.harvest import (
     AppendResult,
     Progress,
@@ -117,6 +119,27 @@ def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv
         return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
 
 
+def make_client() -> DeribitClient:
+    """The Deribit client of a live fetch (tests replace this with one replaying recorded payloads)."""
+    return DeribitClient()
+
+
+def fetch_snapshot(where: Where, underlying: str, *, client: DeribitClient | None = None) -> Path:
+    """`calreport calibrate` without --snapshot: fetch the option chain now
+    (public/get_book_summary_by_currency, kind option) and keep it in the root as
+    data/snapshots/<U>/<snapshot time>.json.gz (Deribit's envelope, atomic write), so the run
+    can be re-derived. A network failure is a CalreportError before anything is written."""
+    ws = as_workspace(where)
+    name = ws.config.check_underlying(underlying)
+    rows, meta = (client or make_client()).book_summary(name)
+    stamp = datetime.fromtimestamp(meta.now_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H%M%S") + f".{meta.now_ms % 1000:03d}Z"
+    path = ws.root.snapshots_dir(name) / f"{stamp}.json.gz"
+    if not path.exists():  # the same snapshot fetched twice is the same file
+        body = json.dumps({"jsonrpc": "2.0", "result": rows}, separators=(",", ":")).encode("utf-8")
+        atomic_write(path, gzip.compress(body, mtime=0))
+    return path
+
+
 def run_live_calibration(
     where: Where,
     underlying: str,
@@ -151,7 +174,7 @@ def run_live_calibration(
         previous=previous,
         config=cfg,
         run_id=run_id,
-        snapshot_file=Path(snapshot).name,
+        snapshot_file=_snapshot_ref(root, Path(snapshot)),
         detail_file=str(detail_path.relative_to(root.path)),
     )
     atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
@@ -181,6 +204,14 @@ def run_live_calibration(
     return run
 
 
+def _snapshot_ref(root: Root, snapshot: Path) -> str:
+    """The run's snapshot_file: relative to the root when the root keeps it (fetched), else its name."""
+    try:
+        return str(snapshot.resolve().relative_to(root.path.resolve()))
+    except ValueError:
+        return snapshot.name
+
+
 def _latest_live(root: Root, underlying: str) -> LiveRun | None:
     """The underlying's newest live run calreport made (reads the history's tail only)."""
     return next((r for r in iter_rows_reversed(root.live_history, LiveRun) if r.underlying == underlying and r.is_live), None)
@@ -196,13 +227,17 @@ def _run_atm_iv(root: Root, run_id: str | None) -> float | None:
 def calibrate(
     where: Where,
     underlying: str,
-    snapshot: Path,
+    snapshot: Path | None,
     *,
     prices: Path | None = None,
     rv: float | None = None,
+    client: DeribitClient | None = None,
 ) -> LiveRun:
-    """One live run: history row, policy decision, apply if the policy says so, re-render."""
+    """One live run: history row, policy decision, apply if the policy says so, re-render.
+    Without a snapshot the chain is fetched now and kept in the root (fetch_snapshot)."""
     ws = as_workspace(where)
+    if snapshot is None:
+        snapshot = fetch_snapshot(ws, underlying, client=client)
     run = run_live_calibration(ws, underlying, snapshot, prices=prices, rv=rv)
     ws.rerender()
     return run

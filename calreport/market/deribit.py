@@ -17,6 +17,7 @@ Public API (used by calibration/live.py, market/harvest.py, calibration/auto.py)
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -237,6 +238,11 @@ class SnapshotMeta:
 
 def _read_json(path: Path) -> Any:
     raw = read_input(path)
+    if raw[:2] == b"\x1f\x8b":  # a gzip file (snapshots the live path keeps: data/snapshots/<U>/*.json.gz)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise CalreportError(f"not a readable gzip file ({exc})", path) from None
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

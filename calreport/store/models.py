@@ -541,7 +541,9 @@ class LiveRun(HistoryRow):
     detail_file: str | None = Field(default=None, description="Quote-level detail, relative to the root: history/runs/<run_id>.json.")
     # what the run was measured against and how its numbers came about (calibration/live.py)
     tested: Multipliers | None = Field(default=None, description="The applied global + bands the metrics were computed at.")
-    snapshot_file: str | None = Field(default=None, description="File name of the snapshot.")
+    snapshot_file: str | None = Field(
+        default=None, description="File name of the snapshot; for a chain fetched by the run, its path in the root (data/snapshots/<U>/<time>.json.gz)."
+    )
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")

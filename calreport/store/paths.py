@@ -59,6 +59,10 @@ class Root:
     def harvest_dir(self, underlying: str) -> Path:
         return self.path / "data" / "harvest" / underlying
 
+    def snapshots_dir(self, underlying: str) -> Path:
+        """Chains fetched by a live `calreport calibrate` (kept so every run can be re-derived)."""
+        return self.path / "data" / "snapshots" / underlying
+
     @property
     def cache_dir(self) -> Path:
         return self.path / "data" / "cache"
