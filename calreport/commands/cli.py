@@ -208,6 +208,16 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     return 0
 
 
+def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
+    res = actions.prices_fetch(ws, args.underlying, days=args.days)
+    span = f"{iso_ms(res.first_ms)} to {iso_ms(res.last_ms)}" if res.first_ms is not None and res.last_ms is not None else "empty"
+    print(
+        f"{args.underlying.upper()}: {res.closes_added} new hourly closes ({res.closes_total} stored, {span}), "
+        f"{res.hv_added} new historical-vol points -> {_relative(res.path.parent, ws.root)}"
+    )
+    return 0
+
+
 def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
     res = actions.harvest(ws, args.underlying, from_file=args.from_file and Path(args.from_file))
     name, when, rel = args.underlying.upper(), iso_ms(res.harvested_at_ms), _relative(res.path, ws.root)
@@ -335,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
     sp.add_argument("--lookback", help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
+
+    sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
+    sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
 
     sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest")
     sp.add_argument("--underlying", required=True)

@@ -39,6 +39,7 @@ from calreport.market.harvest import (
     load_harvest,
     rv_from_harvest,
 )
+from calreport.market.prices import PricesFetched, fetch_prices, hv_at, rv_from_price_store
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
@@ -47,7 +48,7 @@ from calreport.store.history import append_row, ensure_history_files, iter_rows_
 from calreport.store.ids import new_run_id
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun
 from calreport.store.paths import Root
-from calreport.timeutil import MS_PER_DAY, utc_now
+from calreport.timeutil import MS_PER_DAY, iso_ms, utc_now
 
 Where = Workspace | Root
 
@@ -107,12 +108,22 @@ def harvest(where: Where, underlying: str, from_file: Path | None = None, *, cli
 # --------------------------------------------------------------------------- live calibration
 
 
+HARVEST_RV_WARNING = (
+    "RV_7d from the harvest's nearest-expiry forwards, not a price series: "
+    "run `calreport prices fetch --underlying {u}` for hourly closes"
+)
+
+
 def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None) -> RealisedVol:
-    """RV_7d for a live run: --rv, else --prices FILE, else the harvest (an unreadable one is no RV)."""
+    """RV_7d for a live run: --rv, else --prices FILE, else the root's price store
+    (`calreport prices fetch`), else the harvest's forwards (an unreadable harvest is no RV)."""
     if rv is not None:
         return manual_rv(rv)
     if prices is not None:
         return rv_from_chart_file(prices, now_ms)
+    stored = rv_from_price_store(root, underlying, now_ms)
+    if stored is not None and stored.rv is not None:
+        return stored
     try:
         return rv_from_harvest(root, underlying, now_ms)
     except CalreportError as exc:
@@ -178,7 +189,7 @@ def run_live_calibration(
         detail_file=str(detail_path.relative_to(root.path)),
     )
     atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
-    run = evaluated.run
+    run = evaluated.run.model_copy(update=_rv_context(root, name, meta.now_ms, rvi))
     prev_flags = before.flags if before is not None else None
     if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
         run = run.model_copy(update={"flags": live_flags(run, [], cfg)})
@@ -202,6 +213,27 @@ def run_live_calibration(
         ws.applied(event)
     notify(ws, "live", run, prev_flags)
     return run
+
+
+def _rv_context(root: Root, underlying: str, now_ms: int, rvi: RealisedVol) -> dict[str, Any]:
+    """rv_warning when RV fell back to the harvest's forwards; Deribit's own historical vol at the
+    snapshot (from the price store) as a cross-check of RV_7d."""
+    out: dict[str, Any] = {}
+    if rvi.source.startswith("harvest"):
+        out["rv_warning"] = HARVEST_RV_WARNING.format(u=underlying)
+    hv = hv_at(root, underlying, now_ms)
+    if hv is not None:
+        out["deribit_hv"], out["deribit_hv_ts"] = round(hv[0], 6), iso_ms(hv[1])
+    return out
+
+
+def prices_fetch(
+    where: Where, underlying: str, *, days: float = 8.0, client: DeribitClient | None = None, now: Callable[[], datetime] = utc_now
+) -> PricesFetched:
+    """`calreport prices fetch`: hourly perpetual closes and Deribit's historical vol into the price store."""
+    ws = as_workspace(where)
+    name = ws.config.check_underlying(underlying)
+    return fetch_prices(ws.root, name, days, client or make_client(), int(now().timestamp() * 1000))
 
 
 def _snapshot_ref(root: Root, snapshot: Path) -> str:

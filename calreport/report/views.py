@@ -189,6 +189,8 @@ class LiveCard:
     samples: str = MISSING
     rv_source: str = MISSING
     rv_returns: str = MISSING
+    rv_warning: str = ""
+    deribit_hv: str = ""  # Deribit's own historical vol at the snapshot (price store), "" when unknown
     atm_source: str = MISSING
     snapshot: str = MISSING
     status: str = MISSING
@@ -648,6 +650,9 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 samples=fmt.integer(run.samples),
                 rv_source=fmt.text(run.rv_source),
                 rv_returns=fmt.integer(run.rv_returns),
+                rv_warning=run.rv_warning or "",
+                deribit_hv=(f"{fmt.vol(run.deribit_hv)} at {fmt.time(run.deribit_hv_ts)} (RV_7d {fmt.vol(run.rv_7d)})"
+                            if run.deribit_hv is not None else ""),
                 atm_source=fmt.text(run.atm_source),
                 snapshot=fmt.time(run.snapshot_ts),
                 status=fmt.text(run.status),
