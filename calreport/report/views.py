@@ -417,8 +417,30 @@ def underlyings_of(inp: Inputs) -> list[str]:
     return names + sorted(extra - set(names))
 
 
+LEGACY_STATUS = "legacy"
+
+
 def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
+    """The display status; an imported legacy record shows "legacy" (calreport never applied it:
+    a derived "held" beside the old system's "apply" would contradict its own decision)."""
+    if not run.is_live:
+        return LEGACY_STATUS
     return UNKNOWN if index is None else index.status_of(run)
+
+
+def legacy_decision(run: LiveRun) -> str:
+    """What the old system decided, as its own words: "legacy: applied" / "legacy: held"."""
+    return f"legacy: {'applied' if run.legacy_applied or run.decision == 'apply' else 'held'}"
+
+
+def legacy_vega_note(run: LiveRun) -> str:
+    """The old system's vega_sum was a placeholder (10 per quote: 880 for 88 quotes), not a vega."""
+    v, n = run.vega_sum, run.samples
+    if run.is_live or v is None:
+        return ""
+    if n and abs(v - 10.0 * n) < 1e-9:
+        return f" [legacy vega {fmt.num(v, 0)} is the old system's placeholder (10 per quote), not a Black-76 vega]"
+    return f" [legacy vega {fmt.num(v, 0)}: as recorded by the old system, not recomputed]"
 
 
 def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
@@ -512,6 +534,8 @@ def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
 
 def display_reason(status: str, run: LiveRun, inp: Inputs) -> str:
     """Why the run has its status: the apply's reason when applied, else realism or policy."""
+    if status == LEGACY_STATUS:
+        return fmt.text(run.decision_reason or run.reason) + legacy_vega_note(run)
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
         return fmt.text(entry.reason if entry else None)
@@ -555,8 +579,8 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 reason=display_reason(status, run, inp),
                 realism_status=fmt.text(run.status),
                 realism_reason=fmt.text(run.reason),
-                decision=fmt.text(run.decision),
-                decision_reason=fmt.text(run.decision_reason),
+                decision=legacy_decision(run) if not run.is_live else fmt.text(run.decision),
+                decision_reason=fmt.text(run.decision_reason) + legacy_vega_note(run),
                 samples=fmt.integer(run.samples),
                 mae=fmt.pct(run.mae_pct),
                 otm_vmae=fmt.pct(run.otm_vega_weighted_mae_pct),
@@ -754,13 +778,19 @@ def dte_range(run: AutoRun) -> str:
 
 
 def live_row(run: LiveRun, status: str) -> LiveRow:
+    if not run.is_live:  # an imported legacy record: its own decision and reason, the fake vega labelled
+        reason = fmt.text(run.decision_reason or run.reason) + legacy_vega_note(run)
+        decision = legacy_decision(run)
+    else:
+        reason = fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason)
+        decision = fmt.text(run.decision)
     return LiveRow(
         time=fmt.time(run.ts),
         time_iso=run.ts or "",
         underlying=fmt.text(run.underlying),
         run_id=fmt.text(run.run_id),
         status=status,
-        decision=fmt.text(run.decision),
+        decision=decision,
         tested=fmt.mult(run.multiplier_tested),
         recommended=fmt.mult(_global(run.recommended)),
         smoothed=fmt.mult(_global(run.smoothed)),
@@ -769,7 +799,7 @@ def live_row(run: LiveRun, status: str) -> LiveRow:
         rv_7d=fmt.vol(run.rv_7d),
         atm_iv=fmt.vol(run.atm_iv),
         samples=fmt.integer(run.samples),
-        reason=fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason),
+        reason=reason,
         recommended_se=fmt.se(_global(run.multiplier_se)),
     )
 
