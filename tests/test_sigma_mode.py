@@ -202,3 +202,53 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
     res = minimize_scalar(f, bounds=(0.7, 1.4), method="bounded", options={"xatol": 1e-7})
     assert m == pytest.approx(float(res.x), rel=0.005)
     assert run.multiplier_se.global_ is not None and run.uncertainty["global"].se_rv is None  # type: ignore[union-attr, index]
+
+
+def test_grouped_atm_iv_reads_each_group_at_the_money_between_its_nearest_otm_strikes() -> None:
+    from calreport.calibration.sigma import atm_iv_grouped
+
+    F = np.full(6, 100.0)
+    K = np.array([90.0, 95.0, 105.0, 110.0, 95.0, 105.0])
+    c = K >= F
+    iv = np.array([0.6, 0.5, 0.4, 0.45, 0.7, 0.9])
+    g = np.array([1, 1, 1, 1, 2, 3])  # group 2 and 3 lack a side
+    got = atm_iv_grouped(g, F, K, iv, c)
+    x0, x1 = math.log(0.95), math.log(1.05)
+    want = 0.5 + (0 - x0) / (x1 - x0) * (0.4 - 0.5)
+    assert got[:4] == pytest.approx([want] * 4) and np.isnan(got[4:]).all()
+
+
+@pytest.mark.realdata
+def test_grouped_atm_iv_equals_the_per_expiry_reading_on_the_shared_snapshot() -> None:
+    from calreport.calibration.atm import atm_iv_by_expiry
+    from calreport.calibration.pricing import year_fraction
+    from calreport.calibration.sigma import atm_iv_grouped
+    from calreport.market.deribit import QuoteArrays, load_snapshot
+
+    if not SNAP.is_file():
+        pytest.skip("../shared/data is absent")
+    rows, meta = load_snapshot(SNAP, "BTC")
+    q = QuoteArrays.from_rows(rows)
+    q = q.take(q.valid_name)
+    T = year_fraction(q.expiry_ms, meta.now_ms)
+    q, T = q.take(T > 0), T[T > 0]
+    exps, _, ivs = atm_iv_by_expiry(q, T)
+    got = atm_iv_grouped(q.expiry_ms, q.underlying_price, q.strike, q.mark_iv, q.is_call)
+    per_exp = dict(zip(q.expiry_ms.tolist(), got.tolist(), strict=True))
+    assert len(exps) >= 8 and [per_exp[int(e)] for e in exps] == pytest.approx(ivs.tolist(), abs=1e-12)
+
+
+@pytest.mark.realdata
+def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_path: Path) -> None:
+    harvest = SHARED / "deribit-harvest-2025-12" / "BTC"
+    if not harvest.is_dir():
+        pytest.skip("../shared/data is absent")
+    root = Root(tmp_path / "r")
+    actions.init(root)
+    _mode(root, "atm_iv")
+    root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
+    root.harvest_dir("BTC").symlink_to(harvest)
+    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC))
+    assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
+    assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]
+    assert not any(f.code == "THIN_RV" for f in run.flags or [])

@@ -49,6 +49,7 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
+from calreport.calibration.sigma import atm_iv_grouped
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.errors import CalreportError
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
@@ -207,6 +208,7 @@ class Evidence:
     in_range: int  # harvested quotes in the DTE range (before the filters)
     dte_label: str
     window: str
+    needs_rv: bool = True  # sigma_mode rv; an IV base does not rest on RV history
 
 
 def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
@@ -225,7 +227,9 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
         degraded.append(
             f"snapshots: {ev.snapshots} of {ev.snapshots_expected} expected ({100 * completeness:.0f}% coverage)"
         )
-    if ev.snapshots and ev.snapshots_without_rv >= ev.snapshots:
+    if not ev.needs_rv:
+        pass
+    elif ev.snapshots and ev.snapshots_without_rv >= ev.snapshots:
         failed.append(
             f"RV history too short: no snapshot has {a.min_rv_returns} hourly returns before it "
             f"({ev.rv_returns} at the window end)"
@@ -311,7 +315,10 @@ def evaluate_auto(
 
     times = frame.snapshot_times()
     srv = rv_per_snapshot(index_ticks, index_price, times)
+    mode = cfg.sigma_mode_for(underlying)
     rv_ok = np.isfinite(srv.rv) & (srv.n_returns >= cfg.auto.min_rv_returns)
+    if mode != "rv":  # an IV base needs no RV history: no snapshot is left out for it
+        rv_ok = np.ones(times.size, dtype=bool)
     end_rv = realised_vol(index_ticks, index_price, end_ms)
 
     # rows in the DTE range whose snapshot has an RV; then the live calibration's own filters
@@ -322,9 +329,10 @@ def evaluate_auto(
     filters = cfg.filters.model_copy(update={"min_dte": dte_min, "max_dte": dte_max})
     quotes = frame.to_quotes(pre)
     sel = select_quotes(quotes, quotes.creation_ms, filters, underlying)
-    snap_of_sel = np.searchsorted(times, sel.quotes.creation_ms)
+    sel, base, snap_of_sel = _auto_base(sel, times, srv, mode)
     used_returns = srv.n_returns[snap_of_sel]
-    fit = fit_selection(sel, srv.rv[snap_of_sel], cfg, int(np.median(used_returns)) if used_returns.size else None)
+    rv_n = int(np.median(used_returns)) if used_returns.size and mode == "rv" else None
+    fit = fit_selection(sel, base, cfg, rv_n)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bound = np.where(frame.is_call, 1.0, frame.strike / frame.underlying_price)
@@ -341,6 +349,7 @@ def evaluate_auto(
         samples=sel.n,
         rv_returns=int(end_rv.n_returns),
         snapshots_without_rv=int(np.count_nonzero(~rv_ok)),
+        needs_rv=mode == "rv",
         above_bound=above,
         in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
@@ -379,7 +388,31 @@ def evaluate_auto(
         **(fit.desk or {}),  # type: ignore[arg-type]
         **_uncertainty_fields(fit.uncertainty),  # type: ignore[arg-type]
         **honest,  # type: ignore[arg-type]
+        sigma_mode=mode,
     )
+
+
+def _auto_base(sel: Selection, times: np.ndarray, srv: SnapshotRV, mode: str) -> tuple[Selection, np.ndarray, np.ndarray]:
+    """(selection, base sigma per quote, snapshot index per quote) under the sigma mode: each
+    snapshot's RV_7d (rv), the ATM IV of the quote's snapshot x expiry (atm_iv, from that
+    snapshot's selected quotes), or the quote's own mark IV (mark_iv). Quotes without a base are
+    dropped and counted under dropped["no_base_sigma"]."""
+    q = sel.quotes
+    snap = np.searchsorted(times, q.creation_ms)
+    if mode == "rv":
+        return sel, srv.rv[snap], snap
+    if mode == "atm_iv":
+        _, exp_idx = np.unique(q.expiry_ms, return_inverse=True)
+        group = snap.astype(np.int64) * (int(exp_idx.max(initial=0)) + 1) + exp_idx
+        base = atm_iv_grouped(group, q.underlying_price, q.strike, q.mark_iv, q.is_call)
+    else:
+        base = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
+    ok = np.isfinite(base) & (base > 0)
+    if bool(ok.all()):
+        return sel, base, snap
+    dropped = {**sel.dropped, "no_base_sigma": int(np.count_nonzero(~ok))}
+    kept = Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total)
+    return kept, base[ok], snap[ok]
 
 
 RV_SOURCE = "harvest: nearest-expiry forward per snapshot, hourly closes, RV_7d as of each snapshot"

@@ -98,7 +98,8 @@ def auto_flags(run: AutoRun, cfg: CalibrationConfig) -> list[RunFlag]:
     """The flags an auto run's row can show: THIN_RV (at the window end), ON_FIT_BOUND, WING_GAP."""
     flags: list[RunFlag] = []
     dq = run.data_quality
-    if dq is not None and run.samples and (thin := _thin_rv(None, dq.rv_returns, cfg)):
+    rv_mode = (run.sigma_mode or DEFAULT_SIGMA_MODE) == "rv"
+    if rv_mode and dq is not None and run.samples and (thin := _thin_rv(None, dq.rv_returns, cfg)):
         flags.append(thin)
     if run.multiplier_on_bound:
         flags.append(RunFlag(code="ON_FIT_BOUND", message=f"fit on a search bound: {run.multiplier}"))

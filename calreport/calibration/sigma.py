@@ -16,6 +16,7 @@ anchors the level to the market and leaves m to measure the engine's own bias.
 
     mode_of(value) -> the mode ("rv" for None)
     atm_iv_at(T, atm_T, atm_iv) -> ATM IV per T (total-variance interpolation)
+    atm_iv_grouped(group, F, K, iv, is_call) -> each quote's group ATM IV (auto runs: group = snapshot x expiry)
     base_sigma(mode, *, rv, T, atm_T, atm_iv, sigma_mark) -> base per option (NaN where the mode has none)
 """
 
@@ -48,6 +49,40 @@ def atm_iv_at(T: np.ndarray, atm_T: np.ndarray, atm_iv: np.ndarray) -> np.ndarra
     flat = np.where(T < at[0], iv[0], iv[-1])  # flat in vol, not in total variance, beyond the ends
     out = np.where((T >= at[0]) & (T <= at[-1]), inside, flat)
     return np.where(T > 0, out, np.nan)
+
+
+def atm_iv_grouped(group: np.ndarray, F: np.ndarray, K: np.ndarray, iv: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+    """Per quote, the ATM IV of its group: the OTM quotes' IV linear in x = ln(K/F), read at x = 0
+    between the nearest strikes on either side (as atm.atm_iv_by_expiry does per expiry). NaN for
+    a group without OTM strikes on both sides. Vectorised over any number of groups."""
+    g = np.asarray(group, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(np.asarray(K, dtype=np.float64) / np.asarray(F, dtype=np.float64))
+    v = np.asarray(iv, dtype=np.float64)
+    otm = np.where(np.asarray(is_call, dtype=bool), x >= 0, x < 0)
+    ok = np.isfinite(x) & np.isfinite(v) & (v > 0) & otm
+    out = np.full(g.shape, np.nan)
+    if not ok.any():
+        return out
+    keys, inv = np.unique(g, return_inverse=True)
+    idx = np.flatnonzero(ok)
+    # nearest point at or left of 0 (largest x <= 0) and at or right of 0 (smallest x >= 0) per group
+    left_x = np.full(keys.size, -np.inf)
+    right_x = np.full(keys.size, np.inf)
+    le, ge = idx[x[idx] <= 0], idx[x[idx] >= 0]
+    np.maximum.at(left_x, inv[le], x[le])
+    np.minimum.at(right_x, inv[ge], x[ge])
+    left_v = np.full(keys.size, np.nan)
+    right_v = np.full(keys.size, np.nan)
+    at_left = le[x[le] == left_x[inv[le]]]
+    at_right = ge[x[ge] == right_x[inv[ge]]]
+    left_v[inv[at_left]] = v[at_left]
+    right_v[inv[at_right]] = v[at_right]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(right_x > left_x, (0.0 - left_x) / (right_x - left_x), 0.0)
+    atm = left_v + w * (right_v - left_v)
+    atm = np.where(np.isfinite(left_x) & np.isfinite(right_x), atm, np.nan)
+    return atm[inv]
 
 
 def base_sigma(

@@ -660,6 +660,7 @@ class AutoRun(HistoryRow):
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
     flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplied: rv, atm_iv or mark_iv (null: rv, older rows).")
     multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
     multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
     uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
