@@ -410,8 +410,10 @@ class AppliedMultipliersWatcher:
             self.reload_count += 1
             path = self.root.applied
             for _ in range(READ_RETRIES):
+                # outside the try: a config that cannot be read at start is the caller's error (a
+                # CalreportError naming the file), not an UnboundLocalError from the handler below
+                cfg, cfg_hash, cfg_changed = self._load_config()
                 try:
-                    cfg, cfg_hash, cfg_changed = self._load_config()
                     before = _read_bytes(path)
                     h = _digest(before)
                     if not initial and not cfg_changed and h == self._loaded.applied_hash:

@@ -252,3 +252,11 @@ def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_pa
     assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
     assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]
     assert not any(f.code == "THIN_RV" for f in run.flags or [])
+
+
+def test_an_engine_started_on_an_unreadable_config_raises_a_one_line_error(tmp_path: Path) -> None:
+    root = Root(tmp_path / "r")
+    actions.init(root)
+    root.calibration_config.write_text(root.calibration_config.read_text() + "sigma_mode: atm_iv\n")  # duplicate key
+    with pytest.raises(CalreportError, match="duplicate key 'sigma_mode'"):
+        AppliedMultipliersWatcher(root, observer="none").start()
