@@ -94,12 +94,16 @@ def describe_run(run: LiveRun) -> str:
     gap = f", bias {fmt.pct(run.bias_pct)}, IV gap {fmt.num(run.mae_vol_points)} vol pts" if run.mae_vol_points is not None else ""
     bound = " (on the search bound)" if run.recommended_on_bound else ""
     rec, sm = run.recommended, run.smoothed
+    se = run.multiplier_se.global_ if run.multiplier_se else None
+    ci = fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None)
+    se_part = f" (SE {fmt.mult(se)}, 95 % {ci})" if se is not None and ci else ""
+    flags = f" Flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}." if run.flags else ""
     return head + (
         f"At the applied multiplier {fmt.mult(run.multiplier_tested)}: MAE {fmt.pct(run.mae_pct)}, "
         f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
-        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}; "
+        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}{se_part}; "
         f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
-    ) + verdict
+    ) + verdict + flags
 
 
 def describe_auto_run(run: AutoRun) -> str:
@@ -117,6 +121,14 @@ def describe_auto_run(run: AutoRun) -> str:
             f"data quality {dq.status}"
         ),
     ]
+    if run.multiplier_se is not None or run.span_hours is not None:
+        lines.append(
+            f"    SE {fmt.mult(run.multiplier_se)} (95 % {fmt.interval(run.multiplier_ci95) or fmt.MISSING}); "
+            f"sigma mode {run.sigma_mode or 'rv'}; used {run.snapshots_used or 0} of {run.snapshots_in_window or 0} "
+            f"snapshots over {fmt.span(run.span_hours)} (dropped: {dropped_text(run.snapshots_dropped or {})})"
+        )
+    if run.flags:
+        lines.append(f"    flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}")
     lines += [f"    - {issue}" for issue in dq.issues]
     lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")
     return "\n".join(lines)
