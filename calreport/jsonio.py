@@ -14,11 +14,36 @@ except ImportError:  # pragma: no cover - exercised without the `fast` extra
     _orjson = None
 
 
+class JSONLimitError(ValueError):
+    """A document the parser will not take: nested too deeply, or an integer too long to convert.
+
+    A ValueError like any other bad-JSON error, so every reader that skips or refuses bad JSON
+    handles it; its message is one short line, never the input.
+    """
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse one JSON document; raises ValueError (orjson's JSONDecodeError is one) on bad input."""
-    if _orjson is not None:
-        return _orjson.loads(data)
-    return json.loads(data)
+    """Parse one JSON document; raises ValueError (orjson's JSONDecodeError is one) on bad input.
+
+    Limits (issue 10): JSON nested deeper than the parser goes (orjson: 1024 levels; the standard
+    library: Python's recursion limit) and integers of more than 4300 digits are a JSONLimitError,
+    never a RecursionError or an unexplained conversion error.
+    """
+    try:
+        if _orjson is not None:
+            return _orjson.loads(data)
+        return json.loads(data)
+    except RecursionError:
+        raise JSONLimitError("JSON nested too deeply") from None
+    except ValueError as exc:
+        text = str(exc)
+        if "depth limit" in text or "recursion" in text:
+            raise JSONLimitError("JSON nested too deeply (more than 1024 levels)") from None
+        if "digits" in text and "integer" in text:
+            raise JSONLimitError("integer of more than 4300 digits") from None
+        if "infinity when parsed as double" in text:
+            raise JSONLimitError("number too large (beyond the float range)") from None
+        raise
 
 
 def dumps(obj: Any) -> bytes:

@@ -84,13 +84,21 @@ def test_atomic_replace_is_picked_up_by_the_directory_observer(root):
         assert engine.snapshot().document == read_applied(root)
 
 
+def _replace_atomically(path: Path, text: str) -> None:
+    """One change of content, as calreport writes it: a truncating write_text can be seen half-done
+    (an empty file is a second, different bad content) when the machine is loaded."""
+    tmp = path.with_name(path.name + ".tmp-test")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def test_invalid_file_keeps_last_good_values_and_reports_once(root):
     _apply(root, 1.0833, run="good")
     errors: list[CalreportError] = []
     with AppliedMultipliersWatcher(root, on_error=errors.append) as engine:
         good = engine.snapshot()
         text = root.applied.read_text()
-        root.applied.write_text(text.replace("global: 1.0833", "global: .nan"))
+        _replace_atomically(root.applied, text.replace("global: 1.0833", "global: .nan"))
         assert _wait_until(lambda: engine.last_error is not None)
         assert "applied_multipliers.yaml" in str(engine.last_error)
         assert engine.multiplier_for("BTC", 10) == 1.0833

@@ -40,10 +40,10 @@ EDGE_CASES = [
     VALID.replace("global: 1.0833", "global: 1.0833\n    global: 1.2"),  # duplicate key
     VALID.replace("  BTC:\n", "  BTC: !!python/object/apply:os.system ['true']\n  XBT:\n"),
     "!!python/object:__main__.Evil {}\n",
-    VALID.replace("  BTC:", "  ON:"),  # YAML 1.1 boolean key
+    VALID.replace("  BTC:", "  on:"),  # a YAML 1.1 boolean key (a lower-case name under YAML 1.2)
     VALID.replace("  BTC:", "  yes:"),
     VALID.replace("global: 1.0833", "global: '1e-3'"),
-    VALID.replace("global: 1.0833", "global: 1e-3"),  # YAML 1.1 reads this as a string
+    VALID.replace("global: 1.0833", "global: 1e-3"),  # YAML 1.2: 0.001, below the limits
     VALID.replace("global: 1.0833", "global: .nan"),
     VALID.replace("global: 1.0833", "global: NaN"),
     VALID.replace("global: 1.0833", "global: .inf"),
@@ -54,7 +54,7 @@ EDGE_CASES = [
     VALID.replace("schema_version: 1", "schema_version: 2"),
     VALID.replace("source: force", "source: auto"),
     VALID.replace("0-7d: 1.0500", "weekly: 1.0500"),
-    VALID.replace("updated_at: '2025-12-11T10:16:00Z'", "updated_at: 2025-12-11"),
+    VALID.replace("updated_at: '2025-12-11T10:16:00Z'", "updated_at: 2025-13-45"),
     VALID.replace("run_id: 01JF00000000000000000000AA", "run_id: 12345"),
     VALID[: len(VALID) // 2],  # half-written
     "",

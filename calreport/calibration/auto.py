@@ -51,7 +51,7 @@ from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.calibration.sigma import atm_iv_grouped
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
 from calreport.store.models import AutoRun, CalibrationConfig, DataQuality
 from calreport.timeutil import (
@@ -80,7 +80,7 @@ def parse_lookback(text: str) -> tuple[str, int]:
     """'14d' / '12h' / '90m' / '2w' -> (normalised label, milliseconds)."""
     m = _LOOKBACK_RE.match(str(text))
     if not m or float(m[1]) <= 0:
-        raise CalreportError(f"--lookback: expected a length like 14d, 1d, 12h or 90m, got {text!r}")
+        raise CalreportError(f"--lookback: expected a length like 14d, 1d, 12h or 90m, got {excerpt(text, 40)}")
     value, unit = float(m[1]), m[2].lower()
     label = f"{value:g}{unit}"
     return label, int(value * _UNIT_MS[unit])
@@ -90,10 +90,10 @@ def parse_dte_range(text: str) -> tuple[float, float]:
     """'3-10' (or '3-10d') -> (3.0, 10.0): quotes with 3 <= DTE <= 10."""
     m = _DTE_RE.match(str(text))
     if not m:
-        raise CalreportError(f"--dte: expected a DTE range like 3-10, got {text!r}")
+        raise CalreportError(f"--dte: expected a DTE range like 3-10, got {excerpt(text, 40)}")
     lo, hi = float(m[1]), float(m[2])
     if hi <= lo:
-        raise CalreportError(f"--dte: the range must go from low to high, got {text!r}")
+        raise CalreportError(f"--dte: the range must go from low to high, got {excerpt(text, 40)}")
     return lo, hi
 
 

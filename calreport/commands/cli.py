@@ -31,7 +31,15 @@ from calreport.commands.legacy import format_import, import_legacy
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
-from calreport.errors import CalreportError
+from calreport.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STALE_DASHBOARD,
+    CalreportError,
+    excerpt,
+)
 from calreport.market.harvest import Progress
 from calreport.report.serve import serve
 from calreport.store.models import AutoRun, DataQuality, LiveRun
@@ -187,7 +195,7 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
-    actions.rerender(ws)
+    ws.rerender(strict=True)  # rendering is what was asked for: its failure is the command's failure
     print(f"rendered {ws.root.index_html}")
     return 0
 
@@ -393,30 +401,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # exit codes: calreport/errors.py (0 ok, 1 refused, 2 usage, 3 stale dashboard, 70 internal, 130 interrupted)
     try:
         ws = open_workspace(args)
-        return int(args.handler(args, ws) or 0)
+        code = int(args.handler(args, ws) or EXIT_OK)
+        # the write stood (stdout said what) but site/ could not be regenerated: warned on stderr
+        return EXIT_STALE_DASHBOARD if code == EXIT_OK and ws.stale is not None else code
     except CalreportError as exc:
         print(f"calreport: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("calreport: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 1
+        return EXIT_REFUSED
     except OSError as exc:
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        where = f"{excerpt(exc.filename, 200, plain=True)}: " if getattr(exc, "filename", None) else ""
         print(f"calreport: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except Exception as exc:  # a bug: still one line unless asked for the traceback
         if os.environ.get("CALREPORT_DEBUG"):
             raise
         print(
-            f"calreport: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"calreport: internal error: {type(exc).__name__}: {excerpt(str(exc), 200, plain=True)} "
             "(set CALREPORT_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
-        return 70
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

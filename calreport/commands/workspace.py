@@ -58,6 +58,7 @@ class Workspace:
         self.root = root
         self.renderer = renderer
         self.warn = warn
+        self.stale: CalreportError | None = None  # set when a re-render after a write failed
         if config is not None:
             self.__dict__["config"] = config
         if after_apply is not None:
@@ -89,15 +90,34 @@ class Workspace:
         for hook in self.after_apply:
             hook(event)
 
-    def rerender(self) -> None:
-        """Regenerate site/ after a write (nothing when the workspace has no renderer)."""
+    def rerender(self, *, strict: bool = False) -> None:
+        """Regenerate site/ after a write (nothing when the workspace has no renderer).
+
+        The write before it stands whatever happens here: a dashboard that cannot be written
+        (full disk, read-only, `site` a file) is recorded in `stale` and warned about, never
+        raised, so an apply that happened is never reported as a failure (issue 10). The CLI
+        exits 3 (EXIT_STALE_DASHBOARD) when `stale` is set; `calreport render` retries, with
+        `strict`: there rendering is the command, so its failure is raised.
+        """
         if self.renderer is None:
             return
         try:
             config: CalibrationConfig | None = self.config
         except CalreportError:  # the dashboard shows the broken config as a banner
             config = None
-        self.renderer(self.root, config)
+        try:
+            self.renderer(self.root, config)
+        except (CalreportError, OSError) as exc:
+            err = exc if isinstance(exc, CalreportError) else CalreportError(
+                f"cannot write the dashboard ({exc.strerror or exc})", getattr(exc, "filename", None) or self.root.site_dir
+            )
+            if strict:
+                raise err from None
+            self._stale(err)
+
+    def _stale(self, exc: CalreportError) -> None:
+        self.stale = exc
+        self.warn(f"the dashboard is stale: {exc.one_line()}; run `calreport render` once site/ can be written")
 
 
 def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tuple[AfterApply, ...]:

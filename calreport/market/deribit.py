@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from calreport.errors import CalreportError
+from calreport import jsonio
+from calreport.errors import CalreportError, excerpt
 from calreport.numbers import float_array, float_column
 from calreport.store.files import read_input
 
@@ -51,6 +52,8 @@ REQUIRED_FIELDS = ("instrument_name", "mark_price", "mark_iv", "underlying_price
 # Required numbers: a row holding a string or a boolean here is refused (JSON null reads as missing
 # and the calibration's filters drop the quote). The harvest reader counts such rows as schema errors.
 REQUIRED_NUMBERS = ("mark_price", "mark_iv", "underlying_price")
+# Optional numbers: null or absent is fine (no bid, no ask), a string or a boolean is refused too.
+OPTIONAL_NUMBERS = ("bid_price", "ask_price", "open_interest")
 
 
 # --------------------------------------------------------------------------- instrument names
@@ -244,8 +247,10 @@ def _read_json(path: Path) -> Any:
         except (OSError, EOFError) as exc:
             raise CalreportError(f"not a readable gzip file ({exc})", path) from None
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return jsonio.loads(raw)
+    except jsonio.JSONLimitError as exc:
+        raise CalreportError(f"not readable JSON: {exc}", path) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError (both parsers) is a ValueError
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise CalreportError(f"not valid JSON{where}", path) from None
 
@@ -256,9 +261,9 @@ def unwrap_result(payload: Any, path: Path | str | None, what: str) -> Any:
         if payload.get("error") is not None:
             err = payload["error"]
             if isinstance(err, dict):
-                msg = f"{err.get('message', 'error')} (code {err.get('code', '?')})"
+                msg = f"{excerpt(err.get('message', 'error'), 100, plain=True)} (code {excerpt(err.get('code', '?'), 20, plain=True)})"
             else:
-                msg = str(err)
+                msg = excerpt(err, 100, plain=True)
             raise CalreportError(f"Deribit returned an error instead of {what}: {msg}", path)
         if "result" not in payload:
             raise CalreportError(f"JSON-RPC envelope without a result ({what})", path)
@@ -281,13 +286,13 @@ def check_snapshot_rows(rows: Any, path: Path | str | None, underlying: str | No
             raise CalreportError(f"row {i} is not an object", path)
         missing = [f for f in REQUIRED_FIELDS if f not in row]
         if missing:
-            name = row.get("instrument_name", "?")
+            name = excerpt(row.get("instrument_name", "?"), 40)
             raise CalreportError(f"row {i} ({name}) lacks required field(s) {', '.join(missing)}", path)
         ts = row["creation_timestamp"]
         if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-            raise CalreportError(f"row {i}: creation_timestamp is not a number ({ts!r})", path)
+            raise CalreportError(f"row {i}: creation_timestamp is not a number ({excerpt(ts, 40)})", path)
         if not math.isfinite(ts) or not 0 <= ts < 10**14:
-            raise CalreportError(f"row {i}: creation_timestamp is not a time in ms ({ts!r})", path)
+            raise CalreportError(f"row {i}: creation_timestamp is not a time in ms ({excerpt(ts, 40)})", path)
         now = ts if now is None or ts > now else now
         base = row.get("base_currency")
         if not isinstance(base, str) or not base:
@@ -309,11 +314,11 @@ def check_snapshot_rows(rows: Any, path: Path | str | None, underlying: str | No
 def _check_numbers(rows: list[dict[str, Any]], path: Path | str | None) -> None:
     """Refuse a snapshot whose required numbers are strings or booleans ("0.05", true): the one
     strict reader never takes them for numbers, and a silently dropped quote would hide the fault."""
-    for key in REQUIRED_NUMBERS:
+    for key in REQUIRED_NUMBERS + OPTIONAL_NUMBERS:
         _, bad = float_column(rows, key)
         if bad:
             i = next(i for i, r in enumerate(rows) if float_column([r], key)[1])  # the error path only
-            example = f"{rows[i].get('instrument_name', '?')!s:.40}: {rows[i][key]!r:.40}"
+            example = f"{excerpt(rows[i].get('instrument_name', '?'), 40)}: {excerpt(rows[i][key], 40)}"
             raise CalreportError(
                 f"{key} is not a number in {bad} row{'s' if bad != 1 else ''} (first: row {i}, {example})", path
             )
@@ -343,7 +348,7 @@ def parse_chart_data(payload: Any, path: Path | str | None = None) -> tuple[np.n
     if status == "no_data":
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     if status != "ok":
-        raise CalreportError(f"chart data status is {status!r}", path)
+        raise CalreportError(f"chart data status is {excerpt(status, 40)}", path)
     ticks, close = result.get("ticks"), result.get("close")
     if not isinstance(ticks, list) or not isinstance(close, list):
         raise CalreportError("chart data lacks the ticks/close lists", path)

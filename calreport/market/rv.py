@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.market.deribit import load_chart_data
 from calreport.timeutil import HOURS_PER_YEAR, MS_PER_DAY, MS_PER_HOUR
 
@@ -91,5 +91,5 @@ def rv_from_chart_file(path: Path, end_ms: int) -> RealisedVol:
 def manual_rv(value: float) -> RealisedVol:
     """`--rv X`: an annualised vol given as a fraction, checked, with source "manual"."""
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < MAX_MANUAL_RV):
-        raise CalreportError(f"--rv must be an annualised vol as a fraction in (0, 10), e.g. 0.43; got {value!r}")
+        raise CalreportError(f"--rv must be an annualised vol as a fraction in (0, 10), e.g. 0.43; got {excerpt(value, 40)}")
     return RealisedVol(float(value), 0, "manual")

@@ -34,7 +34,8 @@ from urllib.parse import unquote, urlsplit
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from calreport.errors import CalreportError
+from calreport import jsonio
+from calreport.errors import CalreportError, excerpt
 from calreport.report.render import csp, render_site
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache
@@ -97,6 +98,8 @@ def state_response(root: Root) -> tuple[int, dict]:
         return 200, read_state(root).to_json_dict()
     except CalreportError as exc:
         return 503, {"error": exc.one_line()}
+    except Exception as exc:  # noqa: BLE001 - a bug must still answer (one line), not drop the connection
+        return 503, {"error": f"internal error: {type(exc).__name__}: {excerpt(str(exc), 100, plain=True)}"}
 
 
 class Debouncer:
@@ -375,7 +378,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) != length:
             return 400, {"error": "request body shorter than its Content-Length"}
         try:
-            doc = json.loads(raw.decode("utf-8"))
+            doc = jsonio.loads(raw.decode("utf-8"))  # nesting too deep is a ValueError there, not a RecursionError
         except (UnicodeDecodeError, ValueError):
             return 400, {"error": "request body is not JSON"}
         if not isinstance(doc, dict):

@@ -17,9 +17,10 @@ from datetime import datetime
 from filelock import Timeout
 from pydantic import ValidationError
 
-from calreport.errors import CalreportError, RefusedError
+from calreport.errors import CalreportError, RefusedError, excerpt
+from calreport.numbers import is_number
 from calreport.store.config import load_config
-from calreport.store.files import atomic_write, backup_link, restore_backup
+from calreport.store.files import atomic_write, backup_link, present, restore_backup
 from calreport.store.history import (
     append_row,
     last_apply_events,
@@ -51,7 +52,7 @@ HEADER = (
 def read_applied(root: Root, config: CalibrationConfig | None = None) -> AppliedDocument:
     """Read and strictly validate the YAML. Missing file = every underlying at 1.0 (not an error)."""
     path = root.applied
-    if not path.exists():
+    if not present(path):
         return AppliedDocument()
     data = load_strict(path)
     if data is None:
@@ -65,6 +66,10 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
     cfg = config if config is not None else load_config(root)
     known = set(cfg.band_names())
     for name, entry in doc.underlyings.items():
+        for where, value in (("global", entry.global_), *((f"bands.{k}", v) for k, v in entry.bands.items())):
+            problem = cfg.limits.problem(value)
+            if problem:
+                raise CalreportError(f"underlyings.{name}.{where}: {problem}", path)
         unknown = sorted(set(entry.bands) - known)
         if unknown:
             raise CalreportError(
@@ -100,19 +105,26 @@ def format_applied(doc: AppliedDocument) -> str:
 
 
 def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
-    if values.global_ is None or not math.isfinite(values.global_) or values.global_ <= 0:
-        raise RefusedError(f"refusing to apply a non-finite or non-positive global multiplier ({values.global_})")
+    """Every multiplier written is a finite number within the config's limits (issue 10)."""
+    if not is_number(values.global_) or not math.isfinite(values.global_) or values.global_ <= 0:
+        raise RefusedError(f"refusing to apply a global multiplier that is not a finite positive number ({excerpt(values.global_, 40)})")
+    problem = cfg.limits.problem(values.global_)
+    if problem:
+        raise RefusedError(f"refusing to apply global multiplier {problem}")
     known = cfg.band_names()
     bands: dict[str, float] = {}
     for label in known:  # config order, so the YAML lists bands in DTE order
         if label in values.bands:
             v = values.bands[label]
-            if not math.isfinite(v) or v <= 0:
-                raise RefusedError(f"refusing to apply band {label} multiplier {v}")
+            if not is_number(v) or not math.isfinite(v) or v <= 0:
+                raise RefusedError(f"refusing to apply band {label} multiplier {excerpt(v, 40)}")
+            problem = cfg.limits.problem(v)
+            if problem:
+                raise RefusedError(f"refusing to apply band {label} multiplier {problem}")
             bands[label] = v
     extra = sorted(set(values.bands) - set(known))
     if extra:
-        raise RefusedError(f"band {extra[0]!r} is not defined in config/calibration.yaml")
+        raise RefusedError(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
     return Multipliers(global_=values.global_, bands=bands).rounded(4)
 
 
@@ -300,7 +312,7 @@ def force_apply(
     """Apply the smoothed multipliers of the latest *live* run (auto runs are never candidates)."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
-    run = latest_live_run(root, underlying)
+    run = latest_live_run(root, underlying, refuse_unreadable=True)
     if run is None:
         raise RefusedError(
             f"no live run for {underlying} in {root.live_history}; run `calreport calibrate` first"
@@ -328,7 +340,7 @@ def init_applied(root: Root, cfg: CalibrationConfig, now: datetime | None = None
     """Write the initial file (every configured underlying at 1.0) unless one exists."""
     path = root.applied
     with locked(path):
-        if path.exists():
+        if present(path):
             return False
         ts = iso_utc(now or utc_now())
         doc = AppliedDocument(

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError
+from calreport.store.files import present
 from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict, validation_problem
@@ -19,7 +20,7 @@ from calreport.store.yamlio import load_strict, validation_problem
 def load_config(root: Root) -> CalibrationConfig:
     """The root's settings, or the built-in defaults when the file is absent or empty."""
     path: Path = root.calibration_config
-    if not path.exists():
+    if not present(path):
         return CalibrationConfig()
     data = load_strict(path)
     if data is None:
@@ -77,6 +78,8 @@ alerts: {command: null, webhook: null, timeout_s: 5.0}
 # What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV) or mark_iv (the option's
 # own mark IV); one mode, or per underlying: {BTC: atm_iv} (unlisted: rv).
 sigma_mode: rv
+# Hard bounds on every multiplier applied or read from config/applied_multipliers.yaml.
+limits: {min_multiplier: 0.05, max_multiplier: 20.0}
 """
 
 # TRANSITIONAL (delete at merge): the settings models moved to calreport.store.models. These names

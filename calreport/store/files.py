@@ -43,6 +43,21 @@ def read_input(path: Path | str) -> bytes:
         raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
 
 
+def present(path: Path) -> bool:
+    """True when `path` exists, False when nothing is there; a dangling symlink is an error.
+
+    A symlink whose target is gone is neither "absent" (which would mean "use the defaults") nor
+    readable: it is refused in one line, so nothing treats it as never written or replaces it.
+    """
+    if os.path.lexists(path) and not os.path.exists(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        raise CalreportError(f"dangling symlink (its target {target[:100]!r} does not exist)", path)
+    return os.path.exists(path)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename durable: fsync the directory that holds the entry."""
     fd = os.open(directory, os.O_RDONLY)

@@ -19,7 +19,7 @@ from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport import jsonio, timeutil
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, RefusedError, excerpt
 from calreport.store.files import append_line, atomic_write, locked
 from calreport.store.models import (
     ROW_TYPES,
@@ -30,6 +30,7 @@ from calreport.store.models import (
     UnknownRow,
 )
 from calreport.store.paths import Root, lock_path
+from calreport.store.yamlio import validation_problem
 
 
 def dumps_row(row: HistoryRow | dict[str, Any]) -> bytes:
@@ -107,7 +108,9 @@ def read_history(path: Path) -> HistoryRead:
 def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
     """Lines of `path` from the last to the first, reading fixed-size blocks from the end.
 
-    Lets an apply find the latest apply event without parsing a long history.
+    Lets an apply find the latest apply event without parsing a long history. Linear in the
+    bytes read: the pieces of a line that spans blocks are kept in a list and joined once (issue
+    10: rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
     """
     try:
         fh = open(path, "rb")
@@ -117,19 +120,27 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
         raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
     with fh:
         pos = fh.seek(0, os.SEEK_END)
-        tail = b""
+        pending: list[bytes] = []  # pieces of the line being assembled, newest piece first
         while pos > 0:
             step = min(block, pos)
             pos -= step
             fh.seek(pos)
-            chunk = fh.read(step) + tail
-            lines = chunk.split(b"\n")
-            tail = lines[0]
-            for line in reversed(lines[1:]):
+            chunk = fh.read(step)
+            parts = chunk.split(b"\n")
+            if len(parts) == 1:  # no newline in this block: the pending line goes on
+                pending.append(chunk)
+                continue
+            pending.append(parts[-1])
+            line = b"".join(reversed(pending))
+            if line.strip():
+                yield line
+            for line in reversed(parts[1:-1]):
                 if line.strip():
                     yield line
-        if tail.strip():
-            yield tail
+            pending = [parts[0]]
+        line = b"".join(reversed(pending))
+        if line.strip():
+            yield line
 
 
 def iter_rows_reversed(path: Path, cls: type[R]) -> Iterator[R]:
@@ -188,15 +199,40 @@ def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
     return [r for r in runs if underlying is None or r.underlying == underlying]
 
 
-def latest_live_run(root: Root, underlying: str) -> LiveRun | None:
+def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
     """The newest live run of `underlying` (file order is time order: appends only).
 
     Scans backwards, so force-apply does not parse a long history; imported legacy rows
-    (source "legacy") are never candidates.
+    (source "legacy") are never candidates. With `refuse_unreadable` (force-apply), a newer
+    complete live-run line of `underlying` that breaks the schema (a hand-edited `"global": true`
+    or `"1.5"`) is refused in one line instead of being passed over for an older run.
     """
-    for run in iter_rows_reversed(root.live_history, LiveRun):
-        if run.underlying == underlying and run.is_live:
-            return run
+    path = root.live_history
+    for line in iter_lines_reversed(path):
+        if b'"live_run"' not in line:
+            continue
+        try:
+            data = jsonio.loads(line)
+        except ValueError:
+            continue  # torn or not JSON: never a recorded row
+        try:
+            row = parse_row(data)
+        except (ValueError, ValidationError, TypeError) as exc:
+            if (
+                refuse_unreadable
+                and isinstance(data, dict)
+                and data.get("type") == "live_run"
+                and data.get("underlying") == underlying
+                and data.get("source", "live") in (None, "live")
+            ):
+                raise RefusedError(
+                    f"the latest {underlying} live run {excerpt(data.get('run_id'), 40)} does not match the schema "
+                    f"({validation_problem(exc)}); nothing applied",
+                    path,
+                ) from None
+            continue
+        if isinstance(row, LiveRun) and row.underlying == underlying and row.is_live:
+            return row
     return None
 
 

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from calreport import SCHEMA_VERSION
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.numbers import as_float, is_number
 from calreport.timeutil import iso_utc, parse_time, utc_now  # noqa: F401 - re-exported for the store's users
 
@@ -49,23 +49,23 @@ DisplayStatus = Literal["applied", "superseded", "held", "failed"]  # derived by
 def _strict_multiplier(value: Any) -> float:
     """A multiplier is a finite positive number written as a number (not '1e-3', not yes/no)."""
     if not is_number(value):
-        raise ValueError(f"multiplier must be a number, got {type(value).__name__} {value!r}")
+        raise ValueError(f"multiplier must be a number, got {type(value).__name__} {excerpt(value, 60)}")
     v = as_float(value)
     if v is None or v <= 0:
-        raise ValueError(f"multiplier must be finite and > 0, got {value!r}")
+        raise ValueError(f"multiplier must be finite and > 0, got {excerpt(value, 60)}")
     return v
 
 
 def _strict_number(value: Any) -> Any:
     """A JSON number as written (a string or a boolean is never a number); null passes to the type."""
     if value is not None and not is_number(value):
-        raise ValueError(f"must be a number, got {type(value).__name__} {str(value)[:40]!r}")
+        raise ValueError(f"must be a number, got {type(value).__name__} {excerpt(value, 40)}")
     return value
 
 
 def _strict_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")  # noqa: TRY004 - pydantic wants ValueError
+        raise ValueError(f"must be a string, got {type(value).__name__} {excerpt(value, 60)}")  # noqa: TRY004 - pydantic wants ValueError
     return value
 
 
@@ -73,7 +73,7 @@ def _iso_string(value: Any) -> str:
     if isinstance(value, datetime):
         return iso_utc(value)
     if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 time string, got {value!r}")  # noqa: TRY004 - pydantic wants ValueError
+        raise ValueError(f"must be an ISO 8601 time string, got {excerpt(value, 60)}")  # noqa: TRY004 - pydantic wants ValueError
     parse_time(value)
     return value
 
@@ -125,7 +125,7 @@ class AppliedEntry(_Strict):
     def _band_labels(cls, v: dict[str, float]) -> dict[str, float]:
         for label in v:
             if not BAND_LABEL_RE.match(label):
-                raise ValueError(f"bad band label {label!r}")
+                raise ValueError(f"bad band label {excerpt(label, 40)}")
         return v
 
     def multipliers(self) -> Multipliers:
@@ -158,7 +158,7 @@ class AppliedDocument(_Strict):
     def _underlying_names(cls, v: dict[str, AppliedEntry]) -> dict[str, AppliedEntry]:
         for name in v:
             if not UNDERLYING_RE.match(name):
-                raise ValueError(f"bad underlying name {name!r}")
+                raise ValueError(f"bad underlying name {excerpt(name, 40)}")
         return v
 
     def entry(self, underlying: str) -> AppliedEntry:
@@ -180,21 +180,63 @@ class StateDocument(_Strict):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Every settings model: unknown keys refused, and strict types for every field, present and
+    future (issue 10): a number is a number (not "1.5", not yes/true), an integer is an integer,
+    and NaN / infinity are refused wherever a float is expected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _check_underlyings(names: list[str]) -> list[str]:
+    for name in names:
+        if not UNDERLYING_RE.match(name):
+            raise ValueError(f"bad underlying {excerpt(name, 40)} (upper-case letters and digits, e.g. BTC)")
+    return names
+
+
+def _check_range(low: float, high: float, what: str) -> None:
+    if not low < high:
+        raise ValueError(f"{what}: min ({low:g}) must be below max ({high:g})")
 
 
 class Band(_Section):
     """A DTE band [min_dte, max_dte): an option of DTE d belongs to the band with min <= d < max."""
 
-    name: str = Field(description="Band label, used as the key in the applied YAML's bands.")
+    name: str = Field(description="Band label, used as the key in the applied YAML's bands (letters, digits, _ . + -; at most 32).")
     min_dte: float = Field(ge=0, description="Lower DTE bound in days (inclusive).")
     max_dte: float = Field(gt=0, description="Upper DTE bound in days (exclusive).")
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        if not BAND_LABEL_RE.match(v):
+            raise ValueError(f"bad band name {excerpt(v, 40)} (letters, digits, _ . + -; at most 32; e.g. 7-30d)")
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
         if self.max_dte <= self.min_dte:
             raise ValueError(f"band {self.name!r}: max_dte must exceed min_dte")
         return self
+
+
+class LimitsConfig(_Section):
+    """Hard bounds on every multiplier calreport writes or reads (issue 10): a value outside them
+    is refused, whatever produced it (a fit, a hand-edited history row, a hand-edited YAML)."""
+
+    min_multiplier: float = Field(default=0.05, gt=0, description="Smallest multiplier ever applied or accepted in the applied YAML.")
+    max_multiplier: float = Field(default=20.0, gt=0, description="Largest multiplier ever applied or accepted in the applied YAML.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsConfig:
+        _check_range(self.min_multiplier, self.max_multiplier, "limits")
+        return self
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is not an acceptable multiplier, or None."""
+        if not (self.min_multiplier <= value <= self.max_multiplier):
+            return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
 
 
 class RealismConfig(_Section):
@@ -204,6 +246,11 @@ class RealismConfig(_Section):
     max_mult: float = Field(default=1.6, description="Highest believable multiplier.")
     max_mae: float = Field(default=400.0, description="Highest believable MAE (percent of the mark).")
     max_vega_mae: float = Field(default=200.0, description="Highest believable vega-weighted MAE (percent).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RealismConfig:
+        _check_range(self.min_mult, self.max_mult, "realism")
+        return self
 
 
 class PolicyConfig(_Section):
@@ -245,8 +292,8 @@ class FilterConfig(_Section):
 class FitConfig(_Section):
     """Bounded search for the multiplier that minimises vega-weighted absolute % error."""
 
-    min_mult: float = Field(default=0.5, description="Lower bound of the multiplier search.")
-    max_mult: float = Field(default=3.0, description="Upper bound of the multiplier search.")
+    min_mult: float = Field(default=0.5, gt=0, description="Lower bound of the multiplier search.")
+    max_mult: float = Field(default=3.0, gt=0, description="Upper bound of the multiplier search.")
     band_min_samples: int = Field(default=10, description="Fewest quotes in a band (or option type) to fit it separately.")
     min_samples: int = Field(
         default=10, ge=1, description="A live run with fewer usable quotes is a failed run (nothing is fitted)."
@@ -261,6 +308,11 @@ class FitConfig(_Section):
     bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
     bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> FitConfig:
+        _check_range(self.min_mult, self.max_mult, "fit")
+        return self
+
 
 class AutoConfig(_Section):
     """Auto-calibrate defaults and the daily job's list of runs."""
@@ -268,7 +320,7 @@ class AutoConfig(_Section):
     underlyings: list[str] = Field(default_factory=lambda: ["BTC", "ETH"], description="Underlyings the daily job runs.")
     dte_ranges: list[str] = Field(default_factory=lambda: ["3-10"], description="DTE ranges in days, 'MIN-MAX'.")
     lookbacks: list[str] = Field(default_factory=lambda: ["14d"], description="Window lengths: 90m, 12h, 14d, 1w.")
-    expected_interval_minutes: float = Field(default=5.0, description="Harvest interval the coverage is measured against (minutes).")
+    expected_interval_minutes: float = Field(default=5.0, gt=0, description="Harvest interval the coverage is measured against (minutes).")
     min_snapshot_coverage: float = Field(default=0.5, description="Fewer snapshots than this share of the expected degrades a run (fraction).")
     min_rv_returns: int = Field(default=24, description="Snapshots whose RV_7d rests on fewer hourly returns are left out.")
     max_schema_error_rate: float = Field(
@@ -276,6 +328,11 @@ class AutoConfig(_Section):
     )
     min_expiries: int = Field(default=2, ge=0, description="Fewer expiries in the DTE range degrade a run.")
     min_strikes: int = Field(default=10, ge=0, description="Fewer distinct strikes in the DTE range degrade a run.")
+
+    @field_validator("underlyings")
+    @classmethod
+    def _underlying_names(cls, v: list[str]) -> list[str]:
+        return _check_underlyings(v)
 
 
 class DashboardConfig(_Section):
@@ -340,6 +397,22 @@ class CalibrationConfig(_Section):
         default="rv",
         description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
     )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("underlyings")
+    @classmethod
+    def _underlying_names(cls, v: list[str]) -> list[str]:
+        return _check_underlyings(v)
+
+    @model_validator(mode="after")
+    def _fit_within_limits(self) -> CalibrationConfig:
+        lim = self.limits
+        if self.fit.min_mult < lim.min_multiplier or self.fit.max_mult > lim.max_multiplier:
+            raise ValueError(
+                f"fit: the search range [{self.fit.min_mult:g}, {self.fit.max_mult:g}] must lie within the "
+                f"limits [{lim.min_multiplier:g}, {lim.max_multiplier:g}]"
+            )
+        return self
 
     @field_validator("bands")
     @classmethod
@@ -379,8 +452,8 @@ class CalibrationConfig(_Section):
 class Multipliers(_Lenient):
     """A global multiplier plus optional per-DTE-band multipliers ({"global": x, "bands": {...}})."""
 
-    global_: float | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
-    bands: dict[str, float] = Field(default_factory=dict, description="Band label -> multiplier.")
+    global_: StrictNumber | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
+    bands: dict[str, StrictNumber] = Field(default_factory=dict, description="Band label -> multiplier.")
 
     @field_validator("bands", mode="before")
     @classmethod

@@ -1,20 +1,106 @@
-"""Strict YAML reading (safe_load semantics, duplicate keys are errors) and scalar formatting."""
+"""Strict YAML reading and scalar formatting.
+
+What the strict loader accepts (config/applied_multipliers.yaml and config/calibration.yaml):
+- safe_load semantics: no tag builds an object;
+- no duplicate mapping keys, no aliases (`*name`): an alias bomb ("billion laughs") is refused
+  before anything is expanded, and nothing reads the same node twice;
+- plain scalars resolved by the YAML 1.2 core schema restricted to decimal numbers: `true`/`false`,
+  `null`/`~`, `12`, `-1.5`, `2e0`, `.inf`, `.nan`. YAML 1.1's `yes`/`on`, `1:30` (sexagesimal), `1_0`,
+  `0x1`, `0o7`, dates and the `<<` merge key are plain strings, so a number field refuses them;
+- integers of more than 4300 digits are refused in one line (Python will not convert them).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.store.files import read_input
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: ~10x faster
 
+MAX_INT_DIGITS = 4300  # Python's default int <-> str conversion limit
+_INT_RE = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
+
 
 class _StrictLoader(_Base):  # type: ignore[valid-type,misc]
-    """Safe loading (no tags that build objects) that refuses duplicate mapping keys."""
+    """Safe loading (no tags that build objects) that refuses duplicate keys and aliases, and
+    resolves plain scalars by the YAML 1.2 core schema with decimal numbers only."""
+
+    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _refuse_aliases(node)
+        return node
+
+
+def _refuse_aliases(root: yaml.Node) -> None:
+    """An alias makes the composed graph share a node: refuse the first node reached twice."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in this file; write the value out", node.start_mark
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.extend((key_node, value_node))
+
+
+for _tag, _regex, _first in (
+    ("tag:yaml.org,2002:bool", _BOOL_RE, "tTfF"),
+    ("tag:yaml.org,2002:null", _NULL_RE, ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", _INT_RE, "-+0123456789"),
+    ("tag:yaml.org,2002:float", _FLOAT_RE, "-+0123456789."),
+):
+    _StrictLoader.add_implicit_resolver(_tag, _regex, list(_first))
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if not _INT_RE.match(text):
+        raise yaml.constructor.ConstructorError(None, None, f"not a decimal integer: {excerpt(text, 40)}", node.start_mark)
+    digits = len(text.lstrip("+-"))
+    if digits > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer of {digits} digits (at most {MAX_INT_DIGITS})", node.start_mark
+        )
+    return int(text)
+
+
+def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
+    text = loader.construct_scalar(node)
+    if not _FLOAT_RE.match(text):
+        raise yaml.constructor.ConstructorError(None, None, f"not a decimal number: {excerpt(text, 40)}", node.start_mark)
+    return float(text.lower().replace(".inf", "inf").replace(".nan", "nan"))
+
+
+def _construct_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
+    text = loader.construct_scalar(node)
+    if not _BOOL_RE.match(text):
+        raise yaml.constructor.ConstructorError(None, None, f"not true or false: {excerpt(text, 40)}", node.start_mark)
+    return text.lower() == "true"
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -26,11 +112,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark
+                None, None, f"unhashable key {excerpt(key, 60)}", key_node.start_mark
             ) from None
         if key in mapping:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark
+                None, None, f"duplicate key {excerpt(key, 60)} (line {key_node.start_mark.line + 1})", key_node.start_mark
             )
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
@@ -49,7 +135,17 @@ def loads_strict(text: str, path: Path | str) -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
         text_ = f"{context}: {problem}" if context and problem else problem
-        raise CalreportError(f"invalid YAML{where}: {text_}", path) from None
+        raise CalreportError(f"invalid YAML{where}: {_cap(text_)}", path) from None
+    except RecursionError:
+        raise CalreportError("invalid YAML: nested too deeply", path) from None
+    except ValueError as exc:  # a constructor's conversion (defence in depth: the checks above come first)
+        raise CalreportError(f"invalid YAML: {_cap(str(exc))}", path) from None
+
+
+def _cap(text: str, limit: int = 200) -> str:
+    """Parser messages can quote input (a tag, a token): keep them short."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_strict(path: Path) -> Any:
@@ -78,11 +174,11 @@ def validation_problem(exc: Exception) -> str:
     if callable(errors):
         parts = []
         for err in errors()[:3]:
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            loc = ".".join(str(p) if len(str(p)) <= 40 else excerpt(str(p), 40) for p in err.get("loc", ()))
+            msg = _cap(str(err.get("msg", "")).removeprefix("Value error, "), 160)
             if err.get("type") == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
             parts.append(f"{loc}: {msg}" if loc else msg)
         more = len(errors()) - 3
         return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-    return str(exc).splitlines()[0]
+    return _cap(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

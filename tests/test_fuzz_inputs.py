@@ -1,0 +1,223 @@
+"""Fuzzing the commands over every outside input (issue 10): the applied YAML, the config, a
+snapshot, a harvest line and a history line.
+
+For any generated input, the command a user would run on it answers with a documented exit code
+and never a traceback or an "internal error"; when it refuses (exit 1), the applied YAML and the
+history are byte for byte what they were. Generators mix valid files with the hostile forms the
+adversarial pass used: aliases, YAML 1.1 numbers, 5000-digit integers, deep nesting, numbers as
+strings or booleans, NaN, out-of-range multipliers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from calreport.commands import usecases as actions
+from calreport.commands.cli import main
+from calreport.errors import EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD
+from calreport.store.config import DEFAULT_CONFIG_TEXT
+from calreport.store.paths import Root
+
+REPO = Path(__file__).resolve().parents[1]
+SNAPSHOT = REPO / "tests" / "fixtures" / "deribit" / "book_summary_btc.json"
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+DOCUMENTED = {EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD}
+
+# scalars that break naive readers, written as YAML / JSON source text
+HOSTILE_TEXT = [
+    "1:30", "1_0", "0x1", "0o7", "yes", "no", "on", "true", "false", "~", "null", ".nan", ".inf", "-.inf", "NaN",
+    "1e300", "-1", "0", "25", "0.01", "'1.5'", '"1.5"', "9" * 5000, "[" * 3000, "{a: 1}", "[1, 2]", "&a 1", "*a",
+    "!!python/object/apply:os.system ['true']", "!!int 0x1", "!!float 1_0", "!!binary aGk=", "<<", "2025-12-11",
+    "x" * 300, "\"\\u0000\"", "'", "&a [*a]", "1.0833", "1.5", "0.7",
+]
+JSON_HOSTILE = [
+    "true", "false", "null", '"0.05"', '"1.5"', "1e400", "-1", "0", "NaN", "Infinity", "9" * 5000, "[" * 3000 + "]" * 3000,
+    "{}", "[]", '"' + "x" * 300 + '"', "1.5", "0.05", "25",
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Root:
+    root = Root(tmp_path_factory.mktemp("fuzz") / "template")
+    actions.init(root)
+    code, _, err = _run(root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
+    assert code == 0, err
+    return root
+
+
+@pytest.fixture
+def fresh(template: Root, tmp_path: Path) -> Root:
+    root = Root(tmp_path / "root")
+    shutil.copytree(template.path, root.path)
+    return root
+
+
+def _reset(template: Root, root: Root) -> None:
+    """Put the files of record back to the template's (one root per test, reset per example)."""
+    for rel in ("config", "history"):
+        shutil.rmtree(root.path / rel)
+        shutil.copytree(template.path / rel, root.path / rel)
+    shutil.rmtree(root.path / "data", ignore_errors=True)
+
+
+def _run(root: Root, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--root", str(root.path), *args])
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _record(root: Root) -> tuple[bytes | None, ...]:
+    paths = (root.applied, root.live_history, root.auto_history)
+    return tuple(p.read_bytes() if p.is_file() else None for p in paths)
+
+
+def _check(root: Root, *args: str) -> int:
+    before = _record(root)
+    code, out, err = _run(root, *args)
+    assert "Traceback" not in out + err and "internal error" not in err, (args, err[-300:])
+    assert code in DOCUMENTED, (args, code, err[-300:])
+    if code == EXIT_REFUSED:
+        assert len(err.strip().splitlines()) == 1, (args, err[-600:])
+        assert len(err) < 1000, (args, err[:300])
+        assert _record(root) == before, f"{args} refused but changed a file of record"
+    return code
+
+
+def _mutate(text: str, data: st.DataObject, tokens: list[str]) -> str:
+    """Replace the value after one `key:` (or insert a token anywhere) a few times."""
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        token = data.draw(st.sampled_from(tokens), label="token")
+        spots = [i + 2 for i in range(len(text) - 1) if text[i : i + 2] == ": "]
+        if spots and data.draw(st.booleans(), label="replace value"):
+            i = data.draw(st.sampled_from(spots), label="spot")
+            end = min((j for j in (text.find("\n", i), text.find(",", i), text.find("}", i)) if j != -1), default=len(text))
+            text = text[:i] + token + text[end:]
+        else:
+            i = data.draw(st.integers(0, len(text)), label="at")
+            text = text[:i] + token + text[i:]
+    return text
+
+
+# --------------------------------------------------------------------------- the applied YAML
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_applied_yaml_is_used_or_refused_without_changing_anything(template: Root, fresh: Root, data: st.DataObject) -> None:
+    _reset(template, fresh)
+    fresh.applied.write_text(_mutate(fresh.applied.read_text(), data, HOSTILE_TEXT), errors="surrogatepass")
+    for args in (("status",), ("status", "--json"), ("force-apply", "--underlying", "BTC")):
+        _check(fresh, *args)
+
+
+# --------------------------------------------------------------------------- the config
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_config_is_used_or_refused_without_changing_anything(template: Root, fresh: Root, data: st.DataObject) -> None:
+    _reset(template, fresh)
+    fresh.calibration_config.write_text(_mutate(DEFAULT_CONFIG_TEXT, data, HOSTILE_TEXT), errors="surrogatepass")
+    for args in (("status",), ("force-apply", "--underlying", "BTC"), ("calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")):
+        _check(fresh, *args)
+
+
+# --------------------------------------------------------------------------- a snapshot
+
+SNAPSHOT_ROWS = json.loads(SNAPSHOT.read_text())["result"]
+SNAPSHOT_KEYS = sorted({k for r in SNAPSHOT_ROWS for k in r})
+
+
+@FUZZ
+@given(
+    n=st.integers(1, 6),
+    edits=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(SNAPSHOT_KEYS), st.sampled_from(JSON_HOSTILE)), max_size=3),
+    envelope=st.booleans(),
+)
+def test_fuzzed_snapshot_is_calibrated_or_refused_without_changing_anything(
+    template: Root, fresh: Root, tmp_path: Path, n: int, edits: list[tuple[int, str, str]], envelope: bool
+) -> None:
+    _reset(template, fresh)
+    rows = [dict(r) for r in SNAPSHOT_ROWS[:n]]
+    raws: dict[str, str] = {}
+    for i, key, raw in edits:  # raw JSON text, so 5000-digit integers and deep nesting reach the parser
+        rows[i % n][key] = f"@@{i % n}.{key}@@"
+        raws[f'"@@{i % n}.{key}@@"'] = raw
+    body = json.dumps(rows)
+    for placeholder, raw in raws.items():
+        body = body.replace(placeholder, raw)
+    p = tmp_path / "snap.json"
+    p.write_text('{"jsonrpc": "2.0", "result": ' + body + "}" if envelope else body)
+    _check(fresh, "calibrate", "--underlying", "BTC", "--snapshot", str(p), "--rv", "0.45")
+
+
+# --------------------------------------------------------------------------- a harvest line
+
+HARVEST_ROW = {
+    "instrument_name": "BTC-19DEC25-85000-C", "mark_price": 0.081, "mark_iv": 45.5, "underlying_price": 92150.5,
+    "bid_price": 0.0808, "ask_price": 0.0814, "open_interest": 12.5, "creation_timestamp": 1765454400000,
+    "harvested_at": 1765454400000,
+}
+
+
+@FUZZ
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(sorted(HARVEST_ROW)), st.sampled_from(JSON_HOSTILE)).map(
+                lambda kv: json.dumps({**HARVEST_ROW, kv[0]: "@@"}).replace('"@@"', kv[1]).encode()
+            ),
+            st.binary(max_size=40),
+            st.just(json.dumps(HARVEST_ROW).encode()),
+        ),
+        max_size=6,
+    )
+)
+def test_fuzzed_harvest_lines_never_break_auto_calibrate_or_calibrate(template: Root, fresh: Root, lines: list[bytes]) -> None:
+    _reset(template, fresh)
+    day = fresh.harvest_dir("BTC") / "2025-12-11.jsonl"
+    day.parent.mkdir(parents=True, exist_ok=True)
+    day.write_bytes(b"\n".join(lines) + b"\n")
+    _check(fresh, "auto-calibrate", "--underlying", "BTC", "--as-of", "2025-12-11T12:00:00Z", "--lookback", "1d")
+    _check(fresh, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT))  # RV_7d from the harvest
+
+
+# --------------------------------------------------------------------------- a history line
+
+
+@FUZZ
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(["smoothed", "recommended", "status", "underlying", "run_id", "type", "source", "ts", "samples"]), st.sampled_from(JSON_HOSTILE + ['{"global": true}', '{"global": "1.5"}', '{"global": 1e300}', '{"global": 1.2, "bands": {"7-30d": -1}}', '"BTC"', '"failed"'])),
+        max_size=3,
+    ),
+    junk=st.one_of(st.none(), st.binary(max_size=40)),
+)
+def test_fuzzed_history_line_never_breaks_force_apply_status_or_doctor(
+    template: Root, fresh: Root, edits: list[tuple[str, str]], junk: bytes | None
+) -> None:
+    _reset(template, fresh)
+    lines = fresh.live_history.read_bytes().splitlines()
+    row = json.loads(lines[-1])
+    for key, raw in edits:
+        row[key] = f"@@{key}@@"
+    text = json.dumps(row)
+    for key, raw in edits:
+        text = text.replace(f'"@@{key}@@"', raw)
+    with fresh.live_history.open("ab") as fh:
+        fh.write(text.encode() + b"\n" + (junk + b"\n" if junk is not None else b""))
+    for args in (("force-apply", "--underlying", "BTC"), ("status",), ("doctor",), ("log",)):
+        code = _check(fresh, *args)
+        assert args[0] != "doctor" or code in (0, 1)
