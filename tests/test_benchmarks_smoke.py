@@ -75,3 +75,13 @@ def test_unknown_benchmark_is_refused() -> None:
 def test_helpers() -> None:
     assert percentile(list(range(1, 201)), 99) == 198
     assert fmt_value(0.0412, "s") == "41.2 ms" and fmt_value(1.5e7, "options/s") == "15.00M options/s"
+
+
+def test_uncertainty_quick_vectorised_bootstrap_matches_one_fit_per_draw() -> None:
+    """The vectorised expiry bootstrap and the refit-per-draw baseline give the same standard error."""
+    from benchmarks import bench_uncertainty
+
+    (fig,) = bench_uncertainty.run(quick=True)
+    assert _finite_positive(fig) and fig.baseline and fig.baseline > 0
+    vec, loop = (float(x) for x in fig.notes[0].split("se vectorised ")[1].split(" vs one fit per draw "))
+    assert vec == pytest.approx(loop, rel=0.05)
