@@ -93,3 +93,8 @@ def multipliers(global_: float | None, bands: Mapping[str, float] | None = None)
         return MISSING
     listed = ", ".join(f"{k} {mult(v)}" for k, v in (bands or {}).items())
     return mult(global_) + (f" (bands: {listed})" if listed else "")
+
+
+def node(x: float) -> str:
+    """A smile node of normalised moneyness, as reasons, YAML comments and the dashboard name it: x=-1.50."""
+    return f"x={x:.2f}" if x != 0 else "x=0.00"

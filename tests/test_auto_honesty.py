@@ -56,10 +56,12 @@ def test_a_14d_lookback_on_the_shared_harvest_reports_the_24_snapshots_it_really
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
     actions.init(root)
-    root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
-    root.harvest_dir("BTC").symlink_to(HARVEST)
+    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
+    d.mkdir(parents=True, exist_ok=True)
+    for f in sorted((HARVEST).glob("*.jsonl.gz")):
+        (d / f.name).symlink_to(f.resolve())
     as_of = datetime(2025, 12, 13, 16, tzinfo=UTC)
-    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=as_of)
+    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=as_of, compact=False)
 
     # own reader: snapshot time -> forward of its nearest unexpired expiry (the index proxy)
     nearest: dict[int, tuple[int, float]] = {}

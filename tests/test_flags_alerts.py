@@ -83,8 +83,10 @@ def test_the_shared_btc_snapshot_flags_the_weekend_expiry_and_the_thin_rv(tmp_pa
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
     actions.init(root)
-    root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
-    root.harvest_dir("BTC").symlink_to(SHARED / "deribit-harvest-2025-12" / "BTC")
+    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
+    d.mkdir(parents=True, exist_ok=True)
+    for f in sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz")):
+        (d / f.name).symlink_to(f.resolve())
     run = actions.run_live_calibration(root, "BTC", snap)
     codes = _codes(run.flags or [])
     assert "THIN_RV" in codes and "SHORT_EXPIRY_OUTLIER" in codes and "WING_GAP" in codes

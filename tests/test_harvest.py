@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import pytest
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main as cli_main
 from calreport.errors import CalreportError
-from calreport.market import harvest
+from calreport.market import daycols, harvest
+from calreport.market.compact import compact_closed_days
 from calreport.market.harvest import (
     append_snapshot,
     harvest_once,
@@ -98,62 +99,85 @@ def test_window_and_gz_day_files(tmp_path: Path) -> None:
     assert len(load_harvest(root, "ETH", 0, DEC11 * 2)) == 0  # no directory at all: empty, not an error
 
 
-def test_warm_load_uses_the_cache_and_never_parses_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+FRAME_FIELDS = ("code", "harvested_at", "expiry_ms", "strike", "is_call", *harvest.FLOAT_COLUMNS)
+
+
+def assert_same_frame(a: harvest.HarvestFrame, b: harvest.HarvestFrame) -> None:
+    assert a.names.tolist() == b.names.tolist()
+    for k in FRAME_FIELDS:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert (a.lines, a.schema_errors, a.bad_names) == (b.lines, b.schema_errors, b.bad_names)
+
+
+def test_a_compacted_day_reads_without_parsing_json_and_gives_the_same_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the npz cache used to promise, now from the day's Parquet file: no JSON on the read path."""
     root = Root(tmp_path)
     write_day(root, [row(ts=DEC11 + i * 300_000, mark=0.01 + i * 1e-4) for i in range(50)] + ["garbage"])
-    cold = load_harvest(root, "BTC", 0, DEC11 * 2)
-    assert (cold.cache_hits, cold.cache_misses) == (0, 1)
+    from_jsonl = load_harvest(root, "BTC", 0, DEC11 * 2)
+    done = compact_closed_days(root, "BTC", DEC11 + 2 * 86_400_000)
+    assert [r.date for r in done.done] == ["2025-12-11"] and not done.skipped
 
     def no_json(*a, **k):
-        raise AssertionError("warm load parsed JSON")
+        raise AssertionError("a compacted day parsed JSON")
 
-    monkeypatch.setattr(harvest, "_loads", no_json)
+    monkeypatch.setattr(daycols, "_loads", no_json)
     monkeypatch.setattr(harvest, "parse_day_bytes", no_json)
     monkeypatch.setattr(json, "loads", no_json)
-    warm = load_harvest(root, "BTC", 0, DEC11 * 2)
+    from_parquet = load_harvest(root, "BTC", 0, DEC11 * 2)
     monkeypatch.undo()
-    assert (warm.cache_hits, warm.cache_misses) == (1, 0)
-    assert warm.schema_errors == cold.schema_errors == 1
-    for k in ("code", "harvested_at", "expiry_ms", "strike", "is_call", *harvest.FLOAT_COLUMNS):
-        np.testing.assert_array_equal(getattr(warm, k), getattr(cold, k))
+    assert [p.name for p in from_parquet.files] == ["2025-12-11.parquet"]
+    assert from_parquet.schema_errors == from_jsonl.schema_errors == 1
+    assert_same_frame(from_parquet, from_jsonl)
 
 
-def test_cache_is_rebuilt_when_the_source_changes(tmp_path: Path) -> None:
+def test_rows_appended_to_a_day_are_seen_on_the_next_read(tmp_path: Path) -> None:
     root = Root(tmp_path)
     p = write_day(root, [row(ts=DEC11, mark=0.01)])
     assert load_harvest(root, "BTC", 0, DEC11 * 2).mark_price.tolist() == [0.01]
-    # same size, new content, mtime moved on: the cache must not be trusted
-    p.write_text(json.dumps(row(ts=DEC11, mark=0.03)) + "\n")
-    st = os.stat(p)
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    f = load_harvest(root, "BTC", 0, DEC11 * 2)
-    assert f.mark_price.tolist() == [0.03] and f.cache_misses == 1
-    # appended rows are seen
+    p.write_text(json.dumps(row(ts=DEC11, mark=0.03)) + "\n")  # rewritten
+    assert load_harvest(root, "BTC", 0, DEC11 * 2).mark_price.tolist() == [0.03]
     with open(p, "a") as fh:
         fh.write(json.dumps(row(ts=DEC11 + HOUR, mark=0.04)) + "\n")
     assert load_harvest(root, "BTC", 0, DEC11 * 2).mark_price.tolist() == [0.03, 0.04]
-    assert load_harvest(root, "BTC", 0, DEC11 * 2).cache_hits == 1
 
 
-def test_corrupt_or_old_format_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_parquet_day_is_named_unreadable_not_a_crash(tmp_path: Path) -> None:
     root = Root(tmp_path)
-    write_day(root, [row()])
-    load_harvest(root, "BTC", 0, DEC11 * 2)
-    (cache,) = list(root.cache_dir.rglob("*.npz"))
-    cache.write_bytes(b"not a zip")
+    write_day(root, [row()], day="2025-12-10")
+    bad = root.harvest_dir("BTC") / "2025-12-11.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet file")
     f = load_harvest(root, "BTC", 0, DEC11 * 2)
-    assert len(f) == 1 and f.cache_misses == 1
-    monkeypatch.setattr(harvest, "FORMAT_VERSION", harvest.FORMAT_VERSION + 1)
-    assert load_harvest(root, "BTC", 0, DEC11 * 2).cache_misses == 1
+    assert len(f) == 1
+    assert list(f.unreadable) == [bad] and "not readable as Parquet" in f.unreadable[bad]
 
 
-def test_unwritable_cache_only_costs_speed(tmp_path: Path) -> None:
+def test_a_gz_that_breaks_off_is_never_compacted_away_and_is_named(tmp_path: Path) -> None:
+    """A log that cannot be read whole stays as it is (its unreadable tail is data nobody saw yet)."""
     root = Root(tmp_path)
-    write_day(root, [row()])
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("x")
-    f = load_harvest(root, "BTC", 0, DEC11 * 2, cache_dir=blocker)
-    assert len(f) == 1 and f.cache_misses == 1
+    p = write_day(root, [row(ts=DEC11 + i * 300_000) for i in range(200)], suffix=".jsonl.gz")
+    p.write_bytes(p.read_bytes()[:-40])  # cut short: the gzip stream breaks off
+    before = load_harvest(root, "BTC", 0, DEC11 * 2)
+    assert 0 < len(before) < 200 and "breaks off" in before.unreadable[p]
+    rep = compact_closed_days(root, "BTC", DEC11 + 2 * 86_400_000)
+    assert rep.done == [] and [d for d, _ in rep.skipped] == ["2025-12-11"] and "breaks off" in rep.skipped[0][1]
+    assert p.exists() and not p.with_name("2025-12-11.parquet").exists()
+    assert_same_frame(load_harvest(root, "BTC", 0, DEC11 * 2), before)
+
+
+def test_a_gz_that_is_all_garbage_is_named_in_the_auto_runs_data_quality(tmp_path: Path) -> None:
+    """issue 10 defect 9: it used to read as an empty harvest, "no harvested snapshots", 0 schema errors."""
+    root = Root(tmp_path)
+    actions.init(root)
+    bad = root.harvest_dir("BTC") / "2025-12-11.jsonl.gz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00garbage, not gzip\n" * 300)
+    run = actions.run_auto_calibration(root, "BTC", lookback="1d", as_of=datetime(2025, 12, 11, 20, tzinfo=UTC))
+    assert run.status == "failed"
+    assert run.data_quality.issues[0] == "unreadable harvest file 2025-12-11.jsonl.gz: not readable as gzip (incorrect header check)"
+    assert "unreadable harvest file 2025-12-11.jsonl.gz" in run.reason
+    assert bad.exists()  # never compacted away
 
 
 def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -241,13 +265,35 @@ def test_frame_converts_to_quote_arrays(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
-def test_real_harvest_loads_cold_and_warm_identically(tmp_path: Path) -> None:
+def test_real_harvest_loads_identically_from_jsonl_gz_and_compacted_parquet(tmp_path: Path) -> None:
     src = SHARED / "deribit-harvest-2025-12"
-    cold = load_harvest(src, "BTC", 0, 2_000_000_000_000, cache_dir=tmp_path)
-    warm = load_harvest(src, "BTC", 0, 2_000_000_000_000, cache_dir=tmp_path)
-    assert cold.cache_misses == 6 and warm.cache_hits == 6
-    assert len(cold) == 191_822 and len(cold.snapshot_times()) == 278
-    assert cold.schema_errors == 0 and cold.bad_names == 0
-    np.testing.assert_array_equal(cold.mark_price, warm.mark_price)
-    assert np.isnan(cold.bid).any()  # null bids are kept as NaN, not dropped
-    assert (cold.mark_price < 1e-5).any()  # tiny marks are kept for the filters to judge
+    gz = load_harvest(src, "BTC", 0, 2_000_000_000_000)
+    assert len(gz) == 191_822 and len(gz.snapshot_times()) == 278
+    assert gz.schema_errors == 0 and gz.bad_names == 0 and not gz.unreadable
+    assert np.isnan(gz.bid).any()  # null bids are kept as NaN, not dropped
+    assert (gz.mark_price < 1e-5).any()  # tiny marks are kept for the filters to judge
+    copy = tmp_path / "BTC"
+    copy.mkdir()
+    for p in (src / "BTC").iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    rep = compact_closed_days(copy, "BTC", 2_000_000_000_000)
+    assert len(rep.done) == 6 and not rep.skipped
+    assert sorted(p.name for p in copy.iterdir() if not p.name.endswith(".lock")) == sorted(
+        p.name.replace(".jsonl.gz", ".parquet") for p in (src / "BTC").iterdir()
+    )
+    assert_same_frame(load_harvest(copy, "BTC", 0, 2_000_000_000_000), gz)
+
+
+def test_the_recorded_index_is_the_rv_series_only_when_every_snapshot_has_it(tmp_path: Path) -> None:
+    root = Root(tmp_path)
+    rows = []
+    for i in range(3):
+        t = DEC11 + 1000 + i * 300_000
+        rows.append(row(name="BTC-12DEC25-90000-C", ts=t, fwd=90000.0 + i, index_price=89900.0 + i))
+        rows.append(row(name="BTC-26DEC25-90000-C", ts=t, fwd=91000.0 + i, index_price=89900.0 + i))
+    write_day(root, rows)
+    f = load_harvest(root, "BTC", 0, DEC11 * 2)
+    assert harvest.index_price_per_snapshot(f)[1].tolist() == [89900.0, 89901.0, 89902.0]
+    write_day(root, [*rows, row(name="BTC-12DEC25-90000-C", ts=DEC11 + HOUR, fwd=90100.0)])  # one without it
+    t, p = harvest.index_price_per_snapshot(load_harvest(root, "BTC", 0, DEC11 * 2))
+    assert p.tolist() == [90000.0, 90001.0, 90002.0, 90100.0]  # the nearest forward throughout, never a mix

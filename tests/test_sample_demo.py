@@ -25,6 +25,7 @@ from calreport.market.deribit import (
     parse_chart_data,
     parse_instrument_name,
 )
+from calreport.market.harvest import load_harvest
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
     SampleMarket,
@@ -181,11 +182,20 @@ def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None
     assert "Unrealistic auto-calibration" in html
 
     n_live, n_auto = len(live_runs(root)), len(autos)
-    day = root.harvest_dir("BTC") / f"{datetime.fromtimestamp(T0 / 1000, tz=UTC):%Y-%m-%d}.jsonl"
-    harvested = day.read_bytes()
+    # every day before today (by the wall clock) was compacted: T0's day is a Parquet file now
+    stem = f"{datetime.fromtimestamp(T0 / 1000, tz=UTC):%Y-%m-%d}"
+    day = root.harvest_dir("BTC") / f"{stem}.parquet"
+    assert day.exists() and not (root.harvest_dir("BTC") / f"{stem}.jsonl").exists()
+    day_start = T0 // MS_PER_DAY * MS_PER_DAY
+    harvested = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
+    layout = sorted(p.name for p in root.harvest_dir("BTC").iterdir())
     assert run_demo(root, log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
     assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
-    assert day.read_bytes() == harvested  # the harvest was rewritten, not doubled
+    again = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
+    assert len(again) == len(harvested) > 0  # the harvest was rewritten, not doubled
+    np.testing.assert_array_equal(again.harvested_at, harvested.harvested_at)
+    np.testing.assert_array_equal(again.mark_price, harvested.mark_price)
+    assert sorted(p.name for p in root.harvest_dir("BTC").iterdir()) == layout
 
 
 def test_a_later_demo_removes_the_harvest_days_an_earlier_one_wrote_outside_its_week(tmp_path: Path) -> None:

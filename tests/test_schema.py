@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from calreport import jsonio
 from calreport.commands.demo import FIXED_ANCHOR, run_demo
+from calreport.market import parquet as pqday
 from calreport.commands.legacy import import_legacy
 from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
 from calreport.store.applied import force_apply, format_applied, read_applied
@@ -94,15 +95,33 @@ def _history_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def harvest(demo: Root) -> tuple[list[dict[str, Any]], int]:
-    """Every harvest line of the demo root that is JSON, and how many were not (torn)."""
+    """Every harvest row of the demo root, and how many lines were torn (not JSON).
+
+    Closed days are compacted: their rows come back from the Parquet files in the JSONL shape, and
+    their torn lines are in the `.errors.json` sidecars (validated against `harvest-errors`)."""
     rows, torn = [], 0
-    for f in sorted((demo.path / "data" / "harvest").rglob("*.jsonl*")):
+    base = demo.path / "data" / "harvest"
+    for f in sorted(base.rglob("*.jsonl*")):
         data = gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes()
         for line in data.splitlines():
             try:
                 rows.append(jsonio.loads(line))
             except ValueError:
                 torn += 1
+    for f in sorted(base.rglob("*.parquet")):
+        rows += pqday.read_rows(f)
+    sidecars = sorted(base.rglob("*.errors.json"))
+    validator = _validator("harvest-errors")
+    for f in sidecars:
+        doc = json.loads(f.read_bytes())
+        validator.validate(doc)
+        for source in doc["sources"].values():
+            for rejected in source["rejected"]:
+                try:
+                    jsonio.loads(rejected["text"])
+                except ValueError:
+                    torn += 1
+    assert sidecars and list(base.rglob("*.parquet"))  # the demo's closed days were compacted
     return rows, torn
 
 
@@ -126,7 +145,8 @@ def test_schema_without_a_name_lists_every_format_with_a_description(capsys: pyt
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert [ln.split()[0] for ln in lines] == list(SCHEMAS) == [n for n, _ in list_schemas()]
-    assert set(SCHEMAS) == {"applied", "config", "state", "live-run", "apply-event", "auto-run", "run-detail", "harvest-row", "alert-event"}
+    assert set(SCHEMAS) == {"applied", "config", "state", "live-run", "apply-event", "auto-run", "run-detail", "harvest-row",
+                            "harvest-errors", "alert-event"}
     assert all(len(ln.split(None, 1)) == 2 for ln in lines)
 
 

@@ -150,7 +150,14 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
     root = Root(tmp_path / "r")
     actions.init(root)
     _mode(root, "atm_iv")
-    run = actions.run_live_calibration(root, "BTC", SNAP)  # no RV needed in atm_iv mode
+    smiled = actions.run_live_calibration(root, "BTC", SNAP)  # no RV needed in atm_iv mode; smile on (default)
+    assert 0.85 <= smiled.recommended.global_ <= 1.15  # type: ignore[union-attr, operator]
+    flat_root = Root(tmp_path / "flat")  # the flat model: what the independent fit below reproduces
+    actions.init(flat_root)
+    _mode(flat_root, "atm_iv")
+    cfg = flat_root.calibration_config.read_text()
+    flat_root.calibration_config.write_text(cfg.replace("smile:\n  enabled: true", "smile:\n  enabled: false"))
+    root, run = flat_root, actions.run_live_calibration(flat_root, "BTC", SNAP)
     m = run.recommended.global_  # type: ignore[union-attr]
     assert 0.85 <= m <= 1.15
 
@@ -246,9 +253,11 @@ def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_pa
     root = Root(tmp_path / "r")
     actions.init(root)
     _mode(root, "atm_iv")
-    root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
-    root.harvest_dir("BTC").symlink_to(harvest)
-    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC))
+    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
+    d.mkdir(parents=True, exist_ok=True)
+    for f in sorted((harvest).glob("*.jsonl.gz")):
+        (d / f.name).symlink_to(f.resolve())
+    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
     assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
     assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]
     assert not any(f.code == "THIN_RV" for f in run.flags or [])
@@ -260,3 +269,17 @@ def test_an_engine_started_on_an_unreadable_config_raises_a_one_line_error(tmp_p
     root.calibration_config.write_text(root.calibration_config.read_text() + "sigma_mode: atm_iv\n")  # duplicate key
     with pytest.raises(CalreportError, match="duplicate key 'sigma_mode'"):
         AppliedMultipliersWatcher(root, observer="none").start()
+
+
+def test_calreport_price_quotes_in_the_configured_sigma_mode(tmp_path: Path) -> None:
+    """`calreport price` asks the engine in the configured mode: mark_iv with nothing applied quotes
+    each option at its own mark IV (base alone), no RV needed."""
+    from calreport.commands.price import price_rows
+    from calreport.commands.workspace import Workspace
+
+    snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
+    root = Root(tmp_path / "r")
+    actions.init(root)
+    _mode(root, "mark_iv")
+    rows = price_rows(Workspace.open(root, renderer=None), "BTC", snap)
+    assert rows and all(r["sigma"] == pytest.approx(r["mark_iv"], abs=1e-9) for r in rows)

@@ -51,9 +51,10 @@ from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.calibration.sigma import atm_iv_grouped
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
+from calreport.calibration.smile import fit_smile
 from calreport.errors import CalreportError, excerpt
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
-from calreport.store.models import AutoRun, CalibrationConfig, DataQuality
+from calreport.store.models import AutoRun, CalibrationConfig, DataQuality, Smile, SmileFitStats
 from calreport.timeutil import (
     MS_PER_DAY,
     MS_PER_HOUR,
@@ -136,6 +137,7 @@ class AutoFit:
     mae_vol_points: float | None
     desk: dict[str, object] | None = None  # calibration/desk.py fields at the fitted multiplier
     uncertainty: Uncertainty | None = None  # calibration/uncertainty.py: multiplier_se and its parts
+    smile: dict[str, object] | None = None  # smile, smile_multiplier, smile_fit (smile.enabled only)
 
 
 NO_FIT = AutoFit(None, False, None, None, None, None)
@@ -173,9 +175,43 @@ def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig
         terms, den, q.expiry_ms, bounds=bounds, draws=cfg.fit.bootstrap_draws, seed=cfg.fit.bootstrap_seed
     )
     unc = combine(fit.multiplier, se_e, rv_se(fit.multiplier, rv_returns, manual=False), expiries=n_exp, draws=n_draws)
+    smile = _smile_fields(sel, base_sigma, smark, w, cfg, fit.multiplier) if cfg.smile.enabled else None
     return AutoFit(
-        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk, unc
+        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk,
+        smile=smile, uncertainty=unc,
     )
+
+
+SMILE_MAX_QUOTES = 50_000  # an auto window holds up to millions of quotes: the smile fit takes an even stride
+
+
+def _smile_fields(
+    sel: Selection, base_sigma: np.ndarray, smark: np.ndarray, w: np.ndarray, cfg: CalibrationConfig, start: float
+) -> dict[str, object] | None:
+    """The window's global smile (recorded, never applied): level and node values over its OTM quotes,
+    each quote at its own snapshot's RV_7d as base."""
+    q = sel.quotes
+    idx = np.flatnonzero(otm_mask(q.underlying_price, q.strike, q.is_call))
+    if idx.size > SMILE_MAX_QUOTES:
+        idx = idx[:: int(np.ceil(idx.size / SMILE_MAX_QUOTES))]
+    if idx.size == 0:
+        return None
+    F, K = q.underlying_price[idx], q.strike[idx]
+    sc = cfg.smile
+    price_inputs = (F, K, q.is_call[idx], q.mark_price[idx]) if cfg.fit.objective == "price_vega_rel" else None
+    fit = fit_smile(
+        np.log(K / F), np.sqrt(sel.T[idx]), base_sigma[idx], smark[idx], w[idx], nodes=sc.nodes, penalty=sc.penalty,
+        bounds=(sc.bounds[0], sc.bounds[1]), mult_bounds=(cfg.fit.min_mult, cfg.fit.max_mult), objective=cfg.fit.objective,
+        price_inputs=price_inputs, start_multiplier=start,
+    )
+    if fit.multiplier is None:
+        return None
+    stats = SmileFitStats(source="fitted", samples=fit.samples, quotes_per_node=list(fit.quotes_per_node), objective=fit.objective)
+    return {
+        "smile": Smile(nodes=list(sc.nodes), global_=list(fit.values)).rounded(4),
+        "smile_multiplier": round(fit.multiplier, 4),
+        "smile_fit": stats,
+    }
 
 
 # --------------------------------------------------------------------------- data quality
@@ -188,6 +224,7 @@ class HarvestCounts:
     lines: int = 0
     schema_errors: int = 0
     bad_names: int = 0
+    unreadable: tuple[str, ...] = ()  # "file: what could not be read of it"
 
 
 @dataclass(frozen=True)
@@ -209,6 +246,7 @@ class Evidence:
     dte_label: str
     window: str
     needs_rv: bool = True  # sigma_mode rv; an IV base does not rest on RV history
+    unreadable: tuple[str, ...] = ()
 
 
 def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
@@ -217,6 +255,8 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
     failed: list[str] = []
     degraded: list[str] = []
     completeness = min(1.0, ev.snapshots / ev.snapshots_expected) if ev.snapshots_expected else 0.0
+    for problem in ev.unreadable:  # a file read as nothing is missing data, never an empty harvest
+        (failed if ev.snapshots == 0 else degraded).append(f"unreadable harvest file {problem}")
     if ev.snapshots == 0:
         failed.append(f"no harvested snapshots in the window {ev.window}")
     if ev.lines and ev.schema_errors / ev.lines > MOST_LINES_BAD:
@@ -354,6 +394,7 @@ def evaluate_auto(
         in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
         window=f"{iso_ms(start_ms)} - {iso_ms(end_ms)}",
+        unreadable=counts.unreadable,
     )
     dq = assess_data_quality(ev, cfg)
     status, reason = _verdict(fit, dq, cfg)
@@ -389,6 +430,7 @@ def evaluate_auto(
         **_uncertainty_fields(fit.uncertainty),  # type: ignore[arg-type]
         **honest,  # type: ignore[arg-type]
         sigma_mode=mode,
+        **(fit.smile or {}),  # type: ignore[arg-type]
     )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
-from calreport.calibration.bands import band_index, multipliers_for_dte
+from calreport.calibration.bands import band_index
 from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
@@ -38,9 +38,11 @@ from calreport.calibration.realism import (
     REASON_UNREALISTIC_LIVE,
     assess_calibration_realism,
     recommended_problem,
+    smile_realism,
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import base_sigma
+from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
 from calreport.calibration.smoothing import ewma, smoothing_alpha
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.market.deribit import QuoteArrays
@@ -56,6 +58,8 @@ from calreport.store.models import (
     PolicyConfig,
     QuoteDetail,
     RunDetail,
+    Smile,
+    SmileFitStats,
 )
 from calreport.timeutil import iso_ms
 
@@ -80,7 +84,8 @@ class _Priced:
     band: np.ndarray  # index into config.bands, -1 outside
     sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
     otm: np.ndarray  # each strike once, on its out-of-the-money side
-    base: np.ndarray  # the base sigma of each quote (calibration/sigma.py), sigma = base x multiplier
+    atm_sigma: np.ndarray  # the synthetic vol at the money (x = 0: base x band multiplier, smile 1)
+    base: np.ndarray  # the base sigma of each quote (calibration/sigma.py): sigma = base x m_band x smile
     mode: str = "rv"  # the sigma mode the base follows
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
@@ -129,13 +134,16 @@ class _Priced:
 
 def _price(sel: Selection, base: np.ndarray, applied: AppliedEntry, config: CalibrationConfig, mode: str) -> _Priced:
     q = sel.quotes
-    sigma = base * multipliers_for_dte(sel.dte, applied, config.bands)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k = np.log(q.strike / q.underlying_price)
+    sigma = sigma_for(applied, config.bands, sel.dte, log_k, sel.T, base, use_smile=config.smile.enabled)
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, base, mode)
+    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, base, use_smile=config.smile.enabled)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, atm, base, mode)
 
 
 def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: RealisedVol, mode: str) -> tuple[Selection, np.ndarray]:
@@ -228,6 +236,97 @@ def _uncertainty_fields(
     }
 
 
+@dataclass(frozen=True)
+class _SmileFits:
+    """The run's smile fits: global and per band (bands with enough quotes), and their records."""
+
+    global_: SmileFit
+    bands: dict[str, SmileFit]  # every band with a fitted level; own smile where stats say "fitted"
+    stats: dict[str, SmileFitStats]
+    deviations: dict[str, list[float]]  # label -> [min, max] of base x m x sqrt(T) over its quotes
+
+    def multipliers(self, nodes: list[float]) -> Multipliers:
+        own = {b: list(f.values) for b, f in self.bands.items() if self.stats[b].source == "fitted"}
+        smile = Smile(nodes=nodes, global_=list(self.global_.values), bands=own)
+        bands = {b: f.multiplier for b, f in self.bands.items() if f.multiplier is not None}
+        return Multipliers(global_=self.global_.multiplier, bands=bands, smile=smile)
+
+
+def _base_of(base: np.ndarray | float, m: np.ndarray) -> np.ndarray | float:
+    """The quotes' base sigma under a mask (a per-quote base from the sigma mode, or one number)."""
+    return base[m] if np.ndim(base) else base  # type: ignore[index]
+
+
+def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, config: CalibrationConfig, *,
+               fixed: list[float] | None = None, start: float | None = None) -> SmileFit:
+    """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
+    q = priced.sel.quotes
+    m = mask & priced.otm
+    sc = config.smile
+    price_inputs = None
+    if config.fit.objective == "price_vega_rel":
+        price_inputs = (q.underlying_price[m], q.strike[m], q.is_call[m], q.mark_price[m])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k = np.log(q.strike[m] / q.underlying_price[m])
+    return fit_smile(
+        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], priced.weights[m],
+        nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
+        mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
+        price_inputs=price_inputs, start_multiplier=start, fixed_values=fixed,
+    )
+
+
+def _fit_stats(
+    priced: _Priced, mask: np.ndarray, fit: SmileFit, base: np.ndarray | float, nodes: list[float], source: str
+) -> SmileFitStats:
+    q = priced.sel.quotes
+    m = mask & priced.otm
+    iv_err = None
+    if fit.multiplier is not None and m.any():
+        level = _base_of(base, m) * fit.multiplier
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.log(q.strike[m] / q.underlying_price[m]) / (level * np.sqrt(priced.sel.T[m]))
+        gap = np.abs(level * smile_at(x, nodes, fit.values) - priced.sigma_mark[m])
+        w = priced.weights[m]
+        ok = np.isfinite(gap) & np.isfinite(w)
+        iv_err = float((gap[ok] * w[ok]).sum() / w[ok].sum() * 100.0) if w[ok].sum() > 0 else None
+    return SmileFitStats(
+        source=source, samples=fit.samples, quotes_per_node=list(fit.quotes_per_node),
+        objective=fit.objective, iv_error_vp=iv_err,
+    )
+
+
+def _deviation_range(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, m: float | None) -> list[float]:
+    """[min, max] ATM total deviation base x m x sqrt(T) over the quotes: where realism checks the smile."""
+    if m is None or not mask.any():
+        return []
+    dev = _base_of(base, mask) * m * np.sqrt(priced.sel.T[mask])
+    return [float(np.min(dev)), float(np.max(dev))]
+
+
+def _smile_fits(priced: _Priced, base: np.ndarray | float, config: CalibrationConfig, start: float | None) -> _SmileFits:
+    """Global smile on every OTM quote; per band (with >= fit.band_min_samples quotes) its own smile when
+    it has >= smile.min_quotes_per_band OTM quotes, else the global smile with its own level."""
+    nodes = list(config.smile.nodes)
+    everything = np.ones(priced.sel.n, dtype=bool)
+    g = _smile_fit(priced, everything, base, config, start=start)
+    stats = {"global": _fit_stats(priced, everything, g, base, nodes, "fitted")}
+    deviations = {"global": _deviation_range(priced, everything, base, g.multiplier)}
+    bands: dict[str, SmileFit] = {}
+    for i, b in enumerate(config.bands):  # a handful of bands
+        mask = priced.band == i
+        if int(mask.sum()) < config.fit.band_min_samples:
+            continue
+        own = int((mask & priced.otm).sum()) >= config.smile.min_quotes_per_band
+        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier)
+        if fit.multiplier is None:
+            continue
+        bands[b.name] = fit
+        stats[b.name] = _fit_stats(priced, mask, fit, base, nodes, "fitted" if own else "global")
+        deviations[b.name] = _deviation_range(priced, mask, base, fit.multiplier)
+    return _SmileFits(g, bands, stats, deviations)
+
+
 def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
     q = priced.sel.quotes
     exps, _, atm = atm_iv_by_expiry(q, priced.sel.T)
@@ -242,7 +341,7 @@ def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
                 dte=round(float(priced.sel.dte[mask][0]), 4),
                 samples=int(mask.sum()),
                 atm_mark_iv=atm_of.get(int(e)),
-                synthetic_iv=float(priced.sigma[mask][0]),
+                synthetic_iv=float(priced.atm_sigma[mask][0]),  # at the money: the chart compares with the ATM mark IV
                 mae_pct=gm.mae_pct,
                 vega_weighted_mae_pct=gm.vega_weighted_mae_pct,
             )
@@ -256,15 +355,15 @@ def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
     cols = zip(
         q.instrument.tolist(), priced.sel.dte.tolist(), q.strike.tolist(), q.is_call.tolist(),
         q.mark_price.tolist(), priced.synthetic.tolist(), diff.tolist(), priced.weights.tolist(),
-        priced.miv.tolist(), priced.sigma.tolist(), priced.band.tolist(),
+        priced.miv.tolist(), priced.sigma.tolist(), priced.band.tolist(), q.underlying_price.tolist(),
     )
     return [  # one model per quote: the detail file is quote-level by design
         QuoteDetail(
             instrument=name, dte=round(d, 4), strike=k, type="C" if c else "P", mark=m, synthetic=s,
             diff_pct=df, vega=v, mark_iv=(iv if math.isfinite(iv) else None), synthetic_iv=sg,
-            band=band_names[b] if b >= 0 else None,
+            band=band_names[b] if b >= 0 else None, forward=f,
         )
-        for name, d, k, c, m, s, df, v, iv, sg, b in cols
+        for name, d, k, c, m, s, df, v, iv, sg, b, f in cols
     ]
 
 
@@ -376,7 +475,19 @@ def evaluate_live(
     overall = priced.metrics(everything)
     by_band, by_type, band_values = _slice_fits(priced, rv_value, config)
     recommended = Multipliers(global_=fit.multiplier, bands=band_values)  # full precision feeds the EWMA
+    smiles = _smile_fits(priced, priced.base, config, fit.multiplier) if config.smile.enabled else None
+    if smiles is not None and smiles.global_.multiplier is not None:
+        # with the smile, a band's multiplier is its ATM level: fitted jointly with its smile
+        recommended = smiles.multipliers(list(config.smile.nodes))
+        fit = FitResult(smiles.global_.multiplier, smiles.global_.on_bound, smiles.global_.objective, smiles.global_.samples)
+        by_band = {
+            name: gm.model_copy(update={"recommended": round(smiles.bands[name].multiplier, 4), "on_bound": smiles.bands[name].on_bound})  # type: ignore[arg-type]
+            if name in smiles.bands else gm
+            for name, gm in by_band.items()
+        }
     prev_values, prev_source = previous[0], previous[1]
+    if not config.smile.enabled and prev_values.smile is not None:
+        prev_values = prev_values.model_copy(update={"smile": None})  # the flat model: no smile carried along
     prev_ms = previous[2] if len(previous) > 2 else None  # type: ignore[misc]
     alpha = smoothing_alpha(config.smoothing, prev_ms, now_ms)
     if prev_values.global_ is None:  # nothing fitted in this sigma mode before: the EWMA restarts here
@@ -400,6 +511,13 @@ def evaluate_live(
     if rec_problem is not None:  # the recommended value is judged too, not only the smoothed one
         reason = f"{REASON_UNREALISTIC_LIVE}: {rec_problem}" if status != "failed" else f"{reason}; {rec_problem}"
         status = "failed"
+    if smiles is not None:  # the recommended and the smoothed smiles: bounds and no-arbitrage, per node
+        problems = smile_realism(recommended.smile, smiles.deviations, config.smile, "recommended")
+        problems += smile_realism(smoothed.smile, smiles.deviations, config.smile, "smoothed")
+        if problems:
+            text = "; ".join(dict.fromkeys(problems))
+            reason = f"{REASON_UNREALISTIC_LIVE}: {text}" if status != "failed" else f"{reason}; {text}"
+            status = "failed"
     undecided = LiveRun(
         **provenance,
         vega_sum=vega_sum,
@@ -409,13 +527,14 @@ def evaluate_live(
         mae_vol_points=overall.mae_vol_points,
         recommended=recommended.rounded(4),  # the YAML's precision
         recommended_on_bound=fit.on_bound,
-        fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" else None,
+        fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" and smiles is None else None,
         by_band=by_band,
         by_type=by_type,
         by_type_band=_type_band_fits(priced, rv_value, config),
         **_desk_fields(priced, config),  # type: ignore[arg-type]
-        **_uncertainty_fields(priced, fit.multiplier, band_values, rv, config),  # type: ignore[arg-type]
+        **_uncertainty_fields(priced, recommended.global_ or fit.multiplier, dict(recommended.bands), rv, config),  # type: ignore[arg-type]
         smoothed=smoothed,
+        **({"smile_fit": smiles.stats} if smiles is not None else {}),
         smoothed_from=prev_source,
         smoothing_alpha=round(alpha, 6),
         status=status,

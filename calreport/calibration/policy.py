@@ -37,7 +37,8 @@ from typing import Literal
 
 from calreport import fmt
 from calreport.calibration.bands import band_value
-from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, PolicyConfig
+from calreport.calibration.smile import flat, node_label, regrid
+from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, PolicyConfig, Smile
 
 Decision = tuple[Literal["apply", "hold"], str]
 _EPS = 1e-12
@@ -123,23 +124,66 @@ def decide_values(
     old_mode = applied.sigma_mode or DEFAULT_SIGMA_MODE
     if old_mode != fitted:  # another base: neither the change rule nor a step cap compares across modes
         reason = f"sigma mode {old_mode} -> {fitted}: applied without the change rule or step cap; samples={samples}"
-        return "apply", reason, Multipliers(global_=float(smoothed.global_), bands=dict(smoothed.bands)).rounded(4)
+        return "apply", reason, smoothed.rounded(4)
     g_limit = change_limit(policy, _se(run, None))
     limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
     changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]
-    if d_global < g_limit[0] - _EPS and not changed:
+    nodes_moved = smile_nodes_moved(smoothed.smile, applied.smile, policy.min_delta)
+    if d_global < g_limit[0] - _EPS and not changed and not nodes_moved:
         listed = ", ".join(
             f"{label} d={d:.4f}" + (f" < {limits[label][1]}" if "SE" in limits[label][1] else "") for label, d in d_bands.items()
         ) or "none"
-        return "hold", f"Change too small (global d={d_global:.4f} < {g_limit[1]}; bands: {listed})", None
+        smile_part = "; smile nodes: none" if smoothed.smile is not None else ""
+        return "hold", f"Change too small (global d={d_global:.4f} < {g_limit[1]}; bands: {listed}{smile_part})", None
 
     reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
+    if smoothed.smile is not None:
+        reason += f"; smile nodes changed: {', '.join(nodes_moved) or 'none'}"
     step = policy.max_rel_step
     g = _capped(float(smoothed.global_), applied.global_, step)
     new_bands = {label: _capped(v, band_value(applied, label), step) for label, v in smoothed.bands.items()}
     capped = [("global", float(smoothed.global_), g)] + [(k, smoothed.bands[k], v) for k, v in new_bands.items()]
     capped = [(label, a, b) for label, a, b in capped if abs(a - b) > _EPS]
+    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step)
+    capped += smile_capped
     if capped:
         listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)
         reason += f"; capped at {fmt.limit(step * 100)} % ({listed})"
-    return "apply", reason, Multipliers(global_=g, bands=new_bands)
+    return "apply", reason, Multipliers(global_=g, bands=new_bands, smile=new_smile)
+
+
+def _smile_pairs(new: Smile, old: Smile | None) -> list[tuple[str, list[float], list[float]]]:
+    """(label, new values, old effective values on the new grid) for global and every band either side has."""
+    nodes = list(new.nodes)
+
+    def old_of(label: str | None) -> list[float]:
+        return flat(nodes) if old is None else regrid(old.nodes, old.for_band(label), nodes)
+
+    labels = list(dict.fromkeys([*new.bands, *(old.bands if old is not None else {})]))
+    return [("global", list(new.global_), old_of(None))] + [(b, new.for_band(b), old_of(b)) for b in labels]
+
+
+def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float) -> list[str]:
+    """'global x=-2.50/-1.50', '7-30d x=2.50': per smile, the nodes whose value would move by at least min_delta."""
+    if new is None:
+        return []
+    out = []
+    for label, a, b in _smile_pairs(new, old):  # global + a handful of bands
+        moved = [node_label(x).removeprefix("x=") for x, va, vb in zip(new.nodes, a, b) if abs(va - vb) >= min_delta - _EPS]
+        if moved:
+            out.append(f"{label} x={'/'.join(moved)}")
+    return out
+
+
+def capped_smile(new: Smile | None, old: Smile | None, max_rel_step: float) -> tuple[Smile | None, list[tuple[str, float, float]]]:
+    """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes."""
+    if new is None:
+        return None, []
+    capped: list[tuple[str, float, float]] = []
+    out: dict[str, list[float]] = {}
+    for label, a, b in _smile_pairs(new, old):
+        values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
+        capped += [(f"smile {label} {node_label(x)}", va, v) for x, va, v in zip(new.nodes, a, values) if abs(va - v) > _EPS]
+        out[label] = values
+    bands = {b: out[b] for b in new.bands}
+    return Smile(nodes=list(new.nodes), global_=out["global"], bands=bands), capped

@@ -57,7 +57,12 @@ def select_quotes(q: QuoteArrays, now_ms: int | np.ndarray, filters: FilterConfi
     now = np.asarray(now_ms, dtype=np.float64)
     T = year_fraction(q.expiry_ms, now)
     dte = T * DAYS_PER_YEAR
-    base = parse_instrument_names(q.instrument).base
+    if q.name_code is not None and q.name_table is not None:  # per unique name, not per quote
+        base = parse_instrument_names(q.name_table).base[q.name_code]
+        linear = _is_linear(q.name_table)[q.name_code]
+    else:
+        base = parse_instrument_names(q.instrument).base
+        linear = _is_linear(q.instrument)
     F, K, mark = q.underlying_price, q.strike, q.mark_price
     with np.errstate(invalid="ignore", divide="ignore"):
         log_m = np.abs(np.log(K / F))
@@ -70,7 +75,7 @@ def select_quotes(q: QuoteArrays, now_ms: int | np.ndarray, filters: FilterConfi
         checks = {
             "bad_name": q.valid_name,
             "other_underlying": base == underlying.upper(),
-            "linear": ~_is_linear(q.instrument),
+            "linear": ~linear,
             "option_type": type_ok,
             "dte_range": (dte >= filters.min_dte) & (dte <= filters.max_dte),
             "non_finite": np.isfinite(mark) & (mark > 0) & np.isfinite(F) & (F > 0) & np.isfinite(K) & (K > 0),

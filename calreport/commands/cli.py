@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,12 +23,15 @@ from tqdm import tqdm
 from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
 from calreport.commands import usecases as actions
-from calreport.commands.audit import log_lines
+from calreport.commands.audit import log_lines, smile_changes
 from calreport.commands.dashboard import DashboardActions
 from calreport.commands.dashboard import parse_body as parse_action_body
 from calreport.commands.demo import run_demo
 from calreport.commands.doctor import format_doctor, run_doctor
-from calreport.commands.legacy import format_import, import_legacy
+from calreport.commands.harvester import format_compact, format_import, run_harvester
+from calreport.commands.legacy import format_import as format_legacy_import
+from calreport.commands.legacy import import_legacy
+from calreport.commands.price import add_parser as add_price_parser
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
@@ -40,9 +44,10 @@ from calreport.errors import (
     CalreportError,
     excerpt,
 )
+from calreport.market.compact import import_harvest
 from calreport.market.harvest import Progress
 from calreport.report.serve import serve
-from calreport.store.models import AutoRun, DataQuality, LiveRun
+from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers, Smile
 from calreport.store.paths import Root
 from calreport.store.state import read_state
 from calreport.timeutil import iso_ms, parse_time
@@ -178,8 +183,18 @@ def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
             continue
         bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in e.bands.items()) or "none (global everywhere)"
         print(f"{name}: global {fmt.mult(e.global_)}; bands: {bands}")
+        for line in describe_smile(e.smile):
+            print(f"    {line}")
         print(f"    updated {fmt.text(e.updated_at)} by {e.source}; run {fmt.text(e.run_id)}; reason: {fmt.text(e.reason)}")
     return 0
+
+
+def describe_smile(smile: Smile | None) -> list[str]:
+    """'smile global: x=-2.50 1.4500, ...' per smile of an applied entry ('smile: flat' without one)."""
+    if smile is None:
+        return ["smile: flat (none applied)"]
+    curves = [("global", smile.global_), *smile.bands.items()]
+    return [f"smile {label}: " + ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(smile.nodes, vs)) for label, vs in curves]
 
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
@@ -187,9 +202,10 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     applied = ev.applied
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
     prev = ev.previous.global_ if ev.previous else None
+    moved = smile_changes(ev.previous or Multipliers(), applied or Multipliers())
     print(
         f"{ev.underlying}: applied run {ev.run_id}: global {fmt.mult(prev)} -> {fmt.mult(applied.global_ if applied else None)}; "
-        f"bands: {bands} ({ev.reason})"
+        f"bands: {bands}; smile nodes moved: {len(moved)} ({ev.reason})"
     )
     return 0
 
@@ -238,13 +254,53 @@ def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
     return 0
 
 
+def _log_line(text: str) -> None:
+    """The harvester's log: one timestamped line on stderr per event."""
+    print(f"{iso_ms(int(time.time() * 1000))} {text}", file=sys.stderr, flush=True)
+
+
+def _underlyings(arg: str | None, ws: Workspace) -> list[str]:
+    """--underlying BTC or BTC,ETH; absent: every underlying the config lists."""
+    return [u.strip() for u in arg.split(",") if u.strip()] if arg else list(ws.config.underlyings)
+
+
 def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
+    if args.action == "compact":
+        if args.from_file or args.every is not None:
+            raise CalreportError("harvest compact takes only --underlying")
+        for name in _underlyings(args.underlying, ws):
+            rep = actions.compact_harvest(ws, ws.config.check_underlying(name))
+            lines = format_compact(name.upper(), rep, ws.root) or [f"{name.upper()}: nothing to compact (no closed day has a log)"]
+            for line in lines:
+                print(line)
+        return 0
+    if args.every is not None:
+        if args.from_file:
+            raise CalreportError("--every fetches from Deribit; it cannot be combined with --from-file")
+        stats = run_harvester(ws, _underlyings(args.underlying, ws), args.every, log=_log_line)
+        print(f"harvested {stats.snapshots} snapshots in {stats.cycles} cycles ({stats.errors} fetch errors); "
+              f"compacted {len(stats.compacted)} days; stopped by {stats.stopped_by or 'request'}")
+        return 0
+    if not args.underlying:
+        raise CalreportError("harvest: --underlying is required (or use `harvest --every SECONDS` / `harvest compact`)")
     res = actions.harvest(ws, args.underlying, from_file=args.from_file and Path(args.from_file))
     name, when, rel = args.underlying.upper(), iso_ms(res.harvested_at_ms), _relative(res.path, ws.root)
     if res.skipped_duplicate:
         print(f"{name}: snapshot of {when} already harvested in {rel}; nothing appended")
     else:
         print(f"{name}: harvested {res.rows} quotes of {when} -> {rel}")
+    return 0
+
+
+def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
+    src = Path(args.dir)
+    names = _underlyings(args.underlying, ws)
+    if not args.underlying:  # every configured underlying the directory has
+        names = [u for u in names if (src / u).is_dir()] or names
+    for name in names:
+        res = import_harvest(src, ws.root.harvest_dir(ws.config.check_underlying(name)), name)
+        for line in format_import(name.upper(), res):
+            print(line)
     return 0
 
 
@@ -309,7 +365,7 @@ def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
 
 def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
     result = import_legacy(ws.root, [Path(f) for f in args.files])
-    out, err = format_import(result, ws.root)
+    out, err = format_legacy_import(result, ws.root)
     for line in err:
         print(line, file=sys.stderr)
     for line in out:
@@ -371,9 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--underlying", required=True)
     sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
 
-    sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest")
-    sp.add_argument("--underlying", required=True)
+    sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest; "
+             "--every SECONDS keeps harvesting; `harvest compact` turns closed days into Parquet")
+    sp.add_argument("action", nargs="?", choices=("compact",), help="compact: closed UTC days -> Parquet")
+    sp.add_argument("--underlying", help="BTC (or BTC,ETH with --every / compact; default: the config's list)")
     sp.add_argument("--from-file", dest="from_file")
+    sp.add_argument("--every", type=float, metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
+
+    sp = add("import-harvest", cmd_import_harvest,
+             "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")
+    sp.add_argument("dir", metavar="DIR")
+    sp.add_argument("--underlying", help="default: every underlying the config lists that DIR has")
 
     add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
 
@@ -395,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+")
 
     add_schema_parser(sub, parents=[common])
+    add_price_parser(sub, parents=[common])
     return p
 
 

@@ -16,6 +16,10 @@ come right after them, so the dashboard's time axes read as one story. Given the
 are deterministic (seeded); tests pass a fixed anchor. Re-running on an existing root works: the
 harvest days are rewritten (and day files a previous demo wrote outside the new week removed),
 and the new runs are appended to the history (no history is deleted).
+
+Like a running harvester, the demo compacts the closed UTC days (market/compact.py) once they are
+harvested: they become `YYYY-MM-DD.parquet`, the torn lines go to `YYYY-MM-DD.errors.json`, and
+today's day stays a JSONL log. A re-run removes its days' compacted copies before rewriting them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import yaml
 
 from calreport import fmt
 from calreport.commands import usecases as actions
+from calreport.market.harvest import ERRORS_SUFFIX, PARQUET_SUFFIX
 from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.store.files import atomic_write
 from calreport.store.models import AutoRun, LiveRun
@@ -99,6 +104,8 @@ def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int) -> 
         )
         bugs = [(lo, hi, kind) for kind, (lo, hi) in unit_error_windows(end_ms).items()] if name == "BTC" else []
         files = write_harvest(root, m, times, unit_errors=bugs, early_until=start + 4 * MS_PER_HOUR)
+        for f in files:  # a day is rewritten whole: an earlier demo's compacted copy of it goes
+            _remove_compacted(f)
         # a harvester killed mid-write leaves a torn line: counted as a schema error, never fatal
         with open(files[0], "ab") as fh:
             fh.write(b'{"instrument_name": "' + name.encode() + b'-13DEC25-9\n')
@@ -111,10 +118,18 @@ def build_harvest(root: Root, markets: dict[str, SampleMarket], end_ms: int) -> 
         stale = root.path / rel
         if stale.parent not in ours:  # another underlying's days: not this call's business
             kept.add(rel)
-        elif stale.suffix == ".jsonl":  # only ever a harvest day file the demo wrote
+        elif stale.suffix == ".jsonl":  # only ever a harvest day file the demo wrote (or its compacted copy)
             stale.unlink(missing_ok=True)
+            _remove_compacted(stale)
     atomic_write(manifest, json.dumps(sorted(now | kept), indent=0).encode("utf-8"))
     return counts
+
+
+def _remove_compacted(day_log: Path) -> None:
+    """The Parquet file and errors sidecar compaction made of a demo day (`YYYY-MM-DD.jsonl`)."""
+    stem = day_log.name[: -len(".jsonl")]
+    for suffix in (PARQUET_SUFFIX, ERRORS_SUFFIX):
+        day_log.with_name(stem + suffix).unlink(missing_ok=True)
 
 
 def harvest_last_hour(root: Root, market: SampleMarket, end_ms: int, out: Path) -> None:
@@ -195,11 +210,16 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
     counts = build_harvest(root, markets, end)
     log("  harvest: " + ", ".join(f"{u} {n:,} rows" for u, n in counts.items()) + f" over {HARVEST_DAYS} days")
     harvest_last_hour(root, markets["BTC"], end, out)
+    for u in markets:  # what the harvester does at each UTC midnight: closed days -> Parquet
+        rep = actions.compact_harvest(root, u)
+        if rep.done:
+            log(f"  harvest compact {u}: {len(rep.done)} closed days -> Parquet "
+                f"({sum(r.schema_errors for r in rep.done)} torn lines kept in the .errors.json sidecars)")
 
     btc, eth = markets["BTC"], markets["ETH"]
     h = MS_PER_HOUR
     # Live runs: the policy applies the first ones, holds a thin book, the user forces one,
-    # a snapshot with USD marks fails realism, later runs apply or hold on the change size.
+    # a snapshot with USD marks fails realism, later runs apply or hold on the change size or a thin book.
     _live(root, btc, end - 66 * h, out, log)
     _live(root, btc, end - 54 * h, out, log)
     _live(root, eth, end - 50 * h, out, log)
@@ -211,6 +231,9 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
     _live(root, btc, end - 18 * h, out, log, unit_error="usd")
     _live(root, eth, end - 6 * h, out, log)
     _live(root, btc, end - 2 * h, out, log)
+    # the smile's nodes keep converging run after run, so few runs hold on the change size: a last thin
+    # book stays held (the earlier one was forced and so superseded)
+    _live(root, eth, end - 1 * h, out, log, limit=40)
 
     # Auto-calibrate: history only, never the applied multipliers.
     bugs = unit_error_windows(end)

@@ -20,6 +20,7 @@ from calreport.store.models import (
     ApplyEvent,
     AutoRun,
     CalibrationConfig,
+    HarvestErrors,
     HarvestRow,
     LiveRun,
     RunDetail,
@@ -39,6 +40,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
     "alert-event": AlertEvent,
+    "harvest-errors": HarvestErrors,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -51,6 +53,7 @@ DESCRIPTIONS: dict[str, str] = {
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
     "alert-event": "history/alerts.jsonl, one line: an alert raised for a run and its delivery",
+    "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
 }
 
 

@@ -28,6 +28,7 @@ from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
+from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.harvest import (
     AppendResult,
@@ -173,7 +174,9 @@ def run_live_calibration(
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
     mode = cfg.sigma_mode_for(name)
-    previous = previous_smoothed_run(iter_rows_reversed(root.live_history, LiveRun), name, applied, sigma_mode=mode)
+    # a hand-edited row whose smoothed values break the limits never seeds the EWMA (issue 10)
+    seeds = (r for r in iter_rows_reversed(root.live_history, LiveRun) if cfg.limits.problem_of(r.smoothed) is None)
+    previous = previous_smoothed_run(seeds, name, applied, sigma_mode=mode)
     before = _latest_live(root, name)  # for "new flags": what the underlying's previous run raised
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
@@ -201,10 +204,13 @@ def run_live_calibration(
         run = decide_live(  # against the values on disk now
             run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns, sigma_mode=mode
         )
+        values = run.applied_values or run.smoothed
+        beyond = cfg.limits.problem_of(values) if run.decision == "apply" else None
+        if beyond:  # never a row saying "apply" that no apply event follows (issue 10)
+            run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
         applied_atm = _run_atm_iv(root, tx.entry(name).run_id)
         run = run.model_copy(update={"flags": live_flags(run, evaluated.detail.expiries, cfg, applied_atm_iv=applied_atm)})
         append_row(root.live_history, run)  # the row first: the apply event follows its run
-        values = run.applied_values or run.smoothed
         if run.decision == "apply" and values is not None:
             event = tx.write(
                 name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
@@ -287,12 +293,15 @@ def run_auto_calibration(
     as_of: datetime | None = None,
     progress: Progress | None = None,
     now: Callable[[], datetime] = utc_now,
+    compact: bool = True,
 ) -> AutoRun:
-    """One auto-calibrate run: read the harvest, evaluate, append the row. Never applies.
+    """One auto-calibrate run: compact closed days, read the harvest, evaluate, append the row. Never applies.
 
     No data in the window is a `failed` row with a data-quality reason, never an exception; bad
     arguments (a malformed --dte or --lookback, an unknown underlying) are one-line errors.
-    `progress(done, total, file name)` is called while the day files are read.
+    `progress(done, total, day)` is called while the days are read. Compaction (closed UTC days
+    by the wall clock, `now`) only changes the harvest's format, never its rows; a day it cannot
+    compact (read-only harvest, a log that breaks off) is read as it is.
     """
     started = time.perf_counter()
     ws = as_workspace(where)
@@ -305,6 +314,8 @@ def run_auto_calibration(
         end_dt = end_dt.replace(tzinfo=UTC)
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb[1]
+    if compact:
+        compact_harvest(root, name, int(now().timestamp() * 1000))
     # one read covers the window and the 7 days of index history RV needs before it
     hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=progress)
     idx_t, idx_p = index_price_per_snapshot(hist)
@@ -314,14 +325,17 @@ def run_auto_calibration(
         sum(c[i] for p, c in hist.file_counts.items() if p in window_files) for i in range(3)
     )
     run = evaluate_auto(
-        hist.take(hist.harvested_at > start_ms),
+        hist.after(start_ms),
         idx_t,
         idx_p,
         underlying=name,
         dte_range=dte_range,
         lookback=lb,
         as_of=end_dt,
-        counts=HarvestCounts(lines, schema_errors, bad_names),
+        counts=HarvestCounts(
+            lines, schema_errors, bad_names,
+            unreadable=tuple(f"{p.name}: {why}" for p, why in sorted(hist.unreadable.items()) if p in window_files),
+        ),
         config=cfg,
         run_id=new_run_id(),
         now=now,
@@ -336,6 +350,13 @@ def run_auto_calibration(
     append_row(root.auto_history, run)
     notify(ws, "auto", run, before.flags if before is not None else None)
     return run
+
+
+def compact_harvest(where: Where, underlying: str, now_ms: int | None = None) -> CompactReport:
+    """`calreport harvest compact`: closed UTC days of one underlying from JSONL logs to Parquet."""
+    root = where.root if isinstance(where, Workspace) else where
+    when = int(utc_now().timestamp() * 1000) if now_ms is None else now_ms
+    return compact_closed_days(root, underlying, when)
 
 
 def auto_calibrate(

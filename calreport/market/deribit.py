@@ -187,6 +187,11 @@ class QuoteArrays:
     creation_ms: np.ndarray  # int64 (0 when missing)
     valid_name: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     n_bad_names: int = 0
+    # Optional categorical form of `instrument` (a harvest repeats ~700 names millions of times):
+    # instrument == name_table[name_code]. Per-name work (parsing, the linear check) then runs once
+    # per unique name instead of once per quote.
+    name_code: np.ndarray | None = None  # int32 per quote
+    name_table: np.ndarray | None = None  # unique names
 
     def __len__(self) -> int:
         return int(self.instrument.shape[0])
@@ -225,6 +230,8 @@ class QuoteArrays:
                 )
             },
             n_bad_names=int(np.count_nonzero(~self.valid_name[mask])),
+            name_code=None if self.name_code is None else self.name_code[mask],
+            name_table=self.name_table,
         )
 
 
@@ -418,7 +425,7 @@ class DeribitClient:
                 last = f"HTTP {exc.code}"
                 if exc.code != 429 and exc.code < 500:
                     try:
-                        body = json.loads(exc.read())
+                        body = jsonio.loads(exc.read())
                         unwrap_result(body, url, method)
                     except (ValueError, OSError, AttributeError):
                         pass
@@ -428,8 +435,8 @@ class DeribitClient:
                 last = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
                 continue
             try:
-                return json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                return jsonio.loads(raw)
+            except (ValueError, UnicodeDecodeError):  # JSONDecodeError, or JSON nested / sized beyond the limits
                 last = "response is not JSON"
                 continue
         raise CalreportError(f"{method} failed after {self.retries + 1} attempts: {last}")
@@ -456,6 +463,22 @@ class DeribitClient:
             },
         )
         return parse_chart_data(payload, method)
+
+    # ----------------------------------------------------------------------- index price (issue 13)
+
+    def index_price(self, currency: str) -> float:
+        """public/get_index_price for `<currency>_usd` (btc_usd, eth_usd) -> the index level (USD).
+
+        The harvester records it with each snapshot so RV can use Deribit's index rather than the
+        nearest forward (which carries basis). A missing or non-positive value is a one-line error.
+        """
+        method = "public/get_index_price"
+        payload = self.call(method, {"index_name": f"{currency.lower()}_usd"})
+        result = unwrap_result(payload, method, "index price")
+        value = result.get("index_price") if isinstance(result, dict) else None
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            raise CalreportError(f"{method}: no usable index_price in the response (got {str(value)[:40]})")
+        return float(value)
 
 
 # --------------------------------------------------------------------------- historical volatility (issue 11)

@@ -1,39 +1,35 @@
 """The harvest: Deribit book-summary rows appended every few minutes, read back as numpy columns.
 
-Layout: `data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl` (also `.jsonl.gz`), one
-book-summary row per line plus `harvested_at` (ms). Real harvests have warts, and reading one must
-never crash on them:
-- torn or malformed lines, rows that are not objects, rows without a usable mark / IV / forward /
-  timestamp are *schema errors*: counted and skipped;
-- unparseable instrument names, other underlyings and linear (`BTC_USDC-...`) options are counted
-  separately (`bad_names`) and skipped;
-- null or missing bids/asks are NaN (a one-sided book is normal); tiny marks are kept (the
-  calibration's min-price filter decides).
+Layout (docs/FILES.md, CALIBRATION_NOTES.md "The harvest on disk"):
+- `data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl`: the open (current UTC) day, an append log, one
+  book-summary row per line plus `harvested_at` (ms); also `.jsonl.gz` (compressed by hand).
+- `data/harvest/<UNDERLYING>/YYYY-MM-DD.parquet`: a closed day, compacted (market/compact.py), with
+  `YYYY-MM-DD.errors.json` beside it holding the lines compaction set aside.
+- `<dir>/<UNDERLYING>/YYYY/MM/DD/*.parquet`: the previous system's harvest, read as it is.
 
-Reading JSON is the slow part (0.3M rows/s with `json`, ~1M with orjson), so each day file gets a
-columnar cache (`<root>/data/cache/harvest/<U>/<file>.<hash>.npz`) keyed by the source's size,
-mtime_ns and FORMAT_VERSION. A warm load is `np.load` only; any mismatch (or an unreadable cache)
-rebuilds it, so a stale cache is never trusted. Caches are written by atomic replace and are
-best-effort: a read-only location just means no cache.
+Every format goes through one reader and gives identical columns (market/daycols.py holds the rules:
+torn or malformed lines and rows without a usable mark / IV / forward / timestamp are *schema
+errors*, counted and skipped; foreign or linear instrument names are `bad_names`; null bids/asks are
+NaN). A file that cannot be read at all (a .gz that is not gzip, a broken Parquet file) is named in
+`HarvestFrame.unreadable`, so an auto run reports it instead of seeing an empty harvest.
+
+A day with both a .parquet and a .jsonl is read once: the Parquet footer records the JSONL bytes
+compaction consumed (size + sha256); a JSONL that starts with exactly those bytes is a leftover of a
+compaction killed before it removed it, and only what was appended after them is read.
 
 Public API:
-    load_harvest(source, underlying, start_ms, end_ms, cache_dir=None, progress=None) -> HarvestFrame
-    index_price_per_snapshot(frame) -> (ticks_ms, index proxy)    one price per snapshot
+    load_harvest(source, underlying, start_ms, end_ms, progress=None) -> HarvestFrame
+    list_days(directory, start_ms, end_ms) -> [HarvestDay]   the day files of a window, any format
+    index_price_per_snapshot(frame) -> (ticks_ms, index)      one price per snapshot
     underlying_price_series(source, underlying, end_ms, days=7) -> (hour_ticks_ms, close)
-    rv_from_harvest(root, underlying, end_ms) -> RealisedVol       RV_7d from that series
+    rv_from_harvest(root, underlying, end_ms) -> RealisedVol  RV_7d from that series
     append_snapshot(root, underlying, rows, harvested_at_ms) -> AppendResult
     harvest_once(root, config, underlying, from_file=None, client=None) -> AppendResult
-        one snapshot (a file, or fetched) appended to its day file; `calreport harvest` prints it.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import os
-import zipfile
-import zlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,59 +42,32 @@ from filelock import Timeout
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps as _dumps
 from calreport.jsonio import loads as _loads
-from calreport.market.deribit import (
-    DeribitClient,
-    QuoteArrays,
-    load_snapshot,
-    parse_instrument_names,
+from calreport.market import parquet as pqday
+from calreport.market.daycols import (
+    FLOAT_COLUMNS,
+    DayColumns,
+    parse_day_bytes,
+    read_day_bytes,
 )
+from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
-from calreport.numbers import float_column, is_number
-from calreport.store.files import append_line, atomic_write, locked
+from calreport.numbers import is_number
+from calreport.store.files import append_line, locked
 from calreport.store.history import iter_lines_reversed
 from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root, lock_path
 from calreport.timeutil import MS_PER_DAY
 
-FORMAT_VERSION = 1
-MAX_TIMESTAMP_MS = 10_000_000_000_000  # year 2286: anything later is not a harvest time
-DAY_SUFFIXES = (".jsonl", ".jsonl.gz")
+LOG_SUFFIXES = (".jsonl.gz", ".jsonl")  # read in this order when a day has both
+PARQUET_SUFFIX = ".parquet"
+ERRORS_SUFFIX = ".errors.json"
+DAY_SUFFIXES = (*LOG_SUFFIXES, PARQUET_SUFFIX)
+_DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.jsonl\.gz|\.jsonl|\.parquet)$")
 
-# Float columns of the frame (coin prices; mark_iv as a FRACTION, converted once here).
-FLOAT_COLUMNS = ("mark_price", "mark_iv", "underlying_price", "bid", "ask", "open_interest")
-_SOURCE_KEYS = {
-    "mark_price": "mark_price",
-    "mark_iv": "mark_iv",
-    "underlying_price": "underlying_price",
-    "bid": "bid_price",
-    "ask": "ask_price",
-    "open_interest": "open_interest",
-}
-
-Progress = Callable[[int, int, str], None]  # (files done, files total, current file name)
+Progress = Callable[[int, int, str], None]  # (days done, days total, current day)
 
 
 # --------------------------------------------------------------------------- the frame
-
-
-@dataclass
-class DayColumns:
-    """One day file as columns: per-row arrays plus the per-unique-name table they index into."""
-
-    names: np.ndarray  # str, unique instrument names (valid ones only)
-    name_expiry_ms: np.ndarray  # int64 per name
-    name_strike: np.ndarray  # float64 per name
-    name_is_call: np.ndarray  # bool per name
-    code: np.ndarray  # int32 per row -> names
-    harvested_at: np.ndarray  # int64 per row
-    cols: dict[str, np.ndarray]  # FLOAT_COLUMNS per row
-    schema_errors: int = 0
-    bad_names: int = 0
-    lines: int = 0
-
-    @property
-    def n(self) -> int:
-        return int(self.code.shape[0])
 
 
 @dataclass
@@ -120,31 +89,45 @@ class HarvestFrame:
     bid: np.ndarray  # float64, coin, NaN when null
     ask: np.ndarray  # float64, coin, NaN when null
     open_interest: np.ndarray  # float64
+    index_price: np.ndarray  # float64, Deribit's index recorded with the snapshot (NaN when not recorded)
     schema_errors: int = 0  # malformed lines/rows in the files read (whole files, not just the window)
     bad_names: int = 0  # unparseable / foreign / linear instrument names skipped
-    lines: int = 0  # non-blank lines in the files read
+    lines: int = 0  # non-blank lines (rows) in the files read
     files: list[Path] = field(default_factory=list)
     file_counts: dict[Path, tuple[int, int, int]] = field(default_factory=dict)  # (lines, schema errors, bad names)
-    cache_hits: int = 0
-    cache_misses: int = 0
+    unreadable: dict[Path, str] = field(default_factory=dict)  # file -> what could not be read of it
 
     def __len__(self) -> int:
         return int(self.code.shape[0])
 
     def snapshot_times(self) -> np.ndarray:
         """Distinct harvest times (ms), ascending: one per harvested snapshot."""
-        return np.unique(self.harvested_at)
+        t = self.harvested_at
+        if t.size == 0:
+            return t.copy()
+        first = np.ones(t.size, dtype=bool)  # sorted: a run-length pass, no sort
+        first[1:] = t[1:] != t[:-1]
+        return t[first]
 
     def dte(self) -> np.ndarray:
         """Days to expiry of every row, as of the row's own harvest time."""
         return (self.expiry_ms - self.harvested_at) / MS_PER_DAY
 
-    def take(self, mask: np.ndarray) -> HarvestFrame:
-        kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}
+    def after(self, ms: int) -> HarvestFrame:
+        """The rows with harvested_at > ms: a tail of the time-sorted frame, as views (no copy)."""
+        return self.take(slice(int(np.searchsorted(self.harvested_at, ms, side="right")), None))
+
+    def take(self, mask: np.ndarray | slice) -> HarvestFrame:
+        if isinstance(mask, slice):
+            kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}  # views
+        elif mask.dtype == bool and mask.shape == self.code.shape and mask.all():
+            kw = {k: getattr(self, k) for k in _ROW_FIELDS}  # every row: no copy of 2.9M x 12 columns
+        else:
+            kw = {k: getattr(self, k)[mask] for k in _ROW_FIELDS}
         return HarvestFrame(
             underlying=self.underlying, start_ms=self.start_ms, end_ms=self.end_ms, names=self.names,
             schema_errors=self.schema_errors, bad_names=self.bad_names, lines=self.lines,
-            files=list(self.files), file_counts=dict(self.file_counts), cache_hits=self.cache_hits, cache_misses=self.cache_misses, **kw,
+            files=list(self.files), file_counts=dict(self.file_counts), unreadable=dict(self.unreadable), **kw,
         )
 
     def to_quotes(self, mask: np.ndarray | None = None) -> QuoteArrays:
@@ -165,207 +148,15 @@ class HarvestFrame:
             creation_ms=f.harvested_at,
             valid_name=np.ones(n, dtype=bool),
             n_bad_names=0,
+            name_code=f.code,
+            name_table=f.names.astype(object),
         )
 
 
 _ROW_FIELDS = ("code", "harvested_at", "expiry_ms", "strike", "is_call", *FLOAT_COLUMNS)
 
 
-# --------------------------------------------------------------------------- parsing a day file
-
-
-def _split_lines(data: bytes) -> list[bytes]:
-    return [ln for ln in data.split(b"\n") if ln and not ln.isspace()]
-
-
-def _parse_objects(lines: list[bytes]) -> tuple[list[Any], int]:
-    """Lines -> parsed values, plus how many lines were not valid JSON.
-
-    Fast path: the whole file as one JSON array (one parser call, no per-line Python). Any bad
-    line (or a line holding two values) makes the counts disagree, and we fall back line by line.
-    """
-    if not lines:
-        return [], 0
-    try:
-        values = _loads(b"[" + b",".join(lines) + b"]")
-        if isinstance(values, list) and len(values) == len(lines):
-            return values, 0
-    except ValueError:
-        pass
-    out: list[Any] = []
-    bad = 0
-    for ln in lines:
-        try:
-            out.append(_loads(ln))
-        except ValueError:
-            bad += 1
-    return out, bad
-
-
-def _float_column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
-    """A float column (numbers.float_column): missing / null -> NaN; a string, bool or list is never
-    a number and becomes NaN too, so a row missing a required number is a schema error below."""
-    return float_column(rows, key)[0]
-
-
-def parse_day_bytes(data: bytes, underlying: str) -> DayColumns:
-    """Raw JSONL bytes of one day file -> DayColumns, counting every row that had to be skipped."""
-    lines = _split_lines(data)
-    values, bad_json = _parse_objects(lines)
-    rows = [v for v in values if type(v) is dict]
-    schema_errors = bad_json + (len(values) - len(rows))
-
-    cols = {k: _float_column(rows, src) for k, src in _SOURCE_KEYS.items()}
-    ts = _float_column(rows, "harvested_at")
-    missing_ts = ~np.isfinite(ts)
-    if missing_ts.any():  # older harvesters wrote only creation_timestamp
-        ts = np.where(missing_ts, _float_column(rows, "creation_timestamp"), ts)
-    names_raw = [r.get("instrument_name") for r in rows]
-    name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
-    ok = (
-        name_ok
-        & np.isfinite(ts) & (ts > 0) & (ts < MAX_TIMESTAMP_MS)
-        & np.isfinite(cols["mark_price"]) & (cols["mark_price"] >= 0)
-        & np.isfinite(cols["mark_iv"]) & (cols["mark_iv"] >= 0)
-        & np.isfinite(cols["underlying_price"]) & (cols["underlying_price"] > 0)
-    )
-    schema_errors += int(np.count_nonzero(~ok))
-
-    # Code names by first appearance (dict: O(n)), then parse each unique name once.
-    index: dict[str, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(n, len(index)) if good else -1 for n, good in zip(names_raw, ok)),
-        dtype=np.int64, count=len(names_raw),
-    )
-    uniq = list(index)
-    inst = parse_instrument_names(uniq)
-    prefix_linear = f"{underlying}_"
-    mine = np.array(
-        [bool(v) and b == underlying and not n.startswith(prefix_linear) for n, b, v in zip(uniq, inst.base, inst.valid)],
-        dtype=bool,
-    )
-    # Renumber to the kept names only.
-    new_code = np.full(len(uniq), -1, dtype=np.int64)
-    new_code[mine] = np.arange(int(np.count_nonzero(mine)))
-    if uniq:
-        row_code = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
-    else:  # no row with a usable name at all
-        row_code = np.full(len(codes), -1, dtype=np.int64)
-    bad_names = int(np.count_nonzero(ok & (row_code < 0)))
-    keep = ok & (row_code >= 0)
-
-    order = np.argsort(ts[keep], kind="stable")
-    return DayColumns(
-        names=np.array([n for n, m in zip(uniq, mine) if m], dtype=str),
-        name_expiry_ms=inst.expiry_ms[mine].astype(np.int64),
-        name_strike=inst.strike[mine].astype(np.float64),
-        name_is_call=inst.is_call[mine].astype(bool),
-        code=row_code[keep][order].astype(np.int32),
-        harvested_at=ts[keep][order].astype(np.int64),
-        cols={k: (v[keep][order] / 100.0 if k == "mark_iv" else v[keep][order]) for k, v in cols.items()},
-        schema_errors=schema_errors,
-        bad_names=bad_names,
-        lines=len(lines),
-    )
-
-
-def read_day_bytes(path: Path) -> bytes:
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                return _read_gzip_tolerant(fh)
-        return path.read_bytes()
-    except OSError as exc:
-        raise CalreportError(f"cannot read harvest file ({exc.strerror or exc})", path) from None
-
-
-def _read_gzip_tolerant(fh: Any) -> bytes:
-    """A truncated .gz (harvester killed mid-write) yields what was readable, not an exception."""
-    buf = io.BytesIO()
-    try:
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            buf.write(chunk)
-    except (EOFError, gzip.BadGzipFile, zlib.error):
-        pass
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- columnar cache
-
-
-def _cache_file(cache_dir: Path, underlying: str, source: Path) -> Path:
-    tag = hashlib.sha1(str(source.absolute()).encode("utf-8")).hexdigest()[:10]
-    return cache_dir / "harvest" / underlying / f"{source.name}.{tag}.npz"
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int]:
-    return int(st.st_size), int(st.st_mtime_ns)
-
-
-def _load_cache(path: Path, key: tuple[int, int]) -> DayColumns | None:
-    """The cached columns if the cache matches the source's (size, mtime_ns) and format; else None."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = z["meta"]
-            if int(meta[0]) != FORMAT_VERSION or (int(meta[1]), int(meta[2])) != key:
-                return None
-            return DayColumns(
-                names=z["names"],
-                name_expiry_ms=z["name_expiry_ms"],
-                name_strike=z["name_strike"],
-                name_is_call=z["name_is_call"],
-                code=z["code"],
-                harvested_at=z["harvested_at"],
-                cols={k: z[k] for k in FLOAT_COLUMNS},
-                schema_errors=int(meta[3]),
-                bad_names=int(meta[4]),
-                lines=int(meta[5]),
-            )
-    except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile, EOFError):
-        return None
-
-
-def _write_cache(path: Path, key: tuple[int, int], day: DayColumns) -> bool:
-    """Best effort: an unwritable cache location only costs speed, never correctness."""
-    meta = np.array([FORMAT_VERSION, key[0], key[1], day.schema_errors, day.bad_names, day.lines], dtype=np.int64)
-    buf = io.BytesIO()
-    np.savez(
-        buf, meta=meta, names=day.names, name_expiry_ms=day.name_expiry_ms, name_strike=day.name_strike,
-        name_is_call=day.name_is_call, code=day.code, harvested_at=day.harvested_at, **day.cols,
-    )
-    try:
-        atomic_write(path, buf.getvalue())
-    except (CalreportError, OSError):
-        return False
-    return True
-
-
-def load_day(path: Path, underlying: str, cache_dir: Path | None = None) -> tuple[DayColumns, bool]:
-    """One day file -> (columns, from_cache). The cache is used only if it matches the file exactly."""
-    try:
-        before = _stat_key(os.stat(path))
-    except OSError as exc:
-        raise CalreportError(f"cannot read harvest file ({exc.strerror or exc})", path) from None
-    cpath = _cache_file(cache_dir, underlying, path) if cache_dir is not None else None
-    if cpath is not None:
-        cached = _load_cache(cpath, before)
-        if cached is not None:
-            return cached, True
-    day = parse_day_bytes(read_day_bytes(path), underlying)
-    if cpath is not None:
-        try:
-            after = _stat_key(os.stat(path))
-        except OSError:
-            after = None
-        if after == before:  # appended to while we read: do not cache a half-view
-            _write_cache(cpath, before, day)
-    return day, False
-
-
-# --------------------------------------------------------------------------- loading a window
+# --------------------------------------------------------------------------- the day files
 
 
 def _utc_date(ms: int) -> datetime:
@@ -380,30 +171,116 @@ def harvest_dir_of(source: Root | Path | str, underlying: str) -> Path:
     return p / underlying if (p / underlying).is_dir() else p
 
 
-def day_files(directory: Path, start_ms: int, end_ms: int) -> list[Path]:
-    """Day files whose UTC date can hold rows in [start_ms, end_ms], oldest first.
+@dataclass
+class HarvestDay:
+    """Every file holding one UTC day of one underlying's harvest."""
+
+    date: str  # YYYY-MM-DD
+    parquet: Path | None = None
+    logs: list[Path] = field(default_factory=list)  # .jsonl.gz then .jsonl
+    legacy: list[Path] = field(default_factory=list)  # the previous system's files of the day
+    legacy_dir: Path | None = None
+
+    def files(self) -> list[Path]:
+        """The keys this day's counts are filed under (a previous-system day: its directory)."""
+        out = [p for p in (self.parquet,) if p is not None] + list(self.logs)
+        return out + ([self.legacy_dir] if self.legacy_dir is not None and self.legacy else [])
+
+
+def _day_number(text: str) -> int | None:
+    try:
+        return (datetime.strptime(text, "%Y-%m-%d").date() - datetime(1970, 1, 1).date()).days
+    except ValueError:
+        return None
+
+
+def list_days(directory: Path, start_ms: int | None = None, end_ms: int | None = None) -> list[HarvestDay]:
+    """The days whose UTC date can hold rows in [start_ms, end_ms] (all when None), oldest first.
 
     Files are named by the snapshot's UTC date; one day of slack on each side costs little and
     keeps a row harvested a moment after midnight reachable.
     """
     if not directory.is_dir():
         return []
-    first = start_ms // MS_PER_DAY - 1  # days since the epoch
-    last = end_ms // MS_PER_DAY + 1
-    epoch = datetime(1970, 1, 1).date()
-    out: list[tuple[str, Path]] = []
+    first = -(10**9) if start_ms is None else start_ms // MS_PER_DAY - 1
+    last = 10**9 if end_ms is None else end_ms // MS_PER_DAY + 1
+    days: dict[str, HarvestDay] = {}
     for p in directory.iterdir():
-        name = p.name
-        for suffix in DAY_SUFFIXES:
-            if name.endswith(suffix):
-                try:
-                    d = (datetime.strptime(name[: -len(suffix)], "%Y-%m-%d").date() - epoch).days
-                except ValueError:
-                    break
-                if first <= d <= last and p.is_file():
-                    out.append((name, p))
-                break
-    return [p for _, p in sorted(out)]
+        m = _DAY_RE.match(p.name)
+        if m:
+            d = _day_number(m[1])
+            if d is None or not first <= d <= last or not p.is_file():
+                continue
+            day = days.setdefault(m[1], HarvestDay(m[1]))
+            if m[2] == PARQUET_SUFFIX:
+                day.parquet = p
+            else:
+                day.logs.append(p)
+        elif len(p.name) == 4 and p.name.isdigit() and p.is_dir():  # the previous system: YYYY/MM/DD/*.parquet
+            for month in sorted(p.iterdir()):
+                if not (month.is_dir() and len(month.name) == 2 and month.name.isdigit()):
+                    continue
+                for dd in sorted(month.iterdir()):
+                    date = f"{p.name}-{month.name}-{dd.name}"
+                    d = _day_number(date) if dd.is_dir() else None
+                    if d is None or not first <= d <= last:
+                        continue
+                    files = sorted(f for f in dd.iterdir() if f.name.endswith(PARQUET_SUFFIX) and f.is_file())
+                    if files:
+                        day = days.setdefault(date, HarvestDay(date))
+                        day.legacy, day.legacy_dir = files, dd
+    for day in days.values():
+        day.logs.sort(key=lambda q: LOG_SUFFIXES.index(".jsonl.gz" if q.name.endswith(".gz") else ".jsonl"))
+    return [days[k] for k in sorted(days)]
+
+
+def day_files(directory: Path, start_ms: int, end_ms: int) -> list[Path]:
+    """The files (count keys) of the days list_days finds for the window, oldest day first."""
+    return [p for day in list_days(directory, start_ms, end_ms) for p in day.files()]
+
+
+def unconsumed_bytes(log: Path, data: bytes, sources: Mapping[str, Any]) -> bytes:
+    """What of a log's (decompressed) bytes the day's Parquet file does not already hold.
+
+    `sources` is the Parquet footer's record of the logs compaction consumed: name -> size, sha256
+    of the raw file and data_len of its decompressed bytes. A log that still starts with exactly
+    those bytes is a leftover of a compaction killed before removing it; only its tail is new.
+    """
+    rec = sources.get(log.name)
+    if not isinstance(rec, Mapping):
+        return data
+    size, digest, data_len = rec.get("size"), rec.get("sha256"), rec.get("data_len")
+    if not (isinstance(size, int) and isinstance(data_len, int) and isinstance(digest, str)):
+        return data
+    try:
+        if log.stat().st_size < size or pqday.sha256_file(log, size) != digest:
+            return data  # another file under the same name: all of it is new
+    except OSError:
+        return data
+    return data[data_len:]
+
+
+def load_day(day: HarvestDay, underlying: str, start_ms: int | None, end_ms: int | None) -> list[tuple[Path, DayColumns]]:
+    """Every part of one day, each under the file it came from: Parquet (ours, then the previous
+    system's), then whatever the JSONL logs hold that the Parquet file does not."""
+    parts: list[tuple[Path, DayColumns]] = []
+    sources: Mapping[str, Any] = {}
+    if day.parquet is not None:
+        parts.append((day.parquet, pqday.read_day([day.parquet], underlying, start_ms, end_ms)))
+        if day.logs:  # which log bytes the Parquet file already holds
+            meta = pqday.read_meta(day.parquet)
+            sources = meta.get("sources") if isinstance(meta.get("sources"), Mapping) else {}
+    if day.legacy and day.legacy_dir is not None:
+        parts.append((day.legacy_dir, pqday.read_day(day.legacy, underlying, start_ms, end_ms)))
+    for log in day.logs:
+        data, problem = read_day_bytes(log)
+        if day.parquet is not None:
+            data = unconsumed_bytes(log, data, sources)
+        parts.append((log, parse_day_bytes(data, underlying, problem)))
+    return parts
+
+
+# --------------------------------------------------------------------------- loading a window
 
 
 def _empty_frame(underlying: str, start_ms: int, end_ms: int) -> HarvestFrame:
@@ -422,58 +299,55 @@ def load_harvest(
     start_ms: int,
     end_ms: int,
     *,
-    cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> HarvestFrame:
     """Harvested rows with start_ms <= harvested_at <= end_ms, as one time-sorted HarvestFrame.
 
-    `source` is a Root (cache in root.cache_dir unless `cache_dir` is given) or a directory (no
-    cache unless `cache_dir` is given). schema_errors / bad_names / lines count the whole files
-    read, since a bad line has no trustworthy timestamp to place it in the window.
+    `source` is a Root or a directory (holding <U>/, or the day files themselves). schema_errors /
+    bad_names / lines count the whole files read, since a bad line has no trustworthy timestamp to
+    place it in the window.
     """
     underlying = underlying.upper()
     directory = harvest_dir_of(source, underlying)
-    if cache_dir is None and isinstance(source, Root):
-        cache_dir = source.cache_dir
-    files = day_files(directory, start_ms, end_ms)
+    days = list_days(directory, start_ms, end_ms)
     frame = _empty_frame(underlying, start_ms, end_ms)
-    frame.files = files
-    parts: list[tuple[DayColumns, np.ndarray]] = []
-    for i, path in enumerate(files):
+    parts: list[tuple[DayColumns, int, int]] = []
+    for i, day in enumerate(days):
         if progress is not None:
-            progress(i, len(files), path.name)
-        day, hit = load_day(path, underlying, cache_dir)
-        frame.cache_hits += hit
-        frame.cache_misses += not hit
-        frame.schema_errors += day.schema_errors
-        frame.bad_names += day.bad_names
-        frame.lines += day.lines
-        frame.file_counts[path] = (day.lines, day.schema_errors, day.bad_names)
-        lo = int(np.searchsorted(day.harvested_at, start_ms, side="left"))
-        hi = int(np.searchsorted(day.harvested_at, end_ms, side="right"))
-        if hi > lo:
-            parts.append((day, np.arange(lo, hi)))
+            progress(i, len(days), day.date)
+        for path, dc in load_day(day, underlying, start_ms, end_ms):
+            frame.files.append(path)
+            frame.schema_errors += dc.schema_errors
+            frame.bad_names += dc.bad_names
+            frame.lines += dc.lines
+            frame.file_counts[path] = (dc.lines, dc.schema_errors, dc.bad_names)
+            if dc.problem:
+                frame.unreadable[path] = dc.problem
+            lo = int(np.searchsorted(dc.harvested_at, start_ms, side="left"))
+            hi = int(np.searchsorted(dc.harvested_at, end_ms, side="right"))
+            if hi > lo:
+                parts.append((dc, lo, hi))
     if progress is not None:
-        progress(len(files), len(files), "")
+        progress(len(days), len(days), "")
     if not parts:
         return frame
 
-    # Union of the days' name tables; remap each day's codes into it.
-    all_names = np.concatenate([d.names for d, _ in parts])
+    # Union of the parts' name tables; remap each part's codes into it.
+    all_names = np.concatenate([d.names for d, _, _ in parts])
     names, first_idx, inverse = np.unique(all_names, return_index=True, return_inverse=True)
-    exp = np.concatenate([d.name_expiry_ms for d, _ in parts])[first_idx]
-    strike = np.concatenate([d.name_strike for d, _ in parts])[first_idx]
-    call = np.concatenate([d.name_is_call for d, _ in parts])[first_idx]
+    exp = np.concatenate([d.name_expiry_ms for d, _, _ in parts])[first_idx]
+    strike = np.concatenate([d.name_strike for d, _, _ in parts])[first_idx]
+    call = np.concatenate([d.name_is_call for d, _, _ in parts])[first_idx]
     codes: list[np.ndarray] = []
     offset = 0
-    for d, idx in parts:
+    for d, lo, hi in parts:
         remap = inverse[offset : offset + len(d.names)].astype(np.int32)
         offset += len(d.names)
-        codes.append(remap[d.code[idx]])
+        codes.append(remap[d.code[lo:hi]])
     code = np.concatenate(codes)
-    harvested_at = np.concatenate([d.harvested_at[idx] for d, idx in parts])
-    cols = {k: np.concatenate([d.cols[k][idx] for d, idx in parts]) for k in FLOAT_COLUMNS}
-    if len(parts) > 1 and np.any(np.diff(harvested_at) < 0):  # .jsonl and .jsonl.gz of one day, say
+    harvested_at = np.concatenate([d.harvested_at[lo:hi] for d, lo, hi in parts])
+    cols = {k: np.concatenate([d.cols[k][lo:hi] for d, lo, hi in parts]) for k in FLOAT_COLUMNS}
+    if len(parts) > 1 and np.any(harvested_at[1:] < harvested_at[:-1]):  # .parquet + a later .jsonl, say
         order = np.argsort(harvested_at, kind="stable")
         code, harvested_at = code[order], harvested_at[order]
         cols = {k: v[order] for k, v in cols.items()}
@@ -492,24 +366,39 @@ def load_harvest(
 
 
 def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarray]:
-    """One index proxy per snapshot: the forward of the nearest unexpired expiry.
+    """One index price per snapshot: Deribit's index when every snapshot recorded it (the harvester
+    does, `index_price`), else the forward of the nearest unexpired expiry as a proxy.
 
     Forwards differ by expiry (basis); the nearest one is closest to the index and, within a
-    snapshot, the same for every quote of that expiry, so mixing expiries cannot add noise.
+    snapshot, the same for every quote of that expiry, so mixing expiries cannot add noise. The
+    index is used only for a series that has it throughout: switching from proxy to index inside
+    one series would put the basis into a return.
     """
     if len(frame) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
+    t_all = frame.harvested_at
+    first_all = np.ones(t_all.size, dtype=bool)  # the frame is time-sorted
+    first_all[1:] = t_all[1:] != t_all[:-1]
+    idx = frame.index_price
+    if idx.size and np.isfinite(idx).any():
+        # a snapshot's index: the max over its rows (rows without it are NaN)
+        starts = np.flatnonzero(first_all)
+        per_snap = np.fmax.reduceat(idx, starts)
+        if np.all(np.isfinite(per_snap) & (per_snap > 0)):
+            return t_all[starts], per_snap
+    # per snapshot (the frame is time-sorted: segments, no sort), the first row of the nearest live expiry
     live = frame.expiry_ms > frame.harvested_at
-    t = frame.harvested_at[live]
-    e = frame.expiry_ms[live]
-    f = frame.underlying_price[live]
-    if t.size == 0:
+    starts = np.flatnonzero(first_all)
+    seg = np.cumsum(first_all) - 1
+    e = np.where(live, frame.expiry_ms, np.iinfo(np.int64).max)
+    nearest = np.minimum.reduceat(e, starts)
+    hit = np.flatnonzero(live & (e == nearest[seg]))
+    if hit.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    order = np.lexsort((e, t))  # by time, then by expiry
-    t, f = t[order], f[order]
-    first = np.ones(t.size, dtype=bool)
-    first[1:] = t[1:] != t[:-1]
-    return t[first], f[first]
+    first = np.ones(hit.size, dtype=bool)
+    first[1:] = seg[hit[1:]] != seg[hit[:-1]]
+    pick = hit[first]
+    return t_all[pick], frame.underlying_price[pick]
 
 
 def underlying_price_series(
@@ -517,8 +406,6 @@ def underlying_price_series(
     underlying: str,
     end_ms: int,
     days: float = 7,
-    *,
-    cache_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hourly index closes over (end_ms - days, end_ms] from the harvest: (hour start ms, close).
 
@@ -527,13 +414,13 @@ def underlying_price_series(
     so the number of returns honestly reflects harvest gaps. rv.rv_from_harvest wraps this.
     """
     start = int(end_ms - days * MS_PER_DAY)
-    frame = load_harvest(source, underlying, start, int(end_ms), cache_dir=cache_dir)
+    frame = load_harvest(source, underlying, start, int(end_ms))
     t, p = index_price_per_snapshot(frame)
     return to_hourly(t, p)
 
 
 def rv_from_harvest(root: Root, underlying: str, end_ms: int) -> RealisedVol:
-    """RV_7d from the harvest's index proxy (nearest-expiry forward per snapshot, hourly closes)."""
+    """RV_7d from the harvest's index series (index_price_per_snapshot, hourly closes)."""
     ticks, close = underlying_price_series(root, underlying, end_ms, days=WINDOW_DAYS)
     return realised_vol(ticks, close, end_ms, source="harvest")
 
@@ -551,6 +438,17 @@ class AppendResult:
 
 def day_file(root: Root, underlying: str, ts_ms: int) -> Path:
     return root.harvest_dir(underlying) / f"{_utc_date(ts_ms):%Y-%m-%d}.jsonl"
+
+
+def _compacted_has(path: Path, harvested_at_ms: int) -> bool:
+    """Whether the day's Parquet file (if the day was compacted) already holds this snapshot."""
+    pq_path = path.with_name(path.name[: -len(".jsonl")] + PARQUET_SUFFIX)
+    if not pq_path.exists():
+        return False
+    try:
+        return bool(np.any(pqday.harvested_at_values(pq_path) == int(harvested_at_ms)))
+    except CalreportError:
+        return False
 
 
 def _last_harvested_at(path: Path) -> int | None:
@@ -580,15 +478,16 @@ def append_snapshot(
 ) -> AppendResult:
     """Append one snapshot to its day file under the file's lock, as one write.
 
-    A snapshot whose harvested_at equals the file's last one is the same snapshot harvested twice
-    (a cron retry, a re-run demo): it is skipped rather than doubling every quote.
+    A snapshot whose harvested_at equals the file's last one (or one the day's compacted Parquet
+    file holds) is the same snapshot harvested twice (a cron retry, a re-run demo, a replayed
+    file): it is skipped rather than doubling every quote. Compaction takes the same lock.
     """
     path = day_file(root, underlying, harvested_at_ms)
     data = encode_rows(rows, harvested_at_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with locked(path):
-            if _last_harvested_at(path) == int(harvested_at_ms):
+            if _last_harvested_at(path) == int(harvested_at_ms) or _compacted_has(path, harvested_at_ms):
                 return AppendResult(path, 0, int(harvested_at_ms), skipped_duplicate=True)
             if data:
                 append_line(path, data)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from calreport import fmt
 from calreport.report import charts
+from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
 from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
@@ -320,6 +321,7 @@ class Dashboard:
     auto_table: HistoryTable
     chart_groups: list[ChartGroup]
     settings_hash: str
+    smile: list[SmileSection] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -951,13 +953,23 @@ def build_charts(names: list[str], inp: Inputs) -> list[ChartGroup]:
     return groups
 
 
+def build_smile(names: list[str], inp: Inputs) -> list[SmileSection]:
+    """The smile panel (report/smile.py) from the latest live runs, their details and the applied YAML."""
+    applied = dict(inp.applied.underlyings) if inp.applied is not None else None
+    return build_smile_sections(names, inp.history.latest_live, inp.details, applied, inp.config)
+
+
 def build_dashboard(inp: Inputs) -> Dashboard:
     names = underlyings_of(inp)
     live_t, auto_t = build_tables(inp)
+    smile = build_smile(names, inp)
+    banners = build_banners(inp, names) + [
+        Banner("warn", f"{s.underlying}: {SKEW_FLAG}", s.flag_text) for s in smile if s.flagged_bands
+    ]
     return Dashboard(
         generated_at=fmt.time(iso_utc(inp.now)),
         generated_iso=iso_utc(inp.now),
-        banners=build_banners(inp, names),
+        banners=banners,
         applied=build_applied(inp, names),
         latest=build_latest(names, inp),
         live=build_live(names, inp),
@@ -967,6 +979,7 @@ def build_dashboard(inp: Inputs) -> Dashboard:
         auto_table=auto_t,
         chart_groups=build_charts(names, inp),
         settings_hash=inp.config.settings_hash(),
+        smile=smile,
     )
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from filelock import Timeout
 from pydantic import ValidationError
 
+from calreport import fmt
 from calreport.errors import CalreportError, RefusedError, excerpt
 from calreport.numbers import is_number
 from calreport.store.config import load_config
@@ -28,12 +29,14 @@ from calreport.store.history import (
     locked,
 )
 from calreport.store.models import (
+    APPLIED_SCHEMA_VERSION,
     DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
     CalibrationConfig,
     Multipliers,
+    Smile,
     default_entry,
 )
 from calreport.store.paths import Root, lock_path
@@ -43,7 +46,8 @@ from calreport.timeutil import iso_utc, parse_time, utc_now
 FORCED_REASON = "Forced by user"
 HEADER = (
     "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
-    "# (sigma = RV_7d x multiplier; a band's multiplier when present, else global).\n"
+    "# (sigma = base x multiplier x smile(x); a band's multiplier / smile when present, else global;\n"
+    "# x = ln(K/F) / (base x multiplier x sqrt(T)), each smile value commented with its node x).\n"
     "# Written only by calreport (calreport/store/applied.py) via `calreport calibrate`,\n"
     "# `calreport force-apply` or `calreport rollback`; the engine hot-reloads it.\n"
 )
@@ -66,11 +70,10 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
     cfg = config if config is not None else load_config(root)
     known = set(cfg.band_names())
     for name, entry in doc.underlyings.items():
-        for where, value in (("global", entry.global_), *((f"bands.{k}", v) for k, v in entry.bands.items())):
-            problem = cfg.limits.problem(value)
-            if problem:
-                raise CalreportError(f"underlyings.{name}.{where}: {problem}", path)
-        unknown = sorted(set(entry.bands) - known)
+        problem = cfg.limits.problem_of(entry.multipliers())
+        if problem:
+            raise CalreportError(f"underlyings.{name}.{problem}", path)
+        unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
         if unknown:
             raise CalreportError(
                 f"underlyings.{name}.bands: band {unknown[0]!r} is not defined in config/calibration.yaml "
@@ -95,6 +98,8 @@ def format_applied(doc: AppliedDocument) -> str:
                 lines.append(f"      {scalar(label)}: {value:.4f}")
         else:
             lines.append("    bands: {}")
+        if e.smile is not None:
+            lines += _smile_lines(e.smile)
         lines.append(f"    updated_at: {scalar(e.updated_at)}")
         lines.append(f"    source: {e.source}")
         lines.append(f"    run_id: {scalar(e.run_id)}")
@@ -102,6 +107,37 @@ def format_applied(doc: AppliedDocument) -> str:
         if e.sigma_mode is not None:  # absent = rv: files of rv-mode roots stay byte for byte as before
             lines.append(f"    sigma_mode: {e.sigma_mode}")
     return "\n".join(lines) + "\n"
+
+
+def _smile_lines(smile: Smile) -> list[str]:
+    """One node value per line, 4 decimals, commented with its x: a git diff names the node that moved."""
+    def values(indent: str, vs: list[float]) -> list[str]:
+        return [f"{indent}- {v:.4f}  # {fmt.node(x)}" for x, v in zip(smile.nodes, vs)]
+
+    out = ["    smile:", f"      nodes: [{', '.join(repr(float(x)) for x in smile.nodes)}]", "      global:"]
+    out += values("        ", smile.global_)
+    if smile.bands:
+        out.append("      bands:")
+        for label, vs in smile.bands.items():
+            out.append(f"        {scalar(label)}:")
+            out += values("          ", vs)
+    else:
+        out.append("      bands: {}")
+    return out
+
+
+def _checked_smile(smile: Smile | None, cfg: CalibrationConfig) -> Smile | None:
+    if smile is None:
+        return None
+    known = cfg.band_names()
+    extra = sorted(set(smile.bands) - set(known))
+    if extra:
+        raise RefusedError(f"smile band {extra[0]!r} is not defined in config/calibration.yaml")
+    for label, vs in [("global", smile.global_), *smile.bands.items()]:
+        if not all(math.isfinite(v) and v > 0 for v in vs):
+            raise RefusedError(f"refusing to apply smile {label} with a non-finite or non-positive value")
+    ordered = {label: smile.bands[label] for label in known if label in smile.bands}
+    return Smile(nodes=smile.nodes, global_=smile.global_, bands=ordered).rounded(4)
 
 
 def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
@@ -125,7 +161,7 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
     extra = sorted(set(values.bands) - set(known))
     if extra:
         raise RefusedError(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
-    return Multipliers(global_=values.global_, bands=bands).rounded(4)
+    return Multipliers(global_=values.global_, bands=bands, smile=_checked_smile(values.smile, cfg)).rounded(4)
 
 
 class ApplyTransaction:
@@ -154,10 +190,15 @@ class ApplyTransaction:
         previous = self.entry(underlying)
         mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
         entry = AppliedEntry(
-            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason,
+            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason, smile=new.smile,
             sigma_mode=mode,  # type: ignore[arg-type]
         )
-        updated = self.document.model_copy(update={"underlyings": {**self.document.underlyings, underlying: entry}})
+        updated = self.document.model_copy(
+            update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
+        )
+        upgrade = {}
+        if self.document.schema_version != APPLIED_SCHEMA_VERSION and self.root.applied.exists():
+            upgrade["schema_upgrade"] = f"{self.document.schema_version} -> {APPLIED_SCHEMA_VERSION}"
         event = ApplyEvent(
             schema_version=1,
             run_id=run_id,
@@ -168,6 +209,7 @@ class ApplyTransaction:
             source=source,
             reason=reason,
             previous_run_id=previous.run_id,
+            **upgrade,
             **({"sigma_mode": mode} if mode else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
@@ -242,6 +284,7 @@ def _recover_lost_events(root: Root, doc: AppliedDocument) -> None:
                 and ev.applied is not None
                 and ev.applied.global_ == e.global_
                 and ev.applied.bands == e.bands
+                and ev.applied.smile == e.smile
             )
             if same or ev.ts is None or not _newer(e.updated_at, ev.ts):
                 continue

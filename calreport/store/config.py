@@ -57,6 +57,14 @@ filters:
   option_types: [C, P]
 fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel,
       bootstrap_draws: 400, bootstrap_seed: 11}
+# The smile per band (multiplier curve of x = ln(K/F) / (base x m_band x sqrt(T))); enabled: false = flat model.
+smile:
+  enabled: true
+  nodes: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
+  penalty: 1.0                # x sum of squared slope changes, in the objective's units
+  bounds: [0.5, 3.0]
+  min_quotes_per_band: 20     # fewer OTM quotes: the band takes the global smile
+  skew_flag_vp: 2.0           # SKEW_NOT_APPLIED above this fitted-vs-applied gap at any node (vol points)
 auto:
   underlyings: [BTC, ETH]
   dte_ranges: ['3-10']

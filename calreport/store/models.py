@@ -26,7 +26,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -96,6 +98,48 @@ class _Lenient(BaseModel):
 
 # --------------------------------------------------------------------------- applied multipliers
 
+APPLIED_SCHEMA_VERSION = 2  # 2: entries may carry a smile; a version-1 file reads as flat smiles
+
+
+class Smile(_Strict):
+    """Smile multipliers at nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T))
+    (calibration/smile.py): linear between nodes, flat beyond, 1 at x = 0. A band without its own
+    smile takes `global`; an entry without a smile is flat (today's model)."""
+
+    nodes: list[StrictNumber] = Field(description="The node grid x, strictly increasing, including 0 (dimensionless).")
+    global_: list[Multiplier] = Field(alias="global", description="Smile multiplier at each node for every band without its own (dimensionless, > 0).")
+    bands: dict[StrictName, list[Multiplier]] = Field(
+        default_factory=dict, description="DTE band label -> smile multiplier at each node; a band's smile wins over global."
+    )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Smile:
+        n = self.nodes
+        if len(n) < 3 or any(not (b > a) for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        for label, values in [("global", self.global_), *self.bands.items()]:
+            if len(values) != len(n):
+                raise ValueError(f"smile {label}: {len(values)} values for {len(n)} nodes")
+            if abs(values[n.index(0.0)] - 1.0) > 1e-9:
+                raise ValueError(f"smile {label}: the value at x=0 must be 1")
+        for label in self.bands:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {label!r}")
+        return self
+
+    def for_band(self, label: str | None) -> list[float]:
+        """The smile a band uses: its own, else the global one."""
+        return list(self.bands.get(label, self.global_)) if label is not None else list(self.global_)
+
+    def rounded(self, ndigits: int = 4) -> Smile:
+        r = lambda vs: [round(float(v), ndigits) for v in vs]  # noqa: E731
+        return Smile(nodes=list(self.nodes), global_=r(self.global_), bands={k: r(v) for k, v in self.bands.items()})
+
 
 class AppliedEntry(_Strict):
     """The multipliers the engine uses for one underlying."""
@@ -114,6 +158,7 @@ class AppliedEntry(_Strict):
     sigma_mode: SigmaMode | None = Field(
         default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
     )
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -129,7 +174,7 @@ class AppliedEntry(_Strict):
         return v
 
     def multipliers(self) -> Multipliers:
-        return Multipliers(global_=self.global_, bands=dict(self.bands))
+        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile)
 
 
 DEFAULT_MULTIPLIER = 1.0
@@ -143,7 +188,7 @@ def default_entry() -> AppliedEntry:
 class AppliedDocument(_Strict):
     """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[StrictName, AppliedEntry] = Field(
         default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
     )
@@ -168,7 +213,7 @@ class AppliedDocument(_Strict):
 class StateDocument(_Strict):
     """The state API: exactly the YAML's entries plus when the document was generated."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
     generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
 
@@ -194,9 +239,11 @@ def _check_underlyings(names: list[str]) -> list[str]:
     return names
 
 
-def _check_range(low: float, high: float, what: str) -> None:
+def _check_range(low: float, high: float, names: str) -> None:
+    """`names` is "min_x < max_x"; the error's location already names the section."""
     if not low < high:
-        raise ValueError(f"{what}: min ({low:g}) must be below max ({high:g})")
+        lo, hi = names.split(" < ")
+        raise ValueError(f"{lo} ({low:g}) must be below {hi} ({high:g})")
 
 
 class Band(_Section):
@@ -229,13 +276,23 @@ class LimitsConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
-        _check_range(self.min_multiplier, self.max_multiplier, "limits")
+        _check_range(self.min_multiplier, self.max_multiplier, "min_multiplier < max_multiplier")
         return self
 
     def problem(self, value: float) -> str | None:
         """Why `value` is not an acceptable multiplier, or None."""
         if not (self.min_multiplier <= value <= self.max_multiplier):
             return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
+
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
         return None
 
 
@@ -249,7 +306,7 @@ class RealismConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> RealismConfig:
-        _check_range(self.min_mult, self.max_mult, "realism")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
@@ -310,7 +367,30 @@ class FitConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
-        _check_range(self.min_mult, self.max_mult, "fit")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
+        return self
+
+
+class SmileConfig(_Section):
+    """The smile on top of each band's flat sigma (calibration/smile.py); enabled: false is the flat model."""
+
+    enabled: bool = Field(default=True, description="Fit, apply and price with the smile; false gives the flat model exactly.")
+    nodes: list[float] = Field(
+        default_factory=lambda: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5],
+        description="Nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T)); strictly increasing, must include 0.",
+    )
+    penalty: float = Field(default=1.0, ge=0, description="Weight of the sum of squared slope changes at the nodes, in the objective's units (vp or percent).")
+    bounds: list[float] = Field(default_factory=lambda: [0.5, 3.0], description="Lowest and highest node value [lo, hi] (dimensionless).")
+    min_quotes_per_band: int = Field(default=20, ge=1, description="A band with fewer OTM quotes takes the global smile.")
+    skew_flag_vp: float = Field(default=2.0, gt=0, description="SKEW_NOT_APPLIED when fitted and applied smiles differ by more than this at any node (vol points).")
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> SmileConfig:
+        n = self.nodes
+        if len(n) < 3 or any(b <= a for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
+            raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
         return self
 
 
@@ -388,6 +468,7 @@ class CalibrationConfig(_Section):
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
+    smile: SmileConfig = Field(default_factory=SmileConfig)
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
@@ -454,15 +535,25 @@ class Multipliers(_Lenient):
 
     global_: StrictNumber | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
     bands: dict[str, StrictNumber] = Field(default_factory=dict, description="Band label -> multiplier.")
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node (global and per band); written only when present.")
 
     @field_validator("bands", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
 
+    @model_serializer(mode="wrap")
+    def _no_null_smile(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A flat (smile-less) value is written exactly as before the smile existed."""
+        out = handler(self)
+        if isinstance(out, dict) and out.get("smile", 0) is None:
+            out.pop("smile")
+        return out
+
     def rounded(self, ndigits: int = 4) -> Multipliers:
         g = None if self.global_ is None else round(self.global_, ndigits)
-        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()})
+        smile = None if self.smile is None else self.smile.rounded(ndigits)
+        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile)
 
 
 class DataQuality(_Lenient):
@@ -556,6 +647,18 @@ class Interval95(_Lenient):
 _SE_DOC = "bootstrap over expiries combined with RV's sampling error m / sqrt(2 n); see CALIBRATION_NOTES.md"
 
 
+class SmileFitStats(_Lenient):
+    """How one smile of a run was fitted (calibration/smile.py), per band and "global"."""
+
+    source: Literal["fitted", "global"] | None = Field(
+        default=None, description='"fitted": its own smile; "global": too few OTM quotes, the band takes the global smile (its level is fitted).'
+    )
+    samples: int | None = Field(default=None, description="OTM quotes the fit used.")
+    quotes_per_node: list[int] | None = Field(default=None, description="Quotes informing each node (x between its neighbours), in node order.")
+    objective: float | None = Field(default=None, description="The configured objective at the fit, without the penalty (vol points or percent).")
+    iv_error_vp: float | None = Field(default=None, description="Vega-weighted mean |sigma_fit - sigma_mark| over those quotes (vol points).")
+
+
 _DESK_DOC = "at the tested multipliers for a live run, at the fitted multiplier for an auto run"
 
 
@@ -569,7 +672,7 @@ class LiveRun(HistoryRow):
     "legacy") by commands/legacy.py. `ts` is the snapshot's time, never the wall clock.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset(_LEGACY_FIELDS)
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({*_LEGACY_FIELDS, "smile_fit"})
 
     type: Literal["live_run"] = "live_run"
     source: str | None = Field(
@@ -651,6 +754,10 @@ class LiveRun(HistoryRow):
     multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
     multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
     uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" and band label -> standard error and its parts.')
+    # the smile (calibration/smile.py, issue 12); the fitted values are in recommended.smile
+    smile_fit: dict[str, SmileFitStats] | None = Field(
+        default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
+    )
     # imported legacy records only (commands/legacy.py)
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
     legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
@@ -663,7 +770,7 @@ class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "sigma_mode"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade", "sigma_mode"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -676,6 +783,9 @@ class ApplyEvent(HistoryRow):
         description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
     )
     sigma_mode: str | None = Field(default=None, description="Present when the values were fitted in a sigma mode other than rv (atm_iv, mark_iv).")
+    schema_upgrade: str | None = Field(
+        default=None, description='Present when this apply rewrote the applied YAML in a newer format: "1 -> 2" (schema_version).'
+    )
 
 
 class AutoRun(HistoryRow):
@@ -685,7 +795,7 @@ class AutoRun(HistoryRow):
     imported legacy "harvested" records by commands/legacy.py. `ts` is the wall-clock run time.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", *_LEGACY_FIELDS})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", "smile", "smile_multiplier", "smile_fit", *_LEGACY_FIELDS})
 
     type: Literal["auto_run"] = "auto_run"
     dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
@@ -737,6 +847,10 @@ class AutoRun(HistoryRow):
     multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
     multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
     uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
+    # the window's smile (calibration/smile.py, issue 12): recorded only, never applied; written when smile.enabled
+    smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes.")
+    smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
+    smile_fit: SmileFitStats | None = Field(default=None, description="How that smile was fitted: OTM quotes used, quotes per node, objective.")
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
@@ -791,6 +905,7 @@ class QuoteDetail(_Lenient):
     mark_iv: float | None = Field(default=None, description="IV of the mark (fraction).")
     synthetic_iv: float | None = Field(default=None, description="The synthetic sigma (fraction).")
     band: str | None = Field(default=None, description="DTE band label, null outside every band.")
+    forward: float | None = Field(default=None, description="The expiry's forward, Deribit's underlying_price (USD); for the smile chart's moneyness.")
 
 
 class ExpirySummary(_Lenient):
@@ -844,9 +959,48 @@ class HarvestRow(_Lenient):
         description="When the snapshot was harvested: its newest creation_timestamp (ms since the epoch); older "
         "harvesters wrote only creation_timestamp.",
     )
+    index_price: StrictNumber | None = Field(
+        default=None,
+        description="Deribit's index (public/get_index_price, USD) fetched with the snapshot by `calreport harvest "
+        "--every`; RV uses it when every snapshot of the series has it.",
+    )
 
     @model_validator(mode="after")
     def _has_time(self) -> HarvestRow:
         if self.harvested_at is None and self.creation_timestamp is None:
             raise ValueError("a harvest row needs harvested_at or creation_timestamp")
         return self
+
+
+# --------------------------------------------------------------------------- harvest errors sidecar
+
+
+class RejectedLine(_Lenient):
+    """One harvest line compaction set aside, kept verbatim (up to 2000 characters)."""
+
+    line: int = Field(ge=1, description="Its number among the log's non-blank lines.")
+    reason: Literal["schema error", "bad name"] = Field(description="Why the reader skips it.")
+    text: str = Field(description="The line as it was (invalid UTF-8 replaced), cut at 2000 characters.")
+    truncated_chars: int | None = Field(default=None, description="Characters cut from `text`, when it was cut.")
+
+
+class RejectedSource(_Lenient):
+    """The lines set aside from one compacted log file."""
+
+    lines: int = Field(ge=0, description="Non-blank lines compaction read from the log.")
+    rejected: list[RejectedLine] = Field(default_factory=list, description="Every line set aside, in order.")
+
+
+class HarvestErrors(_Lenient):
+    """data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: what compaction (market/compact.py) did not put
+    into the day's Parquet file, so no line is dropped silently. Counts match the Parquet footer's."""
+
+    schema_version: Literal[1] = 1
+    underlying: str
+    date: str = Field(description="The UTC day, YYYY-MM-DD.")
+    schema_errors: int = Field(ge=0, description="Lines that are not a valid harvest row, over every compaction of the day.")
+    bad_names: int = Field(ge=0, description="Rows whose instrument is not an option of the underlying.")
+    sources: dict[str, RejectedSource] = Field(
+        description="Per compacted log, keyed `<file name>@<first 16 hex of its sha256>` (a re-run rewrites its entry)."
+    )
+

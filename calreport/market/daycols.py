@@ -1,0 +1,315 @@
+"""One harvest day file -> columns: the rules every format (JSONL, JSONL.gz, Parquet) is read by.
+
+A day file, whatever its format, becomes a `DayColumns`: per-row arrays plus the table of unique
+instrument names they index into. The validity rules live here once, so a row is a schema error or
+a bad name the same way in every format:
+- a row without a usable instrument name (a string), timestamp (0 < t < year 2286), mark
+  (finite, >= 0), IV (finite, >= 0) or forward (finite, > 0) is a *schema error*;
+- a row whose name does not parse as an option of the underlying (BTC-PERPETUAL, ETH-..., a linear
+  BTC_USDC-... option) is a *bad name*;
+- null or missing bids/asks are NaN; tiny marks are kept (the calibration's filters decide).
+
+    parse_lines(data, underlying) -> ParsedLines     a JSONL day, line by line (compaction keeps the rejects)
+    parse_day_bytes(data, underlying) -> DayColumns
+    read_day_bytes(path) -> (bytes, problem or None)  .gz tolerant; the problem names what could not be read
+    assemble_day(...) -> DayColumns                   the shared end of every format's reader
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calreport.errors import CalreportError
+from calreport.jsonio import loads as _loads
+from calreport.market.deribit import parse_instrument_names
+from calreport.numbers import float_array
+
+MAX_TIMESTAMP_MS = 10_000_000_000_000  # year 2286: anything later is not a harvest time
+
+# Float columns of the frame (coin prices; mark_iv as a FRACTION, converted once here).
+FLOAT_COLUMNS = ("mark_price", "mark_iv", "underlying_price", "bid", "ask", "open_interest", "index_price")
+SOURCE_KEYS = {  # frame column -> Deribit's field name in a harvest row
+    "mark_price": "mark_price",
+    "mark_iv": "mark_iv",
+    "underlying_price": "underlying_price",
+    "bid": "bid_price",
+    "ask": "ask_price",
+    "open_interest": "open_interest",
+    "index_price": "index_price",
+}
+
+OK, SCHEMA_ERROR, BAD_NAME = 0, 1, 2  # per-line status
+
+
+@dataclass
+class DayColumns:
+    """One day file as columns: per-row arrays plus the per-unique-name table they index into."""
+
+    names: np.ndarray  # str, unique instrument names (valid ones only)
+    name_expiry_ms: np.ndarray  # int64 per name
+    name_strike: np.ndarray  # float64 per name
+    name_is_call: np.ndarray  # bool per name
+    code: np.ndarray  # int32 per row -> names
+    harvested_at: np.ndarray  # int64 per row, ascending
+    cols: dict[str, np.ndarray]  # FLOAT_COLUMNS per row
+    schema_errors: int = 0
+    bad_names: int = 0
+    lines: int = 0
+    problem: str | None = None  # set when (part of) the file could not be read at all
+
+    @property
+    def n(self) -> int:
+        return int(self.code.shape[0])
+
+
+def empty_day(problem: str | None = None) -> DayColumns:
+    z = np.zeros(0)
+    return DayColumns(
+        names=np.zeros(0, dtype=str), name_expiry_ms=np.zeros(0, dtype=np.int64), name_strike=z,
+        name_is_call=np.zeros(0, dtype=bool), code=np.zeros(0, dtype=np.int32),
+        harvested_at=np.zeros(0, dtype=np.int64), cols={k: z.copy() for k in FLOAT_COLUMNS}, problem=problem,
+    )
+
+
+def valid_rows(name_ok: np.ndarray, ts: np.ndarray, cols: dict[str, np.ndarray]) -> np.ndarray:
+    """The schema rule, vectorised: which rows have a name, a time, a mark, an IV and a forward."""
+    with np.errstate(invalid="ignore"):
+        return (
+            name_ok
+            & np.isfinite(ts) & (ts > 0) & (ts < MAX_TIMESTAMP_MS)
+            & np.isfinite(cols["mark_price"]) & (cols["mark_price"] >= 0)
+            & np.isfinite(cols["mark_iv"]) & (cols["mark_iv"] >= 0)
+            & np.isfinite(cols["underlying_price"]) & (cols["underlying_price"] > 0)
+        )
+
+
+@dataclass
+class NameTable:
+    """Unique names -> which are options of the underlying, with their parsed expiry/strike/type."""
+
+    mine: np.ndarray  # bool per unique name
+    new_code: np.ndarray  # int64 per unique name: index among the kept names, -1 when not kept
+    names: np.ndarray
+    expiry_ms: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+
+
+def name_table(uniq: list[Any], underlying: str) -> NameTable:
+    """Parse each unique name once; keep inverse options of `underlying` only."""
+    inst = parse_instrument_names(uniq)
+    prefix_linear = f"{underlying}_"
+    mine = np.array(
+        [bool(v) and b == underlying and not (isinstance(n, str) and n.startswith(prefix_linear))
+         for n, b, v in zip(uniq, inst.base, inst.valid)],
+        dtype=bool,
+    )
+    new_code = np.full(len(uniq), -1, dtype=np.int64)
+    new_code[mine] = np.arange(int(np.count_nonzero(mine)))
+    return NameTable(
+        mine=mine,
+        new_code=new_code,
+        names=np.array([n for n, m in zip(uniq, mine) if m], dtype=str),
+        expiry_ms=inst.expiry_ms[mine].astype(np.int64),
+        strike=inst.strike[mine].astype(np.float64),
+        is_call=inst.is_call[mine].astype(bool),
+    )
+
+
+def row_status(ok: np.ndarray, uniq_code: np.ndarray, table: NameTable) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row code into the kept names or -1, per-row status OK / SCHEMA_ERROR / BAD_NAME)."""
+    if table.new_code.size:
+        row_code = np.where(ok & (uniq_code >= 0), table.new_code[np.maximum(uniq_code, 0)], -1)
+    else:
+        row_code = np.full(uniq_code.shape[0], -1, dtype=np.int64)
+    status = np.where(~ok, SCHEMA_ERROR, np.where(row_code < 0, BAD_NAME, OK)).astype(np.int8)
+    return row_code, status
+
+
+def assemble_day(
+    table: NameTable,
+    row_code: np.ndarray,
+    status: np.ndarray,
+    ts: np.ndarray,
+    cols: dict[str, np.ndarray],
+    *,
+    lines: int,
+    extra_schema_errors: int = 0,
+    extra_bad_names: int = 0,
+    problem: str | None = None,
+    iv_in_percent: bool = True,
+) -> DayColumns:
+    """The kept rows as DayColumns, in one canonical order: by harvested_at, then instrument name, so
+    every format of the same day gives the same arrays (sums in the fit then agree to the last
+    digit). mark_iv percent -> fraction here, once."""
+    keep: np.ndarray | slice = status == OK
+    if keep.all():  # every row valid (every compacted day): views, no gather
+        keep = slice(None)
+    kts = ts[keep]
+    kcode = row_code[keep]
+    rank = np.empty(len(table.names), dtype=np.int64)
+    rank[np.argsort(table.names, kind="stable")] = np.arange(len(table.names))
+    krank = rank[kcode] if kcode.size else kcode
+    dt, dr = np.diff(kts), np.diff(krank)
+    if np.all((dt > 0) | ((dt == 0) & (dr >= 0))):
+        order: slice | np.ndarray = slice(None)  # already in order (every compacted day is): no gather
+    else:
+        order = np.lexsort((krank, kts))
+    out_cols = {}
+    for k in FLOAT_COLUMNS:
+        v = cols[k][keep][order]
+        out_cols[k] = v / 100.0 if (k == "mark_iv" and iv_in_percent) else v
+    n_schema = int(np.count_nonzero(status == SCHEMA_ERROR))
+    n_bad = int(np.count_nonzero(status == BAD_NAME))
+    return DayColumns(
+        names=table.names,
+        name_expiry_ms=table.expiry_ms,
+        name_strike=table.strike,
+        name_is_call=table.is_call,
+        code=kcode[order].astype(np.int32),
+        harvested_at=kts[order].astype(np.int64),
+        cols=out_cols,
+        schema_errors=n_schema + extra_schema_errors,
+        bad_names=n_bad + extra_bad_names,
+        lines=lines,
+        problem=problem,
+    )
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    return [ln for ln in data.split(b"\n") if ln and not ln.isspace()]
+
+
+def _parse_objects(lines: list[bytes]) -> list[Any]:
+    """Lines -> parsed values (`_BAD_JSON` where a line is not JSON).
+
+    Fast path: the whole file as one JSON array (one parser call, no per-line Python). Any bad
+    line (or a line holding two values) makes the counts disagree, and we fall back line by line.
+    """
+    if not lines:
+        return []
+    try:
+        values = _loads(b"[" + b",".join(lines) + b"]")
+        if isinstance(values, list) and len(values) == len(lines):
+            return values
+    except ValueError:
+        pass
+    out: list[Any] = []
+    for ln in lines:
+        try:
+            out.append(_loads(ln))
+        except ValueError:
+            out.append(_BAD_JSON)
+    return out
+
+
+_BAD_JSON = object()
+
+
+@dataclass
+class ParsedLines:
+    """A JSONL day, line by line: what each line was and the columns of the object rows."""
+
+    lines: list[bytes]  # non-blank lines
+    rows: list[dict[str, Any]]  # the lines that are JSON objects, in order
+    row_line: np.ndarray  # int64 per row: its index in `lines`
+    status: np.ndarray  # int8 per LINE: OK / SCHEMA_ERROR / BAD_NAME
+    ts: np.ndarray  # float64 per row: harvested_at (creation_timestamp for older harvesters)
+    cols: dict[str, np.ndarray]  # FLOAT_COLUMNS per row, Deribit units (mark_iv percent)
+    table: NameTable
+    row_code: np.ndarray  # int64 per row -> table.names, -1 when not kept
+    row_status: np.ndarray  # int8 per row
+    problem: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_lines(data: bytes, underlying: str, problem: str | None = None) -> ParsedLines:
+    """Raw JSONL bytes of one day file -> every line classified, the object rows as columns."""
+    lines = _split_lines(data)
+    values = _parse_objects(lines)
+    is_row = [type(v) is dict for v in values]
+    rows = [v for v, r in zip(values, is_row) if r]
+    row_line = np.flatnonzero(np.array(is_row, dtype=bool)) if lines else np.zeros(0, dtype=np.int64)
+
+    cols = {k: float_array([r.get(src) for r in rows])[0] for k, src in SOURCE_KEYS.items()}
+    ts = float_array([r.get("harvested_at") for r in rows])[0]
+    missing_ts = ~np.isfinite(ts)
+    if missing_ts.any():  # older harvesters wrote only creation_timestamp
+        ts = np.where(missing_ts, float_array([r.get("creation_timestamp") for r in rows])[0], ts)
+    names_raw = [r.get("instrument_name") for r in rows]
+    name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
+    ok = valid_rows(name_ok, ts, cols)
+
+    # Code names by first appearance (dict: O(n)), then parse each unique name once.
+    index: dict[str, int] = {}
+    codes = np.fromiter(
+        (index.setdefault(n, len(index)) if good else -1 for n, good in zip(names_raw, ok)),
+        dtype=np.int64, count=len(names_raw),
+    )
+    table = name_table(list(index), underlying)
+    row_code, rstatus = row_status(ok, codes, table)
+    status = np.full(len(lines), SCHEMA_ERROR, dtype=np.int8)  # not JSON, or not an object
+    status[row_line] = rstatus
+    return ParsedLines(
+        lines=lines, rows=rows, row_line=row_line, status=status, ts=ts, cols=cols, table=table,
+        row_code=row_code, row_status=rstatus, problem=problem,
+    )
+
+
+def day_from_lines(p: ParsedLines) -> DayColumns:
+    non_rows = len(p.lines) - len(p.rows)  # not JSON or not an object
+    return assemble_day(
+        p.table, p.row_code, p.row_status, p.ts, p.cols, lines=len(p.lines),
+        extra_schema_errors=non_rows, problem=p.problem,
+    )
+
+
+def parse_day_bytes(data: bytes, underlying: str, problem: str | None = None) -> DayColumns:
+    """Raw JSONL bytes of one day file -> DayColumns, counting every row that had to be skipped."""
+    return day_from_lines(parse_lines(data, underlying, problem))
+
+
+def read_day_bytes(path: Path) -> tuple[bytes, str | None]:
+    """A JSONL(.gz) day file's bytes, and what could not be read of it (None when all of it was).
+
+    A .gz that is not gzip at all, or breaks off (harvester killed mid-write), yields what was
+    readable plus the problem, so the run can name the file instead of silently seeing nothing.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CalreportError(f"cannot read harvest file ({exc.strerror or exc})", path) from None
+    if path.name.endswith(".gz"):
+        return gunzip_tolerant(raw)
+    return raw, None
+
+
+def gunzip_tolerant(raw: bytes) -> tuple[bytes, str | None]:
+    """Every gzip member's bytes as far as they decompress, and the problem when they stop early."""
+    out: list[bytes] = []
+    rest = raw
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out.append(d.decompress(rest))
+        except zlib.error as exc:
+            got = sum(map(len, out))
+            why = str(exc).split(":")[-1].strip() or "zlib error"
+            return b"".join(out), (f"not readable as gzip ({why})" if not got
+                                   else f"gzip data breaks off after {got:,} bytes ({why})")
+        if not d.eof:
+            got = sum(map(len, out))
+            return b"".join(out), (f"gzip data breaks off after {got:,} bytes (truncated)" if got
+                                   else "not readable as gzip (truncated)")
+        rest = d.unused_data
+        if rest and not rest.lstrip(b"\0"):  # zero padding after the last member
+            break
+    return b"".join(out), None
