@@ -303,3 +303,16 @@ def test_real_btc_harvest_with_unit_error_fails_as_unrealistic(tmp_path: Path) -
     assert run.status == "failed"
     assert "Unrealistic" in run.reason and "multiplier 0.5000" in run.reason
     assert run.mae_pct > 1_000_000 and run.vega_weighted_mae_pct is not None
+
+
+def test_auto_run_records_the_window_smile_and_applies_nothing(sample_root: Root) -> None:
+    before = sample_root.applied.read_bytes()
+    run = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    assert run.smile is not None and run.smile.nodes == [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
+    assert run.smile.global_[3] == 1.0 and all(0.5 <= v <= 3.0 for v in run.smile.global_)
+    assert run.smile_fit is not None and run.smile_fit.samples and run.smile_fit.samples <= auto.SMILE_MAX_QUOTES
+    assert run.smile_multiplier is not None and 0.5 <= run.smile_multiplier <= 3.0
+    assert sample_root.applied.read_bytes() == before
+    _set_config(sample_root, "enabled: true", "enabled: false")
+    flat = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    assert not {"smile", "smile_multiplier", "smile_fit"} & set(flat.to_json_dict())

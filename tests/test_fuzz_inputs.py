@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO / "tests" / "fixtures" / "deribit" / "book_summary_btc.json"
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# CALREPORT_FUZZ_EXAMPLES=1000 for a longer hunt; 100 keeps the suite fast
+FUZZ = settings(max_examples=int(os.environ.get("CALREPORT_FUZZ_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 DOCUMENTED = {EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD}
 
 # scalars that break naive readers, written as YAML / JSON source text
@@ -50,6 +52,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Root:
     actions.init(root)
     code, _, err = _run(root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
     assert code == 0, err
+    code, _, err = _run(root, "force-apply", "--underlying", "BTC")  # the YAML then holds bands and a smile
+    assert code == 0 and "smile:" in root.applied.read_text(), err
     return root
 
 

@@ -403,3 +403,60 @@ def test_serve_state_endpoint_answers_503_in_one_line_for_an_unexpected_error(ro
     monkeypatch.setattr(serve_mod, "read_state", broken)
     status, body = state_response(root)
     assert status == 503 and body["error"].startswith("internal error: RecursionError") and len(body["error"]) < 200
+
+
+@pytest.mark.parametrize("text", ["1e3", ".5", "-2E-1", "true", "null", "1:30", "0x1", "yes", "x: y", "", "日本", "a\u2028b", "'q'"])
+def test_strings_the_writer_puts_in_the_applied_yaml_read_back_as_strings(root: Root, text: str) -> None:
+    """The writer quotes by YAML 1.1 rules; the reader resolves by 1.2 (`1e3` is a number there)."""
+    from calreport.store.applied import apply_values
+    from calreport.store.models import Multipliers
+
+    apply_values(root, "BTC", Multipliers(global_=1.1), source="force", run_id=text or None, reason=text)
+    entry = read_applied(root).entry("BTC")
+    assert entry.reason == text and entry.run_id == (text or None)
+
+
+def test_dangling_symlink_as_the_config_is_refused(root: Root) -> None:
+    root.calibration_config.unlink()
+    os.symlink(root.path / "gone.yaml", root.calibration_config)
+    with pytest.raises(CalreportError, match="dangling"):
+        load_config(root)
+
+
+def test_serve_action_body_nested_too_deeply_is_a_400_that_changes_nothing(root: Root) -> None:
+    from test_serve import post_action
+
+    from calreport.commands.dashboard import DashboardActions, parse_body
+    from calreport.report.serve import make_server
+
+    add_live_run(root, smoothed=1.0833)
+    before = files_of_record(root)
+    server, stop = make_server(root, port=0, debounce=0.05, actions=DashboardActions(root), parse_body=parse_body)
+    try:
+        status, _, payload = post_action(server, b"[" * 2000 + b"]" * 2000)
+    finally:
+        stop()
+    assert status == 400 and "not JSON" in json.loads(payload)["error"]
+    assert files_of_record(root) == before
+
+
+def test_dashboard_action_that_cannot_rerender_reports_the_apply_with_a_stale_warning(root: Root) -> None:
+    from calreport.commands.dashboard import DashboardActions, parse_body
+
+    run = add_live_run(root, smoothed=1.0833)
+
+    def cannot_render(_config: object) -> None:
+        raise CalreportError("could not write file (No space left on device)", root.index_html)
+
+    status, body = DashboardActions(root, warn=lambda _m: None).handle("force-apply", parse_body({"underlying": "BTC"}), cannot_render)
+    assert status == 200 and body["done"]["run_id"] == run.run_id
+    assert any("dashboard is stale" in w and "calreport render" in w for w in body["warnings"])
+    assert read_applied(root).entry("BTC").global_ == 1.0833
+
+
+def test_a_history_row_whose_smoothed_value_breaks_the_limits_never_seeds_the_ewma(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    _live_row_with_smoothed(root, 1e300)
+    code, _, err = run_cli(capsys, root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
+    assert code == 0, err
+    row = json.loads(root.live_history.read_text().splitlines()[-1])
+    assert row["smoothed_from"] == "applied" and 0.5 <= row["smoothed"]["global"] <= 3.0

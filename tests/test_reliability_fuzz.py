@@ -51,7 +51,12 @@ EDGE_CASES = [
     VALID.replace("global: 1.0833", "global: yes"),
     VALID.replace("global: 1.0833", "global: [1.0833]"),
     VALID.replace("    global: 1.0833\n", ""),  # missing key
-    VALID.replace("schema_version: 1", "schema_version: 2"),
+    VALID.replace("schema_version: 1", "schema_version: 3"),
+    VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [1.2, 1.1, 1.0]}\n    updated_at:"),  # 1 at x=0
+    VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [1.2, 1.0]}\n    updated_at:"),  # a value short
+    VALID.replace("    updated_at:", "    smile: {nodes: [1, 0, -1], global: [1.2, 1.0, 1.1]}\n    updated_at:"),  # unordered
+    VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [.nan, 1.0, 1.1]}\n    updated_at:"),
+    VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [1.2, 1.0, 1.1], bands: {weekly: [1, 1, 1]}}\n    updated_at:"),
     VALID.replace("source: force", "source: auto"),
     VALID.replace("0-7d: 1.0500", "weekly: 1.0500"),
     VALID.replace("updated_at: '2025-12-11T10:16:00Z'", "updated_at: 2025-13-45"),
@@ -94,6 +99,8 @@ def _check_applied(root: Root, text: str) -> None:
     for e in doc.underlyings.values():  # whatever validates is usable by the engine
         assert math.isfinite(e.global_) and e.global_ > 0
         assert all(math.isfinite(v) and v > 0 for v in e.bands.values())
+        if e.smile is not None:
+            assert all(math.isfinite(v) and v > 0 for vs in [e.smile.global_, *e.smile.bands.values()] for v in vs)
 
 
 @pytest.mark.parametrize("text", EDGE_CASES)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from calreport.store.models import RealismConfig
+from collections.abc import Mapping, Sequence
+
+from calreport.calibration.smile import smile_problems
+from calreport.store.models import RealismConfig, Smile, SmileConfig
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"
@@ -75,3 +78,14 @@ def recommended_problem(multiplier: float | None, on_bound: bool | None, *, thre
     if multiplier < t.min_mult or multiplier > t.max_mult:
         return f"recommended {multiplier:.4f} outside [{t.min_mult:g}, {t.max_mult:g}]"
     return None
+
+
+def smile_realism(smile: Smile | None, deviations: Mapping[str, Sequence[float]], config: SmileConfig, which: str) -> list[str]:
+    """Why a smile is unbelievable, one reason per smile naming the node: a value outside smile.bounds,
+    or call prices on the node grid rising with strike / a negative butterfly at the ATM total
+    deviations (base x m x sqrt(T)) the run's quotes span. Empty when fine or when there is no smile."""
+    if smile is None:
+        return []
+    curves = {"global": list(smile.global_), **{b: list(v) for b, v in smile.bands.items()}}
+    dev = {name: deviations.get(name, deviations.get("global", ())) for name in curves}
+    return [f"{which} {p}" for p in smile_problems(curves, smile.nodes, (config.bounds[0], config.bounds[1]), dev)]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers, SmoothingConfig
+from calreport.calibration.smile import flat, regrid, zero_index
+from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, Smile, SmoothingConfig
 from calreport.timeutil import MS_PER_HOUR, time_ms
 
 APPLIED_SOURCE = "applied"
+RESTART_SOURCE = "restart"  # nothing of the configured sigma mode to continue from
 
 
 def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
@@ -45,12 +47,19 @@ def previous_smoothed(
 
 
 def previous_smoothed_run(
-    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry
+    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry, *, sigma_mode: str | None = None
 ) -> tuple[Multipliers, str, int | None]:
-    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values)."""
+    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values).
+
+    With `sigma_mode`, only runs (and applied values) fitted in that mode continue the EWMA: values
+    of another mode multiply another base. None of them: a global of None, and the EWMA restarts."""
     for run in runs_newest_first:
+        if sigma_mode is not None and (run.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
+            continue
         if seeds_smoothing(run, underlying) and run.smoothed is not None:
             return run.smoothed, f"run {run.run_id}", time_ms(run.ts)
+    if sigma_mode is not None and (applied.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
+        return Multipliers(global_=None), f"{RESTART_SOURCE} (applied values are sigma_mode {applied.sigma_mode or DEFAULT_SIGMA_MODE})", None
     return applied.multipliers(), APPLIED_SOURCE, None
 
 
@@ -81,4 +90,35 @@ def ewma(recommended: Multipliers, previous: Multipliers, alpha: float, band_nam
             bands[label] = alpha * recommended.bands[label] + (1 - alpha) * prev
         elif label in previous.bands:
             bands[label] = previous.bands[label]
-    return Multipliers(global_=g, bands=bands).rounded(4)
+    smile = ewma_smile(recommended.smile, previous.smile, alpha, band_names)
+    return Multipliers(global_=g, bands=bands, smile=smile).rounded(4)
+
+
+def ewma_smile(recommended: Smile | None, previous: Smile | None, alpha: float, band_names: list[str]) -> Smile | None:
+    """The EWMA node by node, on the recommended node grid (a previous smile on another grid is read
+    at these nodes; no previous smile is flat). Bands follow the multipliers' rule: a band recommended
+    now starts from its previous smile, else the previous global one; a band not recommended keeps its own."""
+    if recommended is None:
+        return previous
+    nodes = list(recommended.nodes)
+    z = zero_index(nodes)
+
+    def prev_of(label: str | None) -> list[float]:
+        if previous is None:
+            return flat(nodes)
+        return regrid(previous.nodes, previous.for_band(label), nodes)
+
+    def mix(new: list[float], old: list[float]) -> list[float]:
+        out = [alpha * a + (1 - alpha) * b for a, b in zip(new, old)]
+        out[z] = 1.0  # the smile is 1 at the money by definition (no rounding drift)
+        return out
+
+    g = mix(list(recommended.global_), prev_of(None))
+    bands: dict[str, list[float]] = {}
+    for label in band_names:
+        if label in recommended.bands:
+            old = prev_of(label) if previous is not None and label in previous.bands else prev_of(None)
+            bands[label] = mix(list(recommended.bands[label]), old)
+        elif previous is not None and label in previous.bands:
+            bands[label] = regrid(previous.nodes, previous.bands[label], nodes)
+    return Smile(nodes=nodes, global_=g, bands=bands)

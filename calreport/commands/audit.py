@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from calreport import fmt
+from calreport.calibration.smile import regrid
 from calreport.errors import CalreportError, RefusedError
 from calreport.store.applied import read_applied, transaction
 from calreport.store.config import load_config
 from calreport.store.files import locked
 from calreport.store.history import apply_events, auto_runs, live_runs
-from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers
+from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers, Smile
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0
@@ -43,7 +44,30 @@ def describe_change(previous: Multipliers | None, applied: Multipliers | None) -
         a, b = prev.bands.get(label), new.bands.get(label)
         if a is None or b is None or round(a, 4) != round(b, 4):
             parts.append(f"{label} {fmt.mult(a)} -> {fmt.mult(b)}")
+    parts += smile_changes(prev, new)
     return ", ".join(parts)
+
+
+def smile_changes(previous: Multipliers, applied: Multipliers) -> list[str]:
+    """'smile 7-30d x=-1.50 1.1200 -> 1.1500' for every node that moved (a missing smile is flat: 1)."""
+    a, b = previous.smile, applied.smile
+    if a is None and b is None:
+        return []
+    nodes = (b or a).nodes  # type: ignore[union-attr]
+    labels = ["global", *dict.fromkeys([*(b.bands if b else {}), *(a.bands if a else {})])]
+    out = []
+    for label in labels:  # global + a handful of bands
+        va = _smile_of(a, label, nodes)
+        vb = _smile_of(b, label, nodes)
+        out += [f"smile {label} {fmt.node(x)} {fmt.mult(p)} -> {fmt.mult(q)}" for x, p, q in zip(nodes, va, vb) if round(p, 4) != round(q, 4)]
+    return out
+
+
+def _smile_of(smile: Smile | None, label: str, nodes: list[float]) -> list[float]:
+    if smile is None:
+        return [1.0] * len(nodes)
+    values = smile.global_ if label == "global" else smile.bands.get(label, smile.global_)
+    return regrid(smile.nodes, values, nodes)  # another node grid: the same curve read at these nodes
 
 
 def commit_message(event: ApplyEvent) -> str:
@@ -137,6 +161,7 @@ def log_lines(root: Root, underlying: str | None = None) -> list[str]:
         f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
         f"[{e.source or '?'}] {fmt.text(e.reason)}  run {fmt.text(e.run_id)}"
         + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
+        + (f" (YAML schema_version {e.schema_upgrade})" if e.schema_upgrade else "")
         for e in reversed(events)
     ]
 
@@ -147,6 +172,7 @@ def log_lines(root: Root, underlying: str | None = None) -> list[str]:
 class RollbackTarget(NamedTuple):
     run_id: str
     values: Multipliers
+    sigma_mode: str | None = None  # the mode the values were fitted in (None: rv)
 
 
 def rollback_target(root: Root, underlying: str, current_run_id: str | None, to: str | None = None) -> RollbackTarget:
@@ -157,7 +183,7 @@ def rollback_target(root: Root, underlying: str, current_run_id: str | None, to:
     never targets.
     """
     events = [
-        RollbackTarget(e.run_id, e.applied)
+        RollbackTarget(e.run_id, e.applied, getattr(e, "sigma_mode", None))
         for e in apply_events(root, underlying)
         if e.applied is not None and e.applied.global_ is not None and e.run_id
     ]
@@ -195,8 +221,14 @@ def rollback(
     name = cfg.check_underlying(underlying)
     with transaction(root, cfg) as tx:
         target = rollback_target(root, name, tx.entry(name).run_id, to)
+        fitted, configured = target.sigma_mode or "rv", cfg.sigma_mode_for(name)
+        if fitted != configured:
+            raise RefusedError(
+                f"run {target.run_id}'s values were fitted in sigma_mode {fitted}, configured is {configured}; not rolled back"
+            )
         return tx.write(
             name, target.values, source="rollback", run_id=target.run_id,
             reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
+            sigma_mode=target.sigma_mode,
         )
 

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
+from calreport.commands import backtest as backtest_cmd
 from calreport.commands import usecases as actions
-from calreport.commands.audit import log_lines
+from calreport.commands.audit import log_lines, smile_changes
 from calreport.commands.dashboard import DashboardActions
 from calreport.commands.dashboard import parse_body as parse_action_body
 from calreport.commands.demo import run_demo
@@ -31,6 +32,7 @@ from calreport.commands.doctor import format_doctor, run_doctor
 from calreport.commands.harvester import format_compact, format_import, run_harvester
 from calreport.commands.legacy import format_import as format_legacy_import
 from calreport.commands.legacy import import_legacy
+from calreport.commands.price import add_parser as add_price_parser
 from calreport.commands.schema import add_parser as add_schema_parser
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher, EngineView
@@ -46,7 +48,7 @@ from calreport.errors import (
 from calreport.market.compact import import_harvest
 from calreport.market.harvest import Progress
 from calreport.report.serve import serve
-from calreport.store.models import AutoRun, DataQuality, LiveRun
+from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers, Smile
 from calreport.store.paths import Root
 from calreport.store.state import read_state
 from calreport.timeutil import iso_ms, parse_time
@@ -106,12 +108,30 @@ def describe_run(run: LiveRun) -> str:
     gap = f", bias {fmt.pct(run.bias_pct)}, IV gap {fmt.num(run.mae_vol_points)} vol pts" if run.mae_vol_points is not None else ""
     bound = " (on the search bound)" if run.recommended_on_bound else ""
     rec, sm = run.recommended, run.smoothed
+    se = run.multiplier_se.global_ if run.multiplier_se else None
+    ci = fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None)
+    se_part = f" (SE {fmt.mult(se)}, 95 % {ci})" if se is not None and ci else ""
+    flags = f" Flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}." if run.flags else ""
     return head + (
         f"At the applied multiplier {fmt.mult(run.multiplier_tested)}: MAE {fmt.pct(run.mae_pct)}, "
         f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
-        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}; "
+        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}{se_part}; "
         f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
-    ) + verdict
+    ) + describe_smile_fit(run) + verdict + flags
+
+
+def describe_smile_fit(run: LiveRun) -> str:
+    """'Smile: global x=-2.50 1.4500 ... (154 OTM quotes, IV error 0.40 vp); own smiles: 7-30d, 30-90d. '"""
+    rec = run.recommended
+    stats = (run.smile_fit or {}).get("global")
+    if rec is None or rec.smile is None or stats is None:
+        return ""
+    nodes = ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(rec.smile.nodes, rec.smile.global_))
+    own = ", ".join(b for b, s in (run.smile_fit or {}).items() if b != "global" and s.source == "fitted") or "none"
+    return (
+        f"Smile fitted: global {nodes} ({fmt.integer(stats.samples)} OTM quotes, IV error {fmt.num(stats.iv_error_vp, 2)} vp); "
+        f"bands with their own smile: {own}. "
+    )
 
 
 def describe_auto_run(run: AutoRun) -> str:
@@ -129,6 +149,14 @@ def describe_auto_run(run: AutoRun) -> str:
             f"data quality {dq.status}"
         ),
     ]
+    if run.multiplier_se is not None or run.span_hours is not None:
+        lines.append(
+            f"    SE {fmt.mult(run.multiplier_se)} (95 % {fmt.interval(run.multiplier_ci95) or fmt.MISSING}); "
+            f"sigma mode {run.sigma_mode or 'rv'}; used {run.snapshots_used or 0} of {run.snapshots_in_window or 0} "
+            f"snapshots over {fmt.span(run.span_hours)} (dropped: {dropped_text(run.snapshots_dropped or {})})"
+        )
+    if run.flags:
+        lines.append(f"    flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}")
     lines += [f"    - {issue}" for issue in dq.issues]
     lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")
     return "\n".join(lines)
@@ -170,8 +198,18 @@ def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
             continue
         bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in e.bands.items()) or "none (global everywhere)"
         print(f"{name}: global {fmt.mult(e.global_)}; bands: {bands}")
+        for line in describe_smile(e.smile):
+            print(f"    {line}")
         print(f"    updated {fmt.text(e.updated_at)} by {e.source}; run {fmt.text(e.run_id)}; reason: {fmt.text(e.reason)}")
     return 0
+
+
+def describe_smile(smile: Smile | None) -> list[str]:
+    """'smile global: x=-2.50 1.4500, ...' per smile of an applied entry ('smile: flat' without one)."""
+    if smile is None:
+        return ["smile: flat (none applied)"]
+    curves = [("global", smile.global_), *smile.bands.items()]
+    return [f"smile {label}: " + ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(smile.nodes, vs)) for label, vs in curves]
 
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
@@ -179,9 +217,10 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     applied = ev.applied
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
     prev = ev.previous.global_ if ev.previous else None
+    moved = smile_changes(ev.previous or Multipliers(), applied or Multipliers())
     print(
         f"{ev.underlying}: applied run {ev.run_id}: global {fmt.mult(prev)} -> {fmt.mult(applied.global_ if applied else None)}; "
-        f"bands: {bands} ({ev.reason})"
+        f"bands: {bands}; smile nodes moved: {len(moved)} ({ev.reason})"
     )
     return 0
 
@@ -196,7 +235,8 @@ def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
-    run = actions.calibrate(ws, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
+    snapshot = Path(args.snapshot) if args.snapshot else None  # none: fetch the chain now (kept in data/snapshots/)
+    run = actions.calibrate(ws, args.underlying, snapshot, prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
     return 0
 
@@ -216,6 +256,16 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     with harvest_progress(f"reading {args.underlying.upper()} harvest") as progress:
         run = actions.auto_calibrate(ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress)
     print(describe_auto_run(run))
+    return 0
+
+
+def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
+    res = actions.prices_fetch(ws, args.underlying, days=args.days)
+    span = f"{iso_ms(res.first_ms)} to {iso_ms(res.last_ms)}" if res.first_ms is not None and res.last_ms is not None else "empty"
+    print(
+        f"{args.underlying.upper()}: {res.closes_added} new hourly closes ({res.closes_total} stored, {span}), "
+        f"{res.hv_added} new historical-vol points -> {_relative(res.path.parent, ws.root)}"
+    )
     return 0
 
 
@@ -271,6 +321,42 @@ def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
     return run_demo(ws.root)
+
+
+@contextmanager
+def steps_progress(label: str, unit: str, stream: TextIO | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar over counted steps (backtest decisions); quiet unless stderr is a terminal."""
+    out = sys.stderr if stream is None else stream
+    isatty = getattr(out, "isatty", None)
+    bar = tqdm(total=0, desc=label, unit=unit, file=out, leave=False, delay=PROGRESS_DELAY_S, disable=not (isatty and isatty()))
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
+    """Replay the harvest; print the table and where the results went (the root's records untouched)."""
+    name = args.underlying.upper()
+    with harvest_progress(f"reading {name} harvest") as read_progress, steps_progress(f"backtest {name}", "decision") as progress:
+        outcome = backtest_cmd.run(
+            ws, args.underlying, start=args.start, end=args.end, every=args.every, horizons=args.horizons,
+            variants=args.variant or (), out=args.out and Path(args.out), rv=args.rv, max_staleness=args.max_staleness,
+            progress=progress, read_progress=read_progress,
+        )
+    s = outcome.summary
+    print(f"{s.underlying} backtest {s.id}: decisions every {s.every} from {s.start} to {s.end}, horizons {', '.join(s.horizons)} "
+          f"({s.snapshots} snapshots, {s.rows:,} rows read, {fmt.num(s.elapsed_s, 1)} s); OTM IV error in vol points:")
+    for line in backtest_cmd.table_lines(s):
+        print(f"  {line}")
+    print(f"results: {_relative(outcome.directory, ws.root)}/ (summary.json, decisions.jsonl, variants/, index.html); "
+          "the applied multipliers, history and site/ are unchanged (`calreport render` links the page)")
+    return 0
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -370,9 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("render", cmd_render, "regenerate site/ from the files of record")
 
-    sp = add("calibrate", cmd_calibrate, "one live calibration against a Deribit snapshot")
+    sp = add("calibrate", cmd_calibrate, "one live calibration against Deribit's chain (fetched now, or --snapshot FILE)")
     sp.add_argument("--underlying", required=True)
-    sp.add_argument("--snapshot", required=True, help="Deribit get_book_summary_by_currency response (JSON)")
+    sp.add_argument(
+        "--snapshot",
+        help="replay a Deribit get_book_summary_by_currency response (JSON, or .json.gz); without it the chain is "
+        "fetched now and kept in data/snapshots/<U>/",
+    )
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43) instead of computing it")
@@ -382,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
     sp.add_argument("--lookback", help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
+
+    sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
+    sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
 
     sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest; "
              "--every SECONDS keeps harvesting; `harvest compact` turns closed days into Parquet")
@@ -394,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
              "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")
     sp.add_argument("dir", metavar="DIR")
     sp.add_argument("--underlying", help="default: every underlying the config lists that DIR has")
+
+    sp = add("backtest", cmd_backtest, "replay the harvest through the live calibration and policy; score out of sample")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--from", dest="start", help="first decision time: ISO 8601 or epoch ms (default: first snapshot)")
+    sp.add_argument("--to", dest="end", help="last decision time (default: last snapshot)")
+    sp.add_argument("--every", default="1h", help="time between decisions (default 1h)")
+    sp.add_argument("--horizons", default="1h,6h,24h", help="scoring horizons after each decision (default 1h,6h,24h)")
+    sp.add_argument("--variant", action="append", metavar="NAME=CONFIG.yaml", help="another settings file to replay (repeatable)")
+    sp.add_argument("--out", help="output directory (default backtests/<id>/ in the root)")
+    sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
+    sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
 
     add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
 
@@ -415,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+")
 
     add_schema_parser(sub, parents=[common])
+    add_price_parser(sub, parents=[common])
     return p
 
 

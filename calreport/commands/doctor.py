@@ -84,6 +84,16 @@ def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
         a, b = entry.bands.get(label), applied.bands.get(label)
         if not _same(a, b):
             diffs.append((f"band {label}", a, b))
+    flat_a, flat_b = entry.smile, applied.smile
+    for label in ["global", *sorted(set(flat_a.bands if flat_a else ()) | set(flat_b.bands if flat_b else ()))]:
+        sa = None if flat_a is None else (flat_a.global_ if label == "global" else flat_a.bands.get(label))
+        sb = None if flat_b is None else (flat_b.global_ if label == "global" else flat_b.bands.get(label))
+        nodes = (flat_a or flat_b).nodes if (flat_a or flat_b) else []
+        for i, x in enumerate(nodes):  # per node (a handful)
+            a = sa[i] if sa is not None and i < len(sa) else 1.0
+            b = sb[i] if sb is not None and i < len(sb) else 1.0
+            if not _same(a, b):
+                diffs.append((f"smile {label} {fmt.node(x)}", a, b))
     return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in diffs]
 
 
@@ -330,6 +340,14 @@ def format_doctor(report: DoctorReport) -> list[str]:
     for p in report.problems:
         lines += p.lines()
     n_errors = len(report.errors)
+    if report.doc is not None:
+        doc = report.doc
+        smiles = ", ".join(u for u, e in sorted(doc.underlyings.items()) if e.smile is not None) or "none (flat)"
+        lines.append(
+            f"applied YAML schema_version {doc.schema_version}"
+            + (" (pre-smile format: read as flat smiles; the next apply rewrites it as version 2)" if doc.schema_version < 2 else "")
+            + f"; smiles applied: {smiles}"
+        )
     if not report.consistent:
         lines.append(f"NOT consistent: {n_errors} error(s), {len(report.problems) - n_errors} warning(s)")
         return lines

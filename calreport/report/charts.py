@@ -15,7 +15,7 @@ from typing import Sequence
 
 from calreport import fmt
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
-from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, time_ms
+from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, iso_ms, time_ms
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
@@ -153,14 +153,29 @@ def _step(points: Sequence[tuple[float, float]], x_end: float) -> str:
     return "".join(parts)
 
 
+def _apply_time(event: ApplyEvent, pts: Sequence[tuple[float, LiveRun]]) -> float | None:
+    """One clock per chart: runs sit at their snapshot time, so a policy apply steps at the time of
+    the run it applied (not at the later wall-clock time it was written); force-apply, rollback and
+    applies of runs not drawn keep their own time."""
+    if (event.source or "policy") == "policy" and event.run_id:
+        for t, r in pts:  # the drawn runs: at most CHART_POINTS
+            if r.run_id == event.run_id:
+                return t
+    return _ts(event.ts)
+
+
 def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[ApplyEvent]) -> Chart:
     """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time."""
     title = f"{underlying} multiplier over time (global)"
     pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]  # in time order (the history query's)
     rec_rows = [(t, r.recommended.global_, r) for t, r in pts if r.recommended and fmt.finite(r.recommended.global_)]
     rec = [(t, v) for t, v, _r in rec_rows]
-    smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and fmt.finite(r.smoothed.global_)]
-    timed = [(t, e) for e in events if (t := _ts(e.ts)) is not None]
+    # a failed run (or one whose decision kept it out of the EWMA) never fed the smoothed line
+    smo = [
+        (t, r.smoothed.global_) for t, r in pts
+        if r.smoothed and fmt.finite(r.smoothed.global_) and r.status != "failed" and r.feeds_smoothing is not False
+    ]
+    timed = sorted(((t, e) for e in events if (t := _apply_time(e, pts)) is not None), key=lambda p: p[0])
     ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and fmt.finite(e.applied.global_)]
     # before the first apply, the YAML held what that apply replaced
     first_prev = timed[0][1].previous.global_ if timed and timed[0][1].previous else None
@@ -201,7 +216,8 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
     return Chart(
         f"mult-{underlying}",
         title,
-        "Recommended (dots), smoothed (line) and applied (step) global multiplier per live run.",
+        "Recommended (dots), smoothed (line; failed runs never fed it) and applied (step, at the time of the run "
+        "it applied; force-apply and rollback at their own time) global multiplier per live run.",
         series,
         [],
         xt,
@@ -307,3 +323,40 @@ def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> 
         ["Expiry", "DTE", "Market ATM IV", "Synthetic IV", "Quotes"],
         rows,
     )
+
+
+SERIES_CLASSES = ("s-v0", "s-v1", "s-v2", "s-v3", "s-v4", "s-v5")  # one colour per variant (style.css.j2)
+
+
+def _broken_line(points: Sequence[tuple[float, float]], breaks: set[int]) -> str:
+    """A line through the points that starts a new piece at each index in `breaks` (a data gap)."""
+    return " ".join(("M" if i == 0 or i in breaks else "L") + f"{_f(x)},{_f(y)}" for i, (x, y) in enumerate(points))
+
+
+def time_lines_chart(
+    chart_id: str, title: str, description: str, lines: Sequence[tuple[str, Sequence[tuple[float, float | None]]]], *,
+    value_header: str, pattern: str = "{:.1f}", empty_text: str = "No points.", max_gap_s: float | None = None,
+) -> Chart:
+    """Several named series over time (epoch seconds, value), each a line with dots; one table row
+    per time with a column per series. Missing values are left out; two points further apart than
+    `max_gap_s` are not joined (a harvest gap is not drawn as a trend)."""
+    pts = [(name, [(t, float(v)) for t, v in series if fmt.finite(v)]) for name, series in lines]
+    times = sorted({t for _, s in pts for t, _ in s})
+    if not times:
+        return Chart(chart_id, title, "", [], [], [], [], [], [], empty_text=empty_text)
+    xs, xt = x_scale_time(times)
+    ysc, yt = y_scale([v for _, s in pts for _, v in s], pattern)
+    series = []
+    for i, (name, s) in enumerate(pts):
+        breaks = {k for k in range(1, len(s)) if max_gap_s is not None and s[k][0] - s[k - 1][0] > max_gap_s}
+        series.append(Series(
+            name, SERIES_CLASSES[i % len(SERIES_CLASSES)], _broken_line([(xs(t), ysc(v)) for t, v in s], breaks),
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{name} {fmt.time(_iso(t))}: {pattern.format(v)}") for t, v in s],
+        ))
+    lookup = [dict(s) for _, s in pts]
+    rows = [[fmt.time(_iso(t)), *(pattern.format(d[t]) if t in d else fmt.MISSING for d in lookup)] for t in reversed(times)]
+    return Chart(chart_id, title, description, series, [], xt, yt, ["Time", *(f"{n} {value_header}" for n, _ in pts)], rows)
+
+
+def _iso(t: float) -> str:
+    return iso_ms(t * MS_PER_SECOND)

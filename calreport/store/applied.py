@@ -17,6 +17,7 @@ from datetime import datetime
 from filelock import Timeout
 from pydantic import ValidationError
 
+from calreport import fmt
 from calreport.errors import CalreportError, RefusedError, excerpt
 from calreport.numbers import is_number
 from calreport.store.config import load_config
@@ -28,11 +29,14 @@ from calreport.store.history import (
     locked,
 )
 from calreport.store.models import (
+    APPLIED_SCHEMA_VERSION,
+    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
     CalibrationConfig,
     Multipliers,
+    Smile,
     default_entry,
 )
 from calreport.store.paths import Root, lock_path
@@ -42,7 +46,8 @@ from calreport.timeutil import iso_utc, parse_time, utc_now
 FORCED_REASON = "Forced by user"
 HEADER = (
     "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
-    "# (sigma = RV_7d x multiplier; a band's multiplier when present, else global).\n"
+    "# (sigma = base x multiplier x smile(x); a band's multiplier / smile when present, else global;\n"
+    "# x = ln(K/F) / (base x multiplier x sqrt(T)), each smile value commented with its node x).\n"
     "# Written only by calreport (calreport/store/applied.py) via `calreport calibrate`,\n"
     "# `calreport force-apply` or `calreport rollback`; the engine hot-reloads it.\n"
 )
@@ -65,11 +70,10 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
     cfg = config if config is not None else load_config(root)
     known = set(cfg.band_names())
     for name, entry in doc.underlyings.items():
-        for where, value in (("global", entry.global_), *((f"bands.{k}", v) for k, v in entry.bands.items())):
-            problem = cfg.limits.problem(value)
-            if problem:
-                raise CalreportError(f"underlyings.{name}.{where}: {problem}", path)
-        unknown = sorted(set(entry.bands) - known)
+        problem = cfg.limits.problem_of(entry.multipliers())
+        if problem:
+            raise CalreportError(f"underlyings.{name}.{problem}", path)
+        unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
         if unknown:
             raise CalreportError(
                 f"underlyings.{name}.bands: band {unknown[0]!r} is not defined in config/calibration.yaml "
@@ -94,11 +98,46 @@ def format_applied(doc: AppliedDocument) -> str:
                 lines.append(f"      {scalar(label)}: {value:.4f}")
         else:
             lines.append("    bands: {}")
+        if e.smile is not None:
+            lines += _smile_lines(e.smile)
         lines.append(f"    updated_at: {scalar(e.updated_at)}")
         lines.append(f"    source: {e.source}")
         lines.append(f"    run_id: {scalar(e.run_id)}")
         lines.append(f"    reason: {scalar(e.reason)}")
+        if e.sigma_mode is not None:  # absent = rv: files of rv-mode roots stay byte for byte as before
+            lines.append(f"    sigma_mode: {e.sigma_mode}")
     return "\n".join(lines) + "\n"
+
+
+def _smile_lines(smile: Smile) -> list[str]:
+    """One node value per line, 4 decimals, commented with its x: a git diff names the node that moved."""
+    def values(indent: str, vs: list[float]) -> list[str]:
+        return [f"{indent}- {v:.4f}  # {fmt.node(x)}" for x, v in zip(smile.nodes, vs)]
+
+    out = ["    smile:", f"      nodes: [{', '.join(repr(float(x)) for x in smile.nodes)}]", "      global:"]
+    out += values("        ", smile.global_)
+    if smile.bands:
+        out.append("      bands:")
+        for label, vs in smile.bands.items():
+            out.append(f"        {scalar(label)}:")
+            out += values("          ", vs)
+    else:
+        out.append("      bands: {}")
+    return out
+
+
+def _checked_smile(smile: Smile | None, cfg: CalibrationConfig) -> Smile | None:
+    if smile is None:
+        return None
+    known = cfg.band_names()
+    extra = sorted(set(smile.bands) - set(known))
+    if extra:
+        raise RefusedError(f"smile band {extra[0]!r} is not defined in config/calibration.yaml")
+    for label, vs in [("global", smile.global_), *smile.bands.items()]:
+        if not all(math.isfinite(v) and v > 0 for v in vs):
+            raise RefusedError(f"refusing to apply smile {label} with a non-finite or non-positive value")
+    ordered = {label: smile.bands[label] for label in known if label in smile.bands}
+    return Smile(nodes=smile.nodes, global_=smile.global_, bands=ordered).rounded(4)
 
 
 def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
@@ -122,7 +161,20 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
     extra = sorted(set(values.bands) - set(known))
     if extra:
         raise RefusedError(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
-    return Multipliers(global_=values.global_, bands=bands).rounded(4)
+    return Multipliers(global_=values.global_, bands=bands, smile=_checked_smile(values.smile, cfg)).rounded(4)
+
+
+def new_entry(
+    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str,
+    sigma_mode: str | None = None,
+) -> AppliedEntry:
+    """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
+    config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
+    new = _checked_values(values, config)
+    return AppliedEntry(
+        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
+        sigma_mode=sigma_mode,  # type: ignore[arg-type]
+    )
 
 
 class ApplyTransaction:
@@ -140,17 +192,22 @@ class ApplyTransaction:
         return self.document.entry(underlying)
 
     def write(
-        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str
+        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
+        sigma_mode: str | None = None,
     ) -> ApplyEvent:
-        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither."""
+        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
+        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
         underlying = self.config.check_underlying(underlying)
-        new = _checked_values(values, self.config)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
-        entry = AppliedEntry(
-            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason
+        mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=mode)
+        updated = self.document.model_copy(
+            update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )
-        updated = self.document.model_copy(update={"underlyings": {**self.document.underlyings, underlying: entry}})
+        upgrade = {}
+        if self.document.schema_version != APPLIED_SCHEMA_VERSION and self.root.applied.exists():
+            upgrade["schema_upgrade"] = f"{self.document.schema_version} -> {APPLIED_SCHEMA_VERSION}"
         event = ApplyEvent(
             schema_version=1,
             run_id=run_id,
@@ -161,6 +218,8 @@ class ApplyTransaction:
             source=source,
             reason=reason,
             previous_run_id=previous.run_id,
+            **upgrade,
+            **({"sigma_mode": mode} if mode else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
         self.document = updated
@@ -200,13 +259,14 @@ def apply_values(
     reason: str,
     now: datetime | None = None,
     config: CalibrationConfig | None = None,
+    sigma_mode: str | None = None,
 ) -> ApplyEvent:
     """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
     _checked_values(values, cfg)  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
-        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason)
+        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
 
 
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
@@ -233,6 +293,7 @@ def _recover_lost_events(root: Root, doc: AppliedDocument) -> None:
                 and ev.applied is not None
                 and ev.applied.global_ == e.global_
                 and ev.applied.bands == e.bands
+                and ev.applied.smile == e.smile
             )
             if same or ev.ts is None or not _newer(e.updated_at, ev.ts):
                 continue
@@ -315,8 +376,15 @@ def force_apply(
             f"latest {underlying} live run {run.run_id} failed realism ({run.reason}); "
             "pass --allow-unrealistic to apply it anyway"
         )
+    fitted, configured = run.sigma_mode or DEFAULT_SIGMA_MODE, cfg.sigma_mode_for(underlying)
+    if fitted != configured:  # values of another mode multiply another base: never applied
+        raise RefusedError(
+            f"latest {underlying} live run {run.run_id} was fitted in sigma_mode {fitted}, configured is {configured}; "
+            "run `calreport calibrate` in the configured mode"
+        )
     return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""), config=cfg
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
+        config=cfg, sigma_mode=run.sigma_mode,
     )
 
 

@@ -26,7 +26,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -39,6 +41,9 @@ UNDERLYING_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
 ApplySource = Literal["policy", "force", "rollback", "init"]
+SigmaMode = Literal["rv", "atm_iv", "mark_iv"]  # what the multiplier multiplies (calibration/sigma.py)
+SIGMA_MODES: tuple[str, ...] = ("rv", "atm_iv", "mark_iv")
+DEFAULT_SIGMA_MODE = "rv"
 RealismStatus = Literal["ok", "degraded", "failed"]
 DisplayStatus = Literal["applied", "superseded", "held", "failed"]  # derived by store.state, never stored
 
@@ -93,6 +98,48 @@ class _Lenient(BaseModel):
 
 # --------------------------------------------------------------------------- applied multipliers
 
+APPLIED_SCHEMA_VERSION = 2  # 2: entries may carry a smile; a version-1 file reads as flat smiles
+
+
+class Smile(_Strict):
+    """Smile multipliers at nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T))
+    (calibration/smile.py): linear between nodes, flat beyond, 1 at x = 0. A band without its own
+    smile takes `global`; an entry without a smile is flat (today's model)."""
+
+    nodes: list[StrictNumber] = Field(description="The node grid x, strictly increasing, including 0 (dimensionless).")
+    global_: list[Multiplier] = Field(alias="global", description="Smile multiplier at each node for every band without its own (dimensionless, > 0).")
+    bands: dict[StrictName, list[Multiplier]] = Field(
+        default_factory=dict, description="DTE band label -> smile multiplier at each node; a band's smile wins over global."
+    )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Smile:
+        n = self.nodes
+        if len(n) < 3 or any(not (b > a) for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        for label, values in [("global", self.global_), *self.bands.items()]:
+            if len(values) != len(n):
+                raise ValueError(f"smile {label}: {len(values)} values for {len(n)} nodes")
+            if abs(values[n.index(0.0)] - 1.0) > 1e-9:
+                raise ValueError(f"smile {label}: the value at x=0 must be 1")
+        for label in self.bands:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {label!r}")
+        return self
+
+    def for_band(self, label: str | None) -> list[float]:
+        """The smile a band uses: its own, else the global one."""
+        return list(self.bands.get(label, self.global_)) if label is not None else list(self.global_)
+
+    def rounded(self, ndigits: int = 4) -> Smile:
+        r = lambda vs: [round(float(v), ndigits) for v in vs]  # noqa: E731
+        return Smile(nodes=list(self.nodes), global_=r(self.global_), bands={k: r(v) for k, v in self.bands.items()})
+
 
 class AppliedEntry(_Strict):
     """The multipliers the engine uses for one underlying."""
@@ -108,6 +155,10 @@ class AppliedEntry(_Strict):
     source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
     run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
     reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
+    sigma_mode: SigmaMode | None = Field(
+        default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
+    )
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -123,7 +174,7 @@ class AppliedEntry(_Strict):
         return v
 
     def multipliers(self) -> Multipliers:
-        return Multipliers(global_=self.global_, bands=dict(self.bands))
+        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile)
 
 
 DEFAULT_MULTIPLIER = 1.0
@@ -137,7 +188,7 @@ def default_entry() -> AppliedEntry:
 class AppliedDocument(_Strict):
     """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[StrictName, AppliedEntry] = Field(
         default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
     )
@@ -162,7 +213,7 @@ class AppliedDocument(_Strict):
 class StateDocument(_Strict):
     """The state API: exactly the YAML's entries plus when the document was generated."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
     underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
     generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
 
@@ -188,9 +239,11 @@ def _check_underlyings(names: list[str]) -> list[str]:
     return names
 
 
-def _check_range(low: float, high: float, what: str) -> None:
+def _check_range(low: float, high: float, names: str) -> None:
+    """`names` is "min_x < max_x"; the error's location already names the section."""
     if not low < high:
-        raise ValueError(f"{what}: min ({low:g}) must be below max ({high:g})")
+        lo, hi = names.split(" < ")
+        raise ValueError(f"{lo} ({low:g}) must be below {hi} ({high:g})")
 
 
 class Band(_Section):
@@ -223,13 +276,23 @@ class LimitsConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
-        _check_range(self.min_multiplier, self.max_multiplier, "limits")
+        _check_range(self.min_multiplier, self.max_multiplier, "min_multiplier < max_multiplier")
         return self
 
     def problem(self, value: float) -> str | None:
         """Why `value` is not an acceptable multiplier, or None."""
         if not (self.min_multiplier <= value <= self.max_multiplier):
             return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
+
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
         return None
 
 
@@ -243,7 +306,7 @@ class RealismConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> RealismConfig:
-        _check_range(self.min_mult, self.max_mult, "realism")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
         return self
 
 
@@ -257,6 +320,9 @@ class PolicyConfig(_Section):
     )
     min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
     max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+    min_delta_se: float = Field(
+        default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
+    )
 
 
 class SmoothingConfig(_Section):
@@ -296,10 +362,35 @@ class FitConfig(_Section):
         default="price_vega_rel",
         description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
     )
+    bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
+    bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
-        _check_range(self.min_mult, self.max_mult, "fit")
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
+        return self
+
+
+class SmileConfig(_Section):
+    """The smile on top of each band's flat sigma (calibration/smile.py); enabled: false is the flat model."""
+
+    enabled: bool = Field(default=True, description="Fit, apply and price with the smile; false gives the flat model exactly.")
+    nodes: list[float] = Field(
+        default_factory=lambda: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5],
+        description="Nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T)); strictly increasing, must include 0.",
+    )
+    penalty: float = Field(default=1.0, ge=0, description="Weight of the sum of squared slope changes at the nodes, in the objective's units (vp or percent).")
+    bounds: list[float] = Field(default_factory=lambda: [0.5, 3.0], description="Lowest and highest node value [lo, hi] (dimensionless).")
+    min_quotes_per_band: int = Field(default=20, ge=1, description="A band with fewer OTM quotes takes the global smile.")
+    skew_flag_vp: float = Field(default=2.0, gt=0, description="SKEW_NOT_APPLIED when fitted and applied smiles differ by more than this at any node (vol points).")
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> SmileConfig:
+        n = self.nodes
+        if len(n) < 3 or any(b <= a for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
+            raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
         return self
 
 
@@ -331,6 +422,34 @@ class DashboardConfig(_Section):
     min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
 
 
+class FlagsConfig(_Section):
+    """Thresholds of the run flags (calibration/flags.py): what a desk wants pointed out."""
+
+    iv_drift_vp: float = Field(default=5.0, gt=0, description="IV_DRIFT when the 7-day ATM IV moved more than this since the applied run (vol points).")
+    atm_rv_min: float = Field(default=0.7, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is below this.")
+    atm_rv_max: float = Field(default=1.4, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is above this.")
+    wing_gap_vp: float = Field(default=5.0, gt=0, description="WING_GAP when a band's <10D bucket is further than this from the market (vol points).")
+    expiry_outlier_ratio: float = Field(default=2.0, gt=1, description="SHORT_EXPIRY_OUTLIER when an expiry's vega-weighted MAE exceeds this multiple of its band's.")
+    expiry_outlier_min_samples: int = Field(default=5, ge=1, description="Fewest quotes of an expiry for SHORT_EXPIRY_OUTLIER.")
+
+
+class AlertsConfig(_Section):
+    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+
+    command: str | list[str] | None = Field(
+        default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."
+    )
+    webhook: str | None = Field(default=None, description="http(s) URL the event JSON is POSTed to.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Longest wait per delivery (seconds); the command's process group is killed after it.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {v[:60]!r}")
+        return v
+
+
 class CalibrationConfig(_Section):
     """config/calibration.yaml: every key optional; these defaults are the built-in settings."""
 
@@ -349,9 +468,16 @@ class CalibrationConfig(_Section):
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
+    smile: SmileConfig = Field(default_factory=SmileConfig)
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+    flags: FlagsConfig = Field(default_factory=FlagsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    sigma_mode: SigmaMode | dict[str, SigmaMode] = Field(
+        default="rv",
+        description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("underlyings")
@@ -385,6 +511,12 @@ class CalibrationConfig(_Section):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def sigma_mode_for(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not listed)."""
+        if isinstance(self.sigma_mode, str):
+            return self.sigma_mode
+        return self.sigma_mode.get(underlying.upper(), DEFAULT_SIGMA_MODE)
+
     def check_underlying(self, underlying: str) -> str:
         """Unknown underlyings are a one-line error, not a silent 1.0."""
         name = underlying.upper()
@@ -403,15 +535,25 @@ class Multipliers(_Lenient):
 
     global_: StrictNumber | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
     bands: dict[str, StrictNumber] = Field(default_factory=dict, description="Band label -> multiplier.")
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node (global and per band); written only when present.")
 
     @field_validator("bands", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
 
+    @model_serializer(mode="wrap")
+    def _no_null_smile(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A flat (smile-less) value is written exactly as before the smile existed."""
+        out = handler(self)
+        if isinstance(out, dict) and out.get("smile", 0) is None:
+            out.pop("smile")
+        return out
+
     def rounded(self, ndigits: int = 4) -> Multipliers:
         g = None if self.global_ is None else round(self.global_, ndigits)
-        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()})
+        smile = None if self.smile is None else self.smile.rounded(ndigits)
+        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile)
 
 
 class DataQuality(_Lenient):
@@ -474,6 +616,49 @@ class DeltaBucket(_Lenient):
     price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
 
 
+FLAG_CODES = ("THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER")
+
+
+class RunFlag(_Lenient):
+    """One thing a desk should look at (calibration/flags.py; thresholds in config `flags`)."""
+
+    code: str = Field(description="THIN_RV, IV_DRIFT, ATM_RV_RANGE, ON_FIT_BOUND, DEGRADED_APPLIED, WING_GAP or SHORT_EXPIRY_OUTLIER.")
+    message: str = Field(description="The numbers behind it, one sentence.")
+
+
+class UncertaintyEntry(_Lenient):
+    """The standard error of one fitted multiplier and its parts (calibration/uncertainty.py)."""
+
+    se: float | None = Field(default=None, description="sqrt(se_expiry^2 + se_rv^2) (multiplier units).")
+    se_expiry: float | None = Field(default=None, description="Sd of the refitted multiplier over draws resampling whole expiries.")
+    se_rv: float | None = Field(default=None, description="m / sqrt(2 n): RV_7d's sampling error from n returns (null: manual RV or an IV base).")
+    ci95: list[float] | None = Field(default=None, description="[m exp(-1.96 se / m), m exp(1.96 se / m)].")
+    expiries: int | None = Field(default=None, description="Expiries resampled.")
+    draws: int | None = Field(default=None, description="Bootstrap draws used.")
+
+
+class Interval95(_Lenient):
+    """95 % intervals of a global multiplier and its bands ({"global": [lo, hi], "bands": {...}})."""
+
+    global_: list[float] | None = Field(default=None, alias="global", description="[low, high] of the global multiplier.")
+    bands: dict[str, list[float]] = Field(default_factory=dict, description="Band label -> [low, high].")
+
+
+_SE_DOC = "bootstrap over expiries combined with RV's sampling error m / sqrt(2 n); see CALIBRATION_NOTES.md"
+
+
+class SmileFitStats(_Lenient):
+    """How one smile of a run was fitted (calibration/smile.py), per band and "global"."""
+
+    source: Literal["fitted", "global"] | None = Field(
+        default=None, description='"fitted": its own smile; "global": too few OTM quotes, the band takes the global smile (its level is fitted).'
+    )
+    samples: int | None = Field(default=None, description="OTM quotes the fit used.")
+    quotes_per_node: list[int] | None = Field(default=None, description="Quotes informing each node (x between its neighbours), in node order.")
+    objective: float | None = Field(default=None, description="The configured objective at the fit, without the penalty (vol points or percent).")
+    iv_error_vp: float | None = Field(default=None, description="Vega-weighted mean |sigma_fit - sigma_mark| over those quotes (vol points).")
+
+
 _DESK_DOC = "at the tested multipliers for a live run, at the fitted multiplier for an auto run"
 
 
@@ -487,7 +672,7 @@ class LiveRun(HistoryRow):
     "legacy") by commands/legacy.py. `ts` is the snapshot's time, never the wall clock.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset(_LEGACY_FIELDS)
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({*_LEGACY_FIELDS, "smile_fit"})
 
     type: Literal["live_run"] = "live_run"
     source: str | None = Field(
@@ -518,8 +703,11 @@ class LiveRun(HistoryRow):
     decision_reason: str | None = Field(default=None, description="Why that decision.")
     # provenance and detail (all optional: older rows lack them and render as "-")
     snapshot_ts: str | None = Field(default=None, description="The snapshot's time: its newest creation_timestamp (ISO 8601 UTC).")
-    rv_source: str | None = Field(default=None, description="Where RV_7d came from: manual, a chart file, or the harvest.")
+    rv_source: str | None = Field(default=None, description="Where RV_7d came from: manual, chart:<file>, prices:<U>-PERPETUAL (the price store) or harvest.")
     rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d (a full week is 168).")
+    rv_warning: str | None = Field(default=None, description="Set when RV_7d fell back to the harvest's forwards instead of a price series.")
+    deribit_hv: float | None = Field(default=None, description="Deribit's own historical volatility at the snapshot, from the price store (fraction): a cross-check of RV_7d.")
+    deribit_hv_ts: str | None = Field(default=None, description="Time of that Deribit reading (ISO 8601 UTC).")
     atm_source: str | None = Field(default=None, description="How the 7-day ATM IV was obtained (interpolated, flat, none).")
     recommended_on_bound: bool | None = Field(default=None, description="The global fit sits on a search bound.")
     dropped: dict[str, int] | None = Field(default=None, description="Filter reason -> quotes dropped, each counted under its first reason.")
@@ -532,7 +720,9 @@ class LiveRun(HistoryRow):
     detail_file: str | None = Field(default=None, description="Quote-level detail, relative to the root: history/runs/<run_id>.json.")
     # what the run was measured against and how its numbers came about (calibration/live.py)
     tested: Multipliers | None = Field(default=None, description="The applied global + bands the metrics were computed at.")
-    snapshot_file: str | None = Field(default=None, description="File name of the snapshot.")
+    snapshot_file: str | None = Field(
+        default=None, description="File name of the snapshot; for a chain fetched by the run, its path in the root (data/snapshots/<U>/<time>.json.gz)."
+    )
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
@@ -558,6 +748,16 @@ class LiveRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplies: rv, atm_iv or mark_iv (null: rv, older rows).")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
+    # uncertainty (calibration/uncertainty.py, issue 11)
+    multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
+    multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" and band label -> standard error and its parts.')
+    # the smile (calibration/smile.py, issue 12); the fitted values are in recommended.smile
+    smile_fit: dict[str, SmileFitStats] | None = Field(
+        default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
+    )
     # imported legacy records only (commands/legacy.py)
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
     legacy_source: str | None = Field(default=None, description='Legacy import: the old system\'s source ("live" or "harvested").')
@@ -570,7 +770,7 @@ class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade", "sigma_mode"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -582,6 +782,10 @@ class ApplyEvent(HistoryRow):
         default=None,
         description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
     )
+    sigma_mode: str | None = Field(default=None, description="Present when the values were fitted in a sigma mode other than rv (atm_iv, mark_iv).")
+    schema_upgrade: str | None = Field(
+        default=None, description='Present when this apply rewrote the applied YAML in a newer format: "1 -> 2" (schema_version).'
+    )
 
 
 class AutoRun(HistoryRow):
@@ -591,7 +795,7 @@ class AutoRun(HistoryRow):
     imported legacy "harvested" records by commands/legacy.py. `ts` is the wall-clock run time.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", *_LEGACY_FIELDS})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", "smile", "smile_multiplier", "smile_fit", *_LEGACY_FIELDS})
 
     type: Literal["auto_run"] = "auto_run"
     dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
@@ -610,6 +814,15 @@ class AutoRun(HistoryRow):
     harvest_start: str | None = Field(default=None, description="First snapshot in the window (ISO 8601 UTC).")
     harvest_end: str | None = Field(default=None, description="Last snapshot in the window (ISO 8601 UTC).")
     snapshots_used: int | None = Field(default=None, description="Snapshots that contributed quotes.")
+    first_snapshot: str | None = Field(default=None, description="The first snapshot that contributed quotes (ISO 8601 UTC).")
+    last_snapshot: str | None = Field(default=None, description="The last snapshot that contributed quotes (ISO 8601 UTC).")
+    span_hours: float | None = Field(default=None, description="last_snapshot - first_snapshot: the window the fit really covers (hours).")
+    snapshots_in_window: int | None = Field(default=None, description="Snapshots harvested in the lookback window.")
+    snapshots_dropped: dict[str, int] | None = Field(
+        default=None, description="Reason -> snapshots left out: rv_history (RV_7d from < auto.min_rv_returns returns), no_usable_quotes."
+    )
+    rv_source: str | None = Field(default=None, description="Where each snapshot's RV_7d came from.")
+    rv_returns_median: int | None = Field(default=None, description="Median hourly returns behind the RV_7d of the snapshots used.")
     snapshots_expected: int | None = Field(default=None, description="Snapshots the window should hold at the expected interval.")
     settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
     bias_pct: float | None = Field(default=None, description="Mean signed error at the fitted multiplier (percent).")
@@ -629,6 +842,15 @@ class AutoRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplied: rv, atm_iv or mark_iv (null: rv, older rows).")
+    multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
+    multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
+    # the window's smile (calibration/smile.py, issue 12): recorded only, never applied; written when smile.enabled
+    smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes.")
+    smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
+    smile_fit: SmileFitStats | None = Field(default=None, description="How that smile was fitted: OTM quotes used, quotes per node, objective.")
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
     imported_from: str | None = Field(default=None, description="Legacy import: the record's file name.")
@@ -638,11 +860,32 @@ class AutoRun(HistoryRow):
     legacy: dict[str, Any] | None = Field(default=None, description="Legacy import: the old record as read.")
 
 
+class AlertDelivery(_Lenient):
+    """One attempt to deliver an alert event."""
+
+    channel: Literal["command", "webhook"] = Field(description="command or webhook.")
+    target: str = Field(description="The program (first word) or the webhook URL.")
+    ok: bool = Field(description="Delivered: the command exited 0, the webhook answered 2xx.")
+    error: str | None = Field(default=None, description="Why not, one line (exit status, HTTP status, timeout, connection error).")
+    elapsed_s: float | None = Field(default=None, description="Time the delivery took (seconds).")
+
+
+class AlertEvent(HistoryRow):
+    """history/alerts.jsonl: an alert raised for a run and how its delivery went (commands/alerts.py).
+    `ts` is the wall-clock time of the delivery; `run_id` the run it is about."""
+
+    type: Literal["alert"] = "alert"
+    kind: str | None = Field(default=None, description="live or auto.")
+    triggers: list[str] = Field(default_factory=list, description="failed, held_for_review and / or new_flags.")
+    event: dict[str, Any] | None = Field(default=None, description="The JSON event delivered (what the command read on stdin / the webhook received).")
+    deliveries: list[AlertDelivery] = Field(default_factory=list, description="One entry per channel configured.")
+
+
 class UnknownRow(HistoryRow):
     """A row of a type this version does not know; kept so nothing is dropped."""
 
 
-ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun}
+ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun, "alert": AlertEvent}
 
 
 # --------------------------------------------------------------------------- per-run detail file
@@ -662,6 +905,7 @@ class QuoteDetail(_Lenient):
     mark_iv: float | None = Field(default=None, description="IV of the mark (fraction).")
     synthetic_iv: float | None = Field(default=None, description="The synthetic sigma (fraction).")
     band: str | None = Field(default=None, description="DTE band label, null outside every band.")
+    forward: float | None = Field(default=None, description="The expiry's forward, Deribit's underlying_price (USD); for the smile chart's moneyness.")
 
 
 class ExpirySummary(_Lenient):
@@ -760,3 +1004,64 @@ class HarvestErrors(_Lenient):
         description="Per compacted log, keyed `<file name>@<first 16 hex of its sha256>` (a re-run rewrites its entry)."
     )
 
+
+# --------------------------------------------------------------------------- backtests (calreport backtest)
+
+
+class BacktestScore(_Lenient):
+    """The applied calibration after one decision, scored on one snapshot (calibration/live.score_applied)."""
+
+    snapshot_ts: str | None = Field(default=None, description="The snapshot scored (ISO 8601 UTC); null when none was near the horizon.")
+    rv_7d: float | None = Field(default=None, description="RV_7d as of that snapshot (fraction), the engine's base vol then.")
+    iv_error_vp: float | None = Field(default=None, description="OTM vega-weighted mean |sigma_syn - sigma_mark| (vol points).")
+    otm_vega_weighted_mae_pct: float | None = Field(default=None, description="OTM vega-weighted mean |P_syn - mark| / mark (percent).")
+    all_vega_weighted_mae_pct: float | None = Field(default=None, description="The same over every quote (percent).")
+    otm_samples: int | None = Field(default=None, description="OTM quotes scored.")
+    by_band: dict[str, dict[str, Any]] = Field(default_factory=dict, description="band -> the three measures and otm_samples.")
+
+
+class BacktestDecision(_Lenient):
+    """One line of backtests/<id>/decisions.jsonl: one decision time of one variant (calibration/backtest.py)."""
+
+    variant: str
+    decision_ts: str = Field(description="The decision time (ISO 8601 UTC).")
+    snapshot_ts: str | None = Field(default=None, description="The latest harvested snapshot at or before it.")
+    skipped: str | None = Field(default=None, description="Why no run happened (no fresh snapshot); null when one ran.")
+    status: str | None = Field(default=None, description="The live run's realism status (ok / degraded / failed).")
+    reason: str | None = None
+    decision: str | None = Field(default=None, description="apply or hold, as `calreport calibrate` would decide.")
+    decision_reason: str | None = None
+    rv_7d: float | None = Field(default=None, description="RV_7d of the run (fraction).")
+    rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d.")
+    thin_rv: bool = Field(default=False, description="RV_7d from fewer than fit.min_rv_returns returns.")
+    samples: int | None = None
+    recommended: dict[str, Any] | None = Field(default=None, description="{global, bands[, smile]} fitted by the run.")
+    smoothed: dict[str, Any] | None = Field(default=None, description="{global, bands[, smile]} after the EWMA.")
+    applied_before: dict[str, Any] | None = Field(default=None, description="Simulated applied {global, bands[, smile]} before the decision.")
+    applied_after: dict[str, Any] | None = Field(default=None, description="... and after it.")
+    step: float | None = Field(default=None, description="|global after - global before| when applied.")
+    scores: dict[str, BacktestScore] = Field(default_factory=dict, description="Horizon label ('0h' in-sample, '1h', ...) -> score.")
+
+
+class BacktestSummary(_Lenient):
+    """backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`."""
+
+    schema_version: int = 1
+    id: str = Field(description="The backtest id (a ULID); also the directory name.")
+    underlying: str
+    created: str = Field(description="When the backtest ran (ISO 8601 UTC, wall clock).")
+    start: str = Field(description="First decision time (ISO 8601 UTC).")
+    end: str = Field(description="Last decision time bound (ISO 8601 UTC).")
+    every: str = Field(description="Time between decisions, e.g. 1h.")
+    horizons: list[str] = Field(description="Horizon labels, in-sample '0h' first.")
+    max_staleness_minutes: float = Field(description="A snapshot further than this from a decision or horizon time is not used.")
+    rv: float | None = Field(default=None, description="Fixed RV_7d (--rv); null means RV_7d from the harvest as of each snapshot.")
+    snapshots: int = Field(default=0, description="Harvested snapshots read.")
+    rows: int = Field(default=0, description="Harvested rows read.")
+    elapsed_s: float | None = None
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="name -> decisions, runs, skipped, applies, applies_per_day, holds (by policy rule), mean_abs_step, "
+        "thin_rv_runs, thin_rv_share, start, end, settings_hash, source, config_file, and horizons: label -> "
+        "{iv_error_vp, otm_vega_weighted_mae_pct, all_vega_weighted_mae_pct: {n, mean, median, p90}, by_band}.",
+    )

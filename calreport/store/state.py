@@ -28,7 +28,7 @@ from calreport.store.paths import Root
 
 
 def state_document(doc: AppliedDocument, now: datetime | None = None) -> StateDocument:
-    return StateDocument(underlyings=dict(doc.underlyings), generated_at=iso_utc(now or utc_now()))
+    return StateDocument(schema_version=doc.schema_version, underlyings=dict(doc.underlyings), generated_at=iso_utc(now or utc_now()))
 
 
 def read_state(root: Root, config: CalibrationConfig | None = None) -> StateDocument:

@@ -12,6 +12,7 @@ What the strict loader accepts (config/applied_multipliers.yaml and config/calib
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,15 @@ def scalar(value: str | None) -> str:
     dumped = dumped.rstrip("\n")
     if dumped.endswith("\n..."):
         dumped = dumped[: -len("\n...")]
-    return dumped.strip()
+    dumped = dumped.strip()
+    # PyYAML quotes by YAML 1.1's rules; the strict reader resolves by 1.2's (`1e3` is a number
+    # there, not in 1.1): when the plain form would not read back as this string, double-quote it
+    try:
+        if loads_strict(f"v: {dumped}", "<scalar>") == {"v": value}:
+            return dumped
+    except CalreportError:
+        pass
+    return json.dumps(value)
 
 
 def validation_problem(exc: Exception) -> str:
@@ -178,6 +187,9 @@ def validation_problem(exc: Exception) -> str:
             msg = _cap(str(err.get("msg", "")).removeprefix("Value error, "), 160)
             if err.get("type") == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
+            elif str(err.get("type", "")).endswith("_type") or err.get("type") == "finite_number":
+                value = err.get("input")  # a strict type refused it: say what was written (bounded)
+                msg += f", got {type(value).__name__} {excerpt(value, 40)}"
             parts.append(f"{loc}: {msg}" if loc else msg)
         more = len(errors()) - 3
         return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

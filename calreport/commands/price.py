@@ -1,0 +1,157 @@
+"""`calreport price`: what the synthetic engine quotes under the applied YAML, one row per option.
+
+    calreport price --underlying BTC --snapshot FILE [--rv X | --prices FILE] [--format json|csv] [--out FILE]
+
+The engine's own path prices: EngineView.sigma (band multiplier x smile, calibration/smile.py) at the
+given base (RV_7d: --rv, --prices FILE, else the harvest, exactly as `calibrate` resolves it), then
+Black-76 in coin. Without --snapshot the chain is fetched from Deribit (as `harvest` does). Every option
+of the snapshot with a parseable name and T > 0 gets a row; bad input is one line on stderr, and
+nothing is written to --out unless the whole table was built.
+
+Columns (units): instrument_name, expiry (ISO 8601, 08:00 UTC), strike (USD), forward (USD, Deribit's
+underlying_price), T (years, ACT/365 from the snapshot's newest creation_timestamp), band (label or
+null), sigma (fraction), price (coin), delta (Black-76 forward delta), vega (coin per 1.00 vol),
+mark_price (coin), mark_iv (Deribit's mark_iv as a fraction, like sigma).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calreport.calibration.atm import atm_iv_by_expiry
+from calreport.calibration.bands import BandLookup
+from calreport.calibration.desk import forward_delta, mark_sigma
+from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
+from calreport.calibration.sigma import base_sigma
+from calreport.commands.usecases import resolve_rv
+from calreport.commands.workspace import Workspace
+from calreport.engine import EngineView
+from calreport.errors import CalreportError
+from calreport.jsonio import dumps
+from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
+from calreport.store.applied import read_applied
+from calreport.store.files import atomic_write
+from calreport.timeutil import DAYS_PER_YEAR, iso_ms
+
+COLUMNS: tuple[str, ...] = (
+    "instrument_name", "expiry", "strike", "forward", "T", "band", "sigma", "price", "delta", "vega", "mark_price", "mark_iv",
+)
+FORMATS = ("json", "csv")
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _mode_base(mode: str, rv: float | None, q: QuoteArrays, T: np.ndarray) -> np.ndarray:
+    """The base sigma of each option in the configured sigma mode: RV_7d, its expiry's ATM IV
+    (total-variance interpolated) or its own mark IV (NaN where the mode has none)."""
+    if mode == "rv":
+        return base_sigma(mode, rv=rv, T=T)
+    _, atm_T, atm_iv = atm_iv_by_expiry(q, T)
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, T, q.is_call) if mode == "mark_iv" else None
+    return base_sigma(mode, rv=rv, T=T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
+
+
+def price_rows(
+    ws: Workspace,
+    underlying: str,
+    snapshot: Path | None,
+    *,
+    prices: Path | None = None,
+    rv: float | None = None,
+    client: Any = None,
+) -> list[dict[str, Any]]:
+    """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML."""
+    cfg = ws.config
+    name = cfg.check_underlying(underlying)
+    if rv is not None:
+        resolve_rv(ws.root, name, 0, None, rv)  # refuse a bad --rv before reading or fetching anything
+    if snapshot is not None:
+        rows, meta = load_snapshot(snapshot, name)
+    else:
+        rows, meta = (client or DeribitClient()).book_summary(name)
+    mode = cfg.sigma_mode_for(name)  # issue 11: what sigma multiplies (calibration/sigma.py)
+    base = resolve_rv(ws.root, name, meta.now_ms, prices, rv)
+    if base.rv is None and mode == "rv":
+        raise CalreportError(
+            f"no RV_7d for {name}: {base.n_returns} hourly returns before the snapshot from {base.source}; pass --rv X or --prices FILE"
+        )
+    doc = read_applied(ws.root, cfg)
+    view = EngineView(0, doc, tuple(cfg.bands), None, "", smile_enabled=cfg.smile.enabled, sigma_modes={name: mode})
+    q = QuoteArrays.from_rows(rows)
+    T = year_fraction(q.expiry_ms, meta.now_ms)
+    keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
+    q, T = q.take(keep), T[keep]
+    F, K, c = q.underlying_price, q.strike, q.is_call
+    sigma = view.sigma_in_mode(name, K, F, T, _mode_base(mode, base.rv, q, T))
+    price = black76_price(F, K, T, sigma, c)
+    delta = forward_delta(F, K, T, sigma, c)
+    vega = black76_vega(F, K, T, sigma)
+    band = BandLookup(cfg.bands).index(T * DAYS_PER_YEAR)
+    labels = cfg.band_names()
+    cols = zip(
+        q.instrument.tolist(), q.expiry_ms.tolist(), K.tolist(), F.tolist(), T.tolist(), band.tolist(), sigma.tolist(),
+        price.tolist(), delta.tolist(), vega.tolist(), q.mark_price.tolist(), q.mark_iv.tolist(),
+    )
+    return [  # one dict per option: the output is option-level by design
+        {
+            "instrument_name": n, "expiry": iso_ms(int(e)), "strike": k, "forward": f, "T": t,
+            "band": labels[b] if b >= 0 else None, "sigma": _num(s), "price": _num(p), "delta": _num(d),
+            "vega": _num(v), "mark_price": _num(mp), "mark_iv": _num(mi),
+        }
+        for n, e, k, f, t, b, s, p, d, v, mp, mi in cols
+    ]
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt_: str) -> bytes:
+    """JSON: a list of objects with exactly COLUMNS; CSV: a header and one line per option (empty = null)."""
+    if fmt_ == "json":
+        return dumps(list(rows)) + b"\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in COLUMNS])
+    return buf.getvalue().encode("utf-8")
+
+
+def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
+    rows = price_rows(
+        ws, args.underlying, args.snapshot and Path(args.snapshot),
+        prices=args.prices and Path(args.prices), rv=args.rv,
+    )
+    data = format_rows(rows, args.format)
+    if args.out:
+        atomic_write(Path(args.out), data)
+        print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    """Register `price` on the CLI's subparsers (pass the CLI's common --root parent)."""
+    help_ = "price every option of a snapshot (or the live chain) as the engine does under the applied YAML"
+    sp = subparsers.add_parser("price", help=help_, description=help_, parents=list(parents))
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--snapshot", help="Deribit get_book_summary_by_currency response (JSON); default: fetch the live chain")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
+    g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
+    sp.add_argument("--format", choices=FORMATS, default="json", help="json (a list of objects) or csv")
+    sp.add_argument("--out", help="write to FILE (atomically) instead of stdout")
+    sp.set_defaults(handler=cmd_price)
+    return sp
