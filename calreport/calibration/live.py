@@ -23,7 +23,7 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index
-from calreport.calibration.desk import desk_errors, mark_sigma, otm_mask
+from calreport.calibration.desk import DeskErrors, desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
     fit_multiplier,
@@ -192,13 +192,14 @@ def _slice_fits(
     priced: _Priced, rv: float, config: CalibrationConfig
 ) -> tuple[dict[str, GroupMetrics], dict[str, GroupMetrics], dict[str, float]]:
     """(by_band, by_type, band multipliers): each configured band and option type with its own fit
-    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop)."""
+    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop).
+    With the smile the band multipliers come from the smile fits (_smile_fits): no flat band fit here."""
     enough = config.fit.band_min_samples
     by_band: dict[str, GroupMetrics] = {}
     band_values: dict[str, float] = {}
     for i, b in enumerate(config.bands):
         mask = priced.band == i
-        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
+        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough and not config.smile.enabled else None
         by_band[b.name] = priced.metrics(mask, fit)
         if fit is not None and fit.multiplier is not None:
             band_values[b.name] = fit.multiplier
@@ -258,7 +259,8 @@ def _base_of(base: np.ndarray | float, m: np.ndarray) -> np.ndarray | float:
 
 
 def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, config: CalibrationConfig, *,
-               fixed: list[float] | None = None, start: float | None = None) -> SmileFit:
+               fixed: list[float] | None = None, start: float | None = None,
+               start_values: list[float] | None = None) -> SmileFit:
     """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
     q = priced.sel.quotes
     m = mask & priced.otm
@@ -272,7 +274,7 @@ def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, conf
         log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], priced.weights[m],
         nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
         mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
-        price_inputs=price_inputs, start_multiplier=start, fixed_values=fixed,
+        price_inputs=price_inputs, start_multiplier=start, start_values=start_values, fixed_values=fixed,
     )
 
 
@@ -318,7 +320,7 @@ def _smile_fits(priced: _Priced, base: np.ndarray | float, config: CalibrationCo
         if int(mask.sum()) < config.fit.band_min_samples:
             continue
         own = int((mask & priced.otm).sum()) >= config.smile.min_quotes_per_band
-        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier)
+        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier, start_values=list(g.values))
         if fit.multiplier is None:
             continue
         bands[b.name] = fit
@@ -562,3 +564,33 @@ def decide_live(
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )
+
+
+def score_applied(
+    quotes: QuoteArrays,
+    *,
+    underlying: str,
+    now_ms: int,
+    rv: RealisedVol,
+    applied: AppliedEntry,
+    config: CalibrationConfig,
+) -> dict[str, DeskErrors] | None:
+    """The desk errors of the applied calibration `applied` on one snapshot, without any fit: "all"
+    and each configured band (None when no quote passes the filters).
+
+    Why here: the backtest scores an applied calibration on later snapshots and must price exactly
+    as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
+    `_price` uses, a smile or a sigma mode, the score uses too).
+    """
+    sel = select_quotes(quotes, now_ms, config.filters, underlying)
+    if sel.n == 0 or rv.rv is None:
+        return None
+    priced = _price(sel, rv.rv, applied, config)  # exactly as evaluate_live prices the tested values
+    q = sel.quotes
+    out: dict[str, DeskErrors] = {}
+    groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]
+    for name, m in groups:  # "all" and a handful of bands
+        out[name] = desk_errors(
+            q.underlying_price[m], q.strike[m], sel.T[m], q.is_call[m], q.mark_price[m], priced.sigma_mark[m], priced.sigma[m]
+        )
+    return out

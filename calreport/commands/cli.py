@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
+from calreport.commands import backtest as backtest_cmd
 from calreport.commands import usecases as actions
 from calreport.commands.audit import log_lines, smile_changes
 from calreport.commands.dashboard import DashboardActions
@@ -68,11 +69,11 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
 
 @contextmanager
 def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progress]:
-    """A tqdm bar over the day files being read; quiet unless `stream` (stderr) is a terminal."""
+    """A tqdm bar over the harvest days being read; quiet unless `stream` (stderr) is a terminal."""
     out = sys.stderr if stream is None else stream
     isatty = getattr(out, "isatty", None)
     bar = tqdm(
-        total=0, desc=label, unit="file", file=out, leave=False, delay=PROGRESS_DELAY_S,
+        total=0, desc=label, unit="day", file=out, leave=False, delay=PROGRESS_DELAY_S,
         disable=not (isatty and isatty()),
     )
 
@@ -116,7 +117,21 @@ def describe_run(run: LiveRun) -> str:
         f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
         f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}{se_part}; "
         f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
-    ) + verdict + flags
+    ) + describe_smile_fit(run) + verdict + flags
+
+
+def describe_smile_fit(run: LiveRun) -> str:
+    """'Smile: global x=-2.50 1.4500 ... (154 OTM quotes, IV error 0.40 vp); own smiles: 7-30d, 30-90d. '"""
+    rec = run.recommended
+    stats = (run.smile_fit or {}).get("global")
+    if rec is None or rec.smile is None or stats is None:
+        return ""
+    nodes = ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(rec.smile.nodes, rec.smile.global_))
+    own = ", ".join(b for b, s in (run.smile_fit or {}).items() if b != "global" and s.source == "fitted") or "none"
+    return (
+        f"Smile fitted: global {nodes} ({fmt.integer(stats.samples)} OTM quotes, IV error {fmt.num(stats.iv_error_vp, 2)} vp); "
+        f"bands with their own smile: {own}. "
+    )
 
 
 def describe_auto_run(run: AutoRun) -> str:
@@ -308,6 +323,42 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
     return run_demo(ws.root)
 
 
+@contextmanager
+def steps_progress(label: str, unit: str, stream: TextIO | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar over counted steps (backtest decisions); quiet unless stderr is a terminal."""
+    out = sys.stderr if stream is None else stream
+    isatty = getattr(out, "isatty", None)
+    bar = tqdm(total=0, desc=label, unit=unit, file=out, leave=False, delay=PROGRESS_DELAY_S, disable=not (isatty and isatty()))
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
+    """Replay the harvest; print the table and where the results went (the root's records untouched)."""
+    name = args.underlying.upper()
+    with harvest_progress(f"reading {name} harvest") as read_progress, steps_progress(f"backtest {name}", "decision") as progress:
+        outcome = backtest_cmd.run(
+            ws, args.underlying, start=args.start, end=args.end, every=args.every, horizons=args.horizons,
+            variants=args.variant or (), out=args.out and Path(args.out), rv=args.rv, max_staleness=args.max_staleness,
+            progress=progress, read_progress=read_progress,
+        )
+    s = outcome.summary
+    print(f"{s.underlying} backtest {s.id}: decisions every {s.every} from {s.start} to {s.end}, horizons {', '.join(s.horizons)} "
+          f"({s.snapshots} snapshots, {s.rows:,} rows read, {fmt.num(s.elapsed_s, 1)} s); OTM IV error in vol points:")
+    for line in backtest_cmd.table_lines(s):
+        print(f"  {line}")
+    print(f"results: {_relative(outcome.directory, ws.root)}/ (summary.json, decisions.jsonl, variants/, index.html); "
+          "the applied multipliers, history and site/ are unchanged (`calreport render` links the page)")
+    return 0
+
+
 # --------------------------------------------------------------------------- dashboard
 
 
@@ -438,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
              "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")
     sp.add_argument("dir", metavar="DIR")
     sp.add_argument("--underlying", help="default: every underlying the config lists that DIR has")
+
+    sp = add("backtest", cmd_backtest, "replay the harvest through the live calibration and policy; score out of sample")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--from", dest="start", help="first decision time: ISO 8601 or epoch ms (default: first snapshot)")
+    sp.add_argument("--to", dest="end", help="last decision time (default: last snapshot)")
+    sp.add_argument("--every", default="1h", help="time between decisions (default 1h)")
+    sp.add_argument("--horizons", default="1h,6h,24h", help="scoring horizons after each decision (default 1h,6h,24h)")
+    sp.add_argument("--variant", action="append", metavar="NAME=CONFIG.yaml", help="another settings file to replay (repeatable)")
+    sp.add_argument("--out", help="output directory (default backtests/<id>/ in the root)")
+    sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
+    sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
 
     add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
 

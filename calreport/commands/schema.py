@@ -19,6 +19,8 @@ from calreport.store.models import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
+    BacktestDecision,
+    BacktestSummary,
     CalibrationConfig,
     HarvestErrors,
     HarvestRow,
@@ -41,6 +43,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "harvest-row": HarvestRow,
     "alert-event": AlertEvent,
     "harvest-errors": HarvestErrors,
+    "backtest-summary": BacktestSummary,
+    "backtest-decision": BacktestDecision,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -54,6 +58,8 @@ DESCRIPTIONS: dict[str, str] = {
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
     "alert-event": "history/alerts.jsonl, one line: an alert raised for a run and its delivery",
     "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
+    "backtest-summary": "backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`",
+    "backtest-decision": "backtests/<id>/decisions.jsonl, one line: one decision time of one backtest variant",
 }
 
 

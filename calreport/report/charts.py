@@ -15,7 +15,7 @@ from typing import Sequence
 
 from calreport import fmt
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
-from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, time_ms
+from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, iso_ms, time_ms
 
 WIDTH, HEIGHT = 560, 200
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 10, 26
@@ -323,3 +323,40 @@ def iv_chart(underlying: str, run: LiveRun | None, detail: RunDetail | None) -> 
         ["Expiry", "DTE", "Market ATM IV", "Synthetic IV", "Quotes"],
         rows,
     )
+
+
+SERIES_CLASSES = ("s-v0", "s-v1", "s-v2", "s-v3", "s-v4", "s-v5")  # one colour per variant (style.css.j2)
+
+
+def _broken_line(points: Sequence[tuple[float, float]], breaks: set[int]) -> str:
+    """A line through the points that starts a new piece at each index in `breaks` (a data gap)."""
+    return " ".join(("M" if i == 0 or i in breaks else "L") + f"{_f(x)},{_f(y)}" for i, (x, y) in enumerate(points))
+
+
+def time_lines_chart(
+    chart_id: str, title: str, description: str, lines: Sequence[tuple[str, Sequence[tuple[float, float | None]]]], *,
+    value_header: str, pattern: str = "{:.1f}", empty_text: str = "No points.", max_gap_s: float | None = None,
+) -> Chart:
+    """Several named series over time (epoch seconds, value), each a line with dots; one table row
+    per time with a column per series. Missing values are left out; two points further apart than
+    `max_gap_s` are not joined (a harvest gap is not drawn as a trend)."""
+    pts = [(name, [(t, float(v)) for t, v in series if fmt.finite(v)]) for name, series in lines]
+    times = sorted({t for _, s in pts for t, _ in s})
+    if not times:
+        return Chart(chart_id, title, "", [], [], [], [], [], [], empty_text=empty_text)
+    xs, xt = x_scale_time(times)
+    ysc, yt = y_scale([v for _, s in pts for _, v in s], pattern)
+    series = []
+    for i, (name, s) in enumerate(pts):
+        breaks = {k for k in range(1, len(s)) if max_gap_s is not None and s[k][0] - s[k - 1][0] > max_gap_s}
+        series.append(Series(
+            name, SERIES_CLASSES[i % len(SERIES_CLASSES)], _broken_line([(xs(t), ysc(v)) for t, v in s], breaks),
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{name} {fmt.time(_iso(t))}: {pattern.format(v)}") for t, v in s],
+        ))
+    lookup = [dict(s) for _, s in pts]
+    rows = [[fmt.time(_iso(t)), *(pattern.format(d[t]) if t in d else fmt.MISSING for d in lookup)] for t in reversed(times)]
+    return Chart(chart_id, title, description, series, [], xt, yt, ["Time", *(f"{n} {value_header}" for n, _ in pts)], rows)
+
+
+def _iso(t: float) -> str:
+    return iso_ms(t * MS_PER_SECOND)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
@@ -25,12 +26,13 @@ from pydantic import ValidationError
 from calreport import __version__, timeutil
 from calreport.errors import CalreportError
 from calreport.report import charts, views
+from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest_pages
 from calreport.store import history
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write
 from calreport.store.history import RowRef, StaleIndex
-from calreport.store.models import CalibrationConfig, RunDetail
+from calreport.store.models import BacktestSummary, CalibrationConfig, RunDetail
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
 from calreport.store.state import StatusIndex, state_document
@@ -221,10 +223,16 @@ def cli_prefix(root: Root | None) -> str:
     return "calreport" if root is None else shlex.join(["calreport", "--root", str(root.path)])
 
 
-def render_index(inp: views.Inputs, root: Root | None = None) -> str:
+def render_index(inp: views.Inputs, root: Root | None = None, backtests: list[BacktestLink] | None = None) -> str:
     return env().get_template("index.html.j2").render(
-        d=views.build_dashboard(inp), csp=csp(), version=__version__, cli=cli_prefix(root)
+        d=views.build_dashboard(inp), csp=csp(), version=__version__, cli=cli_prefix(root), backtests=backtests or []
     )
+
+
+def render_backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, back_href: str | None) -> str:
+    """One backtest's page (report/backtest.py views; same base template, CSP and styles as the dashboard)."""
+    page = backtest_page(summary, rows, back_href=back_href)
+    return env().get_template("backtest.html.j2").render(p=page, csp=csp(), version=__version__)
 
 
 def render_page(page: views.HistoryPage) -> str:
@@ -318,7 +326,7 @@ def _render_site(
     if inp.applied_error:
         result.problems.append(inp.applied_error)
     t0 = time.perf_counter()
-    html = render_index(inp, root)
+    html = render_index(inp, root, sync_backtest_pages(root))
     t1 = time.perf_counter()
     with history.gc_paused():  # thousands of rows formatted and escaped: no cycles to collect
         write_pages(root, inp, query, result)

@@ -164,6 +164,19 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
     return Multipliers(global_=values.global_, bands=bands, smile=_checked_smile(values.smile, cfg)).rounded(4)
 
 
+def new_entry(
+    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str,
+    sigma_mode: str | None = None,
+) -> AppliedEntry:
+    """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
+    config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
+    new = _checked_values(values, config)
+    return AppliedEntry(
+        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
+        sigma_mode=sigma_mode,  # type: ignore[arg-type]
+    )
+
+
 class ApplyTransaction:
     """The applied file as read under its lock, and the one way to replace it in that transaction."""
 
@@ -185,14 +198,10 @@ class ApplyTransaction:
         """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
         `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
         underlying = self.config.check_underlying(underlying)
-        new = _checked_values(values, self.config)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
         mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
-        entry = AppliedEntry(
-            global_=new.global_, bands=new.bands, updated_at=ts, source=source, run_id=run_id, reason=reason, smile=new.smile,
-            sigma_mode=mode,  # type: ignore[arg-type]
-        )
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=mode)
         updated = self.document.model_copy(
             update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )

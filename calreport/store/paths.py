@@ -68,6 +68,11 @@ class Root:
         return self.path / "data" / "cache"
 
     @property
+    def backtests_dir(self) -> Path:
+        """`calreport backtest` results, one directory per backtest (never read by the engine)."""
+        return self.path / "backtests"
+
+    @property
     def site_dir(self) -> Path:
         return self.path / "site"
 

@@ -1,0 +1,351 @@
+"""Walk-forward backtest: replay a harvest through the live calibration and the policy, score out of sample.
+
+Pure core (arrays and settings in, values out). At each decision time D, for each variant:
+
+1. the snapshot a live run would have seen: the latest harvested snapshot at or before D (skipped
+   when it is older than `max_staleness_ms`, or is the one the previous decision already used);
+2. RV_7d from the index proxy of the snapshots at or before that snapshot only (or the fixed `rv`);
+3. the SAME code as `calreport calibrate`: evaluate_live (fit, EWMA from the previous seeding run,
+   realism) then decide_live against the simulated applied values; an apply replaces them with the
+   entry the YAML writer would write (`make_entry`, store.applied.new_entry in the command);
+4. the simulated applied calibration after the decision is scored with live.score_applied (the
+   same pricing and desk measures as a live run) on the decision's own snapshot (horizon 0,
+   in-sample) and on the snapshot nearest D + h for each horizon h (within `max_staleness_ms`),
+   with RV as of that snapshot: what the engine would have quoted then.
+
+Time honesty: steps 1-3 read only rows with harvested_at <= the decision's snapshot time; only the
+scoring in step 4 looks ahead, by design. tests/test_backtest.py alters every later row and checks
+the decisions do not change.
+
+    run_backtest(market, underlying=..., decisions_ms=..., horizons_ms=..., variants=...,
+                 make_entry=..., ...) -> BacktestResult
+    summarize(result, ...) -> per variant and horizon: mean / median / p90 errors, applies per
+        day, mean |step|, thin-RV share, holds by reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calreport.calibration.desk import DeskErrors
+from calreport.calibration.live import decide_live, evaluate_live, score_applied
+from calreport.calibration.policy import thin_rv
+from calreport.calibration.smoothing import previous_smoothed_run
+from calreport.market.deribit import QuoteArrays
+from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol
+from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
+from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms
+
+MakeEntry = Callable[..., AppliedEntry]  # (values, config, *, updated_at, source, run_id, reason)
+Progress = Callable[[int, int], None]  # (steps done, steps total)
+
+MEASURES = ("iv_error_vp", "otm_vega_weighted_mae_pct", "all_vega_weighted_mae_pct")
+IN_SAMPLE = "0h"
+DEFAULT_MAX_STALENESS_MS = 30 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class Market:
+    """The harvest as arrays: every quote, sorted by harvest time, with creation_ms = its harvest
+    time (HarvestFrame.to_quotes), and the index proxy per snapshot for RV."""
+
+    quotes: QuoteArrays
+    index_ms: np.ndarray
+    index_price: np.ndarray
+    # (start_ms, end_ms) -> the index series a live run would build from the harvest rows of that
+    # window (harvest.index_price_per_snapshot: Deribit's index only when every snapshot of the
+    # window recorded it). None: the per-snapshot series above is the same for any window.
+    index_window: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def snapshots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, first row, end row) of each snapshot, ascending."""
+        t = np.asarray(self.quotes.creation_ms, dtype=np.int64)
+        if t.size and np.any(np.diff(t) < 0):
+            raise ValueError("market quotes must be sorted by harvest time")
+        times, first = np.unique(t, return_index=True)
+        ends = np.append(first[1:], t.size)
+        return times, first, ends
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One calibration setup to replay: its name, settings, and the applied values it starts from."""
+
+    name: str
+    config: CalibrationConfig
+    start: AppliedEntry
+    source: str = ""  # where the settings came from (the root's config, a file)
+
+
+@dataclass
+class Decision:
+    """One decision time of one variant: what the live path decided, and how the applied values scored."""
+
+    variant: str
+    decision_ms: int
+    snapshot_ms: int | None
+    skipped: str | None = None  # why no run happened (no fresh snapshot)
+    run: LiveRun | None = None
+    thin_rv: bool = False
+    applied_before: Multipliers | None = None
+    applied_after: Multipliers | None = None
+    step: float | None = None  # |new global - old global| when applied
+    entry: AppliedEntry | None = None  # the simulated applied entry after an apply
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # horizon label -> score
+
+    @property
+    def applied(self) -> bool:
+        return self.run is not None and self.run.decision == "apply"
+
+    def to_row(self) -> dict[str, Any]:
+        """The decisions.jsonl line (store.models.BacktestDecision)."""
+        r = self.run
+        return {
+            "variant": self.variant,
+            "decision_ts": iso_ms(self.decision_ms),
+            "snapshot_ts": iso_ms(self.snapshot_ms) if self.snapshot_ms is not None else None,
+            "skipped": self.skipped,
+            "status": r.status if r else None,
+            "reason": r.reason if r else None,
+            "decision": r.decision if r else None,
+            "decision_reason": r.decision_reason if r else None,
+            "rv_7d": r.rv_7d if r else None,
+            "rv_returns": r.rv_returns if r else None,
+            "thin_rv": self.thin_rv,
+            "samples": r.samples if r else None,
+            "recommended": _mult(r.recommended) if r else None,
+            "smoothed": _mult(r.smoothed) if r else None,
+            "applied_before": _mult(self.applied_before),
+            "applied_after": _mult(self.applied_after),
+            "step": self.step,
+            "scores": self.scores,
+        }
+
+
+def _mult(m: Multipliers | None) -> dict[str, Any] | None:
+    """{global, bands} (and the smile when there is one), as history rows write multipliers."""
+    return None if m is None else m.model_dump(by_alias=True, mode="json")
+
+
+@dataclass
+class BacktestResult:
+    decisions: list[Decision]
+    horizons: list[str]  # labels, in-sample first
+    n_snapshots: int
+    n_rows: int
+
+
+def horizon_label(ms: int) -> str:
+    """0 -> '0h', 3_600_000 -> '1h', 5_400_000 -> '90m', 2 days -> '48h'."""
+    if ms % MS_PER_HOUR == 0:
+        return f"{ms // MS_PER_HOUR}h"
+    return f"{ms // 60_000}m"
+
+
+def _score_fields(errs: dict[str, DeskErrors]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: getattr(errs["all"], k) for k in MEASURES}
+    out["otm_samples"] = errs["all"].otm_samples
+    out["by_band"] = {
+        band: {k: getattr(e, k) for k in MEASURES} | {"otm_samples": e.otm_samples}
+        for band, e in errs.items()
+        if band != "all"
+    }
+    return out
+
+
+def run_backtest(
+    market: Market,
+    *,
+    underlying: str,
+    decisions_ms: Sequence[int],
+    horizons_ms: Sequence[int],
+    variants: Sequence[Variant],
+    make_entry: MakeEntry,
+    max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS,
+    rv: float | None = None,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Replay every variant over the decision times (see the module docstring)."""
+    times, first, ends = market.snapshots()
+    idx_t = np.asarray(market.index_ms, dtype=np.int64)
+    idx_p = np.asarray(market.index_price, dtype=np.float64)
+    q = market.quotes
+    horizons = [0, *(int(h) for h in horizons_ms if int(h) > 0)]
+    labels = [horizon_label(h) for h in horizons]
+
+    def snapshot(i: int) -> QuoteArrays:
+        return q.take(slice(int(first[i]), int(ends[i])))  # type: ignore[arg-type]
+
+    def rv_at(t_ms: int) -> RealisedVol:
+        if rv is not None:
+            return RealisedVol(float(rv), 0, "manual")
+        if market.index_window is not None:
+            ticks, prices = market.index_window(int(t_ms - WINDOW_DAYS * MS_PER_DAY), t_ms)
+            return realised_vol(ticks, prices, t_ms, source="harvest")
+        k = int(np.searchsorted(idx_t, t_ms, side="right"))  # index ticks at or before t only
+        return realised_vol(idx_t[:k], idx_p[:k], t_ms, source="harvest")
+
+    def latest_at_or_before(t_ms: int) -> int | None:
+        i = int(np.searchsorted(times, t_ms, side="right")) - 1
+        return i if i >= 0 and t_ms - int(times[i]) <= max_staleness_ms else None
+
+    def nearest(t_ms: int) -> int | None:
+        i = int(np.searchsorted(times, t_ms))
+        best = min((j for j in (i - 1, i) if 0 <= j < times.size), key=lambda j: abs(int(times[j]) - t_ms), default=None)
+        return best if best is not None and abs(int(times[best]) - t_ms) <= max_staleness_ms else None
+
+    rv_cache: dict[int, RealisedVol] = {}
+
+    def rv_cached(t_ms: int) -> RealisedVol:
+        if t_ms not in rv_cache:
+            rv_cache[t_ms] = rv_at(t_ms)
+        return rv_cache[t_ms]
+
+    total = len(variants) * len(decisions_ms)
+    done = 0
+    out: list[Decision] = []
+    for variant in variants:  # a handful of variants x the decision times
+        cfg = variant.config
+        applied = variant.start
+        runs: list[LiveRun] = []
+        last_used: int | None = None
+        for n, d_ms in enumerate(decisions_ms):
+            d_ms = int(d_ms)
+            i = latest_at_or_before(d_ms)
+            if i is None:
+                out.append(Decision(variant.name, d_ms, None, skipped=f"no snapshot within {max_staleness_ms // 60_000} min before"))
+            elif i == last_used:
+                out.append(Decision(variant.name, d_ms, int(times[i]), skipped="no new snapshot since the previous decision"))
+            else:
+                last_used = i
+                out.append(_decide(variant, applied, runs, d_ms, int(times[i]), snapshot(i), rv_cached(int(times[i])), n, underlying, make_entry))
+                dec = out[-1]
+                if dec.entry is not None:
+                    applied = dec.entry
+                for h, label in zip(horizons, labels):
+                    j = i if h == 0 else nearest(d_ms + h)
+                    if j is None:
+                        dec.scores[label] = {"snapshot_ts": None}
+                        continue
+                    t_j = int(times[j])
+                    rvj = rv_cached(t_j)
+                    errs = score_applied(snapshot(j), underlying=underlying, now_ms=t_j, rv=rvj, applied=applied, config=cfg)
+                    dec.scores[label] = {"snapshot_ts": iso_ms(t_j), "rv_7d": rvj.rv, **(_score_fields(errs) if errs else {})}
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return BacktestResult(out, labels, int(times.size), len(q))
+
+
+def _decide(
+    variant: Variant,
+    applied: AppliedEntry,
+    runs: list[LiveRun],
+    d_ms: int,
+    s_ms: int,
+    quotes: QuoteArrays,
+    rvi: RealisedVol,
+    n: int,
+    underlying: str,
+    make_entry: MakeEntry,
+) -> Decision:
+    """One live run exactly as `calreport calibrate` makes it, against the simulated applied values."""
+    cfg = variant.config
+    run_id = f"bt-{re.sub(r'[^A-Za-z0-9_-]', '_', variant.name)}-{n:05d}"
+    previous = previous_smoothed_run(reversed(runs), underlying, applied)
+    run = evaluate_live(
+        quotes, underlying=underlying, now_ms=s_ms, rv=rvi, applied=applied, previous=previous, config=cfg,
+        run_id=run_id, snapshot_file=f"harvest@{iso_ms(s_ms)}", detail_file="",
+    ).run
+    if run.recommended is not None:  # as run_live_calibration: decided against the values "on disk"
+        run = decide_live(run, applied, cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)
+    runs.append(run)
+    dec = Decision(
+        variant.name, d_ms, s_ms, run=run, thin_rv=thin_rv(run, cfg.fit.min_rv_returns),
+        applied_before=applied.multipliers(), applied_after=applied.multipliers(),
+    )
+    values = run.applied_values or run.smoothed
+    if run.decision == "apply" and values is not None:
+        entry = make_entry(values, cfg, updated_at=run.ts, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+        dec.applied_after = entry.multipliers()
+        dec.step = abs(float(entry.global_) - float(applied.global_))
+        dec.entry = entry
+    return dec
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0, "mean": None, "median": None, "p90": None}
+    return {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)), "p90": float(np.percentile(v, 90))}
+
+
+def hold_kind(reason: str | None) -> str:
+    """The policy rule a hold reason names: 'Thin RV: RV_7d from 11 ...' -> 'Thin RV'."""
+    text = (reason or "no reason").strip()
+    return re.split(r"[:(]", text, maxsplit=1)[0].strip() or text
+
+
+def summarize(result: BacktestResult, variants: Sequence[Variant], span_ms: int) -> dict[str, Any]:
+    """Per variant: decisions, applies (and per day over `span_ms`), mean |step| of the global
+    multiplier, thin-RV share, holds by rule, and per horizon mean / median / p90 of each measure
+    (plus the mean per band)."""
+    days = max(span_ms / MS_PER_DAY, 1e-9)
+    out: dict[str, Any] = {}
+    for v in variants:
+        rows = [d for d in result.decisions if d.variant == v.name]
+        ran = [d for d in rows if d.run is not None]
+        applies = [d for d in ran if d.applied]
+        holds: dict[str, int] = {}
+        for d in ran:
+            if not d.applied:
+                k = hold_kind(d.run.decision_reason if d.run else None)
+                holds[k] = holds.get(k, 0) + 1
+        skipped: dict[str, int] = {}
+        for d in rows:
+            if d.skipped:
+                skipped[d.skipped] = skipped.get(d.skipped, 0) + 1
+        steps = [d.step for d in applies if d.step is not None]
+        horizons: dict[str, Any] = {}
+        for label in result.horizons:
+            scored = [d.scores.get(label, {}) for d in ran]
+            h: dict[str, Any] = {k: _stats([s.get(k) for s in scored]) for k in MEASURES}  # type: ignore[misc]
+            bands = sorted({b for s in scored for b in (s.get("by_band") or {})}, key=[b.name for b in v.config.bands].index)
+            paired = [
+                d.scores[IN_SAMPLE].get("iv_error_vp")
+                for d in ran
+                if d.scores.get(label, {}).get("iv_error_vp") is not None and IN_SAMPLE in d.scores
+            ]
+            h["paired_in_sample_mean"] = _stats(paired)["mean"]  # in-sample over the same decisions
+            h["by_band"] = {
+                b: {k: _stats([(s.get("by_band") or {}).get(b, {}).get(k) for s in scored])["mean"] for k in MEASURES}
+                for b in bands
+            }
+            horizons[label] = h
+        thin = sum(1 for d in ran if d.thin_rv)
+        out[v.name] = {
+            "source": v.source,
+            "settings_hash": v.config.settings_hash(),
+            "decisions": len(rows),
+            "runs": len(ran),
+            "skipped": skipped,
+            "applies": len(applies),
+            "applies_per_day": len(applies) / days,
+            "holds": dict(sorted(holds.items(), key=lambda kv: -kv[1])),
+            "mean_abs_step": float(np.mean(steps)) if steps else None,
+            "thin_rv_runs": thin,
+            "thin_rv_share": thin / len(ran) if ran else None,
+            "start": _mult(v.start.multipliers()),
+            "end": _mult(next((d.applied_after for d in reversed(ran)), v.start.multipliers())),
+            "horizons": horizons,
+        }
+    return out
