@@ -36,6 +36,7 @@ from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.models import (
     DEFAULT_MULTIPLIER,
+    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     Band,
@@ -70,6 +71,7 @@ class EngineView:
     loaded_at: str
     smile_enabled: bool = True  # config smile.enabled: false prices the flat model whatever the YAML holds
     _tables: dict[str, tuple[BandLookup, SmileTable]] = field(default_factory=dict, compare=False, repr=False)
+    sigma_modes: dict[str, str] = field(default_factory=dict)  # configured sigma mode per underlying (absent: rv)
 
     def entry(self, underlying: str) -> AppliedEntry | None:
         return self.document.underlyings.get(underlying)
@@ -97,6 +99,39 @@ class EngineView:
         with np.errstate(divide="ignore", invalid="ignore"):
             log_k = np.log(np.asarray(strikes, dtype=np.float64) / np.asarray(forwards, dtype=np.float64))
         return table.sigma(slot, log_k, np.sqrt(np.maximum(T, 0.0)), base)
+
+    # ---- sigma in the configured sigma mode (calibration/sigma.py says what each mode's base is)
+
+    def sigma_mode(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not configured)."""
+        return self.sigma_modes.get(underlying, DEFAULT_SIGMA_MODE)
+
+    def mode_matches(self, underlying: str) -> bool:
+        """The applied values were fitted in the configured mode (never-applied 1.0 matches any)."""
+        entry = self.entry(underlying)
+        return entry is None or (entry.sigma_mode or DEFAULT_SIGMA_MODE) == self.sigma_mode(underlying)
+
+    def sigma_in_mode(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+        """`sigma` with `base` in the configured mode. Values fitted in another mode multiply another
+        base: they are not used, the base alone is, until a run in the configured mode is applied."""
+        if not self.mode_matches(underlying):
+            return np.broadcast_to(np.asarray(base, dtype=np.float64), np.shape(T)).astype(np.float64)
+        return self.sigma(underlying, strikes, forwards, T, base)
+
+    def sigma_for(
+        self, underlying: str, dte: float, *, rv: float | None = None, atm_iv: float | None = None, mark_iv: float | None = None,
+        strike: float | None = None, forward: float | None = None,
+    ) -> float:
+        """One option's sigma in the configured mode (at the money unless strike and forward are given);
+        the mode's input must be given: rv= (RV_7d), atm_iv= (its expiry's ATM IV) or mark_iv=."""
+        mode = self.sigma_mode(underlying)
+        base = {"rv": rv, "atm_iv": atm_iv, "mark_iv": mark_iv}.get(mode)
+        if base is None:
+            raise CalreportError(f"{underlying}: sigma_mode {mode} needs {mode}= (the base sigma of the option)")
+        k, f = (strike, forward) if strike is not None and forward is not None else (1.0, 1.0)
+        T = np.array([dte / DAYS_PER_YEAR])
+        return float(self.sigma_in_mode(underlying, np.array([k]), np.array([f]), T, float(base))[0])
+
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
         """The band rule (calibration.bands) for one DTE; 1.0 if the underlying was never applied."""
@@ -127,6 +162,11 @@ class EngineView:
                 f"{len(entry.smile.nodes)} nodes, global x={entry.smile.nodes[0]:g} {fmt.mult(entry.smile.global_[0])} .. "
                 f"x={entry.smile.nodes[-1]:g} {fmt.mult(entry.smile.global_[-1])}, {len(entry.smile.bands)} band smile(s)"
             )
+            if not self.mode_matches(name):
+                per_band += (
+                    f"; NOT USED: fitted in sigma_mode {entry.sigma_mode or DEFAULT_SIGMA_MODE}, "
+                    f"configured {self.sigma_mode(name)} (sigma = base alone)"
+                )
             lines.append(
                 f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; smile {smile}; "
                 f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
@@ -218,6 +258,7 @@ class AppliedMultipliersWatcher:
             content_hash=view.content_hash,
             loaded_at=view.loaded_at,
             smile_enabled=view.smile_enabled,
+            sigma_modes=dict(view.sigma_modes),
         )
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
@@ -409,8 +450,10 @@ class AppliedMultipliersWatcher:
             self.reload_count += 1
             path = self.root.applied
             for _ in range(READ_RETRIES):
+                # outside the try: a config that cannot be read at start is the caller's error (a
+                # CalreportError naming the file), not an UnboundLocalError from the handler below
+                cfg, cfg_hash, cfg_changed = self._load_config()
                 try:
-                    cfg, cfg_hash, cfg_changed = self._load_config()
                     before = _read_bytes(path)
                     h = _digest(before)
                     if not initial and not cfg_changed and h == self._loaded.applied_hash:
@@ -438,10 +481,12 @@ class AppliedMultipliersWatcher:
 
     def _install(self, doc: AppliedDocument, cfg: CalibrationConfig, content_hash: str | None) -> bool:
         bands = tuple(cfg.bands)
+        modes = {u: cfg.sigma_mode_for(u) for u in sorted({*cfg.underlyings, *doc.underlyings})}
         current = self._view
         self.last_error = None
         enabled = cfg.smile.enabled
-        if current is not None and current.document == doc and current.bands == bands and current.smile_enabled == enabled:
+        same = current is not None and current.document == doc and current.bands == bands
+        if same and current.smile_enabled == enabled and current.sigma_modes == modes:  # type: ignore[union-attr]
             return False
         view = EngineView(
             version=(current.version + 1) if current else 1,
@@ -450,6 +495,7 @@ class AppliedMultipliersWatcher:
             content_hash=content_hash,
             loaded_at=iso_utc(utc_now()),
             smile_enabled=enabled,
+            sigma_modes=modes,
         )
         with self._version_cond:
             self._view = view

@@ -20,6 +20,28 @@ def mult(x: float | None) -> str:
     return f"{float(x):.4f}" if finite(x) else MISSING  # type: ignore[arg-type]
 
 
+def se(x: float | None) -> str:
+    """A multiplier's standard error shown beside it ('±0.0156'); '' when there is none (older rows)."""
+    return f"\u00b1{float(x):.4f}" if finite(x) else ""  # type: ignore[arg-type]
+
+
+def interval(ci: list[float] | tuple[float, float] | None) -> str:
+    """A 95 % interval of a multiplier: '0.9167-0.9778'; '' when there is none."""
+    if not ci or len(ci) != 2 or not (finite(ci[0]) and finite(ci[1])):
+        return ""
+    return f"{float(ci[0]):.4f}-{float(ci[1]):.4f}"
+
+
+def span(hours: float | None) -> str:
+    """A length of time given in hours: '45 min', '2.1 h', '3.4 d'."""
+    if not finite(hours):
+        return MISSING
+    h = float(hours)  # type: ignore[arg-type]
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    return f"{h:.1f} h" if h < 48 else f"{h / 24:.1f} d"
+
+
 def pct(x: float | None, nd: int = 2) -> str:
     """A value already in percent (MAE 15.74 -> '15.74%'), with thousands separators."""
     return f"{float(x):,.{nd}f}%" if finite(x) else MISSING  # type: ignore[arg-type]

@@ -88,3 +88,13 @@ def test_smile_bench_quick_runs_and_its_gathered_sigma_matches_per_band_interp()
     v = bench_smile.view(True)
     F, K, T, _ = bench_smile.chain(20_000)
     assert np.max(np.abs(v.sigma("BTC", K, F, T, 0.43) - bench_smile.reference_sigma(v, K, F, T, 0.43))) < 1e-14
+
+
+def test_uncertainty_quick_vectorised_bootstrap_matches_one_fit_per_draw() -> None:
+    """The vectorised expiry bootstrap and the refit-per-draw baseline give the same standard error."""
+    from benchmarks import bench_uncertainty
+
+    (fig,) = bench_uncertainty.run(quick=True)
+    assert _finite_positive(fig) and fig.baseline and fig.baseline > 0
+    vec, loop = (float(x) for x in fig.notes[0].split("se vectorised ")[1].split(" vs one fit per draw "))
+    assert vec == pytest.approx(loop, rel=0.05)

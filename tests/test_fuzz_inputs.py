@@ -52,6 +52,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Root:
     actions.init(root)
     code, _, err = _run(root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
     assert code == 0, err
+    code, _, err = _run(root, "force-apply", "--underlying", "BTC")  # the YAML then holds bands and a smile
+    assert code == 0 and "smile:" in root.applied.read_text(), err
     return root
 
 

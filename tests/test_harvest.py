@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -151,6 +152,40 @@ def test_a_broken_parquet_day_is_named_unreadable_not_a_crash(tmp_path: Path) ->
     f = load_harvest(root, "BTC", 0, DEC11 * 2)
     assert len(f) == 1
     assert list(f.unreadable) == [bad] and "not readable as Parquet" in f.unreadable[bad]
+
+
+@pytest.mark.parametrize("how", ["read-only directory", "linked directory", "linked log", "read-only log"])
+def test_compaction_never_writes_into_a_linked_or_read_only_harvest(tmp_path: Path, how: str) -> None:
+    """Even as root (permissions do not bind): a shared harvest linked into a root, or a directory
+    without write bits, is read as it is and nothing is written into it or removed from it."""
+    shared = tmp_path / "shared" / "BTC"
+    p = write_day(Root(tmp_path / "shared-root"), [row(), row(ts=DEC11 + HOUR)])
+    shared.parent.mkdir(parents=True)
+    p.parent.rename(shared)
+    p = shared / p.name
+    root = Root(tmp_path / "root")
+    if how == "linked directory":
+        root.harvest_dir("BTC").parent.mkdir(parents=True)
+        root.harvest_dir("BTC").symlink_to(shared, target_is_directory=True)
+    elif how == "linked log":
+        root.harvest_dir("BTC").mkdir(parents=True)
+        (root.harvest_dir("BTC") / p.name).symlink_to(p)
+    else:
+        root.harvest_dir("BTC").parent.mkdir(parents=True)
+        shared.rename(root.harvest_dir("BTC"))
+        shared, p = root.harvest_dir("BTC"), root.harvest_dir("BTC") / p.name
+        os.chmod(p if how == "read-only log" else shared, 0o444 if how == "read-only log" else 0o555)
+    before = sorted(x.name for x in shared.iterdir())
+    ref = load_harvest(root, "BTC", 0, DEC11 * 2)
+    try:
+        rep = compact_closed_days(root, "BTC", DEC11 + 2 * 86_400_000)
+        assert rep.done == [] and [d for d, _ in rep.skipped] == ["2025-12-11"]
+        assert ("symlink" if "linked" in how else "read-only") in rep.skipped[0][1]
+        assert sorted(x.name for x in shared.iterdir()) == before and p.exists()
+        assert_same_frame(load_harvest(root, "BTC", 0, DEC11 * 2), ref)
+    finally:
+        os.chmod(shared, 0o755)
+        os.chmod(p, 0o644)
 
 
 def test_a_gz_that_breaks_off_is_never_compacted_away_and_is_named(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_schema_without_a_name_lists_every_format_with_a_description(capsys: pyt
     lines = out.splitlines()
     assert [ln.split()[0] for ln in lines] == list(SCHEMAS) == [n for n, _ in list_schemas()]
     assert set(SCHEMAS) == {"applied", "config", "state", "live-run", "apply-event", "auto-run", "run-detail", "harvest-row",
-                            "harvest-errors", "backtest-summary", "backtest-decision"}
+                            "harvest-errors", "backtest-summary", "backtest-decision", "alert-event"}
     assert all(len(ln.split(None, 1)) == 2 for ln in lines)
 
 

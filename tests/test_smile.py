@@ -502,3 +502,17 @@ def test_smile_settings_are_strict_numbers() -> None:
         CalibrationConfig.model_validate({"smile": {"penalty": "1.0"}})
     with pytest.raises(ValueError):
         CalibrationConfig.model_validate({"smile": {"enabled": "yes"}})
+
+
+def test_the_fit_kernel_price_and_vega_equal_black76() -> None:
+    from calreport.calibration.pricing import black76_price_vega_live, black76_vega
+
+    rng = np.random.default_rng(11)
+    F = np.full(2000, 90_000.0)
+    T = rng.uniform(1 / 365, 0.5, F.size)
+    sig = rng.uniform(0.2, 1.2, F.size)
+    K = F * np.exp(rng.uniform(-0.6, 0.6, F.size))
+    call = rng.random(F.size) < 0.5
+    price, vega = black76_price_vega_live(K / F, np.sqrt(T), sig, np.where(call, 1.0, -1.0))
+    assert np.max(np.abs(price - black76_price(F, K, T, sig, call))) < 1e-15
+    assert np.max(np.abs(vega - black76_vega(F, K, T, sig))) < 1e-15

@@ -49,6 +49,8 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
+from calreport.calibration.sigma import atm_iv_grouped
+from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.calibration.smile import fit_smile
 from calreport.errors import CalreportError, excerpt
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
@@ -134,14 +136,17 @@ class AutoFit:
     bias_pct: float | None
     mae_vol_points: float | None
     desk: dict[str, object] | None = None  # calibration/desk.py fields at the fitted multiplier
+    uncertainty: Uncertainty | None = None  # calibration/uncertainty.py: multiplier_se and its parts
     smile: dict[str, object] | None = None  # smile, smile_multiplier, smile_fit (smile.enabled only)
 
 
 NO_FIT = AutoFit(None, False, None, None, None, None)
 
 
-def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig) -> AutoFit:
-    """The live calibration's fit on the selected quotes, one RV_7d per quote (its snapshot's)."""
+def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig, rv_returns: int | None = None) -> AutoFit:
+    """The live calibration's fit on the selected quotes, one RV_7d per quote (its snapshot's).
+
+    `rv_returns` (the median return count behind the quotes' RV) sets the RV part of multiplier_se."""
     q = sel.quotes
     if sel.n == 0:
         return NO_FIT
@@ -160,9 +165,20 @@ def fit_selection(sel: Selection, base_sigma: np.ndarray, cfg: CalibrationConfig
     sigma = base_sigma * fit.multiplier
     gm = group_metrics(mark, black76_price(F, K, T, sigma, q.is_call), w, miv, sigma)
     desk = {**desk_errors(F, K, T, q.is_call, mark, smark, sigma).to_fields(), "fit_objective": cfg.fit.objective}
+    if cfg.fit.objective == "otm_iv_vega":
+        otm = otm_mask(F, K, q.is_call)
+        ok = otm & np.isfinite(smark) & (smark > 0)
+        terms, den = iv_terms(base_sigma, smark, np.where(otm, w, 0.0)), np.where(ok, w, 0.0)
+    else:
+        terms, den = price_terms(F, K, T, q.is_call, mark, base_sigma, w), w
+    se_e, n_exp, n_draws = bootstrap_se(
+        terms, den, q.expiry_ms, bounds=bounds, draws=cfg.fit.bootstrap_draws, seed=cfg.fit.bootstrap_seed
+    )
+    unc = combine(fit.multiplier, se_e, rv_se(fit.multiplier, rv_returns, manual=False), expiries=n_exp, draws=n_draws)
     smile = _smile_fields(sel, base_sigma, smark, w, cfg, fit.multiplier) if cfg.smile.enabled else None
     return AutoFit(
-        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk, smile
+        fit.multiplier, fit.on_bound, gm.mae_pct, gm.vega_weighted_mae_pct, gm.bias_pct, gm.mae_vol_points, desk,
+        smile=smile, uncertainty=unc,
     )
 
 
@@ -229,6 +245,7 @@ class Evidence:
     in_range: int  # harvested quotes in the DTE range (before the filters)
     dte_label: str
     window: str
+    needs_rv: bool = True  # sigma_mode rv; an IV base does not rest on RV history
     unreadable: tuple[str, ...] = ()
 
 
@@ -250,7 +267,9 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
         degraded.append(
             f"snapshots: {ev.snapshots} of {ev.snapshots_expected} expected ({100 * completeness:.0f}% coverage)"
         )
-    if ev.snapshots and ev.snapshots_without_rv >= ev.snapshots:
+    if not ev.needs_rv:
+        pass
+    elif ev.snapshots and ev.snapshots_without_rv >= ev.snapshots:
         failed.append(
             f"RV history too short: no snapshot has {a.min_rv_returns} hourly returns before it "
             f"({ev.rv_returns} at the window end)"
@@ -336,7 +355,10 @@ def evaluate_auto(
 
     times = frame.snapshot_times()
     srv = rv_per_snapshot(index_ticks, index_price, times)
+    mode = cfg.sigma_mode_for(underlying)
     rv_ok = np.isfinite(srv.rv) & (srv.n_returns >= cfg.auto.min_rv_returns)
+    if mode != "rv":  # an IV base needs no RV history: no snapshot is left out for it
+        rv_ok = np.ones(times.size, dtype=bool)
     end_rv = realised_vol(index_ticks, index_price, end_ms)
 
     # rows in the DTE range whose snapshot has an RV; then the live calibration's own filters
@@ -347,7 +369,10 @@ def evaluate_auto(
     filters = cfg.filters.model_copy(update={"min_dte": dte_min, "max_dte": dte_max})
     quotes = frame.to_quotes(pre)
     sel = select_quotes(quotes, quotes.creation_ms, filters, underlying)
-    fit = fit_selection(sel, srv.rv[np.searchsorted(times, sel.quotes.creation_ms)], cfg)
+    sel, base, snap_of_sel = _auto_base(sel, times, srv, mode)
+    used_returns = srv.n_returns[snap_of_sel]
+    rv_n = int(np.median(used_returns)) if used_returns.size and mode == "rv" else None
+    fit = fit_selection(sel, base, cfg, rv_n)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bound = np.where(frame.is_call, 1.0, frame.strike / frame.underlying_price)
@@ -364,6 +389,7 @@ def evaluate_auto(
         samples=sel.n,
         rv_returns=int(end_rv.n_returns),
         snapshots_without_rv=int(np.count_nonzero(~rv_ok)),
+        needs_rv=mode == "rv",
         above_bound=above,
         in_range=int(np.count_nonzero(in_range)),
         dte_label=f"{dte_min:g}-{dte_max:g}",
@@ -372,6 +398,8 @@ def evaluate_auto(
     )
     dq = assess_data_quality(ev, cfg)
     status, reason = _verdict(fit, dq, cfg)
+    used = np.unique(sel.quotes.creation_ms)
+    honest = window_honesty(times, rv_ok, used, srv.n_returns)
     return AutoRun(
         schema_version=1,
         run_id=run_id,
@@ -392,7 +420,6 @@ def evaluate_auto(
         as_of=iso_utc(as_of),
         harvest_start=iso_ms(int(times[0])) if times.size else None,
         harvest_end=iso_ms(int(times[-1])) if times.size else None,
-        snapshots_used=int(np.unique(sel.quotes.creation_ms).size),
         snapshots_expected=ev.snapshots_expected,
         settings_hash=cfg.settings_hash(),
         bias_pct=_round(fit.bias_pct, 2),
@@ -400,5 +427,73 @@ def evaluate_auto(
         rows_read=len(frame),
         elapsed_s=round(time.perf_counter() - started, 3),
         **(fit.desk or {}),  # type: ignore[arg-type]
+        **_uncertainty_fields(fit.uncertainty),  # type: ignore[arg-type]
+        **honest,  # type: ignore[arg-type]
+        sigma_mode=mode,
         **(fit.smile or {}),  # type: ignore[arg-type]
     )
+
+
+def _auto_base(sel: Selection, times: np.ndarray, srv: SnapshotRV, mode: str) -> tuple[Selection, np.ndarray, np.ndarray]:
+    """(selection, base sigma per quote, snapshot index per quote) under the sigma mode: each
+    snapshot's RV_7d (rv), the ATM IV of the quote's snapshot x expiry (atm_iv, from that
+    snapshot's selected quotes), or the quote's own mark IV (mark_iv). Quotes without a base are
+    dropped and counted under dropped["no_base_sigma"]."""
+    q = sel.quotes
+    snap = np.searchsorted(times, q.creation_ms)
+    if mode == "rv":
+        return sel, srv.rv[snap], snap
+    if mode == "atm_iv":
+        _, exp_idx = np.unique(q.expiry_ms, return_inverse=True)
+        group = snap.astype(np.int64) * (int(exp_idx.max(initial=0)) + 1) + exp_idx
+        base = atm_iv_grouped(group, q.underlying_price, q.strike, q.mark_iv, q.is_call)
+    else:
+        base = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
+    ok = np.isfinite(base) & (base > 0)
+    if bool(ok.all()):
+        return sel, base, snap
+    dropped = {**sel.dropped, "no_base_sigma": int(np.count_nonzero(~ok))}
+    kept = Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total)
+    return kept, base[ok], snap[ok]
+
+
+RV_SOURCE = "harvest: nearest-expiry forward per snapshot, hourly closes, RV_7d as of each snapshot"
+
+
+def window_honesty(times: np.ndarray, rv_ok: np.ndarray, used: np.ndarray, n_returns: np.ndarray) -> dict[str, object]:
+    """What the window really used: the snapshots priced, their real span and why the others were left out.
+
+    Why: a "14d" lookback once rested on about 2 hours of snapshots (252 of 276 dropped for thin RV).
+    Dropped reasons: `rv_history` (RV_7d from fewer than auto.min_rv_returns returns before the
+    snapshot), `no_usable_quotes` (no quote in the DTE range passed the filters).
+    """
+    t = np.asarray(times, dtype=np.int64)
+    u = np.asarray(used, dtype=np.int64)
+    in_used = np.isin(t, u)
+    dropped = {
+        "rv_history": int(np.count_nonzero(~rv_ok)),
+        "no_usable_quotes": int(np.count_nonzero(rv_ok & ~in_used)),
+    }
+    span_h = float(u[-1] - u[0]) / MS_PER_HOUR if u.size else None
+    med = int(np.median(np.asarray(n_returns)[in_used])) if u.size else None
+    return {
+        "snapshots_used": int(u.size),
+        "first_snapshot": iso_ms(int(u[0])) if u.size else None,
+        "last_snapshot": iso_ms(int(u[-1])) if u.size else None,
+        "span_hours": None if span_h is None else round(span_h, 3),
+        "snapshots_in_window": int(t.size),
+        "snapshots_dropped": dropped,
+        "rv_source": RV_SOURCE,
+        "rv_returns_median": med,
+    }
+
+
+def _uncertainty_fields(u: Uncertainty | None) -> dict[str, object]:
+    """multiplier_se, multiplier_ci95 and the breakdown of the auto fit (nothing without a fit)."""
+    if u is None:
+        return {}
+    return {
+        "multiplier_se": _round(u.se),
+        "multiplier_ci95": [round(u.ci95[0], 4), round(u.ci95[1], 4)] if u.ci95 else None,
+        "uncertainty": {"global": u.to_entry()},
+    }

@@ -41,8 +41,10 @@ from calreport.calibration.realism import (
     smile_realism,
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
+from calreport.calibration.sigma import base_sigma
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
 from calreport.calibration.smoothing import ewma, smoothing_alpha
+from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
 from calreport.store.models import (
@@ -50,6 +52,7 @@ from calreport.store.models import (
     CalibrationConfig,
     ExpirySummary,
     GroupMetrics,
+    Interval95,
     LiveRun,
     Multipliers,
     PolicyConfig,
@@ -82,6 +85,8 @@ class _Priced:
     sigma_mark: np.ndarray  # Deribit's mark_iv, the inverted mark where absent (desk.mark_sigma)
     otm: np.ndarray  # each strike once, on its out-of-the-money side
     atm_sigma: np.ndarray  # the synthetic vol at the money (x = 0: base x band multiplier, smile 1)
+    base: np.ndarray  # the base sigma of each quote (calibration/sigma.py): sigma = base x m_band x smile
+    mode: str = "rv"  # the sigma mode the base follows
 
     def metrics(self, mask: np.ndarray, fit: FitResult | None = None) -> GroupMetrics:
         """Errors of the quotes in `mask` at the tested multipliers, with the slice's own fit if given."""
@@ -98,25 +103,64 @@ class _Priced:
         bounds = (config.fit.min_mult, config.fit.max_mult)
         if config.fit.objective == "otm_iv_vega":
             m = mask & self.otm
-            return fit_multiplier_iv(rv, self.sigma_mark[m], self.weights[m], bounds=bounds)
+            return fit_multiplier_iv(self.base[m], self.sigma_mark[m], self.weights[m], bounds=bounds)
         return fit_multiplier(
             q.underlying_price[mask], q.strike[mask], self.sel.T[mask], q.is_call[mask], q.mark_price[mask],
-            rv, self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
+            self.base[mask], self.weights[mask], bounds=(config.fit.min_mult, config.fit.max_mult),
         )
 
+    def uncertainty(self, mask: np.ndarray, m: float, rv: RealisedVol, config: CalibrationConfig) -> Uncertainty:
+        """The slice's multiplier_se: bootstrap over its expiries (same objective) + RV's sampling error."""
+        q = self.sel.quotes
+        f = config.fit
+        if f.objective == "otm_iv_vega":
+            sel = mask & self.otm
+            terms = iv_terms(self.base[sel], self.sigma_mark[sel], self.weights[sel])
+            ok = np.isfinite(self.sigma_mark[sel]) & (self.sigma_mark[sel] > 0)
+            w = np.where(ok, self.weights[sel], 0.0)
+        else:
+            sel = mask
+            terms = price_terms(
+                q.underlying_price[sel], q.strike[sel], self.sel.T[sel], q.is_call[sel], q.mark_price[sel],
+                self.base[sel], self.weights[sel],
+            )
+            w = self.weights[sel]
+        se_e, n_exp, n_draws = bootstrap_se(
+            terms, w, q.expiry_ms[sel], bounds=(f.min_mult, f.max_mult), draws=f.bootstrap_draws, seed=f.bootstrap_seed
+        )
+        no_rv_term = rv.source == "manual" or self.mode != "rv"  # an IV base carries no RV sampling error
+        return combine(m, se_e, rv_se(m, rv.n_returns, manual=no_rv_term), expiries=n_exp, draws=n_draws)
 
-def _price(sel: Selection, rv: float, applied: AppliedEntry, config: CalibrationConfig) -> _Priced:
+
+def _price(sel: Selection, base: np.ndarray, applied: AppliedEntry, config: CalibrationConfig, mode: str) -> _Priced:
     q = sel.quotes
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike / q.underlying_price)
-    sigma = sigma_for(applied, config.bands, sel.dte, log_k, sel.T, rv, use_smile=config.smile.enabled)
+    sigma = sigma_for(applied, config.bands, sel.dte, log_k, sel.T, base, use_smile=config.smile.enabled)
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, rv, use_smile=config.smile.enabled)
-    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, atm)
+    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, base, use_smile=config.smile.enabled)
+    return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, atm, base, mode)
+
+
+def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: RealisedVol, mode: str) -> tuple[Selection, np.ndarray]:
+    """The selection's base sigma under `mode` (calibration/sigma.py); quotes the mode has no base
+    for (no ATM IV anywhere, no mark IV) are dropped and counted under "no_base_sigma"."""
+    q = sel.quotes
+    if mode == "rv":
+        return sel, base_sigma(mode, rv=rv.rv, T=sel.T)
+    valid = quotes.valid_name
+    _, atm_T, atm_iv = atm_iv_by_expiry(quotes.take(valid), all_T[valid])
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call) if mode == "mark_iv" else None
+    base = base_sigma(mode, rv=rv.rv, T=sel.T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
+    ok = np.isfinite(base) & (base > 0)
+    if bool(ok.all()):
+        return sel, base
+    dropped = {**sel.dropped, "no_base_sigma": int(np.count_nonzero(~ok))}
+    return Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total), base[ok]
 
 
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
@@ -148,13 +192,14 @@ def _slice_fits(
     priced: _Priced, rv: float, config: CalibrationConfig
 ) -> tuple[dict[str, GroupMetrics], dict[str, GroupMetrics], dict[str, float]]:
     """(by_band, by_type, band multipliers): each configured band and option type with its own fit
-    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop)."""
+    where it has at least fit.band_min_samples quotes (bands and types are a handful: no per-quote loop).
+    With the smile the band multipliers come from the smile fits (_smile_fits): no flat band fit here."""
     enough = config.fit.band_min_samples
     by_band: dict[str, GroupMetrics] = {}
     band_values: dict[str, float] = {}
     for i, b in enumerate(config.bands):
         mask = priced.band == i
-        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
+        fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough and not config.smile.enabled else None
         by_band[b.name] = priced.metrics(mask, fit)
         if fit is not None and fit.multiplier is not None:
             band_values[b.name] = fit.multiplier
@@ -164,6 +209,32 @@ def _slice_fits(
         fit = priced.fit(mask, rv, config) if int(mask.sum()) >= enough else None
         by_type[label] = priced.metrics(mask, fit)
     return by_band, by_type, band_values
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _uncertainty_fields(
+    priced: _Priced, global_m: float, band_values: dict[str, float], rv: RealisedVol, config: CalibrationConfig
+) -> dict[str, object]:
+    """multiplier_se, multiplier_ci95 and the per-slice breakdown for the global fit and each fitted band."""
+    everything = np.ones(priced.sel.n, dtype=bool)
+    slices = {"global": priced.uncertainty(everything, global_m, rv, config)}
+    names = config.band_names()
+    for label, m in band_values.items():  # a handful of bands
+        slices[label] = priced.uncertainty(priced.band == names.index(label), m, rv, config)
+    g = slices.pop("global")
+    se = Multipliers(global_=_r(g.se), bands={k: round(u.se, 4) for k, u in slices.items() if u.se is not None})
+    ci = Interval95(
+        global_=[round(g.ci95[0], 4), round(g.ci95[1], 4)] if g.ci95 else None,
+        bands={k: [round(u.ci95[0], 4), round(u.ci95[1], 4)] for k, u in slices.items() if u.ci95},
+    )
+    return {
+        "multiplier_se": se,
+        "multiplier_ci95": ci,
+        "uncertainty": {"global": g.to_entry(), **{k: u.to_entry() for k, u in slices.items()}},
+    }
 
 
 @dataclass(frozen=True)
@@ -182,8 +253,14 @@ class _SmileFits:
         return Multipliers(global_=self.global_.multiplier, bands=bands, smile=smile)
 
 
-def _smile_fit(priced: _Priced, mask: np.ndarray, base: float, config: CalibrationConfig, *, fixed: list[float] | None = None,
-               start: float | None = None) -> SmileFit:
+def _base_of(base: np.ndarray | float, m: np.ndarray) -> np.ndarray | float:
+    """The quotes' base sigma under a mask (a per-quote base from the sigma mode, or one number)."""
+    return base[m] if np.ndim(base) else base  # type: ignore[index]
+
+
+def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, config: CalibrationConfig, *,
+               fixed: list[float] | None = None, start: float | None = None,
+               start_values: list[float] | None = None) -> SmileFit:
     """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
     q = priced.sel.quotes
     m = mask & priced.otm
@@ -194,19 +271,21 @@ def _smile_fit(priced: _Priced, mask: np.ndarray, base: float, config: Calibrati
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike[m] / q.underlying_price[m])
     return fit_smile(
-        log_k, np.sqrt(priced.sel.T[m]), base, priced.sigma_mark[m], priced.weights[m],
+        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], priced.weights[m],
         nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
         mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
-        price_inputs=price_inputs, start_multiplier=start, fixed_values=fixed,
+        price_inputs=price_inputs, start_multiplier=start, start_values=start_values, fixed_values=fixed,
     )
 
 
-def _fit_stats(priced: _Priced, mask: np.ndarray, fit: SmileFit, base: float, nodes: list[float], source: str) -> SmileFitStats:
+def _fit_stats(
+    priced: _Priced, mask: np.ndarray, fit: SmileFit, base: np.ndarray | float, nodes: list[float], source: str
+) -> SmileFitStats:
     q = priced.sel.quotes
     m = mask & priced.otm
     iv_err = None
     if fit.multiplier is not None and m.any():
-        level = base * fit.multiplier
+        level = _base_of(base, m) * fit.multiplier
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.log(q.strike[m] / q.underlying_price[m]) / (level * np.sqrt(priced.sel.T[m]))
         gap = np.abs(level * smile_at(x, nodes, fit.values) - priced.sigma_mark[m])
@@ -219,34 +298,34 @@ def _fit_stats(priced: _Priced, mask: np.ndarray, fit: SmileFit, base: float, no
     )
 
 
-def _deviation_range(priced: _Priced, mask: np.ndarray, level: float | None) -> list[float]:
+def _deviation_range(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, m: float | None) -> list[float]:
     """[min, max] ATM total deviation base x m x sqrt(T) over the quotes: where realism checks the smile."""
-    if level is None or not mask.any():
+    if m is None or not mask.any():
         return []
-    st = np.sqrt(priced.sel.T[mask])
-    return [float(level * st.min()), float(level * st.max())]
+    dev = _base_of(base, mask) * m * np.sqrt(priced.sel.T[mask])
+    return [float(np.min(dev)), float(np.max(dev))]
 
 
-def _smile_fits(priced: _Priced, base: float, config: CalibrationConfig, start: float | None) -> _SmileFits:
+def _smile_fits(priced: _Priced, base: np.ndarray | float, config: CalibrationConfig, start: float | None) -> _SmileFits:
     """Global smile on every OTM quote; per band (with >= fit.band_min_samples quotes) its own smile when
     it has >= smile.min_quotes_per_band OTM quotes, else the global smile with its own level."""
     nodes = list(config.smile.nodes)
     everything = np.ones(priced.sel.n, dtype=bool)
     g = _smile_fit(priced, everything, base, config, start=start)
     stats = {"global": _fit_stats(priced, everything, g, base, nodes, "fitted")}
-    deviations = {"global": _deviation_range(priced, everything, None if g.multiplier is None else base * g.multiplier)}
+    deviations = {"global": _deviation_range(priced, everything, base, g.multiplier)}
     bands: dict[str, SmileFit] = {}
     for i, b in enumerate(config.bands):  # a handful of bands
         mask = priced.band == i
         if int(mask.sum()) < config.fit.band_min_samples:
             continue
         own = int((mask & priced.otm).sum()) >= config.smile.min_quotes_per_band
-        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier)
+        fit = _smile_fit(priced, mask, base, config, fixed=None if own else list(g.values), start=g.multiplier, start_values=list(g.values))
         if fit.multiplier is None:
             continue
         bands[b.name] = fit
         stats[b.name] = _fit_stats(priced, mask, fit, base, nodes, "fitted" if own else "global")
-        deviations[b.name] = _deviation_range(priced, mask, base * fit.multiplier)
+        deviations[b.name] = _deviation_range(priced, mask, base, fit.multiplier)
     return _SmileFits(g, bands, stats, deviations)
 
 
@@ -290,8 +369,8 @@ def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
     ]
 
 
-def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig) -> str | None:
-    if rv.rv is None:
+def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig, mode: str = "rv") -> str | None:
+    if rv.rv is None and mode == "rv":
         return (
             f"No RV_7d: {rv.n_returns} hourly returns in the 7 days before the snapshot from {rv.source} "
             "(need >= 2); pass --prices FILE or --rv X"
@@ -355,7 +434,8 @@ def evaluate_live(
     all_T = year_fraction(quotes.expiry_ms, now_ms)
     valid = quotes.valid_name
     atm, atm_source = atm_iv_7d(quotes.take(valid), all_T[valid], config.filters.min_dte)
-    sel = select_quotes(quotes, now_ms, config.filters, underlying)
+    mode = config.sigma_mode_for(underlying)
+    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
     provenance = {
         "schema_version": 1,
         "run_id": run_id,
@@ -377,25 +457,27 @@ def evaluate_live(
         "quotes_total": sel.total,
         "tested": applied.multipliers(),
         "detail_file": detail_file,
+        "sigma_mode": mode,
     }
     empty_detail = RunDetail(run_id=run_id, underlying=underlying, ts=ts)
 
-    failure = _failure(rv, sel, config)
-    if failure is not None or rv.rv is None:
+    failure = _failure(rv, sel, config, mode)
+    if failure is not None:
         run = LiveRun(**provenance, status="failed", reason=failure, decision="hold", decision_reason=failure)
         return LiveEvaluation(run, empty_detail)
-    priced = _price(sel, rv.rv, applied, config)
+    priced = _price(sel, base, applied, config, mode)
+    rv_value = float(rv.rv) if rv.rv is not None else float("nan")  # unused by the fits outside rv mode
     vega_sum = float(priced.weights.sum())
     everything = np.ones(sel.n, dtype=bool)
-    fit = priced.fit(everything, rv.rv, config) if vega_sum > 0 else None
+    fit = priced.fit(everything, rv_value, config) if vega_sum > 0 else None
     if fit is None or fit.multiplier is None:
         run = LiveRun(**provenance, vega_sum=vega_sum, status="failed", reason=ZERO_VEGA, decision="hold", decision_reason=ZERO_VEGA)
         return LiveEvaluation(run, empty_detail)
 
     overall = priced.metrics(everything)
-    by_band, by_type, band_values = _slice_fits(priced, rv.rv, config)
+    by_band, by_type, band_values = _slice_fits(priced, rv_value, config)
     recommended = Multipliers(global_=fit.multiplier, bands=band_values)  # full precision feeds the EWMA
-    smiles = _smile_fits(priced, rv.rv, config, fit.multiplier) if config.smile.enabled else None
+    smiles = _smile_fits(priced, priced.base, config, fit.multiplier) if config.smile.enabled else None
     if smiles is not None and smiles.global_.multiplier is not None:
         # with the smile, a band's multiplier is its ATM level: fitted jointly with its smile
         recommended = smiles.multipliers(list(config.smile.nodes))
@@ -410,11 +492,14 @@ def evaluate_live(
         prev_values = prev_values.model_copy(update={"smile": None})  # the flat model: no smile carried along
     prev_ms = previous[2] if len(previous) > 2 else None  # type: ignore[misc]
     alpha = smoothing_alpha(config.smoothing, prev_ms, now_ms)
+    if prev_values.global_ is None:  # nothing fitted in this sigma mode before: the EWMA restarts here
+        alpha = 1.0
+        prev_values = recommended
     smoothed = ewma(recommended, prev_values, alpha, config.band_names())
 
     marks_failed, marks_degraded = mark_checks(quotes.take(valid))
     issues = [*marks_failed, *marks_degraded]
-    if rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
+    if mode == "rv" and rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
         issues.append(f"RV_7d from {rv.n_returns} hourly returns (< {config.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
     if atm is None:
         issues.append("no ATM IV")
@@ -447,8 +532,9 @@ def evaluate_live(
         fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" and smiles is None else None,
         by_band=by_band,
         by_type=by_type,
-        by_type_band=_type_band_fits(priced, rv.rv, config),
+        by_type_band=_type_band_fits(priced, rv_value, config),
         **_desk_fields(priced, config),  # type: ignore[arg-type]
+        **_uncertainty_fields(priced, recommended.global_ or fit.multiplier, dict(recommended.bands), rv, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         **({"smile_fit": smiles.stats} if smiles is not None else {}),
         smoothed_from=prev_source,
@@ -462,16 +548,19 @@ def evaluate_live(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
     )
-    return LiveEvaluation(decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns), detail)
+    decided = decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=mode)
+    return LiveEvaluation(decided, detail)
 
 
-def decide_live(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> LiveRun:
+def decide_live(
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
+) -> LiveRun:
     """`run` with the policy's decision against `applied` and the values it would apply (capped
     steps); a run that could not be fitted keeps its hold. Also settles whether it feeds the EWMA."""
     feeds = feeds_smoothing(run, policy, min_rv_returns)
     if run.recommended is None:
         return run.model_copy(update={"feeds_smoothing": False})
-    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns, sigma_mode=sigma_mode)
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )

@@ -6,14 +6,20 @@ Rules, in this order; the first that fails holds the run and its reason names th
 numbers:
 
 1. realism not failed                    "Realism failed: <realism reason>"
+1b. fitted in the configured sigma mode  "Sigma mode mismatch: fitted in rv, configured atm_iv"
 2. a smoothed global multiplier exists   "No smoothed multiplier (<run reason>)"
 3. samples >= min_samples                "Sample size too small (47 < 50)"
 4. summed vega > 0 and >= min_vega_sum   "Summed vega too small (0.0000 < 1)"
-5. |smoothed - applied| >= min_delta for global or any band
-                                         "Change too small (global d=0.0026 < 0.03; bands: none)"
-6. RV_7d from >= min_rv_returns hourly returns (a manual --rv counts as enough)
+5. RV_7d from >= min_rv_returns hourly returns (a manual --rv counts as enough); before the change
+   rule because thin RV's standard error would otherwise hide the real reason
                                          "Thin RV: RV_7d from 11 hourly returns (< 120)"
+6. |smoothed - applied| >= max(min_delta, min_delta_se x SE) for global or any band, SE being
+   the run's multiplier_se of that value (calibration/uncertainty.py; rows without it: min_delta)
+                                         "Change too small (global d=0.0026 < 0.03; bands: none)"
+                                         "Change too small (global d=0.0400 < 0.0613 = 1 x SE; ...)"
 Otherwise apply:                         "global d=0.0840; bands changed: 7-30d; samples=91"
+A run fitted in another sigma mode than the applied values' applies after rule 5 without rules 6
+and the step cap (they compare numbers that multiply different bases).
 
 A step larger than max_rel_step of the applied value never holds (holding for it deadlocked the
 policy once the smoothed value had drifted away): the value applied is capped at that step and
@@ -32,7 +38,7 @@ from typing import Literal
 from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.smile import flat, node_label, regrid
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig, Smile
+from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, PolicyConfig, Smile
 
 Decision = tuple[Literal["apply", "hold"], str]
 _EPS = 1e-12
@@ -45,7 +51,10 @@ def band_deltas(smoothed: Multipliers, applied: AppliedEntry) -> dict[str, tuple
 
 
 def thin_rv(run: LiveRun, min_rv_returns: int) -> bool:
-    """RV_7d rests on fewer hourly returns than configured (a manual --rv is never thin)."""
+    """RV_7d rests on fewer hourly returns than configured (a manual --rv is never thin; an IV
+    sigma mode does not rest on RV at all)."""
+    if (run.sigma_mode or DEFAULT_SIGMA_MODE) != DEFAULT_SIGMA_MODE:
+        return False
     return run.rv_source != "manual" and run.rv_returns is not None and run.rv_returns < min_rv_returns
 
 
@@ -54,10 +63,29 @@ def feeds_smoothing(run: LiveRun, policy: PolicyConfig, min_rv_returns: int = 0)
     return run.status != "failed" and not thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
 
 
-def decide(run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0) -> Decision:
+def decide(
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
+) -> Decision:
     """(decision, reason) with decision "apply" or "hold"."""
-    decision, reason, _ = decide_values(run, applied, policy, min_rv_returns=min_rv_returns)
+    decision, reason, _ = decide_values(run, applied, policy, min_rv_returns=min_rv_returns, sigma_mode=sigma_mode)
     return decision, reason
+
+
+def _se(run: LiveRun, band: str | None) -> float | None:
+    """The run's standard error of its global (band None) or a band's recommended multiplier."""
+    se = run.multiplier_se
+    if se is None:
+        return None
+    return se.global_ if band is None else se.bands.get(band)
+
+
+def change_limit(policy: PolicyConfig, se: float | None) -> tuple[float, str]:
+    """(smallest change applied, how it reads): max(min_delta, min_delta_se x SE)."""
+    base = policy.min_delta
+    if se is None or policy.min_delta_se <= 0 or policy.min_delta_se * se <= base:
+        return base, fmt.limit(base)
+    limit = policy.min_delta_se * se
+    return limit, f"{limit:.4f} = {fmt.limit(policy.min_delta_se)} x SE"
 
 
 def _capped(new: float, old: float, max_rel_step: float) -> float:
@@ -68,11 +96,16 @@ def _capped(new: float, old: float, max_rel_step: float) -> float:
 
 
 def decide_values(
-    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0
+    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
 ) -> tuple[Literal["apply", "hold"], str, Multipliers | None]:
-    """(decision, reason, values to apply): the smoothed values, each step capped at max_rel_step."""
+    """(decision, reason, values to apply): the smoothed values, each step capped at max_rel_step.
+
+    `sigma_mode` is the configured mode; a run fitted in another one is never applied."""
     if run.status == "failed":
         return "hold", f"Realism failed: {run.reason or 'no reason recorded'}", None
+    fitted = run.sigma_mode or DEFAULT_SIGMA_MODE
+    if sigma_mode is not None and fitted != sigma_mode:
+        return "hold", f"Sigma mode mismatch: fitted in {fitted}, configured {sigma_mode}", None
     smoothed = run.smoothed
     if smoothed is None or smoothed.global_ is None:
         return "hold", f"No smoothed multiplier ({run.reason or 'no usable quotes'})", None
@@ -83,17 +116,25 @@ def decide_values(
     if not vega > 0 or vega < policy.min_vega_sum:
         return "hold", f"Summed vega too small ({vega:.4f} < {fmt.limit(max(policy.min_vega_sum, 0.0))})", None
 
+    if thin_rv(run, min_rv_returns):
+        return "hold", f"Thin RV: RV_7d from {run.rv_returns} hourly returns (< {min_rv_returns})", None
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)
     d_bands = {label: abs(new - old) for label, (new, old) in bands.items()}
-    changed = [label for label, d in d_bands.items() if d >= policy.min_delta - _EPS]
+    old_mode = applied.sigma_mode or DEFAULT_SIGMA_MODE
+    if old_mode != fitted:  # another base: neither the change rule nor a step cap compares across modes
+        reason = f"sigma mode {old_mode} -> {fitted}: applied without the change rule or step cap; samples={samples}"
+        return "apply", reason, smoothed.rounded(4)
+    g_limit = change_limit(policy, _se(run, None))
+    limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
+    changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]
     nodes_moved = smile_nodes_moved(smoothed.smile, applied.smile, policy.min_delta)
-    if d_global < policy.min_delta - _EPS and not changed and not nodes_moved:
-        listed = ", ".join(f"{label} d={d:.4f}" for label, d in d_bands.items()) or "none"
+    if d_global < g_limit[0] - _EPS and not changed and not nodes_moved:
+        listed = ", ".join(
+            f"{label} d={d:.4f}" + (f" < {limits[label][1]}" if "SE" in limits[label][1] else "") for label, d in d_bands.items()
+        ) or "none"
         smile_part = "; smile nodes: none" if smoothed.smile is not None else ""
-        return "hold", f"Change too small (global d={d_global:.4f} < {fmt.limit(policy.min_delta)}; bands: {listed}{smile_part})", None
-    if thin_rv(run, min_rv_returns):
-        return "hold", f"Thin RV: RV_7d from {run.rv_returns} hourly returns (< {min_rv_returns})", None
+        return "hold", f"Change too small (global d={d_global:.4f} < {g_limit[1]}; bands: {listed}{smile_part})", None
 
     reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
     if smoothed.smile is not None:

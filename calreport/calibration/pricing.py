@@ -305,3 +305,13 @@ def _bracketed(x: np.ndarray, beta: np.ndarray, s_c: np.ndarray, convex: np.ndar
         done = (np.abs(new - sa) <= _TOL * new + 1e-300) | (np.isfinite(ha) & (ha - la <= _TOL * ha))
         active = active[~done]
     return s
+
+
+def black76_price_vega_live(k: np.ndarray, sqrt_t: np.ndarray, sigma: np.ndarray, sign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coin price, vega) for clean inputs only (k = K/F > 0, sqrt_t > 0, sigma > 0; sign +1 call, -1 put),
+    sharing d1 and skipping black76_price's guards: the inner loop of a fit that checked its inputs once."""
+    s = sigma * sqrt_t
+    d1 = -np.log(k) / s + 0.5 * s
+    wd1 = sign * d1
+    price = sign * (ndtr(wd1) - k * ndtr(wd1 - sign * s))
+    return price, _phi(d1) * sqrt_t

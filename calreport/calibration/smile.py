@@ -13,7 +13,7 @@ Public API (numpy, no per-option Python loops):
         one gathered interpolation for every option whatever its band (the engine's hot path).
     fit_smile(...) -> SmileFit: level m and node values minimising the configured objective over
         OTM quotes plus penalty x sum of squared second differences (slope changes) of the nodes,
-        bounds on both; L-BFGS-B with an analytic gradient over all quotes at once.
+        bounds on both; damped Gauss-Newton (IRLS) over all quotes at once, a 7 x 7 solve per step.
     quotes_per_node(x, nodes) -> how many quotes inform each node (x inside its hat's support).
     arbitrage_problem(nodes, values, s0) -> None or the first node where call prices on the node
         grid rise with strike or a butterfly is negative, at ATM total deviation s0 = base m sqrt(T).
@@ -26,17 +26,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import ndtr
 
 from calreport import fmt
 from calreport.calibration.bands import BandLookup, band_value
-from calreport.calibration.pricing import black76_price, black76_vega
+from calreport.calibration.pricing import black76_price, black76_price_vega_live
 from calreport.store.models import AppliedEntry, Band, Multipliers
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
-SMOOTH_ABS_VP = 0.02  # |gap| is smoothed as sqrt(gap^2 + eps^2) (vol points) so the gradient exists
-SMOOTH_ABS_PCT = 0.02  # the same for the price objective (percent of the mark)
+SMOOTH_ABS_VP = 0.05  # |gap| is smoothed as sqrt(gap^2 + eps^2) (vol points) so the gradient exists
+SMOOTH_ABS_PCT = 0.05  # the same for the price objective (percent of the mark)
+FIT_MAX_STEPS = 60  # damped Gauss-Newton steps; it usually stops after 10-20
+FIT_STEP_TOL = 1e-5  # no parameter moved more than this: done (the YAML keeps 4 decimals)
+FIT_REL_TOL = 1e-4  # or the objective fell by less than this fraction in a step
 ARB_TOL = 1e-12  # coin: call-price differences smaller than this are rounding, not arbitrage
 
 
@@ -175,6 +177,7 @@ def fit_smile(
     objective: str = "otm_iv_vega",
     price_inputs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     start_multiplier: float | None = None,
+    start_values: Sequence[float] | None = None,
     fixed_values: Sequence[float] | None = None,
 ) -> SmileFit:
     """Level m and node values minimising objective + penalty x sum (slope changes)^2.
@@ -182,8 +185,11 @@ def fit_smile(
     The caller passes OTM quotes only. `objective` "otm_iv_vega" is the vega-weighted mean |sigma -
     sigma_mark| (vol points); "price_vega_rel" the vega-weighted mean |price - mark| / mark (percent),
     which needs `price_inputs` = (F, K, is_call, mark). |.| is smoothed (sqrt(r^2 + eps^2)) so the
-    gradient exists. With `fixed_values` only m is fitted (a band that takes the global smile).
+    gradient exists. With `fixed_values` only m is fitted (a band that takes the global smile);
+    `start_values` only seeds the search (a band starts from the global smile: fewer iterations).
     """
+    if (objective == "price_vega_rel") != (price_inputs is not None):
+        raise ValueError(f"objective {objective!r} needs price_inputs exactly when it is price_vega_rel")
     nd = np.asarray(nodes, dtype=np.float64)
     lk, st, sm, w = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (log_k, sqrt_t, market_sigma, weights))
     b = np.broadcast_to(np.asarray(base, dtype=np.float64), lk.shape).reshape(-1)
@@ -197,9 +203,12 @@ def fit_smile(
     lk, st, sm, w, b = lk[ok], st[ok], sm[ok], w[ok] / w[ok].sum(), b[ok]
     if price_inputs is not None:
         F, K, is_call, mark = F[ok].astype(float), K[ok].astype(float), is_call[ok].astype(bool), mark[ok].astype(float)
+        kf, sign = K / F, np.where(is_call, 1.0, -1.0)  # finite ln(K/F) above: K/F > 0, the inputs are clean
     z = zero_index(nd)
     free = np.array([i for i in range(nd.size) if i != z]) if fixed_values is None else np.array([], dtype=np.intp)
-    v0 = np.ones(nd.size) if fixed_values is None else np.asarray(fixed_values, dtype=np.float64)
+    seed = fixed_values if fixed_values is not None else start_values
+    v0 = np.ones(nd.size) if seed is None else np.asarray(seed, dtype=np.float64).copy()
+    v0[zero_index(nd)] = 1.0
     D = _second_diff_matrix(nd)
     DtD = D.T @ D
     lo_m, hi_m = float(mult_bounds[0]), float(mult_bounds[1])
@@ -211,42 +220,72 @@ def fit_smile(
         v[free] = p[1:]
         return float(p[0]), v
 
-    def value_and_grad(p: np.ndarray) -> tuple[float, np.ndarray]:
+    lo_v, hi_v = float(bounds[0]), float(bounds[1])
+    lo_p = np.concatenate([[lo_m], np.full(free.size, lo_v)])
+    hi_p = np.concatenate([[hi_m], np.full(free.size, hi_v)])
+    eps = SMOOTH_ABS_VP if price_inputs is None else SMOOTH_ABS_PCT
+    pen = 2.0 * penalty * DtD[np.ix_(free, free)] if free.size else np.zeros((0, 0))
+
+    def linearise(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(objective, residuals r, weights w / |r|_eps, Jacobian dr/dp) at p: one pass over the quotes."""
         m, v = unpack(p)
         level = b * m
         x = lk / (level * st)
         j, t, inside, h = _interp_weights(x, nd)
-        s = (1 - t) * v[j] + t * v[j + 1]
-        sigma = level * s
+        sv = (1 - t) * v[j] + t * v[j + 1]
+        sigma = level * sv
         slope = np.where(inside, (v[j + 1] - v[j]) / h, 0.0)
-        dsig_dm = b * (s - x * slope)  # d(level s(x(m)))/dm with x = lk / (b m sqrt T)
         if price_inputs is None:
             r = (sigma - sm) * 100.0
-            a = np.sqrt(r * r + SMOOTH_ABS_VP**2)
-            f = float(np.sum(w * a))
-            dsig = w * (r / a) * 100.0  # d f / d sigma per quote
+            dr = np.full(r.size, 100.0)
         else:
-            price = black76_price(F, K, st * st, sigma, is_call)
+            price, vega = black76_price_vega_live(kf, st, sigma, sign)
             r = (price - mark) / mark * 100.0
-            a = np.sqrt(r * r + SMOOTH_ABS_PCT**2)
-            f = float(np.sum(w * a))
-            dsig = w * (r / a) * 100.0 / mark * black76_vega(F, K, st * st, sigma)
-        g = np.empty(p.size)
-        g[0] = float(np.sum(dsig * dsig_dm))
+            dr = vega / mark * 100.0
+        a = np.sqrt(r * r + eps * eps)
+        f = float(np.sum(w * a)) + (penalty * float(np.sum((D @ v) ** 2)) if free.size else 0.0)
+        jac = np.zeros((r.size, p.size))
+        jac[:, 0] = dr * b * (sv - x * slope)  # d sigma / dm with x = lk / (b m sqrt T)
         if free.size:
-            gv = np.bincount(j, weights=dsig * level * (1 - t), minlength=nd.size) + np.bincount(
-                j + 1, weights=dsig * level * t, minlength=nd.size
-            )
-            gp = 2.0 * penalty * (DtD @ v)
-            g[1:] = (gv + gp)[free]
-            f += penalty * float(np.sum((D @ v) ** 2))
-        return f, g
+            full = np.zeros((r.size, nd.size))
+            rows = np.arange(r.size)
+            full[rows, j] = level * (1 - t)  # j and j + 1 differ: plain assignment, no accumulation needed
+            full[rows, j + 1] = level * t
+            jac[:, 1:] = dr[:, None] * full[:, free]
+        return f, r, w / a, jac
 
-    lo_v, hi_v = float(bounds[0]), float(bounds[1])
-    p0 = np.concatenate([[m0], np.clip(v0[free], lo_v, hi_v)])
-    box = [(lo_m, hi_m)] + [(lo_v, hi_v)] * free.size
-    res = minimize(value_and_grad, p0, jac=True, method="L-BFGS-B", bounds=box, options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9})
-    m, v = unpack(res.x)
+    def penalty_grad(p: np.ndarray) -> np.ndarray:
+        return 2.0 * penalty * (DtD @ unpack(p)[1])[free] if free.size else np.zeros(0)
+
+    # Damped Gauss-Newton on the smoothed objective (iteratively reweighted least squares: the quadratic
+    # w r^2 / (2 |r|_eps) majorises w |r|_eps), projected onto the bounds; a handful of 7 x 7 solves.
+    p = np.clip(np.concatenate([[m0], v0[free]]), lo_p, hi_p)
+    f, r, u, jac = linearise(p)
+    mu = 1e-3
+    for _ in range(FIT_MAX_STEPS):  # iterations of the solver (each vectorised over all quotes)
+        g = jac.T @ (u * r)
+        g[1:] += penalty_grad(p)
+        hess = jac.T @ (u[:, None] * jac)
+        hess[1:, 1:] += pen
+        improved = False
+        while mu < 1e8:
+            step = np.linalg.solve(hess + mu * np.diag(np.diag(hess) + 1e-12), -g)
+            cand = np.clip(p + step, lo_p, hi_p)
+            fc, rc, uc, jc = linearise(cand)
+            if fc <= f:
+                improved = True
+                break
+            mu *= 10.0
+        if not improved:
+            break
+        moved = float(np.max(np.abs(cand - p)))
+        gain = f - fc
+        p, f, r, u, jac = cand, fc, rc, uc, jc
+        mu = max(mu / 10.0, 1e-7)
+        if moved < FIT_STEP_TOL or gain <= FIT_REL_TOL * f:
+            break
+
+    m, v = unpack(p)
     v[z] = 1.0
     # the objective as configured (unsmoothed, no penalty) at the optimum
     level = b * m

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from calreport.calibration.smile import flat, regrid, zero_index
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers, Smile, SmoothingConfig
+from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, Smile, SmoothingConfig
 from calreport.timeutil import MS_PER_HOUR, time_ms
 
 APPLIED_SOURCE = "applied"
+RESTART_SOURCE = "restart"  # nothing of the configured sigma mode to continue from
 
 
 def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
@@ -46,12 +47,19 @@ def previous_smoothed(
 
 
 def previous_smoothed_run(
-    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry
+    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry, *, sigma_mode: str | None = None
 ) -> tuple[Multipliers, str, int | None]:
-    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values)."""
+    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values).
+
+    With `sigma_mode`, only runs (and applied values) fitted in that mode continue the EWMA: values
+    of another mode multiply another base. None of them: a global of None, and the EWMA restarts."""
     for run in runs_newest_first:
+        if sigma_mode is not None and (run.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
+            continue
         if seeds_smoothing(run, underlying) and run.smoothed is not None:
             return run.smoothed, f"run {run.run_id}", time_ms(run.ts)
+    if sigma_mode is not None and (applied.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
+        return Multipliers(global_=None), f"{RESTART_SOURCE} (applied values are sigma_mode {applied.sigma_mode or DEFAULT_SIGMA_MODE})", None
     return applied.multipliers(), APPLIED_SOURCE, None
 
 

@@ -172,6 +172,7 @@ def log_lines(root: Root, underlying: str | None = None) -> list[str]:
 class RollbackTarget(NamedTuple):
     run_id: str
     values: Multipliers
+    sigma_mode: str | None = None  # the mode the values were fitted in (None: rv)
 
 
 def rollback_target(root: Root, underlying: str, current_run_id: str | None, to: str | None = None) -> RollbackTarget:
@@ -182,7 +183,7 @@ def rollback_target(root: Root, underlying: str, current_run_id: str | None, to:
     never targets.
     """
     events = [
-        RollbackTarget(e.run_id, e.applied)
+        RollbackTarget(e.run_id, e.applied, getattr(e, "sigma_mode", None))
         for e in apply_events(root, underlying)
         if e.applied is not None and e.applied.global_ is not None and e.run_id
     ]
@@ -220,8 +221,14 @@ def rollback(
     name = cfg.check_underlying(underlying)
     with transaction(root, cfg) as tx:
         target = rollback_target(root, name, tx.entry(name).run_id, to)
+        fitted, configured = target.sigma_mode or "rv", cfg.sigma_mode_for(name)
+        if fitted != configured:
+            raise RefusedError(
+                f"run {target.run_id}'s values were fitted in sigma_mode {fitted}, configured is {configured}; not rolled back"
+            )
         return tx.write(
             name, target.values, source="rollback", run_id=target.run_id,
             reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
+            sigma_mode=target.sigma_mode,
         )
 

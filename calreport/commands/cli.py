@@ -69,11 +69,11 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
 
 @contextmanager
 def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progress]:
-    """A tqdm bar over the day files being read; quiet unless `stream` (stderr) is a terminal."""
+    """A tqdm bar over the harvest days being read; quiet unless `stream` (stderr) is a terminal."""
     out = sys.stderr if stream is None else stream
     isatty = getattr(out, "isatty", None)
     bar = tqdm(
-        total=0, desc=label, unit="file", file=out, leave=False, delay=PROGRESS_DELAY_S,
+        total=0, desc=label, unit="day", file=out, leave=False, delay=PROGRESS_DELAY_S,
         disable=not (isatty and isatty()),
     )
 
@@ -108,12 +108,30 @@ def describe_run(run: LiveRun) -> str:
     gap = f", bias {fmt.pct(run.bias_pct)}, IV gap {fmt.num(run.mae_vol_points)} vol pts" if run.mae_vol_points is not None else ""
     bound = " (on the search bound)" if run.recommended_on_bound else ""
     rec, sm = run.recommended, run.smoothed
+    se = run.multiplier_se.global_ if run.multiplier_se else None
+    ci = fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None)
+    se_part = f" (SE {fmt.mult(se)}, 95 % {ci})" if se is not None and ci else ""
+    flags = f" Flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}." if run.flags else ""
     return head + (
         f"At the applied multiplier {fmt.mult(run.multiplier_tested)}: MAE {fmt.pct(run.mae_pct)}, "
         f"vega-weighted MAE {fmt.pct(run.vega_weighted_mae_pct)}{gap}. "
-        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}; "
+        f"Recommended {fmt.multipliers(rec.global_, rec.bands)}{bound}{se_part}; "
         f"smoothed {fmt.multipliers(sm.global_ if sm else None, sm.bands if sm else None)}. "
-    ) + verdict
+    ) + describe_smile_fit(run) + verdict + flags
+
+
+def describe_smile_fit(run: LiveRun) -> str:
+    """'Smile: global x=-2.50 1.4500 ... (154 OTM quotes, IV error 0.40 vp); own smiles: 7-30d, 30-90d. '"""
+    rec = run.recommended
+    stats = (run.smile_fit or {}).get("global")
+    if rec is None or rec.smile is None or stats is None:
+        return ""
+    nodes = ", ".join(f"{fmt.node(x)} {fmt.mult(v)}" for x, v in zip(rec.smile.nodes, rec.smile.global_))
+    own = ", ".join(b for b, s in (run.smile_fit or {}).items() if b != "global" and s.source == "fitted") or "none"
+    return (
+        f"Smile fitted: global {nodes} ({fmt.integer(stats.samples)} OTM quotes, IV error {fmt.num(stats.iv_error_vp, 2)} vp); "
+        f"bands with their own smile: {own}. "
+    )
 
 
 def describe_auto_run(run: AutoRun) -> str:
@@ -131,6 +149,14 @@ def describe_auto_run(run: AutoRun) -> str:
             f"data quality {dq.status}"
         ),
     ]
+    if run.multiplier_se is not None or run.span_hours is not None:
+        lines.append(
+            f"    SE {fmt.mult(run.multiplier_se)} (95 % {fmt.interval(run.multiplier_ci95) or fmt.MISSING}); "
+            f"sigma mode {run.sigma_mode or 'rv'}; used {run.snapshots_used or 0} of {run.snapshots_in_window or 0} "
+            f"snapshots over {fmt.span(run.span_hours)} (dropped: {dropped_text(run.snapshots_dropped or {})})"
+        )
+    if run.flags:
+        lines.append(f"    flags: {', '.join(dict.fromkeys(f.code for f in run.flags))}")
     lines += [f"    - {issue}" for issue in dq.issues]
     lines.append(f"    run {run.run_id} (history only; the applied multipliers are unchanged)")
     return "\n".join(lines)
@@ -209,7 +235,8 @@ def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
-    run = actions.calibrate(ws, args.underlying, Path(args.snapshot), prices=args.prices and Path(args.prices), rv=args.rv)
+    snapshot = Path(args.snapshot) if args.snapshot else None  # none: fetch the chain now (kept in data/snapshots/)
+    run = actions.calibrate(ws, args.underlying, snapshot, prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
     return 0
 
@@ -229,6 +256,16 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     with harvest_progress(f"reading {args.underlying.upper()} harvest") as progress:
         run = actions.auto_calibrate(ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress)
     print(describe_auto_run(run))
+    return 0
+
+
+def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
+    res = actions.prices_fetch(ws, args.underlying, days=args.days)
+    span = f"{iso_ms(res.first_ms)} to {iso_ms(res.last_ms)}" if res.first_ms is not None and res.last_ms is not None else "empty"
+    print(
+        f"{args.underlying.upper()}: {res.closes_added} new hourly closes ({res.closes_total} stored, {span}), "
+        f"{res.hv_added} new historical-vol points -> {_relative(res.path.parent, ws.root)}"
+    )
     return 0
 
 
@@ -419,9 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("render", cmd_render, "regenerate site/ from the files of record")
 
-    sp = add("calibrate", cmd_calibrate, "one live calibration against a Deribit snapshot")
+    sp = add("calibrate", cmd_calibrate, "one live calibration against Deribit's chain (fetched now, or --snapshot FILE)")
     sp.add_argument("--underlying", required=True)
-    sp.add_argument("--snapshot", required=True, help="Deribit get_book_summary_by_currency response (JSON)")
+    sp.add_argument(
+        "--snapshot",
+        help="replay a Deribit get_book_summary_by_currency response (JSON, or .json.gz); without it the chain is "
+        "fetched now and kept in data/snapshots/<U>/",
+    )
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43) instead of computing it")
@@ -431,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
     sp.add_argument("--lookback", help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
+
+    sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
+    sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
 
     sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest; "
              "--every SECONDS keeps harvesting; `harvest compact` turns closed days into Parquet")

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from calreport.store.models import (
+    AlertEvent,
     AppliedDocument,
     ApplyEvent,
     AutoRun,
@@ -40,6 +41,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "auto-run": AutoRun,
     "run-detail": RunDetail,
     "harvest-row": HarvestRow,
+    "alert-event": AlertEvent,
     "harvest-errors": HarvestErrors,
     "backtest-summary": BacktestSummary,
     "backtest-decision": BacktestDecision,
@@ -54,6 +56,7 @@ DESCRIPTIONS: dict[str, str] = {
     "auto-run": "history/auto_calibrate.jsonl, one line: one auto-calibrate run over the harvest",
     "run-detail": "history/runs/<run_id>.json: the quote-level detail of one live run",
     "harvest-row": "data/harvest/<UNDERLYING>/YYYY-MM-DD.jsonl(.gz), one line: a Deribit book-summary row",
+    "alert-event": "history/alerts.jsonl, one line: an alert raised for a run and its delivery",
     "harvest-errors": "data/harvest/<UNDERLYING>/YYYY-MM-DD.errors.json: lines compaction set aside",
     "backtest-summary": "backtests/<id>/summary.json: settings and per-variant results of one `calreport backtest`",
     "backtest-decision": "backtests/<id>/decisions.jsonl, one line: one decision time of one backtest variant",

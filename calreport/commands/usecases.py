@@ -7,6 +7,8 @@ config is read once per command and the audit commit never depends on what was i
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,13 +21,15 @@ from calreport.calibration.auto import (
     parse_dte_range,
     parse_lookback,
 )
+from calreport.calibration.flags import auto_flags, live_flags
 from calreport.calibration.live import decide_live, evaluate_live
 from calreport.calibration.smoothing import previous_smoothed_run
+from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
 from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, compact_closed_days
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.harvest import (
     AppendResult,
     Progress,
@@ -36,6 +40,7 @@ from calreport.market.harvest import (
     load_harvest,
     rv_from_harvest,
 )
+from calreport.market.prices import PricesFetched, fetch_prices, hv_at, rv_from_price_store
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
@@ -44,7 +49,7 @@ from calreport.store.history import append_row, ensure_history_files, iter_rows_
 from calreport.store.ids import new_run_id
 from calreport.store.models import ApplyEvent, AutoRun, LiveRun
 from calreport.store.paths import Root
-from calreport.timeutil import MS_PER_DAY, utc_now
+from calreport.timeutil import MS_PER_DAY, iso_ms, utc_now
 
 Where = Workspace | Root
 
@@ -104,16 +109,47 @@ def harvest(where: Where, underlying: str, from_file: Path | None = None, *, cli
 # --------------------------------------------------------------------------- live calibration
 
 
+HARVEST_RV_WARNING = (
+    "RV_7d from the harvest's nearest-expiry forwards, not a price series: "
+    "run `calreport prices fetch --underlying {u}` for hourly closes"
+)
+
+
 def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None) -> RealisedVol:
-    """RV_7d for a live run: --rv, else --prices FILE, else the harvest (an unreadable one is no RV)."""
+    """RV_7d for a live run: --rv, else --prices FILE, else the root's price store
+    (`calreport prices fetch`), else the harvest's forwards (an unreadable harvest is no RV)."""
     if rv is not None:
         return manual_rv(rv)
     if prices is not None:
         return rv_from_chart_file(prices, now_ms)
+    stored = rv_from_price_store(root, underlying, now_ms)
+    if stored is not None and stored.rv is not None:
+        return stored
     try:
         return rv_from_harvest(root, underlying, now_ms)
     except CalreportError as exc:
         return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
+
+
+def make_client() -> DeribitClient:
+    """The Deribit client of a live fetch (tests replace this with one replaying recorded payloads)."""
+    return DeribitClient()
+
+
+def fetch_snapshot(where: Where, underlying: str, *, client: DeribitClient | None = None) -> Path:
+    """`calreport calibrate` without --snapshot: fetch the option chain now
+    (public/get_book_summary_by_currency, kind option) and keep it in the root as
+    data/snapshots/<U>/<snapshot time>.json.gz (Deribit's envelope, atomic write), so the run
+    can be re-derived. A network failure is a CalreportError before anything is written."""
+    ws = as_workspace(where)
+    name = ws.config.check_underlying(underlying)
+    rows, meta = (client or make_client()).book_summary(name)
+    stamp = datetime.fromtimestamp(meta.now_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H%M%S") + f".{meta.now_ms % 1000:03d}Z"
+    path = ws.root.snapshots_dir(name) / f"{stamp}.json.gz"
+    if not path.exists():  # the same snapshot fetched twice is the same file
+        body = json.dumps({"jsonrpc": "2.0", "result": rows}, separators=(",", ":")).encode("utf-8")
+        atomic_write(path, gzip.compress(body, mtime=0))
+    return path
 
 
 def run_live_calibration(
@@ -137,9 +173,11 @@ def run_live_calibration(
     applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
+    mode = cfg.sigma_mode_for(name)
     # a hand-edited row whose smoothed values break the limits never seeds the EWMA (issue 10)
     seeds = (r for r in iter_rows_reversed(root.live_history, LiveRun) if cfg.limits.problem_of(r.smoothed) is None)
-    previous = previous_smoothed_run(seeds, name, applied)
+    previous = previous_smoothed_run(seeds, name, applied, sigma_mode=mode)
+    before = _latest_live(root, name)  # for "new flags": what the underlying's previous run raised
     detail_path = root.run_detail(run_id)
     evaluated = evaluate_live(
         QuoteArrays.from_rows(rows),
@@ -150,39 +188,94 @@ def run_live_calibration(
         previous=previous,
         config=cfg,
         run_id=run_id,
-        snapshot_file=Path(snapshot).name,
+        snapshot_file=_snapshot_ref(root, Path(snapshot)),
         detail_file=str(detail_path.relative_to(root.path)),
     )
     atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
-    run = evaluated.run
+    run = evaluated.run.model_copy(update=_rv_context(root, name, meta.now_ms, rvi))
+    prev_flags = before.flags if before is not None else None
     if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
+        run = run.model_copy(update={"flags": live_flags(run, [], cfg)})
         append_row(root.live_history, run)
+        notify(ws, "live", run, prev_flags)
         return run
     event = None
     with applied_store.transaction(root, cfg) as tx:
-        run = decide_live(run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)  # values on disk now
+        run = decide_live(  # against the values on disk now
+            run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns, sigma_mode=mode
+        )
         values = run.applied_values or run.smoothed
         beyond = cfg.limits.problem_of(values) if run.decision == "apply" else None
         if beyond:  # never a row saying "apply" that no apply event follows (issue 10)
             run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
+        applied_atm = _run_atm_iv(root, tx.entry(name).run_id)
+        run = run.model_copy(update={"flags": live_flags(run, evaluated.detail.expiries, cfg, applied_atm_iv=applied_atm)})
         append_row(root.live_history, run)  # the row first: the apply event follows its run
         if run.decision == "apply" and values is not None:
-            event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+            event = tx.write(
+                name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
+            )
     if event is not None:
         ws.applied(event)
+    notify(ws, "live", run, prev_flags)
     return run
+
+
+def _rv_context(root: Root, underlying: str, now_ms: int, rvi: RealisedVol) -> dict[str, Any]:
+    """rv_warning when RV fell back to the harvest's forwards; Deribit's own historical vol at the
+    snapshot (from the price store) as a cross-check of RV_7d."""
+    out: dict[str, Any] = {}
+    if rvi.source.startswith("harvest"):
+        out["rv_warning"] = HARVEST_RV_WARNING.format(u=underlying)
+    hv = hv_at(root, underlying, now_ms)
+    if hv is not None:
+        out["deribit_hv"], out["deribit_hv_ts"] = round(hv[0], 6), iso_ms(hv[1])
+    return out
+
+
+def prices_fetch(
+    where: Where, underlying: str, *, days: float = 8.0, client: DeribitClient | None = None, now: Callable[[], datetime] = utc_now
+) -> PricesFetched:
+    """`calreport prices fetch`: hourly perpetual closes and Deribit's historical vol into the price store."""
+    ws = as_workspace(where)
+    name = ws.config.check_underlying(underlying)
+    return fetch_prices(ws.root, name, days, client or make_client(), int(now().timestamp() * 1000))
+
+
+def _snapshot_ref(root: Root, snapshot: Path) -> str:
+    """The run's snapshot_file: relative to the root when the root keeps it (fetched), else its name."""
+    try:
+        return str(snapshot.resolve().relative_to(root.path.resolve()))
+    except ValueError:
+        return snapshot.name
+
+
+def _latest_live(root: Root, underlying: str) -> LiveRun | None:
+    """The underlying's newest live run calreport made (reads the history's tail only)."""
+    return next((r for r in iter_rows_reversed(root.live_history, LiveRun) if r.underlying == underlying and r.is_live), None)
+
+
+def _run_atm_iv(root: Root, run_id: str | None) -> float | None:
+    """The 7-day ATM IV of the run whose values are applied (None for init values or a lost row)."""
+    if not run_id:
+        return None
+    return next((r.atm_iv for r in iter_rows_reversed(root.live_history, LiveRun) if r.run_id == run_id), None)
 
 
 def calibrate(
     where: Where,
     underlying: str,
-    snapshot: Path,
+    snapshot: Path | None,
     *,
     prices: Path | None = None,
     rv: float | None = None,
+    client: DeribitClient | None = None,
 ) -> LiveRun:
-    """One live run: history row, policy decision, apply if the policy says so, re-render."""
+    """One live run: history row, policy decision, apply if the policy says so, re-render.
+    Without a snapshot the chain is fetched now and kept in the root (fetch_snapshot)."""
     ws = as_workspace(where)
+    if snapshot is None:
+        snapshot = fetch_snapshot(ws, underlying, client=client)
     run = run_live_calibration(ws, underlying, snapshot, prices=prices, rv=rv)
     ws.rerender()
     return run
@@ -248,7 +341,14 @@ def run_auto_calibration(
         now=now,
         started=started,
     )
+    before = next(
+        (r for r in iter_rows_reversed(root.auto_history, AutoRun)
+         if r.underlying == name and (r.dte_min, r.dte_max, r.lookback) == (run.dte_min, run.dte_max, run.lookback)),
+        None,
+    )
+    run = run.model_copy(update={"flags": auto_flags(run, cfg)})
     append_row(root.auto_history, run)
+    notify(ws, "auto", run, before.flags if before is not None else None)
     return run
 
 

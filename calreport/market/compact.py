@@ -24,6 +24,7 @@ next run rewrites. A log that cannot be read whole (a .gz that breaks off) is ne
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,10 +173,33 @@ def _remove_stale_temps(directory: Path, date: str) -> None:
             pass
 
 
+def _not_ours(path: Path) -> str | None:
+    """Why compaction must leave `path` (a harvest directory or a log) alone, or None.
+
+    A symlink points at somebody else's data (a shared read-only harvest linked into a root), and a
+    path without any write permission bit is read-only by intent: calreport often runs as root,
+    for whom permissions do not bind, so the mode is checked explicitly. Such a day is read as it is."""
+    try:
+        if path.is_symlink():
+            return f"{path.name} is a symlink (somebody else's data)"
+        if not stat.S_IMODE(path.stat().st_mode) & 0o222:
+            return f"{path.name} is read-only"
+    except OSError as exc:
+        return f"{path.name}: {exc.strerror or exc}"
+    return None
+
+
 def compact_day(directory: Path, date: str, underlying: str) -> CompactResult | None:
-    """Compact one day's logs into its Parquet file (see the module docstring). None: nothing to do."""
+    """Compact one day's logs into its Parquet file (see the module docstring). None: nothing to do.
+
+    A directory or log that is a symlink or has no write permission bit is never compacted."""
     started = time.perf_counter()
     underlying = underlying.upper()
+    day = _find_day(directory, date)
+    for path in [directory, *(day.logs if day is not None else [])]:  # before the lock file is made
+        why = _not_ours(path)
+        if why:
+            raise CalreportError(f"compaction: {why}; the day stays as it is", path)
     try:
         with locked(day_lock_path(directory, date)):
             return _compact_locked(directory, date, underlying, started)
@@ -193,6 +217,10 @@ def _compact_locked(directory: Path, date: str, underlying: str, started: float)
     day = _find_day(directory, date)
     if day is None or not day.logs:
         return None
+    for log in day.logs:
+        why = _not_ours(log)
+        if why:
+            raise CalreportError(f"compaction: {why}; the day stays as it is", log)
     _remove_stale_temps(directory, date)
     pq_path = directory / f"{date}{PARQUET_SUFFIX}"
     side_path = directory / f"{date}{ERRORS_SUFFIX}"
@@ -260,6 +288,10 @@ def compact_closed_days(source: Any, underlying: str, now_ms: int) -> CompactRep
     directory = harvest_dir_of(source, underlying.upper())
     report = CompactReport()
     today = _today(now_ms)
+    why = _not_ours(directory) if directory.exists() else None
+    if why:  # a linked or read-only harvest: nothing is written into it, every day is read as it is
+        report.skipped += [(d.date, why) for d in list_days(directory) if d.logs and d.date < today]
+        return report
     for day in list_days(directory):
         if not day.logs or day.date >= today:
             continue

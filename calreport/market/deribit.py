@@ -17,6 +17,7 @@ Public API (used by calibration/live.py, market/harvest.py, calibration/auto.py)
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -247,6 +248,11 @@ class SnapshotMeta:
 
 def _read_json(path: Path) -> Any:
     raw = read_input(path)
+    if raw[:2] == b"\x1f\x8b":  # a gzip file (snapshots the live path keeps: data/snapshots/<U>/*.json.gz)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise CalreportError(f"not a readable gzip file ({exc})", path) from None
     try:
         return jsonio.loads(raw)
     except jsonio.JSONLimitError as exc:
@@ -473,3 +479,28 @@ class DeribitClient:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
             raise CalreportError(f"{method}: no usable index_price in the response (got {str(value)[:40]})")
         return float(value)
+
+
+# --------------------------------------------------------------------------- historical volatility (issue 11)
+
+
+def parse_historical_volatility(payload: Any, where: Path | str | None = None) -> list[tuple[int, float]]:
+    """public/get_historical_volatility (envelope or result) -> [(t_ms, vol_pct)], sorted; bad pairs dropped.
+
+    Deribit answers a list of [timestamp_ms, volatility_percent] pairs (hourly, about 15 days)."""
+    result = unwrap_result(payload, where, "historical volatility")
+    if not isinstance(result, list):
+        raise CalreportError(f"historical volatility: expected a list of [time, vol] pairs, got {type(result).__name__}", where)
+    out: list[tuple[int, float]] = []
+    for pair in result:  # ~360 pairs
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair):
+            t, v = int(pair[0]), float(pair[1])
+            if math.isfinite(v) and v > 0:
+                out.append((t, v))
+    return sorted(out)
+
+
+def fetch_historical_volatility(client: DeribitClient, currency: str) -> list[tuple[int, float]]:
+    """Deribit's own realised-vol series for `currency` (a cross-check of RV_7d, never its input)."""
+    method = "public/get_historical_volatility"
+    return parse_historical_volatility(client.call(method, {"currency": currency.upper()}), method)

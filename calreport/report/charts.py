@@ -153,14 +153,29 @@ def _step(points: Sequence[tuple[float, float]], x_end: float) -> str:
     return "".join(parts)
 
 
+def _apply_time(event: ApplyEvent, pts: Sequence[tuple[float, LiveRun]]) -> float | None:
+    """One clock per chart: runs sit at their snapshot time, so a policy apply steps at the time of
+    the run it applied (not at the later wall-clock time it was written); force-apply, rollback and
+    applies of runs not drawn keep their own time."""
+    if (event.source or "policy") == "policy" and event.run_id:
+        for t, r in pts:  # the drawn runs: at most CHART_POINTS
+            if r.run_id == event.run_id:
+                return t
+    return _ts(event.ts)
+
+
 def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[ApplyEvent]) -> Chart:
     """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time."""
     title = f"{underlying} multiplier over time (global)"
     pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]  # in time order (the history query's)
     rec_rows = [(t, r.recommended.global_, r) for t, r in pts if r.recommended and fmt.finite(r.recommended.global_)]
     rec = [(t, v) for t, v, _r in rec_rows]
-    smo = [(t, r.smoothed.global_) for t, r in pts if r.smoothed and fmt.finite(r.smoothed.global_)]
-    timed = [(t, e) for e in events if (t := _ts(e.ts)) is not None]
+    # a failed run (or one whose decision kept it out of the EWMA) never fed the smoothed line
+    smo = [
+        (t, r.smoothed.global_) for t, r in pts
+        if r.smoothed and fmt.finite(r.smoothed.global_) and r.status != "failed" and r.feeds_smoothing is not False
+    ]
+    timed = sorted(((t, e) for e in events if (t := _apply_time(e, pts)) is not None), key=lambda p: p[0])
     ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and fmt.finite(e.applied.global_)]
     # before the first apply, the YAML held what that apply replaced
     first_prev = timed[0][1].previous.global_ if timed and timed[0][1].previous else None
@@ -201,7 +216,8 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
     return Chart(
         f"mult-{underlying}",
         title,
-        "Recommended (dots), smoothed (line) and applied (step) global multiplier per live run.",
+        "Recommended (dots), smoothed (line; failed runs never fed it) and applied (step, at the time of the run "
+        "it applied; force-apply and rollback at their own time) global multiplier per live run.",
         series,
         [],
         xt,

@@ -1,7 +1,8 @@
 """The dashboard's smile panel: plain view objects built from the files of record (pure, no I/O).
 
 Per underlying and band, a chart of implied vol against normalised moneyness x of the latest live run:
-- dots: the market's OTM IV (Deribit mark_iv) of that band's quotes, at x = ln(K/F) / (base m_fit sqrt(T));
+- dots: the market's OTM IV (the run detail's mark_iv: the mark inverted) of that band's quotes, at
+  x = ln(K/F) / (base m_fit sqrt(T));
 - the applied curve: what the engine quotes under the applied YAML at the same strikes,
   base x m_applied x smile_applied(x x m_fit / m_applied) (T cancels out);
 - the latest fitted curve, dashed: base x m_fit x smile_fit(x);

@@ -112,6 +112,7 @@ class BandPair:
     band: str
     recommended: str
     smoothed: str
+    se: str = ""  # the recommended value's standard error (fmt.se), "" for older rows
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class LatestRunCard:
     time: str = MISSING
     time_iso: str = ""
     recommended: str = MISSING
+    recommended_se: str = ""
+    recommended_ci95: str = ""
     smoothed: str = MISSING
     bands: list[BandPair] = field(default_factory=list)
     status: str = MISSING
@@ -138,6 +141,7 @@ class LatestRunCard:
     iv_error_vp: str = MISSING
     iv_bias_vp: str = MISSING
     otm_samples: str = MISSING
+    sigma_mode: str = "rv"
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class GroupRow:
     vmae: str
     recommended: str
     on_bound: str
+    se: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,10 +185,13 @@ class LiveCard:
     atm_iv: str = MISSING
     atm_ratio: str = MISSING
     recommended: str = MISSING
+    recommended_se: str = ""
     recommended_on_bound: bool = False
     samples: str = MISSING
     rv_source: str = MISSING
     rv_returns: str = MISSING
+    rv_warning: str = ""
+    deribit_hv: str = ""  # Deribit's own historical vol at the snapshot (price store), "" when unknown
     atm_source: str = MISSING
     snapshot: str = MISSING
     status: str = MISSING
@@ -252,6 +260,7 @@ class LiveRow:
     atm_iv: str
     samples: str
     reason: str
+    recommended_se: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,8 @@ class AutoRow:
     mae: str
     samples: str
     reason: str
+    multiplier_se: str = ""
+    used: str = ""  # snapshots used and the span they really cover (older rows: "")
 
 
 @dataclass(frozen=True)
@@ -408,8 +419,30 @@ def underlyings_of(inp: Inputs) -> list[str]:
     return names + sorted(extra - set(names))
 
 
+LEGACY_STATUS = "legacy"
+
+
 def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
+    """The display status; an imported legacy record shows "legacy" (calreport never applied it:
+    a derived "held" beside the old system's "apply" would contradict its own decision)."""
+    if not run.is_live:
+        return LEGACY_STATUS
     return UNKNOWN if index is None else index.status_of(run)
+
+
+def legacy_decision(run: LiveRun) -> str:
+    """What the old system decided, as its own words: "legacy: applied" / "legacy: held"."""
+    return f"legacy: {'applied' if run.legacy_applied or run.decision == 'apply' else 'held'}"
+
+
+def legacy_vega_note(run: LiveRun) -> str:
+    """The old system's vega_sum was a placeholder (10 per quote: 880 for 88 quotes), not a vega."""
+    v, n = run.vega_sum, run.samples
+    if run.is_live or v is None:
+        return ""
+    if n and abs(v - 10.0 * n) < 1e-9:
+        return f" [legacy vega {fmt.num(v, 0)} is the old system's placeholder (10 per quote), not a Black-76 vega]"
+    return f" [legacy vega {fmt.num(v, 0)}: as recorded by the old system, not recomputed]"
 
 
 def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
@@ -503,6 +536,8 @@ def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
 
 def display_reason(status: str, run: LiveRun, inp: Inputs) -> str:
     """Why the run has its status: the apply's reason when applied, else realism or policy."""
+    if status == LEGACY_STATUS:
+        return fmt.text(run.decision_reason or run.reason) + legacy_vega_note(run)
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
         return fmt.text(entry.reason if entry else None)
@@ -536,27 +571,36 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 time_iso=run.ts or "",
                 recommended=fmt.mult(_global(run.recommended)),
                 smoothed=fmt.mult(_global(run.smoothed)),
-                bands=[BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b))) for b in labels],
+                recommended_se=fmt.se(_global(run.multiplier_se)),
+                recommended_ci95=fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None),
+                bands=[
+                    BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b)), fmt.se(_bands(run.multiplier_se).get(b)))
+                    for b in labels
+                ],
                 status=status,
                 reason=display_reason(status, run, inp),
                 realism_status=fmt.text(run.status),
                 realism_reason=fmt.text(run.reason),
-                decision=fmt.text(run.decision),
-                decision_reason=fmt.text(run.decision_reason),
+                decision=legacy_decision(run) if not run.is_live else fmt.text(run.decision),
+                decision_reason=fmt.text(run.decision_reason) + legacy_vega_note(run),
                 samples=fmt.integer(run.samples),
                 mae=fmt.pct(run.mae_pct),
                 otm_vmae=fmt.pct(run.otm_vega_weighted_mae_pct),
                 iv_error_vp=fmt.num(run.iv_error_vp, 2),
                 iv_bias_vp=fmt.num(run.iv_bias_vp, 2),
                 otm_samples=fmt.integer(run.otm_samples),
+                sigma_mode=run.sigma_mode or "rv",
             )
         )
     return cards
 
 
-def _group_rows(groups: dict[str, GroupMetrics] | None, order: Sequence[str] = ()) -> list[GroupRow]:
+def _group_rows(
+    groups: dict[str, GroupMetrics] | None, order: Sequence[str] = (), ses: dict[str, float] | None = None
+) -> list[GroupRow]:
     if not groups:
         return []
+    ses = ses or {}
     names = [n for n in order if n in groups] + sorted(set(groups) - set(order))
     return [
         GroupRow(
@@ -567,6 +611,7 @@ def _group_rows(groups: dict[str, GroupMetrics] | None, order: Sequence[str] = (
             vmae=fmt.pct(groups[n].vega_weighted_mae_pct),
             recommended=fmt.mult(groups[n].recommended),
             on_bound="at fit bound" if groups[n].on_bound else "",
+            se=fmt.se(ses.get(n)),
         )
         for n in names
     ]
@@ -626,17 +671,21 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 atm_iv=fmt.vol(run.atm_iv),
                 atm_ratio=fmt.num(run.atm_ratio, 3),
                 recommended=fmt.mult(_global(run.recommended)),
+                recommended_se=fmt.se(_global(run.multiplier_se)),
                 recommended_on_bound=bool(run.recommended_on_bound),
                 samples=fmt.integer(run.samples),
                 rv_source=fmt.text(run.rv_source),
                 rv_returns=fmt.integer(run.rv_returns),
+                rv_warning=run.rv_warning or "",
+                deribit_hv=(f"{fmt.vol(run.deribit_hv)} at {fmt.time(run.deribit_hv_ts)} (RV_7d {fmt.vol(run.rv_7d)})"
+                            if run.deribit_hv is not None else ""),
                 atm_source=fmt.text(run.atm_source),
                 snapshot=fmt.time(run.snapshot_ts),
                 status=fmt.text(run.status),
                 reason=fmt.text(run.reason),
                 dropped=[(k, fmt.integer(v)) for k, v in sorted((run.dropped or {}).items())],
                 by_type=_group_rows(run.by_type, ("C", "P")),
-                by_band=_group_rows(run.by_band, inp.config.band_names()),
+                by_band=_group_rows(run.by_band, inp.config.band_names(), _bands(run.multiplier_se)),
                 quotes=_quote_rows(detail) if detail is not None else [],
                 quotes_total=len(detail.quotes) if detail is not None else 0,
                 detail_note=note,
@@ -731,13 +780,19 @@ def dte_range(run: AutoRun) -> str:
 
 
 def live_row(run: LiveRun, status: str) -> LiveRow:
+    if not run.is_live:  # an imported legacy record: its own decision and reason, the fake vega labelled
+        reason = fmt.text(run.decision_reason or run.reason) + legacy_vega_note(run)
+        decision = legacy_decision(run)
+    else:
+        reason = fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason)
+        decision = fmt.text(run.decision)
     return LiveRow(
         time=fmt.time(run.ts),
         time_iso=run.ts or "",
         underlying=fmt.text(run.underlying),
         run_id=fmt.text(run.run_id),
         status=status,
-        decision=fmt.text(run.decision),
+        decision=decision,
         tested=fmt.mult(run.multiplier_tested),
         recommended=fmt.mult(_global(run.recommended)),
         smoothed=fmt.mult(_global(run.smoothed)),
@@ -746,7 +801,8 @@ def live_row(run: LiveRun, status: str) -> LiveRow:
         rv_7d=fmt.vol(run.rv_7d),
         atm_iv=fmt.vol(run.atm_iv),
         samples=fmt.integer(run.samples),
-        reason=fmt.text(run.decision_reason if run.status != "failed" and run.decision_reason else run.reason),
+        reason=reason,
+        recommended_se=fmt.se(_global(run.multiplier_se)),
     )
 
 
@@ -764,7 +820,18 @@ def auto_row(run: AutoRun) -> AutoRow:
         mae=fmt.pct(run.mae_pct),
         samples=fmt.integer(run.samples),
         reason=fmt.text(run.reason),
+        multiplier_se=fmt.se(run.multiplier_se),
+        used=_used(run),
     )
+
+
+def _used(run: AutoRun) -> str:
+    """'used 24 of 276 snapshots over 2.0 h': what a lookback really covered (older rows: '')."""
+    if run.snapshots_used is None or run.span_hours is None and run.snapshots_in_window is None:
+        return ""
+    of = f" of {fmt.integer(run.snapshots_in_window)}" if run.snapshots_in_window is not None else ""
+    over = f" over {fmt.span(run.span_hours)}" if run.span_hours is not None and run.snapshots_used else ""
+    return f"used {fmt.integer(run.snapshots_used)}{of} snapshots{over}"
 
 
 def page_count(total: int, page_size: int) -> int:
@@ -834,6 +901,14 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                     f"latest live run MAE {fmt.pct(run.mae_pct)} is above the warning level {fmt.pct(dash.mae_warn_pct, 0)}",
                 )
             )
+        if run.flags:  # calibration/flags.py: each active flag with its numbers
+            out.append(
+                Banner(
+                    "warn",
+                    f"{name}: flags " + ", ".join(dict.fromkeys(f.code for f in run.flags)),
+                    "; ".join(f"{f.code}: {f.message}" for f in run.flags),
+                )
+            )
         manual_rv = (run.rv_source or "").lower() == "manual"  # given with --rv: no history involved
         if run.rv_returns is not None and not manual_rv and run.rv_returns < dash.min_rv_returns:
             out.append(
@@ -842,6 +917,16 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                     f"{name}: RV_7d from too little history",
                     f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
                     f"(want at least {fmt.integer(dash.min_rv_returns)}; source: {fmt.text(run.rv_source)})",
+                )
+            )
+    for name in names:
+        auto = inp.history.latest_auto.get(name)
+        if auto is not None and auto.flags:
+            out.append(
+                Banner(
+                    "warn",
+                    f"{name}: auto run flags " + ", ".join(dict.fromkeys(f.code for f in auto.flags)),
+                    "; ".join(f"{f.code}: {f.message}" for f in auto.flags),
                 )
             )
     for path, (count, line_numbers) in inp.history.skipped.items():

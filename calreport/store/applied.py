@@ -30,6 +30,7 @@ from calreport.store.history import (
 )
 from calreport.store.models import (
     APPLIED_SCHEMA_VERSION,
+    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
@@ -103,6 +104,8 @@ def format_applied(doc: AppliedDocument) -> str:
         lines.append(f"    source: {e.source}")
         lines.append(f"    run_id: {scalar(e.run_id)}")
         lines.append(f"    reason: {scalar(e.reason)}")
+        if e.sigma_mode is not None:  # absent = rv: files of rv-mode roots stay byte for byte as before
+            lines.append(f"    sigma_mode: {e.sigma_mode}")
     return "\n".join(lines) + "\n"
 
 
@@ -162,13 +165,15 @@ def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
 
 
 def new_entry(
-    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str
+    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str,
+    sigma_mode: str | None = None,
 ) -> AppliedEntry:
     """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
     config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
     new = _checked_values(values, config)
     return AppliedEntry(
-        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile
+        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
+        sigma_mode=sigma_mode,  # type: ignore[arg-type]
     )
 
 
@@ -187,13 +192,16 @@ class ApplyTransaction:
         return self.document.entry(underlying)
 
     def write(
-        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str
+        self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
+        sigma_mode: str | None = None,
     ) -> ApplyEvent:
-        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither."""
+        """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
+        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
         underlying = self.config.check_underlying(underlying)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
-        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason)
+        mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=mode)
         updated = self.document.model_copy(
             update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )
@@ -211,6 +219,7 @@ class ApplyTransaction:
             reason=reason,
             previous_run_id=previous.run_id,
             **upgrade,
+            **({"sigma_mode": mode} if mode else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
         self.document = updated
@@ -250,13 +259,14 @@ def apply_values(
     reason: str,
     now: datetime | None = None,
     config: CalibrationConfig | None = None,
+    sigma_mode: str | None = None,
 ) -> ApplyEvent:
     """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
     _checked_values(values, cfg)  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
-        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason)
+        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
 
 
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
@@ -366,8 +376,15 @@ def force_apply(
             f"latest {underlying} live run {run.run_id} failed realism ({run.reason}); "
             "pass --allow-unrealistic to apply it anyway"
         )
+    fitted, configured = run.sigma_mode or DEFAULT_SIGMA_MODE, cfg.sigma_mode_for(underlying)
+    if fitted != configured:  # values of another mode multiply another base: never applied
+        raise RefusedError(
+            f"latest {underlying} live run {run.run_id} was fitted in sigma_mode {fitted}, configured is {configured}; "
+            "run `calreport calibrate` in the configured mode"
+        )
     return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""), config=cfg
+        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
+        config=cfg, sigma_mode=run.sigma_mode,
     )
 
 

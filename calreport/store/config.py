@@ -53,7 +53,7 @@ bands:
 # assess_calibration_realism thresholds (multiplier range; MAE and vega-weighted MAE in percent).
 realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
 # Update policy for live runs.
-policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25}
+policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25, min_delta_se: 1.0}
 smoothing: {alpha: 0.3, half_life_hours: null}
 filters:
   min_dte: 1.0
@@ -63,7 +63,8 @@ filters:
   min_open_interest: 0.0
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
-fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel}
+fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel,
+      bootstrap_draws: 400, bootstrap_seed: 11}
 # The smile per band (multiplier curve of x = ln(K/F) / (base x m_band x sqrt(T))); enabled: false = flat model.
 smile:
   enabled: true
@@ -84,6 +85,15 @@ auto:
   min_strikes: 10
 dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
+# Run flags (shown in the dashboard banner; vp = vol points).
+flags: {iv_drift_vp: 5.0, atm_rv_min: 0.7, atm_rv_max: 1.4, wing_gap_vp: 5.0, expiry_outlier_ratio: 2.0,
+  expiry_outlier_min_samples: 5}
+# Alerts on failed runs, runs held for review and new flags: a command reading the event JSON on
+# stdin and / or a webhook URL the JSON is POSTed to; each delivery bounded by timeout_s.
+alerts: {command: null, webhook: null, timeout_s: 5.0}
+# What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV) or mark_iv (the option's
+# own mark IV); one mode, or per underlying: {BTC: atm_iv} (unlisted: rv).
+sigma_mode: rv
 # Hard bounds on every multiplier applied or read from config/applied_multipliers.yaml.
 limits: {min_multiplier: 0.05, max_multiplier: 20.0}
 """

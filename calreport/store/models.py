@@ -41,6 +41,9 @@ UNDERLYING_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 BAND_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
 ApplySource = Literal["policy", "force", "rollback", "init"]
+SigmaMode = Literal["rv", "atm_iv", "mark_iv"]  # what the multiplier multiplies (calibration/sigma.py)
+SIGMA_MODES: tuple[str, ...] = ("rv", "atm_iv", "mark_iv")
+DEFAULT_SIGMA_MODE = "rv"
 RealismStatus = Literal["ok", "degraded", "failed"]
 DisplayStatus = Literal["applied", "superseded", "held", "failed"]  # derived by store.state, never stored
 
@@ -152,6 +155,9 @@ class AppliedEntry(_Strict):
     source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
     run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
     reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
+    sigma_mode: SigmaMode | None = Field(
+        default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
+    )
     smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
 
     @field_validator("bands", mode="before")
@@ -314,6 +320,9 @@ class PolicyConfig(_Section):
     )
     min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
     max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+    min_delta_se: float = Field(
+        default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
+    )
 
 
 class SmoothingConfig(_Section):
@@ -353,6 +362,8 @@ class FitConfig(_Section):
         default="price_vega_rel",
         description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
     )
+    bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
+    bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
@@ -411,6 +422,34 @@ class DashboardConfig(_Section):
     min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
 
 
+class FlagsConfig(_Section):
+    """Thresholds of the run flags (calibration/flags.py): what a desk wants pointed out."""
+
+    iv_drift_vp: float = Field(default=5.0, gt=0, description="IV_DRIFT when the 7-day ATM IV moved more than this since the applied run (vol points).")
+    atm_rv_min: float = Field(default=0.7, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is below this.")
+    atm_rv_max: float = Field(default=1.4, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is above this.")
+    wing_gap_vp: float = Field(default=5.0, gt=0, description="WING_GAP when a band's <10D bucket is further than this from the market (vol points).")
+    expiry_outlier_ratio: float = Field(default=2.0, gt=1, description="SHORT_EXPIRY_OUTLIER when an expiry's vega-weighted MAE exceeds this multiple of its band's.")
+    expiry_outlier_min_samples: int = Field(default=5, ge=1, description="Fewest quotes of an expiry for SHORT_EXPIRY_OUTLIER.")
+
+
+class AlertsConfig(_Section):
+    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+
+    command: str | list[str] | None = Field(
+        default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."
+    )
+    webhook: str | None = Field(default=None, description="http(s) URL the event JSON is POSTed to.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Longest wait per delivery (seconds); the command's process group is killed after it.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {v[:60]!r}")
+        return v
+
+
 class CalibrationConfig(_Section):
     """config/calibration.yaml: every key optional; these defaults are the built-in settings."""
 
@@ -433,6 +472,12 @@ class CalibrationConfig(_Section):
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+    flags: FlagsConfig = Field(default_factory=FlagsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    sigma_mode: SigmaMode | dict[str, SigmaMode] = Field(
+        default="rv",
+        description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("underlyings")
@@ -465,6 +510,12 @@ class CalibrationConfig(_Section):
         """A short hash of every setting, so a run can be reproduced with the same config."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def sigma_mode_for(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not listed)."""
+        if isinstance(self.sigma_mode, str):
+            return self.sigma_mode
+        return self.sigma_mode.get(underlying.upper(), DEFAULT_SIGMA_MODE)
 
     def check_underlying(self, underlying: str) -> str:
         """Unknown underlyings are a one-line error, not a silent 1.0."""
@@ -565,6 +616,37 @@ class DeltaBucket(_Lenient):
     price_error_pct: float | None = Field(default=None, description="Vega-weighted mean |synthetic - mark| / mark (percent).")
 
 
+FLAG_CODES = ("THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER")
+
+
+class RunFlag(_Lenient):
+    """One thing a desk should look at (calibration/flags.py; thresholds in config `flags`)."""
+
+    code: str = Field(description="THIN_RV, IV_DRIFT, ATM_RV_RANGE, ON_FIT_BOUND, DEGRADED_APPLIED, WING_GAP or SHORT_EXPIRY_OUTLIER.")
+    message: str = Field(description="The numbers behind it, one sentence.")
+
+
+class UncertaintyEntry(_Lenient):
+    """The standard error of one fitted multiplier and its parts (calibration/uncertainty.py)."""
+
+    se: float | None = Field(default=None, description="sqrt(se_expiry^2 + se_rv^2) (multiplier units).")
+    se_expiry: float | None = Field(default=None, description="Sd of the refitted multiplier over draws resampling whole expiries.")
+    se_rv: float | None = Field(default=None, description="m / sqrt(2 n): RV_7d's sampling error from n returns (null: manual RV or an IV base).")
+    ci95: list[float] | None = Field(default=None, description="[m exp(-1.96 se / m), m exp(1.96 se / m)].")
+    expiries: int | None = Field(default=None, description="Expiries resampled.")
+    draws: int | None = Field(default=None, description="Bootstrap draws used.")
+
+
+class Interval95(_Lenient):
+    """95 % intervals of a global multiplier and its bands ({"global": [lo, hi], "bands": {...}})."""
+
+    global_: list[float] | None = Field(default=None, alias="global", description="[low, high] of the global multiplier.")
+    bands: dict[str, list[float]] = Field(default_factory=dict, description="Band label -> [low, high].")
+
+
+_SE_DOC = "bootstrap over expiries combined with RV's sampling error m / sqrt(2 n); see CALIBRATION_NOTES.md"
+
+
 class SmileFitStats(_Lenient):
     """How one smile of a run was fitted (calibration/smile.py), per band and "global"."""
 
@@ -621,8 +703,11 @@ class LiveRun(HistoryRow):
     decision_reason: str | None = Field(default=None, description="Why that decision.")
     # provenance and detail (all optional: older rows lack them and render as "-")
     snapshot_ts: str | None = Field(default=None, description="The snapshot's time: its newest creation_timestamp (ISO 8601 UTC).")
-    rv_source: str | None = Field(default=None, description="Where RV_7d came from: manual, a chart file, or the harvest.")
+    rv_source: str | None = Field(default=None, description="Where RV_7d came from: manual, chart:<file>, prices:<U>-PERPETUAL (the price store) or harvest.")
     rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d (a full week is 168).")
+    rv_warning: str | None = Field(default=None, description="Set when RV_7d fell back to the harvest's forwards instead of a price series.")
+    deribit_hv: float | None = Field(default=None, description="Deribit's own historical volatility at the snapshot, from the price store (fraction): a cross-check of RV_7d.")
+    deribit_hv_ts: str | None = Field(default=None, description="Time of that Deribit reading (ISO 8601 UTC).")
     atm_source: str | None = Field(default=None, description="How the 7-day ATM IV was obtained (interpolated, flat, none).")
     recommended_on_bound: bool | None = Field(default=None, description="The global fit sits on a search bound.")
     dropped: dict[str, int] | None = Field(default=None, description="Filter reason -> quotes dropped, each counted under its first reason.")
@@ -635,7 +720,9 @@ class LiveRun(HistoryRow):
     detail_file: str | None = Field(default=None, description="Quote-level detail, relative to the root: history/runs/<run_id>.json.")
     # what the run was measured against and how its numbers came about (calibration/live.py)
     tested: Multipliers | None = Field(default=None, description="The applied global + bands the metrics were computed at.")
-    snapshot_file: str | None = Field(default=None, description="File name of the snapshot.")
+    snapshot_file: str | None = Field(
+        default=None, description="File name of the snapshot; for a chain fetched by the run, its path in the root (data/snapshots/<U>/<time>.json.gz)."
+    )
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
     fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
@@ -661,6 +748,12 @@ class LiveRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplies: rv, atm_iv or mark_iv (null: rv, older rows).")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
+    # uncertainty (calibration/uncertainty.py, issue 11)
+    multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
+    multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" and band label -> standard error and its parts.')
     # the smile (calibration/smile.py, issue 12); the fitted values are in recommended.smile
     smile_fit: dict[str, SmileFitStats] | None = Field(
         default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
@@ -677,7 +770,7 @@ class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade", "sigma_mode"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -689,6 +782,7 @@ class ApplyEvent(HistoryRow):
         default=None,
         description="Present and true when this event was recorded later, for a YAML write whose writer stopped before appending it.",
     )
+    sigma_mode: str | None = Field(default=None, description="Present when the values were fitted in a sigma mode other than rv (atm_iv, mark_iv).")
     schema_upgrade: str | None = Field(
         default=None, description='Present when this apply rewrote the applied YAML in a newer format: "1 -> 2" (schema_version).'
     )
@@ -720,6 +814,15 @@ class AutoRun(HistoryRow):
     harvest_start: str | None = Field(default=None, description="First snapshot in the window (ISO 8601 UTC).")
     harvest_end: str | None = Field(default=None, description="Last snapshot in the window (ISO 8601 UTC).")
     snapshots_used: int | None = Field(default=None, description="Snapshots that contributed quotes.")
+    first_snapshot: str | None = Field(default=None, description="The first snapshot that contributed quotes (ISO 8601 UTC).")
+    last_snapshot: str | None = Field(default=None, description="The last snapshot that contributed quotes (ISO 8601 UTC).")
+    span_hours: float | None = Field(default=None, description="last_snapshot - first_snapshot: the window the fit really covers (hours).")
+    snapshots_in_window: int | None = Field(default=None, description="Snapshots harvested in the lookback window.")
+    snapshots_dropped: dict[str, int] | None = Field(
+        default=None, description="Reason -> snapshots left out: rv_history (RV_7d from < auto.min_rv_returns returns), no_usable_quotes."
+    )
+    rv_source: str | None = Field(default=None, description="Where each snapshot's RV_7d came from.")
+    rv_returns_median: int | None = Field(default=None, description="Median hourly returns behind the RV_7d of the snapshots used.")
     snapshots_expected: int | None = Field(default=None, description="Snapshots the window should hold at the expected interval.")
     settings_hash: str | None = Field(default=None, description="12 hex digits of the SHA-256 of every setting used.")
     bias_pct: float | None = Field(default=None, description="Mean signed error at the fitted multiplier (percent).")
@@ -739,6 +842,11 @@ class AutoRun(HistoryRow):
         default=None, description='Band name (and "all") -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors.'
     )
     fit_objective: str | None = Field(default=None, description="What the fit minimised: price_vega_rel or otm_iv_vega.")
+    flags: list[RunFlag] | None = Field(default=None, description="Active flags of the run (code + message); see CALIBRATION_NOTES.md.")
+    sigma_mode: str | None = Field(default=None, description="What the multiplier multiplied: rv, atm_iv or mark_iv (null: rv, older rows).")
+    multiplier_se: float | None = Field(default=None, description=f"Standard error of the fitted multiplier: {_SE_DOC}.")
+    multiplier_ci95: list[float] | None = Field(default=None, description="95 % interval [low, high] of the fitted multiplier.")
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error and its parts.')
     # the window's smile (calibration/smile.py, issue 12): recorded only, never applied; written when smile.enabled
     smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes.")
     smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
@@ -752,11 +860,32 @@ class AutoRun(HistoryRow):
     legacy: dict[str, Any] | None = Field(default=None, description="Legacy import: the old record as read.")
 
 
+class AlertDelivery(_Lenient):
+    """One attempt to deliver an alert event."""
+
+    channel: Literal["command", "webhook"] = Field(description="command or webhook.")
+    target: str = Field(description="The program (first word) or the webhook URL.")
+    ok: bool = Field(description="Delivered: the command exited 0, the webhook answered 2xx.")
+    error: str | None = Field(default=None, description="Why not, one line (exit status, HTTP status, timeout, connection error).")
+    elapsed_s: float | None = Field(default=None, description="Time the delivery took (seconds).")
+
+
+class AlertEvent(HistoryRow):
+    """history/alerts.jsonl: an alert raised for a run and how its delivery went (commands/alerts.py).
+    `ts` is the wall-clock time of the delivery; `run_id` the run it is about."""
+
+    type: Literal["alert"] = "alert"
+    kind: str | None = Field(default=None, description="live or auto.")
+    triggers: list[str] = Field(default_factory=list, description="failed, held_for_review and / or new_flags.")
+    event: dict[str, Any] | None = Field(default=None, description="The JSON event delivered (what the command read on stdin / the webhook received).")
+    deliveries: list[AlertDelivery] = Field(default_factory=list, description="One entry per channel configured.")
+
+
 class UnknownRow(HistoryRow):
     """A row of a type this version does not know; kept so nothing is dropped."""
 
 
-ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun}
+ROW_TYPES: dict[str, type[HistoryRow]] = {"live_run": LiveRun, "apply": ApplyEvent, "auto_run": AutoRun, "alert": AlertEvent}
 
 
 # --------------------------------------------------------------------------- per-run detail file

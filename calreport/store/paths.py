@@ -44,6 +44,11 @@ class Root:
         return self.history_dir / "auto_calibrate.jsonl"
 
     @property
+    def alert_history(self) -> Path:
+        """Alerts raised for runs and their delivery (commands/alerts.py)."""
+        return self.history_dir / "alerts.jsonl"
+
+    @property
     def runs_dir(self) -> Path:
         """Per-run quote-level detail files, kept beside the history, not inside it."""
         return self.history_dir / "runs"
@@ -53,6 +58,10 @@ class Root:
 
     def harvest_dir(self, underlying: str) -> Path:
         return self.path / "data" / "harvest" / underlying
+
+    def snapshots_dir(self, underlying: str) -> Path:
+        """Chains fetched by a live `calreport calibrate` (kept so every run can be re-derived)."""
+        return self.path / "data" / "snapshots" / underlying
 
     @property
     def cache_dir(self) -> Path:

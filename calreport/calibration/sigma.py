@@ -1,0 +1,110 @@
+"""What the multiplier multiplies: the base sigma of each option under a sigma mode.
+
+    sigma = base x m_band            (issue 12 adds x smile(x) on top; this module only answers "base")
+
+Modes (config `sigma_mode`, per underlying; absent = rv):
+- `rv`:      base = RV_7d, the same for every option (the historical behaviour).
+- `atm_iv`:  base = the ATM mark IV of the option's expiry; between and beside expiries with an ATM
+             IV, interpolated linearly in total variance w(T) = sigma_atm^2 T (flat in vol outside
+             the expiries covered), so an expiry without strikes on both sides still has a base.
+- `mark_iv`: base = the option's own mark IV (Deribit's mark_iv, the inverted mark where absent):
+             m then measures how far the engine sits from the screen, option by option.
+
+Why modes: RV_7d from a week of hourly returns is noisy (issue 11: harvest RV 52.9 % vs a full
+week's 43.2 % on the same snapshot), so an RV-based multiplier moves with RV noise. An IV base
+anchors the level to the market and leaves m to measure the engine's own bias.
+
+    mode_of(value) -> the mode ("rv" for None)
+    atm_iv_at(T, atm_T, atm_iv) -> ATM IV per T (total-variance interpolation)
+    atm_iv_grouped(group, F, K, iv, is_call) -> each quote's group ATM IV (auto runs: group = snapshot x expiry)
+    base_sigma(mode, *, rv, T, atm_T, atm_iv, sigma_mark) -> base per option (NaN where the mode has none)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calreport.store.models import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
+
+
+def mode_of(value: str | None) -> str:
+    """The sigma mode a record states; records without one (older versions) are rv."""
+    return value or DEFAULT_SIGMA_MODE
+
+
+def atm_iv_at(T: np.ndarray, atm_T: np.ndarray, atm_iv: np.ndarray) -> np.ndarray:
+    """ATM IV at each maturity T (years): linear in total variance between the expiries' (T, IV),
+    flat in vol outside them; NaN without any expiry or where T <= 0."""
+    T = np.asarray(T, dtype=np.float64)
+    at, iv = np.asarray(atm_T, dtype=np.float64), np.asarray(atm_iv, dtype=np.float64)
+    ok = np.isfinite(at) & (at > 0) & np.isfinite(iv) & (iv > 0)
+    at, iv = at[ok], iv[ok]
+    if at.size == 0:
+        return np.full(T.shape, np.nan)
+    order = np.argsort(at)
+    at, iv = at[order], iv[order]
+    w = np.interp(T, at, iv * iv * at)  # total variance; np.interp is flat in w outside the range
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.sqrt(w / T)
+    flat = np.where(T < at[0], iv[0], iv[-1])  # flat in vol, not in total variance, beyond the ends
+    out = np.where((T >= at[0]) & (T <= at[-1]), inside, flat)
+    return np.where(T > 0, out, np.nan)
+
+
+def atm_iv_grouped(group: np.ndarray, F: np.ndarray, K: np.ndarray, iv: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+    """Per quote, the ATM IV of its group: the OTM quotes' IV linear in x = ln(K/F), read at x = 0
+    between the nearest strikes on either side (as atm.atm_iv_by_expiry does per expiry). NaN for
+    a group without OTM strikes on both sides. Vectorised over any number of groups."""
+    g = np.asarray(group, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(np.asarray(K, dtype=np.float64) / np.asarray(F, dtype=np.float64))
+    v = np.asarray(iv, dtype=np.float64)
+    otm = np.where(np.asarray(is_call, dtype=bool), x >= 0, x < 0)
+    ok = np.isfinite(x) & np.isfinite(v) & (v > 0) & otm
+    out = np.full(g.shape, np.nan)
+    if not ok.any():
+        return out
+    keys, inv = np.unique(g, return_inverse=True)
+    idx = np.flatnonzero(ok)
+    # nearest point at or left of 0 (largest x <= 0) and at or right of 0 (smallest x >= 0) per group
+    left_x = np.full(keys.size, -np.inf)
+    right_x = np.full(keys.size, np.inf)
+    le, ge = idx[x[idx] <= 0], idx[x[idx] >= 0]
+    np.maximum.at(left_x, inv[le], x[le])
+    np.minimum.at(right_x, inv[ge], x[ge])
+    left_v = np.full(keys.size, np.nan)
+    right_v = np.full(keys.size, np.nan)
+    at_left = le[x[le] == left_x[inv[le]]]
+    at_right = ge[x[ge] == right_x[inv[ge]]]
+    left_v[inv[at_left]] = v[at_left]
+    right_v[inv[at_right]] = v[at_right]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(right_x > left_x, (0.0 - left_x) / (right_x - left_x), 0.0)
+    atm = left_v + w * (right_v - left_v)
+    atm = np.where(np.isfinite(left_x) & np.isfinite(right_x), atm, np.nan)
+    return atm[inv]
+
+
+def base_sigma(
+    mode: str,
+    *,
+    rv: float | None,
+    T: np.ndarray,
+    atm_T: np.ndarray | None = None,
+    atm_iv: np.ndarray | None = None,
+    sigma_mark: np.ndarray | None = None,
+) -> np.ndarray:
+    """The base sigma (annualised fraction) of each option under `mode`; NaN where the mode has none."""
+    T = np.asarray(T, dtype=np.float64)
+    if mode == "rv":
+        return np.full(T.shape, np.nan if rv is None else float(rv))
+    if mode == "atm_iv":
+        if atm_T is None or atm_iv is None:
+            return np.full(T.shape, np.nan)
+        return atm_iv_at(T, atm_T, atm_iv)
+    if mode == "mark_iv":
+        if sigma_mark is None:
+            return np.full(T.shape, np.nan)
+        s = np.asarray(sigma_mark, dtype=np.float64)
+        return np.where(np.isfinite(s) & (s > 0), s, np.nan)
+    raise ValueError(f"unknown sigma mode {mode!r} (known: {', '.join(SIGMA_MODES)})")
