@@ -28,10 +28,12 @@ from calreport.commands import usecases as actions  # noqa: E402
 from calreport.commands.cli import main  # noqa: E402
 from calreport.commands.workspace import Workspace  # noqa: E402
 from calreport.market.sample import MS_PER_DAY, SampleMarket, write_harvest  # noqa: E402
+from calreport.store.models import CalibrationConfig  # noqa: E402
 from calreport.store.paths import Root  # noqa: E402
 from calreport.timeutil import iso_ms  # noqa: E402
 
 VARIANTS = {
+    "flat": "smile: {enabled: false}\n",
     "alpha1": "smoothing: {alpha: 1.0}\n",
     "alpha0.5": "smoothing: {alpha: 0.5}\n",
     "half_life12h": "smoothing: {alpha: 0.3, half_life_hours: 12}\n",
@@ -40,6 +42,8 @@ VARIANTS = {
     "otm_iv_fit": "fit: {objective: otm_iv_vega}\n",
     "thin_rv_ok": "fit: {min_rv_returns: 12}\n",
 }
+if "sigma_mode" in CalibrationConfig.model_fields:  # issue 11's sigma modes, where they exist
+    VARIANTS["atm_iv"] = "sigma_mode: atm_iv\n"
 SAMPLE_END = 1_765_540_800_000  # 2025-12-12T12:00Z
 
 

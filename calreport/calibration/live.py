@@ -163,6 +163,17 @@ def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: Reali
     return Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total), base[ok]
 
 
+def _selected(
+    quotes: QuoteArrays, now_ms: int, rv: RealisedVol, config: CalibrationConfig, underlying: str
+) -> tuple[np.ndarray, str, Selection, np.ndarray]:
+    """(T of every quote, sigma mode, the quotes that pass the filters, their base sigma): what a
+    run prices, shared by evaluate_live and score_applied so the two can never price differently."""
+    all_T = year_fraction(quotes.expiry_ms, now_ms)
+    mode = config.sigma_mode_for(underlying)
+    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
+    return all_T, mode, sel, base
+
+
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
     """OTM and IV-space errors at the tested multipliers (calibration/desk.py), as LiveRun fields."""
     q = priced.sel.quotes
@@ -431,11 +442,9 @@ def evaluate_live(
     with the reason; it is never an exception.
     """
     ts = iso_ms(now_ms)
-    all_T = year_fraction(quotes.expiry_ms, now_ms)
+    all_T, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
     valid = quotes.valid_name
     atm, atm_source = atm_iv_7d(quotes.take(valid), all_T[valid], config.filters.min_dte)
-    mode = config.sigma_mode_for(underlying)
-    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
     provenance = {
         "schema_version": 1,
         "run_id": run_id,
@@ -582,10 +591,12 @@ def score_applied(
     as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
     `_price` uses, a smile or a sigma mode, the score uses too).
     """
-    sel = select_quotes(quotes, now_ms, config.filters, underlying)
-    if sel.n == 0 or rv.rv is None:
+    if config.sigma_mode_for(underlying) == "rv" and rv.rv is None:
         return None
-    priced = _price(sel, rv.rv, applied, config)  # exactly as evaluate_live prices the tested values
+    _, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
+    if sel.n == 0:
+        return None
+    priced = _price(sel, base, applied, config, mode)  # exactly as evaluate_live prices the tested values
     q = sel.quotes
     out: dict[str, DeskErrors] = {}
     groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]
