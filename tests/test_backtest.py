@@ -19,6 +19,7 @@ from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays
 from calreport.market.harvest import encode_rows, index_price_per_snapshot, load_harvest, rv_from_harvest
+from calreport.market.prices import CLOSES, prices_dir, rv_from_price_store
 from calreport.market.rv import RealisedVol, realised_vol
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest, write_json
 from calreport.store import applied as applied_store
@@ -157,6 +158,25 @@ def test_rv_follows_calibrate_when_only_part_of_the_harvest_recorded_deribits_in
     t, p = index_price_per_snapshot(load_harvest(root, "BTC", 0, 1 << 62))
     whole = realised_vol(t[t <= late], p[t <= late], late)
     assert rows[1]["rv_7d"] != whole.rv and rows[0]["rv_7d"] == realised_vol(t[t <= early], p[t <= early], early).rv
+
+
+def test_rv_comes_from_the_price_store_first_as_calibrate_takes_it(bt_root: Root, tmp_path: Path) -> None:
+    """With `calreport prices fetch` closes in the root, RV_7d at each decision is the store's (bars
+    closed by the snapshot time), as resolve_rv gives calibrate, not the harvest's."""
+    m = _market()
+    store = prices_dir(bt_root, "BTC") / CLOSES
+    store.parent.mkdir(parents=True, exist_ok=True)
+    bars = range(END - 8 * MS_PER_DAY, END + 2 * MS_PER_HOUR, MS_PER_HOUR)
+    store.write_text("".join(json.dumps({"t": t, "close": round(m.spot(t) * 1.001, 2), "instrument": "BTC-PERPETUAL"}) + "\n" for t in bars))
+    out = backtest_cmd.run(Workspace.open(bt_root, renderer=None), "BTC", start=iso_ms(_decisions()[0]), end=iso_ms(_decisions()[2]),
+                           every="1h", horizons="1h", out=tmp_path / "bt")
+    rows = [r for r in out.decisions if r["variant"] == "root"]
+    assert len(rows) == 3
+    for r in rows:
+        t = _ms(r["snapshot_ts"])
+        stored = rv_from_price_store(bt_root, "BTC", t)
+        assert stored is not None and (r["rv_7d"], r["rv_returns"]) == (stored.rv, stored.n_returns)
+        assert r["rv_7d"] != rv_from_harvest(bt_root, "BTC", t).rv
 
 
 # --------------------------------------------------------------------------- time honesty

@@ -17,6 +17,7 @@ the row and the apply are the use case's job (calreport.commands.usecases.run_li
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -573,6 +574,24 @@ def decide_live(
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )
+
+
+def seeding_runs(runs_newest_first: Iterable[LiveRun], config: CalibrationConfig) -> Iterator[LiveRun]:
+    """The runs that may seed the EWMA as far as the limits go: a (hand-edited) row whose smoothed
+    values break config.limits never does (issue 10). Lazy, so a long history is read from its tail."""
+    return (r for r in runs_newest_first if config.limits.problem_of(r.smoothed) is None)
+
+
+def decide_under_lock(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, underlying: str) -> LiveRun:
+    """The decision `calreport calibrate` takes inside its apply transaction, against the values on
+    disk: the policy in the configured sigma mode (decide_live), then values beyond config.limits
+    hold, so no row says "apply" without an apply event (issue 10). The backtest takes the same."""
+    run = decide_live(run, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=config.sigma_mode_for(underlying))
+    values = run.applied_values or run.smoothed
+    beyond = config.limits.problem_of(values) if run.decision == "apply" else None
+    if beyond:
+        run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
+    return run
 
 
 def score_applied(
