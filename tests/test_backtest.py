@@ -101,9 +101,14 @@ def _tree_digest(root: Root) -> dict[str, str]:
 # --------------------------------------------------------------------------- the same decisions as calibrate
 
 
-def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots_in_sequence(bt_root: Root, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", ["", "sigma_mode: atm_iv\n", "smile: {enabled: false}\n"], ids=["default", "atm_iv", "flat"])
+def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots_in_sequence(
+    bt_root: Root, tmp_path: Path, extra: str
+) -> None:
     """Replaying the decision snapshots one by one through the real use case (history, EWMA, apply
-    lock and all) gives the backtest's decisions, smoothed values and applied values."""
+    lock and all) gives the backtest's decisions, smoothed values and applied values, whatever the
+    sigma model (the smile by default, the atm_iv sigma mode, the flat model)."""
+    bt_root.calibration_config.write_text(bt_root.calibration_config.read_text() + extra)
     cfg = load_config(bt_root)
     rows = _run(_market_arrays(bt_root), cfg)
     assert sum(r["decision"] == "apply" for r in rows) >= 2  # the replay covers applies, not only holds
