@@ -171,9 +171,10 @@ def new_entry(
     """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
     config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
     new = _checked_values(values, config)
+    mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode  # rv: the line is left out
     return AppliedEntry(
         global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
-        sigma_mode=sigma_mode,  # type: ignore[arg-type]
+        sigma_mode=mode,  # type: ignore[arg-type]
     )
 
 
@@ -200,8 +201,8 @@ class ApplyTransaction:
         underlying = self.config.check_underlying(underlying)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
-        mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
-        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=mode)
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
+        mode = entry.sigma_mode
         updated = self.document.model_copy(
             update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )
