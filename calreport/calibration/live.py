@@ -582,10 +582,12 @@ def score_applied(
     as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
     `_price` uses, a smile or a sigma mode, the score uses too).
     """
-    sel = select_quotes(quotes, now_ms, config.filters, underlying)
-    if sel.n == 0 or rv.rv is None:
+    mode = config.sigma_mode_for(underlying)
+    all_T = year_fraction(quotes.expiry_ms, now_ms)
+    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
+    if sel.n == 0 or (mode == "rv" and rv.rv is None):
         return None
-    priced = _price(sel, rv.rv, applied, config)  # exactly as evaluate_live prices the tested values
+    priced = _price(sel, base, applied, config, mode)  # exactly as evaluate_live prices the tested values
     q = sel.quotes
     out: dict[str, DeskErrors] = {}
     groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]
