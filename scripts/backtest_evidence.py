@@ -5,8 +5,9 @@
 
 Builds throw-away roots in a temporary directory (the shared BTC harvest copied in; a generated
 sample market), runs `calreport backtest` with every variant below in each scenario, and prints one
-Markdown table per scenario (mean OTM IV error in vol points in-sample / +1h / +6h / +24h, applies,
-mean |step|, thin-RV share, holds). Nothing outside the temporary directory is written.
+Markdown table per scenario (mean OTM IV error in vol points in-sample / +1h / +6h / +24h, the same
+at +1h / +24h over the second half of the decisions only (the cold start from the root's applied
+values left out), applies, mean |step|, thin-RV share, holds). Nothing outside the temporary directory is written.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from calreport.commands import usecases as actions  # noqa: E402
 from calreport.commands.cli import main  # noqa: E402
 from calreport.commands.workspace import Workspace  # noqa: E402
 from calreport.market.sample import MS_PER_DAY, SampleMarket, write_harvest  # noqa: E402
+from calreport.store.models import CalibrationConfig  # noqa: E402
 from calreport.store.paths import Root  # noqa: E402
 from calreport.timeutil import iso_ms  # noqa: E402
 
 VARIANTS = {
+    "flat": "smile: {enabled: false}\n",
     "alpha1": "smoothing: {alpha: 1.0}\n",
     "alpha0.5": "smoothing: {alpha: 0.5}\n",
     "half_life12h": "smoothing: {alpha: 0.3, half_life_hours: 12}\n",
@@ -40,6 +43,8 @@ VARIANTS = {
     "otm_iv_fit": "fit: {objective: otm_iv_vega}\n",
     "thin_rv_ok": "fit: {min_rv_returns: 12}\n",
 }
+if "sigma_mode" in CalibrationConfig.model_fields:  # issue 11's sigma modes, where they exist
+    VARIANTS["atm_iv"] = "sigma_mode: atm_iv\n"
 SAMPLE_END = 1_765_540_800_000  # 2025-12-12T12:00Z
 
 
@@ -57,12 +62,20 @@ def _run(root: Root, variants: dict[str, Path], args: list[str]) -> dict:
         if main(argv) != 0:
             raise SystemExit(f"backtest failed: {' '.join(argv)}")
     d = max(root.backtests_dir.iterdir())
-    return json.loads((d / "summary.json").read_text())
+    summary = json.loads((d / "summary.json").read_text())
+    rows = [json.loads(ln) for ln in (d / "decisions.jsonl").read_text().splitlines()]
+    half = sorted({r["decision_ts"] for r in rows})[len({r["decision_ts"] for r in rows}) // 2]
+    for name, v in summary["variants"].items():  # the second half only: the cold start from the root's values left out
+        late = [r for r in rows if r["variant"] == name and r["decision_ts"] >= half]
+        for h in ("1h", "24h"):
+            vals = [r["scores"][h]["iv_error_vp"] for r in late if (r.get("scores") or {}).get(h, {}).get("iv_error_vp") is not None]
+            v.setdefault("late", {})[h] = (float(np.mean(vals)), len(vals)) if vals else (None, 0)
+    return summary
 
 
 def table(title: str, summary: dict) -> list[str]:
     hs = summary["horizons"]
-    head = ["variant", *[("in-sample" if h == "0h" else f"+{h}") for h in hs], "+24h OTM price err %", "applies / runs",
+    head = ["variant", *[("in-sample" if h == "0h" else f"+{h}") for h in hs], "2nd half +1h / +24h", "+24h OTM price err %", "applies / runs",
             "mean abs step", "thin RV", "holds"]
     out = [f"**{title}** ({summary['start']} to {summary['end']}, every {summary['every']}, "
            f"RV {'fixed ' + str(summary['rv']) if summary['rv'] is not None else 'from the harvest'})", "",
@@ -72,6 +85,8 @@ def table(title: str, summary: dict) -> list[str]:
         for h in hs:
             s = v["horizons"][h]["iv_error_vp"]
             cells.append("-" if s["mean"] is None else f"{s['mean']:.2f} (n={s['n']})")
+        late = v.get("late", {})
+        cells.append(" / ".join("-" if late.get(h, (None, 0))[0] is None else f"{late[h][0]:.2f}" for h in ("1h", "24h")))
         p = v["horizons"].get("24h", {}).get("otm_vega_weighted_mae_pct", {}).get("mean")
         cells.append("-" if p is None else f"{p:.1f}")
         cells.append(f"{v['applies']} / {v['runs']}")

@@ -19,6 +19,7 @@ from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays
 from calreport.market.harvest import encode_rows, index_price_per_snapshot, load_harvest, rv_from_harvest
+from calreport.market.prices import CLOSES, prices_dir, rv_from_price_store
 from calreport.market.rv import RealisedVol, realised_vol
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest, write_json
 from calreport.store import applied as applied_store
@@ -100,9 +101,14 @@ def _tree_digest(root: Root) -> dict[str, str]:
 # --------------------------------------------------------------------------- the same decisions as calibrate
 
 
-def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots_in_sequence(bt_root: Root, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", ["", "sigma_mode: atm_iv\n", "smile: {enabled: false}\n"], ids=["default", "atm_iv", "flat"])
+def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots_in_sequence(
+    bt_root: Root, tmp_path: Path, extra: str
+) -> None:
     """Replaying the decision snapshots one by one through the real use case (history, EWMA, apply
-    lock and all) gives the backtest's decisions, smoothed values and applied values."""
+    lock and all) gives the backtest's decisions, smoothed values and applied values, whatever the
+    sigma model (the smile by default, the atm_iv sigma mode, the flat model)."""
+    bt_root.calibration_config.write_text(bt_root.calibration_config.read_text() + extra)
     cfg = load_config(bt_root)
     rows = _run(_market_arrays(bt_root), cfg)
     assert sum(r["decision"] == "apply" for r in rows) >= 2  # the replay covers applies, not only holds
@@ -157,6 +163,25 @@ def test_rv_follows_calibrate_when_only_part_of_the_harvest_recorded_deribits_in
     t, p = index_price_per_snapshot(load_harvest(root, "BTC", 0, 1 << 62))
     whole = realised_vol(t[t <= late], p[t <= late], late)
     assert rows[1]["rv_7d"] != whole.rv and rows[0]["rv_7d"] == realised_vol(t[t <= early], p[t <= early], early).rv
+
+
+def test_rv_comes_from_the_price_store_first_as_calibrate_takes_it(bt_root: Root, tmp_path: Path) -> None:
+    """With `calreport prices fetch` closes in the root, RV_7d at each decision is the store's (bars
+    closed by the snapshot time), as resolve_rv gives calibrate, not the harvest's."""
+    m = _market()
+    store = prices_dir(bt_root, "BTC") / CLOSES
+    store.parent.mkdir(parents=True, exist_ok=True)
+    bars = range(END - 8 * MS_PER_DAY, END + 2 * MS_PER_HOUR, MS_PER_HOUR)
+    store.write_text("".join(json.dumps({"t": t, "close": round(m.spot(t) * 1.001, 2), "instrument": "BTC-PERPETUAL"}) + "\n" for t in bars))
+    out = backtest_cmd.run(Workspace.open(bt_root, renderer=None), "BTC", start=iso_ms(_decisions()[0]), end=iso_ms(_decisions()[2]),
+                           every="1h", horizons="1h", out=tmp_path / "bt")
+    rows = [r for r in out.decisions if r["variant"] == "root"]
+    assert len(rows) == 3
+    for r in rows:
+        t = _ms(r["snapshot_ts"])
+        stored = rv_from_price_store(bt_root, "BTC", t)
+        assert stored is not None and (r["rv_7d"], r["rv_returns"]) == (stored.rv, stored.n_returns)
+        assert r["rv_7d"] != rv_from_harvest(bt_root, "BTC", t).rv
 
 
 # --------------------------------------------------------------------------- time honesty

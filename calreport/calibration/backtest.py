@@ -4,9 +4,10 @@ Pure core (arrays and settings in, values out). At each decision time D, for eac
 
 1. the snapshot a live run would have seen: the latest harvested snapshot at or before D (skipped
    when it is older than `max_staleness_ms`, or is the one the previous decision already used);
-2. RV_7d from the index proxy of the snapshots at or before that snapshot only (or the fixed `rv`);
+2. RV_7d as of that snapshot from the same sources, in the same order, as `calreport calibrate`
+   (the fixed `rv`; the root's price store; the harvest's index series), nothing read past it;
 3. the SAME code as `calreport calibrate`: evaluate_live (fit, EWMA from the previous seeding run,
-   realism) then decide_live against the simulated applied values; an apply replaces them with the
+   realism) then decide_under_lock against the simulated applied values; an apply replaces them with the
    entry the YAML writer would write (`make_entry`, store.applied.new_entry in the command);
 4. the simulated applied calibration after the decision is scored with live.score_applied (the
    same pricing and desk measures as a live run) on the decision's own snapshot (horizon 0,
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from calreport.calibration.desk import DeskErrors
-from calreport.calibration.live import decide_live, evaluate_live, score_applied
+from calreport.calibration.live import decide_under_lock, evaluate_live, score_applied, seeding_runs
 from calreport.calibration.policy import thin_rv
 from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.market.deribit import QuoteArrays
@@ -42,7 +43,7 @@ from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol
 from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms
 
-MakeEntry = Callable[..., AppliedEntry]  # (values, config, *, updated_at, source, run_id, reason)
+MakeEntry = Callable[..., AppliedEntry]  # (values, config, *, updated_at, source, run_id, reason, sigma_mode)
 Progress = Callable[[int, int], None]  # (steps done, steps total)
 
 MEASURES = ("iv_error_vp", "otm_vega_weighted_mae_pct", "all_vega_weighted_mae_pct")
@@ -159,6 +160,22 @@ def _score_fields(errs: dict[str, DeskErrors]) -> dict[str, Any]:
     return out
 
 
+def harvest_rv_at(market: Market) -> Callable[[int], RealisedVol]:
+    """RV_7d at t from the harvest's index series, as rv_from_harvest computes it from the rows
+    harvested in [t - 7 days, t]: nothing after t is read."""
+    idx_t = np.asarray(market.index_ms, dtype=np.int64)
+    idx_p = np.asarray(market.index_price, dtype=np.float64)
+
+    def at(t_ms: int) -> RealisedVol:
+        if market.index_window is not None:
+            ticks, prices = market.index_window(int(t_ms - WINDOW_DAYS * MS_PER_DAY), t_ms)
+            return realised_vol(ticks, prices, t_ms, source="harvest")
+        k = int(np.searchsorted(idx_t, t_ms, side="right"))  # index ticks at or before t only
+        return realised_vol(idx_t[:k], idx_p[:k], t_ms, source="harvest")
+
+    return at
+
+
 def run_backtest(
     market: Market,
     *,
@@ -169,27 +186,25 @@ def run_backtest(
     make_entry: MakeEntry,
     max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS,
     rv: float | None = None,
+    rv_at: Callable[[int], RealisedVol] | None = None,
     progress: Progress | None = None,
 ) -> BacktestResult:
-    """Replay every variant over the decision times (see the module docstring)."""
+    """Replay every variant over the decision times (see the module docstring). RV_7d at a time t:
+    the fixed `rv`, else `rv_at(t)` (the command passes calibrate's own source order), else the
+    harvest's index series up to t (harvest_rv_at)."""
     times, first, ends = market.snapshots()
-    idx_t = np.asarray(market.index_ms, dtype=np.int64)
-    idx_p = np.asarray(market.index_price, dtype=np.float64)
     q = market.quotes
+    from_harvest = harvest_rv_at(market)
     horizons = [0, *(int(h) for h in horizons_ms if int(h) > 0)]
     labels = [horizon_label(h) for h in horizons]
 
     def snapshot(i: int) -> QuoteArrays:
         return q.take(slice(int(first[i]), int(ends[i])))  # type: ignore[arg-type]
 
-    def rv_at(t_ms: int) -> RealisedVol:
+    def rv_of(t_ms: int) -> RealisedVol:
         if rv is not None:
             return RealisedVol(float(rv), 0, "manual")
-        if market.index_window is not None:
-            ticks, prices = market.index_window(int(t_ms - WINDOW_DAYS * MS_PER_DAY), t_ms)
-            return realised_vol(ticks, prices, t_ms, source="harvest")
-        k = int(np.searchsorted(idx_t, t_ms, side="right"))  # index ticks at or before t only
-        return realised_vol(idx_t[:k], idx_p[:k], t_ms, source="harvest")
+        return rv_at(t_ms) if rv_at is not None else from_harvest(t_ms)
 
     def latest_at_or_before(t_ms: int) -> int | None:
         i = int(np.searchsorted(times, t_ms, side="right")) - 1
@@ -204,7 +219,7 @@ def run_backtest(
 
     def rv_cached(t_ms: int) -> RealisedVol:
         if t_ms not in rv_cache:
-            rv_cache[t_ms] = rv_at(t_ms)
+            rv_cache[t_ms] = rv_of(t_ms)
         return rv_cache[t_ms]
 
     total = len(variants) * len(decisions_ms)
@@ -258,13 +273,14 @@ def _decide(
     """One live run exactly as `calreport calibrate` makes it, against the simulated applied values."""
     cfg = variant.config
     run_id = f"bt-{re.sub(r'[^A-Za-z0-9_-]', '_', variant.name)}-{n:05d}"
-    previous = previous_smoothed_run(reversed(runs), underlying, applied)
+    mode = cfg.sigma_mode_for(underlying)
+    previous = previous_smoothed_run(seeding_runs(reversed(runs), cfg), underlying, applied, sigma_mode=mode)
     run = evaluate_live(
         quotes, underlying=underlying, now_ms=s_ms, rv=rvi, applied=applied, previous=previous, config=cfg,
         run_id=run_id, snapshot_file=f"harvest@{iso_ms(s_ms)}", detail_file="",
     ).run
     if run.recommended is not None:  # as run_live_calibration: decided against the values "on disk"
-        run = decide_live(run, applied, cfg.policy, min_rv_returns=cfg.fit.min_rv_returns)
+        run = decide_under_lock(run, applied, cfg, underlying)
     runs.append(run)
     dec = Decision(
         variant.name, d_ms, s_ms, run=run, thin_rv=thin_rv(run, cfg.fit.min_rv_returns),
@@ -272,7 +288,9 @@ def _decide(
     )
     values = run.applied_values or run.smoothed
     if run.decision == "apply" and values is not None:
-        entry = make_entry(values, cfg, updated_at=run.ts, source="policy", run_id=run.run_id, reason=run.decision_reason or "")
+        entry = make_entry(
+            values, cfg, updated_at=run.ts, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
+        )
         dec.applied_after = entry.multipliers()
         dec.step = abs(float(entry.global_) - float(applied.global_))
         dec.entry = entry

@@ -17,6 +17,7 @@ the row and the apply are the use case's job (calreport.commands.usecases.run_li
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,17 @@ def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: Reali
         return sel, base
     dropped = {**sel.dropped, "no_base_sigma": int(np.count_nonzero(~ok))}
     return Selection(quotes=q.take(ok), T=sel.T[ok], dte=sel.dte[ok], dropped=dropped, total=sel.total), base[ok]
+
+
+def _selected(
+    quotes: QuoteArrays, now_ms: int, rv: RealisedVol, config: CalibrationConfig, underlying: str
+) -> tuple[np.ndarray, str, Selection, np.ndarray]:
+    """(T of every quote, sigma mode, the quotes that pass the filters, their base sigma): what a
+    run prices, shared by evaluate_live and score_applied so the two can never price differently."""
+    all_T = year_fraction(quotes.expiry_ms, now_ms)
+    mode = config.sigma_mode_for(underlying)
+    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
+    return all_T, mode, sel, base
 
 
 def _desk_fields(priced: _Priced, config: CalibrationConfig) -> dict[str, object]:
@@ -431,11 +443,9 @@ def evaluate_live(
     with the reason; it is never an exception.
     """
     ts = iso_ms(now_ms)
-    all_T = year_fraction(quotes.expiry_ms, now_ms)
+    all_T, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
     valid = quotes.valid_name
     atm, atm_source = atm_iv_7d(quotes.take(valid), all_T[valid], config.filters.min_dte)
-    mode = config.sigma_mode_for(underlying)
-    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
     provenance = {
         "schema_version": 1,
         "run_id": run_id,
@@ -566,6 +576,24 @@ def decide_live(
     )
 
 
+def seeding_runs(runs_newest_first: Iterable[LiveRun], config: CalibrationConfig) -> Iterator[LiveRun]:
+    """The runs that may seed the EWMA as far as the limits go: a (hand-edited) row whose smoothed
+    values break config.limits never does (issue 10). Lazy, so a long history is read from its tail."""
+    return (r for r in runs_newest_first if config.limits.problem_of(r.smoothed) is None)
+
+
+def decide_under_lock(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, underlying: str) -> LiveRun:
+    """The decision `calreport calibrate` takes inside its apply transaction, against the values on
+    disk: the policy in the configured sigma mode (decide_live), then values beyond config.limits
+    hold, so no row says "apply" without an apply event (issue 10). The backtest takes the same."""
+    run = decide_live(run, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=config.sigma_mode_for(underlying))
+    values = run.applied_values or run.smoothed
+    beyond = config.limits.problem_of(values) if run.decision == "apply" else None
+    if beyond:
+        run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
+    return run
+
+
 def score_applied(
     quotes: QuoteArrays,
     *,
@@ -582,10 +610,10 @@ def score_applied(
     as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
     `_price` uses, a smile or a sigma mode, the score uses too).
     """
-    mode = config.sigma_mode_for(underlying)
-    all_T = year_fraction(quotes.expiry_ms, now_ms)
-    sel, base = _with_base(select_quotes(quotes, now_ms, config.filters, underlying), quotes, all_T, rv, mode)
-    if sel.n == 0 or (mode == "rv" and rv.rv is None):
+    if config.sigma_mode_for(underlying) == "rv" and rv.rv is None:
+        return None
+    _, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
+    if sel.n == 0:
         return None
     priced = _price(sel, base, applied, config, mode)  # exactly as evaluate_live prices the tested values
     q = sel.quotes

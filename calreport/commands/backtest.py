@@ -29,6 +29,7 @@ from calreport.calibration.backtest import (
     Market,
     Progress,
     Variant,
+    harvest_rv_at,
     horizon_label,
     run_backtest,
     summarize,
@@ -38,7 +39,8 @@ from calreport.errors import CalreportError
 from calreport.jsonio import dumps
 from calreport.market.harvest import Progress as ReadProgress
 from calreport.market.harvest import HarvestFrame, index_price_per_snapshot, load_harvest
-from calreport.market.rv import WINDOW_DAYS, manual_rv
+from calreport.commands.usecases import resolve_rv
+from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv
 from calreport.report.backtest import ROOT_BACK_HREF
 from calreport.report.render import render_backtest_page
 from calreport.store import applied as applied_store
@@ -147,13 +149,18 @@ def run(
         raise CalreportError("no decision time between --from and --to")
     idx_t, idx_p = index_price_per_snapshot(frame)
     market = Market(frame.to_quotes(), idx_t, idx_p, index_window=_index_window(frame))
+    harvest_rv = harvest_rv_at(market)
+
+    def rv_at(t_ms: int) -> RealisedVol:  # calibrate's order (price store, then harvest), as of t
+        return resolve_rv(root, name, t_ms, None, None, harvest=harvest_rv)
+
     # Hundreds of small fits one after the other: a multi-threaded BLAS only adds hand-over cost
     # (measured: a live run with the smile fit 0.92 s with OpenBLAS's 2 threads on a busy 2-core
     # machine, 0.11 s with one), so the replay runs single-threaded. Results are identical.
     with threadpool_limits(limits=1):
         result = run_backtest(
             market, underlying=name, decisions_ms=decisions, horizons_ms=horizon_ms, variants=configs,
-            make_entry=applied_store.new_entry, max_staleness_ms=stale_ms, rv=fixed_rv, progress=progress,
+            make_entry=applied_store.new_entry, max_staleness_ms=stale_ms, rv=fixed_rv, rv_at=rv_at, progress=progress,
         )
     per_variant = summarize(result, configs, max(last - first, every_ms))
 

@@ -22,7 +22,7 @@ from calreport.calibration.auto import (
     parse_lookback,
 )
 from calreport.calibration.flags import auto_flags, live_flags
-from calreport.calibration.live import decide_live, evaluate_live
+from calreport.calibration.live import decide_under_lock, evaluate_live, seeding_runs
 from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
@@ -31,6 +31,7 @@ from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.harvest import (
+    HARVEST_INDEX_SOURCE,
     AppendResult,
     Progress,
     day_files,
@@ -115,9 +116,13 @@ HARVEST_RV_WARNING = (
 )
 
 
-def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None) -> RealisedVol:
+def resolve_rv(
+    root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None,
+    *, harvest: Callable[[int], RealisedVol] | None = None,
+) -> RealisedVol:
     """RV_7d for a live run: --rv, else --prices FILE, else the root's price store
-    (`calreport prices fetch`), else the harvest's forwards (an unreadable harvest is no RV)."""
+    (`calreport prices fetch`), else the harvest's forwards (an unreadable harvest is no RV).
+    `harvest` replaces the harvest read (the backtest has the harvest in memory already)."""
     if rv is not None:
         return manual_rv(rv)
     if prices is not None:
@@ -126,7 +131,7 @@ def resolve_rv(root: Root, underlying: str, now_ms: int, prices: Path | None, rv
     if stored is not None and stored.rv is not None:
         return stored
     try:
-        return rv_from_harvest(root, underlying, now_ms)
+        return harvest(now_ms) if harvest is not None else rv_from_harvest(root, underlying, now_ms)
     except CalreportError as exc:
         return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
 
@@ -174,8 +179,7 @@ def run_live_calibration(
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
     mode = cfg.sigma_mode_for(name)
-    # a hand-edited row whose smoothed values break the limits never seeds the EWMA (issue 10)
-    seeds = (r for r in iter_rows_reversed(root.live_history, LiveRun) if cfg.limits.problem_of(r.smoothed) is None)
+    seeds = seeding_runs(iter_rows_reversed(root.live_history, LiveRun), cfg)  # limits-breaking rows never seed
     previous = previous_smoothed_run(seeds, name, applied, sigma_mode=mode)
     before = _latest_live(root, name)  # for "new flags": what the underlying's previous run raised
     detail_path = root.run_detail(run_id)
@@ -201,13 +205,8 @@ def run_live_calibration(
         return run
     event = None
     with applied_store.transaction(root, cfg) as tx:
-        run = decide_live(  # against the values on disk now
-            run, tx.entry(name), cfg.policy, min_rv_returns=cfg.fit.min_rv_returns, sigma_mode=mode
-        )
+        run = decide_under_lock(run, tx.entry(name), cfg, name)  # against the values on disk now
         values = run.applied_values or run.smoothed
-        beyond = cfg.limits.problem_of(values) if run.decision == "apply" else None
-        if beyond:  # never a row saying "apply" that no apply event follows (issue 10)
-            run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
         applied_atm = _run_atm_iv(root, tx.entry(name).run_id)
         run = run.model_copy(update={"flags": live_flags(run, evaluated.detail.expiries, cfg, applied_atm_iv=applied_atm)})
         append_row(root.live_history, run)  # the row first: the apply event follows its run
@@ -225,7 +224,7 @@ def _rv_context(root: Root, underlying: str, now_ms: int, rvi: RealisedVol) -> d
     """rv_warning when RV fell back to the harvest's forwards; Deribit's own historical vol at the
     snapshot (from the price store) as a cross-check of RV_7d."""
     out: dict[str, Any] = {}
-    if rvi.source.startswith("harvest"):
+    if rvi.source.startswith("harvest") and rvi.source != HARVEST_INDEX_SOURCE:  # the index is a price series
         out["rv_warning"] = HARVEST_RV_WARNING.format(u=underlying)
     hv = hv_at(root, underlying, now_ms)
     if hv is not None:

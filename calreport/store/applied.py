@@ -76,7 +76,7 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
         unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
         if unknown:
             raise CalreportError(
-                f"underlyings.{name}.bands: band {unknown[0]!r} is not defined in config/calibration.yaml "
+                f"underlyings.{name}.bands: band {excerpt(unknown[0], 40)} is not defined in config/calibration.yaml "
                 f"(defined: {', '.join(sorted(known)) or 'none'})",
                 path,
             )
@@ -132,7 +132,7 @@ def _checked_smile(smile: Smile | None, cfg: CalibrationConfig) -> Smile | None:
     known = cfg.band_names()
     extra = sorted(set(smile.bands) - set(known))
     if extra:
-        raise RefusedError(f"smile band {extra[0]!r} is not defined in config/calibration.yaml")
+        raise RefusedError(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
     for label, vs in [("global", smile.global_), *smile.bands.items()]:
         if not all(math.isfinite(v) and v > 0 for v in vs):
             raise RefusedError(f"refusing to apply smile {label} with a non-finite or non-positive value")
@@ -171,9 +171,10 @@ def new_entry(
     """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
     config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
     new = _checked_values(values, config)
+    mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode  # rv: the line is left out
     return AppliedEntry(
         global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
-        sigma_mode=sigma_mode,  # type: ignore[arg-type]
+        sigma_mode=mode,  # type: ignore[arg-type]
     )
 
 
@@ -200,8 +201,8 @@ class ApplyTransaction:
         underlying = self.config.check_underlying(underlying)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
-        mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode
-        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=mode)
+        entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
+        mode = entry.sigma_mode
         updated = self.document.model_copy(
             update={"underlyings": {**self.document.underlyings, underlying: entry}, "schema_version": APPLIED_SCHEMA_VERSION}
         )
