@@ -264,6 +264,9 @@ def run(quick: bool = False) -> list[Figure]:
             npz_load_harvest(cache, "BTC", START_MS, end_ms)
             read_npz.append(time.perf_counter() - t)
         rows = len(frame)
+        t = time.perf_counter()
+        load_harvest(root_jsonl, "BTC", START_MS, end_ms)
+        read_jsonl = time.perf_counter() - t
     npz_s, npz_run = min(npz, key=lambda x: x[0])
     pq_s, pq_run = min(pq_runs, key=lambda x: x[0])
     if not (_row(pq_run) == _row(jsonl_run) == _row(npz_run)):
@@ -289,6 +292,10 @@ def run(quick: bool = False) -> list[Figure]:
                baseline=min(read_npz), baseline_label="old npz cache load (benchmark-only copy)",
                ratio=min(read_npz) / min(read_pq), target="", met=None,
                notes=[f"projection to 9 columns, row groups of 32,768 rows; {rows / min(read_pq) / 1e6:.1f}M rows/s"]),
+        Figure(name="harvest read alone (load_harvest), Parquet vs JSONL", value=min(read_pq), unit="s",
+               baseline=read_jsonl, baseline_label="the same days as JSONL logs", ratio=read_jsonl / min(read_pq),
+               target="", met=None,
+               notes=["what issue 13 changes; the rest of a run (fit, desk measures, bootstrap SE) is the same on every path"]),
         Figure(name=f"Parquet days size ({len(logs)} days)", value=pq_size, unit="B",
                baseline=gz_size, baseline_label="the same days as .jsonl.gz (gzip -6)", ratio=gz_size / pq_size,
                target="", met=None,
