@@ -19,6 +19,7 @@ import pytest
 from calreport.calibration.auto import window_honesty
 from calreport.commands import usecases as actions
 from calreport.store.paths import Root
+from tests.independent import link_shared_harvest
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 HARVEST = SHARED / "deribit-harvest-2025-12" / "BTC"
@@ -56,10 +57,7 @@ def test_a_14d_lookback_on_the_shared_harvest_reports_the_24_snapshots_it_really
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
     actions.init(root)
-    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
-    d.mkdir(parents=True, exist_ok=True)
-    for f in sorted((HARVEST).glob("*.jsonl.gz")):
-        (d / f.name).symlink_to(f.resolve())
+    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     as_of = datetime(2025, 12, 13, 16, tzinfo=UTC)
     run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=as_of, compact=False)
 

@@ -30,6 +30,7 @@ from calreport.store.models import (
     RunFlag,
 )
 from calreport.store.paths import Root
+from tests.independent import link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -83,10 +84,7 @@ def test_the_shared_btc_snapshot_flags_the_weekend_expiry_and_the_thin_rv(tmp_pa
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
     actions.init(root)
-    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
-    d.mkdir(parents=True, exist_ok=True)
-    for f in sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz")):
-        (d / f.name).symlink_to(f.resolve())
+    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     run = actions.run_live_calibration(root, "BTC", snap)
     codes = _codes(run.flags or [])
     assert "THIN_RV" in codes and "SHORT_EXPIRY_OUTLIER" in codes and "WING_GAP" in codes

@@ -332,3 +332,12 @@ def test_the_recorded_index_is_the_rv_series_only_when_every_snapshot_has_it(tmp
     write_day(root, [*rows, row(name="BTC-12DEC25-90000-C", ts=DEC11 + HOUR, fwd=90100.0)])  # one without it
     t, p = harvest.index_price_per_snapshot(load_harvest(root, "BTC", 0, DEC11 * 2))
     assert p.tolist() == [90000.0, 90001.0, 90002.0, 90100.0]  # the nearest forward throughout, never a mix
+
+
+def test_rv_from_the_harvest_says_whether_it_used_the_recorded_index(tmp_path: Path) -> None:
+    root = Root(tmp_path)
+    rows = [row(ts=DEC11 + i * HOUR, fwd=90000.0 + 10 * i, index_price=89900.0 + 10 * i) for i in range(30)]
+    write_day(root, rows)
+    assert harvest.rv_from_harvest(root, "BTC", DEC11 + 30 * HOUR).source == "harvest index"
+    write_day(root, [*rows, row(ts=DEC11 + 30 * HOUR)])  # one snapshot without it: forwards throughout
+    assert harvest.rv_from_harvest(root, "BTC", DEC11 + 31 * HOUR).source == "harvest"

@@ -14,6 +14,7 @@ from calreport.store.history import apply_events
 from calreport.store.models import SmoothingConfig
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_HOUR
+from tests.independent import link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 
@@ -63,10 +64,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 def test_real_btc_snapshot_on_harvest_rv_is_held_for_thin_rv_and_not_with_a_manual_rv(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(root)
-    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
-    d.mkdir(parents=True, exist_ok=True)
-    for f in sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz")):
-        (d / f.name).symlink_to(f.resolve())
+    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     snap = SHARED / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
     run = actions.run_live_calibration(root, "BTC", snap)
     assert run.decision == "hold" and run.decision_reason == "Thin RV: RV_7d from 11 hourly returns (< 120)"

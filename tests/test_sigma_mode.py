@@ -27,6 +27,7 @@ from calreport.store.applied import force_apply, read_applied
 from calreport.store.history import apply_events
 from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
+from tests.independent import b76, expiry_seconds, link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -129,20 +130,6 @@ def test_engine_answers_sigma_in_the_configured_mode_and_ignores_values_of_anoth
 
 # ------------------------------------------------------------------ independent cross-check
 
-_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
-
-
-def _expiry(code: str) -> float:
-    return datetime(2000 + int(code[-2:]), _MONTHS[code[-5:-2]], int(code[:-5]), 8, tzinfo=UTC).timestamp()
-
-
-def _b76(F, K, t, s, call):  # type: ignore[no-untyped-def]
-    v = s * np.sqrt(t)
-    d1 = np.log(F / K) / v + 0.5 * v
-    d2 = d1 - v
-    return np.where(call, norm.cdf(d1) - K / F * norm.cdf(d2), K / F * norm.cdf(-d2) - norm.cdf(-d1))
-
-
 @pytest.mark.realdata
 def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_independent_fit_does(tmp_path: Path) -> None:
     if not SNAP.is_file():
@@ -169,7 +156,7 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
         parts = r["instrument_name"].split("-")
         if len(parts) != 4 or not r.get("mark_iv"):
             continue
-        e, K, F = _expiry(parts[1]), float(parts[2]), float(r["underlying_price"])
+        e, K, F = expiry_seconds(parts[1]), float(parts[2]), float(r["underlying_price"])
         x = math.log(K / F)
         if e > now and ((parts[3] == "C" and x >= 0) or (parts[3] == "P" and x < 0)):
             by_exp.setdefault(e, []).append((x, r["mark_iv"] / 100.0))
@@ -186,7 +173,7 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
     for q in detail.quotes:
         r = by_name[q.instrument]
         _, d, k, cp = q.instrument.split("-")
-        tt = (_expiry(d) - now) / (365 * 86400)
+        tt = (expiry_seconds(d) - now) / (365 * 86400)
         if tt <= ts[0]:
             b = atm[ts[0]]
         elif tt >= ts[-1]:
@@ -199,12 +186,12 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
         mark.append(r["mark_price"]); base.append(b)
     F, K, t, mark, base = (np.array(a, dtype=float) for a in (F, K, t, mark, base))
     call = np.array(call)
-    iv = np.array([brentq(lambda s, i=i: float(_b76(F[i], K[i], t[i], s, call[i])) - mark[i], 1e-4, 10.0)
+    iv = np.array([brentq(lambda s, i=i: float(b76(F[i], K[i], t[i], s, call[i])) - mark[i], 1e-4, 10.0)
                    for i in range(mark.size)])
     w = norm.pdf(np.log(F / K) / (iv * np.sqrt(t)) + 0.5 * iv * np.sqrt(t)) * np.sqrt(t)
 
     def f(x: float) -> float:
-        return float((w * np.abs(_b76(F, K, t, base * x, call) - mark) / mark).sum() / w.sum())
+        return float((w * np.abs(b76(F, K, t, base * x, call) - mark) / mark).sum() / w.sum())
 
     res = minimize_scalar(f, bounds=(0.7, 1.4), method="bounded", options={"xatol": 1e-7})
     assert m == pytest.approx(float(res.x), rel=0.005)
@@ -253,10 +240,7 @@ def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_pa
     root = Root(tmp_path / "r")
     actions.init(root)
     _mode(root, "atm_iv")
-    d = root.harvest_dir("BTC")  # per-file links in the tmp root: nothing may ever write into ../shared
-    d.mkdir(parents=True, exist_ok=True)
-    for f in sorted((harvest).glob("*.jsonl.gz")):
-        (d / f.name).symlink_to(f.resolve())
+    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
     assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
     assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from calreport.calibration.uncertainty import Z95, bootstrap_se, combine, iv_ter
 from calreport.commands import usecases as actions
 from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
+from tests.independent import b76, expiry_seconds
 from tests.test_calibrate import synth_rows, write_snapshot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -100,16 +101,6 @@ def test_a_live_run_records_se_and_ci95_for_global_and_each_band(tmp_path: Path)
 
 # ------------------------------------------------------------------ independent cross-check
 
-_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
-
-
-def _b76(F: np.ndarray, K: np.ndarray, t: np.ndarray, s: np.ndarray, call: np.ndarray) -> np.ndarray:
-    v = s * np.sqrt(t)
-    d1 = np.log(F / K) / v + 0.5 * v
-    d2 = d1 - v
-    return np.where(call, norm.cdf(d1) - K / F * norm.cdf(d2), K / F * norm.cdf(-d2) - norm.cdf(-d1))
-
-
 @pytest.mark.realdata
 def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refit(tmp_path: Path) -> None:
     if not SNAP.is_file():
@@ -128,13 +119,13 @@ def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refi
     F, K, t, call, mark, exp = [], [], [], [], [], []
     for name in sorted(used):  # own parser: BTC-13DEC25-90000-C, expiry 08:00 UTC
         _, d, k, cp = name.split("-")
-        e = datetime(2000 + int(d[-2:]), _MONTHS[d[-5:-2]], int(d[:-5]), 8, tzinfo=UTC).timestamp()
+        e = expiry_seconds(d)
         F.append(rows[name]["underlying_price"]); K.append(float(k)); t.append((e - now) / (365 * 86400))
         call.append(cp == "C"); mark.append(rows[name]["mark_price"]); exp.append(e)
     F, K, t, mark, exp = (np.array(a, dtype=float) for a in (F, K, t, mark, exp))
     call = np.array(call)
     iv = np.array([  # the mark's own IV, one brentq per quote
-        brentq(lambda s, i=i: float(_b76(F[i:i+1], K[i:i+1], t[i:i+1], np.array([s]), call[i:i+1])[0]) - mark[i], 1e-4, 10.0)
+        brentq(lambda s, i=i: float(b76(F[i:i+1], K[i:i+1], t[i:i+1], np.array([s]), call[i:i+1])[0]) - mark[i], 1e-4, 10.0)
         for i in range(mark.size)
     ])
     w = norm.pdf(np.log(F / K) / (iv * np.sqrt(t)) + 0.5 * iv * np.sqrt(t)) * np.sqrt(t)
@@ -144,7 +135,7 @@ def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refi
 
     def refit(c: np.ndarray) -> float:
         def f(m: float) -> float:
-            return float((c * w * np.abs(_b76(F, K, t, np.full(F.size, 0.45 * m), call) - mark) / mark).sum() / (c * w).sum())
+            return float((c * w * np.abs(b76(F, K, t, np.full(F.size, 0.45 * m), call) - mark) / mark).sum() / (c * w).sum())
         coarse = np.geomspace(0.5, 3.0, 60)
         j = int(np.argmin([f(m) for m in coarse]))
         res = minimize_scalar(f, bounds=(coarse[max(j - 1, 0)], coarse[min(j + 1, 59)]), method="bounded",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.models import (
@@ -176,7 +176,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
     if not _same_time(entry.updated_at, last.ts):
         meta.append(f"updated_at {entry.updated_at or 'null'} != {last.ts or 'null'}")
     if (entry.reason or None) != (last.reason or None):
-        meta.append(f"reason {entry.reason!r} != {last.reason!r}")
+        meta.append(f"reason {excerpt(entry.reason, 60)} != {excerpt(last.reason, 60)}")
     if meta:
         problems.append(
             Problem(

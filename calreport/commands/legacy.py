@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from calreport.calibration.realism import assess_calibration_realism
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.store.config import load_config
 from calreport.store.files import locked
 from calreport.store.history import append_row, read_history
@@ -58,9 +58,9 @@ def _finite_or_none(v: Any) -> Any:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")  # noqa: TRY004 - pydantic wants ValueError
+        raise ValueError(f"expected a number, got {type(v).__name__} {excerpt(v, 40)}")  # noqa: TRY004 - pydantic wants ValueError
     if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"non-finite number {v!r}")
+        raise ValueError(f"non-finite number {excerpt(v, 40)}")
     return v
 
 
@@ -136,7 +136,7 @@ class LegacyRecord(_Legacy):
         try:
             iso_utc(parse_time(v))
         except (OverflowError, OSError) as exc:
-            raise ValueError(f"timestamp out of range: {v!r}") from exc
+            raise ValueError(f"timestamp out of range: {excerpt(v, 40)}") from exc
         return v
 
     @field_validator("underlying")
@@ -144,7 +144,7 @@ class LegacyRecord(_Legacy):
     def _underlying(cls, v: str) -> str:
         name = v.upper()
         if not UNDERLYING_RE.match(name):
-            raise ValueError(f"bad underlying name {v!r}")
+            raise ValueError(f"bad underlying name {excerpt(v, 40)}")
         return name
 
 

@@ -31,6 +31,7 @@ from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.harvest import (
+    HARVEST_INDEX_SOURCE,
     AppendResult,
     Progress,
     day_files,
@@ -223,7 +224,7 @@ def _rv_context(root: Root, underlying: str, now_ms: int, rvi: RealisedVol) -> d
     """rv_warning when RV fell back to the harvest's forwards; Deribit's own historical vol at the
     snapshot (from the price store) as a cross-check of RV_7d."""
     out: dict[str, Any] = {}
-    if rvi.source.startswith("harvest"):
+    if rvi.source.startswith("harvest") and rvi.source != HARVEST_INDEX_SOURCE:  # the index is a price series
         out["rv_warning"] = HARVEST_RV_WARNING.format(u=underlying)
     hv = hv_at(root, underlying, now_ms)
     if hv is not None:

@@ -15,7 +15,9 @@ takes (store.files.locked on its .jsonl), in an order that survives a SIGKILL at
 
 Killed between 4 and 5 the day has both files, and the reader reads each row once (the footer says
 which log bytes the Parquet file holds). Killed before 4 nothing changed but a sidecar entry that the
-next run rewrites. A log that cannot be read whole (a .gz that breaks off) is never compacted away.
+next run rewrites. A log that cannot be read whole (a .gz that breaks off) is never compacted away,
+and a harvest that is not the root's own (a symlinked directory or log, or no write permission bit,
+checked on the mode because calreport often runs as root) is never written into.
 
     compact_day(directory, date, underlying) -> CompactResult | None
     compact_closed_days(directory, underlying, now_ms) -> CompactReport

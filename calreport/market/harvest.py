@@ -365,8 +365,18 @@ def load_harvest(
 # --------------------------------------------------------------------------- index series for RV
 
 
+HARVEST_INDEX_SOURCE = "harvest index"  # RealisedVol.source when the recorded Deribit index was used
+
+
 def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarray]:
-    """One index price per snapshot: Deribit's index when every snapshot recorded it (the harvester
+    """(snapshot times, index price): index_series without saying which series it is."""
+    t, p, _ = index_series(frame)
+    return t, p
+
+
+def index_series(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One index price per snapshot, and whether it is Deribit's recorded index (True) or the
+    nearest-expiry forward proxy (False): the index when every snapshot recorded it (the harvester
     does, `index_price`), else the forward of the nearest unexpired expiry as a proxy.
 
     Forwards differ by expiry (basis); the nearest one is closest to the index and, within a
@@ -375,7 +385,7 @@ def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarra
     one series would put the basis into a return.
     """
     if len(frame) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0), False
     t_all = frame.harvested_at
     first_all = np.ones(t_all.size, dtype=bool)  # the frame is time-sorted
     first_all[1:] = t_all[1:] != t_all[:-1]
@@ -385,7 +395,7 @@ def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarra
         starts = np.flatnonzero(first_all)
         per_snap = np.fmax.reduceat(idx, starts)
         if np.all(np.isfinite(per_snap) & (per_snap > 0)):
-            return t_all[starts], per_snap
+            return t_all[starts], per_snap, True
     # per snapshot (the frame is time-sorted: segments, no sort), the first row of the nearest live expiry
     live = frame.expiry_ms > frame.harvested_at
     starts = np.flatnonzero(first_all)
@@ -394,11 +404,11 @@ def index_price_per_snapshot(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarra
     nearest = np.minimum.reduceat(e, starts)
     hit = np.flatnonzero(live & (e == nearest[seg]))
     if hit.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0), False
     first = np.ones(hit.size, dtype=bool)
     first[1:] = seg[hit[1:]] != seg[hit[:-1]]
     pick = hit[first]
-    return t_all[pick], frame.underlying_price[pick]
+    return t_all[pick], frame.underlying_price[pick], False
 
 
 def underlying_price_series(
@@ -420,9 +430,12 @@ def underlying_price_series(
 
 
 def rv_from_harvest(root: Root, underlying: str, end_ms: int) -> RealisedVol:
-    """RV_7d from the harvest's index series (index_price_per_snapshot, hourly closes)."""
-    ticks, close = underlying_price_series(root, underlying, end_ms, days=WINDOW_DAYS)
-    return realised_vol(ticks, close, end_ms, source="harvest")
+    """RV_7d from the harvest's index series (index_series, hourly closes). Its source says which
+    series: "harvest index" (Deribit's index, recorded by `harvest --every`) or "harvest" (forwards)."""
+    frame = load_harvest(root, underlying, int(end_ms - WINDOW_DAYS * MS_PER_DAY), int(end_ms))
+    t, p, recorded = index_series(frame)
+    ticks, close = to_hourly(t, p)
+    return realised_vol(ticks, close, end_ms, source=HARVEST_INDEX_SOURCE if recorded else "harvest")
 
 
 # --------------------------------------------------------------------------- appending

@@ -76,7 +76,7 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
         unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
         if unknown:
             raise CalreportError(
-                f"underlyings.{name}.bands: band {unknown[0]!r} is not defined in config/calibration.yaml "
+                f"underlyings.{name}.bands: band {excerpt(unknown[0], 40)} is not defined in config/calibration.yaml "
                 f"(defined: {', '.join(sorted(known)) or 'none'})",
                 path,
             )
@@ -132,7 +132,7 @@ def _checked_smile(smile: Smile | None, cfg: CalibrationConfig) -> Smile | None:
     known = cfg.band_names()
     extra = sorted(set(smile.bands) - set(known))
     if extra:
-        raise RefusedError(f"smile band {extra[0]!r} is not defined in config/calibration.yaml")
+        raise RefusedError(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
     for label, vs in [("global", smile.global_), *smile.bands.items()]:
         if not all(math.isfinite(v) and v > 0 for v in vs):
             raise RefusedError(f"refusing to apply smile {label} with a non-finite or non-positive value")

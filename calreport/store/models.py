@@ -129,7 +129,7 @@ class Smile(_Strict):
                 raise ValueError(f"smile {label}: the value at x=0 must be 1")
         for label in self.bands:
             if not BAND_LABEL_RE.match(label):
-                raise ValueError(f"bad band label {label!r}")
+                raise ValueError(f"bad band label {excerpt(label, 40)}")
         return self
 
     def for_band(self, label: str | None) -> list[float]:
@@ -522,7 +522,7 @@ class CalibrationConfig(_Section):
         name = underlying.upper()
         if name not in self.underlyings:
             raise CalreportError(
-                f"unknown underlying {underlying!r} (configured: {', '.join(self.underlyings)})"
+                f"unknown underlying {excerpt(underlying, 40)} (configured: {', '.join(self.underlyings)})"
             )
         return name
 
