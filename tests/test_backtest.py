@@ -158,7 +158,8 @@ def test_rv_follows_calibrate_when_only_part_of_the_harvest_recorded_deribits_in
     assert [r["decision_ts"] for r in rows] == [iso_ms(early), iso_ms(late)]
     for r in rows:
         expected = rv_from_harvest(root, "BTC", _ms(r["snapshot_ts"]))
-        assert (r["rv_7d"], r["rv_returns"]) == (expected.rv, expected.n_returns)
+        assert (r["rv_7d"], r["rv_returns"], r["rv_source"]) == (expected.rv, expected.n_returns, expected.source)
+    assert [r["rv_source"] for r in rows] == ["harvest", "harvest index"]
     # one series over the whole harvest (the forward proxy: its first snapshots lack the index) would differ
     t, p = index_price_per_snapshot(load_harvest(root, "BTC", 0, 1 << 62))
     whole = realised_vol(t[t <= late], p[t <= late], late)
@@ -180,7 +181,7 @@ def test_rv_comes_from_the_price_store_first_as_calibrate_takes_it(bt_root: Root
     for r in rows:
         t = _ms(r["snapshot_ts"])
         stored = rv_from_price_store(bt_root, "BTC", t)
-        assert stored is not None and (r["rv_7d"], r["rv_returns"]) == (stored.rv, stored.n_returns)
+        assert stored is not None and (r["rv_7d"], r["rv_returns"], r["rv_source"]) == (stored.rv, stored.n_returns, stored.source)
         assert r["rv_7d"] != rv_from_harvest(bt_root, "BTC", t).rv
 
 

@@ -82,7 +82,8 @@ def test_smile_bench_quick_runs_and_its_gathered_sigma_matches_per_band_interp()
 
     figs = bench_smile.run(quick=True)
     assert [f.name for f in figs] == [
-        "pricing with the smile (sigma + Black-76), 1e+04 options", "pricing with the smile (sigma + Black-76), 1e+05 options",
+        "pricing with the smile (EngineView.price: sigma + Black-76), 1e+04 options",
+        "pricing with the smile (EngineView.price: sigma + Black-76), 1e+05 options",
     ]
     assert all(_finite_positive(f) and f.baseline for f in figs)
     v = bench_smile.view(True)

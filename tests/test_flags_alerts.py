@@ -7,6 +7,7 @@ command is killed with its process group; a failed delivery is recorded and neve
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -235,3 +236,47 @@ def test_the_dashboard_banner_shows_the_latest_runs_active_flags(root: Root, row
     html = root.index_html.read_text(encoding="utf-8")
     assert "BTC: flags WING_GAP" in html and "0-7d &lt;10D put: model -11.0 vp" in html
     assert "BTC: auto run flags ON_FIT_BOUND" in html
+
+
+@pytest.mark.realdata
+def test_the_weekend_expiry_outlier_numbers_agree_with_an_independent_computation(tmp_path: Path) -> None:
+    """SHORT_EXPIRY_OUTLIER's two vMAEs, recomputed from the raw snapshot with the plain implementation
+    (own parser, scipy Black-76, brentq IVs for the vega weights) over the run's own quotes."""
+    import re
+
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    from calreport.store.models import RunDetail
+    from tests.independent import b76, expiry_seconds
+
+    snap = SHARED / "deribit-snapshots" / "BTC-2025-12-13T1543Z.json"
+    if not snap.is_file():
+        pytest.skip("../shared/data is absent")
+    root = Root(tmp_path / "r")
+    actions.init(root)
+    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)  # tested at the initial flat 1.0: sigma 0.45
+    flag = next(f for f in run.flags or [] if f.code == "SHORT_EXPIRY_OUTLIER")
+    m = re.search(r"expiry (\S+) \(([\d.]+)d\): vMAE ([\d.]+) % vs (\S+) band ([\d.]+) %", flag.message)
+    assert m is not None
+    detail = RunDetail.model_validate_json((root.path / run.detail_file).read_text())  # type: ignore[operator]
+    rows = {r["instrument_name"]: r for r in json.loads(snap.read_text())["result"]}
+    now = max(r["creation_timestamp"] for r in rows.values()) / 1000.0
+
+    def vmae(names: list[str]) -> float:
+        num = den = 0.0
+        for name in names:  # a plain loop: the reference, not the product
+            _, d, k, cp = name.split("-")
+            t = (expiry_seconds(d) - now) / (365 * 86400)
+            F, K, mark, call = rows[name]["underlying_price"], float(k), rows[name]["mark_price"], cp == "C"
+            iv = brentq(lambda s: float(b76(F, K, t, s, call)) - mark, 1e-4, 10.0)
+            vega = float(norm.pdf(math.log(F / K) / (iv * math.sqrt(t)) + 0.5 * iv * math.sqrt(t)) * math.sqrt(t))
+            num += vega * abs(float(b76(F, K, t, 0.45, call)) - mark) / mark
+            den += vega
+        return num / den * 100.0
+
+    expiry = [q.instrument for q in detail.quotes if q.instrument.split("-")[1] == "15DEC25"]
+    band = [q.instrument for q in detail.quotes if q.band == m[4]]
+    assert m[1] == "2025-12-15" and float(m[2]) == pytest.approx(1.7, abs=0.05)
+    assert float(m[3]) == pytest.approx(vmae(expiry), rel=0.01)
+    assert float(m[5]) == pytest.approx(vmae(band), rel=0.01)

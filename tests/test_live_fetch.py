@@ -23,9 +23,18 @@ FIXTURES = Path(__file__).parent / "fixtures" / "deribit"
 RECORDED = (FIXTURES / "book_summary_btc.json").read_bytes()
 
 
+CHART = (FIXTURES / "chart_btc_perpetual_1h.json").read_bytes()
+HVOL = (FIXTURES / "historical_volatility_btc.json").read_bytes()
+
+
 def _replay(payload: bytes, seen: list[str]) -> DeribitClient:
+    """Deribit's public API from recorded payloads: the chain, the perpetual's hourly chart, the HV."""
     def opener(url: str, timeout: float) -> bytes:
         seen.append(url)
+        if "get_tradingview_chart_data" in url:
+            return CHART
+        if "get_historical_volatility" in url:
+            return HVOL
         return payload
 
     return DeribitClient(opener=opener, sleep=lambda s: None)
@@ -35,7 +44,7 @@ def test_calibrate_without_a_snapshot_fetches_keeps_and_references_the_chain(roo
     seen: list[str] = []
     run = actions.calibrate(root, "BTC", None, rv=0.45, client=_replay(RECORDED, seen))
     assert len(seen) == 1 and "public/get_book_summary_by_currency" in seen[0] and "kind=option" in seen[0]
-    assert "currency=BTC" in seen[0]
+    assert "currency=BTC" in seen[0]  # --rv given: the price store is not fetched
     (kept,) = sorted((root.path / "data" / "snapshots" / "BTC").glob("*.json.gz"))
     assert run.snapshot_file == str(kept.relative_to(root.path))
     assert json.loads(gzip.decompress(kept.read_bytes()))["result"] == json.loads(RECORDED)["result"]
@@ -86,3 +95,13 @@ def test_cli_fetches_from_a_local_http_server_speaking_deribits_json_rpc(root: R
     (run,) = live_runs(root)
     assert run.snapshot_file and run.snapshot_file.startswith("data/snapshots/BTC/")
     assert "BTC live run" in capsys.readouterr().out
+
+
+def test_live_calibrate_also_fetches_what_rv_needs_so_rv_rests_on_a_full_week(root: Root) -> None:
+    seen: list[str] = []
+    run = actions.calibrate(root, "BTC", None, client=_replay(RECORDED, seen))
+    methods = [u.split("/api/v2/")[1].split("?")[0] for u in seen]
+    assert methods == ["public/get_tradingview_chart_data", "public/get_historical_volatility",
+                       "public/get_book_summary_by_currency"]
+    assert run.rv_source == "prices:BTC-PERPETUAL" and run.rv_returns is not None and run.rv_returns >= 120
+    assert run.rv_warning is None and run.deribit_hv is not None

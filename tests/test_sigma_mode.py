@@ -267,3 +267,21 @@ def test_calreport_price_quotes_in_the_configured_sigma_mode(tmp_path: Path) -> 
     _mode(root, "mark_iv")
     rows = price_rows(Workspace.open(root, renderer=None), "BTC", snap)
     assert rows and all(r["sigma"] == pytest.approx(r["mark_iv"], abs=1e-9) for r in rows)
+
+
+def test_backtest_scoring_prices_in_the_configured_mode_without_needing_rv(tmp_path: Path) -> None:
+    """score_applied (the backtest's out-of-sample score) prices like a live run: in atm_iv mode the
+    flat marks at 1.1 x 0.45 are met exactly at multiplier 1.0, and no RV is needed."""
+    from calreport.calibration.live import score_applied
+    from calreport.market.deribit import QuoteArrays, load_snapshot
+    from calreport.market.rv import RealisedVol
+    from calreport.store.models import AppliedEntry
+
+    snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
+    rows, meta = load_snapshot(snap, "BTC")
+    cfg = CalibrationConfig(sigma_mode="atm_iv")
+    got = score_applied(QuoteArrays.from_rows(rows), underlying="BTC", now_ms=meta.now_ms, rv=RealisedVol(None, 0, "harvest"),
+                        applied=AppliedEntry(global_=1.0, sigma_mode="atm_iv"), config=cfg)
+    assert got is not None and got["all"].iv_error_vp == pytest.approx(0.0, abs=0.05)
+    assert score_applied(QuoteArrays.from_rows(rows), underlying="BTC", now_ms=meta.now_ms, rv=RealisedVol(None, 0, "harvest"),
+                         applied=AppliedEntry(global_=1.0), config=CalibrationConfig()) is None  # rv mode needs RV

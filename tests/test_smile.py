@@ -516,3 +516,18 @@ def test_the_fit_kernel_price_and_vega_equal_black76() -> None:
     price, vega = black76_price_vega_live(K / F, np.sqrt(T), sig, np.where(call, 1.0, -1.0))
     assert np.max(np.abs(price - black76_price(F, K, T, sig, call))) < 1e-15
     assert np.max(np.abs(vega - black76_vega(F, K, T, sig))) < 1e-15
+
+
+def test_engine_price_in_blocks_equals_sigma_then_black76_exactly() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import bench_smile
+
+    v = bench_smile.view(True)
+    F, K, T, c = bench_smile.chain(100_000)  # several blocks
+    sigma, price = v.price("BTC", K, F, T, c, 0.43)
+    assert np.array_equal(sigma, v.sigma("BTC", K, F, T, 0.43))
+    assert np.array_equal(price, black76_price(F, K, T, sigma, c))
+    base = np.full(T.size, 0.43)  # a per-option base too
+    assert np.array_equal(v.price("BTC", K, F, T, c, base)[0], sigma)

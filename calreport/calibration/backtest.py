@@ -39,7 +39,7 @@ from calreport.calibration.live import decide_under_lock, evaluate_live, score_a
 from calreport.calibration.policy import thin_rv
 from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.market.deribit import QuoteArrays
-from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol
+from calreport.market.rv import RealisedVol, realised_vol
 from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms
 
@@ -59,10 +59,10 @@ class Market:
     quotes: QuoteArrays
     index_ms: np.ndarray
     index_price: np.ndarray
-    # (start_ms, end_ms) -> the index series a live run would build from the harvest rows of that
-    # window (harvest.index_price_per_snapshot: Deribit's index only when every snapshot of the
-    # window recorded it). None: the per-snapshot series above is the same for any window.
-    index_window: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None
+    # t -> RV_7d exactly as rv_from_harvest computes it from the rows harvested in [t - 7 days, t]
+    # (Deribit's index only when every snapshot of that window recorded it, labelled so). None:
+    # nothing recorded the index, and the forward proxy per snapshot above is the same for any window.
+    window_rv: Callable[[int], RealisedVol] | None = None
 
     def snapshots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(times, first row, end row) of each snapshot, ascending."""
@@ -118,6 +118,7 @@ class Decision:
             "decision_reason": r.decision_reason if r else None,
             "rv_7d": r.rv_7d if r else None,
             "rv_returns": r.rv_returns if r else None,
+            "rv_source": r.rv_source if r else None,
             "thin_rv": self.thin_rv,
             "samples": r.samples if r else None,
             "recommended": _mult(r.recommended) if r else None,
@@ -167,9 +168,8 @@ def harvest_rv_at(market: Market) -> Callable[[int], RealisedVol]:
     idx_p = np.asarray(market.index_price, dtype=np.float64)
 
     def at(t_ms: int) -> RealisedVol:
-        if market.index_window is not None:
-            ticks, prices = market.index_window(int(t_ms - WINDOW_DAYS * MS_PER_DAY), t_ms)
-            return realised_vol(ticks, prices, t_ms, source="harvest")
+        if market.window_rv is not None:
+            return market.window_rv(t_ms)
         k = int(np.searchsorted(idx_t, t_ms, side="right"))  # index ticks at or before t only
         return realised_vol(idx_t[:k], idx_p[:k], t_ms, source="harvest")
 

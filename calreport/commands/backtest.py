@@ -38,7 +38,7 @@ from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps
 from calreport.market.harvest import Progress as ReadProgress
-from calreport.market.harvest import HarvestFrame, index_price_per_snapshot, load_harvest
+from calreport.market.harvest import HarvestFrame, index_price_per_snapshot, load_harvest, rv_from_frame
 from calreport.commands.usecases import resolve_rv
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv
 from calreport.report.backtest import ROOT_BACK_HREF
@@ -148,7 +148,7 @@ def run(
     if not decisions:
         raise CalreportError("no decision time between --from and --to")
     idx_t, idx_p = index_price_per_snapshot(frame)
-    market = Market(frame.to_quotes(), idx_t, idx_p, index_window=_index_window(frame))
+    market = Market(frame.to_quotes(), idx_t, idx_p, window_rv=_window_rv(frame))
     harvest_rv = harvest_rv_at(market)
 
     def rv_at(t_ms: int) -> RealisedVol:  # calibrate's order (price store, then harvest), as of t
@@ -179,19 +179,20 @@ def run(
     return BacktestOutcome(bt_id, directory, summary, rows)
 
 
-def _index_window(frame: HarvestFrame) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None:
-    """What RV_7d reads for a window, exactly as `calreport calibrate` gets it (rv_from_harvest loads
-    [start, end] and calls index_price_per_snapshot). Only needed when some snapshot recorded
-    Deribit's index: otherwise the forward proxy per snapshot does not depend on the window."""
+def _window_rv(frame: HarvestFrame) -> Callable[[int], RealisedVol] | None:
+    """RV_7d at t exactly as rv_from_harvest gets it (the rows harvested in [t - 7 days, t], through
+    harvest.rv_from_frame). Only needed when some snapshot recorded Deribit's index: otherwise the
+    forward proxy per snapshot does not depend on the window, and the core's arrays give the same."""
     if not bool(np.isfinite(frame.index_price).any()):
         return None
     t = frame.harvested_at
 
-    def window(start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = int(np.searchsorted(t, start_ms, side="left")), int(np.searchsorted(t, end_ms, side="right"))
-        return index_price_per_snapshot(frame.take(slice(lo, hi)))  # a view of the window's rows
+    def at(end_ms: int) -> RealisedVol:
+        start = int(end_ms - WINDOW_DAYS * MS_PER_DAY)
+        lo, hi = int(np.searchsorted(t, start, side="left")), int(np.searchsorted(t, end_ms, side="right"))
+        return rv_from_frame(frame.take(slice(lo, hi)), end_ms)  # a view of the window's rows
 
-    return window
+    return at
 
 
 def write_backtest(

@@ -136,6 +136,9 @@ def resolve_rv(
         return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
 
 
+LIVE_PRICE_DAYS = 8.0  # a live calibrate refreshes this much of the price store: RV_7d's week plus a day
+
+
 def make_client() -> DeribitClient:
     """The Deribit client of a live fetch (tests replace this with one replaying recorded payloads)."""
     return DeribitClient()
@@ -271,10 +274,15 @@ def calibrate(
     client: DeribitClient | None = None,
 ) -> LiveRun:
     """One live run: history row, policy decision, apply if the policy says so, re-render.
-    Without a snapshot the chain is fetched now and kept in the root (fetch_snapshot)."""
+    Without a snapshot the chain is fetched now and kept in the root (fetch_snapshot), and, unless
+    --rv or --prices says where RV comes from, what RV needs too: the price store is brought up to
+    date (LIVE_PRICE_DAYS of hourly closes, de-duplicated), so RV_7d rests on a full week."""
     ws = as_workspace(where)
     if snapshot is None:
-        snapshot = fetch_snapshot(ws, underlying, client=client)
+        live = client or make_client()
+        if rv is None and prices is None:
+            prices_fetch(ws, underlying, days=LIVE_PRICE_DAYS, client=live)
+        snapshot = fetch_snapshot(ws, underlying, client=live)
     run = run_live_calibration(ws, underlying, snapshot, prices=prices, rv=rv)
     ws.rerender()
     return run

@@ -433,6 +433,12 @@ def rv_from_harvest(root: Root, underlying: str, end_ms: int) -> RealisedVol:
     """RV_7d from the harvest's index series (index_series, hourly closes). Its source says which
     series: "harvest index" (Deribit's index, recorded by `harvest --every`) or "harvest" (forwards)."""
     frame = load_harvest(root, underlying, int(end_ms - WINDOW_DAYS * MS_PER_DAY), int(end_ms))
+    return rv_from_frame(frame, end_ms)
+
+
+def rv_from_frame(frame: HarvestFrame, end_ms: int) -> RealisedVol:
+    """RV_7d from the rows of an already loaded 7-day window (rv_from_harvest reads one; the
+    backtest slices its in-memory harvest): the same series, the same source label."""
     t, p, recorded = index_series(frame)
     ticks, close = to_hourly(t, p)
     return realised_vol(ticks, close, end_ms, source=HARVEST_INDEX_SOURCE if recorded else "harvest")

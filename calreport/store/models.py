@@ -1033,6 +1033,7 @@ class BacktestDecision(_Lenient):
     decision_reason: str | None = None
     rv_7d: float | None = Field(default=None, description="RV_7d of the run (fraction).")
     rv_returns: int | None = Field(default=None, description="Hourly returns behind RV_7d.")
+    rv_source: str | None = Field(default=None, description="Where RV_7d came from, as a live run records it (manual, prices:..., harvest, harvest index).")
     thin_rv: bool = Field(default=False, description="RV_7d from fewer than fit.min_rv_returns returns.")
     samples: int | None = None
     recommended: dict[str, Any] | None = Field(default=None, description="{global, bands[, smile]} fitted by the run.")
