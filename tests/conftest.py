@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,31 @@ from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
 from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.paths import Root
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def _listing(top: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under `top`: what a test must never change."""
+    out = []
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            st = os.stat(os.path.join(dirpath, name))
+            out.append((os.path.relpath(os.path.join(dirpath, name), top), st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_data_is_never_written():
+    """Real-data tests read ../shared/data through links; a compaction once followed a directory link
+    and rewrote it. Any test run that adds, removes or rewrites a file there fails here."""
+    if not SHARED_DATA.is_dir():
+        yield
+        return
+    before = _listing(SHARED_DATA)
+    yield
+    assert _listing(SHARED_DATA) == before, "a test changed ../shared/data"
 
 
 @pytest.fixture
