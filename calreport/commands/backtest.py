@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from threadpoolctl import threadpool_limits
 
 from calreport import fmt
 from calreport.calibration.auto import parse_lookback
@@ -154,14 +153,11 @@ def run(
     def rv_at(t_ms: int) -> RealisedVol:  # calibrate's order (price store, then harvest), as of t
         return resolve_rv(root, name, t_ms, None, None, harvest=harvest_rv)
 
-    # Hundreds of small fits one after the other: a multi-threaded BLAS only adds hand-over cost
-    # (measured: a live run with the smile fit 0.92 s with OpenBLAS's 2 threads on a busy 2-core
-    # machine, 0.11 s with one), so the replay runs single-threaded. Results are identical.
-    with threadpool_limits(limits=1):
-        result = run_backtest(
-            market, underlying=name, decisions_ms=decisions, horizons_ms=horizon_ms, variants=configs,
-            make_entry=applied_store.new_entry, max_staleness_ms=stale_ms, rv=fixed_rv, rv_at=rv_at, progress=progress,
-        )
+    # single-threaded BLAS: every command runs under cli.main's threadpool limit (why: see there)
+    result = run_backtest(
+        market, underlying=name, decisions_ms=decisions, horizons_ms=horizon_ms, variants=configs,
+        make_entry=applied_store.new_entry, max_staleness_ms=stale_ms, rv=fixed_rv, rv_at=rv_at, progress=progress,
+    )
     per_variant = summarize(result, configs, max(last - first, every_ms))
 
     bt_id = new_run_id()
