@@ -498,6 +498,9 @@ def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
     render_site(root)
     panel = re.search(r'<section id="update-policy".*?</section>', page(root), re.S).group(0)
     assert "(1 - alpha) x the previous smoothed value" in panel and "x applied" not in panel
+    # the policy caps a large step and applies it (calibration.policy); it never holds for it
+    assert "capped at this step and applied" in panel and "held for review" not in panel
+    assert "Min RV returns" in panel and "Min change in SE" in panel
     assert re.search(r"Min change</td><td class=\"num\">0.03</td>", panel)
     # +0.04 on an applied 2.0 is a 2% move: held if min_delta were relative (3%), applied as it is absolute
     run = LiveRun(smoothed=Multipliers(global_=2.04), samples=500, vega_sum=100.0, status="ok")

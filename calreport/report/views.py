@@ -696,22 +696,30 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
 
 def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
     latest, index = inp.history.latest_live, inp.statuses
-    p, r, s = inp.config.policy, inp.config.realism, inp.config.smoothing
+    p, r, s, f = inp.config.policy, inp.config.realism, inp.config.smoothing, inp.config.fit
+    if s.half_life_hours is not None:
+        weight = ("Smoothing half-life", f"{fmt.num(s.half_life_hours, 1)} h",
+                  "alpha = 1 - 0.5^(hours since the previous smoothed run / half-life)")
+    else:
+        weight = ("Smoothing alpha", fmt.num(s.alpha, 2), "the same alpha for every run")
     thresholds = [
         ("Min samples", fmt.integer(p.min_samples), "a run with fewer usable quotes is held"),
         ("Min vega sum", fmt.num(p.min_vega_sum, 2), "total vega of the quotes used"),
+        ("Min RV returns", fmt.integer(f.min_rv_returns), "RV_7d from fewer hourly returns: the run is held (thin RV)"),
         (
             "Min change",
             fmt.limit(p.min_delta),
-            "held when |smoothed - applied| is smaller for the global and every band (no churn)",
+            "held when |smoothed - applied| is smaller for the global, every band and every smile node (no churn)",
         ),
-        ("Max step", fmt.pct(p.max_rel_step * 100, 1), "larger relative moves are held for review"),
+        ("Min change in SE", fmt.num(p.min_delta_se, 2), "the change must also exceed this many standard errors (multiplier_se)"),
+        ("Max step", fmt.pct(p.max_rel_step * 100, 1), "larger moves are capped at this step and applied (never held for it)"),
         (
-            "Smoothing alpha",
-            fmt.num(s.alpha, 2),
+            weight[0],
+            weight[1],
             (
-                "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last "
-                "live run with usable quotes that did not fail realism; the applied value when there is none)"
+                "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last live "
+                "run that fed smoothing: not failed, not thin RV, not held for samples; the applied value when there "
+                f"is none); {weight[2]}"
             ),
         ),
         ("Sane multiplier", f"{fmt.num(r.min_mult, 2)} - {fmt.num(r.max_mult, 2)}", "outside: realism failed"),
