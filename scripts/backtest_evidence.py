@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Rerun the backtests behind the defaults in CALIBRATION_NOTES.md ("Walk-forward backtest: evidence").
 
-    python scripts/backtest_evidence.py [--harvest ../shared/data/deribit-harvest-2025-12] [--extra NAME=YAML ...]
+    python scripts/backtest_evidence.py [--underlying BTC|ETH] [--harvest ../shared/data/deribit-harvest-2025-12]
+                                        [--extra NAME=YAML ...]
 
-Builds throw-away roots in a temporary directory (the shared BTC harvest copied in; a generated
-sample market), runs `calreport backtest` with every variant below in each scenario, and prints one
+Builds throw-away roots in a temporary directory (the underlying's shared harvest copied in; a generated
+sample market of the same underlying), runs `calreport backtest` with every variant below in each scenario, and prints one
 Markdown table per scenario (mean OTM IV error in vol points in-sample / +1h / +6h / +24h, the same
 at +1h / +24h over the second half of the decisions only (the cold start from the root's applied
 values left out), applies, mean |step|, thin-RV share, holds). Nothing outside the temporary directory is written.
@@ -46,6 +47,9 @@ VARIANTS = {
 if "sigma_mode" in CalibrationConfig.model_fields:  # issue 11's sigma modes, where they exist
     VARIANTS["atm_iv"] = "sigma_mode: atm_iv\n"
 SAMPLE_END = 1_765_540_800_000  # 2025-12-12T12:00Z
+# Fixed RVs per underlying, bracketing the harvest's ATM IV (5-40 day expiries, median over the
+# snapshots): BTC about 0.43, ETH about 0.65. The first is also the one of the 15-minute run.
+FIXED_RV = {"BTC": ("0.45", "0.40"), "ETH": ("0.65", "0.60")}
 
 
 def _root(base: Path, name: str) -> Root:
@@ -54,8 +58,8 @@ def _root(base: Path, name: str) -> Root:
     return root
 
 
-def _run(root: Root, variants: dict[str, Path], args: list[str]) -> dict:
-    argv = ["--root", str(root.path), "backtest", "--underlying", "BTC", *args]
+def _run(root: Root, variants: dict[str, Path], args: list[str], underlying: str = "BTC") -> dict:
+    argv = ["--root", str(root.path), "backtest", "--underlying", underlying, *args]
     for name, path in variants.items():
         argv += ["--variant", f"{name}={path}"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -100,6 +104,7 @@ def table(title: str, summary: dict) -> list[str]:
 def main_(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--harvest", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-harvest-2025-12"))
+    p.add_argument("--underlying", default="BTC", choices=sorted(FIXED_RV), help="which harvest and sample market (default BTC)")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=YAML", help="another variant as inline YAML")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="calreport-evidence-") as tmp:
@@ -109,23 +114,26 @@ def main_(argv: list[str] | None = None) -> int:
             files[name] = base / f"{name}.yaml"
             files[name].write_text(text)
         lines: list[str] = []
-        src = Path(args.harvest) / "BTC"
+        u = args.underlying
+        rvs = FIXED_RV[u]
+        src = Path(args.harvest) / u
         if src.is_dir():
             shared = _root(base, "shared")
-            shutil.copytree(src, shared.harvest_dir("BTC"))
+            shutil.copytree(src, shared.harvest_dir(u))
             window = ["--from", "2025-12-10T00:00:00Z", "--to", "2025-12-13T16:00:00Z", "--every", "1h", "--horizons", "1h,6h,24h"]
-            lines += table("Shared BTC harvest, RV from the harvest", _run(shared, files, window))
-            for rv in ("0.45", "0.40"):
-                lines += table(f"Shared BTC harvest, RV fixed at {rv}", _run(shared, files, [*window, "--rv", rv]))
-            dense = [*window[:4], "--every", "15m", *window[6:], "--rv", "0.45"]  # 4x the decisions where the harvest has data
-            lines += table("Shared BTC harvest, RV fixed at 0.45, decisions every 15 min", _run(shared, files, dense))
+            lines += table(f"Shared {u} harvest, RV from the harvest", _run(shared, files, window, u))
+            for rv in rvs:
+                lines += table(f"Shared {u} harvest, RV fixed at {rv}", _run(shared, files, [*window, "--rv", rv], u))
+            dense = [*window[:4], "--every", "15m", *window[6:], "--rv", rvs[0]]  # 4x the decisions where the harvest has data
+            lines += table(f"Shared {u} harvest, RV fixed at {rvs[0]}, decisions every 15 min", _run(shared, files, dense, u))
         else:
             print(f"(no shared harvest at {src}; sample market only)", file=sys.stderr)
         sample = _root(base, "sample")
-        m = SampleMarket("BTC", SAMPLE_END - 10 * MS_PER_DAY, SAMPLE_END + MS_PER_DAY, seed=7)
+        m = SampleMarket(u, SAMPLE_END - 10 * MS_PER_DAY, SAMPLE_END + MS_PER_DAY, seed=7)
         write_harvest(sample, m, m.harvest_times(SAMPLE_END - 10 * MS_PER_DAY, SAMPLE_END + MS_PER_DAY, interval_minutes=15))
         window = ["--from", iso_ms(SAMPLE_END - 3 * MS_PER_DAY), "--to", iso_ms(SAMPLE_END), "--every", "1h", "--horizons", "1h,6h,24h"]
-        lines += table("Generated sample market (seed 7, 15-min harvest), RV from the harvest", _run(sample, files, window))
+        title = "Generated sample market" if u == "BTC" else f"Generated {u} sample market"
+        lines += table(f"{title} (seed 7, 15-min harvest), RV from the harvest", _run(sample, files, window, u))
         print("\n".join(lines))
     return 0
 
