@@ -42,7 +42,7 @@ from calreport.calibration.realism import (
     smile_realism,
 )
 from calreport.calibration.select import Selection, dropped_text, select_quotes
-from calreport.calibration.sigma import base_sigma
+from calreport.calibration.sigma import base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
 from calreport.calibration.smoothing import ewma, smoothing_alpha
 from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
@@ -154,9 +154,7 @@ def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: Reali
     if mode == "rv":
         return sel, base_sigma(mode, rv=rv.rv, T=sel.T)
     valid = quotes.valid_name
-    _, atm_T, atm_iv = atm_iv_by_expiry(quotes.take(valid), all_T[valid])
-    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call) if mode == "mark_iv" else None
-    base = base_sigma(mode, rv=rv.rv, T=sel.T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
+    base = quote_base(mode, rv.rv, q, sel.T, quotes.take(valid), all_T[valid])
     ok = np.isfinite(base) & (base > 0)
     if bool(ok.all()):
         return sel, base

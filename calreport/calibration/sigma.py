@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from calreport.calibration.atm import atm_iv_by_expiry
+from calreport.calibration.desk import mark_sigma
+from calreport.market.deribit import QuoteArrays
 from calreport.store.models import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
 
 
@@ -108,3 +111,13 @@ def base_sigma(
         s = np.asarray(sigma_mark, dtype=np.float64)
         return np.where(np.isfinite(s) & (s > 0), s, np.nan)
     raise ValueError(f"unknown sigma mode {mode!r} (known: {', '.join(SIGMA_MODES)})")
+
+
+def quote_base(mode: str, rv: float | None, q: QuoteArrays, T: np.ndarray, chain: QuoteArrays, chain_T: np.ndarray) -> np.ndarray:
+    """The base sigma of the quotes `q` (times to expiry `T`) under `mode`, the ATM IV curve taken
+    from the whole `chain`: the one rule a live run, its backtest score and `calreport price` share."""
+    if mode == "rv":
+        return base_sigma(mode, rv=rv, T=T)
+    _, atm_T, atm_iv = atm_iv_by_expiry(chain, chain_T)
+    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, T, q.is_call) if mode == "mark_iv" else None
+    return base_sigma(mode, rv=rv, T=T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)

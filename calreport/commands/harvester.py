@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from calreport.commands.usecases import make_client
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, ImportResult, compact_closed_days
-from calreport.market.deribit import DeribitClient
 from calreport.market.harvest import append_snapshot
 from calreport.store.paths import Root
 from calreport.timeutil import iso_ms
@@ -99,7 +99,7 @@ def run_harvester(
     if not every_s > 0:
         raise CalreportError("--every: expected a positive number of seconds")
     names = [ws.config.check_underlying(u) for u in underlyings]
-    client = client or DeribitClient()
+    client = client or make_client()
     stop = stop or threading.Event()
     wait = wait or (lambda ev, s: ev.wait(s))
     stats = HarvesterStats()

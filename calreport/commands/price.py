@@ -27,17 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from calreport.calibration.atm import atm_iv_by_expiry
 from calreport.calibration.bands import BandLookup
-from calreport.calibration.desk import forward_delta, mark_sigma
+from calreport.calibration.desk import forward_delta
 from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
-from calreport.calibration.sigma import base_sigma
-from calreport.commands.usecases import resolve_rv
+from calreport.calibration.sigma import quote_base
+from calreport.commands.usecases import make_client, resolve_rv
 from calreport.commands.workspace import Workspace
 from calreport.engine import EngineView
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps
-from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
+from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.store.applied import read_applied
 from calreport.store.files import atomic_write
 from calreport.timeutil import DAYS_PER_YEAR, iso_ms
@@ -50,16 +49,6 @@ FORMATS = ("json", "csv")
 
 def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def _mode_base(mode: str, rv: float | None, q: QuoteArrays, T: np.ndarray) -> np.ndarray:
-    """The base sigma of each option in the configured sigma mode: RV_7d, its expiry's ATM IV
-    (total-variance interpolated) or its own mark IV (NaN where the mode has none)."""
-    if mode == "rv":
-        return base_sigma(mode, rv=rv, T=T)
-    _, atm_T, atm_iv = atm_iv_by_expiry(q, T)
-    smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, T, q.is_call) if mode == "mark_iv" else None
-    return base_sigma(mode, rv=rv, T=T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
 
 
 def price_rows(
@@ -79,7 +68,7 @@ def price_rows(
     if snapshot is not None:
         rows, meta = load_snapshot(snapshot, name)
     else:
-        rows, meta = (client or DeribitClient()).book_summary(name)
+        rows, meta = (client or make_client()).book_summary(name)
     mode = cfg.sigma_mode_for(name)  # issue 11: what sigma multiplies (calibration/sigma.py)
     base = resolve_rv(ws.root, name, meta.now_ms, prices, rv)
     if base.rv is None and mode == "rv":
@@ -93,7 +82,7 @@ def price_rows(
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
     q, T = q.take(keep), T[keep]
     F, K, c = q.underlying_price, q.strike, q.is_call
-    sigma = view.sigma_in_mode(name, K, F, T, _mode_base(mode, base.rv, q, T))
+    sigma = view.sigma_in_mode(name, K, F, T, quote_base(mode, base.rv, q, T, q, T))
     price = black76_price(F, K, T, sigma, c)
     delta = forward_delta(F, K, T, sigma, c)
     vega = black76_vega(F, K, T, sigma)
