@@ -14,10 +14,10 @@ from pathlib import Path
 from benchmarks import Figure, median, percentile
 from calreport.commands import usecases as actions
 from calreport.engine import AppliedMultipliersWatcher
+from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.files import append_line, atomic_write
 from calreport.store.history import apply_events
-from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 
 NAME = "apply"

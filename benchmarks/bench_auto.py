@@ -40,7 +40,7 @@ from calreport.market import sample as sample_mod
 from calreport.market.compact import compact_day
 from calreport.market.daycols import FLOAT_COLUMNS, parse_day_bytes, read_day_bytes
 from calreport.market.harvest import HarvestFrame, list_days, load_harvest
-from calreport.store.models import AutoRun
+from calreport.model import AutoRun
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_DAY
 

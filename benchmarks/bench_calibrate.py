@@ -31,9 +31,9 @@ from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.rv import RealisedVol
 from calreport.market.sample import SampleMarket, write_json
+from calreport.model import AppliedEntry, CalibrationConfig
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
-from calreport.store.models import AppliedEntry, CalibrationConfig
 from calreport.store.paths import Root
 
 NAME = "calibrate"

@@ -17,11 +17,11 @@ from pathlib import Path
 import jinja2
 
 from benchmarks import Figure
+from calreport.model import AutoRun
 from calreport.report.bench import build_root
 from calreport.report.render import render_site
 from calreport.store.history import append_row, read_history
 from calreport.store.ids import new_run_id
-from calreport.store.models import AutoRun
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache
 

@@ -13,7 +13,7 @@ from benchmarks import Figure, best_time
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.smile import DEFAULT_NODES, smile_at
 from calreport.engine import EngineView
-from calreport.store.models import AppliedDocument, AppliedEntry, CalibrationConfig, Smile
+from calreport.model import AppliedDocument, AppliedEntry, CalibrationConfig, Smile
 
 NAME = "smile"
 TARGET_RATE = 10e6

@@ -21,7 +21,7 @@ from calreport.calibration.select import select_quotes
 from calreport.calibration.uncertainty import bootstrap_se, price_terms
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.sample import write_json
-from calreport.store.models import CalibrationConfig
+from calreport.model import CalibrationConfig
 
 NAME = "uncertainty"
 REAL_SNAPSHOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots" / "BTC-2025-12-13T1543Z.json"

@@ -29,13 +29,16 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from calreport import fmt
-from calreport.calibration.bands import BandLookup, band_value, multiplier_at, multipliers_for_dte
+from calreport.calibration.bands import (
+    BandLookup,
+    band_value,
+    multiplier_at,
+    multipliers_for_dte,
+)
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.smile import SmileTable, entry_table
 from calreport.errors import CalreportError
-from calreport.store.applied import read_applied
-from calreport.store.config import load_config
-from calreport.store.models import (
+from calreport.model import (
     DEFAULT_MULTIPLIER,
     DEFAULT_SIGMA_MODE,
     AppliedDocument,
@@ -44,6 +47,8 @@ from calreport.store.models import (
     CalibrationConfig,
     default_entry,
 )
+from calreport.store.applied import read_applied
+from calreport.store.config import load_config
 from calreport.store.paths import Root
 from calreport.timeutil import DAYS_PER_YEAR, iso_utc, utc_now
 

@@ -30,7 +30,7 @@ from calreport.commands import usecases as actions  # noqa: E402
 from calreport.commands.cli import main  # noqa: E402
 from calreport.commands.workspace import Workspace  # noqa: E402
 from calreport.market.sample import MS_PER_DAY, SampleMarket, write_harvest  # noqa: E402
-from calreport.store.models import CalibrationConfig  # noqa: E402
+from calreport.model import CalibrationConfig  # noqa: E402
 from calreport.store.paths import Root  # noqa: E402
 from calreport.timeutil import iso_ms  # noqa: E402
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from calreport.commands import usecases as actions
+from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
-from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.paths import Root
-
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

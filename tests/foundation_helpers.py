@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
-from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.paths import Root
 
 

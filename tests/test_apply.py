@@ -13,6 +13,7 @@ from foundation_helpers import add_auto_run, add_live_run
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.errors import CalreportError, RefusedError
+from calreport.model import Multipliers
 from calreport.store.applied import (
     apply_values,
     force_apply,
@@ -20,7 +21,6 @@ from calreport.store.applied import (
     read_applied,
 )
 from calreport.store.history import apply_events
-from calreport.store.models import Multipliers
 from calreport.store.paths import Root, lock_path
 from calreport.store.state import read_state, status_index
 
@@ -219,9 +219,9 @@ def test_state_document_numbers_are_the_yaml_numbers(root):
 
 def test_apply_after_a_kill_between_yaml_and_event_records_the_lost_event_first(root):
     """A writer killed after replacing the YAML left no apply event; the next apply records it."""
+    from calreport.model import AppliedDocument, AppliedEntry
     from calreport.store.applied import RECOVERED_NOTE
     from calreport.store.files import atomic_write
-    from calreport.store.models import AppliedDocument, AppliedEntry
 
     first = add_live_run(root, smoothed=1.0833)
     force_apply(root, "BTC")

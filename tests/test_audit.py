@@ -11,9 +11,9 @@ from calreport.commands import usecases as actions
 from calreport.commands.audit import commit_message, describe_change, rollback
 from calreport.commands.cli import main
 from calreport.errors import RefusedError
+from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import apply_events
-from calreport.store.models import Multipliers
 
 
 def git(root, *args: str) -> str:
@@ -156,7 +156,7 @@ def test_rollback_refusals(root, capsys):
 
 
 def test_commit_message_shape():
-    from calreport.store.models import ApplyEvent
+    from calreport.model import ApplyEvent
 
     ev = ApplyEvent(
         underlying="BTC",

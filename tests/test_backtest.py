@@ -11,20 +11,43 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from calreport.calibration.backtest import IN_SAMPLE, Market, Variant, hold_kind, run_backtest, summarize
+from calreport.calibration.backtest import (
+    IN_SAMPLE,
+    Market,
+    Variant,
+    hold_kind,
+    run_backtest,
+    summarize,
+)
 from calreport.calibration.live import evaluate_live, score_applied
 from calreport.commands import backtest as backtest_cmd
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.market.deribit import QuoteArrays
-from calreport.market.harvest import encode_rows, index_price_per_snapshot, load_harvest, rv_from_harvest
+from calreport.market.harvest import (
+    encode_rows,
+    index_price_per_snapshot,
+    load_harvest,
+    rv_from_harvest,
+)
 from calreport.market.prices import CLOSES, prices_dir, rv_from_price_store
 from calreport.market.rv import RealisedVol, realised_vol
-from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest, write_json
+from calreport.market.sample import (
+    MS_PER_DAY,
+    MS_PER_HOUR,
+    SampleMarket,
+    write_harvest,
+    write_json,
+)
+from calreport.model import (
+    BacktestDecision,
+    BacktestSummary,
+    CalibrationConfig,
+    default_entry,
+)
 from calreport.store import applied as applied_store
 from calreport.store.config import load_config, load_config_file
-from calreport.store.models import BacktestDecision, BacktestSummary, CalibrationConfig, default_entry
 from calreport.store.paths import Root
 from calreport.timeutil import iso_ms
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from threadpoolctl import threadpool_limits
 from scipy.stats import norm
+from threadpoolctl import threadpool_limits
 
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
-from calreport.store.models import BacktestDecision, BacktestSummary
+from calreport.model import BacktestDecision, BacktestSummary
 from calreport.store.paths import Root
 
 HARVEST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-harvest-2025-12" / "BTC"

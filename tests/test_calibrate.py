@@ -22,9 +22,9 @@ from calreport.commands.usecases import run_live_calibration
 from calreport.errors import CalreportError
 from calreport.market.deribit import QuoteArrays, load_snapshot
 from calreport.market.rv import realised_vol
+from calreport.model import FilterConfig, Multipliers, RunDetail
 from calreport.store.applied import read_applied
 from calreport.store.history import apply_events, live_runs
-from calreport.store.models import FilterConfig, Multipliers, RunDetail
 from calreport.store.paths import Root
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from calreport.model import ApplyEvent, LiveRun, Multipliers
 from calreport.report import charts, views
 from calreport.report.render import render_site
-from calreport.store.models import ApplyEvent, LiveRun, Multipliers
 from calreport.store.paths import Root
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -115,8 +115,8 @@ def test_temp_files_left_by_a_killed_apply_are_a_warning(root, capsys):
 
 def _yaml_and_event(root, *, yaml_global: float, updated_at: str, event_ts: str) -> None:
     """A YAML entry and the apply event that should have written it, built directly."""
+    from calreport.model import ApplyEvent, Multipliers
     from calreport.store.history import append_row
-    from calreport.store.models import ApplyEvent, Multipliers
 
     common = {"source": "force", "run_id": "R1", "reason": "Forced by user"}
     append_row(root.live_history, ApplyEvent(ts=event_ts, underlying="BTC", previous=Multipliers(global_=1.0),

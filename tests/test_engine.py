@@ -15,8 +15,8 @@ import pytest
 
 from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import CalreportError
+from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
-from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_overlapping_bands_first_band_with_a_value_wins_in_the_engine_and_the_ca
         multiplier_at,
         multipliers_for_dte,
     )
-    from calreport.store.models import AppliedDocument, AppliedEntry, Band
+    from calreport.model import AppliedDocument, AppliedEntry, Band
 
     bands = (Band(name="a", min_dte=0, max_dte=10), Band(name="b", min_dte=5, max_dte=20), Band(name="c", min_dte=15, max_dte=30))
     entry = AppliedEntry(global_=1.0, bands={"b": 1.2, "c": 1.3})

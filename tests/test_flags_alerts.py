@@ -18,8 +18,7 @@ import pytest
 
 from calreport.calibration.flags import auto_flags, live_flags, new_flags
 from calreport.commands import usecases as actions
-from calreport.store.history import read_history
-from calreport.store.models import (
+from calreport.model import (
     AlertEvent,
     AutoRun,
     CalibrationConfig,
@@ -30,6 +29,7 @@ from calreport.store.models import (
     LiveRun,
     RunFlag,
 )
+from calreport.store.history import read_history
 from calreport.store.paths import Root
 from tests.independent import link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -247,7 +247,7 @@ def test_the_weekend_expiry_outlier_numbers_agree_with_an_independent_computatio
     from scipy.optimize import brentq
     from scipy.stats import norm
 
-    from calreport.store.models import RunDetail
+    from calreport.model import RunDetail
     from tests.independent import b76, expiry_seconds
 
     snap = SHARED / "deribit-snapshots" / "BTC-2025-12-13T1543Z.json"

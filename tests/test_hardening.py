@@ -408,8 +408,8 @@ def test_serve_state_endpoint_answers_503_in_one_line_for_an_unexpected_error(ro
 @pytest.mark.parametrize("text", ["1e3", ".5", "-2E-1", "true", "null", "1:30", "0x1", "yes", "x: y", "", "日本", "a\u2028b", "'q'"])
 def test_strings_the_writer_puts_in_the_applied_yaml_read_back_as_strings(root: Root, text: str) -> None:
     """The writer quotes by YAML 1.1 rules; the reader resolves by 1.2 (`1e3` is a number there)."""
+    from calreport.model import Multipliers
     from calreport.store.applied import apply_values
-    from calreport.store.models import Multipliers
 
     apply_values(root, "BTC", Multipliers(global_=1.1), source="force", run_id=text or None, reason=text)
     entry = read_applied(root).entry("BTC")

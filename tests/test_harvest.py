@@ -22,7 +22,7 @@ from calreport.market.harvest import (
     load_harvest,
     underlying_price_series,
 )
-from calreport.store.models import CalibrationConfig
+from calreport.model import CalibrationConfig
 from calreport.store.paths import Root
 
 DEC11 = 1765440000000  # 2025-12-11T08:00:00Z

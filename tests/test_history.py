@@ -8,9 +8,9 @@ import json
 import pytest
 from foundation_helpers import add_live_run
 
+from calreport.model import ApplyEvent, AutoRun, LiveRun, UnknownRow
 from calreport.store.history import append_row, index_history, read_history
 from calreport.store.ids import new_run_id
-from calreport.store.models import ApplyEvent, AutoRun, LiveRun, UnknownRow
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from calreport.model import LiveRun
 from calreport.report import views
 from calreport.report.render import render_site
 from calreport.store import history
@@ -22,7 +23,6 @@ from calreport.store.history import (
     read_history,
     save_index,
 )
-from calreport.store.models import LiveRun
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache, history_cache_file
 

@@ -11,9 +11,9 @@ from calreport.calibration.realism import recommended_problem
 from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.market.deribit import load_snapshot
+from calreport.model import RealismConfig
 from calreport.store.applied import read_applied
 from calreport.store.history import live_runs
-from calreport.store.models import RealismConfig
 from calreport.store.paths import Root
 from tests.test_calibrate import SNAP_DIR, synth_rows, write_snapshot
 

@@ -9,9 +9,9 @@ import pytest
 
 from calreport.calibration.smoothing import smoothing_alpha
 from calreport.commands import usecases as actions
+from calreport.model import SmoothingConfig
 from calreport.store.applied import read_applied
 from calreport.store.history import apply_events
-from calreport.store.models import SmoothingConfig
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_HOUR
 from tests.independent import link_shared_harvest

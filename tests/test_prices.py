@@ -18,7 +18,13 @@ import pytest
 from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.market.deribit import DeribitClient, parse_historical_volatility
-from calreport.market.prices import CLOSES, HV, prices_dir, read_closes, rv_from_price_store
+from calreport.market.prices import (
+    CLOSES,
+    HV,
+    prices_dir,
+    read_closes,
+    rv_from_price_store,
+)
 from calreport.store.paths import Root
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deribit"

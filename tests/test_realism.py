@@ -14,7 +14,7 @@ from calreport.calibration.realism import (
     REASON_UNREALISTIC_LIVE,
     assess_calibration_realism,
 )
-from calreport.store.models import RealismConfig
+from calreport.model import RealismConfig
 
 DEFAULTS = RealismConfig()  # the config model is the one home of the default thresholds
 

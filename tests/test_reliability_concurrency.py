@@ -13,15 +13,15 @@ import random
 import pytest
 
 from calreport.errors import RefusedError
-from calreport.store.applied import apply_values, force_apply, read_applied
-from calreport.store.history import append_row, read_history
-from calreport.store.models import (
+from calreport.model import (
     ApplyEvent,
     AutoRun,
     DataQuality,
     LiveRun,
     Multipliers,
 )
+from calreport.store.applied import apply_values, force_apply, read_applied
+from calreport.store.history import append_row, read_history
 from calreport.store.paths import Root
 
 PROCESSES = 6

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from calreport.model import ApplyEvent, Multipliers
 from calreport.store import files as fsutil
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import read_history
-from calreport.store.models import ApplyEvent, Multipliers
 from calreport.store.paths import Root
 
 KILLS = 200

@@ -14,10 +14,10 @@ import pytest
 
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError
+from calreport.model import Multipliers
 from calreport.store import files as fsutil
 from calreport.store.applied import apply_values
 from calreport.store.history import apply_events
-from calreport.store.models import Multipliers
 
 OPS = ("write", "fsync", "replace")
 

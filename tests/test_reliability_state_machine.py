@@ -28,18 +28,18 @@ from hypothesis.stateful import (
 from calreport.commands import usecases as actions
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
-from calreport.store.applied import apply_values, read_applied
-from calreport.store.config import load_config
-from calreport.store.files import atomic_write
-from calreport.store.history import append_row, apply_events
-from calreport.store.ids import new_run_id
-from calreport.store.models import (
+from calreport.model import (
     AppliedDocument,
     AutoRun,
     DataQuality,
     LiveRun,
     Multipliers,
 )
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.config import load_config
+from calreport.store.files import atomic_write
+from calreport.store.history import append_row, apply_events
+from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 from calreport.store.state import state_document
 

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from calreport.engine import AppliedMultipliersWatcher, EngineView
+from calreport.model import AppliedDocument, AppliedEntry, Multipliers
 from calreport.store import files as fsutil
 from calreport.store.applied import apply_values, format_applied, read_applied
 from calreport.store.files import atomic_write
-from calreport.store.models import AppliedDocument, AppliedEntry, Multipliers
 
 APPLIES = 200
 

@@ -13,13 +13,13 @@ import pytest
 
 from calreport import fmt
 from calreport.commands import cli
+from calreport.model import Multipliers
 from calreport.report import render, views
 from calreport.report.render import render_site
 from calreport.store import applied as apply
 from calreport.store.applied import read_applied
 from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
-from calreport.store.models import Multipliers
 from calreport.store.paths import Root
 
 XSS = "<img src=x onerror=window.__xss=1>"
@@ -423,8 +423,8 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
     """Runs sit at their snapshot time, applies at their own later time (a replayed snapshot, a
     force-apply): the applied value at t is the YAML value after the last apply at or before t, so
     before the first apply the line holds what that apply replaced instead of starting late."""
+    from calreport.model import ApplyEvent, LiveRun
     from calreport.report import charts
-    from calreport.store.models import ApplyEvent, LiveRun
 
     def m(x: float) -> Multipliers:
         return Multipliers.model_validate({"global": x})
@@ -449,8 +449,8 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
 
 def test_auto_chart_places_runs_at_their_window_end_in_time_order():
     """A backfill (--as-of last week, run today) is drawn at last week, not at the time it ran."""
+    from calreport.model import AutoRun
     from calreport.report import charts
-    from calreport.store.models import AutoRun
 
     def run(as_of: str | None, m: float, status: str = "ok") -> AutoRun:
         return AutoRun(type="auto_run", ts="2025-12-13T12:00:00Z", as_of=as_of, underlying="BTC", multiplier=m, status=status)
@@ -493,7 +493,7 @@ def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
     """Smoothing starts from the previous live run's smoothed value (calibration.live.previous_smoothed),
     and min_delta is an absolute multiplier difference (calibration.policy.decide), as the panel says."""
     from calreport.calibration.policy import decide
-    from calreport.store.models import AppliedEntry, LiveRun, PolicyConfig
+    from calreport.model import AppliedEntry, LiveRun, PolicyConfig
 
     render_site(root)
     panel = re.search(r'<section id="update-policy".*?</section>', page(root), re.S).group(0)

@@ -33,13 +33,13 @@ from calreport.market.sample import (
     listed_expiries,
     write_json,
 )
+from calreport.model import ApplyEvent, LiveRun
 from calreport.store.applied import read_applied
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.history import auto_runs, live_history, live_runs
-from calreport.store.models import ApplyEvent, LiveRun, parse_time
 from calreport.store.paths import Root
 from calreport.store.state import StatusIndex
-from calreport.timeutil import MS_PER_DAY
+from calreport.timeutil import MS_PER_DAY, parse_time
 
 T0 = FIXED_ANCHOR
 DERIBIT_FIELDS = {

@@ -16,13 +16,10 @@ from pydantic import BaseModel
 
 from calreport import jsonio
 from calreport.commands.demo import FIXED_ANCHOR, run_demo
-from calreport.market import parquet as pqday
 from calreport.commands.legacy import import_legacy
 from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
-from calreport.store.applied import force_apply, format_applied, read_applied
-from calreport.store.config import DEFAULT_CONFIG_TEXT
-from calreport.store.files import atomic_write
-from calreport.store.models import (
+from calreport.market import parquet as pqday
+from calreport.model import (
     ROW_TYPES,
     AppliedDocument,
     AppliedEntry,
@@ -34,6 +31,9 @@ from calreport.store.models import (
     Multipliers,
     RunDetail,
 )
+from calreport.store.applied import force_apply, format_applied, read_applied
+from calreport.store.config import DEFAULT_CONFIG_TEXT
+from calreport.store.files import atomic_write
 from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,9 +23,16 @@ from calreport.calibration.sigma import atm_iv_at, base_sigma
 from calreport.commands import usecases as actions
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
+from calreport.model import (
+    AppliedEntry,
+    CalibrationConfig,
+    LiveRun,
+    Multipliers,
+    PolicyConfig,
+    RunDetail,
+)
 from calreport.store.applied import force_apply, read_applied
 from calreport.store.history import apply_events
-from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds, link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -275,7 +282,7 @@ def test_backtest_scoring_prices_in_the_configured_mode_without_needing_rv(tmp_p
     from calreport.calibration.live import score_applied
     from calreport.market.deribit import QuoteArrays, load_snapshot
     from calreport.market.rv import RealisedVol
-    from calreport.store.models import AppliedEntry
+    from calreport.model import AppliedEntry
 
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
     rows, meta = load_snapshot(snap, "BTC")

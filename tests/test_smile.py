@@ -16,7 +16,7 @@ from calreport.calibration.smile import (
     regrid,
     smile_at,
 )
-from calreport.store.models import Band, CalibrationConfig, SmileConfig
+from calreport.model import Band, CalibrationConfig, SmileConfig
 
 NODES = list(DEFAULT_NODES)
 SKEW = [1.45, 1.25, 1.10, 1.0, 0.97, 1.0, 1.12]
@@ -142,9 +142,9 @@ def test_smile_config_refuses_a_grid_without_zero_or_unordered() -> None:
 
 from calreport.commands.audit import describe_change, log_lines  # noqa: E402
 from calreport.commands.doctor import format_doctor, run_doctor  # noqa: E402
+from calreport.model import Multipliers, Smile  # noqa: E402
 from calreport.store import applied as applied_store  # noqa: E402
 from calreport.store.history import ensure_history_files  # noqa: E402
-from calreport.store.models import Multipliers, Smile  # noqa: E402
 from calreport.store.state import read_state  # noqa: E402
 
 SMILE = Smile(nodes=NODES, global_=SKEW, bands={"7-30d": [1.4, 1.2, 1.1, 1.0, 0.97, 1.0, 1.1]})
@@ -312,7 +312,7 @@ from calreport.calibration.pricing import black76_price, year_fraction  # noqa: 
 from calreport.commands import usecases as actions  # noqa: E402
 from calreport.market.deribit import QuoteArrays  # noqa: E402
 from calreport.market.rv import manual_rv  # noqa: E402
-from calreport.store.models import AppliedEntry  # noqa: E402
+from calreport.model import AppliedEntry  # noqa: E402
 from tests.test_calibrate import NOW_MS, synth_rows, write_snapshot  # noqa: E402
 
 
@@ -389,7 +389,7 @@ def test_an_unrealistic_smoothed_smile_fails_realism_naming_the_node() -> None:
 
 def test_policy_caps_each_node_step_and_names_the_capped_nodes() -> None:
     from calreport.calibration.policy import decide_values
-    from calreport.store.models import LiveRun
+    from calreport.model import LiveRun
 
     sm = Smile(nodes=NODES, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
     run = LiveRun(status="ok", samples=500, vega_sum=30.0, smoothed=Multipliers(global_=1.0, smile=sm), rv_source="manual")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,15 @@ from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import norm
 
 from calreport.calibration.policy import decide
-from calreport.calibration.uncertainty import Z95, bootstrap_se, combine, iv_terms, rv_se
+from calreport.calibration.uncertainty import (
+    Z95,
+    bootstrap_se,
+    combine,
+    iv_terms,
+    rv_se,
+)
 from calreport.commands import usecases as actions
-from calreport.store.models import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
+from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -149,8 +154,8 @@ def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refi
 
 
 def test_dashboard_shows_the_standard_error_beside_each_recommended_multiplier(root: Root, rows) -> None:  # type: ignore[no-untyped-def]
+    from calreport.model import Interval95
     from calreport.report.render import render_site
-    from calreport.store.models import Interval95
 
     rows.live(recommended=0.9467, bands={"0-7d": 0.856}, multiplier_se=Multipliers(global_=0.0156, bands={"0-7d": 0.0636}),
               multiplier_ci95=Interval95(global_=[0.9167, 0.9778]))

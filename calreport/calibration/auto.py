@@ -50,11 +50,24 @@ from calreport.calibration.pricing import black76_price
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.calibration.sigma import atm_iv_grouped
-from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
 from calreport.calibration.smile import fit_smile
+from calreport.calibration.uncertainty import (
+    Uncertainty,
+    bootstrap_se,
+    combine,
+    iv_terms,
+    price_terms,
+    rv_se,
+)
 from calreport.errors import CalreportError, excerpt
 from calreport.market.rv import FULL_WEEK_RETURNS, realised_vol
-from calreport.store.models import AutoRun, CalibrationConfig, DataQuality, Smile, SmileFitStats
+from calreport.model import (
+    AutoRun,
+    CalibrationConfig,
+    DataQuality,
+    Smile,
+    SmileFitStats,
+)
 from calreport.timeutil import (
     MS_PER_DAY,
     MS_PER_HOUR,

@@ -35,12 +35,17 @@ from typing import Any
 import numpy as np
 
 from calreport.calibration.desk import DeskErrors
-from calreport.calibration.live import decide_under_lock, evaluate_live, score_applied, seeding_runs
+from calreport.calibration.live import (
+    decide_under_lock,
+    evaluate_live,
+    score_applied,
+    seeding_runs,
+)
 from calreport.calibration.policy import thin_rv
 from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import RealisedVol, realised_vol
-from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
+from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms
 
 MakeEntry = Callable[..., AppliedEntry]  # (values, config, *, updated_at, source, run_id, reason, sigma_mode)
@@ -105,7 +110,7 @@ class Decision:
         return self.run is not None and self.run.decision == "apply"
 
     def to_row(self) -> dict[str, Any]:
-        """The decisions.jsonl line (store.models.BacktestDecision)."""
+        """The decisions.jsonl line (model.BacktestDecision)."""
         r = self.run
         return {
             "variant": self.variant,

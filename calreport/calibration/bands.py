@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from calreport.store.models import DEFAULT_MULTIPLIER, AppliedEntry, Band, Multipliers
+from calreport.model import DEFAULT_MULTIPLIER, AppliedEntry, Band, Multipliers
 
 BandValues = AppliedEntry | Multipliers
 

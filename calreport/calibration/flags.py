@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from calreport.calibration.bands import band_index
-from calreport.store.models import DEFAULT_SIGMA_MODE, AutoRun, CalibrationConfig, ExpirySummary, LiveRun, RunFlag
+from calreport.model import (
+    DEFAULT_SIGMA_MODE,
+    AutoRun,
+    CalibrationConfig,
+    ExpirySummary,
+    LiveRun,
+    RunFlag,
+)
 
 WINGS = (("put_lt10", "<10D put"), ("call_lt10", "<10D call"))
 

@@ -45,10 +45,17 @@ from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
 from calreport.calibration.smoothing import ewma, smoothing_alpha
-from calreport.calibration.uncertainty import Uncertainty, bootstrap_se, combine, iv_terms, price_terms, rv_se
+from calreport.calibration.uncertainty import (
+    Uncertainty,
+    bootstrap_se,
+    combine,
+    iv_terms,
+    price_terms,
+    rv_se,
+)
 from calreport.market.deribit import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
-from calreport.store.models import (
+from calreport.model import (
     AppliedEntry,
     CalibrationConfig,
     ExpirySummary,

@@ -38,7 +38,14 @@ from typing import Literal
 from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.smile import flat, node_label, regrid
-from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, PolicyConfig, Smile
+from calreport.model import (
+    DEFAULT_SIGMA_MODE,
+    AppliedEntry,
+    LiveRun,
+    Multipliers,
+    PolicyConfig,
+    Smile,
+)
 
 Decision = tuple[Literal["apply", "hold"], str]
 _EPS = 1e-12

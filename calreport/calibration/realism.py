@@ -8,12 +8,11 @@ whose model holds the defaults); callers always pass them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from collections.abc import Mapping, Sequence
-
 from calreport.calibration.smile import smile_problems
-from calreport.store.models import RealismConfig, Smile, SmileConfig
+from calreport.model import RealismConfig, Smile, SmileConfig
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"

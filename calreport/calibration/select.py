@@ -14,7 +14,7 @@ import numpy as np
 
 from calreport.calibration.pricing import year_fraction
 from calreport.market.deribit import QuoteArrays, parse_instrument_names
-from calreport.store.models import FilterConfig
+from calreport.model import FilterConfig
 from calreport.timeutil import DAYS_PER_YEAR
 
 DROP_REASONS = (

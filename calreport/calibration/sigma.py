@@ -27,7 +27,7 @@ import numpy as np
 from calreport.calibration.atm import atm_iv_by_expiry
 from calreport.calibration.desk import mark_sigma
 from calreport.market.deribit import QuoteArrays
-from calreport.store.models import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
+from calreport.model import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
 
 
 def mode_of(value: str | None) -> str:

@@ -31,7 +31,7 @@ from scipy.special import ndtr
 from calreport import fmt
 from calreport.calibration.bands import BandLookup, band_value
 from calreport.calibration.pricing import black76_price, black76_price_vega_live
-from calreport.store.models import AppliedEntry, Band, Multipliers
+from calreport.model import AppliedEntry, Band, Multipliers
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
 SMOOTH_ABS_VP = 0.05  # |gap| is smoothed as sqrt(gap^2 + eps^2) (vol points) so the gradient exists

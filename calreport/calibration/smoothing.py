@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from calreport.calibration.smile import flat, regrid, zero_index
-from calreport.store.models import DEFAULT_SIGMA_MODE, AppliedEntry, LiveRun, Multipliers, Smile, SmoothingConfig
+from calreport.model import (
+    DEFAULT_SIGMA_MODE,
+    AppliedEntry,
+    LiveRun,
+    Multipliers,
+    Smile,
+    SmoothingConfig,
+)
 from calreport.timeutil import MS_PER_HOUR, time_ms
 
 APPLIED_SOURCE = "applied"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calreport.calibration.pricing import black76_price
-from calreport.store.models import UncertaintyEntry
+from calreport.model import UncertaintyEntry
 
 Terms = Callable[[np.ndarray], np.ndarray]  # grid (g,) -> per-quote weighted loss (g, n)
 

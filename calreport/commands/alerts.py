@@ -29,8 +29,15 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from calreport.calibration.flags import new_flags
+from calreport.model import (
+    AlertDelivery,
+    AlertEvent,
+    AlertsConfig,
+    AutoRun,
+    LiveRun,
+    RunFlag,
+)
 from calreport.store.history import append_row
-from calreport.store.models import AlertDelivery, AlertEvent, AlertsConfig, AutoRun, LiveRun, RunFlag
 from calreport.timeutil import iso_utc, utc_now
 
 if TYPE_CHECKING:

@@ -20,11 +20,11 @@ from typing import NamedTuple
 from calreport import fmt
 from calreport.calibration.smile import regrid
 from calreport.errors import CalreportError, RefusedError
+from calreport.model import ApplyEvent, CalibrationConfig, Multipliers, Smile
 from calreport.store.applied import read_applied, transaction
 from calreport.store.config import load_config
 from calreport.store.files import locked
 from calreport.store.history import apply_events, auto_runs, live_runs
-from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers, Smile
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0

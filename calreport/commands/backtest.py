@@ -33,20 +33,25 @@ from calreport.calibration.backtest import (
     run_backtest,
     summarize,
 )
+from calreport.commands.usecases import resolve_rv
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps
+from calreport.market.harvest import (
+    HarvestFrame,
+    index_price_per_snapshot,
+    load_harvest,
+    rv_from_frame,
+)
 from calreport.market.harvest import Progress as ReadProgress
-from calreport.market.harvest import HarvestFrame, index_price_per_snapshot, load_harvest, rv_from_frame
-from calreport.commands.usecases import resolve_rv
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv
+from calreport.model import BacktestDecision, BacktestSummary
 from calreport.report.backtest import ROOT_BACK_HREF
 from calreport.report.render import render_backtest_page
 from calreport.store import applied as applied_store
 from calreport.store.config import load_config_file
 from calreport.store.files import atomic_write
 from calreport.store.ids import new_run_id
-from calreport.store.models import BacktestDecision, BacktestSummary
 from calreport.timeutil import MS_PER_DAY, iso_ms, iso_utc, parse_time, utc_now
 
 ROOT_VARIANT = "root"

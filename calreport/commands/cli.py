@@ -18,9 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from tqdm import tqdm
-
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from calreport import __version__, fmt
 from calreport.calibration.select import dropped_text
@@ -49,8 +48,8 @@ from calreport.errors import (
 )
 from calreport.market.compact import import_harvest
 from calreport.market.harvest import Progress
+from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers, Smile
 from calreport.report.serve import serve
-from calreport.store.models import AutoRun, DataQuality, LiveRun, Multipliers, Smile
 from calreport.store.paths import Root
 from calreport.store.state import read_state
 from calreport.timeutil import iso_ms, parse_time

@@ -22,9 +22,9 @@ from calreport.commands import usecases
 from calreport.commands.audit import rollback_target
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
+from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.applied import read_applied
 from calreport.store.history import latest_live_run
-from calreport.store.models import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.paths import Root
 
 VIA = "dashboard"

@@ -40,8 +40,8 @@ from calreport import fmt
 from calreport.commands import usecases as actions
 from calreport.market.harvest import ERRORS_SUFFIX, PARQUET_SUFFIX
 from calreport.market.sample import SampleMarket, write_harvest, write_json
+from calreport.model import AutoRun, LiveRun
 from calreport.store.files import atomic_write
-from calreport.store.models import AutoRun, LiveRun
 from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, utc_now

@@ -16,9 +16,7 @@ from typing import Literal
 
 from calreport import fmt
 from calreport.errors import CalreportError, excerpt
-from calreport.store.applied import read_applied
-from calreport.store.config import load_config
-from calreport.store.models import (
+from calreport.model import (
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
@@ -26,6 +24,8 @@ from calreport.store.models import (
     CalibrationConfig,
     Multipliers,
 )
+from calreport.store.applied import read_applied
+from calreport.store.config import load_config
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery, Skipped
 from calreport.store.state import StatusIndex

@@ -33,10 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calreport.calibration.realism import assess_calibration_realism
 from calreport.errors import CalreportError, excerpt
-from calreport.store.config import load_config
-from calreport.store.files import locked
-from calreport.store.history import append_row, read_history
-from calreport.store.models import (
+from calreport.model import (
     UNDERLYING_RE,
     AutoRun,
     CalibrationConfig,
@@ -45,6 +42,9 @@ from calreport.store.models import (
     LiveRun,
     Multipliers,
 )
+from calreport.store.config import load_config
+from calreport.store.files import locked
+from calreport.store.history import append_row, read_history
 from calreport.store.paths import Root
 from calreport.store.yamlio import validation_problem
 from calreport.timeutil import iso_utc, parse_time

@@ -1,6 +1,6 @@
 """`calreport schema [NAME]`: the JSON Schema of each file format calreport reads or writes.
 
-The pydantic models in calreport.store.models are the schema; this prints them as JSON Schema
+The pydantic models in calreport.model are the schema; this prints them as JSON Schema
 (draft 2020-12) so other tools can validate the files. docs/FILES.md describes every file.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calreport.store.models import (
+from calreport.model import (
     AlertEvent,
     AppliedDocument,
     ApplyEvent,

@@ -41,14 +41,19 @@ from calreport.market.harvest import (
     load_harvest,
     rv_from_harvest,
 )
-from calreport.market.prices import PricesFetched, fetch_prices, hv_at, rv_from_price_store
+from calreport.market.prices import (
+    PricesFetched,
+    fetch_prices,
+    hv_at,
+    rv_from_price_store,
+)
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
+from calreport.model import ApplyEvent, AutoRun, LiveRun
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.files import atomic_write
 from calreport.store.history import append_row, ensure_history_files, iter_rows_reversed
 from calreport.store.ids import new_run_id
-from calreport.store.models import ApplyEvent, AutoRun, LiveRun
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_DAY, iso_ms, utc_now
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from calreport.commands.audit import GitAudit
 from calreport.errors import CalreportError
+from calreport.model import ApplyEvent, CalibrationConfig
 from calreport.report import render_site
 from calreport.store.config import load_config
-from calreport.store.models import ApplyEvent, CalibrationConfig
 from calreport.store.paths import Root
 
 AfterApply = Callable[[ApplyEvent], None]

@@ -51,10 +51,10 @@ from calreport.market.daycols import (
 )
 from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
+from calreport.model import CalibrationConfig
 from calreport.numbers import is_number
 from calreport.store.files import append_line, locked
 from calreport.store.history import iter_lines_reversed
-from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root, lock_path
 from calreport.timeutil import MS_PER_DAY
 

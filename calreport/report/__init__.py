@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calreport.store.models import CalibrationConfig
+from calreport.model import CalibrationConfig
 from calreport.store.paths import Root
 
 

@@ -15,9 +15,9 @@ from typing import Any
 from calreport import fmt
 from calreport.calibration.backtest import IN_SAMPLE
 from calreport.jsonio import loads
+from calreport.model import BacktestSummary
 from calreport.report import charts
 from calreport.store.files import atomic_write
-from calreport.store.models import BacktestSummary
 from calreport.store.paths import Root
 from calreport.timeutil import time_ms
 

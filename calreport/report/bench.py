@@ -21,12 +21,7 @@ import time
 from pathlib import Path
 
 from calreport.commands import usecases as actions
-from calreport.report.render import render_site
-from calreport.store.applied import format_applied, read_applied
-from calreport.store.files import atomic_write
-from calreport.store.history import append_row, dumps_row, read_history
-from calreport.store.ids import new_run_id
-from calreport.store.models import (
+from calreport.model import (
     AppliedEntry,
     ApplyEvent,
     AutoRun,
@@ -34,6 +29,11 @@ from calreport.store.models import (
     LiveRun,
     Multipliers,
 )
+from calreport.report.render import render_site
+from calreport.store.applied import format_applied, read_applied
+from calreport.store.files import atomic_write
+from calreport.store.history import append_row, dumps_row, read_history
+from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache
 from calreport.timeutil import MS_PER_MIN, iso_ms

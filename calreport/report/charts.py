@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from calreport import fmt
-from calreport.store.models import ApplyEvent, AutoRun, LiveRun, RunDetail
+from calreport.model import ApplyEvent, AutoRun, LiveRun, RunDetail
 from calreport.timeutil import MS_PER_DAY, MS_PER_SECOND, iso_ms, time_ms
 
 WIDTH, HEIGHT = 560, 200

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from calreport import __version__, timeutil
 from calreport.errors import CalreportError
+from calreport.model import BacktestSummary, CalibrationConfig, RunDetail
 from calreport.report import charts, views
 from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest_pages
 from calreport.store import history
@@ -32,7 +33,6 @@ from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write
 from calreport.store.history import RowRef, StaleIndex
-from calreport.store.models import BacktestSummary, CalibrationConfig, RunDetail
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
 from calreport.store.state import StatusIndex, state_document

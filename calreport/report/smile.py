@@ -24,8 +24,8 @@ from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.desk import BUCKET_LABELS, BUCKETS
 from calreport.calibration.smile import flat, regrid, smile_at
+from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, RunDetail
 from calreport.report.charts import Chart, Dot, Series, _f, _line, x_scale_num, y_scale
-from calreport.store.models import AppliedEntry, CalibrationConfig, LiveRun, RunDetail
 
 CURVE_POINTS = 81
 SKEW_FLAG = "SKEW_NOT_APPLIED"

@@ -16,9 +16,7 @@ from datetime import datetime
 from typing import Sequence
 
 from calreport import fmt
-from calreport.report import charts
-from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
-from calreport.store.models import (
+from calreport.model import (
     AppliedDocument,
     ApplyEvent,
     AutoRun,
@@ -27,9 +25,11 @@ from calreport.store.models import (
     LiveRun,
     Multipliers,
     RunDetail,
-    iso_utc,
 )
+from calreport.report import charts
+from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
 from calreport.store.state import StatusIndex
+from calreport.timeutil import iso_utc
 
 MISSING = fmt.MISSING
 UNKNOWN = "unknown"  # a status that cannot be derived (the YAML is unreadable, or an old row lacks it)

@@ -19,16 +19,7 @@ from pydantic import ValidationError
 
 from calreport import fmt
 from calreport.errors import CalreportError, RefusedError, excerpt
-from calreport.numbers import is_number
-from calreport.store.config import load_config
-from calreport.store.files import atomic_write, backup_link, present, restore_backup
-from calreport.store.history import (
-    append_row,
-    last_apply_events,
-    latest_live_run,
-    locked,
-)
-from calreport.store.models import (
+from calreport.model import (
     APPLIED_SCHEMA_VERSION,
     DEFAULT_SIGMA_MODE,
     AppliedDocument,
@@ -38,6 +29,15 @@ from calreport.store.models import (
     Multipliers,
     Smile,
     default_entry,
+)
+from calreport.numbers import is_number
+from calreport.store.config import load_config
+from calreport.store.files import atomic_write, backup_link, present, restore_backup
+from calreport.store.history import (
+    append_row,
+    last_apply_events,
+    latest_live_run,
+    locked,
 )
 from calreport.store.paths import Root, lock_path
 from calreport.store.yamlio import load_strict, scalar, validation_problem

@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from calreport.errors import CalreportError
+from calreport.model import CalibrationConfig
 from calreport.store.files import present
-from calreport.store.models import CalibrationConfig
 from calreport.store.paths import Root
 from calreport.store.yamlio import load_strict, validation_problem
 
@@ -98,15 +98,3 @@ sigma_mode: rv
 limits: {min_multiplier: 0.05, max_multiplier: 20.0}
 """
 
-# TRANSITIONAL (delete at merge): the settings models moved to calreport.store.models. These names
-# are re-exported only until the importers outside this branch's files take them from there.
-from calreport.store.models import (  # noqa: F401
-    AutoConfig,
-    Band,
-    DashboardConfig,
-    FilterConfig,
-    FitConfig,
-    PolicyConfig,
-    RealismConfig,
-    SmoothingConfig,
-)

@@ -18,10 +18,9 @@ from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
 from filelock import Timeout
 from pydantic import ValidationError
 
-from calreport import jsonio, timeutil
+from calreport import SCHEMA_VERSION, jsonio, timeutil
 from calreport.errors import CalreportError, RefusedError, excerpt
-from calreport.store.files import append_line, atomic_write, locked
-from calreport.store.models import (
+from calreport.model import (
     ROW_TYPES,
     ApplyEvent,
     AutoRun,
@@ -29,6 +28,7 @@ from calreport.store.models import (
     LiveRun,
     UnknownRow,
 )
+from calreport.store.files import append_line, atomic_write, locked
 from calreport.store.paths import Root, lock_path
 from calreport.store.yamlio import validation_problem
 
@@ -414,13 +414,12 @@ class HistoryIndex:
 
 @functools.cache
 def _code_key() -> str:
-    """Cached validation results are only good for the code that validated them (read on first
-    use, never at import)."""
-    h = hashlib.sha256(f"history-index-{INDEX_FORMAT}".encode())
-    here = Path(__file__).parent
-    for path in (here / "models.py", here / "history.py", here.parent / "timeutil.py"):
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    """Cached validation results are only good for the row schema that validated them: the key is
+    the index format, the package's SCHEMA_VERSION and the JSON Schema of every row type (so any
+    change to a row model invalidates the cache, whatever file it lives in; computed on first use)."""
+    schemas = {name: model.model_json_schema() for name, model in sorted(ROW_TYPES.items())}
+    blob = json.dumps({"index": INDEX_FORMAT, "schema_version": SCHEMA_VERSION, "rows": schemas}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def save_index(index: HistoryIndex, cache_file: Path) -> bool:

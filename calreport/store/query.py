@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
 from calreport import fmt
+from calreport.model import ApplyEvent, AutoRun, LiveRun
 from calreport.store import history
 from calreport.store.history import HistoryIndex, RowRef
-from calreport.store.models import ApplyEvent, AutoRun, LiveRun
 from calreport.store.paths import Root
 
 Kind = Literal["live", "auto"]

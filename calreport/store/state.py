@@ -12,19 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Protocol
 
-from calreport.store.applied import read_applied
-from calreport.store.history import HistoryRead, live_history
-from calreport.store.models import (
+from calreport.model import (
     AppliedDocument,
     ApplyEvent,
     CalibrationConfig,
     DisplayStatus,
     LiveRun,
     StateDocument,
-    iso_utc,
-    utc_now,
 )
+from calreport.store.applied import read_applied
+from calreport.store.history import HistoryRead, live_history
 from calreport.store.paths import Root
+from calreport.timeutil import iso_utc, utc_now
 
 
 def state_document(doc: AppliedDocument, now: datetime | None = None) -> StateDocument:

@@ -1,0 +1,94 @@
+"""The domain model: the schema of every file calreport reads or writes (docs/FILES.md describes
+each file; `calreport schema NAME` prints a model's JSON Schema). The bottom layer: it imports no
+other calreport layer and does no I/O, so the pure calibration core, the store, the engine and the
+report all speak it.
+
+- `applied`: AppliedDocument (config/applied_multipliers.yaml, strict), AppliedEntry, Smile,
+  Multipliers (the global + bands [+ smile] value runs and events carry), StateDocument.
+- `config`: CalibrationConfig (config/calibration.yaml, strict; the only home of every default).
+- `runs`: history rows (LiveRun and AutoRun on one RunMeasures base, ApplyEvent, AlertEvent;
+  lenient: older rows load with missing fields as None, unknown fields are kept) and RunDetail.
+- `harvest`: HarvestRow, HarvestErrors.  `backtest`: BacktestDecision, BacktestSummary.
+- `_base`: the typed codes (SigmaMode, RealismStatus, FlagCode, ApplySource, Decision).
+"""
+
+from calreport.model._base import (
+    BAND_LABEL_RE,
+    DEFAULT_SIGMA_MODE,
+    FLAG_CODES,
+    REALISM_STATUSES,
+    SIGMA_MODES,
+    UNDERLYING_RE,
+    ApplySource,
+    Decision,
+    DisplayStatus,
+    FlagCode,
+    RealismStatus,
+    SigmaMode,
+)
+from calreport.model.applied import (
+    APPLIED_SCHEMA_VERSION,
+    DEFAULT_MULTIPLIER,
+    AppliedDocument,
+    AppliedEntry,
+    Multipliers,
+    Smile,
+    StateDocument,
+    default_entry,
+)
+from calreport.model.backtest import BacktestDecision, BacktestScore, BacktestSummary
+from calreport.model.config import (
+    AlertsConfig,
+    AutoConfig,
+    Band,
+    CalibrationConfig,
+    DashboardConfig,
+    FilterConfig,
+    FitConfig,
+    FlagsConfig,
+    LimitsConfig,
+    PolicyConfig,
+    RealismConfig,
+    SmileConfig,
+    SmoothingConfig,
+)
+from calreport.model.harvest import (
+    HarvestErrors,
+    HarvestRow,
+    RejectedLine,
+    RejectedSource,
+)
+from calreport.model.runs import (
+    ROW_TYPES,
+    AlertDelivery,
+    AlertEvent,
+    ApplyEvent,
+    AutoRun,
+    DataQuality,
+    DeltaBucket,
+    ExpirySummary,
+    GroupMetrics,
+    HistoryRow,
+    Interval95,
+    LiveRun,
+    QuoteDetail,
+    RunDetail,
+    RunFlag,
+    RunMeasures,
+    SmileFitStats,
+    UncertaintyEntry,
+    UnknownRow,
+)
+
+__all__ = [
+    "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE", "FLAG_CODES",
+    "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
+    "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
+    "AutoConfig", "AutoRun", "BacktestDecision", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
+    "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
+    "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
+    "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
+    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile",
+    "SmileConfig", "SmileFitStats", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
+    "default_entry",
+]

@@ -1,0 +1,176 @@
+"""The applied multipliers (config/applied_multipliers.yaml), the state document, and the
+global + bands (+ smile) value every run and event carries."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from calreport.errors import excerpt
+from calreport.model._base import (
+    BAND_LABEL_RE,
+    UNDERLYING_RE,
+    ApplySource,
+    IsoTime,
+    Multiplier,
+    SigmaMode,
+    StrictName,
+    StrictNumber,
+    _Lenient,
+    _Strict,
+)
+
+APPLIED_SCHEMA_VERSION = 2  # 2: entries may carry a smile; a version-1 file reads as flat smiles
+
+
+class Smile(_Strict):
+    """Smile multipliers at nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T))
+    (calibration/smile.py): linear between nodes, flat beyond, 1 at x = 0. A band without its own
+    smile takes `global`; an entry without a smile is flat (today's model)."""
+
+    nodes: list[StrictNumber] = Field(description="The node grid x, strictly increasing, including 0 (dimensionless).")
+    global_: list[Multiplier] = Field(alias="global", description="Smile multiplier at each node for every band without its own (dimensionless, > 0).")
+    bands: dict[StrictName, list[Multiplier]] = Field(
+        default_factory=dict, description="DTE band label -> smile multiplier at each node; a band's smile wins over global."
+    )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Smile:
+        n = self.nodes
+        if len(n) < 3 or any(not (b > a) for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        for label, values in [("global", self.global_), *self.bands.items()]:
+            if len(values) != len(n):
+                raise ValueError(f"smile {label}: {len(values)} values for {len(n)} nodes")
+            if abs(values[n.index(0.0)] - 1.0) > 1e-9:
+                raise ValueError(f"smile {label}: the value at x=0 must be 1")
+        for label in self.bands:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {excerpt(label, 40)}")
+        return self
+
+    def for_band(self, label: str | None) -> list[float]:
+        """The smile a band uses: its own, else the global one."""
+        return list(self.bands.get(label, self.global_)) if label is not None else list(self.global_)
+
+    def rounded(self, ndigits: int = 4) -> Smile:
+        r = lambda vs: [round(float(v), ndigits) for v in vs]  # noqa: E731
+        return Smile(nodes=list(self.nodes), global_=r(self.global_), bands={k: r(v) for k, v in self.bands.items()})
+
+
+class AppliedEntry(_Strict):
+    """The multipliers the engine uses for one underlying."""
+
+    global_: Multiplier = Field(
+        alias="global", description="Multiplier of RV_7d for every DTE without a band value (dimensionless, > 0)."
+    )
+    bands: dict[StrictName, Multiplier] = Field(
+        default_factory=dict,
+        description="DTE band label (defined in config/calibration.yaml) -> multiplier; a band's value wins over global.",
+    )
+    updated_at: IsoTime | None = Field(default=None, description="When these values were written (ISO 8601 UTC).")
+    source: ApplySource = Field(default="init", description="How they were applied: policy, force, rollback or init.")
+    run_id: StrictName | None = Field(default=None, description="The live run the values came from (null for init).")
+    reason: StrictName | None = Field(default=None, description="Why they were applied (the policy's or the user's reason).")
+    sigma_mode: SigmaMode | None = Field(
+        default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
+    )
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("bands")
+    @classmethod
+    def _band_labels(cls, v: dict[str, float]) -> dict[str, float]:
+        for label in v:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {excerpt(label, 40)}")
+        return v
+
+    def multipliers(self) -> Multipliers:
+        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile)
+
+
+DEFAULT_MULTIPLIER = 1.0
+
+
+def default_entry() -> AppliedEntry:
+    """What a missing underlying means: multiplier 1.0, never an error."""
+    return AppliedEntry(global_=DEFAULT_MULTIPLIER, bands={}, source="init")
+
+
+class AppliedDocument(_Strict):
+    """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
+
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
+    underlyings: dict[StrictName, AppliedEntry] = Field(
+        default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
+    )
+
+    @field_validator("underlyings", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("underlyings")
+    @classmethod
+    def _underlying_names(cls, v: dict[str, AppliedEntry]) -> dict[str, AppliedEntry]:
+        for name in v:
+            if not UNDERLYING_RE.match(name):
+                raise ValueError(f"bad underlying name {excerpt(name, 40)}")
+        return v
+
+    def entry(self, underlying: str) -> AppliedEntry:
+        return self.underlyings.get(underlying) or default_entry()
+
+
+class StateDocument(_Strict):
+    """The state API: exactly the YAML's entries plus when the document was generated."""
+
+    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
+    underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
+    generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class Multipliers(_Lenient):
+    """A global multiplier plus optional per-DTE-band multipliers ({"global": x, "bands": {...}})."""
+
+    global_: StrictNumber | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
+    bands: dict[str, StrictNumber] = Field(default_factory=dict, description="Band label -> multiplier.")
+    smile: Smile | None = Field(default=None, description="Smile multipliers per node (global and per band); written only when present.")
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_serializer(mode="wrap")
+    def _no_null_smile(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A flat (smile-less) value is written exactly as before the smile existed."""
+        out = handler(self)
+        if isinstance(out, dict) and out.get("smile", 0) is None:
+            out.pop("smile")
+        return out
+
+    def rounded(self, ndigits: int = 4) -> Multipliers:
+        g = None if self.global_ is None else round(self.global_, ndigits)
+        smile = None if self.smile is None else self.smile.rounded(ndigits)
+        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile)

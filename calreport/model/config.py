@@ -1,0 +1,329 @@
+"""config/calibration.yaml: every setting and its one built-in default."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from calreport.errors import CalreportError, excerpt
+from calreport.model._base import (
+    BAND_LABEL_RE,
+    DEFAULT_SIGMA_MODE,
+    UNDERLYING_RE,
+    SigmaMode,
+)
+
+if TYPE_CHECKING:
+    from calreport.model.applied import Multipliers
+
+class _Section(BaseModel):
+    """Every settings model: unknown keys refused, and strict types for every field, present and
+    future (issue 10): a number is a number (not "1.5", not yes/true), an integer is an integer,
+    and NaN / infinity are refused wherever a float is expected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _check_underlyings(names: list[str]) -> list[str]:
+    for name in names:
+        if not UNDERLYING_RE.match(name):
+            raise ValueError(f"bad underlying {excerpt(name, 40)} (upper-case letters and digits, e.g. BTC)")
+    return names
+
+
+def _check_range(low: float, high: float, names: str) -> None:
+    """`names` is "min_x < max_x"; the error's location already names the section."""
+    if not low < high:
+        lo, hi = names.split(" < ")
+        raise ValueError(f"{lo} ({low:g}) must be below {hi} ({high:g})")
+
+
+class Band(_Section):
+    """A DTE band [min_dte, max_dte): an option of DTE d belongs to the band with min <= d < max."""
+
+    name: str = Field(description="Band label, used as the key in the applied YAML's bands (letters, digits, _ . + -; at most 32).")
+    min_dte: float = Field(ge=0, description="Lower DTE bound in days (inclusive).")
+    max_dte: float = Field(gt=0, description="Upper DTE bound in days (exclusive).")
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        if not BAND_LABEL_RE.match(v):
+            raise ValueError(f"bad band name {excerpt(v, 40)} (letters, digits, _ . + -; at most 32; e.g. 7-30d)")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.max_dte <= self.min_dte:
+            raise ValueError(f"band {self.name!r}: max_dte must exceed min_dte")
+        return self
+
+
+class LimitsConfig(_Section):
+    """Hard bounds on every multiplier calreport writes or reads (issue 10): a value outside them
+    is refused, whatever produced it (a fit, a hand-edited history row, a hand-edited YAML)."""
+
+    min_multiplier: float = Field(default=0.05, gt=0, description="Smallest multiplier ever applied or accepted in the applied YAML.")
+    max_multiplier: float = Field(default=20.0, gt=0, description="Largest multiplier ever applied or accepted in the applied YAML.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsConfig:
+        _check_range(self.min_multiplier, self.max_multiplier, "min_multiplier < max_multiplier")
+        return self
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is not an acceptable multiplier, or None."""
+        if not (self.min_multiplier <= value <= self.max_multiplier):
+            return f"{value:.6g} is outside the limits [{self.min_multiplier:g}, {self.max_multiplier:g}] (config limits)"
+        return None
+
+    def problem_of(self, values: Multipliers | None) -> str | None:
+        """Why a global + bands set is not acceptable ("global: ...", "bands.7-30d: ..."), or None."""
+        if values is None or values.global_ is None:
+            return "no global multiplier"
+        for where, value in (("global", values.global_), *((f"bands.{k}", v) for k, v in values.bands.items())):
+            problem = self.problem(value)
+            if problem:
+                return f"{where} {problem}"
+        return None
+
+
+class RealismConfig(_Section):
+    """Thresholds of assess_calibration_realism; the one home of their defaults."""
+
+    min_mult: float = Field(default=0.7, description="Lowest believable multiplier.")
+    max_mult: float = Field(default=1.6, description="Highest believable multiplier.")
+    max_mae: float = Field(default=400.0, description="Highest believable MAE (percent of the mark).")
+    max_vega_mae: float = Field(default=200.0, description="Highest believable vega-weighted MAE (percent).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RealismConfig:
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
+        return self
+
+
+class PolicyConfig(_Section):
+    """When a live run's smoothed multipliers are applied automatically."""
+
+    min_samples: int = Field(default=50, description="Fewest usable quotes for an automatic apply.")
+    min_vega_sum: float = Field(
+        default=1.0,
+        description="Least summed vega for an automatic apply (coin per 1.00 vol; ~20 for a full BTC chain).",
+    )
+    min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
+    max_rel_step: float = Field(default=0.25, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+    min_delta_se: float = Field(
+        default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
+    )
+
+
+class SmoothingConfig(_Section):
+    alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
+    half_life_hours: float | None = Field(
+        default=None, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
+    )
+
+
+class FilterConfig(_Section):
+    """Which quotes a calibration uses; each drop is counted per reason."""
+
+    min_dte: float = Field(default=1.0, description="Shortest DTE used (days).")
+    max_dte: float = Field(default=90.0, description="Longest DTE used (days).")
+    min_mark_price: float = Field(default=0.0005, description="Smallest mark used (base coin; 5 ticks of 0.0001).")
+    max_abs_log_moneyness: float = Field(default=0.5, description="Largest |ln(K/F)| used.")
+    min_open_interest: float = Field(default=0.0, description="Smallest open interest used (contracts; 0 = no filter).")
+    max_rel_spread: float = Field(
+        default=2.0, description="Widest (ask - bid) / mid used (fraction), checked only where both sides exist."
+    )
+    option_types: list[str] = Field(default_factory=lambda: ["C", "P"], description="Option types used: C, P.")
+
+
+class FitConfig(_Section):
+    """Bounded search for the multiplier that minimises vega-weighted absolute % error."""
+
+    min_mult: float = Field(default=0.5, gt=0, description="Lower bound of the multiplier search.")
+    max_mult: float = Field(default=3.0, gt=0, description="Upper bound of the multiplier search.")
+    band_min_samples: int = Field(default=10, description="Fewest quotes in a band (or option type) to fit it separately.")
+    min_samples: int = Field(
+        default=10, ge=1, description="A live run with fewer usable quotes is a failed run (nothing is fitted)."
+    )
+    min_rv_returns: int = Field(
+        default=120, ge=0, description="RV_7d from fewer hourly returns degrades a live run (a full week is 168)."
+    )
+    objective: Literal["price_vega_rel", "otm_iv_vega"] = Field(
+        default="price_vega_rel",
+        description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
+    )
+    bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
+    bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FitConfig:
+        _check_range(self.min_mult, self.max_mult, "min_mult < max_mult")
+        return self
+
+
+class SmileConfig(_Section):
+    """The smile on top of each band's flat sigma (calibration/smile.py); enabled: false is the flat model."""
+
+    enabled: bool = Field(default=True, description="Fit, apply and price with the smile; false gives the flat model exactly.")
+    nodes: list[float] = Field(
+        default_factory=lambda: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5],
+        description="Nodes of normalised moneyness x = ln(K/F) / (base x m_band x sqrt(T)); strictly increasing, must include 0.",
+    )
+    penalty: float = Field(default=1.0, ge=0, description="Weight of the sum of squared slope changes at the nodes, in the objective's units (vp or percent).")
+    bounds: list[float] = Field(default_factory=lambda: [0.5, 3.0], description="Lowest and highest node value [lo, hi] (dimensionless).")
+    min_quotes_per_band: int = Field(default=20, ge=1, description="A band with fewer OTM quotes takes the global smile.")
+    skew_flag_vp: float = Field(default=2.0, gt=0, description="SKEW_NOT_APPLIED when fitted and applied smiles differ by more than this at any node (vol points).")
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> SmileConfig:
+        n = self.nodes
+        if len(n) < 3 or any(b <= a for a, b in zip(n, n[1:])) or 0.0 not in n:
+            raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
+            raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
+        return self
+
+
+class AutoConfig(_Section):
+    """Auto-calibrate defaults and the daily job's list of runs."""
+
+    underlyings: list[str] = Field(default_factory=lambda: ["BTC", "ETH"], description="Underlyings the daily job runs.")
+    dte_ranges: list[str] = Field(default_factory=lambda: ["3-10"], description="DTE ranges in days, 'MIN-MAX'.")
+    lookbacks: list[str] = Field(default_factory=lambda: ["14d"], description="Window lengths: 90m, 12h, 14d, 1w.")
+    expected_interval_minutes: float = Field(default=5.0, gt=0, description="Harvest interval the coverage is measured against (minutes).")
+    min_snapshot_coverage: float = Field(default=0.5, description="Fewer snapshots than this share of the expected degrades a run (fraction).")
+    min_rv_returns: int = Field(default=24, description="Snapshots whose RV_7d rests on fewer hourly returns are left out.")
+    max_schema_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Data quality degraded above this share of unreadable harvest lines (fraction)."
+    )
+    min_expiries: int = Field(default=2, ge=0, description="Fewer expiries in the DTE range degrade a run.")
+    min_strikes: int = Field(default=10, ge=0, description="Fewer distinct strikes in the DTE range degrade a run.")
+
+    @field_validator("underlyings")
+    @classmethod
+    def _underlying_names(cls, v: list[str]) -> list[str]:
+        return _check_underlyings(v)
+
+
+class DashboardConfig(_Section):
+    max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
+    page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
+    mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
+    min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
+
+
+class FlagsConfig(_Section):
+    """Thresholds of the run flags (calibration/flags.py): what a desk wants pointed out."""
+
+    iv_drift_vp: float = Field(default=5.0, gt=0, description="IV_DRIFT when the 7-day ATM IV moved more than this since the applied run (vol points).")
+    atm_rv_min: float = Field(default=0.7, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is below this.")
+    atm_rv_max: float = Field(default=1.4, gt=0, description="ATM_RV_RANGE when ATM IV / RV_7d is above this.")
+    wing_gap_vp: float = Field(default=5.0, gt=0, description="WING_GAP when a band's <10D bucket is further than this from the market (vol points).")
+    expiry_outlier_ratio: float = Field(default=2.0, gt=1, description="SHORT_EXPIRY_OUTLIER when an expiry's vega-weighted MAE exceeds this multiple of its band's.")
+    expiry_outlier_min_samples: int = Field(default=5, ge=1, description="Fewest quotes of an expiry for SHORT_EXPIRY_OUTLIER.")
+
+
+class AlertsConfig(_Section):
+    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+
+    command: str | list[str] | None = Field(
+        default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."
+    )
+    webhook: str | None = Field(default=None, description="http(s) URL the event JSON is POSTed to.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Longest wait per delivery (seconds); the command's process group is killed after it.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {v[:60]!r}")
+        return v
+
+
+class CalibrationConfig(_Section):
+    """config/calibration.yaml: every key optional; these defaults are the built-in settings."""
+
+    schema_version: int = 1
+    underlyings: list[str] = Field(default_factory=lambda: ["BTC", "ETH"], description="Configured underlyings.")
+    bands: list[Band] = Field(
+        default_factory=lambda: [
+            Band(name="0-7d", min_dte=0, max_dte=7),
+            Band(name="7-30d", min_dte=7, max_dte=30),
+            Band(name="30-90d", min_dte=30, max_dte=90),
+        ],
+        description="DTE bands, first match wins; per-band multipliers apply inside them.",
+    )
+    realism: RealismConfig = Field(default_factory=RealismConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    smile: SmileConfig = Field(default_factory=SmileConfig)
+    auto: AutoConfig = Field(default_factory=AutoConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")
+    flags: FlagsConfig = Field(default_factory=FlagsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    sigma_mode: SigmaMode | dict[str, SigmaMode] = Field(
+        default="rv",
+        description="What the multiplier multiplies: rv (RV_7d), atm_iv (the expiry's ATM IV, total-variance interpolated) or mark_iv (the option's own mark IV); one mode, or underlying -> mode (unlisted: rv).",
+    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("underlyings")
+    @classmethod
+    def _underlying_names(cls, v: list[str]) -> list[str]:
+        return _check_underlyings(v)
+
+    @model_validator(mode="after")
+    def _fit_within_limits(self) -> CalibrationConfig:
+        lim = self.limits
+        if self.fit.min_mult < lim.min_multiplier or self.fit.max_mult > lim.max_multiplier:
+            raise ValueError(
+                f"fit: the search range [{self.fit.min_mult:g}, {self.fit.max_mult:g}] must lie within the "
+                f"limits [{lim.min_multiplier:g}, {lim.max_multiplier:g}]"
+            )
+        return self
+
+    @field_validator("bands")
+    @classmethod
+    def _unique_bands(cls, v: list[Band]) -> list[Band]:
+        names = [b.name for b in v]
+        if len(set(names)) != len(names):
+            raise ValueError("band names must be unique")
+        return v
+
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    def settings_hash(self) -> str:
+        """A short hash of every setting, so a run can be reproduced with the same config."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def sigma_mode_for(self, underlying: str) -> str:
+        """The configured sigma mode of `underlying` (rv when not listed)."""
+        if isinstance(self.sigma_mode, str):
+            return self.sigma_mode
+        return self.sigma_mode.get(underlying.upper(), DEFAULT_SIGMA_MODE)
+
+    def check_underlying(self, underlying: str) -> str:
+        """Unknown underlyings are a one-line error, not a silent 1.0."""
+        name = underlying.upper()
+        if name not in self.underlyings:
+            raise CalreportError(
+                f"unknown underlying {excerpt(underlying, 40)} (configured: {', '.join(self.underlyings)})"
+            )
+        return name
