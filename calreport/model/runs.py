@@ -214,7 +214,15 @@ class LiveRun(RunMeasures):
     )
     quotes_total: int | None = Field(default=None, description="Rows in the snapshot, before the filters.")
     smoothed_from: str | None = Field(default=None, description='The EWMA\'s previous value: "run <id>" or "applied".')
-    fit_vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE at the recommended global multiplier (percent).")
+    fit_vega_weighted_mae_pct: float | None = Field(
+        default=None, description="Vega-weighted MAE over every quote at the recommended calibration, bands and smile included (percent)."
+    )
+    fit_otm_vega_weighted_mae_pct: float | None = Field(
+        default=None, description="Vega-weighted mean |synthetic - mark| / mark over OTM quotes at the recommended calibration, smile included (percent)."
+    )
+    fit_iv_error_vp: float | None = Field(
+        default=None, description="Vega-weighted mean |sigma_model - sigma_mark| over OTM quotes at the recommended calibration, smile included (vol points)."
+    )
     data_quality_status: RealismStatus | None = Field(default=None, description="ok, degraded (thin RV history, no ATM IV, a few marks above the no-arbitrage bound) or failed (marks in USD or mostly above the bound).")
     data_quality_issues: list[str] | None = Field(default=None, description="Why data quality is degraded.")
     applied_values: Multipliers | None = Field(
