@@ -28,7 +28,8 @@ from calreport.calibration.live import LiveEvaluation, evaluate_live
 from calreport.calibration.select import Selection, select_quotes
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import load_snapshot
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import RealisedVol
 from calreport.market.sample import SampleMarket, write_json
 from calreport.model import AppliedEntry, CalibrationConfig

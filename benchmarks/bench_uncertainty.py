@@ -19,7 +19,8 @@ from benchmarks.bench_calibrate import T_SNAPSHOT, full_chain_market
 from calreport.calibration.fit import fit_multiplier, market_iv, vega_weights
 from calreport.calibration.select import select_quotes
 from calreport.calibration.uncertainty import bootstrap_se, price_terms
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import load_snapshot
+from calreport.market.quotes import QuoteArrays
 from calreport.market.sample import write_json
 from calreport.model import CalibrationConfig
 

@@ -24,7 +24,7 @@ from calreport.commands import backtest as backtest_cmd
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.market.harvest import (
     encode_rows,
     index_price_per_snapshot,

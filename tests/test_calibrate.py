@@ -20,7 +20,8 @@ from calreport.commands import usecases as actions
 from calreport.commands.cli import describe_run
 from calreport.commands.usecases import run_live_calibration
 from calreport.errors import CalreportError
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import load_snapshot
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import realised_vol
 from calreport.model import FilterConfig, Multipliers, RunDetail
 from calreport.store.applied import read_applied

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 
 from calreport.errors import CalreportError
-from calreport.market.deribit import (
-    DeribitClient,
-    QuoteArrays,
-    load_chart_data,
-    load_snapshot,
-    parse_chart_data,
-    parse_instrument_names,
-)
+from calreport.market.deribit import DeribitClient, load_chart_data, load_snapshot, parse_chart_data
+from calreport.market.quotes import QuoteArrays, parse_instrument_names
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deribit"
 

@@ -24,7 +24,7 @@ from calreport.calibration.desk import (
     otm_mask,
 )
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 
 SNAP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 SNAPSHOTS = ["BTC-2025-12-13T1543Z.json", "BTC-2025-12-11T1936Z.json", "ETH-2025-12-11T1936Z.json"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from calreport.errors import CalreportError
-from calreport.market.deribit import QuoteArrays, load_snapshot, parse_chart_data
+from calreport.market.deribit import load_snapshot, parse_chart_data
+from calreport.market.quotes import QuoteArrays
 from calreport.market.harvest import parse_day_bytes
 from calreport.numbers import as_float, float_array, float_column, is_number
 from calreport.store.applied import read_applied

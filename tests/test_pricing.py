@@ -14,7 +14,8 @@ from calreport.calibration.pricing import (
     implied_vol,
     year_fraction,
 )
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import load_snapshot
+from calreport.market.quotes import QuoteArrays
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SNAPSHOTS = sorted((SHARED / "deribit-snapshots").glob("*.json")) if SHARED.is_dir() else []

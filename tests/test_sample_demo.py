@@ -18,13 +18,8 @@ from calreport.commands.demo import (
     demo_anchor,
     run_demo,
 )
-from calreport.market.deribit import (
-    QuoteArrays,
-    check_snapshot_rows,
-    load_snapshot,
-    parse_chart_data,
-    parse_instrument_name,
-)
+from calreport.market.deribit import check_snapshot_rows, load_snapshot, parse_chart_data
+from calreport.market.quotes import QuoteArrays, parse_instrument_name
 from calreport.market.harvest import load_harvest
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (

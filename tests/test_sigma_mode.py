@@ -224,7 +224,8 @@ def test_grouped_atm_iv_equals_the_per_expiry_reading_on_the_shared_snapshot() -
     from calreport.calibration.atm import atm_iv_by_expiry
     from calreport.calibration.pricing import year_fraction
     from calreport.calibration.sigma import atm_iv_grouped
-    from calreport.market.deribit import QuoteArrays, load_snapshot
+    from calreport.market.deribit import load_snapshot
+    from calreport.market.quotes import QuoteArrays
 
     if not SNAP.is_file():
         pytest.skip("../shared/data is absent")
@@ -280,7 +281,8 @@ def test_backtest_scoring_prices_in_the_configured_mode_without_needing_rv(tmp_p
     """score_applied (the backtest's out-of-sample score) prices like a live run: in atm_iv mode the
     flat marks at 1.1 x 0.45 are met exactly at multiplier 1.0, and no RV is needed."""
     from calreport.calibration.live import score_applied
-    from calreport.market.deribit import QuoteArrays, load_snapshot
+    from calreport.market.deribit import load_snapshot
+    from calreport.market.quotes import QuoteArrays
     from calreport.market.rv import RealisedVol
     from calreport.model import AppliedEntry
 

@@ -310,7 +310,7 @@ from calreport.calibration.bands import multipliers_for_dte  # noqa: E402
 from calreport.calibration.live import evaluate_live  # noqa: E402
 from calreport.calibration.pricing import black76_price, year_fraction  # noqa: E402
 from calreport.commands import usecases as actions  # noqa: E402
-from calreport.market.deribit import QuoteArrays  # noqa: E402
+from calreport.market.quotes import QuoteArrays  # noqa: E402
 from calreport.market.rv import manual_rv  # noqa: E402
 from calreport.model import AppliedEntry  # noqa: E402
 from tests.test_calibrate import NOW_MS, synth_rows, write_snapshot  # noqa: E402

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.timeutil import DAYS_PER_YEAR
 
 ATM_TARGET_DAYS = 7.0

@@ -43,7 +43,7 @@ from calreport.calibration.live import (
 )
 from calreport.calibration.policy import thin_rv
 from calreport.calibration.smoothing import previous_smoothed_run
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import RealisedVol, realised_vol
 from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms

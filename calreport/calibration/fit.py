@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from calreport.calibration.pricing import black76_price, black76_vega, implied_vol
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.model import GroupMetrics
 
 GRID_POINTS = 33  # geometric step ~5.8 % over [0.5, 3.0]; Brent refines inside the best cell

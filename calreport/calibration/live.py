@@ -53,7 +53,7 @@ from calreport.calibration.uncertainty import (
     price_terms,
     rv_se,
 )
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import FULL_WEEK_RETURNS, RealisedVol
 from calreport.model import (
     AppliedEntry,

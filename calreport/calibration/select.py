@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calreport.calibration.pricing import year_fraction
-from calreport.market.deribit import QuoteArrays, parse_instrument_names
+from calreport.market.quotes import QuoteArrays, parse_instrument_names
 from calreport.model import FilterConfig
 from calreport.timeutil import DAYS_PER_YEAR
 

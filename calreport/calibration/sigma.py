@@ -26,7 +26,7 @@ import numpy as np
 
 from calreport.calibration.atm import atm_iv_by_expiry
 from calreport.calibration.desk import mark_sigma
-from calreport.market.deribit import QuoteArrays
+from calreport.market.quotes import QuoteArrays
 from calreport.model import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
 
 

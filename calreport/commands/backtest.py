@@ -33,7 +33,6 @@ from calreport.calibration.backtest import (
     run_backtest,
     summarize,
 )
-from calreport.commands.usecases import resolve_rv
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps
@@ -45,6 +44,7 @@ from calreport.market.harvest import (
 )
 from calreport.market.harvest import Progress as ReadProgress
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv
+from calreport.market.rvsource import resolve_rv
 from calreport.model import BacktestDecision, BacktestSummary
 from calreport.report.backtest import ROOT_BACK_HREF
 from calreport.report.render import render_backtest_page

@@ -31,12 +31,14 @@ from calreport.calibration.bands import BandLookup
 from calreport.calibration.desk import forward_delta
 from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
 from calreport.calibration.sigma import quote_base
-from calreport.commands.usecases import make_client, resolve_rv
+from calreport.commands.usecases import make_client
 from calreport.commands.workspace import Workspace
 from calreport.engine import EngineView
 from calreport.errors import CalreportError
 from calreport.jsonio import dumps
-from calreport.market.deribit import QuoteArrays, load_snapshot
+from calreport.market.deribit import load_snapshot
+from calreport.market.quotes import QuoteArrays
+from calreport.market.rvsource import resolve_rv
 from calreport.store.applied import read_applied
 from calreport.store.files import atomic_write
 from calreport.timeutil import DAYS_PER_YEAR, iso_ms

@@ -27,11 +27,9 @@ from calreport.calibration.smoothing import previous_smoothed_run
 from calreport.commands.alerts import notify
 from calreport.commands.audit import rollback as audit_rollback
 from calreport.commands.workspace import Workspace, as_workspace
-from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, compact_closed_days
-from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
+from calreport.market.deribit import DeribitClient, load_snapshot
 from calreport.market.harvest import (
-    HARVEST_INDEX_SOURCE,
     AppendResult,
     Progress,
     day_files,
@@ -39,15 +37,14 @@ from calreport.market.harvest import (
     harvest_once,
     index_price_per_snapshot,
     load_harvest,
-    rv_from_harvest,
 )
 from calreport.market.prices import (
     PricesFetched,
     fetch_prices,
-    hv_at,
-    rv_from_price_store,
 )
-from calreport.market.rv import WINDOW_DAYS, RealisedVol, manual_rv, rv_from_chart_file
+from calreport.market.quotes import QuoteArrays
+from calreport.market.rv import WINDOW_DAYS
+from calreport.market.rvsource import resolve_rv, rv_context
 from calreport.model import ApplyEvent, AutoRun, LiveRun
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
@@ -55,7 +52,7 @@ from calreport.store.files import atomic_write
 from calreport.store.history import append_row, ensure_history_files, iter_rows_reversed
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
-from calreport.timeutil import MS_PER_DAY, iso_ms, utc_now
+from calreport.timeutil import MS_PER_DAY, utc_now
 
 Where = Workspace | Root
 
@@ -113,32 +110,6 @@ def harvest(where: Where, underlying: str, from_file: Path | None = None, *, cli
 
 
 # --------------------------------------------------------------------------- live calibration
-
-
-HARVEST_RV_WARNING = (
-    "RV_7d from the harvest's nearest-expiry forwards, not a price series: "
-    "run `calreport prices fetch --underlying {u}` for hourly closes"
-)
-
-
-def resolve_rv(
-    root: Root, underlying: str, now_ms: int, prices: Path | None, rv: float | None,
-    *, harvest: Callable[[int], RealisedVol] | None = None,
-) -> RealisedVol:
-    """RV_7d for a live run: --rv, else --prices FILE, else the root's price store
-    (`calreport prices fetch`), else the harvest's forwards (an unreadable harvest is no RV).
-    `harvest` replaces the harvest read (the backtest has the harvest in memory already)."""
-    if rv is not None:
-        return manual_rv(rv)
-    if prices is not None:
-        return rv_from_chart_file(prices, now_ms)
-    stored = rv_from_price_store(root, underlying, now_ms)
-    if stored is not None and stored.rv is not None:
-        return stored
-    try:
-        return harvest(now_ms) if harvest is not None else rv_from_harvest(root, underlying, now_ms)
-    except CalreportError as exc:
-        return RealisedVol(None, 0, f"harvest (unreadable: {exc.problem})")
 
 
 LIVE_PRICE_DAYS = 8.0  # a live calibrate refreshes this much of the price store: RV_7d's week plus a day
@@ -204,7 +175,7 @@ def run_live_calibration(
         detail_file=str(detail_path.relative_to(root.path)),
     )
     atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
-    run = evaluated.run.model_copy(update=_rv_context(root, name, meta.now_ms, rvi))
+    run = evaluated.run.model_copy(update=rv_context(root, name, meta.now_ms, rvi))
     prev_flags = before.flags if before is not None else None
     if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
         run = run.model_copy(update={"flags": live_flags(run, [], cfg)})
@@ -226,18 +197,6 @@ def run_live_calibration(
         ws.applied(event)
     notify(ws, "live", run, prev_flags)
     return run
-
-
-def _rv_context(root: Root, underlying: str, now_ms: int, rvi: RealisedVol) -> dict[str, Any]:
-    """rv_warning when RV fell back to the harvest's forwards; Deribit's own historical vol at the
-    snapshot (from the price store) as a cross-check of RV_7d."""
-    out: dict[str, Any] = {}
-    if rvi.source.startswith("harvest") and rvi.source != HARVEST_INDEX_SOURCE:  # the index is a price series
-        out["rv_warning"] = HARVEST_RV_WARNING.format(u=underlying)
-    hv = hv_at(root, underlying, now_ms)
-    if hv is not None:
-        out["deribit_hv"], out["deribit_hv_ts"] = round(hv[0], 6), iso_ms(hv[1])
-    return out
 
 
 def prices_fetch(

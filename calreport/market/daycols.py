@@ -26,7 +26,7 @@ import numpy as np
 
 from calreport.errors import CalreportError
 from calreport.jsonio import loads as _loads
-from calreport.market.deribit import parse_instrument_names
+from calreport.market.quotes import parse_instrument_names
 from calreport.numbers import float_array
 
 MAX_TIMESTAMP_MS = 10_000_000_000_000  # year 2286: anything later is not a harvest time

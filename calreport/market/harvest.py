@@ -49,7 +49,8 @@ from calreport.market.daycols import (
     parse_day_bytes,
     read_day_bytes,
 )
-from calreport.market.deribit import DeribitClient, QuoteArrays, load_snapshot
+from calreport.market.deribit import DeribitClient, load_snapshot
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
 from calreport.model import CalibrationConfig
 from calreport.numbers import is_number

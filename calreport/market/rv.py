@@ -10,22 +10,19 @@ the count, never a silent constant; the caller decides whether that degrades or 
 
 Public API:
     realised_vol(ticks_ms, close, end_ms, days=7, source="chart") -> RealisedVol
-    rv_from_chart_file(path, end_ms) -> RealisedVol         (--prices FILE)
     manual_rv(value) -> RealisedVol                          (--rv X, checked)
-The harvest's own series is harvest.rv_from_harvest (the harvest builds on this module, not the
-other way round).
+Pure (no file I/O): the harvest's own series is harvest.rv_from_harvest, a chart file's
+rvsource.rv_from_chart_file, and the order of the sources rvsource.resolve_rv.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from calreport.errors import CalreportError, excerpt
-from calreport.market.deribit import load_chart_data
 from calreport.timeutil import HOURS_PER_YEAR, MS_PER_DAY, MS_PER_HOUR
 
 WINDOW_DAYS = 7.0
@@ -80,12 +77,6 @@ def realised_vol(
         return RealisedVol(None, n, source, int(hours[0]), int(hours[-1]))
     rv = float(np.std(r, ddof=1) * math.sqrt(HOURS_PER_YEAR))
     return RealisedVol(rv, n, source, int(hours[0]), int(hours[-1]))
-
-
-def rv_from_chart_file(path: Path, end_ms: int) -> RealisedVol:
-    """--prices FILE: a get_tradingview_chart_data response (envelope or bare result)."""
-    ticks, close = load_chart_data(path)
-    return realised_vol(ticks, close, end_ms, source=f"chart:{Path(path).name}")
 
 
 def manual_rv(value: float) -> RealisedVol:
