@@ -4,7 +4,7 @@
     python scripts/auto_calibrate_iv.py --underlying BTC [--root DIR] [--dte 3-10] [--lookback 14d] [--as-of T]
 
 Appends one row to history/auto_calibrate.jsonl with status ok / degraded / failed from
-calreport.calibration.realism.assess_calibration_realism, then re-renders the dashboard. It never changes
+calreport.realism.assess_calibration_realism, then re-renders the dashboard. It never changes
 config/applied_multipliers.yaml. Errors are one line on stderr with a non-zero exit.
 """
 

@@ -147,7 +147,7 @@ def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> Non
 
 
 AUTO_MODULES = ["calreport.calibration.auto", "calreport.calibration.fit", "calreport.calibration.select",
-                "calreport.calibration.realism", "calreport.market.harvest", "calreport.market.rv"]
+                "calreport.realism", "calreport.market.harvest", "calreport.market.rv"]
 
 
 @pytest.mark.parametrize("module", AUTO_MODULES)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from calreport.calibration.realism import recommended_problem
+from calreport.realism import recommended_problem
 from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.market.deribit import load_snapshot

@@ -6,12 +6,16 @@ import math
 
 import pytest
 
-from calreport.calibration.realism import (
+from calreport.realism import (
     REASON_DATA_FAILED,
     REASON_DEGRADED,
     REASON_OK,
     REASON_UNREALISTIC,
     REASON_UNREALISTIC_LIVE,
+    MAX_MAE,
+    MAX_MULT,
+    MAX_VEGA_MAE,
+    MIN_MULT,
     assess_calibration_realism,
 )
 from calreport.model import RealismConfig
@@ -69,6 +73,47 @@ def test_live_runs_get_the_live_wording_of_the_unrealistic_reason():
     assert "auto" not in REASON_UNREALISTIC_LIVE
 
 
-def test_thresholds_are_required_so_no_second_set_of_defaults_can_drift():
-    with pytest.raises(TypeError):
-        assess_calibration_realism(1.0, 10.0, 10.0, "ok")  # type: ignore[call-arg]
+def test_the_named_constants_are_the_config_models_defaults():
+    """One home of the defaults: the constants the request names are read from RealismConfig."""
+    assert (MIN_MULT, MAX_MULT, MAX_MAE, MAX_VEGA_MAE) == (
+        DEFAULTS.min_mult, DEFAULTS.max_mult, DEFAULTS.max_mae, DEFAULTS.max_vega_mae
+    )
+    assert (MIN_MULT, MAX_MULT, MAX_MAE, MAX_VEGA_MAE) == (0.7, 1.6, 400.0, 200.0)
+
+
+@pytest.mark.parametrize(
+    ("multiplier", "mae", "vmae", "dq", "status", "reason"),
+    [
+        # the request's history table, called exactly as the request writes the call
+        (4.8579, 55.67, None, "failed", "failed", REASON_DATA_FAILED),
+        (4.9737, 54.45, None, "failed", "failed", REASON_DATA_FAILED),
+        (0.5000, 4668684.92, None, "ok", "failed", REASON_UNREALISTIC),
+        # modest multipliers and errors stay ok; degraded data stays degraded
+        (1.0, 30.0, 20.0, "ok", "ok", REASON_OK),
+        (1.3, 55.0, None, "ok", "ok", REASON_OK),
+        (1.15, 40.0, 25.0, "degraded", "degraded", REASON_DEGRADED),
+    ],
+)
+def test_the_requests_table_holds_when_called_as_the_request_wrote_it(multiplier, mae, vmae, dq, status, reason):
+    assert assess_calibration_realism(multiplier, mae, vmae, dq) == (status, reason)
+
+
+def test_the_requests_call_prints_a_failed_unrealistic_status_in_a_fresh_interpreter():
+    import subprocess
+    import sys
+
+    probe = "from calreport.realism import assess_calibration_realism as a; print(a(0.5, 4668684.92, None, 'ok'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == repr(("failed", REASON_UNREALISTIC)) and "Unrealistic" in out
+
+
+@pytest.mark.parametrize("bad", ["weird", "OK", "", "passed"])
+def test_an_unknown_data_quality_status_is_refused_naming_the_allowed_values(bad):
+    with pytest.raises(ValueError, match="ok, degraded, failed"):
+        assess_calibration_realism(1.0, 10.0, 10.0, bad)
+
+
+def test_an_unrecorded_data_quality_status_is_judged_on_the_numbers_alone():
+    """None: a legacy record that never recorded data quality (import-legacy passes None)."""
+    assert assess_calibration_realism(1.0, 10.0, 10.0, None) == ("ok", REASON_OK)
+    assert assess_calibration_realism(0.5, 10.0, 10.0, None)[0] == "failed"

@@ -47,7 +47,7 @@ from calreport.calibration.fit import (
     vega_weights,
 )
 from calreport.calibration.pricing import black76_price
-from calreport.calibration.realism import assess_calibration_realism
+from calreport.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.calibration.sigma import atm_iv_grouped
 from calreport.calibration.smile import fit_smile

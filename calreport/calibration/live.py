@@ -35,7 +35,7 @@ from calreport.calibration.fit import (
 )
 from calreport.calibration.policy import decide_values, feeds_smoothing
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.calibration.realism import (
+from calreport.realism import (
     REASON_UNREALISTIC_LIVE,
     assess_calibration_realism,
     recommended_problem,

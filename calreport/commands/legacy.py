@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from calreport.calibration.realism import assess_calibration_realism
+from calreport.realism import assess_calibration_realism
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
     UNDERLYING_RE,

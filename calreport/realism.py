@@ -1,8 +1,12 @@
 """Is a calibration result believable?
 
 A multiplier pinned at 0.5 with MAE 4,668,684 % is `failed`, never `ok`, whatever the data
-quality said. The thresholds are `RealismConfig` (config/calibration.yaml's `realism` section,
-whose model holds the defaults); callers always pass them.
+quality said. The thresholds are `RealismConfig` (config/calibration.yaml's `realism` section);
+its model holds the defaults, and MIN_MULT, MAX_MULT, MAX_MAE and MAX_VEGA_MAE are read from it,
+so `assess_calibration_realism(multiplier, mae_pct, vega_weighted_mae_pct, data_quality_status)`
+works as written in the original request while the runs pass the root's configured thresholds.
+
+Pure: used by the calibration core (live and auto runs), so it opens no file.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from calreport.calibration.smile import smile_problems
-from calreport.model import RealismConfig, Smile, SmileConfig
+from calreport.model import REALISM_STATUSES, RealismConfig, RealismStatus, Smile, SmileConfig
+
+_DEFAULTS = RealismConfig()
+MIN_MULT: float = _DEFAULTS.min_mult  # 0.7
+MAX_MULT: float = _DEFAULTS.max_mult  # 1.6
+MAX_MAE: float = _DEFAULTS.max_mae  # 400.0 (percent)
+MAX_VEGA_MAE: float = _DEFAULTS.max_vega_mae  # 200.0 (percent)
 
 REASON_DATA_FAILED = "Data quality failed (schema/coverage issues)"
 REASON_UNREALISTIC = "Unrealistic auto-calibration: multiplier or MAE outside sane range"
@@ -20,7 +30,7 @@ REASON_UNREALISTIC_LIVE = "Unrealistic live calibration: multiplier or MAE outsi
 REASON_DEGRADED = "Data quality degraded; use with caution"
 REASON_OK = "Calibration within thresholds"
 
-Verdict = tuple[Literal["ok", "degraded", "failed"], str]
+Verdict = tuple[RealismStatus, str]
 
 
 def _bad(x: float | None) -> bool:
@@ -33,7 +43,7 @@ def assess_calibration_realism(
     vega_weighted_mae_pct: float | None,
     data_quality_status: str | None,
     *,
-    thresholds: RealismConfig,
+    thresholds: RealismConfig | None = None,
     kind: Literal["auto", "live"] = "auto",
 ) -> Verdict:
     """Return (status, reason) with status in ok / degraded / failed.
@@ -41,9 +51,16 @@ def assess_calibration_realism(
     Order: data quality failed -> failed; multiplier outside [min, max] or MAE / vega MAE above
     their caps -> failed; data quality degraded -> degraded; else ok. A missing or non-finite
     multiplier, or a non-finite error, is unrealistic too: there is nothing sane to apply.
-    `kind="live"` only changes the wording of the unrealistic reason for live runs.
+    `thresholds` defaults to RealismConfig() (MIN_MULT ... MAX_VEGA_MAE). `data_quality_status`
+    is one of ok / degraded / failed, or None when it was never recorded (a legacy record:
+    judged on its numbers alone); anything else is a ValueError, because a typo would otherwise
+    read as "ok". `kind="live"` only changes the wording of the unrealistic reason for live runs.
     """
-    t = thresholds
+    if data_quality_status is not None and data_quality_status not in REALISM_STATUSES:
+        raise ValueError(
+            f"data_quality_status must be one of {', '.join(REALISM_STATUSES)} or None, not {data_quality_status!r}"
+        )
+    t = thresholds if thresholds is not None else _DEFAULTS
     if data_quality_status == "failed":
         return "failed", REASON_DATA_FAILED
     if (
