@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmarks import Figure, median, percentile
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
@@ -40,7 +41,7 @@ def run(quick: bool = False) -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory(prefix="calreport-bench-apply-") as tmp:
         root = Root(Path(tmp) / "root")
-        actions.init(root)
+        actions.init(Workspace.open(root))
         _apply(root, 0)  # warm imports and caches
         floor, plain, rendered, engine_lat, after_return = [], [], [], [], []
         yaml_bytes = root.applied.read_bytes()
@@ -57,7 +58,7 @@ def run(quick: bool = False) -> list[Figure]:
         for i in range(n_render):
             t = time.perf_counter()
             _apply(root, n + i + 1)
-            actions.rerender(root)
+            actions.rerender(Workspace.open(root))
             rendered.append(time.perf_counter() - t)
         paced_lat: list[float] = []
         with AppliedMultipliersWatcher(root) as engine:

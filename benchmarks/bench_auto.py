@@ -197,7 +197,7 @@ def gz_sizes(days_dir: Path, key: str) -> dict[str, int]:
 
 def _root(tmp: Path, name: str, harvest: Path) -> Root:
     root = Root(tmp / name)
-    actions.init(root)
+    actions.init(Workspace.open(root))
     root.harvest_dir("BTC").parent.mkdir(parents=True, exist_ok=True)
     root.harvest_dir("BTC").symlink_to(harvest, target_is_directory=True)
     return root

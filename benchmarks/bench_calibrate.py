@@ -124,7 +124,7 @@ def run(quick: bool = False) -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory(prefix="calreport-bench-cal-") as tmp:
         root = Root(Path(tmp) / "gen")
-        actions.init(root)
+        actions.init(Workspace.open(root))
         market = full_chain_market(T_SNAPSHOT)
         snap = write_json(Path(tmp) / "snapshot.json", market.snapshot_payload(T_SNAPSHOT))
         chart = write_json(Path(tmp) / "chart.json", market.chart_payload(T_SNAPSHOT))
@@ -132,7 +132,7 @@ def run(quick: bool = False) -> list[Figure]:
         figures += _measure("generated chain", root, snap, prices=chart, rv=rv, runs=runs)
         if REAL_SNAPSHOT.is_file() and not quick:
             real_root = Root(Path(tmp) / "real")
-            actions.init(real_root)
+            actions.init(Workspace.open(real_root))
             figures += _measure("real snapshot BTC-2025-12-11T1936Z (RV 0.43 given)", real_root, REAL_SNAPSHOT,
                                 prices=None, rv=0.43, runs=runs)
     if not math.isfinite(figures[0].value):

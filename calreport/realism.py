@@ -16,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from calreport.calibration.smile import smile_problems
-from calreport.model import REALISM_STATUSES, RealismConfig, RealismStatus, Smile, SmileConfig
+from calreport.model import (
+    REALISM_STATUSES,
+    RealismConfig,
+    RealismStatus,
+    Smile,
+    SmileConfig,
+)
 
 _DEFAULTS = RealismConfig()
 MIN_MULT: float = _DEFAULTS.min_mult  # 0.7

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
@@ -42,7 +43,7 @@ def shared_data_is_never_written():
 def root(tmp_path: Path) -> Root:
     """A root created by `calreport init` (default config, applied YAML at 1.0, empty history, a site)."""
     r = Root(tmp_path / "root")
-    actions.init(r)
+    actions.init(Workspace.open(r))
     return r
 
 

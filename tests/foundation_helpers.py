@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers
+from calreport import apply
+from calreport.model import ApplyEvent, AutoRun, DataQuality, LiveRun, Multipliers
+from calreport.store.applied import FileApplyStore
+from calreport.store.config import load_config
 from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
@@ -57,3 +60,13 @@ def add_auto_run(root: Root, underlying: str = "BTC", multiplier: float = 0.5, m
     )
     append_row(root.auto_history, run)
     return run
+
+
+def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None) -> ApplyEvent:
+    """calreport.apply.force_apply on a root's files, without the command's hooks or re-render."""
+    return apply.force_apply(FileApplyStore(root, load_config(root)), underlying, allow_unrealistic=allow_unrealistic, via=via)
+
+
+def rollback(root: Root, underlying: str, to: str | None = None, *, via: str | None = None) -> ApplyEvent:
+    """calreport.apply.rollback on a root's files, without the command's hooks or re-render."""
+    return apply.rollback(FileApplyStore(root, load_config(root)), underlying, to, via=via)

@@ -8,15 +8,15 @@ import stat
 
 import pytest
 import yaml
-from foundation_helpers import add_auto_run, add_live_run
+from foundation_helpers import add_auto_run, add_live_run, force_apply
 
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import Multipliers
 from calreport.store.applied import (
     apply_values,
-    force_apply,
     format_applied,
     read_applied,
 )
@@ -28,7 +28,7 @@ from calreport.store.state import read_state, status_index
 @pytest.fixture
 def root(tmp_path) -> Root:
     r = Root(tmp_path / "root")
-    actions.init(r)
+    actions.init(Workspace.open(r))
     return r
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from foundation_helpers import add_auto_run, add_live_run
+from foundation_helpers import add_auto_run, add_live_run, rollback
 
 from calreport.commands import usecases as actions
-from calreport.commands.audit import commit_message, describe_change, rollback
+from calreport.commands.audit import commit_message, describe_change
 from calreport.commands.cli import main
+from calreport.commands.workspace import Workspace
 from calreport.errors import RefusedError
 from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
@@ -44,7 +45,7 @@ def test_each_apply_commits_only_the_yaml_and_leaves_other_staged_files_alone(gi
     (root.path / "notes.txt").write_text("staged by the user\n")
     git(root, "add", "notes.txt")
     run = add_live_run(root, smoothed=1.0833)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     assert git(root, "log", "-1", "--format=%s").strip() == f"calreport: BTC global 1.0000 -> 1.0833 (Forced by user, run {run.run_id})"
     assert git(root, "show", "--name-only", "--format=", "HEAD").split() == ["config/applied_multipliers.yaml"]
     assert git(root, "diff", "--cached", "--name-only").split() == ["notes.txt"]  # still staged, not committed
@@ -58,14 +59,14 @@ def test_an_untracked_yaml_is_added_and_committed(root):
     git(root, "config", "user.email", "t@example.com")
     git(root, "config", "user.name", "Test")
     add_live_run(root, smoothed=1.1)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     assert git(root, "ls-files").split() == ["config/applied_multipliers.yaml"]
 
 
 def test_no_commit_when_git_commit_is_false(root):
     git(root, "init", "-q")
     add_live_run(root)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=root.path, capture_output=True, check=False).returncode != 0
 
 
@@ -86,16 +87,16 @@ def test_a_failing_commit_is_a_warning_and_the_apply_stands(git_root, capsys):
 def test_outside_a_git_work_tree_applies_silently(root, capsys):
     root.calibration_config.write_text(root.calibration_config.read_text().replace("git_commit: false", "git_commit: true"))
     add_live_run(root)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     assert capsys.readouterr().err == ""
 
 
 def test_log_lists_changes_newest_first_with_bands_previous_source_and_reason(root, capsys):
     first = add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05})
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     apply_values(root, "ETH", Multipliers(global_=1.2), source="policy", run_id="eth-run", reason="policy: delta 0.2")
     second = add_live_run(root, smoothed=1.12)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     assert main(["--root", str(root.path), "log"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
@@ -109,9 +110,9 @@ def test_log_lists_changes_newest_first_with_bands_previous_source_and_reason(ro
 
 def test_rollback_defaults_to_the_previous_distinct_applied_run(root):
     a = add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05})
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     b = add_live_run(root, smoothed=1.12)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     ev = rollback(root, "BTC")
     assert (ev.source, ev.run_id, ev.reason) == ("rollback", a.run_id, f"Rollback to run {a.run_id}")
     entry = read_applied(root).entry("BTC")
@@ -124,12 +125,12 @@ def test_rollback_defaults_to_the_previous_distinct_applied_run(root):
 
 def test_rollback_to_a_named_run(root):
     a = add_live_run(root, smoothed=1.05)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     add_live_run(root, smoothed=1.10)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     add_live_run(root, smoothed=1.15)
-    actions.force_apply(root, "BTC")
-    ev = actions.rollback(root, "BTC", to=a.run_id)
+    actions.force_apply(Workspace.open(root), "BTC")
+    ev = actions.rollback(Workspace.open(root), "BTC", to=a.run_id)
     assert ev.run_id == a.run_id and read_applied(root).entry("BTC").global_ == 1.05
 
 
@@ -137,7 +138,7 @@ def test_rollback_refusals(root, capsys):
     with pytest.raises(RefusedError, match="nothing to roll back to"):
         rollback(root, "BTC")
     only = add_live_run(root, smoothed=1.05)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     with pytest.raises(RefusedError, match="nothing to roll back to"):
         rollback(root, "BTC")
     held = add_live_run(root, smoothed=1.3)
@@ -176,7 +177,7 @@ def test_the_live_calibration_use_case_alone_commits_its_policy_apply(git_root, 
     from calreport.commands.usecases import run_live_calibration
 
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.3))
-    run = run_live_calibration(git_root, "BTC", snap, rv=0.45)
+    run = run_live_calibration(Workspace.open(git_root), "BTC", snap, rv=0.45)
     assert run.decision == "apply", run.decision_reason
     (event,) = apply_events(git_root, "BTC")
     assert event.run_id == run.run_id

@@ -24,6 +24,7 @@ from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main as cli_main
 from calreport.commands.usecases import run_auto_calibration
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
 from calreport.store.config import load_config
@@ -38,7 +39,7 @@ END_DT = datetime.fromtimestamp(END / 1000, tz=UTC)
 
 def _build(root: Root, *, unit_error_window: tuple[int, int] | None = None) -> None:
     """Six days of hourly snapshots (a week of RV history) and the last 14 hours at 5 minutes."""
-    actions.init(root)
+    actions.init(Workspace.open(root))
     m = SampleMarket("BTC", END - 7 * MS_PER_DAY, END, seed=3)
     times = np.concatenate(
         [m.harvest_times(END - 6 * MS_PER_DAY, END - 14 * MS_PER_HOUR - 1, 60), m.harvest_times(END - 14 * MS_PER_HOUR, END, 5)]
@@ -67,7 +68,7 @@ def _set_config(root: Root, old: str, new: str) -> None:
 
 
 def test_realistic_harvest_gives_an_ok_row_with_both_errors(sample_root: Root) -> None:
-    run = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(sample_root), "BTC", dte="3-10", lookback="1d", as_of=END_DT)
     assert run.status == "ok", run.reason
     assert run.data_quality.status == "ok" and run.data_quality.issues == []
     assert 0.75 < run.multiplier < 1.4 and not run.multiplier_on_bound
@@ -83,7 +84,7 @@ def test_realistic_harvest_gives_an_ok_row_with_both_errors(sample_root: Root) -
 
 def test_no_data_in_the_window_is_a_failed_row_not_a_crash(sample_root: Root) -> None:
     long_ago = datetime(2024, 1, 1, tzinfo=UTC)
-    run = run_auto_calibration(sample_root, "BTC", lookback="14d", as_of=long_ago)
+    run = run_auto_calibration(Workspace.open(sample_root), "BTC", lookback="14d", as_of=long_ago)
     assert run.status == "failed"
     assert run.reason.startswith("Data quality failed")
     assert "no harvested snapshots" in run.reason
@@ -92,7 +93,7 @@ def test_no_data_in_the_window_is_a_failed_row_not_a_crash(sample_root: Root) ->
 
 
 def test_underlying_never_harvested_is_a_failed_row(sample_root: Root) -> None:
-    run = run_auto_calibration(sample_root, "ETH", lookback="1d", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(sample_root), "ETH", lookback="1d", as_of=END_DT)
     assert run.status == "failed" and "no harvested snapshots" in run.data_quality.issues[0]
 
 
@@ -104,7 +105,7 @@ def test_marks_divided_by_the_forward_fail_as_unrealistic(sample_root: Root) -> 
         for r in rows:
             r["mark_price"] /= r["underlying_price"]
         p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(sample_root), "BTC", lookback="1d", as_of=END_DT)
     assert run.status == "failed"
     assert "Unrealistic" in run.reason and "multiplier 0.5000" in run.reason
     assert run.multiplier == 0.5 and run.multiplier_on_bound
@@ -114,7 +115,7 @@ def test_marks_divided_by_the_forward_fail_as_unrealistic(sample_root: Root) -> 
 def test_marks_in_usd_fail_data_quality(tmp_path: Path) -> None:
     root = Root(tmp_path / "root")
     _build(root, unit_error_window=(END - 14 * MS_PER_HOUR, END + 1))
-    run = run_auto_calibration(root, "BTC", lookback="12h", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(root), "BTC", lookback="12h", as_of=END_DT)
     assert run.status == "failed"
     assert "no-arbitrage bound" in run.reason
 
@@ -124,7 +125,7 @@ def test_malformed_lines_are_counted_in_data_quality(sample_root: Root) -> None:
     lines = day.read_bytes().splitlines(keepends=True)
     n_bad = len(lines) // 20  # 5% of the day's lines are garbage
     day.write_bytes(b"".join(lines) + b"{not json\n" * n_bad)
-    run = run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(sample_root), "BTC", lookback="1d", as_of=END_DT)
     assert run.data_quality.schema_errors == n_bad
     assert run.status == "degraded"
     assert any(i.startswith(f"schema errors: {n_bad} of") for i in run.data_quality.issues)
@@ -134,10 +135,10 @@ def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> Non
     from tests.foundation_helpers import add_live_run
 
     add_live_run(sample_root, smoothed=1.0833)
-    actions.force_apply(sample_root, "BTC")
+    actions.force_apply(Workspace.open(sample_root), "BTC")
     before = sample_root.applied.read_bytes()
-    ok = actions.auto_calibrate(sample_root, "BTC", lookback="1d", as_of=END_DT)
-    failed = actions.auto_calibrate(sample_root, "BTC", lookback="1d", as_of=datetime(2024, 1, 1, tzinfo=UTC))
+    ok = actions.auto_calibrate(Workspace.open(sample_root), "BTC", lookback="1d", as_of=END_DT)
+    failed = actions.auto_calibrate(Workspace.open(sample_root), "BTC", lookback="1d", as_of=datetime(2024, 1, 1, tzinfo=UTC))
     assert sample_root.applied.read_bytes() == before
     assert ok.status == "ok" and failed.status == "failed"
     # the auto runs are now the newest rows of all, and still nothing changed
@@ -237,7 +238,7 @@ def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.
                 calls.append((done, total, name))
                 progress(done, total, name)
 
-            run_auto_calibration(sample_root, "BTC", lookback="1d", as_of=END_DT, progress=both)
+            run_auto_calibration(Workspace.open(sample_root), "BTC", lookback="1d", as_of=END_DT, progress=both)
     total = calls[-1][1]
     assert total > 1 and calls[0][:2] == (0, total) and calls[-1][0] == total  # every day file, then done
     assert "reading BTC harvest" in tty.getvalue() and f"/{total} [" in tty.getvalue()
@@ -266,7 +267,7 @@ AS_OF = datetime(2025, 12, 13, 23, 59, tzinfo=UTC)
 
 def _real_root(tmp_path: Path) -> Root:
     root = Root(tmp_path / "root")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     d = root.harvest_dir("BTC")
     d.mkdir(parents=True)
     for f in sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz")):
@@ -278,7 +279,7 @@ def _real_root(tmp_path: Path) -> Root:
 @needs_shared
 def test_real_btc_harvest_writes_vega_weighted_mae(tmp_path: Path) -> None:
     root = _real_root(tmp_path)
-    run = run_auto_calibration(root, "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
+    run = run_auto_calibration(Workspace.open(root), "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
     assert run.vega_weighted_mae_pct is not None and run.mae_pct is not None
     assert run.status in ("ok", "degraded") and 0.7 <= run.multiplier <= 1.6
     assert run.samples > 500 and run.data_quality.schema_errors == 0
@@ -299,7 +300,7 @@ def test_real_btc_harvest_with_unit_error_fails_as_unrealistic(tmp_path: Path) -
             out.append(json.dumps(r))
         link.unlink()
         (d / link.name[: -len(".gz")]).write_text("\n".join(out) + "\n")
-    run = run_auto_calibration(root, "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
+    run = run_auto_calibration(Workspace.open(root), "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
     assert run.status == "failed"
     assert "Unrealistic" in run.reason and "multiplier 0.5000" in run.reason
     assert run.mae_pct > 1_000_000 and run.vega_weighted_mae_pct is not None
@@ -307,12 +308,12 @@ def test_real_btc_harvest_with_unit_error_fails_as_unrealistic(tmp_path: Path) -
 
 def test_auto_run_records_the_window_smile_and_applies_nothing(sample_root: Root) -> None:
     before = sample_root.applied.read_bytes()
-    run = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    run = run_auto_calibration(Workspace.open(sample_root), "BTC", dte="3-10", lookback="1d", as_of=END_DT)
     assert run.smile is not None and run.smile.nodes == [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
     assert run.smile.global_[3] == 1.0 and all(0.5 <= v <= 3.0 for v in run.smile.global_)
     assert run.smile_fit is not None and run.smile_fit.samples and run.smile_fit.samples <= auto.SMILE_MAX_QUOTES
     assert run.smile_multiplier is not None and 0.5 <= run.smile_multiplier <= 3.0
     assert sample_root.applied.read_bytes() == before
     _set_config(sample_root, "enabled: true", "enabled: false")
-    flat = run_auto_calibration(sample_root, "BTC", dte="3-10", lookback="1d", as_of=END_DT)
+    flat = run_auto_calibration(Workspace.open(sample_root), "BTC", dte="3-10", lookback="1d", as_of=END_DT)
     assert not {"smile", "smile_multiplier", "smile_fit"} & set(flat.to_json_dict())

@@ -18,6 +18,7 @@ import pytest
 
 from calreport.calibration.auto import window_honesty
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.store.paths import Root
 from tests.independent import link_shared_harvest
 
@@ -56,10 +57,10 @@ def test_a_14d_lookback_on_the_shared_harvest_reports_the_24_snapshots_it_really
     if not HARVEST.is_dir():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     as_of = datetime(2025, 12, 13, 16, tzinfo=UTC)
-    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=as_of, compact=False)
+    run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback="14d", as_of=as_of, compact=False)
 
     # own reader: snapshot time -> forward of its nearest unexpired expiry (the index proxy)
     nearest: dict[int, tuple[int, float]] = {}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from calreport.apply import new_entry
 from calreport.calibration.backtest import (
     IN_SAMPLE,
     Market,
@@ -24,7 +25,6 @@ from calreport.commands import backtest as backtest_cmd
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
-from calreport.market.quotes import QuoteArrays
 from calreport.market.harvest import (
     encode_rows,
     index_price_per_snapshot,
@@ -32,6 +32,7 @@ from calreport.market.harvest import (
     rv_from_harvest,
 )
 from calreport.market.prices import CLOSES, prices_dir, rv_from_price_store
+from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import RealisedVol, realised_vol
 from calreport.market.sample import (
     MS_PER_DAY,
@@ -107,7 +108,7 @@ def _run(market: Market, cfg: CalibrationConfig, horizons: list[int] | None = No
     variant = Variant("root", cfg, default_entry())
     res = run_backtest(
         market, underlying="BTC", decisions_ms=_decisions(), horizons_ms=horizons or [MS_PER_HOUR, 3 * MS_PER_HOUR],
-        variants=[variant], make_entry=applied_store.new_entry,
+        variants=[variant], make_entry=new_entry,
     )
     return [d.to_row() for d in res.decisions]
 
@@ -277,7 +278,7 @@ def test_summary_counts_applies_holds_by_rule_thin_rv_and_error_percentiles(bt_r
     market = _market_arrays(bt_root)
     variants = [Variant("root", cfg, default_entry()), Variant("thin", thin, default_entry())]
     res = run_backtest(market, underlying="BTC", decisions_ms=_decisions(), horizons_ms=[MS_PER_HOUR],
-                       variants=variants, make_entry=applied_store.new_entry)
+                       variants=variants, make_entry=new_entry)
     s = summarize(res, variants, DECISION_HOURS * MS_PER_HOUR)
     assert s["thin"]["applies"] == 0 and s["thin"]["thin_rv_share"] == 1.0
     assert s["thin"]["holds"] == {"Thin RV": DECISION_HOURS}
@@ -296,7 +297,7 @@ def test_a_decision_without_a_fresh_snapshot_is_skipped_and_says_why(bt_root: Ro
     market = _market_arrays(bt_root)
     late = END + 3 * MS_PER_DAY  # far past the harvest
     res = run_backtest(market, underlying="BTC", decisions_ms=[_decisions()[0], _decisions()[0] + 60_000, late],
-                       horizons_ms=[MS_PER_HOUR], variants=[Variant("root", cfg, default_entry())], make_entry=applied_store.new_entry)
+                       horizons_ms=[MS_PER_HOUR], variants=[Variant("root", cfg, default_entry())], make_entry=new_entry)
     assert [d.skipped for d in res.decisions] == [None, "no new snapshot since the previous decision", "no snapshot within 30 min before"]
 
 
@@ -305,7 +306,7 @@ def test_progress_is_reported_once_per_decision_and_variant(bt_root: Root) -> No
     calls: list[tuple[int, int]] = []
     variants = [Variant("a", cfg, default_entry()), Variant("b", cfg, default_entry())]
     run_backtest(_market_arrays(bt_root), underlying="BTC", decisions_ms=_decisions()[:3], horizons_ms=[MS_PER_HOUR],
-                 variants=variants, make_entry=applied_store.new_entry, progress=lambda d, t: calls.append((d, t)))
+                 variants=variants, make_entry=new_entry, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(k, 6) for k in range(1, 7)]
 
 

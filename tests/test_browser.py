@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from foundation_helpers import force_apply
 
 from calreport.report.serve import make_server
 from calreport.store import applied as apply
@@ -79,7 +80,7 @@ def test_refresh_after_policy_and_force_apply_shows_the_yaml(root, rows, browser
 
         # a new live run, force-applied from "another terminal" while the page is open
         second = rows.live(smoothed=1.0833, recommended=1.0488, bands={"0-7d": 1.05, "7-30d": 1.09})
-        t = threading.Thread(target=apply.force_apply, args=(root, "BTC"))
+        t = threading.Thread(target=force_apply, args=(root, "BTC"))
         t.start()
         t.join()
         page.click("#refresh")
@@ -131,7 +132,7 @@ def test_status_filter_hides_other_statuses_client_side(root, rows, browser):
 
 def test_file_page_refresh_reloads_and_works_without_javascript(root, rows, browser):
     rows.live(smoothed=1.0833)
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     from calreport.report.render import render_site
 
     render_site(root)
@@ -286,7 +287,7 @@ def test_failed_realism_run_is_refused_and_overridden_only_after_a_second_confir
 
 def test_static_and_read_only_pages_show_the_cli_command_not_buttons(root, rows, browser):
     run = rows.live(smoothed=1.0833)
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     from calreport.report.render import render_site
 
     render_site(root)

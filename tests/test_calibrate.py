@@ -19,6 +19,7 @@ from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.commands.cli import describe_run
 from calreport.commands.usecases import run_live_calibration
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market.deribit import load_snapshot
 from calreport.market.quotes import QuoteArrays
@@ -74,7 +75,7 @@ def write_snapshot(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def root(tmp_path: Path) -> Root:
     r = Root(tmp_path / "root")
-    actions.init(r)
+    actions.init(Workspace.open(r))
     return r
 
 
@@ -180,7 +181,7 @@ def test_ewma_weights_the_new_run_and_keeps_unrecommended_bands() -> None:
 
 def test_live_run_writes_row_then_applies_the_smoothed_values(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.3))
-    run = run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.recommended is not None and run.recommended.global_ == pytest.approx(1.3, rel=0.005)
     assert run.smoothed is not None and run.smoothed_from == "applied"
     assert run.smoothed.global_ == pytest.approx(0.3 * run.recommended.global_ + 0.7 * 1.0, abs=1e-4)
@@ -202,8 +203,8 @@ def test_live_run_writes_row_then_applies_the_smoothed_values(root: Root, tmp_pa
 
 def test_second_run_smooths_from_the_first(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
-    first = run_live_calibration(root, "BTC", snap, rv=0.45)
-    second = run_live_calibration(root, "BTC", snap, rv=0.45)
+    first = run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
+    second = run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert second.smoothed_from == f"run {first.run_id}"
     expected = 0.3 * second.recommended.global_ + 0.7 * first.smoothed.global_  # type: ignore[union-attr]
     assert second.smoothed.global_ == pytest.approx(expected, abs=1e-4)  # type: ignore[union-attr]
@@ -211,24 +212,24 @@ def test_second_run_smooths_from_the_first(root: Root, tmp_path: Path) -> None:
 
 
 def test_a_run_that_failed_realism_never_feeds_the_smoothing(root: Root, tmp_path: Path) -> None:
-    good = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "g.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
+    good = run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "g.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
     # marks far too rich for the RV: the fit pins at the upper bound and realism fails
-    bad = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "b.json", synth_rows(rv=0.45, multiplier=3.5)), rv=0.45)
+    bad = run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "b.json", synth_rows(rv=0.45, multiplier=3.5)), rv=0.45)
     assert bad.status == "failed" and bad.smoothed_from == f"run {good.run_id}"
-    after = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "a.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
+    after = run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "a.json", synth_rows(rv=0.45, multiplier=1.1)), rv=0.45)
     assert after.smoothed_from == f"run {good.run_id}"
 
 
 def test_eth_is_compared_with_eth_values(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "e.json", synth_rows(rv=0.6, multiplier=1.0, underlying="ETH", spot=3200))
-    run = run_live_calibration(root, "ETH", snap, rv=0.6)
+    run = run_live_calibration(Workspace.open(root), "ETH", snap, rv=0.6)
     assert run.decision == "hold" and run.decision_reason.startswith("Change too small")  # type: ignore[union-attr]
     assert read_applied(root).entry("BTC").global_ == 1.0
 
 
 def test_too_few_quotes_is_an_honest_failed_row(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows(expiries_days=(10,), strikes_per_side=1))
-    run = run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.status == "failed" and run.decision == "hold"
     assert run.reason.startswith("Too few usable quotes to fit (")  # type: ignore[union-attr]
     assert run.smoothed is None and live_runs(root, "BTC")[-1].run_id == run.run_id
@@ -237,7 +238,7 @@ def test_too_few_quotes_is_an_honest_failed_row(root: Root, tmp_path: Path) -> N
 
 def test_no_rv_anywhere_is_a_failed_row_not_a_constant(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows())
-    run = run_live_calibration(root, "BTC", snap)  # no --rv, no --prices, empty harvest
+    run = run_live_calibration(Workspace.open(root), "BTC", snap)  # no --rv, no --prices, empty harvest
     assert run.status == "failed" and run.rv_7d is None
     assert "No RV_7d" in run.reason  # type: ignore[operator]
 
@@ -245,7 +246,7 @@ def test_no_rv_anywhere_is_a_failed_row_not_a_constant(root: Root, tmp_path: Pat
 def test_prices_file_gives_rv_and_its_source(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows())
     chart = Path(__file__).parent / "fixtures" / "deribit" / "chart_btc_perpetual_1h.json"
-    run = run_live_calibration(root, "BTC", snap, prices=chart)
+    run = run_live_calibration(Workspace.open(root), "BTC", snap, prices=chart)
     assert run.rv_returns == 168 and run.rv_source == "chart:chart_btc_perpetual_1h.json"
     assert 0.3 < run.rv_7d < 0.7  # type: ignore[operator]
 
@@ -253,7 +254,7 @@ def test_prices_file_gives_rv_and_its_source(root: Root, tmp_path: Path) -> None
 def test_wrong_underlying_snapshot_is_a_one_line_error(root: Root, tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows(underlying="ETH", spot=3200))
     with pytest.raises(CalreportError, match="snapshot is for ETH, not BTC"):
-        run_live_calibration(root, "BTC", snap, rv=0.5)
+        run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.5)
     assert not live_runs(root)
 
 
@@ -287,12 +288,12 @@ def test_cli_calibrate_on_a_real_snapshot(tmp_path: Path, capsys: pytest.Capture
 def test_unit_error_on_real_marks_fails_realism(tmp_path: Path) -> None:
     """Marks divided by the forward (a USD/coin mix-up) must give a failed run, never ok."""
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     (root.calibration_config).write_text(
         root.calibration_config.read_text().replace("min_mark_price: 0.0005", "min_mark_price: 0.0")
     )
     rows, _ = load_snapshot(SNAP_DIR / "BTC-2025-12-11T1936Z.json")
     broken = [{**r, "mark_price": r["mark_price"] / r["underlying_price"]} for r in rows]
-    run = run_live_calibration(root, "BTC", write_snapshot(tmp_path / "b.json", broken), rv=0.43)
+    run = run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "b.json", broken), rv=0.43)
     assert run.status == "failed" and run.decision == "hold"
     assert run.recommended_on_bound and run.mae_pct > 400  # type: ignore[operator]

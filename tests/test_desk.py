@@ -24,6 +24,7 @@ from calreport.calibration.desk import (
     otm_mask,
 )
 from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.commands.workspace import Workspace
 from calreport.market.quotes import QuoteArrays
 
 SNAP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
@@ -177,9 +178,9 @@ def test_a_live_run_records_otm_iv_errors_and_the_skew_view(tmp_path: Path) -> N
     from tests.test_calibrate import synth_rows, write_snapshot
 
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     # tested at 1.0 against marks at 1.1 x RV: the model is 4.5 vp low everywhere
     assert run.otm_samples and run.otm_samples < run.samples  # type: ignore[operator]
     assert run.iv_bias_vp == pytest.approx(-4.5, abs=1e-6)
@@ -196,10 +197,10 @@ def test_fit_objective_otm_iv_vega_recovers_the_multiplier_in_iv_space(tmp_path:
     from tests.test_calibrate import synth_rows, write_snapshot
 
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _cfg_objective(root, "otm_iv_vega")
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.2))
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.fit_objective == "otm_iv_vega"
     assert run.recommended.global_ == pytest.approx(1.2, abs=1e-4)  # type: ignore[union-attr]
 

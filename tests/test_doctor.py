@@ -7,6 +7,7 @@ from foundation_helpers import add_auto_run, add_live_run
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.doctor import check_consistency
+from calreport.commands.workspace import Workspace
 from calreport.store.applied import AppliedEntry, format_applied, read_applied
 from calreport.store.files import atomic_write
 
@@ -19,7 +20,7 @@ def _doctor(root, capsys) -> tuple[int, str]:
 def test_fresh_root_and_applied_root_are_consistent(root, capsys):
     assert check_consistency(root) == []
     add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05})
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     add_auto_run(root)
     assert check_consistency(root) == []
     code, out = _doctor(root, capsys)
@@ -29,7 +30,7 @@ def test_fresh_root_and_applied_root_are_consistent(root, capsys):
 
 def test_hand_edited_global_is_named_with_both_values_and_the_rollback_fix(root, capsys):
     run = add_live_run(root, smoothed=1.0833)
-    ev = actions.force_apply(root, "BTC")
+    ev = actions.force_apply(Workspace.open(root), "BTC")
     root.applied.write_text(root.applied.read_text().replace("global: 1.0833", "global: 1.2000"))
     code, out = _doctor(root, capsys)
     assert code == 1
@@ -47,7 +48,7 @@ def test_hand_edited_global_is_named_with_both_values_and_the_rollback_fix(root,
 
 def test_hand_added_band_and_metadata_edit_are_reported(root):
     add_live_run(root, smoothed=1.0833)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     text = root.applied.read_text().replace("    bands: {}\n", "    bands:\n      0-7d: 1.5000\n", 1)
     root.applied.write_text(text.replace("source: force", "source: policy", 1))
     problems = check_consistency(root)
@@ -68,7 +69,7 @@ def test_yaml_entry_without_any_apply_event_is_an_error(root):
 
 def test_broken_yaml_is_an_error_naming_the_file_and_the_last_applied_values(root, capsys):
     add_live_run(root, smoothed=1.0833)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     root.applied.write_text("schema_version: 1\nunderlyings:\n  BTC: {global: 1.1, global: 1.2}\n")
     code, out = _doctor(root, capsys)
     assert code == 1
@@ -92,7 +93,7 @@ def test_unreadable_history_lines_are_counted_with_line_numbers_but_not_fatal(ro
 
 def test_missing_underlying_in_yaml_after_an_apply_is_an_error(root):
     add_live_run(root, underlying="ETH", smoothed=1.1)
-    actions.force_apply(root, "ETH")
+    actions.force_apply(Workspace.open(root), "ETH")
     doc = read_applied(root)
     del doc.underlyings["ETH"]
     atomic_write(root.applied, format_applied(doc).encode())
@@ -145,7 +146,7 @@ def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
     from calreport.commands.doctor import format_doctor, run_doctor
 
     add_live_run(root, smoothed=1.0833)
-    actions.force_apply(root, "BTC")
+    actions.force_apply(Workspace.open(root), "BTC")
     add_live_run(root, smoothed=1.09)  # newer, not applied: held
     capsys.readouterr()
     report = run_doctor(root)

@@ -18,6 +18,7 @@ import pytest
 
 from calreport.calibration.flags import auto_flags, live_flags, new_flags
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import (
     AlertEvent,
     AutoRun,
@@ -84,9 +85,9 @@ def test_the_shared_btc_snapshot_flags_the_weekend_expiry_and_the_thin_rv(tmp_pa
     if not snap.is_file():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
-    run = actions.run_live_calibration(root, "BTC", snap)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap)
     codes = _codes(run.flags or [])
     assert "THIN_RV" in codes and "SHORT_EXPIRY_OUTLIER" in codes and "WING_GAP" in codes
     outlier = next(f for f in run.flags or [] if f.code == "SHORT_EXPIRY_OUTLIER")
@@ -114,10 +115,10 @@ def _alert_rows(root: Root) -> list[AlertEvent]:
 
 def test_an_alert_command_receives_exactly_one_json_event_for_a_failed_run(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     got = tmp_path / "events.jsonl"
     _alerts(root, "alerts: {command: " + json.dumps([sys.executable, "-c", RECORDER, str(got)]) + "}")
-    run = actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     assert run.status == "failed"
     lines = got.read_bytes().splitlines()
     assert len(lines) == 1
@@ -130,11 +131,11 @@ def test_an_alert_command_receives_exactly_one_json_event_for_a_failed_run(tmp_p
 
 def test_a_routine_hold_raises_no_alert_and_repeated_flags_are_not_new(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     got = tmp_path / "events.jsonl"
     _alerts(root, "alerts: {command: " + json.dumps([sys.executable, "-c", RECORDER, str(got)]) + "}")
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.01))
-    first = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    first = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert (first.decision_reason or "").startswith("Change too small") and not first.flags
     assert not got.exists()
 
@@ -170,13 +171,13 @@ def hook():  # type: ignore[no-untyped-def]
 def test_webhook_receives_the_event_and_an_http_error_is_recorded_not_raised(tmp_path: Path, hook) -> None:  # type: ignore[no-untyped-def]
     server, handler = hook
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _alerts(root, f"alerts: {{webhook: 'http://127.0.0.1:{server.server_address[1]}/hook', timeout_s: 5}}")
-    run = actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     (body,) = handler.received
     assert json.loads(body)["run_id"] == run.run_id
     handler.status = 500
-    again = actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    again = actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     rows = _alert_rows(root)
     assert [d.ok for r in rows for d in r.deliveries] == [True, False]
     assert rows[-1].deliveries[0].error == "HTTP 500" and rows[-1].run_id == again.run_id
@@ -185,12 +186,12 @@ def test_webhook_receives_the_event_and_an_http_error_is_recorded_not_raised(tmp
 
 def test_a_command_that_fails_or_cannot_start_is_recorded_and_the_run_stands(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _alerts(root, "alerts: {command: " + json.dumps([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]) + "}")
-    run = actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     assert _alert_rows(root)[-1].deliveries[0].error == "exit status 3: boom"
     _alerts_replace(root, tmp_path / "no-such-program")
-    actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     assert _alert_rows(root)[-1].deliveries[0].error.startswith("cannot start")  # type: ignore[union-attr]
     assert run.run_id in root.live_history.read_text()
 
@@ -212,10 +213,10 @@ SLOW = (
 
 def test_a_command_that_overruns_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     pid_file = tmp_path / "child.pid"
     _alerts(root, "alerts: {command: " + json.dumps([sys.executable, "-c", SLOW, str(pid_file)]) + ", timeout_s: 1.5}")
-    run = actions.run_live_calibration(root, "BTC", _failed_snapshot(tmp_path), rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", _failed_snapshot(tmp_path), rv=0.45)
     d = _alert_rows(root)[-1].deliveries[0]
     assert not d.ok and d.error == "timed out after 1.5 s (killed)"
     child = int(pid_file.read_text())
@@ -254,8 +255,8 @@ def test_the_weekend_expiry_outlier_numbers_agree_with_an_independent_computatio
     if not snap.is_file():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)  # tested at the initial flat 1.0: sigma 0.45
+    actions.init(Workspace.open(root))
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)  # tested at the initial flat 1.0: sigma 0.45
     flag = next(f for f in run.flags or [] if f.code == "SHORT_EXPIRY_OUTLIER")
     m = re.search(r"expiry (\S+) \(([\d.]+)d\): vMAE ([\d.]+) % vs (\S+) band ([\d.]+) %", flag.message)
     assert m is not None

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
+from calreport.commands.workspace import Workspace
 from calreport.errors import EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.paths import Root
@@ -49,7 +50,7 @@ JSON_HOSTILE = [
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Root:
     root = Root(tmp_path_factory.mktemp("fuzz") / "template")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     code, _, err = _run(root, "calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")
     assert code == 0, err
     code, _, err = _run(root, "force-apply", "--underlying", "BTC")  # the YAML then holds bands and a smile

@@ -13,6 +13,7 @@ import pytest
 
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main as cli_main
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market import daycols, harvest
 from calreport.market.compact import compact_closed_days
@@ -204,11 +205,11 @@ def test_a_gz_that_breaks_off_is_never_compacted_away_and_is_named(tmp_path: Pat
 def test_a_gz_that_is_all_garbage_is_named_in_the_auto_runs_data_quality(tmp_path: Path) -> None:
     """issue 10 defect 9: it used to read as an empty harvest, "no harvested snapshots", 0 schema errors."""
     root = Root(tmp_path)
-    actions.init(root)
+    actions.init(Workspace.open(root))
     bad = root.harvest_dir("BTC") / "2025-12-11.jsonl.gz"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x00garbage, not gzip\n" * 300)
-    run = actions.run_auto_calibration(root, "BTC", lookback="1d", as_of=datetime(2025, 12, 11, 20, tzinfo=UTC))
+    run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback="1d", as_of=datetime(2025, 12, 11, 20, tzinfo=UTC))
     assert run.status == "failed"
     assert run.data_quality.issues[0] == "unreadable harvest file 2025-12-11.jsonl.gz: not readable as gzip (incorrect header check)"
     assert "unreadable harvest file 2025-12-11.jsonl.gz" in run.reason
@@ -260,7 +261,7 @@ def test_harvest_fetches_from_deribit_when_no_file_is_given(tmp_path: Path) -> N
         urls.append(url)
         return json.dumps(payload).encode()
 
-    res = actions.harvest(root, "BTC", client=DeribitClient(opener=opener))
+    res = actions.harvest(Workspace.open(root), "BTC", client=DeribitClient(opener=opener))
     assert res.rows == 1 and res.harvested_at_ms == ts
     assert "get_book_summary_by_currency" in urls[0] and "currency=BTC" in urls[0] and "kind=option" in urls[0]
     f = load_harvest(root, "BTC", 0, DEC11 * 2)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from calreport.commands.cli import main as cli_main
+from calreport.commands.workspace import Workspace
 from calreport.market import compact, harvest
 from calreport.market import parquet as pqday
 from calreport.market.compact import compact_closed_days, compact_day, import_harvest
@@ -411,7 +412,7 @@ def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: 
     src = sorted((SHARED / "deribit-harvest-2025-12" / "BTC").glob("*.jsonl.gz"))
     roots = {k: Root(tmp_path / k) for k in ("gz", "jsonl", "parquet", "legacy", "imported")}
     for r in roots.values():
-        actions.init(r)
+        actions.init(Workspace.open(r))
         r.harvest_dir("BTC").mkdir(parents=True)
     by_snapshot: dict[int, list[dict]] = {}
     for f in src:
@@ -433,7 +434,7 @@ def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: 
     as_of = datetime(2025, 12, 13, 16, tzinfo=UTC)
     rows = {}
     for k, r in roots.items():
-        run = actions.run_auto_calibration(r, "BTC", dte="3-10", lookback="7d", as_of=as_of, compact=False)
+        run = actions.run_auto_calibration(Workspace.open(r), "BTC", dte="3-10", lookback="7d", as_of=as_of, compact=False)
         rows[k] = {f: v for f, v in run.to_json_dict().items() if f not in ("run_id", "ts", "elapsed_s")}
     assert rows["gz"]["samples"] > 1000 and rows["gz"]["multiplier"] is not None
     for k in ("jsonl", "parquet", "legacy", "imported"):

@@ -83,7 +83,7 @@ class FakeDeribit(DeribitClient):
 
 def _ws(tmp_path: Path) -> Workspace:
     root = Root(tmp_path)
-    actions.init(root)
+    actions.init(Workspace.open(root))
     return Workspace.open(root)
 
 

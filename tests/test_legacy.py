@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from foundation_helpers import force_apply
 
 from calreport.commands.cli import main
 from calreport.commands.legacy import legacy_run_id
 from calreport.errors import RefusedError
-from calreport.store.applied import force_apply
 from calreport.store.history import apply_events, auto_runs, live_runs
 from calreport.timeutil import parse_time
 

@@ -15,6 +15,7 @@ import pytest
 
 from calreport.commands import cli
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market.deribit import DeribitClient, load_snapshot
 from calreport.store.history import live_runs
 from calreport.store.paths import Root
@@ -42,7 +43,7 @@ def _replay(payload: bytes, seen: list[str]) -> DeribitClient:
 
 def test_calibrate_without_a_snapshot_fetches_keeps_and_references_the_chain(root: Root) -> None:
     seen: list[str] = []
-    run = actions.calibrate(root, "BTC", None, rv=0.45, client=_replay(RECORDED, seen))
+    run = actions.calibrate(Workspace.open(root), "BTC", None, rv=0.45, client=_replay(RECORDED, seen))
     assert len(seen) == 1 and "public/get_book_summary_by_currency" in seen[0] and "kind=option" in seen[0]
     assert "currency=BTC" in seen[0]  # --rv given: the price store is not fetched
     (kept,) = sorted((root.path / "data" / "snapshots" / "BTC").glob("*.json.gz"))
@@ -50,7 +51,7 @@ def test_calibrate_without_a_snapshot_fetches_keeps_and_references_the_chain(roo
     assert json.loads(gzip.decompress(kept.read_bytes()))["result"] == json.loads(RECORDED)["result"]
     rows, meta = load_snapshot(kept, "BTC")  # the kept file replays the run
     assert kept.name.startswith("2025-12-11T120000") and meta.n_rows == len(rows) == 20
-    replay = actions.run_live_calibration(root, "BTC", kept, rv=0.45)
+    replay = actions.run_live_calibration(Workspace.open(root), "BTC", kept, rv=0.45)
     assert replay.recommended == run.recommended and replay.samples == run.samples
 
 
@@ -99,7 +100,7 @@ def test_cli_fetches_from_a_local_http_server_speaking_deribits_json_rpc(root: R
 
 def test_live_calibrate_also_fetches_what_rv_needs_so_rv_rests_on_a_full_week(root: Root) -> None:
     seen: list[str] = []
-    run = actions.calibrate(root, "BTC", None, client=_replay(RECORDED, seen))
+    run = actions.calibrate(Workspace.open(root), "BTC", None, client=_replay(RECORDED, seen))
     methods = [u.split("/api/v2/")[1].split("?")[0] for u in seen]
     assert methods == ["public/get_tradingview_chart_data", "public/get_historical_volatility",
                        "public/get_book_summary_by_currency"]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from calreport.realism import recommended_problem
 from calreport.commands import cli
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market.deribit import load_snapshot
 from calreport.model import RealismConfig
+from calreport.realism import recommended_problem
 from calreport.store.applied import read_applied
 from calreport.store.history import live_runs
 from calreport.store.paths import Root
@@ -46,14 +47,14 @@ def test_usd_priced_real_snapshot_is_failed_held_and_refused(tmp_path: Path) -> 
     rows, _ = load_snapshot(SNAP_DIR / "BTC-2025-12-11T1936Z.json")
     usd = [{**r, "mark_price": r["mark_price"] * r["underlying_price"]} for r in rows]
     root = Root(tmp_path / "r")
-    actions.init(root)
-    run = actions.run_live_calibration(root, "BTC", write_snapshot(tmp_path / "usd.json", usd), rv=0.45)
+    actions.init(Workspace.open(root))
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "usd.json", usd), rv=0.45)
     assert run.status == "failed" and run.decision == "hold"
     assert run.recommended_on_bound
     assert "on the fit bound" in (run.reason or "") and "USD" in (run.reason or "")
     with pytest.raises(Exception, match="allow-unrealistic"):
-        actions.force_apply(root, "BTC")
-    event = actions.force_apply(root, "BTC", allow_unrealistic=True)
+        actions.force_apply(Workspace.open(root), "BTC")
+    event = actions.force_apply(Workspace.open(root), "BTC", allow_unrealistic=True)
     assert event.applied is not None
 
 
@@ -61,7 +62,7 @@ def test_a_few_marks_above_the_bound_degrade_but_do_not_fail(tmp_path: Path) -> 
     rows = synth_rows()
     rows[0] = {**rows[0], "mark_price": 1.5} if rows[0]["instrument_name"].endswith("C") else rows[0]
     root = Root(tmp_path / "r")
-    actions.init(root)
-    run = actions.run_live_calibration(root, "BTC", write_snapshot(tmp_path / "s.json", rows), rv=0.45)
+    actions.init(Workspace.open(root))
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "s.json", rows), rv=0.45)
     assert run.data_quality_status == "degraded"
     assert any("no-arbitrage bound" in i for i in run.data_quality_issues or [])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calreport.calibration.policy import decide, decide_values
+from calreport.apply import decide, decide_values
 from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
 POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25

@@ -9,6 +9,7 @@ import pytest
 
 from calreport.calibration.smoothing import smoothing_alpha
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import SmoothingConfig
 from calreport.store.applied import read_applied
 from calreport.store.history import apply_events
@@ -20,15 +21,15 @@ from tests.test_calibrate import synth_rows, write_snapshot
 
 def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_step(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     thin = write_snapshot(tmp_path / "thin.json", synth_rows(multiplier=1.55, expiries_days=(10,), strikes_per_side=2))
     for _ in range(3):
-        run = actions.run_live_calibration(root, "BTC", thin, rv=0.45)
+        run = actions.run_live_calibration(Workspace.open(root), "BTC", thin, rv=0.45)
         assert run.decision == "hold" and run.decision_reason.startswith("Sample size too small")  # type: ignore[union-attr]
         assert run.feeds_smoothing is False
         assert run.smoothed_from == "applied"  # the held runs before it did not feed the EWMA
     healthy = write_snapshot(tmp_path / "ok.json", synth_rows(multiplier=1.5))
-    run = actions.run_live_calibration(root, "BTC", healthy, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", healthy, rv=0.45)
     assert run.smoothed_from == "applied" and run.decision == "apply"
     assert run.smoothed.global_ == pytest.approx(0.3 * 1.5 + 0.7, abs=2e-3)  # type: ignore[union-attr]
     applied = read_applied(root).entry("BTC").global_
@@ -39,10 +40,10 @@ def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_st
 
 def test_a_run_far_from_the_applied_value_is_applied_capped_at_the_max_step(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     cfg = root.calibration_config
     cfg.write_text(cfg.read_text().replace("smoothing: {alpha: 0.3", "smoothing: {alpha: 1.0"))
-    run = actions.run_live_calibration(root, "BTC", write_snapshot(tmp_path / "s.json", synth_rows(multiplier=1.55)), rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "s.json", synth_rows(multiplier=1.55)), rv=0.45)
     assert run.decision == "apply" and "capped at 25 % (global 1.55" in (run.decision_reason or "")
     assert read_applied(root).entry("BTC").global_ == 1.25
 
@@ -63,12 +64,12 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 @pytest.mark.skipif(not (SHARED / "deribit-harvest-2025-12" / "BTC").is_dir(), reason="../shared/data is absent")
 def test_real_btc_snapshot_on_harvest_rv_is_held_for_thin_rv_and_not_with_a_manual_rv(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
     snap = SHARED / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
-    run = actions.run_live_calibration(root, "BTC", snap)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap)
     assert run.decision == "hold" and run.decision_reason == "Thin RV: RV_7d from 11 hourly returns (< 120)"
     assert run.feeds_smoothing is False
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.decision == "apply" and not (run.decision_reason or "").startswith("Thin RV")
     assert run.smoothed_from == "applied"  # the thin run did not feed the EWMA

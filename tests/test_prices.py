@@ -17,6 +17,7 @@ import pytest
 
 from calreport.commands import cli
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market.deribit import DeribitClient, parse_historical_volatility
 from calreport.market.prices import (
     CLOSES,
@@ -50,7 +51,7 @@ def _client(seen: list[str] | None = None) -> DeribitClient:
 def _fetch(root: Root, seen: list[str] | None = None):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
-    return actions.prices_fetch(root, "BTC", days=8, client=_client(seen), now=lambda: datetime.fromtimestamp(NOW_MS / 1000, UTC))
+    return actions.prices_fetch(Workspace.open(root), "BTC", days=8, client=_client(seen), now=lambda: datetime.fromtimestamp(NOW_MS / 1000, UTC))
 
 
 def test_fetch_stores_finished_hourly_closes_of_the_perpetual_and_deribits_hv(root: Root) -> None:
@@ -94,15 +95,15 @@ def test_store_rv_matches_an_independent_computation_from_the_recorded_closes(ro
 
 
 def test_rv_source_order_rv_then_prices_file_then_store_then_harvest_with_a_warning(root: Root) -> None:
-    no_store = actions.run_live_calibration(root, "BTC", BOOK)
+    no_store = actions.run_live_calibration(Workspace.open(root), "BTC", BOOK)
     assert no_store.rv_source and no_store.rv_source.startswith("harvest") and no_store.rv_warning
     _fetch(root)
-    stored = actions.run_live_calibration(root, "BTC", BOOK)
+    stored = actions.run_live_calibration(Workspace.open(root), "BTC", BOOK)
     assert stored.rv_source == "prices:BTC-PERPETUAL" and stored.rv_returns >= 120 and stored.rv_warning is None  # type: ignore[operator]
     assert stored.deribit_hv == pytest.approx(0.455, abs=1e-9) and stored.deribit_hv_ts == "2025-12-11T12:00:00Z"
-    from_file = actions.run_live_calibration(root, "BTC", BOOK, prices=CHART)
+    from_file = actions.run_live_calibration(Workspace.open(root), "BTC", BOOK, prices=CHART)
     assert from_file.rv_source == f"chart:{CHART.name}"
-    assert actions.run_live_calibration(root, "BTC", BOOK, rv=0.43).rv_source == "manual"
+    assert actions.run_live_calibration(Workspace.open(root), "BTC", BOOK, rv=0.43).rv_source == "manual"
 
 
 def test_the_live_card_shows_deribits_hv_beside_rv_and_the_harvest_warning(root: Root, rows) -> None:  # type: ignore[no-untyped-def]

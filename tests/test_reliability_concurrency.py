@@ -11,6 +11,7 @@ import os
 import random
 
 import pytest
+from foundation_helpers import force_apply
 
 from calreport.errors import RefusedError
 from calreport.model import (
@@ -20,7 +21,7 @@ from calreport.model import (
     LiveRun,
     Multipliers,
 )
-from calreport.store.applied import apply_values, force_apply, read_applied
+from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import append_row, read_history
 from calreport.store.paths import Root
 
@@ -137,7 +138,7 @@ def test_two_concurrent_calibrations_cannot_both_pass_the_step_rule_against_stal
     from calreport.store.history import apply_events, live_runs
 
     root = Root(tmp_path / "root")
-    usecases.init(root)
+    usecases.init(Workspace.open(root))
     # smoothed = 0.3 x recommended + 0.7 x 1.0: 1.55 -> 1.165 (+16.5 %), 0.72 -> 0.916 (-8.4 %)
     # (recommended values inside the realism range: issue 11 judges the recommended value too)
     snaps = {m: write_snapshot(tmp_path / f"s{m}.json", synth_rows(rv=0.45, multiplier=m)) for m in (1.55, 0.72)}

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 
 from calreport.commands import usecases as actions
 from calreport.commands.legacy import parse_legacy
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.history import read_history
@@ -240,7 +241,7 @@ def _cli(root: Root, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("broken", [EDGE_CASES[0], EDGE_CASES[1], EDGE_CASES[7], EDGE_CASES[19]])
 def test_cli_reports_a_hand_broken_yaml_in_one_line_and_never_overwrites_it(tmp_path, broken):
     root = Root(tmp_path / "root")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     add_live_run(root, smoothed=1.0833)
     root.applied.write_text(broken)
     for args in (("status",), ("status", "--json"), ("force-apply", "--underlying", "BTC"), ("doctor",)):

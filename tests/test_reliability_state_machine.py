@@ -26,6 +26,7 @@ from hypothesis.stateful import (
 )
 
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import (
@@ -107,7 +108,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="calreport-sm-"))
         self.root = Root(self.tmp / "root")
-        actions.init(self.root)
+        actions.init(Workspace.open(self.root))
         self.engine = AppliedMultipliersWatcher(self.root, check_interval_s=0.05).start()
         # model: what each underlying's YAML entry must hold (None = initial default)
         self.model: dict[str, tuple[float, dict[str, float], str | None, str] | None] = {u: None for u in UNDERLYINGS}
@@ -142,7 +143,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         )
         append_row(self.root.live_history, run)
         self.live[u].append(run)
-        actions.rerender(self.root)
+        actions.rerender(Workspace.open(self.root))
 
     @precondition(lambda self: any(self.live.values()))
     @rule(data=st.data())
@@ -151,7 +152,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         run = self.live[u][-1]
         apply_values(self.root, u, run.smoothed, source="policy", run_id=run.run_id, reason="Policy: test")
         self._record(u, run.run_id, run.smoothed, "policy")
-        actions.rerender(self.root)
+        actions.rerender(Workspace.open(self.root))
 
     @rule(u=st.sampled_from(UNDERLYINGS), allow=st.booleans())
     def force_apply(self, u: str, allow: bool) -> None:
@@ -159,12 +160,12 @@ class CalibrationMachine(RuleBasedStateMachine):
         if latest is None or (latest.status == "failed" and not allow):
             before = self.root.applied.read_bytes()
             try:
-                actions.force_apply(self.root, u, allow_unrealistic=allow)
+                actions.force_apply(Workspace.open(self.root), u, allow_unrealistic=allow)
             except RefusedError:
                 assert self.root.applied.read_bytes() == before
                 return
             raise AssertionError("force-apply should have been refused")
-        ev = actions.force_apply(self.root, u, allow_unrealistic=allow)
+        ev = actions.force_apply(Workspace.open(self.root), u, allow_unrealistic=allow)
         assert ev.run_id == latest.run_id and ev.source == "force"
         self._record(u, latest.run_id, latest.smoothed, "force")
 
@@ -178,7 +179,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         )
         append_row(self.root.auto_history, run)
         self.auto_ids.append(run.run_id)
-        actions.rerender(self.root)
+        actions.rerender(Workspace.open(self.root))
         assert self.root.applied.read_bytes() == before, "an auto run changed the applied YAML"
 
     @rule(u=st.sampled_from(UNDERLYINGS), data=st.data())
@@ -200,18 +201,18 @@ class CalibrationMachine(RuleBasedStateMachine):
         before = self.root.applied.read_bytes()
         if target is None:
             try:
-                actions.rollback(self.root, u, to=to)
+                actions.rollback(Workspace.open(self.root), u, to=to)
             except RefusedError:
                 assert self.root.applied.read_bytes() == before
                 return
             raise AssertionError(f"rollback {kind} should have been refused")
-        ev = actions.rollback(self.root, u, to=to)
+        ev = actions.rollback(Workspace.open(self.root), u, to=to)
         assert ev.source == "rollback" and ev.run_id == target[0]
         self._record(u, target[0], target[1], "rollback")
 
     @rule()
     def rerender(self) -> None:
-        actions.rerender(self.root)
+        actions.rerender(Workspace.open(self.root))
 
     @rule(text=st.sampled_from(BROKEN_YAML))
     def hand_break_then_restore(self, text: str) -> None:
@@ -226,7 +227,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         assert self.engine.version == version
         if self.live["BTC"]:
             try:
-                actions.force_apply(self.root, "BTC", allow_unrealistic=True)
+                actions.force_apply(Workspace.open(self.root), "BTC", allow_unrealistic=True)
             except CalreportError as exc:
                 assert "\n" not in exc.one_line()
             else:

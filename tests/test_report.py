@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from foundation_helpers import force_apply
 
 from calreport import fmt
 from calreport.commands import cli
@@ -122,7 +123,7 @@ def test_dashboard_numbers_use_the_shared_formatters_with_one_missing_mark(root,
 
 def test_force_apply_shows_smoothed_as_applied_and_current_global_equal_to_yaml(root, rows, capsys):
     run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05, "7-30d": 1.09})
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     render_site(root)
     html = page(root)
     card = latest_card(html, "BTC")
@@ -144,7 +145,7 @@ def test_policy_apply_then_rollback_like_apply_keep_page_state_and_yaml_equal(ro
     assert_everything_matches_yaml(root, capsys)
 
     second = rows.live(smoothed=1.1200, bands={"0-7d": 1.2})
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     render_site(root)
     html = page(root)
     assert latest_card(html, "BTC")["data-status"] == "applied"
@@ -165,7 +166,7 @@ def test_policy_apply_then_rollback_like_apply_keep_page_state_and_yaml_equal(ro
 
 def test_previous_value_comes_from_the_apply_event(root, rows):
     rows.live(smoothed=1.0833)
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     render_site(root)
     html = page(root)
     row = re.search(r'data-underlying="BTC" data-band="global" data-multiplier="1.0833">(.*?)</tr>', html, re.S)
@@ -350,7 +351,7 @@ def test_short_history_has_no_pages(root, rows):
 
 def test_invalid_yaml_renders_a_banner_no_numbers_and_keeps_the_last_state_json(root, rows):
     rows.live()
-    apply.force_apply(root, "BTC")
+    force_apply(root, "BTC")
     render_site(root)
     good_state = root.state_json.read_bytes()
     root.applied.write_text(root.applied.read_text().replace("global: 1.0833", "global: banana"))
@@ -491,14 +492,14 @@ sys.exit(1 if bad else 0)
 
 def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
     """Smoothing starts from the previous live run's smoothed value (calibration.live.previous_smoothed),
-    and min_delta is an absolute multiplier difference (calibration.policy.decide), as the panel says."""
-    from calreport.calibration.policy import decide
+    and min_delta is an absolute multiplier difference (apply.decide), as the panel says."""
+    from calreport.apply import decide
     from calreport.model import AppliedEntry, LiveRun, PolicyConfig
 
     render_site(root)
     panel = re.search(r'<section id="update-policy".*?</section>', page(root), re.S).group(0)
     assert "(1 - alpha) x the previous smoothed value" in panel and "x applied" not in panel
-    # the policy caps a large step and applies it (calibration.policy); it never holds for it
+    # the policy caps a large step and applies it (calreport.apply); it never holds for it
     assert "capped at this step and applied" in panel and "held for review" not in panel
     assert "Min RV returns" in panel and "Min change in SE" in panel
     assert re.search(r"Min change</td><td class=\"num\">0.03</td>", panel)

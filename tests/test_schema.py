@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from foundation_helpers import force_apply
 from pydantic import BaseModel
 
 from calreport import jsonio
@@ -31,7 +32,7 @@ from calreport.model import (
     Multipliers,
     RunDetail,
 )
-from calreport.store.applied import force_apply, format_applied, read_applied
+from calreport.store.applied import format_applied, read_applied
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root

@@ -12,10 +12,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from foundation_helpers import force_apply
 
 from calreport.commands.dashboard import DashboardActions, parse_body
 from calreport.report.serve import is_record_change, make_server, resolve_site_path
-from calreport.store import applied as apply
 from calreport.store.applied import read_applied
 
 
@@ -57,7 +57,7 @@ def test_state_endpoint_equals_yaml_at_request_time(root, rows, served):
     assert status == 200 and headers["content-type"] == "application/json"
     assert json.loads(body)["underlyings"]["BTC"]["global"] == 1.0
     run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
-    apply.force_apply(root, "BTC")  # no re-render involved: the endpoint reads the YAML itself
+    force_apply(root, "BTC")  # no re-render involved: the endpoint reads the YAML itself
     doc = json.loads(get(served, "/api/calibration/state")[2])
     want = read_applied(root).model_dump(by_alias=True, mode="json")["underlyings"]
     assert doc["underlyings"] == want
@@ -122,7 +122,7 @@ def test_methods_other_than_get_and_head_are_refused(served):
 def test_page_is_re_rendered_when_files_of_record_change(root, rows, served):
     before = served.renders
     rows.live(smoothed=1.0833)
-    apply.force_apply(root, "BTC")  # no explicit render: the watcher must do it
+    force_apply(root, "BTC")  # no explicit render: the watcher must do it
     assert wait_for(lambda: 'data-band="global" data-multiplier="1.0833"' in root.index_html.read_text())
     assert wait_for(lambda: served.renders > before)  # the watcher's render may land after the page shows the value
     assert served.render_errors == []

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from foundation_helpers import force_apply
 from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import norm
 
-from calreport.calibration.policy import decide
+from calreport.apply import decide
 from calreport.calibration.sigma import atm_iv_at, base_sigma
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import (
@@ -31,7 +33,7 @@ from calreport.model import (
     PolicyConfig,
     RunDetail,
 )
-from calreport.store.applied import force_apply, read_applied
+from calreport.store.applied import read_applied
 from calreport.store.history import apply_events
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds, link_shared_harvest
@@ -77,9 +79,9 @@ def test_iv_modes_measure_the_engines_bias_not_rv_noise(tmp_path: Path) -> None:
     got = {}
     for mode in ("rv", "atm_iv", "mark_iv"):
         root = Root(tmp_path / mode)
-        actions.init(root)
+        actions.init(Workspace.open(root))
         _mode(root, mode)
-        run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+        run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
         got[mode] = (run.recommended.global_, run.sigma_mode)  # type: ignore[union-attr]
     assert got["rv"] == (pytest.approx(1.1, abs=2e-3), "rv")
     assert got["atm_iv"] == (pytest.approx(1.0, abs=2e-3), "atm_iv")
@@ -89,11 +91,11 @@ def test_iv_modes_measure_the_engines_bias_not_rv_noise(tmp_path: Path) -> None:
 def test_applied_yaml_records_an_iv_mode_and_rv_files_stay_as_before(tmp_path: Path) -> None:
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
     root = Root(tmp_path / "r")
-    actions.init(root)
-    actions.run_live_calibration(root, "BTC", snap, rv=0.45)  # rv mode: applied, no sigma_mode line
+    actions.init(Workspace.open(root))
+    actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)  # rv mode: applied, no sigma_mode line
     assert "sigma_mode" not in root.applied.read_text()
     _mode(root, "atm_iv")
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.decision == "apply" and (run.decision_reason or "").startswith("sigma mode rv -> atm_iv")
     assert run.smoothed_from.startswith("restart")  # type: ignore[union-attr]  # rv values never seed an atm_iv EWMA
     assert "    sigma_mode: atm_iv\n" in root.applied.read_text()
@@ -108,8 +110,8 @@ def test_a_run_of_another_mode_is_never_applied_by_the_policy_nor_by_force(tmp_p
         "hold", "Sigma mode mismatch: fitted in rv, configured atm_iv")
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
     root = Root(tmp_path / "r")
-    actions.init(root)
-    actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    actions.init(Workspace.open(root))
+    actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     _mode(root, "mark_iv")
     with pytest.raises(RefusedError, match="fitted in sigma_mode rv, configured is mark_iv"):
         force_apply(root, "BTC")
@@ -117,7 +119,7 @@ def test_a_run_of_another_mode_is_never_applied_by_the_policy_nor_by_force(tmp_p
 
 def test_engine_answers_sigma_in_the_configured_mode_and_ignores_values_of_another(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     text = root.applied.read_text().replace("  BTC:\n    global: 1.0000", "  BTC:\n    global: 1.2000", 1)
     root.applied.write_text(text)
     with AppliedMultipliersWatcher(root, observer="none") as w:
@@ -142,16 +144,16 @@ def test_atm_iv_mode_on_the_shared_btc_snapshot_recommends_near_one_as_an_indepe
     if not SNAP.is_file():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _mode(root, "atm_iv")
-    smiled = actions.run_live_calibration(root, "BTC", SNAP)  # no RV needed in atm_iv mode; smile on (default)
+    smiled = actions.run_live_calibration(Workspace.open(root), "BTC", SNAP)  # no RV needed in atm_iv mode; smile on (default)
     assert 0.85 <= smiled.recommended.global_ <= 1.15  # type: ignore[union-attr, operator]
     flat_root = Root(tmp_path / "flat")  # the flat model: what the independent fit below reproduces
-    actions.init(flat_root)
+    actions.init(Workspace.open(flat_root))
     _mode(flat_root, "atm_iv")
     cfg = flat_root.calibration_config.read_text()
     flat_root.calibration_config.write_text(cfg.replace("smile:\n  enabled: true", "smile:\n  enabled: false"))
-    root, run = flat_root, actions.run_live_calibration(flat_root, "BTC", SNAP)
+    root, run = flat_root, actions.run_live_calibration(Workspace.open(flat_root), "BTC", SNAP)
     m = run.recommended.global_  # type: ignore[union-attr]
     assert 0.85 <= m <= 1.15
 
@@ -246,10 +248,10 @@ def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_pa
     if not harvest.is_dir():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _mode(root, "atm_iv")
     link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
-    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
+    run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
     assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
     assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]
     assert not any(f.code == "THIN_RV" for f in run.flags or [])
@@ -257,7 +259,7 @@ def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_pa
 
 def test_an_engine_started_on_an_unreadable_config_raises_a_one_line_error(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     root.calibration_config.write_text(root.calibration_config.read_text() + "sigma_mode: atm_iv\n")  # duplicate key
     with pytest.raises(CalreportError, match="duplicate key 'sigma_mode'"):
         AppliedMultipliersWatcher(root, observer="none").start()
@@ -271,7 +273,7 @@ def test_calreport_price_quotes_in_the_configured_sigma_mode(tmp_path: Path) -> 
 
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     _mode(root, "mark_iv")
     rows = price_rows(Workspace.open(root, renderer=None), "BTC", snap)
     assert rows and all(r["sigma"] == pytest.approx(r["mark_iv"], abs=1e-9) for r in rows)

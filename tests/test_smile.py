@@ -309,7 +309,6 @@ def test_out_of_sample_two_days_later_the_smile_cuts_the_otm_iv_error_to_under_0
 from calreport.calibration.bands import multipliers_for_dte  # noqa: E402
 from calreport.calibration.live import evaluate_live  # noqa: E402
 from calreport.calibration.pricing import black76_price, year_fraction  # noqa: E402
-from calreport.commands import usecases as actions  # noqa: E402
 from calreport.market.quotes import QuoteArrays  # noqa: E402
 from calreport.market.rv import manual_rv  # noqa: E402
 from calreport.model import AppliedEntry  # noqa: E402
@@ -388,7 +387,7 @@ def test_an_unrealistic_smoothed_smile_fails_realism_naming_the_node() -> None:
 
 
 def test_policy_caps_each_node_step_and_names_the_capped_nodes() -> None:
-    from calreport.calibration.policy import decide_values
+    from calreport.apply import decide_values
     from calreport.model import LiveRun
 
     sm = Smile(nodes=NODES, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
@@ -470,7 +469,7 @@ def test_dashboard_without_a_fitted_smile_says_so_and_draws_no_smile_chart(root)
 
 
 def test_rollback_restores_the_earlier_smile_and_its_event_carries_both(root) -> None:  # type: ignore[no-untyped-def]
-    from calreport.commands.audit import rollback
+    from foundation_helpers import rollback
 
     ensure_history_files(root)
     applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")

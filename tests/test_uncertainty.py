@@ -16,7 +16,7 @@ import pytest
 from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import norm
 
-from calreport.calibration.policy import decide
+from calreport.apply import decide
 from calreport.calibration.uncertainty import (
     Z95,
     bootstrap_se,
@@ -25,6 +25,7 @@ from calreport.calibration.uncertainty import (
     rv_se,
 )
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds
@@ -94,9 +95,9 @@ def test_policy_holds_a_change_inside_its_standard_error_and_applies_one_beyond_
 
 def test_a_live_run_records_se_and_ci95_for_global_and_each_band(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
-    run = actions.run_live_calibration(root, "BTC", snap, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.multiplier_se is not None and run.multiplier_se.global_ is not None
     assert set(run.multiplier_se.bands) == set(run.recommended.bands)  # type: ignore[union-attr]
     lo, hi = run.multiplier_ci95.global_  # type: ignore[union-attr, misc]
@@ -111,11 +112,11 @@ def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refi
     if not SNAP.is_file():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
-    actions.init(root)
+    actions.init(Workspace.open(root))
     draws, seed = 80, 11
     text = root.calibration_config.read_text().replace("bootstrap_draws: 400", f"bootstrap_draws: {draws}")
     root.calibration_config.write_text(text)
-    run = actions.run_live_calibration(root, "BTC", SNAP, rv=0.45)
+    run = actions.run_live_calibration(Workspace.open(root), "BTC", SNAP, rv=0.45)
     detail = RunDetail.model_validate_json((root.path / run.detail_file).read_text())  # type: ignore[operator]
     used = {q.instrument for q in detail.quotes}
 

@@ -47,7 +47,6 @@ from calreport.calibration.fit import (
     vega_weights,
 )
 from calreport.calibration.pricing import black76_price
-from calreport.realism import assess_calibration_realism
 from calreport.calibration.select import Selection, select_quotes
 from calreport.calibration.sigma import atm_iv_grouped
 from calreport.calibration.smile import fit_smile
@@ -68,6 +67,7 @@ from calreport.model import (
     Smile,
     SmileFitStats,
 )
+from calreport.realism import assess_calibration_realism
 from calreport.timeutil import (
     MS_PER_DAY,
     MS_PER_HOUR,

@@ -7,8 +7,8 @@ Pure core (arrays and settings in, values out). At each decision time D, for eac
 2. RV_7d as of that snapshot from the same sources, in the same order, as `calreport calibrate`
    (the fixed `rv`; the root's price store; the harvest's index series), nothing read past it;
 3. the SAME code as `calreport calibrate`: evaluate_live (fit, EWMA from the previous seeding run,
-   realism) then decide_under_lock against the simulated applied values; an apply replaces them with the
-   entry the YAML writer would write (`make_entry`, store.applied.new_entry in the command);
+   realism) then calreport.apply.decide_run against the simulated applied values; an apply replaces them
+   with the entry the YAML writer would write (`make_entry`, calreport.apply.new_entry by default);
 4. the simulated applied calibration after the decision is scored with live.score_applied (the
    same pricing and desk measures as a live run) on the decision's own snapshot (horizon 0,
    in-sample) and on the snapshot nearest D + h for each horizon h (within `max_staleness_ms`),
@@ -34,15 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from calreport.apply import decide_run, new_entry, run_thin_rv
 from calreport.calibration.desk import DeskErrors
-from calreport.calibration.live import (
-    decide_under_lock,
-    evaluate_live,
-    score_applied,
-    seeding_runs,
-)
-from calreport.calibration.policy import thin_rv
-from calreport.calibration.smoothing import previous_smoothed_run
+from calreport.calibration.live import evaluate_live, live_history, score_applied
 from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import RealisedVol, realised_vol
 from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers
@@ -188,7 +182,7 @@ def run_backtest(
     decisions_ms: Sequence[int],
     horizons_ms: Sequence[int],
     variants: Sequence[Variant],
-    make_entry: MakeEntry,
+    make_entry: MakeEntry = new_entry,
     max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS,
     rv: float | None = None,
     rv_at: Callable[[int], RealisedVol] | None = None,
@@ -278,17 +272,15 @@ def _decide(
     """One live run exactly as `calreport calibrate` makes it, against the simulated applied values."""
     cfg = variant.config
     run_id = f"bt-{re.sub(r'[^A-Za-z0-9_-]', '_', variant.name)}-{n:05d}"
-    mode = cfg.sigma_mode_for(underlying)
-    previous = previous_smoothed_run(seeding_runs(reversed(runs), cfg), underlying, applied, sigma_mode=mode)
+    previous = live_history(reversed(runs), underlying, applied, cfg).previous
     run = evaluate_live(
         quotes, underlying=underlying, now_ms=s_ms, rv=rvi, applied=applied, previous=previous, config=cfg,
         run_id=run_id, snapshot_file=f"harvest@{iso_ms(s_ms)}", detail_file="",
     ).run
-    if run.recommended is not None:  # as run_live_calibration: decided against the values "on disk"
-        run = decide_under_lock(run, applied, cfg, underlying)
+    run = decide_run(run, applied, cfg, underlying)  # as run_live_calibration: against the values "on disk"
     runs.append(run)
     dec = Decision(
-        variant.name, d_ms, s_ms, run=run, thin_rv=thin_rv(run, cfg.fit.min_rv_returns),
+        variant.name, d_ms, s_ms, run=run, thin_rv=run_thin_rv(run, cfg.fit.min_rv_returns),
         applied_before=applied.multipliers(), applied_after=applied.multipliers(),
     )
     values = run.applied_values or run.smoothed

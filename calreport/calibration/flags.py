@@ -1,6 +1,6 @@
 """Run flags: the things a desk wants pointed out, each with its numbers (thresholds: config `flags`).
 
-    THIN_RV               RV_7d from fewer than fit.min_rv_returns hourly returns (rv mode, not --rv)
+    THIN_RV               RV_7d from fewer than fit.min_rv_returns hourly returns (apply.thin_rv)
     IV_DRIFT              the 7-day ATM IV moved more than flags.iv_drift_vp since the applied run
     ATM_RV_RANGE          ATM IV / RV_7d outside [flags.atm_rv_min, flags.atm_rv_max]
     ON_FIT_BOUND          the global or a band's fit sits on a search bound
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from calreport.apply import thin_rv
 from calreport.calibration.bands import band_index
 from calreport.model import (
-    DEFAULT_SIGMA_MODE,
     AutoRun,
     CalibrationConfig,
     ExpirySummary,
@@ -34,8 +34,8 @@ from calreport.model import (
 WINGS = (("put_lt10", "<10D put"), ("call_lt10", "<10D call"))
 
 
-def _thin_rv(rv_source: str | None, returns: int | None, cfg: CalibrationConfig) -> RunFlag | None:
-    if rv_source == "manual" or returns is None or returns >= cfg.fit.min_rv_returns:
+def _thin_rv(sigma_mode: str | None, rv_source: str | None, returns: int | None, cfg: CalibrationConfig) -> RunFlag | None:
+    if not thin_rv(sigma_mode, rv_source, returns, cfg.fit.min_rv_returns):  # the policy's own rule
         return None
     return RunFlag(code="THIN_RV", message=f"RV_7d from {returns} hourly returns (< {cfg.fit.min_rv_returns})")
 
@@ -61,7 +61,7 @@ def live_flags(
     run whose values are applied (None: no such run, no IV_DRIFT)."""
     f = cfg.flags
     flags: list[RunFlag] = []
-    if (run.sigma_mode or DEFAULT_SIGMA_MODE) == "rv" and (thin := _thin_rv(run.rv_source, run.rv_returns, cfg)):
+    if thin := _thin_rv(run.sigma_mode, run.rv_source, run.rv_returns, cfg):
         flags.append(thin)
     if run.atm_iv is not None and applied_atm_iv is not None:
         drift = (run.atm_iv - applied_atm_iv) * 100.0
@@ -105,8 +105,7 @@ def auto_flags(run: AutoRun, cfg: CalibrationConfig) -> list[RunFlag]:
     """The flags an auto run's row can show: THIN_RV (at the window end), ON_FIT_BOUND, WING_GAP."""
     flags: list[RunFlag] = []
     dq = run.data_quality
-    rv_mode = (run.sigma_mode or DEFAULT_SIGMA_MODE) == "rv"
-    if rv_mode and dq is not None and run.samples and (thin := _thin_rv(None, dq.rv_returns, cfg)):
+    if dq is not None and run.samples and (thin := _thin_rv(run.sigma_mode, None, dq.rv_returns, cfg)):
         flags.append(thin)
     if run.multiplier_on_bound:
         flags.append(RunFlag(code="ON_FIT_BOUND", message=f"fit on a search bound: {run.multiplier}"))

@@ -4,11 +4,13 @@ The synthetic price of an option is Black-76 in coin units (pricing.py) with F =
 T = time to 08:00 UTC of the expiry date in 365-day years, sigma = RV_7d x multiplier(band). The
 snapshot's "now" is its newest creation_timestamp, never the wall clock.
 
+    live_history(runs_newest_first, underlying, applied, config) -> LiveHistory
+        what a live run needs from the history (the EWMA's start, the previous run's flags, the
+        applied run's ATM IV), in one pass over the rows, newest first.
     evaluate_live(quotes, ..., applied, previous, config, ...) -> LiveEvaluation(run, detail)
-        the whole run (metrics at the applied multipliers, global/band/type fits, EWMA, realism,
-        the policy's decision against `applied`) and its quote-level detail, built in one go.
-    decide_live(run, applied, policy) -> LiveRun
-        the same run decided against other applied values (the ones read under the apply lock).
+        the whole measured run (metrics at the applied multipliers, global/band/type fits, the
+        errors at the recommended calibration, EWMA, realism) and its quote-level detail. It takes
+        no decision: calreport/apply.py decides once, against the values read under the lock.
 
 Reading the snapshot, the RV source, the history and the applied file, and writing the detail,
 the row and the apply are the use case's job (calreport.commands.usecases.run_live_calibration).
@@ -17,11 +19,12 @@ the row and the apply are the use case's job (calreport.commands.usecases.run_li
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from calreport.apply import thin_rv
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
 from calreport.calibration.bands import band_index
 from calreport.calibration.desk import DeskErrors, desk_errors, mark_sigma, otm_mask
@@ -33,18 +36,16 @@ from calreport.calibration.fit import (
     market_iv,
     vega_weights,
 )
-from calreport.calibration.policy import decide_values, feeds_smoothing
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.realism import (
-    REASON_UNREALISTIC_LIVE,
-    assess_calibration_realism,
-    recommended_problem,
-    smile_realism,
-)
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
-from calreport.calibration.smoothing import ewma, smoothing_alpha
+from calreport.calibration.smoothing import (
+    continues_ewma,
+    ewma,
+    restart_or_applied,
+    smoothing_alpha,
+)
 from calreport.calibration.uncertainty import (
     Uncertainty,
     bootstrap_se,
@@ -63,13 +64,18 @@ from calreport.model import (
     Interval95,
     LiveRun,
     Multipliers,
-    PolicyConfig,
     QuoteDetail,
     RunDetail,
     Smile,
     SmileFitStats,
 )
-from calreport.timeutil import iso_ms
+from calreport.realism import (
+    REASON_UNREALISTIC_LIVE,
+    assess_calibration_realism,
+    recommended_problem,
+    smile_realism,
+)
+from calreport.timeutil import iso_ms, time_ms
 
 
 @dataclass(frozen=True)
@@ -441,11 +447,11 @@ def evaluate_live(
     snapshot_file: str,
     detail_file: str,
 ) -> LiveEvaluation:
-    """One live run over a snapshot's quotes, measured at and decided against `applied`.
+    """One live run over a snapshot's quotes, measured at `applied` (the values read under the lock).
 
-    `previous` is the EWMA's starting point and where it came from (smoothing.previous_smoothed).
-    A run that cannot be fitted (no RV, too few quotes, no vega) is a `failed` run that holds,
-    with the reason; it is never an exception.
+    `previous` is the EWMA's starting point and where it came from (live_history). A run that
+    cannot be fitted (no RV, too few quotes, no vega) is a `failed` run with the reason, never an
+    exception. No decision: the row's decision fields are calreport/apply.py's (decide_run).
     """
     ts = iso_ms(now_ms)
     all_T, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
@@ -478,7 +484,7 @@ def evaluate_live(
 
     failure = _failure(rv, sel, config, mode)
     if failure is not None:
-        run = LiveRun(**provenance, status="failed", reason=failure, decision="hold", decision_reason=failure)
+        run = LiveRun(**provenance, status="failed", reason=failure)
         return LiveEvaluation(run, empty_detail)
     priced = _price(sel, base, applied, config, mode)
     rv_value = float(rv.rv) if rv.rv is not None else float("nan")  # unused by the fits outside rv mode
@@ -486,7 +492,7 @@ def evaluate_live(
     everything = np.ones(sel.n, dtype=bool)
     fit = priced.fit(everything, rv_value, config) if vega_sum > 0 else None
     if fit is None or fit.multiplier is None:
-        run = LiveRun(**provenance, vega_sum=vega_sum, status="failed", reason=ZERO_VEGA, decision="hold", decision_reason=ZERO_VEGA)
+        run = LiveRun(**provenance, vega_sum=vega_sum, status="failed", reason=ZERO_VEGA)
         return LiveEvaluation(run, empty_detail)
 
     overall = priced.metrics(everything)
@@ -514,7 +520,7 @@ def evaluate_live(
 
     marks_failed, marks_degraded = mark_checks(quotes.take(valid))
     issues = [*marks_failed, *marks_degraded]
-    if mode == "rv" and rv.source != "manual" and rv.n_returns < config.fit.min_rv_returns:
+    if thin_rv(mode, rv.source, rv.n_returns, config.fit.min_rv_returns):
         issues.append(f"RV_7d from {rv.n_returns} hourly returns (< {config.fit.min_rv_returns}; a full week is {FULL_WEEK_RETURNS})")
     if atm is None:
         issues.append("no ATM IV")
@@ -535,7 +541,7 @@ def evaluate_live(
             text = "; ".join(dict.fromkeys(problems))
             reason = f"{REASON_UNREALISTIC_LIVE}: {text}" if status != "failed" else f"{reason}; {text}"
             status = "failed"
-    undecided = LiveRun(
+    run = LiveRun(
         **provenance,
         vega_sum=vega_sum,
         mae_pct=overall.mae_pct,
@@ -544,7 +550,7 @@ def evaluate_live(
         mae_vol_points=overall.mae_vol_points,
         recommended=recommended.rounded(4),  # the YAML's precision
         recommended_on_bound=fit.on_bound,
-        fit_vega_weighted_mae_pct=fit.objective if config.fit.objective == "price_vega_rel" and smiles is None else None,
+        **_recommended_errors(priced, recommended.rounded(4), config),
         by_band=by_band,
         by_type=by_type,
         by_type_band=_type_band_fits(priced, rv_value, config),
@@ -563,40 +569,64 @@ def evaluate_live(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
     )
-    decided = decide_live(undecided, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=mode)
-    return LiveEvaluation(decided, detail)
+    return LiveEvaluation(run, detail)
 
 
-def decide_live(
-    run: LiveRun, applied: AppliedEntry, policy: PolicyConfig, *, min_rv_returns: int = 0, sigma_mode: str | None = None
-) -> LiveRun:
-    """`run` with the policy's decision against `applied` and the values it would apply (capped
-    steps); a run that could not be fitted keeps its hold. Also settles whether it feeds the EWMA."""
-    feeds = feeds_smoothing(run, policy, min_rv_returns)
-    if run.recommended is None:
-        return run.model_copy(update={"feeds_smoothing": False})
-    decision, reason, values = decide_values(run, applied, policy, min_rv_returns=min_rv_returns, sigma_mode=sigma_mode)
-    return run.model_copy(
-        update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
-    )
+def _recommended_errors(priced: _Priced, recommended: Multipliers, config: CalibrationConfig) -> dict[str, float | None]:
+    """The errors at the recommended calibration (global, bands and smile, as the YAML would hold
+    them), beside the errors at the tested one: how well the calibration the run proposes fits.
+    All quotes on the tested run's vega weights (so the two vMAEs compare), OTM and IV errors as
+    desk_errors measures them."""
+    q, sel = priced.sel.quotes, priced.sel
+    entry = AppliedEntry(global_=recommended.global_, bands=dict(recommended.bands), smile=recommended.smile)  # type: ignore[arg-type]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k = np.log(q.strike / q.underlying_price)
+    sigma = sigma_for(entry, config.bands, sel.dte, log_k, sel.T, priced.base, use_smile=config.smile.enabled)
+    synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
+    everything = group_metrics(q.mark_price, synthetic, priced.weights)
+    desk = desk_errors(q.underlying_price, q.strike, sel.T, q.is_call, q.mark_price, priced.sigma_mark, sigma)
+    return {
+        "fit_vega_weighted_mae_pct": everything.vega_weighted_mae_pct,
+        "fit_otm_vega_weighted_mae_pct": desk.otm_vega_weighted_mae_pct,
+        "fit_iv_error_vp": desk.iv_error_vp,
+    }
 
 
-def seeding_runs(runs_newest_first: Iterable[LiveRun], config: CalibrationConfig) -> Iterator[LiveRun]:
-    """The runs that may seed the EWMA as far as the limits go: a (hand-edited) row whose smoothed
-    values break config.limits never does (issue 10). Lazy, so a long history is read from its tail."""
-    return (r for r in runs_newest_first if config.limits.problem_of(r.smoothed) is None)
+@dataclass(frozen=True)
+class LiveHistory:
+    """What a live run reads from the history, found in one pass (live_history)."""
+
+    previous: tuple[Multipliers, str, int | None]  # the EWMA's start: values, where from, its time (ms)
+    last_run: LiveRun | None  # the underlying's newest live run: its flags make "new flags"
+    applied_atm_iv: float | None  # the 7-day ATM IV of the run whose values are applied
 
 
-def decide_under_lock(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, underlying: str) -> LiveRun:
-    """The decision `calreport calibrate` takes inside its apply transaction, against the values on
-    disk: the policy in the configured sigma mode (decide_live), then values beyond config.limits
-    hold, so no row says "apply" without an apply event (issue 10). The backtest takes the same."""
-    run = decide_live(run, applied, config.policy, min_rv_returns=config.fit.min_rv_returns, sigma_mode=config.sigma_mode_for(underlying))
-    values = run.applied_values or run.smoothed
-    beyond = config.limits.problem_of(values) if run.decision == "apply" else None
-    if beyond:
-        run = run.model_copy(update={"decision": "hold", "decision_reason": f"Held: {beyond}"})
-    return run
+def live_history(
+    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry, config: CalibrationConfig
+) -> LiveHistory:
+    """The EWMA's previous value (smoothing.continues_ewma, in the configured sigma mode; a row
+    whose smoothed values break config.limits never seeds), the underlying's newest live run, and
+    the ATM IV of the run whose values are applied (`applied.run_id`), from ONE pass over the rows,
+    newest first, that stops as soon as all three are known (a long history is read from its tail)."""
+    mode = config.sigma_mode_for(underlying)
+    applied_id = applied.run_id or None
+    seed: LiveRun | None = None
+    last: LiveRun | None = None
+    atm_found, atm = applied_id is None, None
+    for run in runs_newest_first:
+        if last is None and run.underlying == underlying and run.is_live:
+            last = run
+        if not atm_found and run.run_id == applied_id:
+            atm_found, atm = True, run.atm_iv
+        if seed is None and continues_ewma(run, underlying, mode) and config.limits.problem_of(run.smoothed) is None:
+            seed = run
+        if seed is not None and last is not None and atm_found:
+            break
+    if seed is not None and seed.smoothed is not None:
+        previous: tuple[Multipliers, str, int | None] = (seed.smoothed, f"run {seed.run_id}", time_ms(seed.ts))
+    else:
+        previous = restart_or_applied(applied, mode)
+    return LiveHistory(previous, last, atm)
 
 
 def score_applied(

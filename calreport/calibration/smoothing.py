@@ -1,4 +1,5 @@
-"""EWMA smoothing of the recommended multipliers, and which earlier run it continues from.
+"""EWMA smoothing of the recommended multipliers, and which earlier run may continue it
+(live.live_history finds that run in the one pass a live run makes over the history).
 
 The EWMA continues from the previous live run's *smoothed* values (same underlying, usable
 quotes, realism not failed), else from the applied values. A run that failed realism (e.g. marks
@@ -7,8 +8,6 @@ healthy runs.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from calreport.calibration.smile import flat, regrid, zero_index
 from calreport.model import (
@@ -19,7 +18,7 @@ from calreport.model import (
     Smile,
     SmoothingConfig,
 )
-from calreport.timeutil import MS_PER_HOUR, time_ms
+from calreport.timeutil import MS_PER_HOUR
 
 APPLIED_SOURCE = "applied"
 RESTART_SOURCE = "restart"  # nothing of the configured sigma mode to continue from
@@ -39,32 +38,16 @@ def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
     )
 
 
-def previous_smoothed(
-    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry
-) -> tuple[Multipliers, str]:
-    """(values, "run <id>" or "applied"): the first run that seeds the EWMA, else the applied values.
-
-    Takes the runs newest first and stops at the first match, so a lazy reader of a long history
-    reads only its tail.
-    """
-    for run in runs_newest_first:
-        if seeds_smoothing(run, underlying) and run.smoothed is not None:
-            return run.smoothed, f"run {run.run_id}"
-    return applied.multipliers(), APPLIED_SOURCE
+def continues_ewma(run: LiveRun, underlying: str, sigma_mode: str | None) -> bool:
+    """seeds_smoothing, in `sigma_mode` (None: any): values of another mode multiply another base."""
+    if sigma_mode is not None and (run.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
+        return False
+    return seeds_smoothing(run, underlying)
 
 
-def previous_smoothed_run(
-    runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry, *, sigma_mode: str | None = None
-) -> tuple[Multipliers, str, int | None]:
-    """previous_smoothed plus the time (epoch ms) of the run it came from (None for the applied values).
-
-    With `sigma_mode`, only runs (and applied values) fitted in that mode continue the EWMA: values
-    of another mode multiply another base. None of them: a global of None, and the EWMA restarts."""
-    for run in runs_newest_first:
-        if sigma_mode is not None and (run.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
-            continue
-        if seeds_smoothing(run, underlying) and run.smoothed is not None:
-            return run.smoothed, f"run {run.run_id}", time_ms(run.ts)
+def restart_or_applied(applied: AppliedEntry, sigma_mode: str | None) -> tuple[Multipliers, str, int | None]:
+    """Where the EWMA starts when no run continues it: the applied values, or (applied in another
+    sigma mode) a global of None, and the EWMA restarts."""
     if sigma_mode is not None and (applied.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
         return Multipliers(global_=None), f"{RESTART_SOURCE} (applied values are sigma_mode {applied.sigma_mode or DEFAULT_SIGMA_MODE})", None
     return applied.multipliers(), APPLIED_SOURCE, None

@@ -1,12 +1,12 @@
-"""The audit trail: git commits of the applied YAML, `calreport log` and `calreport rollback`.
+"""The audit trail: git commits of the applied YAML and `calreport log` (rollback's rules are calreport/apply.py's).
 
 - With `git_commit: true` and the root inside a git work tree, every apply commits
   config/applied_multipliers.yaml and nothing else (`git commit --only -- <path>`: whatever else
   the user has staged stays staged and uncommitted). A failed commit is a warning, never a failed
   apply: the YAML and its apply event are already the truth. The commit runs as an after-apply
   hook the command's workspace passes explicitly (commands.workspace), never by importing this.
-- `log` and `rollback` read the apply events in history/live_calibration.jsonl, which record the
-  previous and the applied values of every change.
+- `log` reads the apply events in history/live_calibration.jsonl, which record the previous and
+  the applied values of every change (what `calreport rollback` re-applies).
 """
 
 from __future__ import annotations
@@ -15,20 +15,17 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 from calreport import fmt
 from calreport.calibration.smile import regrid
-from calreport.errors import CalreportError, RefusedError
+from calreport.errors import CalreportError
 from calreport.model import ApplyEvent, CalibrationConfig, Multipliers, Smile
-from calreport.store.applied import read_applied, transaction
-from calreport.store.config import load_config
+from calreport.store.applied import read_applied
 from calreport.store.files import locked
-from calreport.store.history import apply_events, auto_runs, live_runs
+from calreport.store.history import apply_events
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0
-ROLLBACK_REASON = "Rollback to run {run_id}"
 COMMIT_WARNING = "the apply succeeded but its git commit did not"
 
 
@@ -164,71 +161,3 @@ def log_lines(root: Root, underlying: str | None = None) -> list[str]:
         + (f" (YAML schema_version {e.schema_upgrade})" if e.schema_upgrade else "")
         for e in reversed(events)
     ]
-
-
-# --------------------------------------------------------------------------- rollback
-
-
-class RollbackTarget(NamedTuple):
-    run_id: str
-    values: Multipliers
-    sigma_mode: str | None = None  # the mode the values were fitted in (None: rv)
-
-
-def rollback_target(root: Root, underlying: str, current_run_id: str | None, to: str | None = None) -> RollbackTarget:
-    """The applied values a rollback re-applies, and the run they came from.
-
-    With `to`: the latest apply event of that run. Without: the latest applied run other than the
-    one the YAML holds now (`current_run_id`: the values before the current ones). Auto runs are
-    never targets.
-    """
-    events = [
-        RollbackTarget(e.run_id, e.applied, getattr(e, "sigma_mode", None))
-        for e in apply_events(root, underlying)
-        if e.applied is not None and e.applied.global_ is not None and e.run_id
-    ]
-    if to is not None:
-        if any(r.run_id == to for r in auto_runs(root)):
-            raise RefusedError(f"run {to} is an auto-calibrate run; auto runs are never applied, so never rolled back to")
-        matches = [t for t in events if t.run_id == to]
-        if matches:
-            return matches[-1]
-        other = next((r.underlying for r in live_runs(root) if r.run_id == to), None)
-        if other is not None:
-            raise RefusedError(
-                f"run {to} ({other}) was never applied to {underlying}; rollback only re-applies values that were "
-                "applied (use `calreport log` to list them)"
-            )
-        raise RefusedError(f"no run {to} in the {underlying} apply history (see `calreport log --underlying {underlying}`)")
-    for t in reversed(events):
-        if t.run_id != current_run_id:
-            return t
-    raise RefusedError(
-        f"nothing to roll back to for {underlying}: no applied run other than the current one "
-        f"({current_run_id or 'initial default'}) in {root.live_history}"
-    )
-
-
-def rollback(
-    root: Root, underlying: str, to: str | None = None, *, config: CalibrationConfig | None = None, via: str | None = None
-) -> ApplyEvent:
-    """Re-apply an earlier applied run's values as a new apply event (source rollback).
-
-    The target is chosen against the YAML read under the apply lock, so a concurrent apply cannot
-    make "the previous values" mean something else between the choice and the write.
-    """
-    cfg = config if config is not None else load_config(root)
-    name = cfg.check_underlying(underlying)
-    with transaction(root, cfg) as tx:
-        target = rollback_target(root, name, tx.entry(name).run_id, to)
-        fitted, configured = target.sigma_mode or "rv", cfg.sigma_mode_for(name)
-        if fitted != configured:
-            raise RefusedError(
-                f"run {target.run_id}'s values were fitted in sigma_mode {fitted}, configured is {configured}; not rolled back"
-            )
-        return tx.write(
-            name, target.values, source="rollback", run_id=target.run_id,
-            reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
-            sigma_mode=target.sigma_mode,
-        )
-

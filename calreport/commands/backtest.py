@@ -161,7 +161,7 @@ def run(
     # single-threaded BLAS: every command runs under cli.main's threadpool limit (why: see there)
     result = run_backtest(
         market, underlying=name, decisions_ms=decisions, horizons_ms=horizon_ms, variants=configs,
-        make_entry=applied_store.new_entry, max_staleness_ms=stale_ms, rv=fixed_rv, rv_at=rv_at, progress=progress,
+        max_staleness_ms=stale_ms, rv=fixed_rv, rv_at=rv_at, progress=progress,
     )
     per_variant = summarize(result, configs, max(last - first, every_ms))
 

@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from calreport import fmt
+from calreport.apply import accepted, rollback_target
 from calreport.commands import usecases
-from calreport.commands.audit import rollback_target
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
-from calreport.store.applied import read_applied
+from calreport.store.applied import FileApplyStore, read_applied
 from calreport.store.history import latest_live_run
 from calreport.store.paths import Root
 
@@ -126,7 +126,10 @@ class DashboardActions:
         else:
             if not body.run_id:
                 raise CalreportError("request body: run_id: the run to roll back to is required")
-            target = rollback_target(self.root, name, current.run_id, body.run_id)
+            store = FileApplyStore(self.root, cfg)
+            target = accepted(rollback_target(
+                store.apply_events(name), name, current.run_id, body.run_id, run_of=store.run_of, where=store.where
+            ))
             new, run_id = target.values, target.run_id
             realism = {"status": "previously applied", "reason": "re-applies values that were applied before"}
         return {

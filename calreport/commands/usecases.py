@@ -1,8 +1,9 @@
 """The use cases behind the CLI: each reads what it needs from the workspace's root, calls the pure
 core (calreport.calibration), writes the files of record, runs the after-apply hooks and re-renders.
 
-Every use case takes the command's `Workspace` (a bare `Root` opens one, hooks included), so the
-config is read once per command and the audit commit never depends on what was imported.
+Every use case takes the command's `Workspace` (the CLI, the dashboard server and the demo each
+open one), so the config is read once per command and the audit commit never depends on what was
+imported. What may be applied, and when, is calreport/apply.py's; the use cases give it the files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from calreport import apply
 from calreport.calibration.auto import (
     HarvestCounts,
     evaluate_auto,
@@ -22,11 +24,9 @@ from calreport.calibration.auto import (
     parse_lookback,
 )
 from calreport.calibration.flags import auto_flags, live_flags
-from calreport.calibration.live import decide_under_lock, evaluate_live, seeding_runs
-from calreport.calibration.smoothing import previous_smoothed_run
+from calreport.calibration.live import evaluate_live, live_history
 from calreport.commands.alerts import notify
-from calreport.commands.audit import rollback as audit_rollback
-from calreport.commands.workspace import Workspace, as_workspace
+from calreport.commands.workspace import Workspace
 from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import DeribitClient, load_snapshot
 from calreport.market.harvest import (
@@ -54,23 +54,21 @@ from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_DAY, utc_now
 
-Where = Workspace | Root
 
-
-def rerender(where: Where) -> None:
+def rerender(ws: Workspace) -> None:
     """The one place that regenerates site/ after a write."""
-    as_workspace(where).rerender()
+    ws.rerender()
 
 
-def init(where: Where) -> list[Path]:
+def init(ws: Workspace) -> list[Path]:
     """Create a root: default config, initial applied YAML (1.0 each), empty history, a site."""
-    root = where.root if isinstance(where, Workspace) else where
+    root = ws.root
     created: list[Path] = []
     root.config_dir.mkdir(parents=True, exist_ok=True)
     if not root.calibration_config.exists():
         atomic_write(root.calibration_config, DEFAULT_CONFIG_TEXT.encode("utf-8"))
         created.append(root.calibration_config)
-    ws = as_workspace(where)  # reads the config on first use, i.e. after it was written
+    # ws.config is read on first use, i.e. after it was written
     if applied_store.init_applied(root, ws.config):
         created.append(root.applied)
     for p in (root.live_history, root.auto_history):
@@ -82,30 +80,26 @@ def init(where: Where) -> list[Path]:
 
 
 def force_apply(
-    where: Where, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None
+    ws: Workspace, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None
 ) -> ApplyEvent:
     """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render."""
-    ws = as_workspace(where)
-    event = applied_store.force_apply(
-        ws.root, underlying, allow_unrealistic=allow_unrealistic, config=ws.config, via=via
-    )
+    store = applied_store.FileApplyStore(ws.root, ws.config)
+    event = apply.force_apply(store, underlying, allow_unrealistic=allow_unrealistic, via=via)
     ws.applied(event)
     ws.rerender()
     return event
 
 
-def rollback(where: Where, underlying: str, *, to: str | None = None, via: str | None = None) -> ApplyEvent:
+def rollback(ws: Workspace, underlying: str, *, to: str | None = None, via: str | None = None) -> ApplyEvent:
     """Re-apply an earlier applied run's values, audit, re-render."""
-    ws = as_workspace(where)
-    event = audit_rollback(ws.root, underlying, to=to, config=ws.config, via=via)
+    event = apply.rollback(applied_store.FileApplyStore(ws.root, ws.config), underlying, to=to, via=via)
     ws.applied(event)
     ws.rerender()
     return event
 
 
-def harvest(where: Where, underlying: str, from_file: Path | None = None, *, client: Any = None) -> AppendResult:
+def harvest(ws: Workspace, underlying: str, from_file: Path | None = None, *, client: Any = None) -> AppendResult:
     """`calreport harvest`: one snapshot appended to the harvest (no re-render: no file of record changed)."""
-    ws = as_workspace(where)
     return harvest_once(ws.root, ws.config, underlying, from_file, client=client)
 
 
@@ -120,12 +114,11 @@ def make_client() -> DeribitClient:
     return DeribitClient()
 
 
-def fetch_snapshot(where: Where, underlying: str, *, client: DeribitClient | None = None) -> Path:
+def fetch_snapshot(ws: Workspace, underlying: str, *, client: DeribitClient | None = None) -> Path:
     """`calreport calibrate` without --snapshot: fetch the option chain now
     (public/get_book_summary_by_currency, kind option) and keep it in the root as
     data/snapshots/<U>/<snapshot time>.json.gz (Deribit's envelope, atomic write), so the run
     can be re-derived. A network failure is a CalreportError before anything is written."""
-    ws = as_workspace(where)
     name = ws.config.check_underlying(underlying)
     rows, meta = (client or make_client()).book_summary(name)
     stamp = datetime.fromtimestamp(meta.now_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H%M%S") + f".{meta.now_ms % 1000:03d}Z"
@@ -137,73 +130,62 @@ def fetch_snapshot(where: Where, underlying: str, *, client: DeribitClient | Non
 
 
 def run_live_calibration(
-    where: Where,
+    ws: Workspace,
     underlying: str,
     snapshot: Path,
     *,
     prices: Path | None = None,
     rv: float | None = None,
 ) -> LiveRun:
-    """One live run: detail file, history row, then (under the apply lock) the policy and the apply.
+    """One live run, in one apply transaction: read the applied values under the lock, read the
+    history once, measure (evaluate_live), write the detail, then decide once against those same
+    values, append the row and, when the decision is apply, the YAML and its apply event.
 
-    The decision is taken inside the apply transaction against the values on disk, so two
-    calibrations at once cannot both pass the max-step rule against the same stale values. The
-    row is appended before its apply event, both while the lock is held.
+    The lock is held from the read to the write, so two calibrations at once run one after the
+    other: the second is measured at, smoothed from and decided against what the first left.
     """
-    ws = as_workspace(where)
     root, cfg = ws.root, ws.config
     name = cfg.check_underlying(underlying)
     rows, meta = load_snapshot(snapshot, name)
-    applied = applied_store.read_applied(root, cfg).entry(name)
     run_id = new_run_id()
     rvi = resolve_rv(root, name, meta.now_ms, prices, rv)
-    mode = cfg.sigma_mode_for(name)
-    seeds = seeding_runs(iter_rows_reversed(root.live_history, LiveRun), cfg)  # limits-breaking rows never seed
-    previous = previous_smoothed_run(seeds, name, applied, sigma_mode=mode)
-    before = _latest_live(root, name)  # for "new flags": what the underlying's previous run raised
+    quotes = QuoteArrays.from_rows(rows)
     detail_path = root.run_detail(run_id)
-    evaluated = evaluate_live(
-        QuoteArrays.from_rows(rows),
-        underlying=name,
-        now_ms=meta.now_ms,
-        rv=rvi,
-        applied=applied,
-        previous=previous,
-        config=cfg,
-        run_id=run_id,
-        snapshot_file=_snapshot_ref(root, Path(snapshot)),
-        detail_file=str(detail_path.relative_to(root.path)),
-    )
-    atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
-    run = evaluated.run.model_copy(update=rv_context(root, name, meta.now_ms, rvi))
-    prev_flags = before.flags if before is not None else None
-    if run.recommended is None:  # nothing was fitted: a failed row, nothing to decide
-        run = run.model_copy(update={"flags": live_flags(run, [], cfg)})
-        append_row(root.live_history, run)
-        notify(ws, "live", run, prev_flags)
-        return run
-    event = None
     with applied_store.transaction(root, cfg) as tx:
-        run = decide_under_lock(run, tx.entry(name), cfg, name)  # against the values on disk now
-        values = run.applied_values or run.smoothed
-        applied_atm = _run_atm_iv(root, tx.entry(name).run_id)
-        run = run.model_copy(update={"flags": live_flags(run, evaluated.detail.expiries, cfg, applied_atm_iv=applied_atm)})
-        append_row(root.live_history, run)  # the row first: the apply event follows its run
-        if run.decision == "apply" and values is not None:
-            event = tx.write(
-                name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
-            )
+        applied = tx.entry(name)
+        past = live_history(iter_rows_reversed(root.live_history, LiveRun), name, applied, cfg)
+        evaluated = evaluate_live(
+            quotes,
+            underlying=name,
+            now_ms=meta.now_ms,
+            rv=rvi,
+            applied=applied,
+            previous=past.previous,
+            config=cfg,
+            run_id=run_id,
+            snapshot_file=_snapshot_ref(root, Path(snapshot)),
+            detail_file=str(detail_path.relative_to(root.path)),
+        )
+        atomic_write(detail_path, evaluated.detail.model_dump_json(by_alias=True).encode("utf-8"))
+        measured = evaluated.run.model_copy(update=rv_context(root, name, meta.now_ms, rvi))
+        expiries = evaluated.detail.expiries
+
+        def record(decided: LiveRun) -> LiveRun:
+            flagged = decided.model_copy(update={"flags": live_flags(decided, expiries, cfg, applied_atm_iv=past.applied_atm_iv)})
+            append_row(root.live_history, flagged)  # the row first: the apply event follows its run
+            return flagged
+
+        run, event = apply.apply_live_run(tx, measured, cfg, record=record)
     if event is not None:
         ws.applied(event)
-    notify(ws, "live", run, prev_flags)
+    notify(ws, "live", run, past.last_run.flags if past.last_run is not None else None)
     return run
 
 
 def prices_fetch(
-    where: Where, underlying: str, *, days: float = 8.0, client: DeribitClient | None = None, now: Callable[[], datetime] = utc_now
+    ws: Workspace, underlying: str, *, days: float = 8.0, client: DeribitClient | None = None, now: Callable[[], datetime] = utc_now
 ) -> PricesFetched:
     """`calreport prices fetch`: hourly perpetual closes and Deribit's historical vol into the price store."""
-    ws = as_workspace(where)
     name = ws.config.check_underlying(underlying)
     return fetch_prices(ws.root, name, days, client or make_client(), int(now().timestamp() * 1000))
 
@@ -216,20 +198,8 @@ def _snapshot_ref(root: Root, snapshot: Path) -> str:
         return snapshot.name
 
 
-def _latest_live(root: Root, underlying: str) -> LiveRun | None:
-    """The underlying's newest live run calreport made (reads the history's tail only)."""
-    return next((r for r in iter_rows_reversed(root.live_history, LiveRun) if r.underlying == underlying and r.is_live), None)
-
-
-def _run_atm_iv(root: Root, run_id: str | None) -> float | None:
-    """The 7-day ATM IV of the run whose values are applied (None for init values or a lost row)."""
-    if not run_id:
-        return None
-    return next((r.atm_iv for r in iter_rows_reversed(root.live_history, LiveRun) if r.run_id == run_id), None)
-
-
 def calibrate(
-    where: Where,
+    ws: Workspace,
     underlying: str,
     snapshot: Path | None,
     *,
@@ -241,7 +211,6 @@ def calibrate(
     Without a snapshot the chain is fetched now and kept in the root (fetch_snapshot), and, unless
     --rv or --prices says where RV comes from, what RV needs too: the price store is brought up to
     date (LIVE_PRICE_DAYS of hourly closes, de-duplicated), so RV_7d rests on a full week."""
-    ws = as_workspace(where)
     if snapshot is None:
         live = client or make_client()
         if rv is None and prices is None:
@@ -256,7 +225,7 @@ def calibrate(
 
 
 def run_auto_calibration(
-    where: Where,
+    ws: Workspace,
     underlying: str,
     *,
     dte: str | None = None,
@@ -275,7 +244,6 @@ def run_auto_calibration(
     compact (read-only harvest, a log that breaks off) is read as it is.
     """
     started = time.perf_counter()
-    ws = as_workspace(where)
     root, cfg = ws.root, ws.config
     name = cfg.check_underlying(underlying)
     dte_range = parse_dte_range(dte or cfg.auto.dte_ranges[0])
@@ -286,7 +254,7 @@ def run_auto_calibration(
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb[1]
     if compact:
-        compact_harvest(root, name, int(now().timestamp() * 1000))
+        compact_harvest(ws, name, int(now().timestamp() * 1000))
     # one read covers the window and the 7 days of index history RV needs before it
     hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=progress)
     idx_t, idx_p = index_price_per_snapshot(hist)
@@ -323,15 +291,15 @@ def run_auto_calibration(
     return run
 
 
-def compact_harvest(where: Where, underlying: str, now_ms: int | None = None) -> CompactReport:
+def compact_harvest(ws: Workspace, underlying: str, now_ms: int | None = None) -> CompactReport:
     """`calreport harvest compact`: closed UTC days of one underlying from JSONL logs to Parquet."""
-    root = where.root if isinstance(where, Workspace) else where
+    root = ws.root
     when = int(utc_now().timestamp() * 1000) if now_ms is None else now_ms
     return compact_closed_days(root, underlying, when)
 
 
 def auto_calibrate(
-    where: Where,
+    ws: Workspace,
     underlying: str,
     *,
     dte: str | None = None,
@@ -340,7 +308,6 @@ def auto_calibrate(
     progress: Progress | None = None,
 ) -> AutoRun:
     """One auto-calibrate run over the harvest: history only, never the applied multipliers; re-render."""
-    ws = as_workspace(where)
     run = run_auto_calibration(ws, underlying, dte=dte, lookback=lookback, as_of=as_of, progress=progress)
     ws.rerender()
     return run

@@ -124,7 +124,3 @@ def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tu
     """The hooks the config asks for: the git audit commit when `git_commit: true`."""
     return (GitAudit(root, config, warn),) if config.git_commit else ()
 
-
-def as_workspace(where: Workspace | Root) -> Workspace:
-    """A use case called with a bare Root (demo, tests) opens its own workspace, hooks included."""
-    return where if isinstance(where, Workspace) else Workspace.open(where)

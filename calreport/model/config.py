@@ -221,7 +221,10 @@ class DashboardConfig(_Section):
     max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
     page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
     mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
-    min_rv_returns: int = Field(default=120, description="A latest live run whose RV_7d rests on fewer hourly returns shows a warning banner.")
+    min_rv_returns: int = Field(
+        default=120,
+        description="Unused, still accepted so older configs load: the thin-RV banner follows fit.min_rv_returns and the sigma mode (the policy's own rule).",
+    )
 
 
 class FlagsConfig(_Section):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import (
     AppliedEntry,
     ApplyEvent,
@@ -42,7 +43,7 @@ from calreport.timeutil import MS_PER_MIN, iso_ms
 def build_root(path: Path, n: int, seed: int = 7) -> Root:
     rng = random.Random(seed)
     root = Root(path)
-    actions.init(root)
+    actions.init(Workspace.open(root))
     t0 = 1_765_000_000_000
     live, auto = bytearray(), bytearray()
     applied = 1.0

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Sequence
 
 from calreport import fmt
+from calreport.apply import RULES, run_thin_rv
 from calreport.model import (
     AppliedDocument,
     ApplyEvent,
@@ -695,37 +696,9 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
 
 
 def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
+    """The rules as calreport/apply.py's table states them (the same templates its reasons use)."""
     latest, index = inp.history.latest_live, inp.statuses
-    p, r, s, f = inp.config.policy, inp.config.realism, inp.config.smoothing, inp.config.fit
-    if s.half_life_hours is not None:
-        weight = ("Smoothing half-life", f"{fmt.num(s.half_life_hours, 1)} h",
-                  "alpha = 1 - 0.5^(hours since the previous smoothed run / half-life)")
-    else:
-        weight = ("Smoothing alpha", fmt.num(s.alpha, 2), "the same alpha for every run")
-    thresholds = [
-        ("Min samples", fmt.integer(p.min_samples), "a run with fewer usable quotes is held"),
-        ("Min vega sum", fmt.num(p.min_vega_sum, 2), "total vega of the quotes used"),
-        ("Min RV returns", fmt.integer(f.min_rv_returns), "RV_7d from fewer hourly returns: the run is held (thin RV)"),
-        (
-            "Min change",
-            fmt.limit(p.min_delta),
-            "held when |smoothed - applied| is smaller for the global, every band and every smile node (no churn)",
-        ),
-        ("Min change in SE", fmt.num(p.min_delta_se, 2), "the change must also exceed this many standard errors (multiplier_se)"),
-        ("Max step", fmt.pct(p.max_rel_step * 100, 1), "larger moves are capped at this step and applied (never held for it)"),
-        (
-            weight[0],
-            weight[1],
-            (
-                "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last live "
-                "run that fed smoothing: not failed, not thin RV, not held for samples; the applied value when there "
-                f"is none); {weight[2]}"
-            ),
-        ),
-        ("Sane multiplier", f"{fmt.num(r.min_mult, 2)} - {fmt.num(r.max_mult, 2)}", "outside: realism failed"),
-        ("Max MAE", fmt.pct(r.max_mae, 0), "above: realism failed"),
-        ("Max vega MAE", fmt.pct(r.max_vega_mae, 0), "above: realism failed"),
-    ]
+    thresholds = [rule.panel_row(inp.config) for rule in RULES]
     decisions = [
         PolicyDecision(
             underlying=n,
@@ -917,14 +890,14 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                     "; ".join(f"{f.code}: {f.message}" for f in run.flags),
                 )
             )
-        manual_rv = (run.rv_source or "").lower() == "manual"  # given with --rv: no history involved
-        if run.rv_returns is not None and not manual_rv and run.rv_returns < dash.min_rv_returns:
+        min_rv = inp.config.fit.min_rv_returns  # the policy's thin-RV rule (apply.thin_rv), sigma mode included
+        if run_thin_rv(run, min_rv):
             out.append(
                 Banner(
                     "warn",
                     f"{name}: RV_7d from too little history",
                     f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
-                    f"(want at least {fmt.integer(dash.min_rv_returns)}; source: {fmt.text(run.rv_source)})",
+                    f"(want at least {fmt.integer(min_rv)}; source: {fmt.text(run.rv_source)})",
                 )
             )
     for name in names:

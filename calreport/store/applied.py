@@ -1,49 +1,53 @@
-"""config/applied_multipliers.yaml: its strict reader and its only writer.
+"""config/applied_multipliers.yaml: its strict reader, its format and its only writer.
 
 Every write is one transaction under the file's lock (`transaction`): read and validate the
 current file, let the caller decide against *those* values, write the new file by atomic replace,
 append the apply event to history/live_calibration.jsonl. If the event cannot be written the old
-file is restored, so the YAML and the last apply event agree. What happens after an apply (the
-git audit commit, the re-render) is the command's business: nothing here runs hooks.
+file is restored, so the YAML and the last apply event agree. What may be written, and when, is
+calreport/apply.py's (the rules and the transactions that decide); this module reads, locks,
+formats and writes. What happens after an apply (the git audit commit, the re-render) is the
+command's business: nothing here runs hooks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
 from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport import fmt
-from calreport.errors import CalreportError, RefusedError, excerpt
+from calreport.apply import accepted, checked_values, new_entry
+from calreport.errors import CalreportError, excerpt
 from calreport.model import (
     APPLIED_SCHEMA_VERSION,
-    DEFAULT_SIGMA_MODE,
     AppliedDocument,
     AppliedEntry,
     ApplyEvent,
+    AutoRun,
     CalibrationConfig,
+    LiveRun,
     Multipliers,
     Smile,
     default_entry,
 )
-from calreport.numbers import is_number
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write, backup_link, present, restore_backup
 from calreport.store.history import (
     append_row,
+    apply_events,
+    auto_runs,
     last_apply_events,
     latest_live_run,
+    live_runs,
     locked,
 )
 from calreport.store.paths import Root, lock_path
 from calreport.store.yamlio import load_strict, scalar, validation_problem
 from calreport.timeutil import iso_utc, parse_time, utc_now
 
-FORCED_REASON = "Forced by user"
 HEADER = (
     "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
     "# (sigma = base x multiplier x smile(x); a band's multiplier / smile when present, else global;\n"
@@ -124,58 +128,6 @@ def _smile_lines(smile: Smile) -> list[str]:
     else:
         out.append("      bands: {}")
     return out
-
-
-def _checked_smile(smile: Smile | None, cfg: CalibrationConfig) -> Smile | None:
-    if smile is None:
-        return None
-    known = cfg.band_names()
-    extra = sorted(set(smile.bands) - set(known))
-    if extra:
-        raise RefusedError(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
-    for label, vs in [("global", smile.global_), *smile.bands.items()]:
-        if not all(math.isfinite(v) and v > 0 for v in vs):
-            raise RefusedError(f"refusing to apply smile {label} with a non-finite or non-positive value")
-    ordered = {label: smile.bands[label] for label in known if label in smile.bands}
-    return Smile(nodes=smile.nodes, global_=smile.global_, bands=ordered).rounded(4)
-
-
-def _checked_values(values: Multipliers, cfg: CalibrationConfig) -> Multipliers:
-    """Every multiplier written is a finite number within the config's limits (issue 10)."""
-    if not is_number(values.global_) or not math.isfinite(values.global_) or values.global_ <= 0:
-        raise RefusedError(f"refusing to apply a global multiplier that is not a finite positive number ({excerpt(values.global_, 40)})")
-    problem = cfg.limits.problem(values.global_)
-    if problem:
-        raise RefusedError(f"refusing to apply global multiplier {problem}")
-    known = cfg.band_names()
-    bands: dict[str, float] = {}
-    for label in known:  # config order, so the YAML lists bands in DTE order
-        if label in values.bands:
-            v = values.bands[label]
-            if not is_number(v) or not math.isfinite(v) or v <= 0:
-                raise RefusedError(f"refusing to apply band {label} multiplier {excerpt(v, 40)}")
-            problem = cfg.limits.problem(v)
-            if problem:
-                raise RefusedError(f"refusing to apply band {label} multiplier {problem}")
-            bands[label] = v
-    extra = sorted(set(values.bands) - set(known))
-    if extra:
-        raise RefusedError(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
-    return Multipliers(global_=values.global_, bands=bands, smile=_checked_smile(values.smile, cfg)).rounded(4)
-
-
-def new_entry(
-    values: Multipliers, config: CalibrationConfig, *, updated_at: str, source: str, run_id: str | None, reason: str,
-    sigma_mode: str | None = None,
-) -> AppliedEntry:
-    """The applied entry a write of `values` would put in the YAML (checked, 4 decimals, bands in
-    config order, the smile), without writing anything: the one rule both the writer and the backtest use."""
-    new = _checked_values(values, config)
-    mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode  # rv: the line is left out
-    return AppliedEntry(
-        global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
-        sigma_mode=mode,  # type: ignore[arg-type]
-    )
 
 
 class ApplyTransaction:
@@ -265,7 +217,7 @@ def apply_values(
     """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
-    _checked_values(values, cfg)  # refuse bad values before taking the lock
+    accepted(checked_values(values, cfg))  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
         return tx.write(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
 
@@ -354,39 +306,28 @@ def _write_with_event(root: Root, new_bytes: bytes, event: ApplyEvent) -> None:
                 pass
 
 
-def force_apply(
-    root: Root,
-    underlying: str,
-    *,
-    allow_unrealistic: bool = False,
-    config: CalibrationConfig | None = None,
-    via: str | None = None,  # "dashboard": the reason says where the user forced it
-) -> ApplyEvent:
-    """Apply the smoothed multipliers of the latest *live* run (auto runs are never candidates)."""
-    cfg = config if config is not None else load_config(root)
-    underlying = cfg.check_underlying(underlying)
-    run = latest_live_run(root, underlying, refuse_unreadable=True)
-    if run is None:
-        raise RefusedError(
-            f"no live run for {underlying} in {root.live_history}; run `calreport calibrate` first"
-        )
-    if run.smoothed is None or run.smoothed.global_ is None:
-        raise RefusedError(f"latest {underlying} live run {run.run_id} has no smoothed multiplier (no usable quotes)")
-    if run.status == "failed" and not allow_unrealistic:
-        raise RefusedError(
-            f"latest {underlying} live run {run.run_id} failed realism ({run.reason}); "
-            "pass --allow-unrealistic to apply it anyway"
-        )
-    fitted, configured = run.sigma_mode or DEFAULT_SIGMA_MODE, cfg.sigma_mode_for(underlying)
-    if fitted != configured:  # values of another mode multiply another base: never applied
-        raise RefusedError(
-            f"latest {underlying} live run {run.run_id} was fitted in sigma_mode {fitted}, configured is {configured}; "
-            "run `calreport calibrate` in the configured mode"
-        )
-    return apply_values(
-        root, underlying, run.smoothed, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
-        config=cfg, sigma_mode=run.sigma_mode,
-    )
+class FileApplyStore:
+    """The files force-apply and rollback read (calreport.apply.ApplyStore): the applied YAML's
+    transaction and the history's apply events and runs."""
+
+    def __init__(self, root: Root, config: CalibrationConfig) -> None:
+        self.root = root
+        self.config = config
+        self.where = str(root.live_history)
+
+    def transaction(self) -> AbstractContextManager[ApplyTransaction]:
+        return transaction(self.root, self.config)
+
+    def latest_live_run(self, underlying: str) -> LiveRun | None:
+        return latest_live_run(self.root, underlying, refuse_unreadable=True)
+
+    def apply_events(self, underlying: str) -> list[ApplyEvent]:
+        return apply_events(self.root, underlying)
+
+    def run_of(self, run_id: str) -> LiveRun | AutoRun | None:
+        """The run `run_id` names, live or auto (None when neither history has it)."""
+        auto = next((r for r in auto_runs(self.root) if r.run_id == run_id), None)
+        return auto if auto is not None else next((r for r in live_runs(self.root) if r.run_id == run_id), None)
 
 
 def init_applied(root: Root, cfg: CalibrationConfig, now: datetime | None = None) -> bool:
