@@ -123,11 +123,12 @@ def test_force_apply_never_picks_an_auto_run(root):
 # --------------------------------------------------------------------------- two live calibrations at once
 
 
-def test_two_concurrent_calibrations_cannot_both_pass_the_step_rule_against_stale_values(tmp_path, monkeypatch):
-    """Both runs are evaluated against the applied 1.0 before either applies (a barrier holds them at
-    the door of the apply transaction). Against 1.0 each step is allowed (+24 % and -10 %), but from
-    whichever value lands first the other is a step of 27 % or 38 %: the policy, deciding against the
-    values read under the lock, must hold the second run."""
+def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_lock(tmp_path, monkeypatch):
+    """Both runs reach the apply transaction at once (a barrier holds them at its door). A live run
+    reads the applied values, measures, decides and writes under the lock, so the two cannot both
+    be measured at, smoothed from or decided against the same stale values: whichever takes the
+    lock second is tested at the first one's applied value, continues the first one's EWMA and is
+    decided against what the first one wrote."""
     import threading
 
     from test_calibrate import synth_rows, write_snapshot
@@ -164,8 +165,14 @@ def test_two_concurrent_calibrations_cannot_both_pass_the_step_rule_against_stal
     for t in threads:
         t.join(60)
     assert not errors, errors
-    assert sorted(r.smoothed.global_ for r in runs.values()) == [0.916, 1.165]
-    assert all(r.smoothed_from == "applied" and r.multiplier_tested == 1.0 for r in runs.values())  # both saw 1.0
+    events = apply_events(root, "BTC")
+    assert len(events) == 2, [e.reason for e in events]
+    first_run, second_run = (next(r for r in runs.values() if r.run_id == e.run_id) for e in events)
+    assert first_run.smoothed_from == "applied" and first_run.multiplier_tested == 1.0
+    assert first_run.smoothed.global_ in (0.916, 1.165)  # 0.3 x recommended + 0.7 x 1.0
+    # the second run saw what the first one left: its applied value and its smoothed value
+    assert second_run.multiplier_tested == events[0].applied.global_
+    assert second_run.smoothed_from == f"run {first_run.run_id}"
 
     # issue 11: a step beyond max_rel_step is capped, never held; the second decision is taken
     # against the first one's applied value (under the lock), so it is capped against that

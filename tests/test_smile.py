@@ -312,6 +312,7 @@ from calreport.calibration.pricing import black76_price, year_fraction  # noqa: 
 from calreport.market.quotes import QuoteArrays  # noqa: E402
 from calreport.market.rv import manual_rv  # noqa: E402
 from calreport.model import AppliedEntry  # noqa: E402
+from calreport.apply import decide_run  # noqa: E402
 from tests.test_calibrate import NOW_MS, synth_rows, write_snapshot  # noqa: E402
 
 
@@ -383,7 +384,9 @@ def test_an_unrealistic_smoothed_smile_fails_realism_naming_the_node() -> None:
         detail_file="d.json",
     )
     assert out.run.status == "failed" and "smoothed smile global: node x=-2.50 value" in (out.run.reason or "")
-    assert out.run.decision == "hold" and "Realism failed" in (out.run.decision_reason or "")
+    assert out.run.decision is None  # evaluate_live measures; calreport.apply decides, once
+    decided = decide_run(out.run, default_entry_(), CalibrationConfig(), "BTC")
+    assert decided.decision == "hold" and "Realism failed" in (decided.decision_reason or "")
 
 
 def test_policy_caps_each_node_step_and_names_the_capped_nodes() -> None:
