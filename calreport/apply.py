@@ -304,7 +304,7 @@ def decide_values(
     if run.status == "failed":
         return "hold", REALISM.hold.format(reason=run.reason or "no reason recorded"), None
     fitted = run.sigma_mode or DEFAULT_SIGMA_MODE
-    if sigma_mode is not None and fitted != sigma_mode:
+    if sigma_mode is not None and sigma_mode_refusal(fitted, sigma_mode, f"run {run.run_id}") is not None:
         return "hold", SIGMA_MODE.hold.format(fitted=fitted, configured=sigma_mode), None
     smoothed = run.smoothed
     if smoothed is None or smoothed.global_ is None:
