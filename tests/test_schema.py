@@ -3,7 +3,6 @@ every file a demo root holds: every field any writer puts in a file is declared.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
@@ -17,7 +16,8 @@ from pydantic import BaseModel
 from calreport import jsonio
 from calreport.commands.demo import FIXED_ANCHOR, run_demo
 from calreport.commands.legacy import import_legacy
-from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
+from calreport.commands.cli import main
+from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
 from calreport.commands.workspace import Workspace
 from calreport.market import parquet as pqday
 from calreport.model import (
@@ -55,10 +55,7 @@ LEGACY_HARVESTED = {
 
 
 def _run_schema(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="calreport")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.handler(args, Root.resolve("."))
+    code = main(argv)  # the CLI prints; calreport.commands.schema only gives the schemas
     out, err = capsys.readouterr()
     return code, out, err
 
