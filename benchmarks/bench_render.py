@@ -17,8 +17,8 @@ from pathlib import Path
 import jinja2
 
 from benchmarks import Figure
-from calreport.model import AutoRun
 from benchmarks.render_root import build_root
+from calreport.model import AutoRun
 from calreport.report.render import render_site
 from calreport.store.history import append_row, read_history
 from calreport.store.ids import new_run_id

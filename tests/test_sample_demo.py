@@ -19,9 +19,13 @@ from calreport.commands.demo import (
     run_demo,
 )
 from calreport.commands.workspace import Workspace
-from calreport.market.deribit import check_snapshot_rows, load_snapshot, parse_chart_data
-from calreport.market.quotes import QuoteArrays, parse_instrument_name
+from calreport.market.deribit import (
+    check_snapshot_rows,
+    load_snapshot,
+    parse_chart_data,
+)
 from calreport.market.harvest import load_harvest
+from calreport.market.quotes import QuoteArrays, parse_instrument_name
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
     SampleMarket,

@@ -14,9 +14,9 @@ import yaml
 from pydantic import BaseModel
 
 from calreport import jsonio
+from calreport.commands.cli import main
 from calreport.commands.demo import FIXED_ANCHOR, run_demo
 from calreport.commands.legacy import import_legacy
-from calreport.commands.cli import main
 from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
 from calreport.commands.workspace import Workspace
 from calreport.market import parquet as pqday
