@@ -166,7 +166,7 @@ def test_fuzzed_legacy_import_counts_every_file(root, tmp_path_factory, rec):
 
     d = tmp_path_factory.mktemp("legacy")
     (d / "r.json").write_text(json.dumps(rec))
-    result = import_legacy(root, [d / "r.json"])
+    result = import_legacy(Workspace.open(root), [d / "r.json"])
     assert result.live + result.auto + result.already + len(result.errors) == 1
     assert all("\n" not in e.one_line() for e in result.errors)
 

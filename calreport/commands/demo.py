@@ -27,14 +27,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import yaml
 
 from calreport import fmt
 from calreport.commands import usecases as actions
@@ -44,7 +42,6 @@ from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.model import AutoRun, LiveRun
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root
-from calreport.store.yamlio import load_strict
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, utc_now
 
 FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests
@@ -166,29 +163,22 @@ def _auto(ws: Workspace, name: str, lookback: str, as_of_ms: int, log: Callable[
     return run
 
 
-@contextmanager
-def config_override(root: Root, section: str, values: dict[str, Any]) -> Iterator[None]:
-    """Run with `section` of config/calibration.yaml updated, then put the file back byte for byte."""
-    path = root.calibration_config
-    original = path.read_bytes() if path.exists() else None
-    data = (load_strict(path) if original is not None else None) or {}
-    data[section] = {**(data.get(section) or {}), **values}
-    atomic_write(path, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
-    try:
-        yield
-    finally:
-        if original is None:
-            path.unlink(missing_ok=True)
-        else:
-            atomic_write(path, original)
+def legacy_settings(ws: Workspace) -> Workspace:
+    """The workspace's root and hooks under the old system's filters (no minimum mark price).
+
+    The settings are changed in memory only: config/calibration.yaml is never rewritten, so a demo
+    killed mid-run cannot leave the legacy filters behind, and the run's settings hash says which
+    settings it was fitted with.
+    """
+    cfg = ws.config
+    legacy = cfg.model_copy(update={"filters": cfg.filters.model_copy(update=LEGACY_FILTERS)})
+    return Workspace(ws.root, config=legacy, after_apply=(), renderer=None, warn=ws.warn)  # an auto run never applies
 
 
 def _legacy_auto(ws: Workspace, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
     """An auto run the old system's way (no minimum mark price); the realism check must fail it."""
-    with config_override(ws.root, "filters", LEGACY_FILTERS):  # another config: a workspace of its own
-        legacy = Workspace.open(ws.root)
-        run = actions.run_auto_calibration(legacy, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
-    actions.rerender(ws)  # with the real settings back in place
+    run = actions.run_auto_calibration(legacy_settings(ws), name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
+    ws.rerender()  # the dashboard is rendered with the real settings
     log(
         f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)} (marks / forward, min mark 0): "
         f"multiplier {fmt.mult(run.multiplier)}, MAE {fmt.pct(run.mae_pct)} -> {run.status} ({run.reason})"
@@ -196,15 +186,17 @@ def _legacy_auto(ws: Workspace, name: str, lookback: str, as_of_ms: int, log: Ca
     return run
 
 
-def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int | None = None) -> int:
-    """Build the demo root and run the flow; prints where the dashboard is. Returns the exit status.
+def run_demo(ws: Workspace, *, log: Callable[[str], None], anchor_ms: int | None = None) -> int:
+    """Build the demo in the workspace's root and run the flow; `log` gets one line per step and,
+    last, where the dashboard is (the CLI prints them). Returns the exit status.
 
+    Every step runs in this one workspace: the config is read once, after `init` wrote it.
     The sample market ends at `anchor_ms` (default: `demo_anchor()`, the wall clock).
     """
     started = time.perf_counter()
+    root = ws.root
     end = demo_anchor() if anchor_ms is None else int(anchor_ms)
     log(f"calreport demo in {root.path} (sample market ends {iso_ms(end)})")
-    ws = Workspace.open(root)
     actions.init(ws)
     out = root.path / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -252,4 +244,4 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(Root.resolve(sys.argv[1] if len(sys.argv) > 1 else "demo-root")))
+    sys.exit(run_demo(Workspace.open(sys.argv[1] if len(sys.argv) > 1 else "demo-root"), log=print))
