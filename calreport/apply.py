@@ -518,7 +518,7 @@ class AppliedTransaction(Protocol):
 
     def entry(self, underlying: str) -> AppliedEntry: ...
 
-    def write(
+    def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
         sigma_mode: str | None = None,
     ) -> ApplyEvent: ...
@@ -550,7 +550,7 @@ def apply_live_run(
     values = run.applied_values or run.smoothed
     if run.decision != "apply" or values is None:
         return run, None
-    event = tx.write(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode)
+    event = tx.replace(name, values, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode)
     return run, event
 
 
@@ -563,7 +563,7 @@ def force_apply(store: ApplyStore, underlying: str, *, allow_unrealistic: bool =
     accepted(checked_values(values, cfg))  # refuse values that can never be written before taking the lock
     assert run is not None  # force_values refused otherwise
     with store.transaction() as tx:
-        return tx.write(
+        return tx.replace(
             name, values, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
             sigma_mode=run.sigma_mode,
         )
@@ -582,7 +582,7 @@ def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: 
             store.apply_events(name), name, tx.entry(name).run_id, to, run_of=store.run_of, where=store.where
         ))
         values = accepted(rollback_values(target, name, cfg))
-        return tx.write(
+        return tx.replace(
             name, values, source="rollback", run_id=target.run_id,
             reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
             sigma_mode=target.sigma_mode,

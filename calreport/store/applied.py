@@ -131,7 +131,7 @@ def _smile_lines(smile: Smile) -> list[str]:
 
 
 class ApplyTransaction:
-    """The applied file as read under its lock, and the one way to replace it in that transaction."""
+    """The applied file as read under its lock, and the one way to replace it in that transaction (`replace`)."""
 
     def __init__(self, root: Root, config: CalibrationConfig, document: AppliedDocument, now: datetime | None) -> None:
         self.root = root
@@ -144,7 +144,7 @@ class ApplyTransaction:
         """The values on disk for `underlying` (1.0 when never applied), read under the lock."""
         return self.document.entry(underlying)
 
-    def write(
+    def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
         sigma_mode: str | None = None,
     ) -> ApplyEvent:
@@ -219,7 +219,7 @@ def apply_values(
     underlying = cfg.check_underlying(underlying)
     accepted(checked_values(values, cfg))  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
-        return tx.write(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
+        return tx.replace(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
 
 
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
