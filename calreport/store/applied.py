@@ -19,7 +19,6 @@ from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport import fmt
-from calreport.apply import accepted, checked_values, new_entry
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
     APPLIED_SCHEMA_VERSION,
@@ -150,6 +149,8 @@ class ApplyTransaction:
     ) -> ApplyEvent:
         """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
         `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
+        from calreport.apply import new_entry  # the write path only: reading the file (status) needs no core
+
         underlying = self.config.check_underlying(underlying)
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
@@ -217,6 +218,8 @@ def apply_values(
     """Make `values` the engine's multipliers for `underlying`, unconditionally, in one transaction."""
     cfg = config if config is not None else load_config(root)
     underlying = cfg.check_underlying(underlying)
+    from calreport.apply import accepted, checked_values  # the write path only, as in replace
+
     accepted(checked_values(values, cfg))  # refuse bad values before taking the lock
     with transaction(root, cfg, now=now) as tx:
         return tx.replace(underlying, values, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
