@@ -23,7 +23,8 @@ from calreport.store.history import read_history
 from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(deadline=None,  # examples: the hypothesis profile (conftest: 25; 300 when long)
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 VALID = """schema_version: 1
 underlyings:

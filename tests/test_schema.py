@@ -15,7 +15,6 @@ import yaml
 from pydantic import BaseModel
 
 from calreport import jsonio
-from calreport.commands.demo import FIXED_ANCHOR, run_demo
 from calreport.commands.legacy import import_legacy
 from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
 from calreport.market import parquet as pqday
@@ -70,11 +69,10 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Root:
+def demo(tmp_path_factory: pytest.TempPathFactory, pristine_demo) -> Root:
     """A demo root plus what the demo does not write: imported legacy records and a recovered apply event."""
     tmp = tmp_path_factory.mktemp("schema")
-    root = Root(tmp / "demo")
-    assert run_demo(root, log=lambda _: None, anchor_ms=FIXED_ANCHOR) == 0
+    root = pristine_demo.copy_to(tmp / "demo")  # conftest: run_demo(anchor_ms=FIXED_ANCHOR), once per run
     files = []
     for name, record in (("live.json", LEGACY_LIVE), ("harvested.json", LEGACY_HARVESTED)):
         (tmp / name).write_text(json.dumps(record))
