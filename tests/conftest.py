@@ -63,9 +63,10 @@ def shared_data_is_never_written():
 def _build_demo(path: Path) -> None:
     """The demo at its fixed anchor, plus the lines it logged (demo.log.json beside the root)."""
     from calreport.commands.demo import FIXED_ANCHOR, run_demo
+    from calreport.commands.workspace import Workspace
 
     lines: list[str] = []
-    assert run_demo(Root(path / "demo"), log=lines.append, anchor_ms=FIXED_ANCHOR) == 0
+    assert run_demo(Workspace.open(Root(path / "demo")), log=lines.append, anchor_ms=FIXED_ANCHOR) == 0
     (path / "demo.log.json").write_text(json.dumps(lines))
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from calreport.calibration.pricing import black76_price, year_fraction
-
 from calreport.commands.demo import (
     FIXED_ANCHOR,
     HARVEST_DAYS,
@@ -19,9 +18,14 @@ from calreport.commands.demo import (
     demo_anchor,
     run_demo,
 )
-from calreport.market.deribit import check_snapshot_rows, load_snapshot, parse_chart_data
-from calreport.market.quotes import QuoteArrays, parse_instrument_name
+from calreport.commands.workspace import Workspace
+from calreport.market.deribit import (
+    check_snapshot_rows,
+    load_snapshot,
+    parse_chart_data,
+)
 from calreport.market.harvest import load_harvest
+from calreport.market.quotes import QuoteArrays, parse_instrument_name
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
     SampleMarket,
@@ -185,7 +189,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(pristine_demo, tmp_path
     day_start = T0 // MS_PER_DAY * MS_PER_DAY
     harvested = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     layout = sorted(p.name for p in root.harvest_dir("BTC").iterdir())
-    assert run_demo(root, log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
+    assert run_demo(Workspace.open(root), log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
     assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
     again = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     assert len(again) == len(harvested) > 0  # the harvest was rewritten, not doubled

@@ -3,7 +3,6 @@ every file a demo root holds: every field any writer puts in a file is declared.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
@@ -15,8 +14,10 @@ import yaml
 from pydantic import BaseModel
 
 from calreport import jsonio
+from calreport.commands.cli import main
 from calreport.commands.legacy import import_legacy
-from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
+from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
+from calreport.commands.workspace import Workspace
 from calreport.market import parquet as pqday
 from calreport.model import (
     ROW_TYPES,
@@ -53,10 +54,7 @@ LEGACY_HARVESTED = {
 
 
 def _run_schema(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="calreport")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.handler(args, Root.resolve("."))
+    code = main(argv)  # the CLI prints; calreport.commands.schema only gives the schemas
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -77,7 +75,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, pristine_demo) -> Root:
     for name, record in (("live.json", LEGACY_LIVE), ("harvested.json", LEGACY_HARVESTED)):
         (tmp / name).write_text(json.dumps(record))
         files.append(tmp / name)
-    result = import_legacy(root, files)
+    result = import_legacy(Workspace.open(root), files)
     assert result.errors == [] and result.live == result.auto == 1
     # a writer killed between the YAML and its event: the next apply records the lost event
     doc = read_applied(root)
