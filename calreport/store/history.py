@@ -236,6 +236,18 @@ def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = Fa
     return None
 
 
+def append_auto_run(root: Root, run: AutoRun) -> AutoRun:
+    """Write an auto run: its detail file (delta buckets, uncertainty, smile) first, then a row that
+    keeps only what the dashboard shows and names that file. Rows stay ~1.7 KB instead of ~2.9 KB,
+    so a long auto history reads and renders in proportion to what is shown. Returns the row written."""
+    rid = run.run_id or ""
+    path = root.run_detail(rid)
+    row, detail = run.split_detail(str(path.relative_to(root.path)))
+    atomic_write(path, detail.model_dump_json(by_alias=True).encode("utf-8"))
+    append_row(root.auto_history, row)
+    return row
+
+
 def ensure_history_files(root: Root) -> None:
     root.history_dir.mkdir(parents=True, exist_ok=True)
     for p in (root.live_history, root.auto_history):
