@@ -142,6 +142,13 @@ class LatestRunCard:
     iv_bias_vp: str = MISSING
     otm_samples: str = MISSING
     sigma_mode: str = "rv"
+    # the same errors side by side: at the tested calibration (the applied values the metrics were
+    # measured at) and at the recommended one, smile included ("-" for rows that lack them)
+    tested: str = MISSING
+    vmae: str = MISSING
+    fit_vmae: str = MISSING
+    fit_otm_vmae: str = MISSING
+    fit_iv_error_vp: str = MISSING
 
 
 @dataclass(frozen=True)
@@ -590,6 +597,11 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 iv_bias_vp=fmt.num(run.iv_bias_vp, 2),
                 otm_samples=fmt.integer(run.otm_samples),
                 sigma_mode=run.sigma_mode or "rv",
+                tested=fmt.mult(run.multiplier_tested),
+                vmae=fmt.pct(run.vega_weighted_mae_pct),
+                fit_vmae=fmt.pct(run.fit_vega_weighted_mae_pct),
+                fit_otm_vmae=fmt.pct(run.fit_otm_vega_weighted_mae_pct),
+                fit_iv_error_vp=fmt.num(run.fit_iv_error_vp, 2),
             )
         )
     return cards
