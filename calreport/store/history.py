@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from filelock import Timeout
 from pydantic import ValidationError
@@ -361,6 +361,10 @@ class HistoryIndex:
     parsed: int = 0  # lines parsed by the last read (0 when every line came from the cache)
     saved_offset: int = -1  # `offset` as last persisted or loaded from the cache file
     _rows: dict[RowRef, HistoryRow] = field(default_factory=dict, repr=False)
+    # what a page shows of each row validated by this read (see _scan); rows that came from the
+    # persisted index have none and are validated when their page is written
+    on_row: Callable[[HistoryRow], Any] | None = field(default=None, repr=False)
+    views: dict[RowRef, Any] = field(default_factory=dict, repr=False)
 
     @property
     def skipped(self) -> int:
@@ -392,21 +396,33 @@ class HistoryIndex:
             return [self.row(r, keep) for r in refs]
 
     def _scan(self, start: int, end: int, complete: bool) -> None:
-        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail."""
-        pieces = self.data[start:end].split(b"\n")
-        if complete:
-            pieces.pop()  # the empty piece after the last newline
+        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail.
+
+        Each line is validated here once; `on_row` (when set) turns the validated row into what a
+        history page shows, so the page need not validate it again. Lines are sliced one at a time
+        (no split of the whole file: that doubled the peak memory of a long history)."""
+        data, on_row, views = self.data, self.on_row, self.views
         pos, lineno = start, self.lines
         with gc_paused():
-            for line in pieces:
+            while pos < end:
+                nl = data.find(b"\n", pos, end)
+                stop = end if nl < 0 else nl
                 lineno += 1
+                line = data[pos:stop]
                 if line.strip():
                     self.parsed += 1
                     try:
-                        self.refs.append(_ref(parse_row(jsonio.loads(line)), lineno, pos, len(line)))
+                        row = parse_row(jsonio.loads(line))
                     except (ValueError, ValidationError, TypeError):
                         self.skipped_lines.append(lineno)
-                pos += len(line) + 1
+                    else:
+                        ref = _ref(row, lineno, pos, stop - pos)
+                        self.refs.append(ref)
+                        if on_row is not None:
+                            views[ref] = on_row(row)
+                pos = stop + 1
+                if nl < 0:
+                    break
         if complete:
             self.lines, self.offset = lineno, end
 
@@ -415,6 +431,7 @@ class HistoryIndex:
         del self.refs[self.complete_refs :]
         del self.skipped_lines[self.complete_skipped :]
         self._rows = {}
+        self.views = {}
         self.data = data
         end = data.rfind(b"\n") + 1
         if end > self.offset:
@@ -496,7 +513,9 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
     )
 
 
-def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None) -> HistoryIndex:
+def index_history(
+    path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None, on_row: Callable[[HistoryRow], Any] | None = None
+) -> HistoryIndex:
     """Index `path`, parsing only what neither `previous` (same process) nor `cache_file` covers.
 
     `previous` is trusted for the same inode when the file did not shrink and the bytes just before
@@ -537,7 +556,7 @@ def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: 
     if base is None and cache_file is not None:
         base = _load_cached(cache_file, path, data)
     index = base if base is not None else HistoryIndex(path=path)
-    index.dev, index.ino, index.parsed = st.st_dev, st.st_ino, 0
+    index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
     index._extend(data)
     if cache_file is not None and index.offset != index.saved_offset:
         save_index(index, cache_file)
