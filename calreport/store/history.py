@@ -177,24 +177,34 @@ def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent
 
 
 def live_history(root: Root) -> HistoryRead:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     return read_history(root.live_history)
 
 
 def auto_history(root: Root) -> HistoryRead:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     return read_history(root.auto_history)
 
 
 def live_runs(root: Root, underlying: str | None = None) -> list[LiveRun]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     runs = live_history(root).of_type(LiveRun)
     return [r for r in runs if underlying is None or r.underlying == underlying]
 
 
 def apply_events(root: Root, underlying: str | None = None) -> list[ApplyEvent]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     events = live_history(root).of_type(ApplyEvent)
     return [e for e in events if underlying is None or e.underlying == underlying]
 
 
 def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     runs = auto_history(root).of_type(AutoRun)
     return [r for r in runs if underlying is None or r.underlying == underlying]
 

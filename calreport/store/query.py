@@ -6,6 +6,9 @@ after newer runs, so "appended last" is not "newest". Rows with the same time ke
 order (the one appended later counts as newer). Rows without a parseable time are older than every
 timed row, and among themselves the one appended later counts as newer.
 
+The one way to read history: HistoryQuery.read for what is shown (indexed), HistoryQuery.tail and
+HistoryQuery.latest_live_run for a writer's last few rows (read from the file's end).
+
 Backed by history.HistoryIndex: ordering, counts and latest-per-underlying use the index's RowRef
 of every row; a row is parsed and validated in full only when it is returned.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 from calreport import fmt
 from calreport.model import ApplyEvent, AutoRun, HistoryRow, LiveRun
@@ -70,6 +73,23 @@ class HistoryQuery:
         files = (root.live_history, root.auto_history)
         live, auto = (cache.read(p, history_cache_file(root, p) if persist else None, on_row) for p in files)
         return cls(live, auto)
+
+    # ------------------------------------------------------------------ tail reads (writers)
+
+    @staticmethod
+    def tail(root: Root, kind: Kind | Literal["apply"]) -> Iterator[LiveRun | AutoRun | ApplyEvent]:
+        """Readable rows of `kind`, last appended first, reading the file from its end: what a writer
+        needs (the previous run, the last apply event) without indexing a long history. Order is
+        the file's, not time (an import appends old rows last); use read() for newest-by-time."""
+        cls = {"live": LiveRun, "auto": AutoRun, "apply": ApplyEvent}[kind]
+        path = root.auto_history if kind == "auto" else root.live_history
+        return history.iter_rows_reversed(path, cls)  # type: ignore[arg-type]
+
+    @staticmethod
+    def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
+        """The newest live run proper of `underlying`, read from the file's end (history.latest_live_run
+        says what `refuse_unreadable` refuses)."""
+        return history.latest_live_run(root, underlying, refuse_unreadable=refuse_unreadable)
 
     # ------------------------------------------------------------------ counts
 
