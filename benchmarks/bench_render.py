@@ -127,9 +127,12 @@ def _replicated_root(path: Path, line: bytes, n: int) -> Root:
 
 def _render_process(root: Root) -> tuple[float, float]:
     """(render_site seconds, peak RSS MB) of a one-shot render in a fresh interpreter."""
-    code = ("import sys, time, resource; from pathlib import Path; from calreport.store.paths import Root; "
+    # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss across fork + exec, so the child would
+    # report this (large) benchmark process's peak instead of its own
+    code = ("import sys, time; from pathlib import Path; from calreport.store.paths import Root; "
             "from calreport.report.render import render_site; t = time.perf_counter(); render_site(Root(Path(sys.argv[1]))); "
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "s = time.perf_counter() - t; "
+            "kb = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')); print(s, kb / 1024)")
     out = subprocess.run([sys.executable, "-c", code, str(root.path)], capture_output=True, text=True, check=True)
     secs, mb = out.stdout.strip().splitlines()[-1].split()
     return float(secs), float(mb)
