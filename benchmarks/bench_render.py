@@ -1,6 +1,6 @@
 """Dashboard render time and index page size for 1k and 100k history rows, and for 100k real auto runs.
 
-The root is built by calreport.report.bench.build_root (the dashboard's own generator: live runs,
+The root is built by benchmarks.render_root.build_root (the dashboard's own generator: live runs,
 apply events every 10th run, auto runs; JSONL written directly, as append_row would be far too slow
 for 100k rows). Baseline: the straightforward page, every history row as a table row through one
 Jinja template (autoescaped), parsed by history.read_history, timed in the same run.
@@ -24,10 +24,10 @@ from pathlib import Path
 import jinja2
 
 from benchmarks import Figure
+from benchmarks.render_root import build_root
 from calreport import jsonio
 from calreport.commands.usecases import init as actions_init
 from calreport.model import AutoRun
-from calreport.report.bench import build_root
 from calreport.report.render import render_site
 from calreport.store.history import append_row, dumps_row, read_history
 from calreport.store.ids import new_run_id

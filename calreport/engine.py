@@ -19,7 +19,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Self
 
@@ -79,6 +79,33 @@ class EngineView:
     smile_enabled: bool = True  # config smile.enabled: false prices the flat model whatever the YAML holds
     _tables: dict[str, tuple[BandLookup, SmileTable]] = field(default_factory=dict, compare=False, repr=False)
     sigma_modes: dict[str, str] = field(default_factory=dict)  # configured sigma mode per underlying (absent: rv)
+
+    @classmethod
+    def from_document(
+        cls,
+        doc: AppliedDocument,
+        config: CalibrationConfig,
+        *,
+        version: int = 0,
+        content_hash: str | None = None,
+        loaded_at: str = "",
+    ) -> EngineView:
+        """The one way to build a view: `doc` (copied) under `config`'s bands, smile switch and sigma
+        modes (one per underlying the config or the document names), so the watcher and
+        `calreport price` price with the same settings."""
+        return cls(
+            version=version,
+            document=doc.model_copy(deep=True),
+            bands=tuple(config.bands),
+            content_hash=content_hash,
+            loaded_at=loaded_at,
+            smile_enabled=config.smile.enabled,
+            sigma_modes={u: config.sigma_mode_for(u) for u in sorted({*config.underlyings, *doc.underlyings})},
+        )
+
+    def copy(self) -> EngineView:
+        """An independent copy (document deep-copied, own table cache) for a caller to keep."""
+        return replace(self, document=self.document.model_copy(deep=True), sigma_modes=dict(self.sigma_modes), _tables={})
 
     def entry(self, underlying: str) -> AppliedEntry | None:
         return self.document.underlyings.get(underlying)
@@ -293,16 +320,7 @@ class AppliedMultipliersWatcher:
 
     def snapshot(self) -> EngineView:
         """An immutable copy of the current view (document deep-copied)."""
-        view = self._require_view()
-        return EngineView(
-            version=view.version,
-            document=view.document.model_copy(deep=True),
-            bands=view.bands,
-            content_hash=view.content_hash,
-            loaded_at=view.loaded_at,
-            smile_enabled=view.smile_enabled,
-            sigma_modes=dict(view.sigma_modes),
-        )
+        return self._require_view().copy()
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
         return self._require_view().multiplier_for(underlying, dte)
@@ -523,23 +541,15 @@ class AppliedMultipliersWatcher:
             return False
 
     def _install(self, doc: AppliedDocument, cfg: CalibrationConfig, content_hash: str | None) -> bool:
-        bands = tuple(cfg.bands)
-        modes = {u: cfg.sigma_mode_for(u) for u in sorted({*cfg.underlyings, *doc.underlyings})}
         current = self._view
         self.last_error = None
-        enabled = cfg.smile.enabled
-        same = current is not None and current.document == doc and current.bands == bands
-        if same and current.smile_enabled == enabled and current.sigma_modes == modes:  # type: ignore[union-attr]
-            return False
-        view = EngineView(
-            version=(current.version + 1) if current else 1,
-            document=doc.model_copy(deep=True),
-            bands=bands,
-            content_hash=content_hash,
-            loaded_at=iso_utc(utc_now()),
-            smile_enabled=enabled,
-            sigma_modes=modes,
+        view = EngineView.from_document(
+            doc, cfg, version=(current.version + 1) if current else 1, content_hash=content_hash, loaded_at=iso_utc(utc_now())
         )
+        if current is not None and (current.document, current.bands, current.smile_enabled, current.sigma_modes) == (
+            view.document, view.bands, view.smile_enabled, view.sigma_modes
+        ):
+            return False
         with self._version_cond:
             self._view = view
             self._version_cond.notify_all()

@@ -1,9 +1,12 @@
 """The layering the folders promise, checked on the code itself.
 
 - Importing calreport's modules opens no data or template file (nothing happens at import time).
-- calreport/calibration/ is a pure core: it imports nothing from report, engine or commands, from
-  the store only the models (and, until they move, the config models), and calls no file or print I/O.
-- The package has no import cycles, counting imports inside functions (which only hide them).
+- The pure core (calreport/calibration/, calreport/realism.py, calreport/apply.py) loads no file or
+  network code, even transitively: checked in a fresh interpreter's sys.modules.
+- LAYERS, declared once below, is the order of the layers; no module imports a module of a higher
+  layer (imports inside functions count, `if TYPE_CHECKING:` blocks do not), and the package has no
+  import cycles. Checking every edge also checks every path, so a pure module cannot reach file
+  code through market/.
 """
 
 from __future__ import annotations
@@ -22,13 +25,31 @@ import calreport
 PKG = Path(calreport.__file__).resolve().parent
 CORE = PKG / "calibration"
 
-# calreport.store.config also loads the YAML (load_config); its pydantic models are allowed here
-# until they live apart from that I/O.
-CORE_MAY_IMPORT_FROM_STORE = {"calreport.model", "calreport.store.config"}
-CORE_MUST_NOT_IMPORT = ("calreport.report", "calreport.engine", "calreport.commands", "calreport.store")
-# TEMPORARY (named so it cannot spread): calibration/auto.py's module __getattr__ forwards the old
-# name run_auto_calibration to the use case until calreport/commands/demo.py imports it from there.
-EXEMPT: set[tuple[str, str]] = set()
+# Bottom to top; a module may import its own layer and the layers below it. A name is a module or
+# a package prefix; a module belongs to the longest name that matches it. The market data's pure
+# modules (quote parsing, RV arithmetic, the day-file columns) sit below the core; its I/O modules
+# (Deribit's HTTP client, the harvest and price files, compaction, Parquet, the sample market's
+# writer) sit above the store, whose file primitives (locks, atomic writes, paths) they use.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("bottom", ("calreport", "calreport.model", "calreport.errors", "calreport.numbers", "calreport.timeutil",
+                "calreport.fmt", "calreport.jsonio")),
+    ("market, pure", ("calreport.market", "calreport.market.quotes", "calreport.market.rv", "calreport.market.daycols")),
+    ("core", ("calreport.calibration", "calreport.realism", "calreport.apply")),
+    ("store", ("calreport.store",)),
+    ("market I/O", ("calreport.market.deribit", "calreport.market.harvest", "calreport.market.prices",
+                    "calreport.market.rvsource", "calreport.market.compact", "calreport.market.parquet",
+                    "calreport.market.sample")),
+    ("engine", ("calreport.engine",)),
+    ("report", ("calreport.report",)),
+    ("commands", ("calreport.commands", "calreport.__main__")),
+]
+CORE_PREFIXES = LAYERS[2][1]
+# What a fresh interpreter that imported the whole core must not have loaded.
+CORE_MUST_NOT_LOAD = (
+    "urllib.request", "http.client", "filelock", "calreport.store",
+    "calreport.market.deribit", "calreport.market.harvest", "calreport.market.prices",
+    "calreport.market.rvsource", "calreport.market.compact", "calreport.market.parquet", "calreport.market.sample",
+)
 IO_CALLS = {"open", "print", "input"}
 IO_METHODS = {"open", "write", "write_text", "write_bytes", "read_text", "read_bytes", "unlink", "mkdir", "touch", "flush"}
 
@@ -57,7 +78,7 @@ def _walk(node: ast.AST) -> Iterator[ast.AST]:
         yield from _walk(child)
 
 
-def imported_modules(path: Path, exempt: set[str] = frozenset(), source: str | None = None) -> set[str]:  # type: ignore[assignment]
+def imported_modules(path: Path, source: str | None = None) -> set[str]:
     """calreport modules `path` imports anywhere (top level or inside functions), plus module names
     written as strings (importlib.import_module dodges the import statement, not the dependency).
 
@@ -81,7 +102,7 @@ def imported_modules(path: Path, exempt: set[str] = frozenset(), source: str | N
         for name in names:
             while name and name not in MODULES:  # `import calreport.x.y` names a module; attributes do not
                 name = name.rpartition(".")[0]
-            if name.startswith("calreport") and name not in exempt:
+            if name.startswith("calreport"):
                 out.add(name)
                 parent = name.rpartition(".")[0]
                 while parent:  # importing a.b.c runs a/__init__ and a/b/__init__ first
@@ -139,25 +160,43 @@ def test_the_import_probe_sees_a_module_that_reads_a_file_at_import(tmp_path: Pa
 
 # --------------------------------------------------------------------------- the pure core
 
-CORE_FILES = sorted(CORE.rglob("*.py"))
+
+def _in(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
-def test_the_calibration_core_imports_no_report_engine_commands_or_store_io(path: Path) -> None:
-    rel = str(path.relative_to(PKG))
-    exempt = {name for r, name in EXEMPT if r == rel}
-    bad = sorted(
-        name
-        for name in imported_modules(path, exempt)
-        if name.startswith(CORE_MUST_NOT_IMPORT)
-        and name not in CORE_MAY_IMPORT_FROM_STORE
-        and name != "calreport.store"  # the package itself (store/__init__.py is empty)
-    )
-    assert bad == []
+CORE_MODULES = sorted(n for n in MODULES if _in(n, CORE_PREFIXES) and n != "calreport.calibration")
+CORE_FILES = [MODULES[n] for n in CORE_MODULES]
+
+LOADED = r"""
+import importlib, sys
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+bad = [m for m in sorted(sys.modules) if any(m == p or m.startswith(p + ".") for p in sys.argv[1].split(","))]
+print("\n".join(bad))
+"""
 
 
-@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
-def test_the_calibration_core_calls_no_file_or_print_io(path: Path) -> None:
+def _loaded_by(names: list[str], forbidden: tuple[str, ...]) -> list[str]:
+    """The forbidden modules a fresh interpreter has loaded after importing `names` (and start-up)."""
+    cmd = [sys.executable, "-c", LOADED, ",".join(forbidden), *names]
+    out = subprocess.run(cmd, cwd=PKG.parent, capture_output=True, text=True, timeout=120, check=True)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def test_importing_the_whole_core_loads_no_file_or_network_code() -> None:
+    """Transitively: not the HTTP client, not the file lock, no store module, no market I/O module."""
+    assert len(CORE_MODULES) > 10  # calibration/*, realism, apply
+    assert _loaded_by(CORE_MODULES, CORE_MUST_NOT_LOAD) == []
+
+
+def test_the_loaded_module_probe_sees_file_code_loaded_through_a_dependency() -> None:
+    """The probe can fail: market.harvest loads the store's file module and the lock through its imports."""
+    assert {"calreport.store.files", "filelock"} <= set(_loaded_by(["calreport.market.harvest"], CORE_MUST_NOT_LOAD))
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(PKG)))
+def test_the_core_calls_no_file_or_print_io(path: Path) -> None:
     calls = []
     for node in _walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):
@@ -167,12 +206,15 @@ def test_the_calibration_core_calls_no_file_or_print_io(path: Path) -> None:
     assert calls == []
 
 
-def test_the_core_scans_catch_a_forbidden_import_a_dynamic_one_and_a_print() -> None:
-    """The two scans above can fail (source text scanned as if it were a core module; nothing is written)."""
+def test_the_import_scan_catches_an_import_in_a_function_a_dynamic_one_and_skips_type_checking() -> None:
+    """The scans can fail (source text scanned as if it were a core module; nothing is written)."""
     source = (
+        "from typing import TYPE_CHECKING\n"
         "from calreport.store.applied import read_applied\n"
         "from calreport.model import LiveRun\n"
         "import importlib\n"
+        "if TYPE_CHECKING:\n"
+        "    from calreport.report import render\n"
         "def f():\n"
         "    from ..commands import cli\n"
         "    importlib.import_module('calreport.engine')\n"
@@ -180,19 +222,59 @@ def test_the_core_scans_catch_a_forbidden_import_a_dynamic_one_and_a_print() -> 
     )
     found = imported_modules(CORE / "probe.py", source=source)
     assert {"calreport.store.applied", "calreport.commands.cli", "calreport.engine", "calreport.model"} <= found
+    assert not any(n.startswith("calreport.report") for n in found)
+    assert upward_imports({"calreport.calibration.probe": found}) != []
     tree = ast.parse(source)
     assert [n.func.id for n in _walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)] == ["print"]
+
+
+# --------------------------------------------------------------------------- the layer order
+
+
+def layer_of(name: str) -> int | None:
+    """The index in LAYERS of the longest prefix that names `name`'s layer (None: in no layer)."""
+    best: tuple[int, int] | None = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if _in(name, (p,)) and (best is None or len(p) > best[1]):
+                best = (i, len(p))
+    return best[0] if best else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a (layer) -> b (higher layer)' for every edge that runs up."""
+    out = []
+    for name, deps in sorted(graph.items()):
+        mine = layer_of(name)
+        for dep in sorted(deps):
+            theirs = layer_of(dep)
+            if mine is not None and theirs is not None and theirs > mine:
+                out.append(f"{name} ({LAYERS[mine][0]}) -> {dep} ({LAYERS[theirs][0]})")
+    return out
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [n for n in MODULES if layer_of(n) is None] == []
+
+
+def test_no_module_imports_a_module_of_a_higher_layer() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    assert upward_imports({"calreport.market.quotes": {"calreport.store.files"}}) == [
+        "calreport.market.quotes (market, pure) -> calreport.store.files (store)"
+    ]
+    assert upward_imports({"calreport.market.harvest": {"calreport.store.files", "calreport.market.quotes"}}) == []
+    assert layer_of("calreport.market.harvest") > layer_of("calreport.store.files") > layer_of("calreport.calibration.fit")
 
 
 # --------------------------------------------------------------------------- no import cycles
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the calreport modules it imports; the temporary alias above is a known back edge."""
-    return {
-        name: imported_modules(path, {n for r, n in EXEMPT if PKG / r == path}) & set(MODULES)
-        for name, path in MODULES.items()
-    }
+    """module -> the calreport modules it imports (anywhere but under TYPE_CHECKING)."""
+    return {name: imported_modules(path) & set(MODULES) for name, path in MODULES.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -242,7 +324,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycles_even_through_imports_inside_functions() -> None:
     graph = import_graph()
-    assert "calreport.commands.usecases" in graph["calreport.commands.cli"]  # a top-level import
+    assert "calreport.model" in graph["calreport.commands.schema"]  # a top-level import
     assert "calreport.report.render" in graph["calreport.report"]  # an import inside a function
     assert cycles(graph) == []
 

@@ -93,3 +93,39 @@ def test_commands_that_report_a_broken_config_still_run_with_one_workspace(tmp_p
     assert main(["--root", str(tmp_path), "status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "duplicate key 'policy'" in err
+
+
+# --------------------------------------------------------------------------- start-up: lazy imports
+
+HEAVY = ("scipy", "pyarrow", "jinja2", "watchdog", "tqdm", "calreport.calibration", "calreport.market",
+         "calreport.commands.backtest", "calreport.commands.usecases", "calreport.report.render")
+LOADED_AFTER = r"""
+import contextlib, io, sys
+from calreport.commands.cli import main
+with contextlib.redirect_stdout(io.StringIO()):  # the command's own output is not the answer
+    try:
+        main(sys.argv[2:])
+    except SystemExit:
+        pass
+heavy = tuple(sys.argv[1].split(","))
+print("\n".join(m for m in sorted(sys.modules) if any(m == h or m.startswith(h + ".") for h in heavy)))
+"""
+
+
+def _heavy_loaded(*argv: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", LOADED_AFTER, ",".join(HEAVY), *argv], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.split()
+
+
+def test_help_and_status_load_no_command_module_scipy_or_pyarrow(tmp_path):
+    """The CLI imports a command's modules in its handler, so `--help` and `status` start fast
+    (benchmarks/bench_cli.py times them); `calibrate --help` parses without the calibration either."""
+    assert run_cli("--root", str(tmp_path / "r"), "init").returncode == 0
+    assert _heavy_loaded("--help") == []
+    assert _heavy_loaded("calibrate", "--help") == []
+    assert _heavy_loaded("--root", str(tmp_path / "r"), "status") == []
+
+
+def test_the_lazy_import_probe_sees_a_command_that_loads_the_calibration(tmp_path):
+    assert run_cli("--root", str(tmp_path / "r"), "init").returncode == 0
+    assert "calreport.commands.usecases" in _heavy_loaded("--root", str(tmp_path / "r"), "rollback")

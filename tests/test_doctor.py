@@ -7,6 +7,7 @@ from foundation_helpers import add_auto_run, add_live_run
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.doctor import check_consistency
+from calreport.commands.workspace import Workspace
 from calreport.store.applied import AppliedEntry, format_applied, read_applied
 from calreport.store.files import atomic_write
 
@@ -17,11 +18,11 @@ def _doctor(root, capsys) -> tuple[int, str]:
 
 
 def test_fresh_root_and_applied_root_are_consistent(root, capsys):
-    assert check_consistency(root) == []
+    assert check_consistency(Workspace.open(root)) == []
     add_live_run(root, smoothed=1.0833, bands={"0-7d": 1.05})
     actions.force_apply(root, "BTC")
     add_auto_run(root)
-    assert check_consistency(root) == []
+    assert check_consistency(Workspace.open(root)) == []
     code, out = _doctor(root, capsys)
     assert code == 0
     assert "consistent: BTC global 1.0833" in out and "1 apply events" in out and "1 auto runs" in out
@@ -50,7 +51,7 @@ def test_hand_added_band_and_metadata_edit_are_reported(root):
     actions.force_apply(root, "BTC")
     text = root.applied.read_text().replace("    bands: {}\n", "    bands:\n      0-7d: 1.5000\n", 1)
     root.applied.write_text(text.replace("source: force", "source: policy", 1))
-    problems = check_consistency(root)
+    problems = check_consistency(Workspace.open(root))
     messages = " | ".join(p.message for p in problems)
     assert "band 0-7d in YAML 1.5000 != last apply event -" in messages
     assert "source policy != force" in messages
@@ -61,7 +62,7 @@ def test_yaml_entry_without_any_apply_event_is_an_error(root):
     doc = read_applied(root)
     doc.underlyings["BTC"] = AppliedEntry(global_=1.3, source="force", run_id="ghost", reason="Forced by user")
     atomic_write(root.applied, format_applied(doc).encode())
-    problems = check_consistency(root)
+    problems = check_consistency(Workspace.open(root))
     assert [p.code for p in problems] == ["no-apply-event"]
     assert "history has no apply event" in problems[0].message
 
@@ -96,13 +97,13 @@ def test_missing_underlying_in_yaml_after_an_apply_is_an_error(root):
     doc = read_applied(root)
     del doc.underlyings["ETH"]
     atomic_write(root.applied, format_applied(doc).encode())
-    (p,) = check_consistency(root)
+    (p,) = check_consistency(Workspace.open(root))
     assert p.code == "missing-in-yaml" and "engine uses 1.0000" in p.message
 
 
 def test_invalid_config_is_reported_not_raised(root):
     root.calibration_config.write_text("realism: {min_mult: 0.7, mystery: 1}\n")
-    problems = check_consistency(root)
+    problems = check_consistency(Workspace.open(root))
     assert problems and problems[0].code == "invalid-config" and "calibration.yaml" in problems[0].message
 
 
@@ -130,7 +131,7 @@ def test_doctor_orders_timestamps_as_instants_not_as_text(root):
     """'10:16:00Z' sorts after '10:16:00.500Z' as text but is half a second before it: the YAML is
     older than the last apply, so it was restored from an old copy, not written after the apply."""
     _yaml_and_event(root, yaml_global=1.2, updated_at="2025-12-11T10:16:00Z", event_ts="2025-12-11T10:16:00.500Z")
-    problems = {p.code: p.message for p in check_consistency(root)}
+    problems = {p.code: p.message for p in check_consistency(Workspace.open(root))}
     assert "restored from an old copy" in problems["values-differ"]
     assert "written after the last recorded apply" not in problems["values-differ"]
     assert "updated_at 2025-12-11T10:16:00Z != 2025-12-11T10:16:00.500Z" in problems["metadata-differs"]
@@ -138,7 +139,7 @@ def test_doctor_orders_timestamps_as_instants_not_as_text(root):
 
 def test_the_same_instant_written_two_ways_is_not_a_metadata_difference(root):
     _yaml_and_event(root, yaml_global=1.0833, updated_at="2025-12-11T11:16:00.5+01:00", event_ts="2025-12-11T10:16:00.500Z")
-    assert check_consistency(root) == []
+    assert check_consistency(Workspace.open(root)) == []
 
 
 def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
@@ -148,7 +149,7 @@ def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
     actions.force_apply(root, "BTC")
     add_live_run(root, smoothed=1.09)  # newer, not applied: held
     capsys.readouterr()
-    report = run_doctor(root)
+    report = run_doctor(Workspace.open(root))
     assert capsys.readouterr() == ("", "")
     assert report.exit_code == 0 and (report.live_runs, report.apply_events, report.auto_runs) == (2, 1, 0)
     assert report.live_statuses == {"applied": 1, "held": 1}

@@ -10,6 +10,7 @@ import pytest
 
 from calreport.commands.cli import main
 from calreport.commands.legacy import legacy_run_id
+from calreport.commands.workspace import Workspace
 from calreport.errors import RefusedError
 from calreport.store.applied import force_apply
 from calreport.store.history import apply_events, auto_runs, live_runs
@@ -210,7 +211,7 @@ def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path,
     from calreport.store.paths import Root
 
     root = Root(tmp_path / "demo")
-    assert run_demo(root, log=lambda s: None) == 0
+    assert run_demo(Workspace.open(root), log=lambda s: None) == 0
     newest_live = max(reversed(live_runs(root)), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
     newest_auto = {
         u: max(reversed([r for r in auto_runs(root) if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
@@ -228,7 +229,7 @@ def test_import_legacy_returns_a_result_and_prints_nothing(root, tmp_path, capsy
     from calreport.commands.legacy import format_import, import_legacy
 
     good, bad = _write(tmp_path, "good.json", LIVE), _write(tmp_path, "bad.json", "{not json")
-    result = import_legacy(root, [good, bad])
+    result = import_legacy(Workspace.open(root), [good, bad])
     assert capsys.readouterr() == ("", "")
     assert (result.live, result.auto, result.already, result.exit_code, result.changed) == (1, 0, 0, 1, True)
     out, err = format_import(result, root)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 
 from calreport.commands import usecases as actions
 from calreport.commands.legacy import parse_legacy
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.store.applied import read_applied
 from calreport.store.history import read_history
@@ -165,7 +166,7 @@ def test_fuzzed_legacy_import_counts_every_file(root, tmp_path_factory, rec):
 
     d = tmp_path_factory.mktemp("legacy")
     (d / "r.json").write_text(json.dumps(rec))
-    result = import_legacy(root, [d / "r.json"])
+    result = import_legacy(Workspace.open(root), [d / "r.json"])
     assert result.live + result.auto + result.already + len(result.errors) == 1
     assert all("\n" not in e.one_line() for e in result.errors)
 

@@ -18,9 +18,14 @@ from calreport.commands.demo import (
     demo_anchor,
     run_demo,
 )
-from calreport.market.deribit import check_snapshot_rows, load_snapshot, parse_chart_data
-from calreport.market.quotes import QuoteArrays, parse_instrument_name
+from calreport.commands.workspace import Workspace
+from calreport.market.deribit import (
+    check_snapshot_rows,
+    load_snapshot,
+    parse_chart_data,
+)
 from calreport.market.harvest import load_harvest
+from calreport.market.quotes import QuoteArrays, parse_instrument_name
 from calreport.market.rv import realised_vol
 from calreport.market.sample import (
     SampleMarket,
@@ -140,7 +145,7 @@ def _ms(ts: str | None) -> int:
 def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None:
     root = Root(tmp_path / "demo")
     lines: list[str] = []
-    assert run_demo(root, log=lines.append, anchor_ms=T0) == 0
+    assert run_demo(Workspace.open(root), log=lines.append, anchor_ms=T0) == 0
     assert str(root.index_html) in lines[-2] and root.index_html.exists()
 
     live = live_history(root)
@@ -184,7 +189,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(tmp_path: Path) -> None
     day_start = T0 // MS_PER_DAY * MS_PER_DAY
     harvested = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     layout = sorted(p.name for p in root.harvest_dir("BTC").iterdir())
-    assert run_demo(root, log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
+    assert run_demo(Workspace.open(root), log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
     assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
     again = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     assert len(again) == len(harvested) > 0  # the harvest was rewritten, not doubled

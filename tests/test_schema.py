@@ -3,7 +3,6 @@ every file a demo root holds: every field any writer puts in a file is declared.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
@@ -15,9 +14,11 @@ import yaml
 from pydantic import BaseModel
 
 from calreport import jsonio
+from calreport.commands.cli import main
 from calreport.commands.demo import FIXED_ANCHOR, run_demo
 from calreport.commands.legacy import import_legacy
-from calreport.commands.schema import SCHEMAS, add_parser, list_schemas, schema_json
+from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
+from calreport.commands.workspace import Workspace
 from calreport.market import parquet as pqday
 from calreport.model import (
     ROW_TYPES,
@@ -55,10 +56,7 @@ LEGACY_HARVESTED = {
 
 
 def _run_schema(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="calreport")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.handler(args, Root.resolve("."))
+    code = main(argv)  # the CLI prints; calreport.commands.schema only gives the schemas
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -75,12 +73,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Root:
     """A demo root plus what the demo does not write: imported legacy records and a recovered apply event."""
     tmp = tmp_path_factory.mktemp("schema")
     root = Root(tmp / "demo")
-    assert run_demo(root, log=lambda _: None, anchor_ms=FIXED_ANCHOR) == 0
+    assert run_demo(Workspace.open(root), log=lambda _: None, anchor_ms=FIXED_ANCHOR) == 0
     files = []
     for name, record in (("live.json", LEGACY_LIVE), ("harvested.json", LEGACY_HARVESTED)):
         (tmp / name).write_text(json.dumps(record))
         files.append(tmp / name)
-    result = import_legacy(root, files)
+    result = import_legacy(Workspace.open(root), files)
     assert result.errors == [] and result.live == result.auto == 1
     # a writer killed between the YAML and its event: the next apply records the lost event
     doc = read_applied(root)

@@ -142,6 +142,7 @@ def test_smile_config_refuses_a_grid_without_zero_or_unordered() -> None:
 
 from calreport.commands.audit import describe_change, log_lines  # noqa: E402
 from calreport.commands.doctor import format_doctor, run_doctor  # noqa: E402
+from calreport.commands.workspace import Workspace  # noqa: E402
 from calreport.model import Multipliers, Smile  # noqa: E402
 from calreport.store import applied as applied_store  # noqa: E402
 from calreport.store.history import ensure_history_files  # noqa: E402
@@ -155,14 +156,14 @@ def test_a_version_1_file_reads_as_flat_and_the_next_apply_writes_version_2_and_
     ensure_history_files(root)
     doc = applied_store.read_applied(root)
     assert doc.schema_version == 1 and doc.entry("BTC").smile is None
-    assert any("schema_version 1 (pre-smile format" in line for line in format_doctor(run_doctor(root)))
+    assert any("schema_version 1 (pre-smile format" in line for line in format_doctor(run_doctor(Workspace.open(root))))
     ev = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
     assert ev.schema_upgrade == "1 -> 2" and ev.previous.smile is None and ev.applied.smile == SMILE
     text = root.applied.read_text()
     assert "schema_version: 2" in text and "        - 1.2500  # x=-1.50\n" in text and "        7-30d:\n" in text
     assert applied_store.read_applied(root).entry("BTC").smile == SMILE
     assert read_state(root).to_json_dict()["underlyings"]["BTC"]["smile"]["global"] == SKEW
-    assert "schema_version 2; smiles applied: BTC" in "\n".join(format_doctor(run_doctor(root)))
+    assert "schema_version 2; smiles applied: BTC" in "\n".join(format_doctor(run_doctor(Workspace.open(root))))
     again = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r2", reason="x")
     assert again.schema_upgrade is None and "schema_upgrade" not in again.to_json_dict()
     assert "(YAML schema_version 1 -> 2)" in log_lines(root)[-1]
@@ -184,7 +185,7 @@ def test_doctor_names_a_hand_edited_smile_node(root) -> None:
     ensure_history_files(root)
     applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
     root.applied.write_text(root.applied.read_text().replace("- 1.2500  # x=-1.50", "- 1.3000  # x=-1.50"))
-    text = "\n".join(format_doctor(run_doctor(root)))
+    text = "\n".join(format_doctor(run_doctor(Workspace.open(root))))
     assert "smile global x=-1.50 in YAML 1.3000 != last apply event 1.2500" in text
 
 

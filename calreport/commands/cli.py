@@ -1,60 +1,47 @@
 """The command line: parse arguments, open the command's one workspace, call one use case, print.
 
 Everything a command shows is formatted and printed here (run summaries, the harvest progress bar,
-warnings); the use cases and the core below return values and never print.
+warnings, the demo's steps, `price` and `schema` output); the use cases and the core below return
+values and never print.
+
+Start-up is part of the interface: `calreport --help` and `calreport status` must not pay for
+scipy, pyarrow or the backtest. So this module imports only the standard library and calreport's
+bottom layer at the top; each handler imports the modules its command needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import queue
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import TextIO
-
-from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from typing import TYPE_CHECKING, TextIO
 
 from calreport import __version__, fmt
-from calreport.calibration.select import dropped_text
-from calreport.commands import backtest as backtest_cmd
-from calreport.commands import usecases as actions
-from calreport.commands.audit import log_lines, smile_changes
-from calreport.commands.dashboard import DashboardActions
-from calreport.commands.dashboard import parse_body as parse_action_body
-from calreport.commands.demo import run_demo
-from calreport.commands.doctor import format_doctor, run_doctor
-from calreport.commands.harvester import format_compact, format_import, run_harvester
-from calreport.commands.legacy import format_import as format_legacy_import
-from calreport.commands.legacy import import_legacy
-from calreport.commands.price import add_parser as add_price_parser
-from calreport.commands.schema import add_parser as add_schema_parser
-from calreport.commands.workspace import Workspace
-from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_STALE_DASHBOARD,
+    EXIT_USAGE,
     CalreportError,
     excerpt,
 )
-from calreport.market.compact import import_harvest
-from calreport.market.harvest import Progress
-from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers, Smile
-from calreport.report.serve import serve
-from calreport.store.paths import Root
-from calreport.store.state import read_state
-from calreport.timeutil import iso_ms, parse_time
 
-Handler = Callable[[argparse.Namespace, Workspace], int]
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from calreport.commands.workspace import Workspace
+    from calreport.engine import EngineView
+    from calreport.market.harvest import Progress
+    from calreport.model import AutoRun, LiveRun, Smile
+    from calreport.store.paths import Root
+
+Handler = Callable[[argparse.Namespace, "Workspace"], int]
+PRICE_FORMATS = ("json", "csv")  # calreport price --format: commands/price.format_rows writes each
 PROGRESS_DELAY_S = 0.5  # a harvest read that ends sooner draws no bar at all
 
 
@@ -65,12 +52,17 @@ def warn(message: str) -> None:
 
 def open_workspace(args: argparse.Namespace) -> Workspace:
     """The command's one workspace: root from --root / $CALREPORT_ROOT / cwd, config read once."""
+    from calreport.commands.workspace import Workspace
+    from calreport.store.paths import Root
+
     return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn)
 
 
 @contextmanager
 def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progress]:
     """A tqdm bar over the harvest days being read; quiet unless `stream` (stderr) is a terminal."""
+    from tqdm import tqdm
+
     out = sys.stderr if stream is None else stream
     isatty = getattr(out, "isatty", None)
     bar = tqdm(
@@ -94,6 +86,8 @@ def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progr
 
 def describe_run(run: LiveRun) -> str:
     """The one-paragraph summary `calreport calibrate` prints."""
+    from calreport.calibration.select import dropped_text
+
     rv_part = f"RV_7d {fmt.vol(run.rv_7d)} ({run.rv_source}" + (
         f", {run.rv_returns} hourly returns)" if run.rv_source != "manual" else ")"
     )
@@ -137,6 +131,9 @@ def describe_smile_fit(run: LiveRun) -> str:
 
 def describe_auto_run(run: AutoRun) -> str:
     """The auto-calibrate summary: one line of verdict, one of numbers, one per data-quality issue."""
+    from calreport.calibration.select import dropped_text
+    from calreport.model import DataQuality
+
     dq = run.data_quality or DataQuality()
     lines = [
         (
@@ -180,6 +177,8 @@ def _relative(path: Path, root: Root) -> str:
 
 
 def cmd_init(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+
     root = ws.root
     created = actions.init(ws)
     print(f"calreport root {root.path}: " + (", ".join(str(p.relative_to(root.path)) for p in created) or "already initialised"))
@@ -187,6 +186,10 @@ def cmd_init(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
+    import json
+
+    from calreport.store.state import read_state
+
     state = read_state(ws.root, ws.config)
     if args.json:
         print(json.dumps(state.to_json_dict(), indent=2))
@@ -214,6 +217,10 @@ def describe_smile(smile: Smile | None) -> list[str]:
 
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+    from calreport.commands.audit import smile_changes
+    from calreport.model import Multipliers
+
     ev = actions.force_apply(ws, args.underlying, allow_unrealistic=args.allow_unrealistic)
     applied = ev.applied
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
@@ -236,6 +243,8 @@ def cmd_render(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+
     snapshot = Path(args.snapshot) if args.snapshot else None  # none: fetch the chain now (kept in data/snapshots/)
     run = actions.calibrate(ws, args.underlying, snapshot, prices=args.prices and Path(args.prices), rv=args.rv)
     print(describe_run(run))
@@ -244,6 +253,8 @@ def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
 
 def parse_as_of(text: str | None) -> datetime | None:
     """--as-of: ISO 8601 or epoch ms; None means now."""
+    from calreport.timeutil import parse_time
+
     if not text:
         return None
     try:
@@ -253,6 +264,8 @@ def parse_as_of(text: str | None) -> datetime | None:
 
 
 def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+
     as_of = parse_as_of(args.as_of)
     with harvest_progress(f"reading {args.underlying.upper()} harvest") as progress:
         run = actions.auto_calibrate(ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress)
@@ -261,6 +274,9 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+    from calreport.timeutil import iso_ms
+
     res = actions.prices_fetch(ws, args.underlying, days=args.days)
     span = f"{iso_ms(res.first_ms)} to {iso_ms(res.last_ms)}" if res.first_ms is not None and res.last_ms is not None else "empty"
     print(
@@ -272,6 +288,10 @@ def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
 
 def _log_line(text: str) -> None:
     """The harvester's log: one timestamped line on stderr per event."""
+    import time
+
+    from calreport.timeutil import iso_ms
+
     print(f"{iso_ms(int(time.time() * 1000))} {text}", file=sys.stderr, flush=True)
 
 
@@ -281,6 +301,10 @@ def _underlyings(arg: str | None, ws: Workspace) -> list[str]:
 
 
 def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+    from calreport.commands.harvester import format_compact, run_harvester
+    from calreport.timeutil import iso_ms
+
     if args.action == "compact":
         if args.from_file or args.every is not None:
             raise CalreportError("harvest compact takes only --underlying")
@@ -309,6 +333,9 @@ def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands.harvester import format_import
+    from calreport.market.compact import import_harvest
+
     src = Path(args.dir)
     names = _underlyings(args.underlying, ws)
     if not args.underlying:  # every configured underlying the directory has
@@ -321,12 +348,16 @@ def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
-    return run_demo(ws.root)
+    from calreport.commands.demo import run_demo
+
+    return run_demo(ws, log=lambda line: print(line, flush=True))
 
 
 @contextmanager
 def steps_progress(label: str, unit: str, stream: TextIO | None = None) -> Iterator[Callable[[int, int], None]]:
     """A tqdm bar over counted steps (backtest decisions); quiet unless stderr is a terminal."""
+    from tqdm import tqdm
+
     out = sys.stderr if stream is None else stream
     isatty = getattr(out, "isatty", None)
     bar = tqdm(total=0, desc=label, unit=unit, file=out, leave=False, delay=PROGRESS_DELAY_S, disable=not (isatty and isatty()))
@@ -343,6 +374,8 @@ def steps_progress(label: str, unit: str, stream: TextIO | None = None) -> Itera
 
 def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
     """Replay the harvest; print the table and where the results went (the root's records untouched)."""
+    from calreport.commands import backtest as backtest_cmd
+
     name = args.underlying.upper()
     with harvest_progress(f"reading {name} harvest") as read_progress, steps_progress(f"backtest {name}", "decision") as progress:
         outcome = backtest_cmd.run(
@@ -364,6 +397,10 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands.dashboard import DashboardActions
+    from calreport.commands.dashboard import parse_body as parse_action_body
+    from calreport.report.serve import serve
+
     if args.read_only:
         return serve(ws.root, port=args.port)
     return serve(ws.root, port=args.port, actions=DashboardActions(ws.root), parse_body=parse_action_body)
@@ -374,6 +411,10 @@ def cmd_serve(args: argparse.Namespace, ws: Workspace) -> int:
 
 def cmd_watch(args: argparse.Namespace, ws: Workspace) -> int:
     """Print the effective multipliers now and after every change, until Ctrl-C."""
+    import queue
+
+    from calreport.engine import AppliedMultipliersWatcher
+
     events: queue.Queue[EngineView | CalreportError] = queue.Queue()
     watcher = AppliedMultipliersWatcher(ws.root, on_change=events.put, on_error=events.put)
     try:
@@ -397,18 +438,24 @@ def cmd_watch(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> int:
-    report = run_doctor(ws.root)
+    from calreport.commands.doctor import format_doctor, run_doctor
+
+    report = run_doctor(ws)
     print("\n".join(format_doctor(report)))
     return report.exit_code
 
 
 def cmd_log(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands.audit import log_lines
+
     for line in log_lines(ws.root, underlying=args.underlying):
         print(line)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
+    from calreport.commands import usecases as actions
+
     ev = actions.rollback(ws, args.underlying, to=args.to)
     g = ev.applied.global_ if ev.applied else None
     print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {fmt.mult(g)} ({ev.reason})")
@@ -416,7 +463,10 @@ def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
-    result = import_legacy(ws.root, [Path(f) for f in args.files])
+    from calreport.commands.legacy import format_import as format_legacy_import
+    from calreport.commands.legacy import import_legacy
+
+    result = import_legacy(ws, [Path(f) for f in args.files])
     out, err = format_legacy_import(result, ws.root)
     for line in err:
         print(line, file=sys.stderr)
@@ -425,6 +475,46 @@ def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
     if result.changed:
         ws.rerender()
     return result.exit_code
+
+
+# --------------------------------------------------------------------------- price, schema
+
+
+def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
+    """The engine's quotes for every option of a snapshot, to stdout or (atomically) to --out."""
+    from calreport.commands.price import format_rows, price_rows
+    from calreport.store.files import atomic_write
+
+    rows = price_rows(
+        ws, args.underlying, args.snapshot and Path(args.snapshot),
+        prices=args.prices and Path(args.prices), rv=args.rv,
+    )
+    data = format_rows(rows, args.format)
+    if args.out:  # nothing is written unless the whole table was built
+        atomic_write(Path(args.out), data)
+        print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, ws: Workspace) -> int:
+    """With no NAME list the formats; with one print its JSON Schema; an unknown NAME exits 2."""
+    import json
+
+    from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
+
+    name = args.name
+    if not name:
+        width = max(len(n) for n in SCHEMAS)
+        for n, text in list_schemas():
+            print(f"{n:<{width}}  {text}")
+        return 0
+    if name not in SCHEMAS:
+        raise CalreportError(f"unknown schema {name!r} (known: {', '.join(SCHEMAS)})", exit_code=EXIT_USAGE)
+    print(json.dumps(schema_json(name), indent=2))
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -521,8 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("import-legacy", cmd_import_legacy, "import the old system's run records into history")
     sp.add_argument("files", nargs="+")
 
-    add_schema_parser(sub, parents=[common])
-    add_price_parser(sub, parents=[common])
+    sp = add("schema", cmd_schema, "print the JSON Schema of a file format (with no NAME, list the formats)")
+    sp.add_argument("name", nargs="?", metavar="NAME", help="a format name (`calreport schema` lists them)")
+
+    sp = add("price", cmd_price, "price every option of a snapshot (or the live chain) as the engine does under the applied YAML")
+    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--snapshot", help="Deribit get_book_summary_by_currency response (JSON); default: fetch the live chain")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
+    g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
+    sp.add_argument("--format", choices=PRICE_FORMATS, default="json", help="json (a list of objects) or csv")
+    sp.add_argument("--out", help="write to FILE (atomically) instead of stdout")
     return p
 
 
@@ -535,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Small fits one after another: a multi-threaded BLAS only adds hand-over cost (measured: a live
         # run with the smile fit 0.92 s with OpenBLAS's 2 threads on a busy 2-core machine, 0.11 s with
         # one; results identical), so every command runs with one BLAS thread.
+        from threadpoolctl import threadpool_limits
+
         with threadpool_limits(limits=1):
             code = int(args.handler(args, ws) or EXIT_OK)
         # the write stood (stdout said what) but site/ could not be regenerated: warned on stderr

@@ -27,23 +27,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import yaml
 
 from calreport import fmt
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.market.harvest import ERRORS_SUFFIX, PARQUET_SUFFIX
 from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.model import AutoRun, LiveRun
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root
-from calreport.store.yamlio import load_strict
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN, iso_ms, utc_now
 
 FIXED_ANCHOR = 1765627200000  # 2025-12-13T12:00:00Z: a reproducible anchor for tests
@@ -132,20 +130,20 @@ def _remove_compacted(day_log: Path) -> None:
         day_log.with_name(stem + suffix).unlink(missing_ok=True)
 
 
-def harvest_last_hour(root: Root, market: SampleMarket, end_ms: int, out: Path) -> None:
+def harvest_last_hour(ws: Workspace, market: SampleMarket, end_ms: int, out: Path) -> None:
     """The last hour through `calreport harvest --from-file`, as a cron job would append it."""
     for t in market.harvest_times(end_ms - MS_PER_HOUR + 1, end_ms, 15):
         snap = write_json(out / f"{market.underlying}-harvest-{_stamp(int(t))}.json", market.snapshot_payload(int(t)))
-        actions.harvest(root, market.underlying, from_file=snap)
+        actions.harvest(ws, market.underlying, from_file=snap)
 
 
 def _live(
-    root: Root, market: SampleMarket, t_ms: int, out: Path, log: Callable[[str], None], **snapshot_kw: object
+    ws: Workspace, market: SampleMarket, t_ms: int, out: Path, log: Callable[[str], None], **snapshot_kw: object
 ) -> LiveRun:
     tag = "-usd" if snapshot_kw.get("unit_error") else "-thin" if snapshot_kw.get("limit") else ""
     snap = write_json(out / f"{market.underlying}-{_stamp(t_ms)}{tag}.json", market.snapshot_payload(t_ms, **snapshot_kw))
     prices = write_json(out / f"{market.underlying}-prices-{_stamp(t_ms)}.json", market.chart_payload(t_ms))
-    run = actions.calibrate(root, market.underlying, snap, prices=prices)
+    run = actions.calibrate(ws, market.underlying, snap, prices=prices)
     rec = run.recommended.global_ if run.recommended and run.recommended.global_ is not None else None
     sm = run.smoothed.global_ if run.smoothed and run.smoothed.global_ is not None else None
     log(
@@ -155,9 +153,9 @@ def _live(
     return run
 
 
-def _auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
+def _auto(ws: Workspace, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
     as_of = datetime.fromtimestamp(as_of_ms / 1000, tz=UTC)
-    run = actions.auto_calibrate(root, name, lookback=lookback, as_of=as_of)
+    run = actions.auto_calibrate(ws, name, lookback=lookback, as_of=as_of)
     log(
         f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)}: multiplier {fmt.mult(run.multiplier)}, "
         f"MAE {fmt.pct(run.mae_pct)}, vega MAE {fmt.pct(run.vega_weighted_mae_pct)} -> {run.status} ({run.reason})"
@@ -165,28 +163,22 @@ def _auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[st
     return run
 
 
-@contextmanager
-def config_override(root: Root, section: str, values: dict[str, Any]) -> Iterator[None]:
-    """Run with `section` of config/calibration.yaml updated, then put the file back byte for byte."""
-    path = root.calibration_config
-    original = path.read_bytes() if path.exists() else None
-    data = (load_strict(path) if original is not None else None) or {}
-    data[section] = {**(data.get(section) or {}), **values}
-    atomic_write(path, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
-    try:
-        yield
-    finally:
-        if original is None:
-            path.unlink(missing_ok=True)
-        else:
-            atomic_write(path, original)
+def legacy_settings(ws: Workspace) -> Workspace:
+    """The workspace's root and hooks under the old system's filters (no minimum mark price).
+
+    The settings are changed in memory only: config/calibration.yaml is never rewritten, so a demo
+    killed mid-run cannot leave the legacy filters behind, and the run's settings hash says which
+    settings it was fitted with.
+    """
+    cfg = ws.config
+    legacy = cfg.model_copy(update={"filters": cfg.filters.model_copy(update=LEGACY_FILTERS)})
+    return Workspace(ws.root, config=legacy, after_apply=(), renderer=None, warn=ws.warn)  # an auto run never applies
 
 
-def _legacy_auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
+def _legacy_auto(ws: Workspace, name: str, lookback: str, as_of_ms: int, log: Callable[[str], None]) -> AutoRun:
     """An auto run the old system's way (no minimum mark price); the realism check must fail it."""
-    with config_override(root, "filters", LEGACY_FILTERS):
-        run = actions.run_auto_calibration(root, name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
-    actions.rerender(root)  # with the real settings back in place
+    run = actions.run_auto_calibration(legacy_settings(ws), name, lookback=lookback, as_of=datetime.fromtimestamp(as_of_ms / 1000, tz=UTC))
+    ws.rerender()  # the dashboard is rendered with the real settings
     log(
         f"  auto {name} {run.dte_min:g}-{run.dte_max:g}d {lookback} to {iso_ms(as_of_ms)} (marks / forward, min mark 0): "
         f"multiplier {fmt.mult(run.multiplier)}, MAE {fmt.pct(run.mae_pct)} -> {run.status} ({run.reason})"
@@ -194,24 +186,27 @@ def _legacy_auto(root: Root, name: str, lookback: str, as_of_ms: int, log: Calla
     return run
 
 
-def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int | None = None) -> int:
-    """Build the demo root and run the flow; prints where the dashboard is. Returns the exit status.
+def run_demo(ws: Workspace, *, log: Callable[[str], None], anchor_ms: int | None = None) -> int:
+    """Build the demo in the workspace's root and run the flow; `log` gets one line per step and,
+    last, where the dashboard is (the CLI prints them). Returns the exit status.
 
+    Every step runs in this one workspace: the config is read once, after `init` wrote it.
     The sample market ends at `anchor_ms` (default: `demo_anchor()`, the wall clock).
     """
     started = time.perf_counter()
+    root = ws.root
     end = demo_anchor() if anchor_ms is None else int(anchor_ms)
     log(f"calreport demo in {root.path} (sample market ends {iso_ms(end)})")
-    actions.init(root)
+    actions.init(ws)
     out = root.path / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
     markets = {u: SampleMarket(u, end - (HARVEST_DAYS + 1) * MS_PER_DAY, end, seed=SEED) for u in ("BTC", "ETH")}
 
     counts = build_harvest(root, markets, end)
     log("  harvest: " + ", ".join(f"{u} {n:,} rows" for u, n in counts.items()) + f" over {HARVEST_DAYS} days")
-    harvest_last_hour(root, markets["BTC"], end, out)
+    harvest_last_hour(ws, markets["BTC"], end, out)
     for u in markets:  # what the harvester does at each UTC midnight: closed days -> Parquet
-        rep = actions.compact_harvest(root, u)
+        rep = actions.compact_harvest(ws, u)
         if rep.done:
             log(f"  harvest compact {u}: {len(rep.done)} closed days -> Parquet "
                 f"({sum(r.schema_errors for r in rep.done)} torn lines kept in the .errors.json sidecars)")
@@ -220,28 +215,28 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
     h = MS_PER_HOUR
     # Live runs: the policy applies the first ones, holds a thin book, the user forces one,
     # a snapshot with USD marks fails realism, later runs apply or hold on the change size or a thin book.
-    _live(root, btc, end - 66 * h, out, log)
-    _live(root, btc, end - 54 * h, out, log)
-    _live(root, eth, end - 50 * h, out, log)
-    _live(root, btc, end - 42 * h, out, log, limit=40)
-    ev = actions.force_apply(root, "BTC")
+    _live(ws, btc, end - 66 * h, out, log)
+    _live(ws, btc, end - 54 * h, out, log)
+    _live(ws, eth, end - 50 * h, out, log)
+    _live(ws, btc, end - 42 * h, out, log, limit=40)
+    ev = actions.force_apply(ws, "BTC")
     log(f"  force-apply BTC: run {ev.run_id} -> global {fmt.mult(ev.applied.global_ if ev.applied else None)} ({ev.reason})")
-    _live(root, btc, end - 30 * h, out, log)
-    _live(root, eth, end - 26 * h, out, log)
-    _live(root, btc, end - 18 * h, out, log, unit_error="usd")
-    _live(root, eth, end - 6 * h, out, log)
-    _live(root, btc, end - 2 * h, out, log)
+    _live(ws, btc, end - 30 * h, out, log)
+    _live(ws, eth, end - 26 * h, out, log)
+    _live(ws, btc, end - 18 * h, out, log, unit_error="usd")
+    _live(ws, eth, end - 6 * h, out, log)
+    _live(ws, btc, end - 2 * h, out, log)
     # the smile's nodes keep converging run after run, so few runs hold on the change size: a last thin
     # book stays held (the earlier one was forced and so superseded)
-    _live(root, eth, end - 1 * h, out, log, limit=40)
+    _live(ws, eth, end - 1 * h, out, log, limit=40)
 
     # Auto-calibrate: history only, never the applied multipliers.
     bugs = unit_error_windows(end)
-    _auto(root, "BTC", "6h", bugs["usd"][1], log)  # the harvester's USD-mark hours: data quality fails
-    _legacy_auto(root, "BTC", "6h", bugs["per_forward"][1], log)  # marks / forward: unrealistic 0.5
-    _auto(root, "BTC", "14d", end, log)
-    _auto(root, "ETH", "1d", end, log)
-    _auto(root, "BTC", "1d", end, log)
+    _auto(ws, "BTC", "6h", bugs["usd"][1], log)  # the harvester's USD-mark hours: data quality fails
+    _legacy_auto(ws, "BTC", "6h", bugs["per_forward"][1], log)  # marks / forward: unrealistic 0.5
+    _auto(ws, "BTC", "14d", end, log)
+    _auto(ws, "ETH", "1d", end, log)
+    _auto(ws, "BTC", "1d", end, log)
 
     log(f"done in {time.perf_counter() - started:.1f}s. Dashboard: {root.index_html}")
     log(f"  open it in a browser, or run: calreport serve --root {root.path}")
@@ -249,4 +244,4 @@ def run_demo(root: Root, *, log: Callable[[str], None] = print, anchor_ms: int |
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(Root.resolve(sys.argv[1] if len(sys.argv) > 1 else "demo-root")))
+    sys.exit(run_demo(Workspace.open(sys.argv[1] if len(sys.argv) > 1 else "demo-root"), log=print))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
     DEFAULT_MULTIPLIER,
@@ -25,8 +26,6 @@ from calreport.model import (
     Multipliers,
 )
 from calreport.store.applied import read_applied
-from calreport.store.config import load_config
-from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery, Skipped
 from calreport.store.state import StatusIndex
 from calreport.timeutil import time_ms
@@ -244,17 +243,21 @@ class DoctorReport:
         return 0 if self.consistent else 1
 
 
-def check_consistency(root: Root) -> list[Problem]:
+def check_consistency(ws: Workspace) -> list[Problem]:
     """Every inconsistency between the YAML, the config and history; an empty list means consistent."""
-    return run_doctor(root).problems
+    return run_doctor(ws).problems
 
 
-def run_doctor(root: Root) -> DoctorReport:
-    """Check the root (reads only; history through the history query, newest first by time)."""
+def run_doctor(ws: Workspace) -> DoctorReport:
+    """Check the workspace's root (reads only; history through the history query, newest first by time).
+
+    The config is the workspace's (read once for the command); a broken one is a finding, not a failure.
+    """
+    root = ws.root
     problems: list[Problem] = []
     rel = "config/applied_multipliers.yaml"
     try:
-        cfg = load_config(root)
+        cfg = ws.config
     except CalreportError as exc:
         problems.append(
             Problem("error", "invalid-config", exc.one_line(), "fix config/calibration.yaml (the message names the key)")

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from calreport.calibration.realism import assess_calibration_realism
+from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
     UNDERLYING_RE,
@@ -42,7 +43,6 @@ from calreport.model import (
     LiveRun,
     Multipliers,
 )
-from calreport.store.config import load_config
 from calreport.store.files import locked
 from calreport.store.history import append_row, read_history
 from calreport.store.paths import Root
@@ -284,9 +284,9 @@ class ImportResult:
         return 1 if self.errors else 0
 
 
-def import_legacy(root: Root, files: list[Path]) -> ImportResult:
-    """Import every readable record once; nothing is printed and nothing re-rendered."""
-    cfg = load_config(root)
+def import_legacy(ws: Workspace, files: list[Path]) -> ImportResult:
+    """Import every readable record once into the workspace's history; nothing is printed and nothing re-rendered."""
+    root, cfg = ws.root, ws.config
     result = ImportResult()
     errors = result.errors
     parsed: list[tuple[LegacyRecord, Path, str]] = []

@@ -16,11 +16,9 @@ mark_price (coin), mark_iv (Deribit's mark_iv as a fraction, like sigma).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +38,11 @@ from calreport.market.deribit import load_snapshot
 from calreport.market.quotes import QuoteArrays
 from calreport.market.rvsource import resolve_rv
 from calreport.store.applied import read_applied
-from calreport.store.files import atomic_write
 from calreport.timeutil import DAYS_PER_YEAR, iso_ms
 
 COLUMNS: tuple[str, ...] = (
     "instrument_name", "expiry", "strike", "forward", "T", "band", "sigma", "price", "delta", "vega", "mark_price", "mark_iv",
 )
-FORMATS = ("json", "csv")
 
 
 def _num(x: float) -> float | None:
@@ -78,7 +74,7 @@ def price_rows(
             f"no RV_7d for {name}: {base.n_returns} hourly returns before the snapshot from {base.source}; pass --rv X or --prices FILE"
         )
     doc = read_applied(ws.root, cfg)
-    view = EngineView(0, doc, tuple(cfg.bands), None, "", smile_enabled=cfg.smile.enabled, sigma_modes={name: mode})
+    view = EngineView.from_document(doc, cfg)
     q = QuoteArrays.from_rows(rows)
     T = year_fraction(q.expiry_ms, meta.now_ms)
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
@@ -105,44 +101,14 @@ def price_rows(
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt_: str) -> bytes:
-    """JSON: a list of objects with exactly COLUMNS; CSV: a header and one line per option (empty = null)."""
+    """JSON ("json"): a list of objects with exactly COLUMNS; CSV ("csv"): a header and one line per option (empty = null)."""
     if fmt_ == "json":
         return dumps(list(rows)) + b"\n"
+    if fmt_ != "csv":
+        raise ValueError(f"unknown price table format {fmt_!r} (json, csv)")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in COLUMNS])
     return buf.getvalue().encode("utf-8")
-
-
-def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
-    rows = price_rows(
-        ws, args.underlying, args.snapshot and Path(args.snapshot),
-        prices=args.prices and Path(args.prices), rv=args.rv,
-    )
-    data = format_rows(rows, args.format)
-    if args.out:
-        atomic_write(Path(args.out), data)
-        print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    return 0
-
-
-def add_parser(
-    subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()
-) -> argparse.ArgumentParser:
-    """Register `price` on the CLI's subparsers (pass the CLI's common --root parent)."""
-    help_ = "price every option of a snapshot (or the live chain) as the engine does under the applied YAML"
-    sp = subparsers.add_parser("price", help=help_, description=help_, parents=list(parents))
-    sp.add_argument("--underlying", required=True)
-    sp.add_argument("--snapshot", help="Deribit get_book_summary_by_currency response (JSON); default: fetch the live chain")
-    g = sp.add_mutually_exclusive_group()
-    g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
-    g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
-    sp.add_argument("--format", choices=FORMATS, default="json", help="json (a list of objects) or csv")
-    sp.add_argument("--out", help="write to FILE (atomically) instead of stdout")
-    sp.set_defaults(handler=cmd_price)
-    return sp

@@ -1,15 +1,11 @@
 """`calreport schema [NAME]`: the JSON Schema of each file format calreport reads or writes.
 
-The pydantic models in calreport.model are the schema; this prints them as JSON Schema
-(draft 2020-12) so other tools can validate the files. docs/FILES.md describes every file.
+The pydantic models in calreport.model are the schema; this gives them as JSON Schema
+(draft 2020-12) so other tools can validate the files (the CLI prints them). docs/FILES.md describes every file.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,7 +25,6 @@ from calreport.model import (
     RunDetail,
     StateDocument,
 )
-from calreport.store.paths import Root
 
 SCHEMA_ID_BASE = "https://calreport.invalid/schema/"  # a name, not a place: nothing is fetched
 
@@ -82,29 +77,3 @@ def schema_json(name: str) -> dict[str, Any]:
         "title": f"calreport {name}",
         "description": " ".join(f"{DESCRIPTIONS[name]}. {model.__doc__ or ''} See docs/FILES.md.".split()),
     }
-
-
-def cmd_schema(args: argparse.Namespace, root: Root) -> int:
-    """With no NAME list the formats; with one print its JSON Schema; an unknown NAME exits 2."""
-    name = getattr(args, "name", None)
-    if not name:
-        width = max(len(n) for n in SCHEMAS)
-        for n, text in list_schemas():
-            print(f"{n:<{width}}  {text}")
-        return 0
-    if name not in SCHEMAS:
-        print(f"calreport: error: unknown schema {name!r} (known: {', '.join(SCHEMAS)})", file=sys.stderr)
-        return 2
-    print(json.dumps(schema_json(name), indent=2))
-    return 0
-
-
-def add_parser(
-    subparsers: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser] = ()
-) -> argparse.ArgumentParser:
-    """Register `schema` on the CLI's subparsers (pass the CLI's common --root parent)."""
-    help_ = "print the JSON Schema of a file format (with no NAME, list the formats)"
-    sp = subparsers.add_parser("schema", help=help_, description=help_, parents=list(parents))
-    sp.add_argument("name", nargs="?", metavar="NAME", help=", ".join(SCHEMAS))
-    sp.set_defaults(handler=cmd_schema)
-    return sp

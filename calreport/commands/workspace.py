@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from calreport.commands.audit import GitAudit
 from calreport.errors import CalreportError
 from calreport.model import ApplyEvent, CalibrationConfig
 from calreport.report import render_site
@@ -121,7 +120,12 @@ class Workspace:
 
 
 def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tuple[AfterApply, ...]:
-    """The hooks the config asks for: the git audit commit when `git_commit: true`."""
+    """The hooks the config asks for: the git audit commit when `git_commit: true`.
+
+    Imported here: a command that never applies (status, --help) does not load the audit module.
+    """
+    from calreport.commands.audit import GitAudit
+
     return (GitAudit(root, config, warn),) if config.git_commit else ()
 
 

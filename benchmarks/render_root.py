@@ -1,6 +1,6 @@
 """Render time and page size of the dashboard for long histories.
 
-    python -m calreport.report.bench [N ...]      (default: 1000 100000)
+    python -m benchmarks.render_root [N ...]      (default: 1000 100000)
 
 Builds a throwaway root with N history rows (N/2 live runs, every 10th applied, plus N/2 auto runs),
 then renders: cold (no history cache, every history page written), one-shot as `calreport render`
@@ -9,6 +9,9 @@ changed pages written), the same after one appended row (only that line parsed),
 and as `calreport serve` re-renders after one more append (index kept in memory). Also times
 history.read_history of both files: what every one-shot render paid before the index cache.
 Prints where the time goes.
+
+It lives with the benchmarks, not in calreport/report/: it drives the `init` use case, and the
+report layer imports nothing from commands/.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
 from calreport.model import (
     AppliedEntry,
     ApplyEvent,
@@ -42,7 +46,7 @@ from calreport.timeutil import MS_PER_MIN, iso_ms
 def build_root(path: Path, n: int, seed: int = 7) -> Root:
     rng = random.Random(seed)
     root = Root(path)
-    actions.init(root)
+    actions.init(Workspace.open(root))
     t0 = 1_765_000_000_000
     live, auto = bytearray(), bytearray()
     applied = 1.0
