@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m calreport demo --root $(DEMO_ROOT)
 
+# Tests run on every core (pytest-xdist; TEST_WORKERS=0 runs them in one process); the long
+# versions of the reliability loops and hypothesis searches: CALREPORT_LONG_TESTS=1 make test
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

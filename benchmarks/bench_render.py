@@ -1,13 +1,20 @@
-"""Dashboard render time and index page size for 1k and 100k history rows.
+"""Dashboard render time and index page size for 1k and 100k history rows, and for 100k real auto runs.
 
 The root is built by benchmarks.render_root.build_root (the dashboard's own generator: live runs,
 apply events every 10th run, auto runs; JSONL written directly, as append_row would be far too slow
 for 100k rows). Baseline: the straightforward page, every history row as a table row through one
 Jinja template (autoescaped), parsed by history.read_history, timed in the same run.
+
+Real auto runs: one `auto-calibrate` on the shared harvest (../shared/data, 14 days to 2025-12-13 16:00
+UTC; skipped without it), its row replicated 100,000 times with a new run_id / ts / as_of each, as
+today's writer stores it (detail in history/runs/, not in the row). Baseline: the same 100,000 runs
+stored as auto-calibrate wrote them before (detail inline), rendered by the same code in the same run.
+Each render is a fresh process (cold: no index cache, every page written; warm: the next one-shot).
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,12 +25,15 @@ import jinja2
 
 from benchmarks import Figure
 from benchmarks.render_root import build_root
+from calreport import jsonio
+from calreport.commands.usecases import init as actions_init
 from calreport.model import AutoRun
 from calreport.report.render import render_site
-from calreport.store.history import append_row, read_history
+from calreport.store.history import append_row, dumps_row, read_history
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache
+from calreport.timeutil import MS_PER_MIN, iso_ms
 
 NAME = "render"
 TARGET_S = 2.0
@@ -75,9 +85,94 @@ def _served_render(root: Root) -> float:
     return time.perf_counter() - t
 
 
+SHARED_HARVEST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-harvest-2025-12" / "BTC"
+REAL_TARGET_COLD_S, REAL_TARGET_WARM_S, REAL_TARGET_MB = 2.0, 0.5, 300.0
+
+
+def _real_auto_rows(tmp: Path) -> tuple[bytes, bytes] | None:
+    """(the row today's auto-calibrate appends, the same run with its detail inline as before)."""
+    from datetime import UTC, datetime
+
+    from calreport.commands import usecases as actions
+
+    if not SHARED_HARVEST.is_dir():
+        return None
+    root = Root(tmp / "real")
+    actions.init(root)
+    d = root.harvest_dir("BTC")
+    d.mkdir(parents=True, exist_ok=True)
+    for f in sorted(SHARED_HARVEST.glob("*.jsonl.gz")):  # file links: nothing may write into ../shared
+        (d / f.name).symlink_to(f.resolve())
+    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
+    today = root.auto_history.read_bytes().splitlines()[-1]
+    before = dumps_row(run.model_copy(update={"detail_file": None})).rstrip(b"\n")  # the full run, as rows were
+    return today, before
+
+
+def _replicated_root(path: Path, line: bytes, n: int) -> Root:
+    """`n` copies of one auto row, each with its own run_id, ts and as_of (one minute apart)."""
+    root = Root(path)
+    actions_init(root)
+    row = jsonio.loads(line)
+    t0, out = 1_765_000_000_000, bytearray()
+    for i in range(n):
+        ms = t0 + i * MS_PER_MIN
+        row.update(run_id=new_run_id(ms), ts=iso_ms(ms), as_of=iso_ms(ms))
+        if row.get("detail_file"):
+            row["detail_file"] = f"history/runs/{row['run_id']}.json"
+        out += jsonio.dumps(row) + b"\n"
+    root.auto_history.write_bytes(bytes(out))
+    return root
+
+
+def _render_process(root: Root) -> tuple[float, float]:
+    """(render_site seconds, peak RSS MB) of a one-shot render in a fresh interpreter."""
+    # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss across fork + exec, so the child would
+    # report this (large) benchmark process's peak instead of its own
+    code = ("import sys, time; from pathlib import Path; from calreport.store.paths import Root; "
+            "from calreport.report.render import render_site; t = time.perf_counter(); render_site(Root(Path(sys.argv[1]))); "
+            "s = time.perf_counter() - t; "
+            "kb = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')); print(s, kb / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(root.path)], capture_output=True, text=True, check=True)
+    secs, mb = out.stdout.strip().splitlines()[-1].split()
+    return float(secs), float(mb)
+
+
+def real_auto_figures(n: int) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="calreport-bench-render-real-") as tmp:
+        rows = _real_auto_rows(Path(tmp))
+        if rows is None:
+            return []
+        today, before = rows
+        got = {}
+        for label, line in (("today", today), ("before", before)):
+            root = _replicated_root(Path(tmp) / label, line, n)
+            size = root.auto_history.stat().st_size
+            cold_s, cold_mb = _render_process(root)
+            warm_s, warm_mb = _render_process(root)
+            got[label] = (size, cold_s, cold_mb, warm_s, warm_mb)
+            shutil.rmtree(root.path)
+    (size, cold_s, cold_mb, warm_s, warm_mb), (b_size, b_cold, b_cold_mb, b_warm, b_warm_mb) = got["today"], got["before"]
+    base = f"the same runs with the detail inline ({len(before):,} B a row, as written before)"
+    return [
+        Figure(name=f"history bytes per real auto run ({n:,} runs)", value=size / n, unit="B", baseline=b_size / n,
+               baseline_label="detail inline, as written before", ratio=b_size / size,
+               notes=[f"one auto-calibrate on the shared harvest (BTC, 14d to 2025-12-13 16:00 UTC): row {len(today):,} B "
+                      f"+ its history/runs/<run_id>.json; history file {size / 1e6:.0f} MB vs {b_size / 1e6:.0f} MB"]),
+        Figure(name=f"render_site cold, {n:,} real auto runs (fresh process, no caches, every page written)", value=cold_s, unit="s",
+               baseline=b_cold, baseline_label=base, ratio=b_cold / cold_s, target="< 2 s", met=cold_s < REAL_TARGET_COLD_S,
+               notes=[f"peak RSS {cold_mb:.0f} MB (before: {b_cold_mb:.0f} MB)"]),
+        Figure(name=f"render_site warm one-shot, {n:,} real auto runs (index cache, pages current)", value=warm_s, unit="s",
+               baseline=b_warm, baseline_label="same, detail inline", ratio=b_warm / warm_s, target="< 0.5 s", met=warm_s < REAL_TARGET_WARM_S,
+               notes=[f"peak RSS {warm_mb:.0f} MB (before: {b_warm_mb:.0f} MB)"]),
+        Figure(name=f"peak memory of the cold render, {n:,} real auto runs", value=cold_mb, unit="MB", baseline=b_cold_mb,
+               baseline_label="same, detail inline", ratio=b_cold_mb / cold_mb, target="< 300 MB", met=cold_mb < REAL_TARGET_MB),
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     sizes = [1_000] if quick else [1_000, 100_000]
-    figures = []
+    figures = real_auto_figures(2_000 if quick else 100_000)
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="calreport-bench-render-") as tmp:
             root = build_root(Path(tmp) / "root", n // 2)

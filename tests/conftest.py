@@ -1,12 +1,22 @@
-"""Shared fixtures: a fresh calibration root per test."""
+"""Shared fixtures: a fresh calibration root per test, one demo root per test run, test budgets.
+
+The suite runs under pytest-xdist (`make test` uses two workers): every fixture writes under its own
+tmp_path, and what is built once per run (the demo root) is built by the first worker that needs it
+under a file lock in the run's shared temp directory; tests get their own copy.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
+from hypothesis import settings
 
+import budget
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.model import AutoRun, DataQuality, LiveRun, Multipliers
@@ -15,6 +25,18 @@ from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+# Hypothesis: a small search by default, the full one with CALREPORT_LONG_TESTS=1 or
+# --hypothesis-profile=long. Tests that set max_examples themselves scale it with budget.reps.
+settings.register_profile("short", max_examples=25)
+settings.register_profile("long", max_examples=300)
+settings.load_profile("long" if budget.LONG else "short")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`--hypothesis-profile=long` also runs the long loops (the plugin loads the profile itself)."""
+    if config.getoption("hypothesis_profile", None) == "long":
+        budget.LONG = True
 
 
 def _listing(top: Path) -> list[tuple[str, int, int]]:
@@ -37,6 +59,52 @@ def shared_data_is_never_written():
     before = _listing(SHARED_DATA)
     yield
     assert _listing(SHARED_DATA) == before, "a test changed ../shared/data"
+
+
+def _build_demo(path: Path) -> None:
+    """The demo at its fixed anchor, plus the lines it logged (demo.log.json beside the root)."""
+    from calreport.commands.demo import FIXED_ANCHOR, run_demo
+    from calreport.commands.workspace import Workspace
+
+    lines: list[str] = []
+    assert run_demo(Workspace.open(Root(path / "demo")), log=lines.append, anchor_ms=FIXED_ANCHOR) == 0
+    (path / "demo.log.json").write_text(json.dumps(lines))
+
+
+class PristineDemo:
+    """A demo root built once per test run; tests never write to it, they copy it."""
+
+    def __init__(self, base: Path) -> None:
+        self.root = Root(base / "demo")
+        self.log: list[str] = json.loads((base / "demo.log.json").read_text())  # what run_demo printed
+
+    def copy_to(self, dest: Path) -> Root:
+        shutil.copytree(self.root.path, dest, symlinks=True)
+        return Root(dest)
+
+
+@pytest.fixture(scope="session")
+def pristine_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> PristineDemo:
+    """`calreport demo` at FIXED_ANCHOR, built once per test run (the slowest fixture of the suite).
+
+    Under xdist the workers share the run's temp directory: the first one builds it under a lock.
+    """
+    if worker_id == "master":
+        base = tmp_path_factory.mktemp("pristine-demo")
+        _build_demo(base)
+        return PristineDemo(base)
+    base = tmp_path_factory.getbasetemp().parent / "pristine-demo"
+    with FileLock(str(base) + ".lock"):
+        if not (base / "demo.log.json").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            _build_demo(base)
+    return PristineDemo(base)
+
+
+@pytest.fixture
+def demo_root(pristine_demo: PristineDemo, tmp_path: Path) -> Root:
+    """A demo root (`calreport demo` at FIXED_ANCHOR) of this test's own, to read or change."""
+    return pristine_demo.copy_to(tmp_path / "demo")
 
 
 @pytest.fixture

@@ -60,13 +60,25 @@ def test_init_is_idempotent_and_keeps_existing_files(tmp_path, capsys):
         (lambda r: r.calibration_config.write_text("bands: [}\n"), ["status", "--json"], "invalid YAML"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback(tmp_path, setup, args, needle):
-    assert run_cli("--root", str(tmp_path), "init").returncode == 0
+def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, setup, args, needle):
+    # in-process (main catches what a process would print); test_bad_input_in_a_real_process_is_one_line_no_traceback runs one
+    assert main(["--root", str(tmp_path), "init"]) == 0
     setup(Root(tmp_path))
-    r = run_cli("--root", str(tmp_path), *args)
+    capsys.readouterr()
+    code = main(["--root", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_bad_input_in_a_real_process_is_one_line_no_traceback(tmp_path):
+    assert run_cli("--root", str(tmp_path), "init").returncode == 0
+    Root(tmp_path).applied.write_text("underlyings: {BTC: {global: [1]}}\n")
+    r = run_cli("--root", str(tmp_path), "status")
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
-    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "applied_multipliers.yaml" in r.stderr, r.stderr
 
 
 def test_status_shows_configured_underlying_missing_from_yaml_as_default(tmp_path, capsys):

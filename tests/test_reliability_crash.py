@@ -14,13 +14,14 @@ import time
 
 import pytest
 
+from budget import reps
 from calreport.model import ApplyEvent, Multipliers
 from calreport.store import files as fsutil
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import read_history
 from calreport.store.paths import Root
 
-KILLS = 200
+KILLS = reps(60, 200)  # 200 in the long run (CALREPORT_LONG_TESTS=1)
 VALUES = [1.0833, 0.9266, 1.2147, 1.05, 1.3333]
 
 

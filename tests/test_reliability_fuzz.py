@@ -16,6 +16,7 @@ from foundation_helpers import add_live_run
 from hypothesis import HealthCheck, example, given, settings
 
 from calreport.commands import usecases as actions
+from calreport.commands.cli import main as cli_main
 from calreport.commands.legacy import parse_legacy
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
@@ -24,7 +25,8 @@ from calreport.store.history import read_history
 from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(deadline=None,  # examples: the hypothesis profile (conftest: 25; 300 when long)
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 VALID = """schema_version: 1
 underlyings:
@@ -238,16 +240,33 @@ def _cli(root: Root, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
-@pytest.mark.parametrize("broken", [EDGE_CASES[0], EDGE_CASES[1], EDGE_CASES[7], EDGE_CASES[19]])
-def test_cli_reports_a_hand_broken_yaml_in_one_line_and_never_overwrites_it(tmp_path, broken):
+def _broken_root(tmp_path: Path, broken: str) -> Root:
     root = Root(tmp_path / "root")
     actions.init(Workspace.open(root))
     add_live_run(root, smoothed=1.0833)
     root.applied.write_text(broken)
+    return root
+
+
+@pytest.mark.parametrize("broken", [EDGE_CASES[0], EDGE_CASES[1], EDGE_CASES[7], EDGE_CASES[19]])
+def test_cli_reports_a_hand_broken_yaml_in_one_line_and_never_overwrites_it(tmp_path, capsys, broken):
+    root = _broken_root(tmp_path, broken)
+    capsys.readouterr()
     for args in (("status",), ("status", "--json"), ("force-apply", "--underlying", "BTC"), ("doctor",)):
+        code = cli_main(["--root", str(root.path), *args])  # in-process: main catches what a process would print
+        out, err = capsys.readouterr()
+        assert code != 0, args
+        assert "Traceback" not in err + out
+        if args[0] != "doctor":
+            assert len(err.strip().splitlines()) == 1 and "applied_multipliers.yaml" in err
+        assert root.applied.read_text() == broken, f"{args} overwrote the broken file"
+
+
+def test_the_calreport_process_reports_a_hand_broken_yaml_in_one_line(tmp_path):
+    root = _broken_root(tmp_path, EDGE_CASES[0])
+    for args in (("status",), ("force-apply", "--underlying", "BTC")):
         proc = _cli(root, *args)
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr + proc.stdout
-        if args[0] != "doctor":
-            assert len(proc.stderr.strip().splitlines()) == 1 and "applied_multipliers.yaml" in proc.stderr
-        assert root.applied.read_text() == broken, f"{args} overwrote the broken file"
+        assert len(proc.stderr.strip().splitlines()) == 1 and "applied_multipliers.yaml" in proc.stderr
+        assert root.applied.read_text() == EDGE_CASES[0], f"{args} overwrote the broken file"

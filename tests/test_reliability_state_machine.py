@@ -25,6 +25,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from budget import reps
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
@@ -274,7 +275,7 @@ class CalibrationMachine(RuleBasedStateMachine):
 
 
 CalibrationMachine.TestCase.settings = settings(
-    max_examples=30,
+    max_examples=reps(10, 100),  # the long run (CALREPORT_LONG_TESTS=1) searches 100 sequences
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from budget import reps
 from calreport.engine import AppliedMultipliersWatcher, EngineView
 from calreport.model import AppliedDocument, AppliedEntry, Multipliers
 from calreport.store import files as fsutil
@@ -78,6 +79,9 @@ INVALID = [
 ]
 
 
+REPLACES = reps(100, 400)  # 400 in the long run (CALREPORT_LONG_TESTS=1)
+
+
 @pytest.mark.slow
 def test_a_storm_of_valid_and_invalid_replaces_never_loads_an_invalid_file(root):
     valid_texts = {}
@@ -93,7 +97,7 @@ def test_a_storm_of_valid_and_invalid_replaces_never_loads_an_invalid_file(root)
         t = threading.Thread(target=reader)
         t.start()
         try:
-            for i in range(400):
+            for i in range(REPLACES):
                 if rng.random() < 0.35:
                     atomic_write(root.applied, rng.choice(INVALID))
                 else:
@@ -120,5 +124,5 @@ def test_a_storm_of_valid_and_invalid_replaces_never_loads_an_invalid_file(root)
         assert view.document == valid_texts[entry.run_id], "loaded a document nobody wrote"
     versions = [v.version for v in loaded]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
-    print(f"\nwatcher storm: 400 replaces (~35% invalid), {len(loaded) - 1} valid versions loaded, "
+    print(f"\nwatcher storm: {REPLACES} replaces (~35% invalid), {len(loaded) - 1} valid versions loaded, "
           f"{engine.error_count} invalid files rejected, 0 invalid loaded")

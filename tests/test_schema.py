@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from calreport import jsonio
 from calreport.commands.cli import main
-from calreport.commands.demo import FIXED_ANCHOR, run_demo
 from calreport.commands.legacy import import_legacy
 from calreport.commands.schema import SCHEMAS, list_schemas, schema_json
 from calreport.commands.workspace import Workspace
@@ -31,6 +30,7 @@ from calreport.model import (
     HarvestRow,
     LiveRun,
     Multipliers,
+    AutoRunDetail,
     RunDetail,
 )
 from calreport.store.applied import format_applied, read_applied
@@ -69,11 +69,10 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Root:
+def demo(tmp_path_factory: pytest.TempPathFactory, pristine_demo) -> Root:
     """A demo root plus what the demo does not write: imported legacy records and a recovered apply event."""
     tmp = tmp_path_factory.mktemp("schema")
-    root = Root(tmp / "demo")
-    assert run_demo(Workspace.open(root), log=lambda _: None, anchor_ms=FIXED_ANCHOR) == 0
+    root = pristine_demo.copy_to(tmp / "demo")  # conftest: run_demo(anchor_ms=FIXED_ANCHOR), once per run
     files = []
     for name, record in (("live.json", LEGACY_LIVE), ("harvested.json", LEGACY_HARVESTED)):
         (tmp / name).write_text(json.dumps(record))
@@ -144,7 +143,7 @@ def test_schema_without_a_name_lists_every_format_with_a_description(capsys: pyt
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert [ln.split()[0] for ln in lines] == list(SCHEMAS) == [n for n, _ in list_schemas()]
-    assert set(SCHEMAS) == {"applied", "config", "state", "live-run", "apply-event", "auto-run", "run-detail", "harvest-row",
+    assert set(SCHEMAS) == {"applied", "config", "state", "live-run", "apply-event", "auto-run", "run-detail", "auto-run-detail", "harvest-row",
                             "harvest-errors", "backtest-summary", "backtest-decision", "alert-event"}
     assert all(len(ln.split(None, 1)) == 2 for ln in lines)
 
@@ -192,12 +191,17 @@ def test_every_history_line_validates_against_the_schema_of_its_type(demo: Root)
     assert set(seen) == set(ROW_SCHEMA) and min(seen.values()) >= 3, seen
 
 
+def _auto_run_ids(root: Root) -> set[str]:
+    return {row["run_id"] for row in _history_lines(root.auto_history) if row.get("detail_file")}
+
+
 def test_every_run_detail_file_validates(demo: Root) -> None:
-    validator = _validator("run-detail")
+    live, auto = _validator("run-detail"), _validator("auto-run-detail")
     files = sorted(demo.runs_dir.glob("*.json"))
-    assert len(files) >= 5
+    autos = _auto_run_ids(demo)
+    assert len(files) >= 5 and autos and len(files) > len(autos)
     for f in files:
-        validator.validate(json.loads(f.read_text()))
+        (auto if f.stem in autos else live).validate(json.loads(f.read_text()))
 
 
 def test_every_shape_of_harvest_line_validates(harvest: tuple[list[dict[str, Any]], int]) -> None:
@@ -254,8 +258,10 @@ def test_every_field_the_writers_put_in_rows_and_detail_files_is_declared(
             model = ROW_TYPES[row["type"]].model_validate(row)
             types.add((row["type"], row.get("source"), bool(row.get("imported_from")), bool(row.get("recovered"))))
             undeclared += _undeclared(model, row["type"])
+    autos = _auto_run_ids(demo)
     for f in demo.runs_dir.glob("*.json"):
-        undeclared += _undeclared(RunDetail.model_validate_json(f.read_bytes()), f.name)
+        model = AutoRunDetail if f.stem in autos else RunDetail
+        undeclared += _undeclared(model.model_validate_json(f.read_bytes()), f.name)
     for row in _shapes(harvest[0]):
         undeclared += _undeclared(HarvestRow.model_validate(row), "harvest")
     # the rows cover calreport's own writers, the legacy import and a recovered apply event

@@ -49,7 +49,7 @@ from calreport.model import ApplyEvent, AutoRun, LiveRun
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.files import atomic_write
-from calreport.store.history import append_row, ensure_history_files, iter_rows_reversed
+from calreport.store.history import append_auto_run, append_row, ensure_history_files, iter_rows_reversed
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
 from calreport.timeutil import MS_PER_DAY, utc_now
@@ -286,7 +286,7 @@ def run_auto_calibration(
         None,
     )
     run = run.model_copy(update={"flags": auto_flags(run, cfg)})
-    append_row(root.auto_history, run)
+    append_auto_run(root, run)  # the detail file, then the row that names it
     notify(ws, "auto", run, before.flags if before is not None else None)
     return run
 

@@ -270,7 +270,12 @@ class AutoRun(RunMeasures):
     imported legacy "harvested" records by commands/legacy.py. `ts` is the wall-clock run time.
     """
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"smoothed_multiplier", "smile", "smile_multiplier", "smile_fit", *_LEGACY_FIELDS})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset(
+        {"smoothed_multiplier", "smile", "smile_multiplier", "smile_fit", "by_delta_bucket", "uncertainty", "detail_file", *_LEGACY_FIELDS}
+    )
+    # What no table, chart or state document shows: written to the run's detail file, not the row
+    # (rows written before kept them inline and still load; see AutoRunDetail).
+    DETAIL_FIELDS: ClassVar[tuple[str, ...]] = ("by_delta_bucket", "uncertainty", "smile", "smile_multiplier", "smile_fit")
 
     type: Literal["auto_run"] = "auto_run"
     dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
@@ -301,8 +306,22 @@ class AutoRun(RunMeasures):
     smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes.")
     smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
     smile_fit: SmileFitStats | None = Field(default=None, description="How that smile was fitted: OTM quotes used, quotes per node, objective.")
+    detail_file: str | None = Field(
+        default=None, description="The run's detail (delta buckets, uncertainty, smile), relative to the root: history/runs/<run_id>.json."
+    )
     # imported legacy records only (commands/legacy.py)
     smoothed_multiplier: float | None = Field(default=None, description="Legacy import: the old system's smoothed global multiplier.")
+
+    def split_detail(self, detail_file: str) -> tuple["AutoRun", "AutoRunDetail"]:
+        """(the history row, its detail file): the row keeps what the dashboard shows and names the file."""
+        detail = AutoRunDetail(
+            run_id=self.run_id or "", underlying=self.underlying or "", ts=self.ts or "",
+            **{name: getattr(self, name) for name in self.DETAIL_FIELDS},
+        )
+        data = {k: v for k, v in self.__dict__.items() if k not in self.DETAIL_FIELDS}
+        fields_set = (self.model_fields_set - set(self.DETAIL_FIELDS)) | {"detail_file"}
+        row = AutoRun.model_construct(fields_set, **{**data, "detail_file": detail_file, **(self.model_extra or {})})
+        return row, detail
 
 
 class AlertDelivery(_Lenient):
@@ -373,3 +392,20 @@ class RunDetail(_Lenient):
     ts: str = Field(description="The run's ts (snapshot time, ISO 8601 UTC).")
     quotes: list[QuoteDetail] = Field(default_factory=list, description="Every quote used (empty for a failed run).")
     expiries: list[ExpirySummary] = Field(default_factory=list, description="One summary per expiry.")
+
+
+class AutoRunDetail(_Lenient):
+    """history/runs/<run_id>.json of an auto run (store/history.append_auto_run): what its row does not
+    carry. Rows written before this file existed carry these fields inline (AutoRun keeps them)."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = Field(description="The auto run's run_id.")
+    underlying: str
+    ts: str = Field(description="The run's ts (wall-clock run time, ISO 8601 UTC).")
+    by_delta_bucket: dict[str, dict[str, DeltaBucket]] | None = Field(
+        default=None, description='"all" -> delta bucket (put_lt10, put_10_25, atm, call_10_25, call_lt10) -> errors at the fitted multiplier.'
+    )
+    uncertainty: dict[str, UncertaintyEntry] | None = Field(default=None, description='"global" -> standard error of the fitted multiplier and its parts.')
+    smile: Smile | None = Field(default=None, description="The window's global smile (node values), fitted over its OTM quotes (null: smile.enabled false).")
+    smile_multiplier: float | None = Field(default=None, description="The level m fitted jointly with that smile (4 decimals).")
+    smile_fit: SmileFitStats | None = Field(default=None, description="How that smile was fitted: OTM quotes used, quotes per node, objective.")

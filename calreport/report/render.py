@@ -192,7 +192,7 @@ def read_inputs(
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    query = HistoryQuery.read(root, cache, persist)
+    query = HistoryQuery.read(root, cache, persist, on_row=views.page_row)
     t2 = time.perf_counter()
     shown = shown_history(query, config)
     statuses = StatusIndex.from_events(applied, query.apply_event_keys()) if applied is not None else None
@@ -269,7 +269,7 @@ def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: Rend
         for plan in views.page_plans(kind, total, size):
             refs = query.page_refs(kind, plan.number, size)  # type: ignore[arg-type]
             if kind == "live":
-                statuses = [views.UNKNOWN if inp.statuses is None else inp.statuses.status_of(r) for r in refs]
+                statuses = [views.derive_status(inp.statuses, r) for r in refs]  # type: ignore[arg-type]
             else:
                 statuses = [r.status or views.UNKNOWN for r in refs]
             key = page_key(plan, size, refs, statuses)
@@ -279,10 +279,11 @@ def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: Rend
             path = out_dir / name
             if _page_is_current(path, key):
                 continue
-            runs = query.page(kind, plan.number, size)  # type: ignore[arg-type]
-            page = views.history_page(plan, key, runs, inp.statuses)
+            rows = query.page_views(kind, plan.number, size, views.page_row)  # type: ignore[arg-type]
+            page = views.history_page(plan, key, rows, statuses)
             atomic_write(path, render_page(page).encode("utf-8"))
             result.pages_written += 1
+    query.release_views()
     if out_dir.is_dir():
         for p in out_dir.iterdir():
             if _PAGE_RE.match(p.name) and p.name not in keep:

@@ -11,7 +11,7 @@ calreport.fmt, and a missing value is always fmt.MISSING.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Sequence
 
@@ -23,6 +23,7 @@ from calreport.model import (
     AutoRun,
     CalibrationConfig,
     GroupMetrics,
+    HistoryRow,
     LiveRun,
     Multipliers,
     RunDetail,
@@ -143,6 +144,13 @@ class LatestRunCard:
     iv_bias_vp: str = MISSING
     otm_samples: str = MISSING
     sigma_mode: str = "rv"
+    # the same errors side by side: at the tested calibration (the applied values the metrics were
+    # measured at) and at the recommended one, smile included ("-" for rows that lack them)
+    tested: str = MISSING
+    vmae: str = MISSING
+    fit_vmae: str = MISSING
+    fit_otm_vmae: str = MISSING
+    fit_iv_error_vp: str = MISSING
 
 
 @dataclass(frozen=True)
@@ -591,6 +599,11 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 iv_bias_vp=fmt.num(run.iv_bias_vp, 2),
                 otm_samples=fmt.integer(run.otm_samples),
                 sigma_mode=run.sigma_mode or "rv",
+                tested=fmt.mult(run.multiplier_tested),
+                vmae=fmt.pct(run.vega_weighted_mae_pct),
+                fit_vmae=fmt.pct(run.fit_vega_weighted_mae_pct),
+                fit_otm_vmae=fmt.pct(run.fit_otm_vega_weighted_mae_pct),
+                fit_iv_error_vp=fmt.num(run.fit_iv_error_vp, 2),
             )
         )
     return cards
@@ -989,10 +1002,19 @@ def page_plans(kind: str, total: int, size: int) -> list[PagePlan]:
     return plans
 
 
-def history_page(plan: PagePlan, key: str, runs: Sequence[LiveRun] | Sequence[AutoRun], statuses: StatusIndex | None) -> HistoryPage:
-    """The formatted rows of one page; `runs` newest first."""
+def page_row(run: HistoryRow) -> LiveRow | AutoRow | None:
+    """What a history page shows of one row, made once, when the row is validated (the history index's
+    scan, or the page when the row came from the persisted index). A live row's status is derived
+    per render (history_page sets it); other row types are on no page (None)."""
+    if isinstance(run, LiveRun):
+        return live_row(run, UNKNOWN)
+    if isinstance(run, AutoRun):
+        return auto_row(run)
+    return None
+
+
+def history_page(plan: PagePlan, key: str, rows: Sequence[LiveRow] | Sequence[AutoRow], statuses: Sequence[str] = ()) -> HistoryPage:
+    """One page of formatted rows (page_row), newest first; `statuses` are the live rows' derived statuses."""
     if plan.kind == "live":
-        rows: list = [live_row(r, derive_status(statuses, r)) for r in runs]  # type: ignore[arg-type]
-    else:
-        rows = [auto_row(r) for r in runs]  # type: ignore[arg-type]
-    return HistoryPage(plan=plan, key=key, rows=rows)
+        rows = [replace(r, status=s) for r, s in zip(rows, statuses)]  # type: ignore[arg-type, misc]
+    return HistoryPage(plan=plan, key=key, rows=list(rows))

@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from filelock import Timeout
 from pydantic import ValidationError
@@ -177,24 +177,34 @@ def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent
 
 
 def live_history(root: Root) -> HistoryRead:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     return read_history(root.live_history)
 
 
 def auto_history(root: Root) -> HistoryRead:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     return read_history(root.auto_history)
 
 
 def live_runs(root: Root, underlying: str | None = None) -> list[LiveRun]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     runs = live_history(root).of_type(LiveRun)
     return [r for r in runs if underlying is None or r.underlying == underlying]
 
 
 def apply_events(root: Root, underlying: str | None = None) -> list[ApplyEvent]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     events = live_history(root).of_type(ApplyEvent)
     return [e for e in events if underlying is None or e.underlying == underlying]
 
 
 def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
+    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
+    (to delete after the merge). File order, oldest first."""
     runs = auto_history(root).of_type(AutoRun)
     return [r for r in runs if underlying is None or r.underlying == underlying]
 
@@ -234,6 +244,18 @@ def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = Fa
         if isinstance(row, LiveRun) and row.underlying == underlying and row.is_live:
             return row
     return None
+
+
+def append_auto_run(root: Root, run: AutoRun) -> AutoRun:
+    """Write an auto run: its detail file (delta buckets, uncertainty, smile) first, then a row that
+    keeps only what the dashboard shows and names that file. Rows stay ~1.7 KB instead of ~2.9 KB,
+    so a long auto history reads and renders in proportion to what is shown. Returns the row written."""
+    rid = run.run_id or ""
+    path = root.run_detail(rid)
+    row, detail = run.split_detail(str(path.relative_to(root.path)))
+    atomic_write(path, detail.model_dump_json(by_alias=True).encode("utf-8"))
+    append_row(root.auto_history, row)
+    return row
 
 
 def ensure_history_files(root: Root) -> None:
@@ -349,6 +371,10 @@ class HistoryIndex:
     parsed: int = 0  # lines parsed by the last read (0 when every line came from the cache)
     saved_offset: int = -1  # `offset` as last persisted or loaded from the cache file
     _rows: dict[RowRef, HistoryRow] = field(default_factory=dict, repr=False)
+    # what a page shows of each row validated by this read (see _scan); rows that came from the
+    # persisted index have none and are validated when their page is written
+    on_row: Callable[[HistoryRow], Any] | None = field(default=None, repr=False)
+    views: dict[RowRef, Any] = field(default_factory=dict, repr=False)
 
     @property
     def skipped(self) -> int:
@@ -380,21 +406,33 @@ class HistoryIndex:
             return [self.row(r, keep) for r in refs]
 
     def _scan(self, start: int, end: int, complete: bool) -> None:
-        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail."""
-        pieces = self.data[start:end].split(b"\n")
-        if complete:
-            pieces.pop()  # the empty piece after the last newline
+        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail.
+
+        Each line is validated here once; `on_row` (when set) turns the validated row into what a
+        history page shows, so the page need not validate it again. Lines are sliced one at a time
+        (no split of the whole file: that doubled the peak memory of a long history)."""
+        data, on_row, views = self.data, self.on_row, self.views
         pos, lineno = start, self.lines
         with gc_paused():
-            for line in pieces:
+            while pos < end:
+                nl = data.find(b"\n", pos, end)
+                stop = end if nl < 0 else nl
                 lineno += 1
+                line = data[pos:stop]
                 if line.strip():
                     self.parsed += 1
                     try:
-                        self.refs.append(_ref(parse_row(jsonio.loads(line)), lineno, pos, len(line)))
+                        row = parse_row(jsonio.loads(line))
                     except (ValueError, ValidationError, TypeError):
                         self.skipped_lines.append(lineno)
-                pos += len(line) + 1
+                    else:
+                        ref = _ref(row, lineno, pos, stop - pos)
+                        self.refs.append(ref)
+                        if on_row is not None:
+                            views[ref] = on_row(row)
+                pos = stop + 1
+                if nl < 0:
+                    break
         if complete:
             self.lines, self.offset = lineno, end
 
@@ -403,6 +441,7 @@ class HistoryIndex:
         del self.refs[self.complete_refs :]
         del self.skipped_lines[self.complete_skipped :]
         self._rows = {}
+        self.views = {}
         self.data = data
         end = data.rfind(b"\n") + 1
         if end > self.offset:
@@ -484,7 +523,9 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
     )
 
 
-def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None) -> HistoryIndex:
+def index_history(
+    path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None, on_row: Callable[[HistoryRow], Any] | None = None
+) -> HistoryIndex:
     """Index `path`, parsing only what neither `previous` (same process) nor `cache_file` covers.
 
     `previous` is trusted for the same inode when the file did not shrink and the bytes just before
@@ -525,7 +566,7 @@ def index_history(path: Path, previous: HistoryIndex | None = None, cache_file: 
     if base is None and cache_file is not None:
         base = _load_cached(cache_file, path, data)
     index = base if base is not None else HistoryIndex(path=path)
-    index.dev, index.ino, index.parsed = st.st_dev, st.st_ino, 0
+    index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
     index._extend(data)
     if cache_file is not None and index.offset != index.saved_offset:
         save_index(index, cache_file)

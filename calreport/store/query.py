@@ -6,6 +6,9 @@ after newer runs, so "appended last" is not "newest". Rows with the same time ke
 order (the one appended later counts as newer). Rows without a parseable time are older than every
 timed row, and among themselves the one appended later counts as newer.
 
+The one way to read history: HistoryQuery.read for what is shown (indexed), HistoryQuery.tail and
+HistoryQuery.latest_live_run for a writer's last few rows (read from the file's end).
+
 Backed by history.HistoryIndex: ordering, counts and latest-per-underlying use the index's RowRef
 of every row; a row is parsed and validated in full only when it is returned.
 """
@@ -15,10 +18,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 from calreport import fmt
-from calreport.model import ApplyEvent, AutoRun, LiveRun
+from calreport.model import ApplyEvent, AutoRun, HistoryRow, LiveRun
 from calreport.store import history
 from calreport.store.history import HistoryIndex, RowRef
 from calreport.store.paths import Root
@@ -60,13 +63,33 @@ class HistoryQuery:
         self._auto = newest_first(auto.of_type(AutoRun))
 
     @classmethod
-    def read(cls, root: Root, cache: "HistoryCache | None" = None, persist: bool = False) -> "HistoryQuery":
+    def read(
+        cls, root: Root, cache: "HistoryCache | None" = None, persist: bool = False, on_row: "Callable[[HistoryRow], object] | None" = None
+    ) -> "HistoryQuery":
         """Index both history files. `persist` reads and updates the index cache under data/cache;
-        without it nothing outside history/ is touched (what a read-only check wants)."""
+        without it nothing outside history/ is touched (what a read-only check wants). `on_row` makes
+        what a page shows of each row the index validates (page_views returns it: no row is validated twice)."""
         cache = cache if cache is not None else HistoryCache()
         files = (root.live_history, root.auto_history)
-        live, auto = (cache.read(p, history_cache_file(root, p) if persist else None) for p in files)
+        live, auto = (cache.read(p, history_cache_file(root, p) if persist else None, on_row) for p in files)
         return cls(live, auto)
+
+    # ------------------------------------------------------------------ tail reads (writers)
+
+    @staticmethod
+    def tail(root: Root, kind: Kind | Literal["apply"]) -> Iterator[LiveRun | AutoRun | ApplyEvent]:
+        """Readable rows of `kind`, last appended first, reading the file from its end: what a writer
+        needs (the previous run, the last apply event) without indexing a long history. Order is
+        the file's, not time (an import appends old rows last); use read() for newest-by-time."""
+        cls = {"live": LiveRun, "auto": AutoRun, "apply": ApplyEvent}[kind]
+        path = root.auto_history if kind == "auto" else root.live_history
+        return history.iter_rows_reversed(path, cls)  # type: ignore[arg-type]
+
+    @staticmethod
+    def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
+        """The newest live run proper of `underlying`, read from the file's end (history.latest_live_run
+        says what `refuse_unreadable` refuses)."""
+        return history.latest_live_run(root, underlying, refuse_unreadable=refuse_unreadable)
 
     # ------------------------------------------------------------------ counts
 
@@ -146,6 +169,19 @@ class HistoryQuery:
         refs = self.page_refs(kind, number, size)
         return self._index(kind).rows_of(refs, False)  # a page's rows are used once: not kept
 
+    def page_views(self, kind: Kind, number: int, size: int, make: Callable[[HistoryRow], object]) -> list:
+        """Page `number` as what it shows, newest first: `make(row)` for each row, taken from the index
+        read when it validated the row (HistoryQuery.read's `on_row`), else validated now, once."""
+        index = self._index(kind)
+        got = index.views
+        with history.gc_paused():
+            return [v if (v := got.get(r)) is not None else make(index.row(r, False)) for r in self.page_refs(kind, number, size)]
+
+    def release_views(self) -> None:
+        """Drop what page_views kept (a served process keeps its indexes between renders)."""
+        self._live_index.views = {}
+        self._auto_index.views = {}
+
     def page_refs(self, kind: Kind, number: int, size: int) -> list[RowRef]:
         """The refs of page `number`, newest first: enough to tell whether a written page is current."""
         refs = self._refs(kind)
@@ -178,8 +214,8 @@ class HistoryCache:
     def __init__(self) -> None:
         self._files: dict[Path, HistoryIndex] = {}
 
-    def read(self, path: Path, cache_file: Path | None = None) -> HistoryIndex:
-        index = history.index_history(path, self._files.get(path), cache_file)
+    def read(self, path: Path, cache_file: Path | None = None, on_row: Callable[[HistoryRow], object] | None = None) -> HistoryIndex:
+        index = history.index_history(path, self._files.get(path), cache_file, on_row)
         self._files[path] = index
         return index
 

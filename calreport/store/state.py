@@ -21,8 +21,9 @@ from calreport.model import (
     StateDocument,
 )
 from calreport.store.applied import read_applied
-from calreport.store.history import HistoryRead, live_history
+from calreport.store.history import HistoryRead
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.timeutil import iso_utc, utc_now
 
 
@@ -84,4 +85,4 @@ class StatusIndex:
 
 def status_index(root: Root, config: CalibrationConfig | None = None) -> StatusIndex:
     """The status index of a root, read from its YAML and live history now."""
-    return StatusIndex.build(read_applied(root, config), live_history(root))
+    return StatusIndex.from_events(read_applied(root, config), HistoryQuery.read(root).apply_event_keys())
