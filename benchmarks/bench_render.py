@@ -94,16 +94,18 @@ def _real_auto_rows(tmp: Path) -> tuple[bytes, bytes] | None:
     from datetime import UTC, datetime
 
     from calreport.commands import usecases as actions
+    from calreport.commands.workspace import Workspace
 
     if not SHARED_HARVEST.is_dir():
         return None
     root = Root(tmp / "real")
-    actions.init(root)
+    ws = Workspace.open(root, renderer=None)
+    actions.init(ws)
     d = root.harvest_dir("BTC")
     d.mkdir(parents=True, exist_ok=True)
     for f in sorted(SHARED_HARVEST.glob("*.jsonl.gz")):  # file links: nothing may write into ../shared
         (d / f.name).symlink_to(f.resolve())
-    run = actions.run_auto_calibration(root, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
+    run = actions.run_auto_calibration(ws, "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
     today = root.auto_history.read_bytes().splitlines()[-1]
     before = dumps_row(run.model_copy(update={"detail_file": None})).rstrip(b"\n")  # the full run, as rows were
     return today, before
