@@ -36,7 +36,7 @@ _MAX_ITER = 40
 _TOL = 4e-16
 
 
-def year_fraction(expiry_ms: np.ndarray | float, now_ms: np.ndarray | float) -> np.ndarray:
+def year_fraction(expiry_ms: np.ndarray | int | float, now_ms: np.ndarray | int | float) -> np.ndarray:
     """Time to expiry in years of 365 days (negative when expired)."""
     return (np.asarray(expiry_ms, dtype=np.float64) - np.asarray(now_ms, dtype=np.float64)) / MS_PER_YEAR
 
