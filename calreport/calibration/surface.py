@@ -39,12 +39,13 @@ Public API (all vectorised over options; no per-option Python loop):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
 
+TotalVariance = Callable[[np.ndarray, np.ndarray], np.ndarray]  # w(ln K/F, t): any quoting model, for the checks
 WING_SLOPE_CAP = 1.8  # |dw/dk| of the wings; Lee's moment bound is 2
 PRICE_TOL = 1e-12  # coin (F = 1): smaller call-price differences are rounding, not arbitrage
 CAL_TOL = 1e-12  # total variance
@@ -307,15 +308,25 @@ def _strike_checks(kf: np.ndarray, c: np.ndarray, same: np.ndarray) -> tuple[np.
     return spread_bad, fly_bad, slope
 
 
-def grid_violations(surface: Surface, *, kf_range: tuple[float, float] = (0.3, 3.0), n_k: int = 301,
-                    days: tuple[float, float] = (1.0, 365.0), n_t: int = 80, weekend_weight: float | None = None) -> ArbReport:
-    """Butterflies, call spreads and calendars on the dense grid: K/F geometric in kf_range, maturities
-    geometric in `days` (tau = T: the grid is in variance time; the clock is monotone, so calendar
-    order is the same in calendar time)."""
-    kf = np.geomspace(kf_range[0], kf_range[1], n_k)
-    tau = np.geomspace(days[0], days[1], n_t) / DAYS_PER_YEAR
+GRID_KF = (0.3, 3.0)
+GRID_DAYS = (1.0, 365.0)
+GRID_N_K = 301
+GRID_N_T = 80
+
+
+def grid_points() -> tuple[np.ndarray, np.ndarray]:
+    """The dense check grid: K/F geometric in GRID_KF (GRID_N_K points), maturities geometric in GRID_DAYS
+    (GRID_N_T points, years); `calreport price --grid` prints the same grid."""
+    return np.geomspace(GRID_KF[0], GRID_KF[1], GRID_N_K), np.geomspace(GRID_DAYS[0], GRID_DAYS[1], GRID_N_T) / DAYS_PER_YEAR
+
+
+def grid_violations(surface: Surface | TotalVariance) -> ArbReport:
+    """Butterflies, call spreads and calendars on the dense grid (grid_points): `surface` or any w(k, t)
+    (t variance or calendar time: the clock is monotone, so calendar order is the same in either)."""
+    w_of = surface.total_variance if isinstance(surface, Surface) else surface
+    kf, tau = grid_points()
     K, TT = np.meshgrid(np.log(kf), tau)  # (n_t, n_k)
-    w = surface.total_variance(K, TT)
+    w = w_of(K, TT)
     c = _coin_call(np.exp(K), w)
     # rows (maturities) are independent: one vectorised pass over the whole grid
     dk = np.diff(kf)[None, :]
@@ -338,11 +349,12 @@ def grid_violations(surface: Surface, *, kf_range: tuple[float, float] = (0.3, 3
     return ArbReport(int(fly.sum()), int(spread.sum()), int(cal.sum()), first)
 
 
-def chain_violations(surface: Surface, F: np.ndarray, K: np.ndarray, tau: np.ndarray, expiry: np.ndarray,
+def chain_violations(surface: Surface | TotalVariance, F: np.ndarray, K: np.ndarray, tau: np.ndarray, expiry: np.ndarray,
                      names: Sequence[str] | None = None) -> ArbReport:
     """The same checks on the listed strikes of a chain (each (expiry, strike) once), model prices at the
     listed forward: butterflies and call spreads across neighbouring listed strikes of an expiry; calendars
     between each listed strike's K/F on its expiry and the same K/F on the next expiry."""
+    w_of = surface.total_variance if isinstance(surface, Surface) else surface
     F, K, tau = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (F, K, tau))
     e = np.asarray(expiry).reshape(-1)
     # each (expiry, strike) once, sorted by expiry then strike (its forward and tau: first occurrence)
@@ -351,7 +363,7 @@ def chain_violations(surface: Surface, F: np.ndarray, K: np.ndarray, tau: np.nda
     idx = order[first_idx]
     ee, kk, ff, tt = e[idx], K[idx], F[idx], tau[idx]
     kf = kk / ff
-    w = surface.total_variance(np.log(kf), tt)
+    w = w_of(np.log(kf), tt)
     c = _coin_call(kf, w)
     same = ee[1:] == ee[:-1]
     spread_bad, fly_bad, slope = _strike_checks(kf, c, same)
@@ -361,7 +373,7 @@ def chain_violations(surface: Surface, F: np.ndarray, K: np.ndarray, tau: np.nda
     nxt = np.searchsorted(ue, ee) + 1
     has = nxt < ue.size
     t_next = tau_u[np.minimum(nxt, ue.size - 1)] if ue.size else np.zeros(0)
-    w_next = np.where(has, surface.total_variance(np.log(kf), np.where(has, t_next, 1.0)), np.inf)
+    w_next = np.where(has, w_of(np.log(kf), np.where(has, t_next, 1.0)), np.inf)
     cal_bad = has & (w_next < w - CAL_TOL * np.maximum(w, 1.0))
     label = (lambda i: names[idx[i]]) if names is not None else (lambda i: f"expiry {ee[i]} K {kk[i]:g}")
     first = None
