@@ -36,6 +36,7 @@ from calreport.calibration.surface import (
     WING_SLOPE_CAP,
     ArbReport,
     Surface,
+    grid_points,
     grid_violations,
     hermite_coefficients,
     pchip_slopes,
@@ -52,9 +53,11 @@ STEP_TOL = 1e-6  # no parameter moved more than this: done (the YAML keeps 4 dec
 REL_TOL = 1e-7  # or the objective fell by less than this fraction in a step
 _X_GRID = np.concatenate([np.linspace(-12, -3, 10), np.linspace(-2.9, 2.9, 59), np.linspace(3, 12, 10)])
 _T_GRID_DAYS = np.geomspace(1.0, 365.0, 90)
-_K_GRID = np.log(np.geomspace(0.25, 3.5, 81))
+_KF_CHECK, _T_CHECK = grid_points()
+_K_GRID = np.log(np.unique(np.concatenate([_KF_CHECK, [0.25, 3.5]])))  # the realism grid's strikes exactly
 CAL_MARGIN = 1e-7  # total variance: the calendar penalty asks for a strict (not just non-negative) increase
 G_STEP = 1e-3  # Durrleman's g by central differences in k with step G_STEP x sqrt(w_atm)
+G_MARGIN = 0.02  # the density penalty asks for g >= G_MARGIN, so the density stays positive between grid points
 
 
 @dataclass(frozen=True)
@@ -201,9 +204,10 @@ def fit_surface(
     p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
     D = _second_diff(nd)
     tg = _T_GRID_DAYS / DAYS_PER_YEAR
-    XG, TG = np.meshgrid(_X_GRID, np.concatenate([tg, pt]))
+    xg = np.unique(np.concatenate([_X_GRID, nd, nd - 0.02, nd + 0.02]))  # and at each node, where the cubic's curvature jumps
+    XG, TG = np.meshgrid(xg, np.concatenate([tg, pt]))
     XG, TG = XG.reshape(-1), TG.reshape(-1)
-    tcal = np.unique(np.concatenate([tg, pt, pt * 0.97, pt * 0.99]))  # dense, and just below each pillar
+    tcal = np.unique(np.concatenate([_T_CHECK, pt, pt * 0.97, pt * 0.99]))  # the realism grid's maturities, and just below each pillar
     KG, TK = np.meshgrid(_K_GRID, tcal)  # (nt, nk)
     nt, nk = KG.shape
     KGf, TKf = KG.reshape(-1), TK.reshape(-1)
@@ -257,7 +261,7 @@ def fit_surface(
         sig = np.sqrt(wq / Tc)
         r_data = np.sqrt(rw) * (sig - sm) * 100.0
         g, w0, w1, A = g_grid(S, kg, dk)
-        g = np.nan_to_num(g, nan=-1.0)
+        g = np.nan_to_num(g, nan=-1.0) - G_MARGIN
         wk = S.total_variance(KGf, TKf).reshape(nt, nk)
         dcal = np.diff(wk, axis=0) - CAL_MARGIN
         r = np.concatenate([r_data, J_const @ p, sa * np.minimum(g, 0.0), sa * 100.0 * np.minimum(dcal, 0.0).reshape(-1)])
