@@ -343,8 +343,12 @@ def decide_values(
     if run_thin_rv(run, min_rv_returns):
         return "hold", THIN_RV.hold.format(returns=run.rv_returns, limit=min_rv_returns), None
 
-    if untouched(applied) and run.recommended is not None and run.recommended.global_ is not None:
-        fit = run.recommended
+    fit = run.recommended
+    if untouched(applied) and fit is not None and fit.global_ is not None and (
+        abs(fit.global_ - applied.global_) >= policy.min_delta - _EPS
+        or any(abs(new - old) >= policy.min_delta - _EPS for new, old in band_deltas(fit, applied).values())
+        or smile_nodes_moved(fit.smile, applied.smile, policy.min_delta)
+    ):  # the defaults were never a fit: nothing to smooth towards, no step to cap
         return "apply", f"first apply over the untouched defaults: the fit whole; samples={samples}", fit.rounded(4)
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)

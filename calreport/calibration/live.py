@@ -608,7 +608,8 @@ def evaluate_live(
     arbitrage = None
     if smiles is not None and recommended.surface is not None:  # the surfaces: bounds and static arbitrage, listed and grid
         chain = Chain(quotes.underlying_price[valid], quotes.strike[valid], all_T[valid], quotes.expiry_ms[valid], quotes.instrument[valid], now_ms)
-        problems = smile_realism(recommended.smile, {}, config.smile, "recommended")  # bounds (no deviations: the node-grid check is the step model's)
+        # bounds of both smiles (no deviations: the node-grid arbitrage check is the step model's)
+        problems = smile_realism(recommended.smile, {}, config.smile, "recommended") + smile_realism(smoothed.smile, {}, config.smile, "smoothed")
         arbitrage = {}
         for which, values in (("recommended", recommended.rounded(4)), ("smoothed", smoothed)):
             checks = surface_checks(values, float(rv.rv), chain) or {}  # type: ignore[arg-type]
