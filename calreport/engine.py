@@ -35,8 +35,8 @@ from calreport.calibration.bands import (
     multiplier_at,
     multipliers_for_dte,
 )
-from calreport.calibration.pricing import black76_price
-from calreport.calibration.smile import SmileTable, entry_surface, entry_table, representative_base, surface_sigma
+from calreport.calibration.pricing import black76_price, black76_price_total
+from calreport.calibration.smile import SmileTable, entry_surface, entry_table, representative_base, surface_sigma, surface_tau
 from calreport.calibration.surface import Surface
 from calreport.errors import CalreportError
 from calreport.model import (
@@ -180,13 +180,23 @@ class EngineView:
         sigma = np.empty(n)
         price = None if c is None else np.empty(n)
         cc = None if c is None else np.broadcast_to(c, shape).reshape(-1)
+        scalar_base = bb.ndim == 0
         for lo in range(0, n, SIGMA_CHUNK):  # cache-sized blocks of options (not a per-option loop)
             hi = min(lo + SIGMA_CHUNK, n)
+            Tb, Kb, Fb = T[lo:hi], K[lo:hi], F[lo:hi]
             with np.errstate(divide="ignore", invalid="ignore"):
-                log_k = np.log(K[lo:hi] / F[lo:hi])
-            sigma[lo:hi] = surface_sigma(surface, ww, log_k, T[lo:hi], bb if bb.ndim == 0 else bb[lo:hi], now)  # type: ignore[arg-type]
+                kk = Kb / Fb
+                lk = np.log(kk)
+            clean = scalar_base and bool(np.all(Tb > 0)) and bool(np.all(np.isfinite(lk)))
+            if not clean:  # expired, unparseable or per-option base: the guarded path
+                sigma[lo:hi] = surface_sigma(surface, ww, lk, Tb, bb if scalar_base else bb[lo:hi], now)  # type: ignore[arg-type]
+                if price is not None:
+                    price[lo:hi] = black76_price(Fb, Kb, Tb, sigma[lo:hi], cc[lo:hi])  # type: ignore[index]
+                continue
+            sd = np.sqrt(surface.total_variance(lk, surface_tau(Tb, now, ww)))  # type: ignore[arg-type]
+            sigma[lo:hi] = sd / np.sqrt(Tb)
             if price is not None:
-                price[lo:hi] = black76_price(F[lo:hi], K[lo:hi], T[lo:hi], sigma[lo:hi], cc[lo:hi])  # type: ignore[index]
+                price[lo:hi] = black76_price_total(kk, sd, cc[lo:hi])  # type: ignore[index]
         return sigma.reshape(shape), None if price is None else price.reshape(shape)
 
     def price(

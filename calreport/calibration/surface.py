@@ -148,22 +148,34 @@ class Surface:
 
     # ------------------------------------------------------------------ term structure
 
+    @property
+    def _intervals(self) -> tuple[np.ndarray, ...]:
+        """Per interval i of tau (i = number of pillars <= tau): lo, hi, tau_lo, 1/span (0 outside the pillars)
+        and w_atm = a + b tau (linear in total variance inside, flat level outside): a few takes per option."""
+        got = self.__dict__.get("_intervals_cache")
+        if got is None:
+            P = self.pillar_tau.size
+            i = np.arange(P + 1)
+            lo, hi = np.maximum(i - 1, 0), np.minimum(i, P - 1)
+            span = self.pillar_tau[hi] - self.pillar_tau[lo]
+            inner = span > 0
+            inv = np.where(inner, 1.0 / np.where(inner, span, 1.0), 0.0)
+            slope = (self.W[hi] - self.W[lo]) * inv
+            b = np.where(inner, slope, self.L2[lo])
+            a = np.where(inner, self.W[lo] - self.pillar_tau[lo] * slope, 0.0)
+            got = (lo, hi, self.pillar_tau[lo], inv, a, b)
+            object.__setattr__(self, "_intervals_cache", got)
+        return got
+
     def _pillar(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(lo, hi, t, w_atm) per option: the bracketing pillars, the weight of hi, ATM total variance."""
-        P = self.pillar_tau.size
+        lo_t, hi_t, tlo_t, inv_t, a_t, b_t = self._intervals
         cnt = np.zeros(tau.shape, dtype=np.intp)
         for pt in self.pillar_tau:  # per pillar (a handful), each a vectorised comparison
             cnt += tau >= pt
-        lo = np.maximum(cnt - 1, 0)
-        hi = np.minimum(cnt, P - 1)
-        tlo, thi = self.pillar_tau[lo], self.pillar_tau[hi]
-        span = thi - tlo
-        inner = span > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(inner, (tau - tlo) / np.where(inner, span, 1.0), 0.0)
-        w_in = self.W[lo] + t * (self.W[hi] - self.W[lo])
-        w_atm = np.where(inner, w_in, self.L2[lo] * tau)
-        return lo, hi, t, w_atm
+        t = (tau - tlo_t.take(cnt)) * inv_t.take(cnt)
+        w_atm = a_t.take(cnt) + b_t.take(cnt) * tau
+        return lo_t.take(cnt), hi_t.take(cnt), t, w_atm
 
     def atm_total_variance(self, tau: np.ndarray) -> np.ndarray:
         return self._pillar(np.asarray(tau, dtype=np.float64))[3]
