@@ -91,3 +91,57 @@ def static_arbitrage(rows: list[dict]) -> tuple[int, int, int]:
             w = np.array([p[1] for p in sorted(pts)])
             cal += int(np.sum(np.diff(w) < -1e-12 * np.maximum(w[1:], 1.0)))
     return fly, spread, cal
+
+
+def variance_days(now: datetime, expiry: datetime, weekend_weight: float) -> float:
+    """Variance days between two UTC instants, walked day by day with datetime: a weekday second counts
+    a = 7 / (5 + 2 w), a Saturday or Sunday second w x a (a week is 7 variance days)."""
+    from datetime import timedelta
+
+    a = 7.0 / (5.0 + 2.0 * weekend_weight)
+    total, t = 0.0, now
+    while t < expiry:  # one calendar day (or its remainder) at a time
+        nxt = min(datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1), expiry)
+        total += (nxt - t).total_seconds() / 86400.0 * (a * weekend_weight if t.weekday() >= 5 else a)
+        t = nxt
+    return total
+
+
+def surface_sigma_ref(entry: dict, base: float, k: float, T_days: float, tau_days: float) -> float:
+    """sigma of a schema-3 entry (the YAML's mapping) for one option, from scratch: scipy's PchipInterpolator per
+    pillar, ATM total variance linear between pillars and flat-level outside, wings linear in total variance
+    with the capped end slope, the two pillars' smiles blended with the ATM weight."""
+    from scipy.interpolate import PchipInterpolator
+
+    spec = entry["surface"]
+    labels = list(spec["pillars"])
+    days = np.array([spec["pillars"][b] for b in labels]) / 365.0
+    lev = np.array([entry["bands"].get(b, entry["global"]) for b in labels])
+    W = (base * lev) ** 2 * days
+    W = np.maximum.accumulate(W)
+    nodes = np.array(entry["smile"]["nodes"])
+    curves = [np.array(entry["smile"]["bands"].get(b, entry["smile"]["global"])) for b in labels]
+    tau = tau_days / 365.0
+    if tau <= days[0]:
+        pairs, watm = [(0, 1.0)], W[0] / days[0] * tau
+    elif tau >= days[-1]:
+        pairs, watm = [(len(days) - 1, 1.0)], W[-1] / days[-1] * tau
+    else:
+        i = int(np.searchsorted(days, tau, side="right")) - 1
+        t = (tau - days[i]) / (days[i + 1] - days[i])
+        pairs, watm = [(i, 1 - t), (i + 1, t)], W[i] + t * (W[i + 1] - W[i])
+    x = k / np.sqrt(watm)
+    s = 0.0
+    for p, wgt in pairs:  # one or two pillars
+        f = PchipInterpolator(nodes, curves[p])
+        cap = spec["wing_slope_cap"] / np.sqrt(watm)
+        if x < nodes[0]:
+            du = min(max(2 * curves[p][0] * f.derivative()(nodes[0]), -cap), 0.0)
+            sp = np.sqrt(curves[p][0] ** 2 + du * (x - nodes[0]))
+        elif x > nodes[-1]:
+            du = min(max(2 * curves[p][-1] * f.derivative()(nodes[-1]), 0.0), cap)
+            sp = np.sqrt(curves[p][-1] ** 2 + du * (x - nodes[-1]))
+        else:
+            sp = float(f(x))
+        s += wgt * sp
+    return float(np.sqrt(watm * s * s / (T_days / 365.0)))

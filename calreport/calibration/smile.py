@@ -408,7 +408,7 @@ def surface_sigma(
     scale2 = None if b.ndim == 0 else (b / surface.base) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         w = surface.total_variance(np.asarray(log_k, dtype=np.float64), tau, scale2)
-        return np.sqrt(w / np.where(T > 0, T, np.nan))
+        return np.sqrt(w) / np.sqrt(np.where(T > 0, T, np.nan))  # as the engine's block path: the same bits
 
 
 def representative_base(base: np.ndarray | float) -> float:
