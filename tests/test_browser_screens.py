@@ -267,7 +267,7 @@ def test_the_confirm_dialog_lists_the_smile_nodes_that_change(demo_root, browser
 
 def test_under_serve_the_page_polls_the_state_and_refreshes_when_it_changed(root, rows, browser):
     text = root.calibration_config.read_text()
-    root.calibration_config.write_text(text.replace("mae_warn_pct: 40.0,", "mae_warn_pct: 40.0, poll_seconds: 0.3,"))
+    root.calibration_config.write_text(text.replace("poll_seconds: 30.0,", "poll_seconds: 0.3,"))
     rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
     server, stop = make_server(root, port=0, debounce=0.05)
     context = browser.new_context()

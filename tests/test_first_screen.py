@@ -73,7 +73,7 @@ def test_a_live_run_older_than_stale_after_hours_shows_a_staleness_banner(root, 
     assert "BTC latest live run 2.5 h old" in d.banners[0].text and "stale_after_hours = 2.0 h" in d.banners[0].text
     assert d.overview[0].stale and d.overview[0].health == "warn"
     text = root.calibration_config.read_text()
-    root.calibration_config.write_text(text.replace("mae_warn_pct: 40.0,", "mae_warn_pct: 40.0, stale_after_hours: 3,"))
+    root.calibration_config.write_text(text.replace("stale_after_hours: 2.0,", "stale_after_hours: 3,"))
     assert dashboard(root, now=datetime(2025, 12, 11, 13, 30, tzinfo=UTC)).banners == []
 
 
