@@ -1,4 +1,5 @@
-"""The issue-20 prototype surface: term structure, smile, wings, checks, clock and policy (pure, fast)."""
+"""The quoted surface: term structure, smile, wings, static-arbitrage checks and the variance clock (pure, fast).
+The policy that applies it: tests/test_policy.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from calreport.calibration import surface_policy as pol
 from calreport.calibration.surface import (
     Surface,
     chain_violations,
@@ -176,28 +176,51 @@ def test_expiry_under_one_day_is_quoted_on_the_front_pillars_flat_level() -> Non
     assert np.isfinite(s.sigma(np.array([0.5, 2.0]), np.ones(2), np.full(2, T), np.full(2, tau))).all()
 
 
-def test_first_apply_over_untouched_defaults_takes_the_fit_whole() -> None:
-    d = pol.decide(np.array([0.8, 1.4]), np.ones(2), np.full(2, 0.01), untouched=True, hours_since=None)
-    assert d.action == "apply" and np.allclose(d.values, [0.8, 1.4])
+def test_the_fits_analytic_jacobian_equals_finite_differences() -> None:
+    from calreport.calibration.surface_fit import _coef_jacobian, _w_jacobian
+
+    rng = np.random.default_rng(0)
+    m = np.array([0.9, 0.97, 1.02])
+    V = np.array([SKEW, [1.3, 1.2, 1.1, 1.0, 0.97, 1.02, 1.2], [1.6, 1.3, 1.1, 1.0, 1.03, 1.1, 1.5]])
+    k, tau = rng.uniform(-1.5, 1.5, 400), rng.uniform(0.5, 150, 400) / 365  # inside, between and beyond the pillars, wings
+    build = lambda mm, vv: Surface.build(0.43, PILLARS, mm, NODES, vv, wing_cap=0.3)  # noqa: E731  (a low cap: capped wings too)
+    S = build(m, V)
+    w, J = _w_jacobian(S, *_coef_jacobian(np.array(NODES), V), k, tau)
+    assert np.allclose(w, S.total_variance(k, tau), rtol=0, atol=1e-15)
+    eps = 1e-6
+    for i in range(3):
+        mp = m.copy()
+        mp[i] += eps
+        assert np.max(np.abs((build(mp, V).total_variance(k, tau) - w) / eps - J[:, i])) < 1e-5
+    for p in range(3):
+        for i in (0, 1, 2, 4, 5, 6):  # the free nodes (x = 0 is fixed at 1)
+            Vp = V.copy()
+            Vp[p, i] += eps
+            assert np.max(np.abs((build(m, Vp).total_variance(k, tau) - w) / eps - J[:, 3 + p * 7 + i])) < 1e-5, (p, i)
 
 
-def test_a_significant_change_is_applied_whole_in_one_apply() -> None:
-    d = pol.decide(np.array([0.95, 1.3]), np.array([0.9, 1.25]), np.array([0.01, 0.01]), untouched=False, hours_since=0.25)
-    assert d.action == "apply" and np.allclose(d.values, [0.95, 1.3])
+def test_our_pchip_is_scipys() -> None:
+    from scipy.interpolate import PchipInterpolator
+
+    from calreport.calibration.surface import hermite_coefficients, pchip_slopes
+
+    rng = np.random.default_rng(1)
+    v = 1 + rng.normal(0, 0.3, (50, 7))
+    c = hermite_coefficients(np.array(NODES), v, pchip_slopes(np.array(NODES), v)[0])
+    for row, coef in zip(v, c):
+        assert np.allclose(PchipInterpolator(NODES, row).c[::-1].T, coef, rtol=1e-12, atol=1e-12)
 
 
-def test_a_change_within_noise_is_held() -> None:
-    d = pol.decide(np.array([0.905]), np.array([0.9]), np.array([0.01]), untouched=False, hours_since=1.0)
-    assert d.action == "hold" and np.allclose(d.values, [0.9])
+def test_a_surface_with_static_arbitrage_is_never_applied_by_policy_or_force() -> None:
+    from calreport.apply import decide_run, force_values
+    from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, Smile, SurfaceSpec
 
-
-def test_step_cap_scales_with_uncertainty_not_a_fixed_fraction() -> None:
-    small = pol.step_cap(np.array([1.0]), np.array([0.001]))
-    big = pol.step_cap(np.array([1.0]), np.array([0.1]))
-    assert small[0] == pytest.approx(0.10) and big[0] == pytest.approx(0.6)
-
-
-def test_smoothing_is_in_calendar_time() -> None:
-    assert pol.smoothing_weight(1.0) == pytest.approx(0.5)
-    assert pol.smoothing_weight(24.0) > 0.999
-    assert pol.smoothing_weight(None) == 1.0
+    kinked = Smile(nodes=NODES, global_=[1.0, 2.6, 0.6, 1.0, 0.6, 2.6, 1.0])
+    spec = SurfaceSpec(pillars={"0-7d": 1.75, "7-30d": 16.4957, "30-90d": 55.9808}, weekend_weight=0.35, wing_slope_cap=1.8)
+    values = Multipliers(global_=1.0, bands={"0-7d": 1.0, "7-30d": 1.0, "30-90d": 1.0}, smile=kinked, surface=spec)
+    run = LiveRun(run_id="R", underlying="BTC", status="ok", samples=500, vega_sum=30.0, rv_source="manual", rv_7d=0.43,
+                  recommended=values, smoothed=values)
+    decided = decide_run(run, AppliedEntry(global_=1.0), CalibrationConfig(), "BTC")
+    assert decided.decision == "hold" and decided.decision_reason.startswith("Realism failed: applied surface has static arbitrage")  # type: ignore[union-attr]
+    refused = force_values(run, "BTC", CalibrationConfig(), allow_unrealistic=True)
+    assert hasattr(refused, "reason") and "static arbitrage is never applied" in refused.reason  # type: ignore[union-attr]
