@@ -177,8 +177,8 @@ SIGNIFICANT = Rule(
 )
 MAX_STEP = Rule(
     "Max step", ("policy.max_step_se", "policy.max_rel_step"), "max({c.policy.max_step_se:g} SE, {c.policy.max_rel_step:.0%})",
-    "larger moves are capped at max(this many SE, this fraction of the applied value) and applied (never held for it); "
-    "unknown SE: the fraction",
+    "larger moves are capped at this step and applied (never held for it): max(this many SE, this fraction of the "
+    "applied value); unknown SE: the fraction",
 )
 ARBITRAGE = Rule(
     "No static arbitrage", ("surface.enabled",), "listed strikes and K/F 0.3-3 x 1d-1y",
@@ -295,14 +295,24 @@ def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float) ->
     return out
 
 
-def capped_smile(new: Smile | None, old: Smile | None, max_rel_step: float) -> tuple[Smile | None, list[tuple[str, float, float]]]:
-    """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes."""
+def capped_smile(
+    new: Smile | None, old: Smile | None, max_rel_step: float, *, whole_curve: bool = False
+) -> tuple[Smile | None, list[tuple[str, float, float]]]:
+    """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes.
+    `whole_curve` (the surface): one fraction of the step per curve, the largest that keeps every node within
+    its cap, so a capped curve is a blend of the applied and the new one (its shape is kept; capping nodes one
+    by one bends it, and a bent curve can put butterflies in the quotes)."""
     if new is None:
         return None, []
     capped: list[tuple[str, float, float]] = []
     out: dict[str, list[float]] = {}
     for label, a, b in _smile_pairs(new, old):
-        values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
+        if whole_curve:
+            caps = [max_rel_step * abs(vb) / abs(va - vb) for va, vb in zip(a, b) if abs(va - vb) > _EPS and vb > 0]
+            lam = min([1.0, *caps])
+            values = [round(vb + lam * (va - vb), 4) for va, vb in zip(a, b)]
+        else:
+            values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
         capped += [(f"smile {label} {node_label(x)}", va, v) for x, va, v in zip(new.nodes, a, values) if abs(va - v) > _EPS]
         out[label] = values
     bands = {b: out[b] for b in new.bands}
@@ -391,7 +401,7 @@ def decide_values(
     new_bands = {label: _capped(v, band_value(applied, label), step, _se(run, label), step_se) for label, v in target_bands.items()}
     capped = [("global", target_g, g)] + [(k, target_bands[k], v) for k, v in new_bands.items()]
     capped = [(label, a, b) for label, a, b in capped if abs(a - b) > _EPS]
-    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step)
+    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step, whole_curve=smoothed.surface is not None)
     capped += smile_capped
     if capped:
         listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)
