@@ -117,3 +117,18 @@ def test_a_first_apply_over_the_untouched_defaults_takes_the_fit_whole() -> None
     assert decision == "apply" and values is not None and values.global_ == 1.5 and reason.startswith("first apply over the untouched defaults")
     applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
     assert decide_values(r, applied, POLICY)[2].global_ == 1.1  # type: ignore[union-attr]  # applied by a run: the policy
+
+
+def test_a_capped_surface_smile_moves_as_one_blend_of_the_applied_and_the_new_curve() -> None:
+    from calreport.model import Smile, SurfaceSpec
+
+    nodes = [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
+    new = Smile(nodes=nodes, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
+    spec = SurfaceSpec(pillars={"0-7d": 1.75}, weekend_weight=0.35, wing_slope_cap=1.8)
+    r = run(g=1.0).model_copy(update={"smoothed": Multipliers(global_=1.0, smile=new, surface=spec)})
+    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
+    _, _, values = decide_values(r, applied, POLICY)
+    got = values.smile.global_  # type: ignore[union-attr]
+    lam = 0.25 / 0.6  # the largest fraction keeping x=-2.50 (1.0 -> 1.6) within 25 %
+    assert got == [round(1.0 + lam * (v - 1.0), 4) for v in new.global_]
+    assert values.surface == spec  # type: ignore[union-attr]
