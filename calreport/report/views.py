@@ -11,9 +11,9 @@ calreport.fmt, and a missing value is always fmt.MISSING.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from calreport import fmt
 from calreport.apply import RULES, run_thin_rv
@@ -252,8 +252,10 @@ class HealthCard:
     issues: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class LiveRow:
+class LiveRow(NamedTuple):
+    """One live run as a table row shows it (every field formatted text; a tuple: a long history's
+    page makes 100,000 of them, and a compiled row macro takes them in field order)."""
+
     time: str
     time_iso: str
     underlying: str
@@ -272,8 +274,9 @@ class LiveRow:
     recommended_se: str = ""
 
 
-@dataclass(frozen=True)
-class AutoRow:
+class AutoRow(NamedTuple):
+    """One auto run as a table row shows it (see LiveRow)."""
+
     time: str
     time_iso: str
     underlying: str
@@ -352,7 +355,7 @@ class HistoryPage:
 
     plan: PagePlan
     key: str  # changes whenever the page's rows, their derived status or the code change
-    rows: list
+    body: str  # the table's rows, newest first, as HTML (render.CompiledRow made them from LiveRow / AutoRow)
 
     @property
     def kind(self) -> str:
@@ -1005,7 +1008,7 @@ def page_plans(kind: str, total: int, size: int) -> list[PagePlan]:
 def page_row(run: HistoryRow) -> LiveRow | AutoRow | None:
     """What a history page shows of one row, made once, when the row is validated (the history index's
     scan, or the page when the row came from the persisted index). A live row's status is derived
-    per render (history_page sets it); other row types are on no page (None)."""
+    per render (with_status sets it); other row types are on no page (None)."""
     if isinstance(run, LiveRun):
         return live_row(run, UNKNOWN)
     if isinstance(run, AutoRun):
@@ -1013,8 +1016,10 @@ def page_row(run: HistoryRow) -> LiveRow | AutoRow | None:
     return None
 
 
-def history_page(plan: PagePlan, key: str, rows: Sequence[LiveRow] | Sequence[AutoRow], statuses: Sequence[str] = ()) -> HistoryPage:
-    """One page of formatted rows (page_row), newest first; `statuses` are the live rows' derived statuses."""
-    if plan.kind == "live":
-        rows = [replace(r, status=s) for r, s in zip(rows, statuses)]  # type: ignore[arg-type, misc]
-    return HistoryPage(plan=plan, key=key, rows=list(rows))
+def with_status(rows: Sequence[LiveRow], statuses: Sequence[str]) -> list[LiveRow]:
+    """A live history page's rows with the statuses derived at this render."""
+    return [r._replace(status=s) for r, s in zip(rows, statuses)]
+
+
+def history_page(plan: PagePlan, key: str, body: str) -> HistoryPage:
+    return HistoryPage(plan=plan, key=key, body=body)

@@ -67,12 +67,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `data` so a reader sees the old file or the new one, never a mix.
 
     Temp file in the same directory, write + fsync, keep the old file's mode, os.replace,
     fsync the directory. Any failure removes the temp file and raises CalreportError; the old
-    file is left untouched.
+    file is left untouched. `durable=False` skips both fsyncs: for files derived from the files
+    of record (a history page), which a power cut may lose and the next render rewrites.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         try:
             _write_all(fd, data)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -101,6 +103,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:
         fsync_dir(path.parent)
     except OSError as exc:
