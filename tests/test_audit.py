@@ -15,7 +15,7 @@ from calreport.commands.workspace import Workspace
 from calreport.errors import RefusedError
 from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
-from calreport.store.history import apply_events
+from calreport.store.query import HistoryQuery
 
 
 def git(root, *args: str) -> str:
@@ -121,7 +121,7 @@ def test_rollback_defaults_to_the_previous_distinct_applied_run(root):
     assert ev.previous.global_ == 1.12
     ev2 = rollback(root, "BTC")  # undoing the rollback goes back to b
     assert ev2.run_id == b.run_id and read_applied(root).entry("BTC").global_ == 1.12
-    assert [e.source for e in apply_events(root, "BTC")] == ["force", "force", "rollback", "rollback"]
+    assert [e.source for e in HistoryQuery.file_order(root, "apply", "BTC")] == ["force", "force", "rollback", "rollback"]
 
 
 def test_rollback_to_a_named_run(root):
@@ -180,7 +180,7 @@ def test_the_live_calibration_use_case_alone_commits_its_policy_apply(git_root, 
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.3))
     run = run_live_calibration(Workspace.open(git_root), "BTC", snap, rv=0.45)
     assert run.decision == "apply", run.decision_reason
-    (event,) = apply_events(git_root, "BTC")
+    (event,) = HistoryQuery.file_order(git_root, "apply", "BTC")
     assert event.run_id == run.run_id
     assert git(git_root, "log", "-1", "--format=%s").strip() == commit_message(event)
     assert f"global 1.0000 -> {run.smoothed.global_:.4f}" in commit_message(event)

@@ -24,6 +24,7 @@ from calreport.model import (
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.history import append_row, read_history
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 PROCESSES = 6
 OPS = 100
@@ -136,7 +137,6 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     from calreport.commands import usecases
     from calreport.commands.workspace import Workspace
     from calreport.store import applied as applied_store
-    from calreport.store.history import apply_events, live_runs
 
     root = Root(tmp_path / "root")
     usecases.init(Workspace.open(root))
@@ -165,7 +165,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     for t in threads:
         t.join(60)
     assert not errors, errors
-    events = apply_events(root, "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert len(events) == 2, [e.reason for e in events]
     first_run, second_run = (next(r for r in runs.values() if r.run_id == e.run_id) for e in events)
     assert first_run.smoothed_from == "applied" and first_run.multiplier_tested == 1.0
@@ -176,7 +176,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
 
     # issue 11: a step beyond max_rel_step is capped, never held; the second decision is taken
     # against the first one's applied value (under the lock), so it is capped against that
-    events = apply_events(root, "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert len(events) == 2, [e.reason for e in events]
     first, second = events
     assert first.previous.global_ == 1.0 and second.previous.global_ == first.applied.global_
@@ -186,6 +186,6 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     assert read_applied(root).entry("BTC").global_ == second.applied.global_
     applied_run = next(r for r in runs.values() if r.run_id == first.run_id)
     # the rows on disk carry the decisions taken under the lock, each row before its apply event
-    assert {r.run_id: r.decision for r in live_runs(root, "BTC")} == {r.run_id: r.decision for r in runs.values()}
+    assert {r.run_id: r.decision for r in HistoryQuery.file_order(root, "live", "BTC")} == {r.run_id: r.decision for r in runs.values()}
     kinds = [(row.type, row.run_id) for row in read_history(root.live_history).rows]
     assert kinds.index(("live_run", applied_run.run_id)) < kinds.index(("apply", applied_run.run_id))

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import hypothesis.strategies as st
+from budget import reps
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -25,7 +26,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from budget import reps
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
@@ -40,9 +40,10 @@ from calreport.model import (
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write
-from calreport.store.history import append_row, apply_events
+from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.store.state import state_document
 
 UNDERLYINGS = ("BTC", "ETH")
@@ -243,7 +244,7 @@ class CalibrationMachine(RuleBasedStateMachine):
     @invariant()
     def every_view_agrees(self) -> None:
         doc = read_applied(self.root)
-        events = apply_events(self.root)
+        events = HistoryQuery.file_order(self.root, "apply")
         for u in UNDERLYINGS:
             entry = doc.underlyings.get(u)
             want = self.model[u]

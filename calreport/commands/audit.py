@@ -10,8 +10,8 @@ from __future__ import annotations
 from calreport import fmt
 from calreport.calibration.smile import regrid
 from calreport.model import Multipliers, Smile
-from calreport.store.history import apply_events
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 # --------------------------------------------------------------------------- describing changes
 
@@ -57,7 +57,7 @@ def _smile_of(smile: Smile | None, label: str, nodes: list[float]) -> list[float
 def log_lines(root: Root, underlying: str | None = None) -> list[str]:
     """`calreport log`: every applied change, newest first (when, what, previous -> new, why, run)."""
     name = underlying.upper() if underlying else None
-    events = apply_events(root, name)
+    events = list(HistoryQuery.tail(root, "apply", name))  # newest first, as appended
     if not events:
         which = f" for {name}" if name else ""
         return [f"no applied changes{which} in {root.live_history}"]
@@ -66,5 +66,5 @@ def log_lines(root: Root, underlying: str | None = None) -> list[str]:
         f"[{e.source or '?'}] {fmt.text(e.reason)}  run {fmt.text(e.run_id)}"
         + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
         + (f" (YAML schema_version {e.schema_upgrade})" if e.schema_upgrade else "")
-        for e in reversed(events)
+        for e in events
     ]

@@ -24,8 +24,8 @@ from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.applied import FileApplyStore, read_applied
-from calreport.store.history import latest_live_run
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 VIA = "dashboard"
 ACTIONS = ("force-apply", "rollback")
@@ -118,7 +118,7 @@ class DashboardActions:
         current = read_applied(self.root, cfg).entry(name)
         old = Multipliers(global_=current.global_, bands=dict(current.bands))
         if action == "force-apply":
-            run = latest_live_run(self.root, name)
+            run = HistoryQuery.latest_live_run(self.root, name)
             if run is None:
                 raise RefusedError(f"no live run for {name}; run `calreport calibrate` first")
             new, run_id = run.smoothed, run.run_id
@@ -175,7 +175,7 @@ class DashboardActions:
 
     def _failed_realism(self, underlying: str) -> bool:
         try:
-            run = latest_live_run(self.root, underlying)
+            run = HistoryQuery.latest_live_run(self.root, underlying)
         except CalreportError:
             return False
         return run is not None and run.status == "failed" and run.smoothed is not None

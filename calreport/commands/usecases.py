@@ -49,9 +49,10 @@ from calreport.model import ApplyEvent, AutoRun, LiveRun
 from calreport.store import applied as applied_store
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.files import atomic_write
-from calreport.store.history import append_auto_run, append_row, ensure_history_files, iter_rows_reversed
+from calreport.store.history import append_auto_run, append_row, ensure_history_files
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.timeutil import MS_PER_DAY, utc_now
 
 
@@ -153,7 +154,7 @@ def run_live_calibration(
     detail_path = root.run_detail(run_id)
     with applied_store.transaction(root, cfg) as tx:
         applied = tx.entry(name)
-        past = live_history(iter_rows_reversed(root.live_history, LiveRun), name, applied, cfg)
+        past = live_history(tx.history.rows(LiveRun), name, applied, cfg)  # the pass the transaction began
         evaluated = evaluate_live(
             quotes,
             underlying=name,
@@ -281,8 +282,8 @@ def run_auto_calibration(
         started=started,
     )
     before = next(
-        (r for r in iter_rows_reversed(root.auto_history, AutoRun)
-         if r.underlying == name and (r.dte_min, r.dte_max, r.lookback) == (run.dte_min, run.dte_max, run.lookback)),
+        (r for r in HistoryQuery.tail(root, "auto", name)
+         if (r.dte_min, r.dte_max, r.lookback) == (run.dte_min, run.dte_max, run.lookback)),  # type: ignore[union-attr]
         None,
     )
     run = run.model_copy(update={"flags": auto_flags(run, cfg)})

@@ -22,18 +22,15 @@ from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport import SCHEMA_VERSION, jsonio, timeutil
-from calreport.errors import CalreportError, RefusedError, excerpt
+from calreport.errors import CalreportError
 from calreport.model import (
     ROW_TYPES,
-    ApplyEvent,
     AutoRun,
     HistoryRow,
-    LiveRun,
     UnknownRow,
 )
 from calreport.store.files import append_line, atomic_write, locked
 from calreport.store.paths import Root, lock_path
-from calreport.store.yamlio import validation_problem
 
 
 def dumps_row(row: HistoryRow | dict[str, Any]) -> bytes:
@@ -144,109 +141,6 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
         line = b"".join(reversed(pending))
         if line.strip():
             yield line
-
-
-def iter_rows_reversed(path: Path, cls: type[R]) -> Iterator[R]:
-    """Readable rows of type `cls`, newest first, without parsing the rest of a long history."""
-    tag = f'"{cls.model_fields["type"].default}"'.encode()
-    for line in iter_lines_reversed(path):
-        if tag not in line:
-            continue
-        try:
-            row = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
-            continue
-        if isinstance(row, cls):
-            yield row
-
-
-def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent]:
-    """The newest readable apply event per underlying, scanning the history backwards."""
-    found: dict[str, ApplyEvent] = {}
-    wanted = set(underlyings)
-    for line in iter_lines_reversed(path):
-        if not wanted:
-            break
-        if b'"apply"' not in line:
-            continue
-        try:
-            row = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
-            continue
-        if isinstance(row, ApplyEvent) and row.underlying in wanted:
-            found[row.underlying] = row
-            wanted.discard(row.underlying)
-    return found
-
-
-def live_history(root: Root) -> HistoryRead:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    return read_history(root.live_history)
-
-
-def auto_history(root: Root) -> HistoryRead:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    return read_history(root.auto_history)
-
-
-def live_runs(root: Root, underlying: str | None = None) -> list[LiveRun]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    runs = live_history(root).of_type(LiveRun)
-    return [r for r in runs if underlying is None or r.underlying == underlying]
-
-
-def apply_events(root: Root, underlying: str | None = None) -> list[ApplyEvent]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    events = live_history(root).of_type(ApplyEvent)
-    return [e for e in events if underlying is None or e.underlying == underlying]
-
-
-def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    runs = auto_history(root).of_type(AutoRun)
-    return [r for r in runs if underlying is None or r.underlying == underlying]
-
-
-def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
-    """The newest live run of `underlying` (file order is time order: appends only).
-
-    Scans backwards, so force-apply does not parse a long history; imported legacy rows
-    (source "legacy") are never candidates. With `refuse_unreadable` (force-apply), a newer
-    complete live-run line of `underlying` that breaks the schema (a hand-edited `"global": true`
-    or `"1.5"`) is refused in one line instead of being passed over for an older run.
-    """
-    path = root.live_history
-    for line in iter_lines_reversed(path):
-        if b'"live_run"' not in line:
-            continue
-        try:
-            data = jsonio.loads(line)
-        except ValueError:
-            continue  # torn or not JSON: never a recorded row
-        try:
-            row = parse_row(data)
-        except (ValueError, ValidationError, TypeError) as exc:
-            if (
-                refuse_unreadable
-                and isinstance(data, dict)
-                and data.get("type") == "live_run"
-                and data.get("underlying") == underlying
-                and data.get("source", "live") in (None, "live")
-            ):
-                raise RefusedError(
-                    f"the latest {underlying} live run {excerpt(data.get('run_id'), 40)} does not match the schema "
-                    f"({validation_problem(exc)}); nothing applied",
-                    path,
-                ) from None
-            continue
-        if isinstance(row, LiveRun) and row.underlying == underlying and row.is_live:
-            return row
-    return None
 
 
 def append_auto_run(root: Root, run: AutoRun) -> AutoRun:
