@@ -25,7 +25,7 @@ class JSONLimitError(ValueError):
 def loads(data: bytes | str) -> Any:
     """Parse one JSON document; raises ValueError (orjson's JSONDecodeError is one) on bad input.
 
-    Limits (issue 10): JSON nested deeper than the parser goes (orjson: 1024 levels; the standard
+    Limits (history and snapshot files are outside input): JSON nested deeper than the parser goes (orjson: 1024 levels; the standard
     library: Python's recursion limit) and integers of more than 4300 digits are a JSONLimitError,
     never a RecursionError or an unexplained conversion error.
     """

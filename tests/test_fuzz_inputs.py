@@ -1,4 +1,4 @@
-"""Fuzzing the commands over every outside input (issue 10): the applied YAML, the config, a
+"""Fuzzing the commands over every outside input: the applied YAML, the config, a
 snapshot, a harvest line and a history line.
 
 For any generated input, the command a user would run on it answers with a documented exit code

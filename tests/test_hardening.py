@@ -1,5 +1,5 @@
-"""Issue 10, hardening: one test per defect found by the adversarial pass (defects 2-8, 11, 12; 1 is
-pinned by test_live_guards.py, 9 by the harvest tests, 10 by test_serve.py).
+"""Hardening: one test per defect an adversarial pass found (the unguarded live path is pinned by
+test_live_guards.py, the all-garbage harvest day by the harvest tests, serve's by test_serve.py).
 
 Each test drives the reported reproduction and pins the wanted behaviour: a one-line refusal naming
 the file, a documented exit code, nothing of record changed.

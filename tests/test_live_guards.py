@@ -1,4 +1,4 @@
-"""The live path is guarded like the auto path (issue 10 defect 1): mark checks, realism on the
+"""The live path is guarded like the auto path: mark checks, realism on the
 recommended value, and force-apply refusing such a run without --allow-unrealistic."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A policy that cannot deadlock (issue 11 item 4): held / thin / failed runs never feed the EWMA,
+"""A policy that cannot deadlock: held / thin / failed runs never feed the EWMA,
 a large step is capped not held, and the EWMA weight can follow time instead of run count."""
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     root = Root(tmp_path / "root")
     usecases.init(Workspace.open(root))
     # smoothed = 0.3 x recommended + 0.7 x 1.0: 1.55 -> 1.165 (+16.5 %), 0.72 -> 0.916 (-8.4 %)
-    # (recommended values inside the realism range: issue 11 judges the recommended value too)
+    # (recommended values inside the realism range: realism judges the recommended value too)
     snaps = {m: write_snapshot(tmp_path / f"s{m}.json", synth_rows(rv=0.45, multiplier=m)) for m in (1.55, 0.72)}
     barrier = threading.Barrier(2, timeout=30)
     real_transaction = applied_store.transaction
@@ -174,7 +174,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     assert second_run.multiplier_tested == events[0].applied.global_
     assert second_run.smoothed_from == f"run {first_run.run_id}"
 
-    # issue 11: a step beyond max_rel_step is capped, never held; the second decision is taken
+    # a step beyond max_rel_step is capped, never held; the second decision is taken
     # against the first one's applied value (under the lock), so it is capped against that
     events = HistoryQuery.file_order(root, "apply", "BTC")
     assert len(events) == 2, [e.reason for e in events]

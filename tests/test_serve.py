@@ -143,7 +143,7 @@ def test_lock_and_temp_files_are_not_changes():
     assert is_record_change("/r/history/live_calibration.jsonl")
 
 
-# --------------------------------------------------------------------------- dashboard actions (issue 15)
+# --------------------------------------------------------------------------- dashboard actions
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_preview_says_what_will_change_and_writes_nothing(root, rows, acting):
     assert records(root) == before
 
 
-# --------------------------------------------------------------------------- serve hardening (issue 10, defect 10)
+# --------------------------------------------------------------------------- serve hardening
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.2:{port}", "localhost"])

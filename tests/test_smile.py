@@ -1,4 +1,4 @@
-"""The smile (issue 12): the pure model and fit, the band lookup the engine uses."""
+"""The smile: the pure model and fit, the band lookup the engine uses."""
 
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def test_engine_sigma_is_the_applied_smile_hot_reloaded_and_flat_without_one(roo
         assert np.array_equal(w.sigma("BTC", K, F, T, 0.43), 0.43 * w.multipliers_for("BTC", T * 365.0))
 
 
-# --------------------------------------------------------------------------- done when (issue 12), real data
+# --------------------------------------------------------------------------- the smile on real data
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -94,7 +94,7 @@ class Workspace:
 
         The write before it stands whatever happens here: a dashboard that cannot be written
         (full disk, read-only, `site` a file) is recorded in `stale` and warned about, never
-        raised, so an apply that happened is never reported as a failure (issue 10). The CLI
+        raised, so an apply that happened is never reported as a failure. The CLI
         exits 3 (EXIT_STALE_DASHBOARD) when `stale` is set; `calreport render` retries, with
         `strict`: there rendering is the command, so its failure is raised.
         """

@@ -270,7 +270,7 @@ class DeribitClient:
         )
         return parse_chart_data(payload, method)
 
-    # ----------------------------------------------------------------------- index price (issue 13)
+    # ----------------------------------------------------------------------- index price
 
     def index_price(self, currency: str) -> float:
         """public/get_index_price for `<currency>_usd` (btc_usd, eth_usd) -> the index level (USD).
@@ -287,7 +287,7 @@ class DeribitClient:
         return float(value)
 
 
-# --------------------------------------------------------------------------- historical volatility (issue 11)
+# --------------------------------------------------------------------------- historical volatility
 
 
 def parse_historical_volatility(payload: Any, where: Path | str | None = None) -> list[tuple[int, float]]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 class _Section(BaseModel):
     """Every settings model: unknown keys refused, and strict types for every field, present and
-    future (issue 10): a number is a number (not "1.5", not yes/true), an integer is an integer,
+    future (a config is input from outside): a number is a number (not "1.5", not yes/true), an integer is an integer,
     and NaN / infinity are refused wherever a float is expected."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -70,7 +70,7 @@ class Band(_Section):
 
 
 class LimitsConfig(_Section):
-    """Hard bounds on every multiplier calreport writes or reads (issue 10): a value outside them
+    """Hard bounds on every multiplier calreport writes or reads: a value outside them
     is refused, whatever produced it (a fit, a hand-edited history row, a hand-edited YAML)."""
 
     min_multiplier: float = Field(default=0.05, gt=0, description="Smallest multiplier ever applied or accepted in the applied YAML.")

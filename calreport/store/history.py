@@ -109,8 +109,8 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
     """Lines of `path` from the last to the first, reading fixed-size blocks from the end.
 
     Lets an apply find the latest apply event without parsing a long history. Linear in the
-    bytes read: the pieces of a line that spans blocks are kept in a list and joined once (issue
-    10: rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
+    bytes read: the pieces of a line that spans blocks are kept in a list and joined once
+    (rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
     """
     try:
         fh = open(path, "rb")
