@@ -65,6 +65,11 @@ def vol(x: float | None, nd: int = 1) -> str:
     return f"{float(x) * 100:,.{nd}f}%" if finite(x) else MISSING  # type: ignore[arg-type]
 
 
+def vp(x: float | None, nd: int = 2) -> str:
+    """Vol points (already x100): 1.234 -> '1.23 vp'."""
+    return f"{float(x):,.{nd}f} vp" if finite(x) else MISSING  # type: ignore[arg-type]
+
+
 def num(x: float | None, nd: int = 2) -> str:
     return f"{float(x):,.{nd}f}" if finite(x) else MISSING  # type: ignore[arg-type]
 

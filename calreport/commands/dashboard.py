@@ -23,6 +23,7 @@ from calreport.commands import usecases
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
+from calreport.report.compare import changed_smile_nodes
 from calreport.store.applied import FileApplyStore, read_applied
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
@@ -116,7 +117,7 @@ class DashboardActions:
         cfg = ws.config
         name = cfg.check_underlying(body.underlying)
         current = read_applied(self.root, cfg).entry(name)
-        old = Multipliers(global_=current.global_, bands=dict(current.bands))
+        old = Multipliers(global_=current.global_, bands=dict(current.bands), smile=current.smile)
         if action == "force-apply":
             run = HistoryQuery.latest_live_run(self.root, name)
             if run is None:
@@ -139,6 +140,7 @@ class DashboardActions:
             "current_run_id": current.run_id,
             "realism": realism,
             "changes": changes(old, new),
+            "smile_changes": changed_smile_nodes(old.smile, new.smile if new is not None else None),
             "command": cli_command(action, name, run_id),
             "needs_override": action == "force-apply" and realism["status"] == "failed",
         }
