@@ -628,9 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
 
         from calreport.report import compare
         from calreport.store.applied import read_applied
-        from calreport.store.history import live_runs
+        from calreport.store.query import HistoryQuery
 
-        runs = {r.run_id: r for r in live_runs(ws.root) if r.run_id}
+        runs = {r.run_id: r for r in HistoryQuery.file_order(ws.root, "live") if r.run_id}
         for rid in filter(None, (args.run, args.other)):
             if rid not in runs:
                 raise CalreportError(f"history/live_calibration.jsonl: no live run {rid!r}")
