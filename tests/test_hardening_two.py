@@ -8,15 +8,21 @@ value and argument has a range, and dashboard actions are strict, confirmed and 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import re
 import signal
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from calreport.commands.cli import main
 from calreport.model import ApplyEvent, Multipliers
+from calreport.report.serve import MAX_CONNECTIONS, SLOW_CLIENT_GRACE_S, make_server
 from calreport.store.applied import apply_values
 from calreport.store.paths import Root
 
@@ -104,3 +110,70 @@ def test_doctor_is_clean_after_a_kill_at_each_point_is_recovered(root: Root, op:
     apply_values(root, "ETH", Multipliers(global_=1.05), source="force", run_id=None, reason="next apply")
     code, out, err = run_cli(capsys, root, "doctor")
     assert code == 0, out + err
+
+
+# --------------------------------------------------------------------------- 2: slow clients never lock up serve
+
+
+def _tricklers(port: int, n: int, every: float, stop: threading.Event) -> list[socket.socket]:
+    """`n` connections that each send a request line, then one header line every `every` seconds."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+
+    def trickle() -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.sendall(b"GET / HTTP/1.1\r\n")
+        i = 0
+        while not stop.wait(every):
+            i += 1
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.sendall(f"X-Slow-{i}: {i}\r\n".encode())
+
+    threading.Thread(target=trickle, daemon=True).start()
+    return socks
+
+
+def _timed_get(port: int) -> tuple[int, float]:
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/api/calibration/state")
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    return status, time.monotonic() - t0
+
+
+def test_32_trickling_connections_do_not_block_a_normal_get(root: Root) -> None:
+    server, stop_server = make_server(root, port=0, watch=False)  # the defaults: 32 connections, 5 s idle
+    stop = threading.Event()
+    port = server.server_address[1]
+    socks = _tricklers(port, MAX_CONNECTIONS, 0.3, stop)
+    try:
+        time.sleep(SLOW_CLIENT_GRACE_S + 0.5)
+        for _ in range(3):
+            status, took = _timed_get(port)
+            assert status == 200 and took < 1.0, (status, took)
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        stop_server()
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_request_deadline(root: Root) -> None:
+    server, stop_server = make_server(root, port=0, watch=False, request_deadline=1.5)
+    stop = threading.Event()
+    (sock,) = _tricklers(server.server_address[1], 1, 0.2, stop)  # each read well within the idle timeout
+    try:
+        t0 = time.monotonic()
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionError):
+            while sock.recv(4096):
+                pass
+        assert time.monotonic() - t0 < 4.0
+    finally:
+        stop.set()
+        sock.close()
+        stop_server()
