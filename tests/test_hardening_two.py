@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -177,3 +180,94 @@ def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_request_deadline(root
         stop.set()
         sock.close()
         stop_server()
+
+
+# --------------------------------------------------------------------------- 3, 4: deliveries bounded in time and memory
+
+DELIVER = (
+    "import json, sys, time\n"
+    "from calreport.commands.alerts import deliver\n"
+    "from calreport.model import AlertsConfig\n"
+    "cfg = AlertsConfig.model_validate(json.loads(sys.argv[1]))\n"
+    "t0 = time.monotonic()\n"
+    "(d,) = deliver({'run_id': 'r1'}, cfg)\n"
+    "took = time.monotonic() - t0\n"
+    "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0].split()[1]\n"
+    "print(json.dumps({'took': took, 'ok': d.ok, 'error': d.error, 'peak_rss_kb': int(hwm)}))\n"
+)
+
+
+def _deliver_in_child(cfg: dict) -> tuple[dict, float]:
+    """Run one delivery in a fresh interpreter: (its result, the child's peak RSS in MB, from
+    /proc VmHWM: getrusage would count the forked copy of this test process before its exec)."""
+    proc = subprocess.run([sys.executable, "-c", DELIVER, json.dumps(cfg)], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    return result, result["peak_rss_kb"] / 1024
+
+
+@pytest.mark.parametrize(
+    ("script", "want"),
+    [
+        ("yes xxx >&2", "timed out after 2 s (killed)"),  # stderr without end
+        ("head -c 300000000 /dev/zero | tr '\\0' x >&2; exit 1", "exit status 1: xxxx"),  # 300 MB, then a failure
+    ],
+)
+def test_an_alert_command_flooding_stderr_ends_by_its_timeout_in_bounded_memory(script: str, want: str) -> None:
+    result, rss_mb = _deliver_in_child({"command": ["sh", "-c", script], "timeout_s": 2})
+    assert result["error"].startswith(want) and len(result["error"]) < 300
+    assert result["took"] < 2 + 1.0
+    assert rss_mb < 100, rss_mb
+
+
+def test_a_flooding_alert_command_is_still_recorded_in_history(root: Root, tmp_path: Path) -> None:
+    from calreport.commands.alerts import notify
+    from calreport.commands.workspace import Workspace
+    from calreport.store.history import read_history
+    from foundation_helpers import add_live_run
+
+    cfg = root.calibration_config.read_text()
+    root.calibration_config.write_text(cfg.replace("alerts: {command: null, webhook: null, timeout_s: 5.0}", "alerts: {command: [sh, -c, 'yes xxx >&2'], timeout_s: 1}"))
+    run = add_live_run(root, status="failed")
+    row = notify(Workspace.open(root), "live", run, None)
+    assert row is not None and row.deliveries[0].error == "timed out after 1 s (killed)"
+    assert [r.run_id for r in read_history(root.alert_history).rows] == [run.run_id]
+
+
+class _TricklingHook:
+    """A webhook that reads the request, then answers one header line per `every` seconds, forever."""
+
+    def __init__(self, every: float) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.every, self.stop = every, threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                i = 0
+                while not self.stop.wait(self.every):
+                    i += 1
+                    conn.sendall(f"X-Slow-{i}: {i}\r\n".encode())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_webhook_answering_a_line_a_second_is_cut_off_at_its_timeout() -> None:
+    hook = _TricklingHook(0.5)
+    try:
+        result, rss_mb = _deliver_in_child({"webhook": hook.url, "timeout_s": 2})
+    finally:
+        hook.close()
+    assert not result["ok"] and result["error"] == "timed out after 2 s"
+    assert result["took"] < 2 + 1.0
+    assert rss_mb < 100, rss_mb
