@@ -271,3 +271,54 @@ def test_a_webhook_answering_a_line_a_second_is_cut_off_at_its_timeout() -> None
     assert not result["ok"] and result["error"] == "timed out after 2 s"
     assert result["took"] < 2 + 1.0
     assert rss_mb < 100, rss_mb
+
+
+# --------------------------------------------------------------------------- 5, 6: --out never lands in the files of record
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["config/applied_multipliers.yaml", "history/live_calibration.jsonl", "site/index.html", "data/x.json", "config"])
+def test_price_out_refuses_the_files_of_record(root: Root, capsys: pytest.CaptureFixture[str], target: str) -> None:
+    before = _tree(root.path)
+    code, _, err = run_cli(capsys, root, "price", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45", "--out", str(root.path / target))
+    assert code == 1
+    assert_one_line(err, "--out is inside the files of record")
+    assert _tree(root.path) == before
+
+
+def test_price_out_through_a_symlink_into_config_is_refused(root: Root, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    link = tmp_path / "looks-harmless.json"
+    link.symlink_to(root.applied)
+    before = root.applied.read_bytes()
+    code, _, err = run_cli(capsys, root, "price", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45", "--out", str(link))
+    assert code == 1 and root.applied.read_bytes() == before
+    assert_one_line(err, "files of record")
+
+
+def test_price_out_into_a_missing_directory_needs_mkdir(root: Root, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a" / "b" / "quotes.json"
+    args = ("price", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45", "--out", str(out))
+    code, _, err = run_cli(capsys, root, *args)
+    assert code == 1 and not (tmp_path / "a").exists()
+    assert_one_line(err, "does not exist", "--mkdir")
+    code, _, err = run_cli(capsys, root, *args, "--mkdir")
+    assert code == 0 and json.loads(out.read_bytes())
+
+
+def test_price_out_over_a_special_file_is_refused(root: Root, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, root, "price", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45", "--out", str(fifo))
+    assert code == 1 and fifo.is_fifo()
+    assert_one_line(err, "not a regular file")
+
+
+def test_backtest_out_site_is_refused_and_the_dashboard_kept(demo_root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _tree(demo_root.site_dir)
+    code, _, err = run_cli(capsys, demo_root, "backtest", "--underlying", "BTC", "--every", "24h", "--out", str(demo_root.site_dir))
+    assert code == 1, err
+    assert_one_line(err, "--out is inside the files of record (site/")
+    assert _tree(demo_root.site_dir) == before

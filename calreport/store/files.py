@@ -13,7 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from calreport.errors import CalreportError
-from calreport.store.paths import lock_path
+from calreport.store.paths import Root, lock_path
 
 DEFAULT_MODE = 0o644
 LOCK_TIMEOUT_S = 30.0
@@ -41,6 +41,25 @@ def read_input(path: Path | str) -> bytes:
         raise CalreportError("file not found", path) from None
     except OSError as exc:
         raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
+
+
+def output_path(root: Root, path: Path | str, *, mkdir: bool = False, directory: bool = False) -> Path:
+    """Where a command's `--out` may write: never inside the root's files of record (config/,
+    history/, data/, site/), never over a special file, and into an existing directory unless
+    `mkdir` (the `--mkdir` flag) asks for it to be created. `directory`: the output is a directory."""
+    target = Path(path).expanduser().resolve()  # through symlinks: a link into config/ is config/
+    for d in (root.config_dir, root.history_dir, root.path / "data", root.site_dir):
+        base = d.resolve()
+        if target == base or target.is_relative_to(base):
+            raise CalreportError(f"--out is inside the files of record ({d.name}/ of the root): choose a path outside them", path)
+    if target.exists() and not (target.is_dir() if directory else target.is_file()):
+        raise CalreportError("--out exists and is not a " + ("directory" if directory else "regular file"), path)
+    parent = target.parent
+    if not parent.is_dir():
+        if parent.exists() or not mkdir:
+            raise CalreportError(f"--out: the directory {str(parent)[:100]} does not exist (pass --mkdir to create it)", path)
+        parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def present(path: Path) -> bool:
