@@ -322,3 +322,70 @@ def test_backtest_out_site_is_refused_and_the_dashboard_kept(demo_root: Root, ca
     assert code == 1, err
     assert_one_line(err, "--out is inside the files of record (site/")
     assert _tree(demo_root.site_dir) == before
+
+
+# --------------------------------------------------------------------------- 10: special files are refused, reads are bounded
+
+
+def _special(kind: str, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("command", [("status",), ("doctor",), ("force-apply", "--underlying", "BTC")])
+def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Root, kind: str, command: tuple[str, ...]) -> None:
+    from foundation_helpers import add_live_run
+
+    add_live_run(root, "BTC")
+    _special(kind, root.applied)
+    proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *command], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1, proc.stderr
+    assert "not a regular file" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert os.path.islink(root.applied) or root.applied.is_fifo()  # left as it was
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_special_file_as_the_config_is_refused(root: Root, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _special(kind, root.calibration_config)
+    code, _, err = run_cli(capsys, root, "status")
+    assert code == 1
+    assert_one_line(err, "calibration.yaml", "not a regular file")
+
+
+def test_snapshot_dev_zero_is_refused_in_one_line(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, root, "price", "--underlying", "BTC", "--snapshot", "/dev/zero", "--rv", "0.45")
+    assert code == 1
+    assert_one_line(err, "not a regular file (a character device)")
+    assert "/dev/zero" in err
+
+
+def test_an_input_over_its_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from calreport.errors import CalreportError
+    from calreport.store.files import read_input
+
+    big = tmp_path / "big.json"
+    with open(big, "wb") as fh:
+        fh.truncate(10_000)  # sparse
+    assert len(read_input(big, limit=10_000)) == 10_000
+    with pytest.raises(CalreportError, match="over the 9,999-byte limit"):
+        read_input(big, limit=9_999)
+
+
+def test_a_gzip_bomb_snapshot_is_refused_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from calreport.errors import CalreportError
+    from calreport.market.deribit import load_snapshot
+    from calreport.store import files
+
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", 1 << 20)
+    monkeypatch.setattr(files.decompress_gzip, "__defaults__", (1 << 20,))
+    bomb = tmp_path / "s.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * (8 << 20)))
+    with pytest.raises(CalreportError, match="gzip content over"):
+        load_snapshot(bomb, "BTC")
