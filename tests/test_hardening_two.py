@@ -389,3 +389,44 @@ def test_a_gzip_bomb_snapshot_is_refused_at_the_limit(tmp_path: Path, monkeypatc
     bomb.write_bytes(gzip.compress(b" " * (8 << 20)))
     with pytest.raises(CalreportError, match="gzip content over"):
         load_snapshot(bomb, "BTC")
+
+
+# --------------------------------------------------------------------------- 8: every config value has a range
+
+
+def _with_config(root: Root, old: str, new: str) -> None:
+    text = root.calibration_config.read_text()
+    assert old in text, old
+    root.calibration_config.write_text(text.replace(old, new, 1))
+
+
+CONFIG_REFUSALS = [
+    ("max_rel_step: 0.25", "max_rel_step: -0.1", "policy.max_rel_step"),
+    ("bootstrap_draws: 400", "bootstrap_draws: 1000000000", "fit.bootstrap_draws"),
+    ("bootstrap_draws: 400", "bootstrap_draws: 1000000", "fit.bootstrap_draws"),
+    ("bootstrap_seed: 11", "bootstrap_seed: -1", "fit.bootstrap_seed"),
+    ("nodes: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]", "nodes: [" + ", ".join(str(i / 100) for i in range(-5000, 5001)) + "]", "smile"),
+    ("nodes: [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]", "nodes: [-1e9, 0.0, 1e9]", "smile"),
+    ("policy: {min_samples: 50,", "policy: {min_samples: -5,", "policy.min_samples"),
+    ("min_delta: 0.03", "min_delta: -0.01", "policy.min_delta"),
+    ("max_abs_log_moneyness: 0.5", "max_abs_log_moneyness: -0.5", "filters.max_abs_log_moneyness"),
+    ("max_mae: 400.0", "max_mae: -1.0", "realism.max_mae"),
+    ("max_dte: 90.0", "max_dte: 0.5", "filters"),
+    ("option_types: [C, P]", "option_types: [X]", "filters.option_types"),
+    ("option_types: [C, P]", "option_types: []", "filters.option_types"),
+    ("atm_rv_max: 1.4", "atm_rv_max: 0.5", "flags"),
+    ("dte_ranges: ['3-10']", "dte_ranges: ['10-3']", "auto.dte_ranges"),
+    ("lookbacks: [14d]", "lookbacks: [99999999999d]", "auto.lookbacks"),
+    ("min_snapshot_coverage: 0.5", "min_snapshot_coverage: 2.0", "auto.min_snapshot_coverage"),
+    ("underlyings: [BTC, ETH]\n# DTE", "underlyings: []\n# DTE", "underlyings"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "key"), CONFIG_REFUSALS, ids=[c[2] + ":" + c[1][:30] for c in CONFIG_REFUSALS])
+def test_config_value_out_of_range_is_refused_naming_the_file_and_key(root: Root, capsys: pytest.CaptureFixture[str], old: str, new: str, key: str) -> None:
+    _with_config(root, old, new)
+    t0 = time.monotonic()
+    code, _, err = run_cli(capsys, root, "status")
+    assert code == 1, err
+    assert_one_line(err, "calibration.yaml", key)
+    assert time.monotonic() - t0 < 10
