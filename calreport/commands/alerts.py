@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import json
 import os
+import select
 import selectors
 import shlex
 import signal
@@ -51,6 +52,7 @@ ROUTINE_HOLD = "Change too small"  # the policy's everyday hold: nothing for a h
 MAX_ERROR_CHARS = 200
 KEEP_BYTES = 64 * 1024  # of a command's stderr; the rest is read and dropped
 READ_CHUNK = 65536
+KILL_WAIT_S = 0.8  # for a killed command's process group to be gone (within the timeout_s + 1 s promise)
 
 
 def alert_triggers(kind: str, run: LiveRun | AutoRun, previous_flags: list[RunFlag] | None) -> list[str]:
@@ -147,8 +149,7 @@ def _run_command(argv: list[str], payload: bytes, timeout: float) -> str | None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # its children too: none may keep the pipes open
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=1.0)
+        _wait_gone(proc, KILL_WAIT_S)
         return f"timed out after {timeout:g} s (killed)"
     finally:
         for f in (proc.stdin, proc.stderr):
@@ -158,6 +159,21 @@ def _run_command(argv: list[str], payload: bytes, timeout: float) -> str | None:
         tail = _one_line(bytes(err).decode("utf-8", "replace")) if err else ""
         return f"exit status {proc.returncode}" + (f": {tail}" if tail else "")
     return None
+
+
+def _wait_gone(proc: subprocess.Popen[bytes], limit: float) -> None:
+    """After the kill: wait (at most `limit` s) for the command and every process of its group to be
+    gone, which is when the last of them has closed its end of the stderr pipe."""
+    end = time.monotonic() + limit
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=limit)
+    if proc.stderr is None or proc.stderr.closed:
+        return
+    fd = proc.stderr.fileno()
+    with contextlib.suppress(OSError):
+        while (left := end - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+            if not os.read(fd, READ_CHUNK):
+                return
 
 
 def _post(url: str, payload: bytes, timeout: float) -> str | None:
