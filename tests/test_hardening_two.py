@@ -430,3 +430,34 @@ def test_config_value_out_of_range_is_refused_naming_the_file_and_key(root: Root
     assert code == 1, err
     assert_one_line(err, "calibration.yaml", key)
     assert time.monotonic() - t0 < 10
+
+
+# --------------------------------------------------------------------------- 9: arguments out of range are usage errors
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("auto-calibrate", "--underlying", "BTC", "--lookback", "99999999999d"),
+        ("auto-calibrate", "--underlying", "BTC", "--lookback", "0d"),
+        ("serve", "--port", "65536"),
+        ("serve", "--port", "-1"),
+        ("serve", "--port", "http"),
+    ],
+)
+def test_an_argument_out_of_range_is_a_usage_error(root: Root, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--root", str(root.path), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert "Traceback" not in err and "internal error" not in err and args[-2] in err
+
+
+# --------------------------------------------------------------------------- 11: schema NAME quotes an excerpt
+
+
+def test_schema_with_a_huge_name_quotes_an_excerpt(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, root, "schema", "x" * 5000)
+    assert code == 2
+    assert_one_line(err, "unknown schema")
+    assert "x" * 101 not in err

@@ -513,12 +513,28 @@ def cmd_schema(args: argparse.Namespace, ws: Workspace) -> int:
             print(f"{n:<{width}}  {text}")
         return 0
     if name not in SCHEMAS:
-        raise CalreportError(f"unknown schema {name!r} (known: {', '.join(SCHEMAS)})", exit_code=EXIT_USAGE)
+        raise CalreportError(f"unknown schema {excerpt(name)} (known: {', '.join(SCHEMAS)})", exit_code=EXIT_USAGE)
     print(json.dumps(schema_json(name), indent=2))
     return 0
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _port(text: str) -> int:
+    """--port: a TCP port (0 = any free one); anything else is a usage error (exit 2)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {excerpt(text, 40)}")
+    return int(text)
+
+
+def _lookback(text: str) -> str:
+    """--lookback: a window length within the config's lookback range; else a usage error (exit 2)."""
+    from calreport.model.config import MAX_LOOKBACK_DAYS, valid_lookback
+
+    if not valid_lookback(text):
+        raise argparse.ArgumentTypeError(f"expected a length like 14d, 12h or 90m of at most {MAX_LOOKBACK_DAYS} days, got {excerpt(text, 40)}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -562,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("auto-calibrate", cmd_auto_calibrate, "one auto-calibrate run over the harvest (never applies)")
     sp.add_argument("--underlying", required=True)
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
-    sp.add_argument("--lookback", help="window length, e.g. 1d, 14d, 12h")
+    sp.add_argument("--lookback", type=_lookback, help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
 
     sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
@@ -597,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
 
     sp = add("serve", cmd_serve, "serve site/ on 127.0.0.1 with the live state endpoint")
-    sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--port", type=_port, default=8765)
     sp.add_argument("--read-only", action="store_true", help="no Force-Apply / Roll back buttons on the served page")
 
     add("watch", cmd_watch, "print the engine's effective multipliers each time they change")

@@ -40,7 +40,13 @@ MAX_SMILE_X = 50.0  # |x| of the outermost node (x is in standard deviations: 2.
 MAX_LOOKBACK_DAYS = 3660  # ten years of harvest
 _DTE_RANGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*d?\s*$", re.IGNORECASE)  # as calibration/auto.py parses it
 _LOOKBACK_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)
-_LOOKBACK_DAYS = {"m": 1440.0, "h": 24.0, "d": 1.0, "w": 1 / 7}  # units per day
+_LOOKBACK_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1.0, "w": 7.0}  # days per unit
+
+
+def valid_lookback(text: str) -> bool:
+    """A window length like 14d, 12h, 90m or 2w, above 0 and at most MAX_LOOKBACK_DAYS (config and --lookback)."""
+    m = _LOOKBACK_RE.match(str(text))
+    return bool(m) and 0 < float(m[1]) * _LOOKBACK_DAYS[m[2].lower()] <= MAX_LOOKBACK_DAYS
 
 
 def _check_underlyings(names: list[str]) -> list[str]:
@@ -253,8 +259,7 @@ class AutoConfig(_Section):
     @classmethod
     def _lookbacks(cls, v: list[str]) -> list[str]:
         for text in v:
-            m = _LOOKBACK_RE.match(text)
-            if not m or not 0 < float(m[1]) <= MAX_LOOKBACK_DAYS * _LOOKBACK_DAYS[m[2].lower()]:
+            if not valid_lookback(text):
                 raise ValueError(f"bad lookback {excerpt(text, 40)} (a length like 14d, 12h or 90m, at most {MAX_LOOKBACK_DAYS} days)")
         return v
 
