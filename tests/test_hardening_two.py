@@ -207,16 +207,16 @@ def _deliver_in_child(cfg: dict) -> tuple[dict, float]:
 
 
 @pytest.mark.parametrize(
-    ("script", "want"),
+    ("script", "timeout", "want"),
     [
-        ("yes xxx >&2", "timed out after 2 s (killed)"),  # stderr without end
-        ("head -c 300000000 /dev/zero | tr '\\0' x >&2; exit 1", "exit status 1: xxxx"),  # 300 MB, then a failure
+        ("yes xxx >&2", 2, "timed out after 2 s (killed)"),  # stderr without end
+        ("head -c 200000000 /dev/zero | tr '\\0' x >&2; exit 1", 10, "exit status 1: xxxx"),  # 200 MB, then a failure
     ],
 )
-def test_an_alert_command_flooding_stderr_ends_by_its_timeout_in_bounded_memory(script: str, want: str) -> None:
-    result, rss_mb = _deliver_in_child({"command": ["sh", "-c", script], "timeout_s": 2})
+def test_an_alert_command_flooding_stderr_ends_by_its_timeout_in_bounded_memory(script: str, timeout: float, want: str) -> None:
+    result, rss_mb = _deliver_in_child({"command": ["sh", "-c", script], "timeout_s": timeout})
     assert result["error"].startswith(want) and len(result["error"]) < 300
-    assert result["took"] < 2 + 1.0
+    assert result["took"] < timeout + 1.0
     assert rss_mb < 100, rss_mb
 
 
@@ -461,3 +461,86 @@ def test_schema_with_a_huge_name_quotes_an_excerpt(root: Root, capsys: pytest.Ca
     assert code == 2
     assert_one_line(err, "unknown schema")
     assert "x" * 101 not in err
+
+
+# --------------------------------------------------------------------------- 12: dashboard actions are strict, confirmed, answered once
+
+
+@pytest.fixture
+def acting(root: Root):  # type: ignore[no-untyped-def]
+    from calreport.commands.dashboard import DashboardActions, parse_body
+
+    server, stop = make_server(root, port=0, watch=False, actions=DashboardActions(root, warn=lambda _m: None), parse_body=parse_body)
+    try:
+        yield server
+    finally:
+        stop()
+
+
+def _post(server, body: bytes | dict) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    port = server.server_address[1]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/api/actions/force-apply", body=data, headers={
+            "Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}", "X-Calreport-Token": server.token,
+            "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _apply_events(root: Root) -> int:
+    return sum('"applied"' in line for line in root.live_history.read_text().splitlines())
+
+
+def test_an_action_body_with_a_duplicate_key_is_refused_and_runs_nothing(root: Root, acting) -> None:  # type: ignore[no-untyped-def]
+    from foundation_helpers import add_live_run
+
+    add_live_run(root)
+    before = root.applied.read_bytes(), root.live_history.read_bytes()
+    status, body = _post(acting, b'{"underlying": "BTC", "preview": true, "preview": false}')
+    assert status == 400 and "twice" in body["error"]
+    assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before
+
+
+@pytest.mark.parametrize("missing", ["run_id", "nonce", "both"])
+def test_a_confirmation_without_the_previewed_run_id_and_nonce_is_refused(root: Root, acting, missing: str) -> None:  # type: ignore[no-untyped-def]
+    from foundation_helpers import add_live_run
+
+    add_live_run(root)
+    _, shown = _post(acting, {"underlying": "BTC", "preview": True})
+    body = {"underlying": "BTC", "run_id": shown["preview"]["run_id"], "nonce": shown["preview"]["nonce"]}
+    for key in (("run_id", "nonce") if missing == "both" else (missing,)):
+        del body[key]
+    before = root.applied.read_bytes(), root.live_history.read_bytes()
+    status, answer = _post(acting, body)
+    assert status == 400 and "run_id and nonce" in answer["error"]
+    assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before
+
+
+def test_a_made_up_nonce_is_refused(root: Root, acting) -> None:  # type: ignore[no-untyped-def]
+    from foundation_helpers import add_live_run
+
+    run = add_live_run(root)
+    status, answer = _post(acting, {"underlying": "BTC", "run_id": run.run_id, "nonce": "x" * 22})
+    assert status == 409 and "review the change again" in answer["error"]
+    assert _apply_events(root) == 0
+
+
+def test_five_concurrent_clicks_write_one_apply_event_and_get_the_first_answer(root: Root, acting) -> None:  # type: ignore[no-untyped-def]
+    from foundation_helpers import add_live_run
+
+    add_live_run(root)
+    _, shown = _post(acting, {"underlying": "BTC", "preview": True})
+    body = {"underlying": "BTC", "run_id": shown["preview"]["run_id"], "nonce": shown["preview"]["nonce"]}
+    answers: list[tuple[int, dict]] = []
+    clicks = [threading.Thread(target=lambda: answers.append(_post(acting, body))) for _ in range(5)]
+    for t in clicks:
+        t.start()
+    for t in clicks:
+        t.join(60)
+    assert len(answers) == 5 and all(a == answers[0] for a in answers), answers
+    assert answers[0][0] == 200 and answers[0][1]["done"]["run_id"] == shown["preview"]["run_id"]
+    assert _apply_events(root) == 1

@@ -432,9 +432,10 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) != length:
             return 400, {"error": "request body shorter than its Content-Length"}
         try:
-            doc = jsonio.loads(raw.decode("utf-8"))  # nesting too deep is a ValueError there, not a RecursionError
-        except (UnicodeDecodeError, ValueError):
-            return 400, {"error": "request body is not JSON"}
+            doc = jsonio.loads_unique(raw.decode("utf-8"))  # nesting too deep is a ValueError there, not a RecursionError
+        except (UnicodeDecodeError, ValueError) as exc:
+            dup = "duplicate key" in str(exc)
+            return 400, {"error": "request body names a key twice" if dup else "request body is not JSON"}
         if not isinstance(doc, dict):
             return 400, {"error": "request body must be a JSON object"}
         try:
