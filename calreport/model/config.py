@@ -291,7 +291,7 @@ class FlagsConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+    """Who hears about failed runs, runs held for review and new flags (commands/adapters/alerts.py)."""
 
     command: str | list[str] | None = Field(
         default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."
