@@ -186,7 +186,7 @@ def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_request_deadline(root
 
 DELIVER = (
     "import json, sys, time\n"
-    "from calreport.commands.alerts import deliver\n"
+    "from calreport.commands.adapters.alerts import deliver\n"
     "from calreport.model import AlertsConfig\n"
     "cfg = AlertsConfig.model_validate(json.loads(sys.argv[1]))\n"
     "t0 = time.monotonic()\n"
@@ -221,7 +221,7 @@ def test_an_alert_command_flooding_stderr_ends_by_its_timeout_in_bounded_memory(
 
 
 def test_a_flooding_alert_command_is_still_recorded_in_history(root: Root, tmp_path: Path) -> None:
-    from calreport.commands.alerts import notify
+    from calreport.commands.adapters.alerts import notify
     from calreport.commands.workspace import Workspace
     from calreport.store.history import read_history
     from foundation_helpers import add_live_run
