@@ -200,7 +200,7 @@ DELIVER = (
 def _deliver_in_child(cfg: dict) -> tuple[dict, float]:
     """Run one delivery in a fresh interpreter: (its result, the child's peak RSS in MB, from
     /proc VmHWM: getrusage would count the forked copy of this test process before its exec)."""
-    proc = subprocess.run([sys.executable, "-c", DELIVER, json.dumps(cfg)], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", DELIVER, json.dumps(cfg)], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     return result, result["peak_rss_kb"] / 1024
@@ -221,10 +221,11 @@ def test_an_alert_command_flooding_stderr_ends_by_its_timeout_in_bounded_memory(
 
 
 def test_a_flooding_alert_command_is_still_recorded_in_history(root: Root, tmp_path: Path) -> None:
+    from foundation_helpers import add_live_run
+
     from calreport.commands.adapters.alerts import notify
     from calreport.commands.workspace import Workspace
     from calreport.store.history import read_history
-    from foundation_helpers import add_live_run
 
     cfg = root.calibration_config.read_text()
     root.calibration_config.write_text(cfg.replace("alerts: {command: null, webhook: null, timeout_s: 5.0}", "alerts: {command: [sh, -c, 'yes xxx >&2'], timeout_s: 1}"))
@@ -343,7 +344,7 @@ def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Roo
     add_live_run(root, "BTC")
     _special(kind, root.applied)
     proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *command], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "not a regular file" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert os.path.islink(root.applied) or root.applied.is_fifo()  # left as it was

@@ -16,7 +16,6 @@ Public API (used by calibration/live.py, market/harvest.py, calibration/auto.py)
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import time
