@@ -51,3 +51,19 @@ def dumps(obj: Any) -> bytes:
     if _orjson is not None:
         return _orjson.dumps(obj)
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in a JSON object")
+    return dict(pairs)
+
+
+def loads_unique(data: bytes | str) -> Any:
+    """`loads`, refusing an object that names a key twice ({"preview": true, "preview": false}):
+    for requests that act, where which of the two wins must never be a parser's choice."""
+    doc = loads(data)  # the limits first: the second parse below then stays within them
+    json.loads(data, object_pairs_hook=_unique_keys)
+    return doc
+

@@ -450,7 +450,10 @@ def test_dashboard_action_that_cannot_rerender_reports_the_apply_with_a_stale_wa
     def cannot_render(_config: object) -> None:
         raise CalreportError("could not write file (No space left on device)", root.index_html)
 
-    status, body = DashboardActions(root, warn=lambda _m: None).handle("force-apply", parse_body({"underlying": "BTC"}), cannot_render)
+    actions_ = DashboardActions(root, warn=lambda _m: None)
+    _, shown = actions_.handle("force-apply", parse_body({"underlying": "BTC", "preview": True}), cannot_render)
+    confirm = {"underlying": "BTC", "run_id": shown["preview"]["run_id"], "nonce": shown["preview"]["nonce"]}
+    status, body = actions_.handle("force-apply", parse_body(confirm), cannot_render)
     assert status == 200 and body["done"]["run_id"] == run.run_id
     assert any("dashboard is stale" in w and "calreport render" in w for w in body["warnings"])
     assert read_applied(root).entry("BTC").global_ == 1.0833

@@ -183,13 +183,21 @@ def post_action(server, body, *, action="force-apply", token=None, origin="self"
     return int(lines[0].split()[1]), hdrs, payload
 
 
+def confirm(server, body: dict, *, action="force-apply") -> tuple[int, dict[str, str], bytes]:
+    """What the page does: preview, then confirm with the run id and nonce the preview gave."""
+    status, _h, payload = post_action(server, {"underlying": body["underlying"], "preview": True, **({"run_id": body["run_id"]} if action == "rollback" else {})}, action=action)
+    assert status == 200, payload
+    shown = json.loads(payload)["preview"]
+    return post_action(server, {"run_id": shown["run_id"], "nonce": shown["nonce"], **body}, action=action)
+
+
 def records(root) -> tuple[bytes, bytes, bytes]:
     return root.applied.read_bytes(), root.live_history.read_bytes(), root.auto_history.read_bytes()
 
 
 def test_action_with_token_origin_and_host_runs_the_use_case(root, rows, acting):
     run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
-    status, _h, body = post_action(acting, {"underlying": "BTC", "run_id": run.run_id})
+    status, _h, body = confirm(acting, {"underlying": "BTC", "run_id": run.run_id})
     assert status == 200, body
     done = json.loads(body)["done"]
     assert done["source"] == "force" and done["reason"] == "Forced by user (dashboard)" and done["run_id"] == run.run_id
@@ -246,7 +254,7 @@ def test_token_is_in_the_served_page_only_never_on_disk(root, rows, acting):
     rows.live(smoothed=1.0833)
     _s, _h, page = get(acting, "/")
     assert f'<meta name="calreport-token" content="{acting.token}">'.encode() in page
-    assert post_action(acting, {"underlying": "BTC"})[0] == 200
+    assert confirm(acting, {"underlying": "BTC"})[0] == 200
     for f in root.path.rglob("*"):
         if f.is_file() and ".git" not in f.parts:
             assert acting.token.encode() not in f.read_bytes(), f
@@ -255,22 +263,24 @@ def test_token_is_in_the_served_page_only_never_on_disk(root, rows, acting):
 def test_failed_realism_is_refused_like_the_cli_unless_overridden(root, rows, acting):
     rows.live(smoothed=1.5581, recommended=3.0, status="failed", reason="recommended on the fit bound")
     before = records(root)
-    status, _h, payload = post_action(acting, {"underlying": "BTC"})
+    status, _h, payload = confirm(acting, {"underlying": "BTC"})
     refused = json.loads(payload)
     assert status == 409 and refused["override"] == "allow_unrealistic"
     cli = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), "force-apply", "--underlying", "BTC"],
                          capture_output=True, text=True, check=False)
     assert cli.returncode != 0 and refused["error"] in cli.stderr  # the very message the CLI gives
     assert records(root) == before
-    status, _h, payload = post_action(acting, {"underlying": "BTC", "allow_unrealistic": True})
+    status, _h, payload = confirm(acting, {"underlying": "BTC", "allow_unrealistic": True})
     assert status == 200 and read_applied(root).underlyings["BTC"].global_ == 1.5581
 
 
 def test_confirm_for_a_run_that_is_no_longer_the_latest_is_refused(root, rows, acting):
     shown = rows.live(smoothed=1.0833)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True})
+    nonce = json.loads(payload)["preview"]["nonce"]
     rows.live(smoothed=1.2)  # a calibration lands while the dialog is open
     before = records(root)
-    status, _h, payload = post_action(acting, {"underlying": "BTC", "run_id": shown.run_id})
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "run_id": shown.run_id, "nonce": nonce})
     assert status == 409 and "review the change again" in json.loads(payload)["error"]
     assert records(root) == before
 

@@ -380,7 +380,7 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
     with harvest_progress(f"reading {name} harvest") as read_progress, steps_progress(f"backtest {name}", "decision") as progress:
         outcome = backtest_cmd.run(
             ws, args.underlying, start=args.start, end=args.end, every=args.every, horizons=args.horizons,
-            variants=args.variant or (), out=args.out and Path(args.out), rv=args.rv, max_staleness=args.max_staleness,
+            variants=args.variant or (), out=args.out and Path(args.out), mkdir=args.mkdir, rv=args.rv, max_staleness=args.max_staleness,
             progress=progress, read_progress=read_progress,
         )
     s = outcome.summary
@@ -483,15 +483,16 @@ def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
 def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
     """The engine's quotes for every option of a snapshot, to stdout or (atomically) to --out."""
     from calreport.commands.price import format_rows, price_rows
-    from calreport.store.files import atomic_write
+    from calreport.store.files import atomic_write, output_path
 
+    out = args.out and output_path(ws.root, args.out, mkdir=args.mkdir)
     rows = price_rows(
         ws, args.underlying, args.snapshot and Path(args.snapshot),
         prices=args.prices and Path(args.prices), rv=args.rv,
     )
     data = format_rows(rows, args.format)
     if args.out:  # nothing is written unless the whole table was built
-        atomic_write(Path(args.out), data)
+        atomic_write(out, data)
         print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)
@@ -512,12 +513,28 @@ def cmd_schema(args: argparse.Namespace, ws: Workspace) -> int:
             print(f"{n:<{width}}  {text}")
         return 0
     if name not in SCHEMAS:
-        raise CalreportError(f"unknown schema {name!r} (known: {', '.join(SCHEMAS)})", exit_code=EXIT_USAGE)
+        raise CalreportError(f"unknown schema {excerpt(name)} (known: {', '.join(SCHEMAS)})", exit_code=EXIT_USAGE)
     print(json.dumps(schema_json(name), indent=2))
     return 0
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _port(text: str) -> int:
+    """--port: a TCP port (0 = any free one); anything else is a usage error (exit 2)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {excerpt(text, 40)}")
+    return int(text)
+
+
+def _lookback(text: str) -> str:
+    """--lookback: a window length within the config's lookback range; else a usage error (exit 2)."""
+    from calreport.model.config import MAX_LOOKBACK_DAYS, valid_lookback
+
+    if not valid_lookback(text):
+        raise argparse.ArgumentTypeError(f"expected a length like 14d, 12h or 90m of at most {MAX_LOOKBACK_DAYS} days, got {excerpt(text, 40)}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -561,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("auto-calibrate", cmd_auto_calibrate, "one auto-calibrate run over the harvest (never applies)")
     sp.add_argument("--underlying", required=True)
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
-    sp.add_argument("--lookback", help="window length, e.g. 1d, 14d, 12h")
+    sp.add_argument("--lookback", type=_lookback, help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
 
     sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
@@ -588,14 +605,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--every", default="1h", help="time between decisions (default 1h)")
     sp.add_argument("--horizons", default="1h,6h,24h", help="scoring horizons after each decision (default 1h,6h,24h)")
     sp.add_argument("--variant", action="append", metavar="NAME=CONFIG.yaml", help="another settings file to replay (repeatable)")
-    sp.add_argument("--out", help="output directory (default backtests/<id>/ in the root)")
+    sp.add_argument("--out", help="output directory (default backtests/<id>/ in the root; never inside config/, history/, data/, site/)")
+    sp.add_argument("--mkdir", action="store_true", help="create --out's parent directories if missing")
     sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
     sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
 
     add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
 
     sp = add("serve", cmd_serve, "serve site/ on 127.0.0.1 with the live state endpoint")
-    sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--port", type=_port, default=8765)
     sp.add_argument("--read-only", action="store_true", help="no Force-Apply / Roll back buttons on the served page")
 
     add("watch", cmd_watch, "print the engine's effective multipliers each time they change")
@@ -621,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
     sp.add_argument("--format", choices=PRICE_FORMATS, default="json", help="json (a list of objects) or csv")
-    sp.add_argument("--out", help="write to FILE (atomically) instead of stdout")
+    sp.add_argument("--out", help="write to FILE (atomically) instead of stdout; never inside config/, history/, data/, site/")
+    sp.add_argument("--mkdir", action="store_true", help="create --out's parent directories if missing")
     # `calreport diff RUN [RUN]`: the comparison report/compare.py builds (the compare pages render the same)
     def cmd_diff(args: argparse.Namespace, ws: Workspace) -> int:
         import json

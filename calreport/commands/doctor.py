@@ -25,7 +25,7 @@ from calreport.model import (
     CalibrationConfig,
     Multipliers,
 )
-from calreport.store.applied import read_applied
+from calreport.store.applied import entry_reason, read_applied
 from calreport.store.query import HistoryQuery, Skipped
 from calreport.store.state import StatusIndex
 from calreport.timeutil import time_ms
@@ -174,7 +174,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
         meta.append(f"source {entry.source} != {last.source}")
     if not _same_time(entry.updated_at, last.ts):
         meta.append(f"updated_at {entry.updated_at or 'null'} != {last.ts or 'null'}")
-    if (entry.reason or None) != (last.reason or None):
+    if (entry.reason or None) != entry_reason(last):
         meta.append(f"reason {excerpt(entry.reason, 60)} != {excerpt(last.reason, 60)}")
     if meta:
         problems.append(

@@ -226,6 +226,17 @@ def apply_values(
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
 
 
+def entry_reason(event: ApplyEvent) -> str | None:
+    """The reason the YAML entry written with `event` carries: a recovered event's reason is the
+    entry's plus the recovery note, so both read the same once the note is taken off."""
+    reason = event.reason or None
+    suffix = f" ({RECOVERED_NOTE})"
+    if event.recovered and reason is not None and reason.endswith(suffix):
+        reason = reason[: -len(suffix)]
+        return None if reason == "-" else reason
+    return reason
+
+
 def _recover_lost_events(root: Root, doc: AppliedDocument, tail: HistoryTail) -> None:
     """Record the apply event a killed writer did not get to append (caller holds the YAML's lock).
 
