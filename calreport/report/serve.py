@@ -169,6 +169,7 @@ class DashboardServer(ThreadingHTTPServer):
         idle_timeout: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
         request_deadline: float = REQUEST_DEADLINE_S,
+        slow_client_grace: float = SLOW_CLIENT_GRACE_S,
     ) -> None:
         self.root = root
         self.quiet = quiet
@@ -177,6 +178,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.token = secrets.token_urlsafe(32)  # per process; only ever in served HTML, never on disk
         self.idle_timeout = idle_timeout
         self.request_deadline = request_deadline
+        self.slow_client_grace = slow_client_grace
         self._slots = threading.BoundedSemaphore(max_connections)
         # open connections -> (when the request being read began, or None once it is being answered;
         # when it must be done): a trickling client is cut off at its deadline and gives way when full
@@ -245,10 +247,10 @@ class DashboardServer(ThreadingHTTPServer):
 
     def _evict_slow_client(self) -> bool:
         """All slots taken: cut off the connection that has been sending its request longest (over
-        SLOW_CLIENT_GRACE_S), so trickling clients never lock out a normal request. True: a slot is ours."""
+        slow_client_grace, SLOW_CLIENT_GRACE_S by default), so trickling clients never lock out a normal request. True: a slot is ours."""
         now = time.monotonic()
         with self._conns_lock:
-            slow = [(since, s) for s, (since, _) in self._conns.items() if since is not None and now - since > SLOW_CLIENT_GRACE_S]
+            slow = [(since, s) for s, (since, _) in self._conns.items() if since is not None and now - since > self.slow_client_grace]
         if not slow:
             return False
         _close_socket(min(slow, key=lambda x: x[0])[1])
@@ -491,6 +493,7 @@ def make_server(
     idle_timeout: float = IDLE_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
     request_deadline: float = REQUEST_DEADLINE_S,
+    slow_client_grace: float = SLOW_CLIENT_GRACE_S,
 ) -> tuple[DashboardServer, Callable[[], None]]:
     """Render once, start serving on 127.0.0.1:`port` (0 = any free port) in a background thread,
     and watch the files of record. Returns the server (see `.url`) and a stop function. Without
@@ -499,6 +502,7 @@ def make_server(
         server = DashboardServer(
             root, port, quiet=quiet, actions=actions, parse_body=parse_body,
             idle_timeout=idle_timeout, max_connections=max_connections, request_deadline=request_deadline,
+            slow_client_grace=slow_client_grace,
         )
     except OSError as exc:
         raise CalreportError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc})") from None
