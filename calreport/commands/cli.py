@@ -55,7 +55,8 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     from calreport.commands.workspace import Workspace
     from calreport.store.paths import Root
 
-    return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn)
+    existing = not getattr(args, "any_dir", False)  # init, demo and schema need no root yet
+    return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn, existing=existing)
 
 
 @contextmanager
@@ -348,8 +349,11 @@ def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
-    from calreport.commands.demo import run_demo
+    from calreport.commands.demo import demo_target, run_demo
 
+    backup = demo_target(ws.root, force=args.force)
+    if backup is not None:
+        print(f"moved the existing files of {ws.root.path} to {backup}", flush=True)
     return run_demo(ws, log=lambda line: print(line, flush=True))
 
 
@@ -536,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
-    add("init", cmd_init, "create a root: default config, applied multipliers at 1.0, empty history")
+    sp = add("init", cmd_init, "create a root: default config, applied multipliers at 1.0, empty history")
+    sp.set_defaults(any_dir=True)
 
     sp = add("status", cmd_status, "show the applied multipliers (the state document with --json)")
     sp.add_argument("--json", action="store_true", help="print the state document")
@@ -592,7 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
     sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
 
-    add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
+    sp = add("demo", cmd_demo, "build a new root (an empty directory) from bundled sample data and run the whole flow")
+    sp.add_argument("--force", action="store_true", help="the directory is not empty: move its files to ROOT.backup-TIME first")
+    sp.set_defaults(any_dir=True)
 
     sp = add("serve", cmd_serve, "serve site/ on 127.0.0.1 with the live state endpoint")
     sp.add_argument("--port", type=int, default=8765)
@@ -613,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("schema", cmd_schema, "print the JSON Schema of a file format (with no NAME, list the formats)")
     sp.add_argument("name", nargs="?", metavar="NAME", help="a format name (`calreport schema` lists them)")
+    sp.set_defaults(any_dir=True)
 
     sp = add("price", cmd_price, "price every option of a snapshot (or the live chain) as the engine does under the applied YAML")
     sp.add_argument("--underlying", required=True)
