@@ -51,6 +51,7 @@ from calreport.calibration.smile import flat, node_label, regrid
 from calreport.errors import RefusedError, excerpt
 from calreport.model import (
     DEFAULT_SIGMA_MODE,
+    NOTE_MAX_CHARS,
     AppliedEntry,
     ApplyEvent,
     AutoRun,
@@ -564,7 +565,7 @@ class AppliedTransaction(Protocol):
 
     def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
-        sigma_mode: str | None = None,
+        sigma_mode: str | None = None, note: str | None = None,
     ) -> ApplyEvent: ...
 
 
@@ -598,10 +599,24 @@ def apply_live_run(
     return run, event
 
 
-def force_apply(store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None) -> ApplyEvent:
+def clean_note(note: str | None) -> str | None:
+    """The user's note as an apply event records it: one line (whitespace collapsed), at most
+    NOTE_MAX_CHARS; empty is no note. Longer is refused, never cut (it is the user's words)."""
+    if note is None:
+        return None
+    text = " ".join(note.split())
+    if len(text) > NOTE_MAX_CHARS:
+        Refused(f"--note is {len(text)} characters; at most {NOTE_MAX_CHARS}").raise_()
+    return text or None
+
+
+def force_apply(
+    store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None
+) -> ApplyEvent:
     """Apply the smoothed values of the latest *live* run (reason "Forced by user"), in one transaction."""
     cfg = store.config
     name = cfg.check_underlying(underlying)
+    note = clean_note(note)
     run = store.latest_live_run(name)
     values = accepted(force_values(run, name, cfg, allow_unrealistic=allow_unrealistic, where=store.where))
     accepted(checked_values(values, cfg))  # refuse values that can never be written before taking the lock
@@ -612,11 +627,13 @@ def force_apply(store: ApplyStore, underlying: str, *, allow_unrealistic: bool =
             same.raise_()
         return tx.replace(
             name, values, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
-            sigma_mode=run.sigma_mode,
+            sigma_mode=run.sigma_mode, note=note,
         )
 
 
-def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: str | None = None) -> ApplyEvent:
+def rollback(
+    store: ApplyStore, underlying: str, to: str | None = None, *, via: str | None = None, note: str | None = None
+) -> ApplyEvent:
     """Re-apply an earlier applied run's values as a new apply event (source rollback).
 
     The target is chosen against the YAML read under the apply lock, so a concurrent apply cannot
@@ -624,6 +641,7 @@ def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: 
     """
     cfg = store.config
     name = cfg.check_underlying(underlying)
+    note = clean_note(note)
     with store.transaction() as tx:
         target = accepted(rollback_target(
             store.apply_events(name), name, tx.entry(name).run_id, to, run_of=store.run_of, where=store.where
@@ -632,5 +650,5 @@ def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: 
         return tx.replace(
             name, values, source="rollback", run_id=target.run_id,
             reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
-            sigma_mode=target.sigma_mode,
+            sigma_mode=target.sigma_mode, note=note,
         )

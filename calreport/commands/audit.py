@@ -18,7 +18,7 @@ from pathlib import Path
 
 from calreport import fmt
 from calreport.calibration.smile import regrid
-from calreport.errors import CalreportError
+from calreport.errors import CalreportError, excerpt
 from calreport.model import ApplyEvent, CalibrationConfig, Multipliers, Smile
 from calreport.store.applied import read_applied
 from calreport.store.files import locked
@@ -67,11 +67,30 @@ def _smile_of(smile: Smile | None, label: str, nodes: list[float]) -> list[float
     return regrid(smile.nodes, values, nodes)  # another node grid: the same curve read at these nodes
 
 
+SUBJECT_MAX = 72  # git's convention: `git log --oneline` and mail subjects show this much
+
+
+def commit_subject(event: ApplyEvent) -> str:
+    """'calreport: BTC force global 1.0651 -> 1.0937 (+3 bands, 12 smile nodes)', at most SUBJECT_MAX characters."""
+    prev, new = event.previous or Multipliers(), event.applied or Multipliers()
+    parts = describe_change(prev, new).split(", ")
+    rest = len(parts) - 1
+    subject = f"calreport: {event.underlying} {event.source or 'apply'} {parts[0]}" + (f" (+{rest} more)" if rest else "")
+    return subject if len(subject) <= SUBJECT_MAX else subject[: SUBJECT_MAX - 3] + "..."
+
+
 def commit_message(event: ApplyEvent) -> str:
-    return (
-        f"calreport: {event.underlying} {describe_change(event.previous, event.applied)} "
-        f"({event.reason or event.source}, run {fmt.text(event.run_id)})"
-    )
+    """The commit's subject line, a blank line, then the detail: run, reason, note, one line per change."""
+    body = [
+        f"Run: {fmt.text(event.run_id)} (replaced run {fmt.text(event.previous_run_id)})",
+        f"Reason: {fmt.text(event.reason)}",
+        *([f"Note: {event.note}"] if event.note else []),
+        f"Applied at: {fmt.text(event.ts)}",
+        "",
+        "Changes:",
+        *(f"  {part}" for part in describe_change(event.previous, event.applied).split(", ")),
+    ]
+    return commit_subject(event) + "\n\n" + "\n".join(body) + "\n"
 
 
 # --------------------------------------------------------------------------- git commit hook
@@ -95,15 +114,23 @@ def _identity_env(cwd: Path) -> dict[str, str]:
 
 
 def commit_applied(root: Root, event: ApplyEvent, config: CalibrationConfig) -> str | None:
-    """Commit only the applied YAML for `event`. Returns the commit hash, None when skipped.
+    """Commit only the applied YAML for `event`. Returns the commit hash, None when a later apply
+    already replaced the file (that apply's own commit carries it).
 
-    Raises CalreportError when git fails. Runs under the YAML's lock so the committed file is the
-    one this event wrote; if a later apply already replaced it, that apply's own commit carries it.
+    Raises CalreportError when it cannot commit: git missing, the root not in a git work tree, or
+    git failing. Runs under the YAML's lock so the committed file is the one this event wrote.
     """
     cwd = root.path
-    probe = _git(cwd, "rev-parse", "--is-inside-work-tree")
+    try:
+        probe = _git(cwd, "rev-parse", "--is-inside-work-tree")
+    except FileNotFoundError:
+        raise CalreportError("git_commit is true but git is not installed (not on PATH); not committed", root.applied) from None
     if probe.returncode != 0 or probe.stdout.strip() != "true":
-        return None
+        raise CalreportError(
+            f"git_commit is true but {cwd} is not inside a git work tree (`git init` there, or set git_commit: false); "
+            "not committed",
+            root.applied,
+        )
     path = root.applied
     with locked(path):
         current = read_applied(root, config).underlyings.get(event.underlying or "")
@@ -147,16 +174,33 @@ class GitAudit:
 # --------------------------------------------------------------------------- log
 
 
-def log_lines(root: Root, underlying: str | None = None) -> list[str]:
-    """`calreport log`: every applied change, newest first (when, what, previous -> new, why, run)."""
+REASON_SHORT = 60  # characters of an apply's reason on a short `calreport log` line
+
+
+def log_line(e: ApplyEvent) -> str:
+    """One short line per apply: when, what, its global change (and how many other values moved), run, why."""
+    parts = describe_change(e.previous, e.applied).split(", ")
+    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
+    return (
+        f"{e.ts or '?'}  {e.underlying}  {e.source or '?'}  {parts[0]}{more}  run {fmt.text(e.run_id)}  "
+        f"{excerpt(fmt.text(e.reason), REASON_SHORT, plain=True)}" + (f"  note: {excerpt(e.note, REASON_SHORT, plain=True)}" if e.note else "")
+    )
+
+
+def log_lines(root: Root, underlying: str | None = None, *, verbose: bool = False) -> list[str]:
+    """`calreport log`: every applied change, newest first: one short line each (log_line), or with
+    `verbose` every value that moved, the whole reason, the run it replaced and the note."""
     name = underlying.upper() if underlying else None
     events = apply_events(root, name)
     if not events:
         which = f" for {name}" if name else ""
         return [f"no applied changes{which} in {root.live_history}"]
+    if not verbose:
+        return [log_line(e) for e in reversed(events)]
     return [
         f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
         f"[{e.source or '?'}] {fmt.text(e.reason)}  run {fmt.text(e.run_id)}"
+        + (f"  note: {e.note}" if e.note else "")
         + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
         + (f" (YAML schema_version {e.schema_upgrade})" if e.schema_upgrade else "")
         for e in reversed(events)
