@@ -27,6 +27,7 @@ from benchmarks import Figure
 from benchmarks.render_root import build_root
 from calreport import jsonio
 from calreport.commands.usecases import init as actions_init
+from calreport.commands.workspace import Workspace
 from calreport.model import AutoRun
 from calreport.report.render import render_site
 from calreport.store.history import append_row, dumps_row, read_history
@@ -94,7 +95,6 @@ def _real_auto_rows(tmp: Path) -> tuple[bytes, bytes] | None:
     from datetime import UTC, datetime
 
     from calreport.commands import usecases as actions
-    from calreport.commands.workspace import Workspace
 
     if not SHARED_HARVEST.is_dir():
         return None
@@ -114,7 +114,7 @@ def _real_auto_rows(tmp: Path) -> tuple[bytes, bytes] | None:
 def _replicated_root(path: Path, line: bytes, n: int) -> Root:
     """`n` copies of one auto row, each with its own run_id, ts and as_of (one minute apart)."""
     root = Root(path)
-    actions_init(root)
+    actions_init(Workspace.open(root, renderer=None))
     row = jsonio.loads(line)
     t0, out = 1_765_000_000_000, bytearray()
     for i in range(n):

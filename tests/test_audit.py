@@ -8,7 +8,8 @@ import pytest
 from foundation_helpers import add_auto_run, add_live_run, rollback
 
 from calreport.commands import usecases as actions
-from calreport.commands.audit import commit_message, describe_change
+from calreport.commands.adapters.gitaudit import commit_message
+from calreport.commands.audit import describe_change
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.errors import RefusedError

@@ -12,7 +12,7 @@ from foundation_helpers import add_live_run
 from test_calibrate import synth_rows, write_snapshot
 
 from calreport.commands import usecases as actions
-from calreport.commands.audit import SUBJECT_MAX, commit_message
+from calreport.commands.adapters.gitaudit import SUBJECT_MAX, commit_message
 from calreport.commands.cli import build_parser, main
 from calreport.commands.dashboard import parse_body
 from calreport.commands.workspace import Workspace

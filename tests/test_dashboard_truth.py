@@ -34,7 +34,11 @@ def test_a_policy_apply_steps_at_the_time_of_the_run_it_applied_and_a_force_appl
     ]
     chart = charts.multiplier_chart("BTC", runs, events)
     assert [row[-1] for row in chart.rows] == ["1.0400", "1.0400"]  # newest first: at 10:00 the policy's 08:00 step holds
-    assert chart.x_ticks[-1].label == "12-11 11:00"  # the force-apply widens the window to its own time
+    # one clock: the window is the runs' (the force-apply written at 11:00 is marked at the newest run, not
+    # past it), and the applied line ends at what the YAML holds after the last write (the policy's 1.04)
+    assert chart.x_ticks[-1].label == "12-11 10:00"
+    marked = next(s for s in chart.series if s.name == "force-apply / rollback")
+    assert [d.cls for d in marked.dots] == ["force"]
 
 
 def test_failed_and_non_feeding_runs_are_not_drawn_on_the_smoothed_line() -> None:

@@ -1,4 +1,4 @@
-"""Run flags (calibration/flags.py) and alerts (commands/alerts.py).
+"""Run flags (calibration/flags.py) and alerts (commands/adapters/alerts.py).
 
 Alerts are delivered to a real program (stdin) and to a real http.server on 127.0.0.1; a slow
 command is killed with its process group; a failed delivery is recorded and never fails the run.

@@ -440,7 +440,7 @@ def test_applied_step_line_shows_the_value_in_force_when_applies_come_after_the_
     y_one = next(t.pos for t in chart.y_ticks if t.label == "1.00")
     applied = next(s for s in chart.series if s.name == "applied")
     assert applied.path.startswith(f"M{charts.LEFT:.1f},{y_one}H")  # 1.0 from the first run on
-    assert chart.x_ticks[-1].label == "12-11 12:00"  # the window reaches the apply
+    assert chart.x_ticks[-1].label == "12-11 10:00"  # one clock: an apply written later does not widen the window
     assert chart.headers[-1] == "Applied at that time"
     assert [row[-1] for row in chart.rows] == ["1.0000", "1.0000"]  # newest first
 

@@ -765,6 +765,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
     sp.add_argument("--format", choices=PRICE_FORMATS, default="json", help="json (a list of objects) or csv")
     sp.add_argument("--out", help="write to FILE (atomically) instead of stdout")
+    # `calreport diff RUN [RUN]`: the comparison report/compare.py builds (the compare pages render the same)
+    def cmd_diff(args: argparse.Namespace, ws: Workspace) -> int:
+        import json
+
+        from calreport.report import compare
+        from calreport.store.applied import read_applied
+        from calreport.store.history import live_runs
+
+        runs = {r.run_id: r for r in live_runs(ws.root) if r.run_id}
+        for rid in filter(None, (args.run, args.other)):
+            if rid not in runs:
+                raise CalreportError(f"history/live_calibration.jsonl: no live run {rid!r}")
+        run = runs[args.run]
+        if args.other:
+            c = compare.compare(compare.side_of_run(run), compare.side_of_run(runs[args.other]))
+        else:  # the applied state of the run's underlying -> the run: what applying it would change
+            entry = read_applied(ws.root, ws.config).entry(run.underlying or "")
+            c = compare.compare(compare.side_of_applied(entry, runs.get(entry.run_id or "")), compare.side_of_run(run))
+        if args.json:
+            print(json.dumps(c.to_json(), indent=2))
+        else:
+            print("\n".join(compare.text_lines(c, only_changed=not args.all)))
+        return 0
+
+    sp = add("diff", cmd_diff, "compare two live runs, or a run with the applied state: levels, bands, smile nodes, errors")
+    sp.add_argument("run", metavar="RUN", help="a live run id (`calreport log` and the dashboard show them)")
+    sp.add_argument("other", nargs="?", metavar="RUN2", help="a second live run id (default: the applied state of RUN's underlying)")
+    sp.add_argument("--all", action="store_true", help="list unchanged figures too (default: changed ones only)")
+    sp.add_argument("--json", action="store_true", help="print the comparison as JSON (every figure)")
     return p
 
 

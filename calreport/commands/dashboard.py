@@ -23,6 +23,7 @@ from calreport.commands import usecases
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers
+from calreport.report.compare import changed_smile_nodes
 from calreport.store.applied import FileApplyStore, read_applied
 from calreport.store.history import latest_live_run
 from calreport.store.paths import Root
@@ -118,7 +119,7 @@ class DashboardActions:
         cfg = ws.config
         name = cfg.check_underlying(body.underlying)
         current = read_applied(self.root, cfg).entry(name)
-        old = Multipliers(global_=current.global_, bands=dict(current.bands))
+        old = Multipliers(global_=current.global_, bands=dict(current.bands), smile=current.smile)
         if action == "force-apply":
             run = latest_live_run(self.root, name)
             if run is None:
@@ -141,6 +142,7 @@ class DashboardActions:
             "current_run_id": current.run_id,
             "realism": realism,
             "changes": changes(old, new),
+            "smile_changes": changed_smile_nodes(old.smile, new.smile if new is not None else None),
             "command": cli_command(action, name, run_id),
             "needs_override": action == "force-apply" and realism["status"] == "failed",
         }

@@ -25,7 +25,7 @@ from calreport.calibration.auto import (
 )
 from calreport.calibration.flags import auto_flags, live_flags
 from calreport.calibration.live import evaluate_live, live_history
-from calreport.commands.alerts import notify
+from calreport.commands.adapters.alerts import notify
 from calreport.commands.workspace import Workspace
 from calreport.market.compact import CompactReport, compact_closed_days
 from calreport.market.deribit import DeribitClient, load_snapshot

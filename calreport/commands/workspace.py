@@ -139,7 +139,7 @@ def default_after_apply(root: Root, config: CalibrationConfig, warn: Warn) -> tu
 
     Imported here: a command that never applies (status, --help) does not load the audit module.
     """
-    from calreport.commands.audit import GitAudit
+    from calreport.commands.adapters.gitaudit import GitAudit
 
     return (GitAudit(root, config, warn),) if config.git_commit else ()
 

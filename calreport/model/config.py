@@ -221,6 +221,12 @@ class DashboardConfig(_Section):
     max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
     page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
     mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
+    stale_after_hours: float = Field(
+        default=2.0, gt=0, description="A latest live run older than this (against the render time) shows a staleness banner (hours)."
+    )
+    poll_seconds: float = Field(
+        default=30.0, gt=0, description="Under `calreport serve`, how often the page asks for the applied state and refreshes its panels when it changed (seconds)."
+    )
     min_rv_returns: int = Field(
         default=120,
         description="Unused, still accepted so older configs load: the thin-RV banner follows fit.min_rv_returns and the sigma mode (the policy's own rule).",
@@ -239,7 +245,7 @@ class FlagsConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    """Who hears about failed runs, runs held for review and new flags (commands/alerts.py)."""
+    """Who hears about failed runs, runs held for review and new flags (commands/adapters/alerts.py)."""
 
     command: str | list[str] | None = Field(
         default=None, description="Program run with the event JSON on stdin (a string is split like a shell line, never run by a shell)."

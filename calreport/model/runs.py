@@ -341,7 +341,7 @@ class AlertDelivery(_Lenient):
 
 
 class AlertEvent(HistoryRow):
-    """history/alerts.jsonl: an alert raised for a run and how its delivery went (commands/alerts.py).
+    """history/alerts.jsonl: an alert raised for a run and how its delivery went (commands/adapters/alerts.py).
     `ts` is the wall-clock time of the delivery; `run_id` the run it is about."""
 
     type: Literal["alert"] = "alert"

@@ -8,8 +8,7 @@ numbers and times are formatted by calreport.fmt like the rest of the dashboard.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -41,6 +40,7 @@ class Series:
 class Tick:
     pos: str
     label: str
+    anchor: str = "middle"  # SVG text-anchor: the last x tick ends at the plot's edge instead of being clipped
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class Chart:
     @property
     def empty(self) -> bool:
         return not self.rows
+
+    @property
+    def table_label(self) -> str:
+        n = len(self.rows)
+        return f"Table ({n:,} point{'' if n == 1 else 's'})"
 
 
 def _f(v: float) -> str:
@@ -116,9 +121,18 @@ def x_scale_time(times: Sequence[float]) -> tuple[Scale, list[Tick]]:
     s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
     span = hi - lo
     pattern = "%m-%d" if span > 3 * MS_PER_DAY / MS_PER_SECOND else "%m-%d %H:%M"  # axis labels: short, the table has full times
+    if _utc(lo).year != _utc(hi).year:  # a span across a new year says which year
+        pattern = "%Y-%m-%d" if span > 3 * MS_PER_DAY / MS_PER_SECOND else "%Y-%m-%d %H:%M"
     points = [lo] if span == 0 else [lo + span * i / 3 for i in range(4)]
-    ticks = [Tick(_f(s(t)), datetime.fromtimestamp(t, tz=timezone.utc).strftime(pattern)) for t in points]
+    ticks = [Tick(_f(s(t)), _utc(t).strftime(pattern)) for t in points]
+    if span:  # the first label starts at the axis, the last ends at the plot's right edge: none is clipped
+        ticks[0] = replace(ticks[0], anchor="start")
+        ticks[-1] = replace(ticks[-1], anchor="end")
     return s, ticks
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
 def x_scale_num(values: Sequence[float], pattern: str = "{:g}") -> tuple[Scale, list[Tick]]:
@@ -129,7 +143,9 @@ def x_scale_num(values: Sequence[float], pattern: str = "{:g}") -> tuple[Scale, 
     lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
     s = Scale(lo, hi, LEFT, WIDTH - RIGHT)
     n = int(round((hi - lo) / step))
-    return s, [Tick(_f(s(lo + i * step)), pattern.format(lo + i * step)) for i in range(n + 1)]
+    ticks = [Tick(_f(s(lo + i * step)), pattern.format(lo + i * step)) for i in range(n + 1)]
+    ticks[-1] = replace(ticks[-1], anchor="end")
+    return s, ticks
 
 
 def _ts(ts: str | None) -> float | None:
@@ -153,53 +169,89 @@ def _step(points: Sequence[tuple[float, float]], x_end: float) -> str:
     return "".join(parts)
 
 
-def _apply_time(event: ApplyEvent, pts: Sequence[tuple[float, LiveRun]]) -> float | None:
-    """One clock per chart: runs sit at their snapshot time, so a policy apply steps at the time of
-    the run it applied (not at the later wall-clock time it was written); force-apply, rollback and
-    applies of runs not drawn keep their own time."""
-    if (event.source or "policy") == "policy" and event.run_id:
-        for t, r in pts:  # the drawn runs: at most CHART_POINTS
-            if r.run_id == event.run_id:
-                return t
-    return _ts(event.ts)
+@dataclass(frozen=True)
+class Placed:
+    t: float  # on the runs' clock (epoch seconds)
+    event: ApplyEvent
+    after: bool  # written after the run at `t` (a wall-clock time past the newest run drawn)
+
+
+def event_times(events: Sequence[ApplyEvent], pts: Sequence[tuple[float, LiveRun]]) -> list[Placed]:
+    """Every apply on the runs' clock (the time the data describes), in the order they were written.
+
+    A policy apply steps at the snapshot time of the run it applied (it follows that run within
+    seconds, or replays it). A force-apply or rollback happened when the user acted: it is placed
+    at its wall-clock time, but never past the newest run drawn (on replayed data the wall clock is
+    a year after the market; there it is drawn at the newest run, as written after it), and never
+    before an apply written earlier.
+    """
+    run_time = {r.run_id: t for t, r in pts if r.run_id}
+    t_last = max((t for t, _ in pts), default=None)
+    written = sorted(((w, e) for e in events if (w := _ts(e.ts)) is not None), key=lambda p: p[0])  # stable
+    out: list[Placed] = []
+    for wall, e in written:
+        t = run_time.get(e.run_id or "") if (e.source or "policy") == "policy" else None
+        after = False
+        if t is None:
+            t, after = (wall, False) if t_last is None or wall <= t_last else (t_last, True)
+        if out and t < out[-1].t:
+            t, after = out[-1].t, out[-1].after
+        out.append(Placed(t, e, after))
+    return out
+
+
+def _in_force(placed: Sequence[Placed], t: float, initial: float | None) -> float | None:
+    """The applied global at run time t: the last apply placed before t (or at t, unless written after it)."""
+    value = initial
+    for p in placed:
+        if p.t < t or (p.t == t and not p.after):
+            if p.event.applied and fmt.finite(p.event.applied.global_):
+                value = p.event.applied.global_
+        else:
+            break
+    return value
 
 
 def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[ApplyEvent]) -> Chart:
-    """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time."""
+    """Recommended (dots), smoothed (line) and applied (step line) global multiplier over time, one clock."""
     title = f"{underlying} multiplier over time (global)"
     pts = [(t, r) for r in runs if (t := _ts(r.ts)) is not None]  # in time order (the history query's)
     rec_rows = [(t, r.recommended.global_, r) for t, r in pts if r.recommended and fmt.finite(r.recommended.global_)]
     rec = [(t, v) for t, v, _r in rec_rows]
     # a failed run (or one whose decision kept it out of the EWMA) never fed the smoothed line
-    smo = [
-        (t, r.smoothed.global_) for t, r in pts
+    smo_rows = [
+        (t, r.smoothed.global_, r) for t, r in pts
         if r.smoothed and fmt.finite(r.smoothed.global_) and r.status != "failed" and r.feeds_smoothing is not False
     ]
-    timed = sorted(((t, e) for e in events if (t := _apply_time(e, pts)) is not None), key=lambda p: p[0])
-    ev_pts = [(t, e.applied.global_) for t, e in timed if e.applied and fmt.finite(e.applied.global_)]
+    smo = [(t, v) for t, v, _r in smo_rows]
+    placed = event_times(events, pts)
+    ev_rows = [(p.t, p.event.applied.global_, p.event) for p in placed if p.event.applied and fmt.finite(p.event.applied.global_)]
     # before the first apply, the YAML held what that apply replaced
-    first_prev = timed[0][1].previous.global_ if timed and timed[0][1].previous else None
+    first_prev = placed[0].event.previous.global_ if placed and placed[0].event.previous else None
     initial = first_prev if fmt.finite(first_prev) else None
     times = [t for t, _ in rec + smo]
     if not times:
         return Chart(f"mult-{underlying}", title, "", [], [], [], [], [], [], empty_text="No live runs yet.")
-    t0 = min(times)
-    # Runs are placed at their snapshot time, applies at their own (later) time, and the applied
-    # value at t is the YAML value after the last apply at or before t: the step line starts at
-    # t0 with the value in force then; applies after the newest run widen the window to show them.
-    before = [p for p in ev_pts if p[0] <= t0]
-    inside = [p for p in ev_pts if t0 < p[0]]
-    t1 = max(times + [t for t, _ in inside])
-    times = times + [t1]
+    t0, t1 = min(times), max(times)
+    # the step line: the value in force at t0, then each apply placed inside the window
+    before = [p for p in ev_rows if p[0] <= t0]
+    inside = [p for p in ev_rows if t0 < p[0]]
     start = before[-1][1] if before else initial
-    steps = ([(t0, start)] if start is not None else []) + inside
-    ys = [v for _, v in rec + smo + steps]
-    ys_float = [float(v) for v in ys if v is not None]
+    steps = ([(t0, start)] if start is not None else []) + [(t, v) for t, v, _e in inside]
+    ys_float = [float(v) for _, v in rec + smo + steps if v is not None]
     xs, xt = x_scale_time(times)
     ysc, yt = y_scale(ys_float, "{:.2f}")
+    marked = [(t, v, e) for t, v, e in ev_rows if t0 <= t and (e.source or "policy") in ("force", "rollback")]
     series = [
-        Series("applied", "s-applied", _step([(xs(t), ysc(v)) for t, v in steps], xs(t1))),
-        Series("smoothed", "s-smooth", _line([(xs(t), ysc(v)) for t, v in smo])),
+        Series(
+            "applied", "s-applied", _step([(xs(t), ysc(v)) for t, v in steps], xs(t1)),
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{fmt.time(_iso(t))} applied {fmt.mult(v)} ({fmt.text(e.source)}, written {fmt.time(e.ts)})", "step")
+             for t, v, e in ev_rows if t0 <= t],
+        ),
+        Series(
+            "smoothed", "s-smooth", _line([(xs(t), ysc(v)) for t, v in smo]),
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{fmt.time(r.ts)} smoothed {fmt.mult(v)}") for t, v, r in smo_rows],
+        ),
         Series(
             "recommended",
             "s-rec",
@@ -207,17 +259,23 @@ def multiplier_chart(underlying: str, runs: Sequence[LiveRun], events: Sequence[
             [Dot(_f(xs(t)), _f(ysc(v)), f"{fmt.time(r.ts)} recommended {fmt.mult(v)}") for t, v, r in rec_rows],
         ),
     ]
-    ev_times = [t for t, _ in ev_pts]  # events come in time order (the history query's)
-    applied_at = [ev_pts[i - 1][1] if (i := bisect_right(ev_times, t)) else initial for t, _r in pts]
+    if marked:
+        series.append(Series(
+            "force-apply / rollback", "s-event", "",
+            [Dot(_f(xs(t)), _f(ysc(v)), f"{fmt.text(e.source)} written {fmt.time(e.ts)}: run {fmt.text(e.run_id)} -> {fmt.mult(v)}", e.source or "")
+             for t, v, e in marked],
+        ))
     rows = [
-        [fmt.time(r.ts), fmt.mult(r.recommended.global_ if r.recommended else None), fmt.mult(r.smoothed.global_ if r.smoothed else None), fmt.mult(a)]
-        for (_t, r), a in zip(reversed(pts), reversed(applied_at))
+        [fmt.time(r.ts), fmt.mult(r.recommended.global_ if r.recommended else None), fmt.mult(r.smoothed.global_ if r.smoothed else None),
+         fmt.mult(_in_force(placed, t, initial))]
+        for t, r in reversed(pts)
     ]
     return Chart(
         f"mult-{underlying}",
         title,
-        "Recommended (dots), smoothed (line; failed runs never fed it) and applied (step, at the time of the run "
-        "it applied; force-apply and rollback at their own time) global multiplier per live run.",
+        "Recommended (dots), smoothed (line and dots; failed runs never fed it) and applied (step) global multiplier "
+        "per live run, all at the run's snapshot time: a policy apply or force-apply steps at the time of the run it "
+        "applied; force-applies and rollbacks are marked where they happened, on the same clock.",
         series,
         [],
         xt,

@@ -23,10 +23,10 @@ from typing import Any, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from calreport import __version__, timeutil
+from calreport import __version__, fmt, timeutil
 from calreport.errors import CalreportError
 from calreport.model import BacktestSummary, CalibrationConfig, RunDetail
-from calreport.report import charts, views
+from calreport.report import charts, compare, views
 from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest_pages
 from calreport.store import history
 from calreport.store.applied import read_applied
@@ -223,10 +223,49 @@ def cli_prefix(root: Root | None) -> str:
     return "calreport" if root is None else shlex.join(["calreport", "--root", str(root.path)])
 
 
-def render_index(inp: views.Inputs, root: Root | None = None, backtests: list[BacktestLink] | None = None) -> str:
+def render_index(
+    inp: views.Inputs, root: Root | None = None, backtests: list[BacktestLink] | None = None, compare_links: dict[str, str] | None = None
+) -> str:
     return env().get_template("index.html.j2").render(
-        d=views.build_dashboard(inp), csp=csp(), version=__version__, cli=cli_prefix(root), backtests=backtests or []
+        d=views.build_dashboard(inp, compare_links), csp=csp(), version=__version__, cli=cli_prefix(root), backtests=backtests or []
     )
+
+
+def render_compare(c: compare.Comparison, command: str) -> str:
+    return env().get_template("compare.html.j2").render(
+        c=c, sections=compare.sections(c), a_time=fmt.time(c.a.time), b_time=fmt.time(c.b.time), command=command,
+        csp=csp(), version=__version__,
+    )
+
+
+def write_compare_pages(root: Root, inp: views.Inputs) -> dict[str, str]:
+    """site/compare/<run_id>.html for each live run on the dashboard's table: the applied state of its
+    underlying -> the run. Unchanged pages are not rewritten; pages of runs no longer shown are removed.
+    Returns run_id -> href (relative to site/)."""
+    out_dir = root.site_dir / "compare"
+    links: dict[str, str] = {}
+    if inp.applied is not None:
+        known = {r.run_id: r for r in [*inp.history.live_rows, *inp.history.latest_live.values()] if r.run_id}
+        for run in inp.history.live_rows:
+            rid = run.run_id or ""
+            if not _SAFE_ID.match(rid) or rid in links:
+                continue
+            entry = inp.applied.entry(run.underlying or "")
+            c = compare.compare(compare.side_of_applied(entry, known.get(entry.run_id or "")), compare.side_of_run(run))
+            data = render_compare(c, f"{cli_prefix(root)} diff {shlex.quote(rid)}").encode("utf-8")
+            path = root.site_dir / compare.page_name(rid)
+            try:
+                same = path.read_bytes() == data
+            except OSError:
+                same = False
+            if not same:
+                atomic_write(path, data)
+            links[rid] = compare.page_name(rid)
+    if out_dir.is_dir():
+        for p in out_dir.glob("*.html"):
+            if p.stem not in links:
+                p.unlink(missing_ok=True)
+    return links
 
 
 def render_backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, back_href: str | None) -> str:
@@ -327,7 +366,8 @@ def _render_site(
     if inp.applied_error:
         result.problems.append(inp.applied_error)
     t0 = time.perf_counter()
-    html = render_index(inp, root, sync_backtest_pages(root))
+    links = write_compare_pages(root, inp)
+    html = render_index(inp, root, sync_backtest_pages(root), links)
     t1 = time.perf_counter()
     with history.gc_paused():  # thousands of rows formatted and escaped: no cycles to collect
         write_pages(root, inp, query, result)

@@ -27,11 +27,12 @@ from calreport.model import (
     LiveRun,
     Multipliers,
     RunDetail,
+    RunFlag,
 )
 from calreport.report import charts
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
 from calreport.store.state import ROLLED_BACK, StatusIndex
-from calreport.timeutil import iso_utc
+from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
 
 MISSING = fmt.MISSING
 UNKNOWN = "unknown"  # a status that cannot be derived (the YAML is unreadable, or an old row lacks it)
@@ -63,6 +64,67 @@ class Banner:
     level: str  # "error" | "warn"
     title: str
     text: str
+
+
+SEVERITY = {"error": 0, "warn": 1, "info": 2}  # order of the flag summaries and of the items in each
+
+
+@dataclass(frozen=True)
+class FlagItem:
+    """One problem of one underlying: a failed run, a high error, a run flag, an unapplied smile."""
+
+    level: str  # "error" | "warn" | "info" (an auto run's flags: those runs are never applied)
+    title: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class FlagSummary:
+    """Every flag of one underlying, gathered: a one-line summary (the worst first) that expands."""
+
+    underlying: str
+    level: str  # the worst item's
+    counts: str  # "1 error, 2 warnings"
+    worst: str  # the worst item's title
+    items: list[FlagItem]
+
+
+@dataclass(frozen=True)
+class ErrorFigure:
+    label: str
+    value: str
+    field: str
+
+
+@dataclass(frozen=True)
+class OverviewCard:
+    """The first screen, per underlying: what the engine uses, whether it is healthy, the latest run
+    and its one headline error (HEADLINE_ERROR), the other error figures on demand."""
+
+    underlying: str
+    applied: str  # the applied global, as the engine reads it
+    applied_bands: str  # "0-7d 0.9842, 7-30d 1.0796" or ""
+    applied_source: str
+    applied_updated: str
+    health: str  # "ok" | "warn" | "error"
+    health_text: str
+    run_present: bool
+    run_id: str = MISSING
+    run_time: str = MISSING
+    run_time_iso: str = ""
+    run_age: str = MISSING
+    stale: bool = False
+    status: str = MISSING
+    smoothed: str = MISSING
+    headline: str = MISSING  # the headline error's value
+    others: list[ErrorFigure] = field(default_factory=list)
+
+
+# The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
+# quotes at the applied (tested) calibration, in vol points (LiveRun.iv_error_vp, calibration/desk.py).
+# It is in the units a desk quotes, counts each strike once (OTM only) and weights by vega, so a
+# deep-wing quote worth nothing does not dominate it; the price errors are shown beside it on demand.
+HEADLINE_ERROR = "OTM IV error (vega-weighted, vol points, at the applied calibration)"
 
 
 @dataclass(frozen=True)
@@ -294,6 +356,7 @@ class AutoRow:
     reason: str
     multiplier_se: str = ""
     used: str = ""  # snapshots used and the span they really cover (older rows: "")
+    ran_at: str = ""  # the wall-clock run time when it differs from the window end shown as Date
 
 
 @dataclass(frozen=True)
@@ -337,6 +400,11 @@ class Dashboard:
     chart_groups: list[ChartGroup]
     settings_hash: str
     smile: list[SmileSection] = field(default_factory=list)
+    flags: list[FlagSummary] = field(default_factory=list)
+    overview: list[OverviewCard] = field(default_factory=list)
+    headline_error: str = HEADLINE_ERROR
+    poll_seconds: str = ""
+    compare_links: dict[str, str] = field(default_factory=dict)  # live run_id -> compare page (site-relative)
 
 
 @dataclass(frozen=True)
@@ -838,9 +906,12 @@ def live_row(run: LiveRun, status: str) -> LiveRow:
 
 
 def auto_row(run: AutoRun) -> AutoRow:
+    """The Date column is the time the table is ordered by (store.history.row_time_ms): the end of
+    the harvest window (`as_of`), the time the data describes; the wall-clock run time sits beside it."""
     return AutoRow(
-        time=fmt.time(run.ts),
-        time_iso=run.ts or "",
+        time=fmt.time(run.as_of or run.ts),
+        time_iso=run.as_of or run.ts or "",
+        ran_at=fmt.time(run.ts) if run.as_of and run.as_of != run.ts else "",
         underlying=fmt.text(run.underlying),
         run_id=fmt.text(run.run_id),
         status=run.status or UNKNOWN,
@@ -899,8 +970,20 @@ def build_tables(inp: Inputs) -> tuple[HistoryTable, HistoryTable]:
     return live_t, auto_t
 
 
+def run_age_hours(run: LiveRun | None, now: datetime) -> float | None:
+    """Hours from the run's snapshot time to `now` (the render time); None without a readable time."""
+    ms = time_ms(run.ts) if run is not None else None
+    return None if ms is None else (now.timestamp() * 1000 - ms) / MS_PER_HOUR
+
+
+def is_stale(run: LiveRun | None, inp: Inputs) -> bool:
+    age = run_age_hours(run, inp.now)
+    return age is not None and age > inp.config.dashboard.stale_after_hours
+
+
 def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
-    latest = inp.history.latest_live
+    """What concerns the whole page: unreadable files, skipped history lines, stale live runs.
+    Each underlying's own problems are gathered in its flag summary (build_flags)."""
     out: list[Banner] = []
     dash = inp.config.dashboard
     if inp.config_error:
@@ -918,48 +1001,17 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                 f"{inp.applied_error}. The engine keeps its last good values until the file is fixed. {kept}",
             )
         )
-    for name in names:
-        run = latest.get(name)
-        if run is None:
-            continue
-        if run.status == "failed":
-            out.append(Banner("error", f"{name}: latest live run failed", f"{fmt.text(run.run_id)}: {fmt.text(run.reason)}"))
-        if fmt.finite(run.mae_pct) and (run.mae_pct or 0) > dash.mae_warn_pct:
-            out.append(
-                Banner(
-                    "warn",
-                    f"{name}: high pricing error",
-                    f"latest live run MAE {fmt.pct(run.mae_pct)} is above the warning level {fmt.pct(dash.mae_warn_pct, 0)}",
-                )
+    stale = [(n, run) for n in names if (run := inp.history.latest_live.get(n)) is not None and is_stale(run, inp)]
+    if stale:
+        out.append(
+            Banner(
+                "warn",
+                "Stale: no recent live run",
+                "; ".join(f"{n} latest live run {fmt.span(run_age_hours(run, inp.now))} old ({fmt.time(run.ts)})" for n, run in stale)
+                + f". Older than dashboard.stale_after_hours = {fmt.span(dash.stale_after_hours)} at render time "
+                f"{fmt.time(iso_utc(inp.now))}: the applied values may no longer fit the market.",
             )
-        if run.flags:  # calibration/flags.py: each active flag with its numbers
-            out.append(
-                Banner(
-                    "warn",
-                    f"{name}: flags " + ", ".join(dict.fromkeys(f.code for f in run.flags)),
-                    "; ".join(f"{f.code}: {f.message}" for f in run.flags),
-                )
-            )
-        min_rv = inp.config.fit.min_rv_returns  # the policy's thin-RV rule (apply.thin_rv), sigma mode included
-        if run_thin_rv(run, min_rv):
-            out.append(
-                Banner(
-                    "warn",
-                    f"{name}: RV_7d from too little history",
-                    f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
-                    f"(want at least {fmt.integer(min_rv)}; source: {fmt.text(run.rv_source)})",
-                )
-            )
-    for name in names:
-        auto = inp.history.latest_auto.get(name)
-        if auto is not None and auto.flags:
-            out.append(
-                Banner(
-                    "warn",
-                    f"{name}: auto run flags " + ", ".join(dict.fromkeys(f.code for f in auto.flags)),
-                    "; ".join(f"{f.code}: {f.message}" for f in auto.flags),
-                )
-            )
+        )
     for path, (count, line_numbers) in inp.history.skipped.items():
         if count:
             lines = ", ".join(str(n) for n in line_numbers[:5]) + (" ..." if count > 5 else "")
@@ -967,6 +1019,114 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                 Banner("warn", f"{path}: {count} unreadable line(s) skipped", f"line(s) {lines}; the file is not modified")
             )
     return out
+
+
+def _flag_lines(flags: Sequence[RunFlag]) -> list[str]:
+    return [f"{f.code}: {f.message}" for f in flags]
+
+
+def flag_items(inp: Inputs, name: str, smile: SmileSection | None) -> list[FlagItem]:
+    """Every problem of one underlying's latest runs, most severe first (stable within a level)."""
+    dash, out = inp.config.dashboard, []
+    run = inp.history.latest_live.get(name)
+    if run is not None:
+        if run.status == "failed":
+            out.append(FlagItem("error", f"{name}: latest live run failed", [f"{fmt.text(run.run_id)}: {fmt.text(run.reason)}"]))
+        if fmt.finite(run.mae_pct) and (run.mae_pct or 0) > dash.mae_warn_pct:
+            out.append(FlagItem("warn", f"{name}: high pricing error", [
+                f"latest live run MAE {fmt.pct(run.mae_pct)} is above the warning level {fmt.pct(dash.mae_warn_pct, 0)}"]))
+        if run.flags:  # calibration/flags.py: each active flag with its numbers
+            codes = ", ".join(dict.fromkeys(f.code for f in run.flags))
+            out.append(FlagItem("warn", f"{name}: flags {codes}", _flag_lines(run.flags)))
+        min_rv = inp.config.fit.min_rv_returns  # the policy's thin-RV rule (apply.thin_rv), sigma mode included
+        if run_thin_rv(run, min_rv):
+            out.append(FlagItem("warn", f"{name}: RV_7d from too little history", [
+                f"RV_7d {fmt.vol(run.rv_7d)} was computed from {fmt.integer(run.rv_returns)} returns "
+                f"(want at least {fmt.integer(min_rv)}; source: {fmt.text(run.rv_source)})"]))
+    if smile is not None and smile.flagged_bands:
+        out.append(FlagItem("warn", f"{name}: {SKEW_FLAG}", [smile.flag_text.removeprefix(f"{SKEW_FLAG}: ")]))
+    auto = inp.history.latest_auto.get(name)
+    if auto is not None and auto.flags:
+        codes = ", ".join(dict.fromkeys(f.code for f in auto.flags))
+        out.append(FlagItem("info", f"{name}: auto run flags {codes}", _flag_lines(auto.flags)))
+    return sorted(out, key=lambda i: SEVERITY[i.level])
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def build_flags(inp: Inputs, names: list[str], smile: Sequence[SmileSection]) -> list[FlagSummary]:
+    """One summary per underlying with any flag, the most severe underlying first."""
+    by_name = {s.underlying: s for s in smile}
+    out = []
+    for name in names:
+        items = flag_items(inp, name, by_name.get(name))
+        if not items:
+            continue
+        counts = [_plural(k, w) for lvl, w in (("error", "error"), ("warn", "warning"), ("info", "note"))
+                  if (k := sum(i.level == lvl for i in items))]
+        out.append(FlagSummary(name, items[0].level, ", ".join(counts), items[0].title.removeprefix(f"{name}: "), items))
+    return sorted(out, key=lambda f: SEVERITY[f.level])
+
+
+def _health(inp: Inputs, run: LiveRun | None, flags: FlagSummary | None) -> tuple[str, str]:
+    """Is what the engine uses sound? The worst of: the YAML readable, the latest live run, its age, its flags."""
+    if inp.applied_error:
+        return "error", "applied multipliers file is invalid: the engine keeps its last good values"
+    if run is None:
+        return "warn", "no live run yet: the engine uses the initial values"
+    if run.status == "failed":
+        return "error", "the latest live run failed realism; the engine keeps the last applied values"
+    if is_stale(run, inp):
+        return "warn", f"stale: the latest live run is {fmt.span(run_age_hours(run, inp.now))} old"
+    if flags is not None and flags.level != "info":
+        return flags.level, f"{flags.counts}: {flags.worst}"
+    return "ok", "latest live run passed realism and is recent"
+
+
+def build_overview(inp: Inputs, names: list[str], flags: Sequence[FlagSummary]) -> list[OverviewCard]:
+    flag_of = {f.underlying: f for f in flags}
+    index = inp.statuses
+    cards = []
+    for name in names:
+        entry = inp.applied.underlyings.get(name) if inp.applied is not None else None
+        run = inp.history.latest_live.get(name)
+        health, health_text = _health(inp, run, flag_of.get(name))
+        if inp.applied is None:
+            applied, bands, source, updated = MISSING, "", MISSING, MISSING
+        elif entry is None:
+            applied, bands, source, updated = fmt.mult(1.0), "", "default, never applied", MISSING
+        else:
+            applied = fmt.mult(entry.global_)
+            bands = ", ".join(f"{b} {fmt.mult(v)}" for b, v in entry.bands.items())
+            source, updated = entry.source, fmt.time(entry.updated_at)
+        card = OverviewCard(
+            underlying=name, applied=applied, applied_bands=bands, applied_source=source, applied_updated=updated,
+            health=health, health_text=health_text, run_present=run is not None,
+        )
+        if run is not None:
+            card = replace(
+                card,
+                run_id=fmt.text(run.run_id),
+                run_time=fmt.time(run.ts),
+                run_time_iso=run.ts or "",
+                run_age=fmt.span(run_age_hours(run, inp.now)),
+                stale=is_stale(run, inp),
+                status=derive_status(index, run),
+                smoothed=fmt.mult(_global(run.smoothed)),
+                headline=fmt.vp(run.iv_error_vp),
+                others=[
+                    ErrorFigure("OTM IV error at the recommended calibration (vp)", fmt.vp(run.fit_iv_error_vp), "fit-iv-error"),
+                    ErrorFigure("OTM IV bias, synthetic - mark (vp)", fmt.vp(run.iv_bias_vp), "iv-bias"),
+                    ErrorFigure("Price vMAE, OTM quotes (%)", fmt.pct(run.otm_vega_weighted_mae_pct), "otm-vmae"),
+                    ErrorFigure("Price vMAE, all quotes (%)", fmt.pct(run.vega_weighted_mae_pct), "vmae"),
+                    ErrorFigure("Price MAE, all quotes (%)", fmt.pct(run.mae_pct), "mae"),
+                    ErrorFigure("MAE in vol points, all quotes", fmt.vp(run.mae_vol_points), "mae-vp"),
+                ],
+            )
+        cards.append(card)
+    return cards
 
 
 def build_charts(names: list[str], inp: Inputs) -> list[ChartGroup]:
@@ -990,17 +1150,15 @@ def build_smile(names: list[str], inp: Inputs) -> list[SmileSection]:
     return build_smile_sections(names, inp.history.latest_live, inp.details, applied, inp.config)
 
 
-def build_dashboard(inp: Inputs) -> Dashboard:
+def build_dashboard(inp: Inputs, compare_links: dict[str, str] | None = None) -> Dashboard:
     names = underlyings_of(inp)
     live_t, auto_t = build_tables(inp)
     smile = build_smile(names, inp)
-    banners = build_banners(inp, names) + [
-        Banner("warn", f"{s.underlying}: {SKEW_FLAG}", s.flag_text) for s in smile if s.flagged_bands
-    ]
+    flags = build_flags(inp, names, smile)
     return Dashboard(
         generated_at=fmt.time(iso_utc(inp.now)),
         generated_iso=iso_utc(inp.now),
-        banners=banners,
+        banners=build_banners(inp, names),
         applied=build_applied(inp, names),
         latest=build_latest(names, inp),
         live=build_live(names, inp),
@@ -1011,6 +1169,10 @@ def build_dashboard(inp: Inputs) -> Dashboard:
         chart_groups=build_charts(names, inp),
         settings_hash=inp.config.settings_hash(),
         smile=smile,
+        flags=flags,
+        overview=build_overview(inp, names, flags),
+        poll_seconds=f"{inp.config.dashboard.poll_seconds:g}",
+        compare_links=compare_links or {},
     )
 
 

@@ -83,7 +83,7 @@ auto:
   max_schema_error_rate: 0.01   # data quality degraded above 1% unreadable harvest lines
   min_expiries: 2
   min_strikes: 10
-dashboard: {max_rows: 50, page_size: 500, mae_warn_pct: 40.0, min_rv_returns: 120}
+dashboard: {max_rows: 50, page_size: 500, stale_after_hours: 2.0, poll_seconds: 30.0, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
 # Run flags (shown in the dashboard banner; vp = vol points).
 flags: {iv_drift_vp: 5.0, atm_rv_min: 0.7, atm_rv_max: 1.4, wing_gap_vp: 5.0, expiry_outlier_ratio: 2.0,

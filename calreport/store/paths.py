@@ -45,7 +45,7 @@ class Root:
 
     @property
     def alert_history(self) -> Path:
-        """Alerts raised for runs and their delivery (commands/alerts.py)."""
+        """Alerts raised for runs and their delivery (commands/adapters/alerts.py)."""
         return self.history_dir / "alerts.jsonl"
 
     @property

@@ -1,0 +1,172 @@
+"""The dashboard's first screen, its charts' one clock, its history tables' order and the compare view,
+pinned without a browser (tests/test_browser_screens.py checks them in Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from foundation_helpers import force_apply
+
+from calreport.model import ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
+from calreport.report import charts, compare
+from calreport.report.render import read_inputs, render_site
+from calreport.report.views import build_dashboard
+from calreport.store import applied as apply
+
+NOW = datetime(2025, 12, 11, 12, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def m(x: float, **bands: float) -> Multipliers:
+    return Multipliers.model_validate({"global": x, "bands": bands})
+
+
+def dashboard(root, now=NOW):
+    inp, _q = read_inputs(root, now=now)
+    return build_dashboard(inp)
+
+
+# --------------------------------------------------------------------------- first screen
+
+
+def test_flags_are_one_summary_per_underlying_worst_first_not_a_banner_each(root, rows) -> None:
+    rows.live("ETH", flags=[RunFlag(code="WING_GAP", message="7-30d <10D put: model -36.4 vp from market (> 5)"),
+                            RunFlag(code="IV_DRIFT", message="ATM IV 7d moved")])
+    rows.auto("ETH", flags=[RunFlag(code="WING_GAP", message="all <10D put")])
+    rows.live("BTC", status="failed", reason="Unrealistic", mae_pct=55.0,
+              flags=[RunFlag(code="WING_GAP", message="0-7d <10D put")])
+    d = dashboard(root)
+    assert [f.underlying for f in d.flags] == ["BTC", "ETH"]  # BTC has an error: first
+    btc, eth = d.flags
+    assert btc.level == "error" and btc.worst == "latest live run failed" and btc.counts == "1 error, 2 warnings"
+    assert [i.level for i in btc.items] == ["error", "warn", "warn"]
+    assert eth.counts == "1 warning, 1 note" and eth.items[-1].title == "ETH: auto run flags WING_GAP"
+    assert eth.items[0].lines == ["WING_GAP: 7-30d <10D put: model -36.4 vp from market (> 5)", "IV_DRIFT: ATM IV 7d moved"]
+    assert d.banners == []  # none of that is a page-wide banner
+
+
+def test_the_first_screen_says_what_the_engine_uses_its_health_and_one_headline_error(root, rows) -> None:
+    run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05}, iv_error_vp=5.71, otm_vega_weighted_mae_pct=24.68,
+                    ts="2025-12-11T11:30:00Z")
+    force_apply(root, "BTC")
+    card = next(c for c in dashboard(root).overview if c.underlying == "BTC")
+    assert (card.applied, card.applied_bands, card.applied_source) == ("1.0833", "0-7d 1.0500", "force")
+    assert card.health == "ok" and card.run_id == run.run_id and card.status == "applied"
+    assert card.headline == "5.71 vp"
+    others = {e.field: e.value for e in card.others}
+    assert others["otm-vmae"] == "24.68%" and others["mae"] == "15.74%" and others["vmae"] == "12.82%"
+    html = root.index_html.read_text()
+    assert html.index('id="overview"') < html.index('id="current-applied"') < html.index('id="latest-run"')
+    assert "OTM IV error (vega-weighted, vol points, at the applied calibration)" in html
+
+
+def test_a_live_run_older_than_stale_after_hours_shows_a_staleness_banner(root, rows) -> None:
+    rows.live(ts="2025-12-11T11:00:00Z")
+    assert dashboard(root, now=datetime(2025, 12, 11, 12, 59, tzinfo=UTC)).banners == []  # 1.98 h: fresh (default 2 h)
+    d = dashboard(root, now=datetime(2025, 12, 11, 13, 30, tzinfo=UTC))
+    assert [b.title for b in d.banners] == ["Stale: no recent live run"]
+    assert "BTC latest live run 2.5 h old" in d.banners[0].text and "stale_after_hours = 2.0 h" in d.banners[0].text
+    assert d.overview[0].stale and d.overview[0].health == "warn"
+    text = root.calibration_config.read_text()
+    root.calibration_config.write_text(text.replace("stale_after_hours: 2.0,", "stale_after_hours: 3,"))
+    assert dashboard(root, now=datetime(2025, 12, 11, 13, 30, tzinfo=UTC)).banners == []
+
+
+def test_auto_history_is_dated_by_the_window_end_it_is_ordered_by_and_data_health_agrees(root, rows) -> None:
+    # a replayed run (window ending 12:00 yesterday) after one without --as-of (window ending at its run time)
+    rows.auto(ts="2025-12-11T12:34:00Z", as_of="2025-12-11T12:34:00Z", status="failed", reason="no snapshots")
+    rows.auto(ts="2025-12-11T12:35:00Z", as_of="2025-12-10T12:00:00Z", status="degraded")
+    d = dashboard(root)
+    dates = [r.time for r in d.auto_table.rows]
+    assert dates == sorted(dates, reverse=True) == ["2025-12-11 12:34 UTC", "2025-12-10 12:00 UTC"]
+    assert d.auto_table.rows[1].ran_at == "2025-12-11 12:35 UTC"
+    assert d.health[0].status == d.auto_table.rows[0].status  # the card shows the newest row's status
+    render_site(root, now=NOW)
+    assert "Window end</th>" in root.index_html.read_text()
+
+
+# --------------------------------------------------------------------------- charts on one clock
+
+
+def _run(rid: str, ts: str, smoothed: float) -> LiveRun:
+    return LiveRun(run_id=rid, ts=ts, underlying="BTC", recommended=m(smoothed), smoothed=m(smoothed), status="ok")
+
+
+def test_replayed_runs_and_later_applies_share_the_runs_clock_and_every_series_is_drawn() -> None:
+    runs = [_run("a", "2024-12-29T08:00:00Z", 1.04), _run("b", "2025-01-02T08:00:00Z", 1.06)]
+    events = [  # written a year later, as on a replayed harvest
+        ApplyEvent(ts="2026-01-05T10:00:00Z", underlying="BTC", run_id="a", source="policy", previous=m(1.0), applied=m(1.04)),
+        ApplyEvent(ts="2026-01-05T11:00:00Z", underlying="BTC", run_id="b", source="force", previous=m(1.04), applied=m(1.06)),
+        ApplyEvent(ts="2026-01-05T12:00:00Z", underlying="BTC", run_id="a", source="rollback", previous=m(1.06), applied=m(1.04)),
+    ]
+    chart = charts.multiplier_chart("BTC", runs, events)
+    assert [t.label for t in chart.x_ticks][0] == "2024-12-29" and chart.x_ticks[-1].label == "2025-01-02"  # years shown
+    assert chart.x_ticks[-1].anchor == "end" and chart.x_ticks[0].anchor == "start"  # no label clipped at an edge
+    by_name = {s.name: s for s in chart.series}
+    assert by_name["applied"].path.startswith(f"M{charts.LEFT:.1f},")  # the policy apply steps at run a's time
+    assert [d.cls for d in by_name["force-apply / rollback"].dots] == ["force", "rollback"]
+    assert all(float(d.x) <= charts.WIDTH - charts.RIGHT for s in chart.series for d in s.dots)
+    assert len(by_name["smoothed"].dots) == 2 and all(d.label for s in chart.series for d in s.dots)  # hover values
+    assert chart.rows[-1][-1] == "1.0400"  # at run a: the policy apply of a
+    assert chart.rows[0][-1] == "1.0400"  # at run b: the force-apply and the rollback were written after it
+
+
+def test_a_single_smoothed_point_is_drawn_and_the_table_says_1_point() -> None:
+    chart = charts.multiplier_chart("BTC", [_run("a", "2025-12-11T08:00:00Z", 1.04)], [])
+    smoothed = next(s for s in chart.series if s.name == "smoothed")
+    assert len(smoothed.dots) == 1  # a one-point path draws nothing; the dot does
+    assert chart.table_label == "Table (1 point)"
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _smile(*values: float) -> Smile:
+    return Smile.model_validate({"nodes": [-1.5, 0.0, 1.5], "global": list(values)})
+
+
+def test_compare_gives_levels_bands_smile_nodes_and_errors_with_the_difference() -> None:
+    a = LiveRun(run_id="A", ts="2025-12-11T08:00:00Z", underlying="BTC", iv_error_vp=5.0, mae_pct=15.0,
+                smoothed=Multipliers.model_validate({"global": 1.04, "bands": {"0-7d": 1.02}, "smile": _smile(1.2, 1.0, 1.1).model_dump(by_alias=True)}))
+    b = LiveRun(run_id="B", ts="2025-12-11T10:00:00Z", underlying="BTC", iv_error_vp=4.25, mae_pct=15.0,
+                smoothed=Multipliers.model_validate({"global": 1.0833, "bands": {"7-30d": 1.09}, "smile": _smile(1.25, 1.0, 1.1).model_dump(by_alias=True)}))
+    c = compare.compare(compare.side_of_run(a), compare.side_of_run(b))
+    rows = {(r.section, r.name): r for r in c.rows}
+    assert (rows["level", "global"].a, rows["level", "global"].b, rows["level", "global"].diff) == ("1.0400", "1.0833", "+0.0433")
+    assert rows["band", "0-7d"].b == "none (global)" and rows["band", "7-30d"].a == "none (global)"
+    assert rows["smile", "global x=-1.50"].diff == "+0.0500" and rows["smile", "global x=-1.50"].changed
+    assert not rows["smile", "global x=1.50"].changed
+    assert rows["error", "OTM IV error (vega-weighted)"].diff == "-0.75 vp"
+    assert not rows["error", "Price MAE, all quotes"].changed
+    assert compare.changed_smile_nodes(a.smoothed.smile, b.smoothed.smile) == [{"node": "global x=-1.50", "old": "1.2000", "new": "1.2500"}]
+
+
+def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(root, rows) -> None:
+    first = rows.live(smoothed=1.04, bands={"0-7d": 1.02})
+    apply.apply_values(root, "BTC", first.smoothed, source="policy", run_id=first.run_id, reason="Policy")
+    second = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
+    render_site(root, now=NOW)
+    html = root.index_html.read_text()
+    for run in (first, second):
+        assert f'href="compare/{run.run_id}.html" data-compare="{run.run_id}"' in html
+    page = (root.site_dir / "compare" / f"{second.run_id}.html").read_text()
+    assert re.search(r'data-name="global"[^>]*><td>global</td><td class="num">1.0400</td><td class="num">1.0833</td><td class="num changed">\+0.0433</td>', page)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+
+    out = cli("diff", second.run_id, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["a"]["label"] == "applied" and doc["b"]["run_id"] == second.run_id
+    assert {"section": "level", "name": "global", "a": "1.0400", "b": "1.0833", "diff": "+0.0433", "changed": True, "unit": ""} in doc["rows"]
+    text = cli("diff", first.run_id, second.run_id)
+    assert text.returncode == 0 and "* level global" in text.stdout and "+0.0433" in text.stdout
+    bad = cli("diff", "NOPE")
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "no live run 'NOPE'" in bad.stderr
