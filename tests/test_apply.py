@@ -173,7 +173,7 @@ def test_hand_broken_yaml_is_a_one_line_error_and_never_overwritten(root, capsys
     with pytest.raises(CalreportError) as exc:
         read_applied(root)
     assert problem in str(exc.value) and str(root.applied) in str(exc.value)
-    for argv in (["status"], ["status", "--json"], ["force-apply"]):
+    for argv in (["status"], ["status", "--json"], ["force-apply", "--underlying", "BTC"]):
         assert main(["--root", str(root.path), *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and "applied_multipliers.yaml" in err
