@@ -58,6 +58,7 @@ from calreport.model.harvest import (
     RejectedSource,
 )
 from calreport.model.runs import (
+    NOTE_MAX_CHARS,
     ROW_TYPES,
     AlertDelivery,
     AlertEvent,
@@ -82,7 +83,7 @@ from calreport.model.runs import (
 
 __all__ = [
     "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE",
-    "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
+    "NOTE_MAX_CHARS", "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
     "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
     "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",

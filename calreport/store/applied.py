@@ -142,10 +142,11 @@ class ApplyTransaction:
 
     def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
-        sigma_mode: str | None = None,
+        sigma_mode: str | None = None, note: str | None = None,
     ) -> ApplyEvent:
         """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
-        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
+        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out);
+        `note` is the user's (force-apply, rollback), recorded in the event only."""
         from calreport.apply import new_entry  # the write path only: reading the file (status) needs no core
 
         underlying = self.config.check_underlying(underlying)
@@ -171,6 +172,7 @@ class ApplyTransaction:
             previous_run_id=previous.run_id,
             **upgrade,
             **({"sigma_mode": mode} if mode else {}),
+            **({"note": note} if note else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
         self.document = updated
