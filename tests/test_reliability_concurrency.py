@@ -33,7 +33,7 @@ UNDERLYINGS = ("BTC", "ETH")
 
 def _worker(root: Root, wid: int) -> dict[str, int]:
     rng = random.Random(wid)
-    counts = {"live": 0, "force": 0, "policy": 0, "auto": 0}
+    counts = {"live": 0, "force": 0, "noop": 0, "policy": 0, "auto": 0}
     for op in range(OPS):
         u = rng.choice(UNDERLYINGS)
         tag = f"w{wid}-{op}"
@@ -46,8 +46,14 @@ def _worker(root: Root, wid: int) -> dict[str, int]:
                         smoothed=Multipliers(global_=g, bands={"0-7d": g}), status="ok", decision="hold"),
             )
             counts["live"] += 1
-            force_apply(root, u)  # the latest live run of u, whoever wrote it
-            counts["force"] += 1
+            try:
+                force_apply(root, u)  # the latest live run of u, whoever wrote it
+            except RefusedError as exc:  # another worker force-applied that same run first: a no-op, refused
+                if not str(exc).startswith("already applied"):
+                    raise
+                counts["noop"] += 1
+            else:
+                counts["force"] += 1
         elif kind == "policy":
             apply_values(root, u, Multipliers(global_=g), source="policy", run_id=f"pol-{tag}", reason="policy")
             counts["policy"] += 1
@@ -80,7 +86,7 @@ def test_parallel_applies_and_appends_lose_nothing_and_end_consistent(root, tmp_
     for pid in pids:
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, [p.read_text() for p in tmp_path.glob("error-*")]
-    totals = {"live": 0, "force": 0, "policy": 0, "auto": 0}
+    totals = {"live": 0, "force": 0, "noop": 0, "policy": 0, "auto": 0}
     for wid in range(PROCESSES):
         for k, v in eval((tmp_path / f"counts-{wid}").read_text()).items():
             totals[k] += v
