@@ -18,8 +18,8 @@ from calreport.engine import AppliedMultipliersWatcher
 from calreport.model import Multipliers
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.files import append_line, atomic_write
-from calreport.store.history import apply_events
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 NAME = "apply"
 TARGET_P99_S = 0.050
@@ -80,7 +80,7 @@ def run(quick: bool = False) -> list[Figure]:
                 expected = _values(2 * n + i + 1).global_
                 if engine.multiplier_for("BTC", 100.0) != expected:  # outside every band: global
                     raise RuntimeError(f"engine sees {engine.multiplier_for('BTC', 100.0)}, applied {expected}")
-        events = len(apply_events(root, "BTC"))
+        events = len(HistoryQuery.file_order(root, "apply", "BTC"))
         final = read_applied(root).entry("BTC").global_
     expected_events = 1 + n + n_render + (2 * n if engine_lat else 0)
     if events != expected_events:

@@ -295,7 +295,7 @@ def run(quick: bool = False) -> list[Figure]:
         Figure(name="harvest read alone (load_harvest), Parquet vs JSONL", value=min(read_pq), unit="s",
                baseline=read_jsonl, baseline_label="the same days as JSONL logs", ratio=read_jsonl / min(read_pq),
                target="", met=None,
-               notes=["what issue 13 changes; the rest of a run (fit, desk measures, bootstrap SE) is the same on every path"]),
+               notes=["what the day format changes; the rest of a run (fit, desk measures, bootstrap SE) is the same on every path"]),
         Figure(name=f"Parquet days size ({len(logs)} days)", value=pq_size, unit="B",
                baseline=gz_size, baseline_label="the same days as .jsonl.gz (gzip -6)", ratio=gz_size / pq_size,
                target="", met=None,

@@ -10,7 +10,7 @@ run_live_calibration (the use case behind `calreport calibrate`: snapshot file r
 file, history row, policy, apply; no re-render) per decision and variant, on snapshot files of the
 same market at the decision times, with one BLAS thread as the backtest runs (the median of ten
 calls with the BLAS's default threads is noted beside it). Both use RV_7d 0.45 (--rv), so neither
-reads a price history. The default config fits the smile (issue 12) in every live run.
+reads a price history. The default config fits the smile in every live run.
 """
 
 from __future__ import annotations

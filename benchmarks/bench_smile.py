@@ -1,4 +1,4 @@
-"""Pricing with the smile (issue 12): EngineView.price (sigma + Black-76) for 1e6 options, options/s.
+"""Pricing with the smile: EngineView.price (sigma + Black-76) for 1e6 options, options/s.
 
 Baseline, timed in the same run: the same options priced with the flat model (the band multiplier
 lookup, today's path). The smile costs one band lookup (searchsorted on the band edges) and one

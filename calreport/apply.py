@@ -52,6 +52,7 @@ from calreport.errors import RefusedError, excerpt
 from calreport.realism import arbitrage_problem, surface_checks
 from calreport.model import (
     DEFAULT_SIGMA_MODE,
+    NOTE_MAX_CHARS,
     AppliedEntry,
     ApplyEvent,
     AutoRun,
@@ -535,6 +536,43 @@ def force_values(
     return run.smoothed
 
 
+ALREADY_APPLIED = "already applied"
+
+
+def already_applied(
+    values: Multipliers, entry: AppliedEntry, config: CalibrationConfig, *, sigma_mode: str | None, what: str
+) -> Refused | None:
+    """A force-apply or rollback that would write exactly what the YAML holds (global, bands, smile,
+    sigma mode, as the YAML rounds them) is refused: its apply event would change nothing and read
+    as a change. `what` names the values in the reason ("run R1's smoothed values")."""
+    new = checked_values(values, config)
+    if isinstance(new, Refused):  # never written anyway: that refusal is the one to read
+        return None
+    old = Multipliers(global_=entry.global_, bands=dict(entry.bands), smile=entry.smile).rounded(4)
+    if new != old or (sigma_mode or DEFAULT_SIGMA_MODE) != (entry.sigma_mode or DEFAULT_SIGMA_MODE):
+        return None
+    since = f" since {entry.updated_at}" if entry.updated_at else ""
+    return Refused(
+        f"{ALREADY_APPLIED}: {what} are the applied values (global {fmt.mult(entry.global_)}, "
+        f"run {entry.run_id or 'initial default'}{since}); nothing to change"
+    )
+
+
+def force_refusal(
+    run: LiveRun | None, underlying: str, entry: AppliedEntry, config: CalibrationConfig, *, allow_unrealistic: bool = False
+) -> Refused | None:
+    """Why `force-apply` would be refused now against `entry` (None: it would write): the dashboard
+    hides its button on exactly this, with the realism override allowed (its dialog asks)."""
+    values = force_values(run, underlying, config, allow_unrealistic=allow_unrealistic)
+    if isinstance(values, Refused):
+        return values
+    checked = checked_values(values, config)
+    if isinstance(checked, Refused):
+        return checked
+    assert run is not None
+    return already_applied(values, entry, config, sigma_mode=run.sigma_mode, what=f"run {run.run_id}'s smoothed values")
+
+
 class RollbackTarget(NamedTuple):
     run_id: str
     values: Multipliers
@@ -581,11 +619,18 @@ def rollback_target(
     )
 
 
-def rollback_values(target: RollbackTarget, underlying: str, config: CalibrationConfig) -> Multipliers | Refused:
-    """A rollback target's values, unless they were fitted in another sigma mode than the configured one."""
+def rollback_values(
+    target: RollbackTarget, underlying: str, config: CalibrationConfig, entry: AppliedEntry | None = None
+) -> Multipliers | Refused:
+    """A rollback target's values, unless they were fitted in another sigma mode than the configured
+    one, or (given the current `entry`) they are what the YAML holds already."""
     mode = sigma_mode_refusal(target.sigma_mode, config.sigma_mode_for(underlying), f"run {target.run_id}'s values")
     if mode is not None:
         return Refused(f"{mode.reason}; not rolled back")
+    if entry is not None:
+        same = already_applied(target.values, entry, config, sigma_mode=target.sigma_mode, what=f"run {target.run_id}'s values")
+        if same is not None:
+            return same
     return target.values
 
 
@@ -599,7 +644,7 @@ class AppliedTransaction(Protocol):
 
     def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
-        sigma_mode: str | None = None,
+        sigma_mode: str | None = None, note: str | None = None,
     ) -> ApplyEvent: ...
 
 
@@ -633,22 +678,41 @@ def apply_live_run(
     return run, event
 
 
-def force_apply(store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None) -> ApplyEvent:
+def clean_note(note: str | None) -> str | None:
+    """The user's note as an apply event records it: one line (whitespace collapsed), at most
+    NOTE_MAX_CHARS; empty is no note. Longer is refused, never cut (it is the user's words)."""
+    if note is None:
+        return None
+    text = " ".join(note.split())
+    if len(text) > NOTE_MAX_CHARS:
+        Refused(f"--note is {len(text)} characters; at most {NOTE_MAX_CHARS}").raise_()
+    return text or None
+
+
+def force_apply(
+    store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None
+) -> ApplyEvent:
     """Apply the smoothed values of the latest *live* run (reason "Forced by user"), in one transaction."""
     cfg = store.config
     name = cfg.check_underlying(underlying)
+    note = clean_note(note)
     run = store.latest_live_run(name)
     values = accepted(force_values(run, name, cfg, allow_unrealistic=allow_unrealistic, where=store.where))
     accepted(checked_values(values, cfg))  # refuse values that can never be written before taking the lock
     assert run is not None  # force_values refused otherwise
     with store.transaction() as tx:
+        same = already_applied(values, tx.entry(name), cfg, sigma_mode=run.sigma_mode, what=f"run {run.run_id}'s smoothed values")
+        if same is not None:
+            same.raise_()
         return tx.replace(
             name, values, source="force", run_id=run.run_id, reason=FORCED_REASON + (f" ({via})" if via else ""),
-            sigma_mode=run.sigma_mode,
+            sigma_mode=run.sigma_mode, note=note,
         )
 
 
-def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: str | None = None) -> ApplyEvent:
+def rollback(
+    store: ApplyStore, underlying: str, to: str | None = None, *, via: str | None = None, note: str | None = None
+) -> ApplyEvent:
     """Re-apply an earlier applied run's values as a new apply event (source rollback).
 
     The target is chosen against the YAML read under the apply lock, so a concurrent apply cannot
@@ -656,13 +720,14 @@ def rollback(store: ApplyStore, underlying: str, to: str | None = None, *, via: 
     """
     cfg = store.config
     name = cfg.check_underlying(underlying)
+    note = clean_note(note)
     with store.transaction() as tx:
         target = accepted(rollback_target(
             store.apply_events(name), name, tx.entry(name).run_id, to, run_of=store.run_of, where=store.where
         ))
-        values = accepted(rollback_values(target, name, cfg))
+        values = accepted(rollback_values(target, name, cfg, tx.entry(name)))
         return tx.replace(
             name, values, source="rollback", run_id=target.run_id,
             reason=ROLLBACK_REASON.format(run_id=target.run_id) + (f" ({via})" if via else ""),
-            sigma_mode=target.sigma_mode,
+            sigma_mode=target.sigma_mode, note=note,
         )

@@ -25,7 +25,7 @@ class JSONLimitError(ValueError):
 def loads(data: bytes | str) -> Any:
     """Parse one JSON document; raises ValueError (orjson's JSONDecodeError is one) on bad input.
 
-    Limits (issue 10): JSON nested deeper than the parser goes (orjson: 1024 levels; the standard
+    Limits (history and snapshot files are outside input): JSON nested deeper than the parser goes (orjson: 1024 levels; the standard
     library: Python's recursion limit) and integers of more than 4300 digits are a JSONLimitError,
     never a RecursionError or an unexplained conversion error.
     """
@@ -51,3 +51,19 @@ def dumps(obj: Any) -> bytes:
     if _orjson is not None:
         return _orjson.dumps(obj)
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in a JSON object")
+    return dict(pairs)
+
+
+def loads_unique(data: bytes | str) -> Any:
+    """`loads`, refusing an object that names a key twice ({"preview": true, "preview": false}):
+    for requests that act, where which of the two wins must never be a parser's choice."""
+    doc = loads(data)  # the limits first: the second parse below then stays within them
+    json.loads(data, object_pairs_hook=_unique_keys)
+    return doc
+

@@ -44,7 +44,7 @@ VARIANTS = {
     "otm_iv_fit": "fit: {objective: otm_iv_vega}\n",
     "thin_rv_ok": "fit: {min_rv_returns: 12}\n",
 }
-if "sigma_mode" in CalibrationConfig.model_fields:  # issue 11's sigma modes, where they exist
+if "sigma_mode" in CalibrationConfig.model_fields:  # sigma modes, where the code has them
     VARIANTS["atm_iv"] = "sigma_mode: atm_iv\n"
 SAMPLE_END = 1_765_540_800_000  # 2025-12-12T12:00Z
 # Fixed RVs per underlying, bracketing the harvest's ATM IV (5-40 day expiries, median over the

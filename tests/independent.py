@@ -1,4 +1,4 @@
-"""Test-only helpers for the real-data checks of issue 11: a deliberately plain re-implementation
+"""Test-only helpers for the real-data checks of the desk measures: a deliberately plain re-implementation
 (own instrument-name parser, scipy.stats.norm Black-76) and a safe way to give a tmp root the shared
 harvest. Nothing here imports calreport's pricing, so agreement means something."""
 

@@ -20,8 +20,8 @@ from calreport.store.applied import (
     format_applied,
     read_applied,
 )
-from calreport.store.history import apply_events
 from calreport.store.paths import Root, lock_path
+from calreport.store.query import HistoryQuery
 from calreport.store.state import read_state, status_index
 
 
@@ -81,15 +81,16 @@ def test_force_apply_refuses_failed_run_unless_allowed(root):
 
 
 def test_auto_runs_never_change_applied_even_when_newest(root, capsys):
-    add_live_run(root, smoothed=1.0833)
+    live = add_live_run(root, smoothed=1.0833)
     force_apply(root, "BTC")
     before = root.applied.read_bytes()
     add_auto_run(root, multiplier=1.3, mae=10.0)
     add_auto_run(root, multiplier=0.5)
     assert root.applied.read_bytes() == before
-    # force-apply after the auto runs still takes the latest *live* run
-    force_apply(root, "BTC")
-    assert read_applied(root).entry("BTC").global_ == 1.0833
+    # force-apply after the auto runs still takes the latest *live* run: already applied, so refused
+    with pytest.raises(RefusedError, match=f"already applied: run {live.run_id}'s"):
+        force_apply(root, "BTC")
+    assert read_applied(root).entry("BTC").global_ == 1.0833 and root.applied.read_bytes() == before
 
 
 def test_force_apply_without_live_run_is_refused_and_writes_nothing(root, capsys):
@@ -137,7 +138,7 @@ def test_apply_event_records_previous_and_new_values(root):
     force_apply(root, "BTC")
     add_live_run(root, smoothed=1.2)
     force_apply(root, "BTC")
-    events = apply_events(root, "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert [e.applied.global_ for e in events] == [1.0833, 1.2]
     assert events[1].previous.global_ == 1.0833 and events[1].previous_run_id == first.run_id
 
@@ -172,12 +173,12 @@ def test_hand_broken_yaml_is_a_one_line_error_and_never_overwritten(root, capsys
     with pytest.raises(CalreportError) as exc:
         read_applied(root)
     assert problem in str(exc.value) and str(root.applied) in str(exc.value)
-    for argv in (["status"], ["status", "--json"], ["force-apply"]):
+    for argv in (["status"], ["status", "--json"], ["force-apply", "--underlying", "BTC"]):
         assert main(["--root", str(root.path), *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and "applied_multipliers.yaml" in err
     assert root.applied.read_text() == text
-    assert apply_events(root) == []
+    assert HistoryQuery.file_order(root, "apply") == []
 
 
 def test_apply_rejects_unknown_band_and_bad_values(root):
@@ -187,7 +188,7 @@ def test_apply_rejects_unknown_band_and_bad_values(root):
         apply_values(root, "BTC", Multipliers(global_=float("nan")), source="policy", run_id="r", reason="x")
     with pytest.raises(CalreportError, match="unknown underlying"):
         apply_values(root, "XRP", Multipliers(global_=1.1), source="policy", run_id="r", reason="x")
-    assert apply_events(root) == []
+    assert HistoryQuery.file_order(root, "apply") == []
 
 
 def test_failed_history_append_restores_previous_yaml(root, monkeypatch):
@@ -202,7 +203,7 @@ def test_failed_history_append_restores_previous_yaml(root, monkeypatch):
     with pytest.raises(CalreportError, match="No space"):
         force_apply(root, "BTC")
     assert root.applied.read_bytes() == before
-    assert apply_events(root) == []
+    assert HistoryQuery.file_order(root, "apply") == []
 
 
 def test_state_document_numbers_are_the_yaml_numbers(root):
@@ -231,7 +232,7 @@ def test_apply_after_a_kill_between_yaml_and_event_records_the_lost_event_first(
     atomic_write(root.applied, format_applied(AppliedDocument(underlyings={**doc.underlyings, "BTC": lost})).encode())
     add_live_run(root, smoothed=1.2)
     force_apply(root, "BTC")
-    events = apply_events(root, "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert [(e.run_id, e.applied.global_) for e in events][-2:] == [("X", 1.15), (events[-1].run_id, 1.2)]
     recovered = events[-2]
     assert RECOVERED_NOTE in recovered.reason and recovered.previous.global_ == 1.0833
@@ -245,7 +246,7 @@ def test_hand_edit_that_keeps_updated_at_is_not_recorded_as_an_apply(root):
     root.applied.write_text(root.applied.read_text().replace("global: 1.0833", "global: 1.2000"))
     add_live_run(root, smoothed=1.3)
     force_apply(root, "BTC")
-    events = apply_events(root, "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert len(events) == 2 and events[-1].previous.global_ == 1.2  # the truth of what was replaced
 
 

@@ -24,6 +24,7 @@ from calreport.model import (
 )
 from calreport.report import render_site
 from calreport.store import applied as applied_store
+from calreport.store import query
 from calreport.store.applied import apply_values
 from calreport.store.paths import Root
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -47,11 +48,11 @@ def test_a_live_run_reads_the_history_and_the_applied_file_once_and_decides_once
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.3))
     usecases.run_live_calibration(_ws(root), "BTC", snap, rv=0.45)  # a history to read
     history_reads, applied_reads, decisions = [], [], []
-    real_iter, real_read, real_decide = usecases.iter_rows_reversed, applied_store.read_applied, apply.decide_run
+    real_tail, real_read, real_decide = query.HistoryTail.__init__, applied_store.read_applied, apply.decide_run
 
-    def counted_iter(*a, **k):  # type: ignore[no-untyped-def]
-        history_reads.append(a)
-        return real_iter(*a, **k)
+    def counted_tail(self, path):  # type: ignore[no-untyped-def]
+        history_reads.append(path)  # a pass over a history file from its end
+        real_tail(self, path)
 
     def counted_read(*a, **k):  # type: ignore[no-untyped-def]
         applied_reads.append(a)
@@ -61,7 +62,7 @@ def test_a_live_run_reads_the_history_and_the_applied_file_once_and_decides_once
         decisions.append(a)
         return real_decide(*a, **k)
 
-    monkeypatch.setattr(usecases, "iter_rows_reversed", counted_iter)
+    monkeypatch.setattr(query.HistoryTail, "__init__", counted_tail)
     monkeypatch.setattr(applied_store, "read_applied", counted_read)
     monkeypatch.setattr(apply, "decide_run", counted_decide)
     second = usecases.run_live_calibration(_ws(root), "BTC", snap, rv=0.45)

@@ -28,8 +28,9 @@ from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market.sample import MS_PER_DAY, MS_PER_HOUR, SampleMarket, write_harvest
 from calreport.store.config import load_config
-from calreport.store.history import auto_runs, read_history
+from calreport.store.history import read_history
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
@@ -78,7 +79,7 @@ def test_realistic_harvest_gives_an_ok_row_with_both_errors(sample_root: Root) -
     assert run.rv_7d is not None and run.data_quality.rv_returns >= 120
     assert run.as_of == "2025-12-13T12:00:00Z" and run.harvest_end == "2025-12-13T12:00:00Z"
     assert run.settings_hash == load_config(sample_root).settings_hash()
-    (row,) = auto_runs(sample_root)
+    (row,) = HistoryQuery.file_order(sample_root, "auto")
     assert row.run_id == run.run_id and row.vega_weighted_mae_pct == run.vega_weighted_mae_pct
 
 
@@ -89,7 +90,7 @@ def test_no_data_in_the_window_is_a_failed_row_not_a_crash(sample_root: Root) ->
     assert run.reason.startswith("Data quality failed")
     assert "no harvested snapshots" in run.reason
     assert run.data_quality.status == "failed" and run.multiplier is None and run.samples == 0
-    assert [r.run_id for r in auto_runs(sample_root)] == [run.run_id]
+    assert [r.run_id for r in HistoryQuery.file_order(sample_root, "auto")] == [run.run_id]
 
 
 def test_underlying_never_harvested_is_a_failed_row(sample_root: Root) -> None:
@@ -142,7 +143,7 @@ def test_auto_runs_never_touch_the_applied_multipliers(sample_root: Root) -> Non
     assert sample_root.applied.read_bytes() == before
     assert ok.status == "ok" and failed.status == "failed"
     # the auto runs are now the newest rows of all, and still nothing changed
-    assert [r.run_id for r in auto_runs(sample_root)][-2:] == [ok.run_id, failed.run_id]
+    assert [r.run_id for r in HistoryQuery.file_order(sample_root, "auto")][-2:] == [ok.run_id, failed.run_id]
     assert not any(getattr(r, "run_id", None) in (ok.run_id, failed.run_id) for r in read_history(sample_root.live_history).rows)
     assert "1.0833" in before.decode()
 
@@ -200,8 +201,8 @@ def test_script_runs_one_auto_calibration_and_rerenders(sample_root: Root) -> No
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert "OK - Calibration within thresholds" in out.stdout
-    (run,) = auto_runs(sample_root)
+    assert "OK (Calibration within thresholds)" in out.stdout
+    (run,) = HistoryQuery.file_order(sample_root, "auto")
     assert run.run_id in sample_root.index_html.read_text()
 
 
@@ -219,7 +220,7 @@ def test_daily_job_exit_codes(sample_root: Root) -> None:
     _set_config(sample_root, "lookbacks: [14d]", "lookbacks: [1d]")
     # BTC is harvested and ok, ETH has no harvest at all: some failed -> 1
     assert daily.main(["--root", str(sample_root.path), "--as-of", "2025-12-13T12:00:00Z"]) == 1
-    assert [r.status for r in auto_runs(sample_root)] == ["ok", "failed"]
+    assert [r.status for r in HistoryQuery.file_order(sample_root, "auto")] == ["ok", "failed"]
     # nothing in the window for either: all failed -> 2
     assert daily.main(["--root", str(sample_root.path), "--as-of", "2024-01-01T00:00:00Z"]) == 2
 
@@ -283,7 +284,7 @@ def test_real_btc_harvest_writes_vega_weighted_mae(tmp_path: Path) -> None:
     assert run.vega_weighted_mae_pct is not None and run.mae_pct is not None
     assert run.status in ("ok", "degraded") and 0.7 <= run.multiplier <= 1.6
     assert run.samples > 500 and run.data_quality.schema_errors == 0
-    assert auto_runs(root)[-1].vega_weighted_mae_pct == run.vega_weighted_mae_pct
+    assert HistoryQuery.file_order(root, "auto")[-1].vega_weighted_mae_pct == run.vega_weighted_mae_pct
 
 
 @pytest.mark.realdata

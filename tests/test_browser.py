@@ -156,7 +156,7 @@ def test_file_page_refresh_reloads_and_works_without_javascript(root, rows, brow
         context.close()
 
 
-# --------------------------------------------------------------------------- dashboard actions (issue 15)
+# --------------------------------------------------------------------------- dashboard actions
 
 
 def latest_card_text(page, underlying: str = "BTC") -> dict[str, str]:

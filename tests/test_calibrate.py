@@ -26,8 +26,8 @@ from calreport.market.quotes import QuoteArrays
 from calreport.market.rv import realised_vol
 from calreport.model import FilterConfig, Multipliers, RunDetail
 from calreport.store.applied import read_applied
-from calreport.store.history import apply_events, live_runs
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SNAP_DIR = SHARED / "deribit-snapshots"
@@ -187,8 +187,8 @@ def test_live_run_writes_row_then_applies_the_smoothed_values(root: Root, tmp_pa
     assert run.smoothed.global_ == pytest.approx(run.recommended.global_, abs=1e-4)  # over the untouched defaults: the fit
     assert run.ts == "2025-12-11T12:00:00Z" and run.rv_source == "manual"
     assert run.status == "ok" and run.decision == "apply", run.decision_reason
-    rows = live_runs(root, "BTC")
-    events = apply_events(root, "BTC")
+    rows = HistoryQuery.file_order(root, "live", "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")
     assert [r.run_id for r in rows] == [run.run_id] and events[-1].run_id == run.run_id
     entry = read_applied(root).entry("BTC")
     assert entry.global_ == run.smoothed.global_ and entry.bands == run.smoothed.bands
@@ -234,8 +234,8 @@ def test_too_few_quotes_is_an_honest_failed_row(root: Root, tmp_path: Path) -> N
     run = run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.status == "failed" and run.decision == "hold"
     assert run.reason.startswith("Too few usable quotes to fit (")  # type: ignore[union-attr]
-    assert run.smoothed is None and live_runs(root, "BTC")[-1].run_id == run.run_id
-    assert not apply_events(root, "BTC")
+    assert run.smoothed is None and HistoryQuery.file_order(root, "live", "BTC")[-1].run_id == run.run_id
+    assert not HistoryQuery.file_order(root, "apply", "BTC")
 
 
 def test_no_rv_anywhere_is_a_failed_row_not_a_constant(root: Root, tmp_path: Path) -> None:
@@ -257,7 +257,7 @@ def test_wrong_underlying_snapshot_is_a_one_line_error(root: Root, tmp_path: Pat
     snap = write_snapshot(tmp_path / "s.json", synth_rows(underlying="ETH", spot=3200))
     with pytest.raises(CalreportError, match="snapshot is for ETH, not BTC"):
         run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.5)
-    assert not live_runs(root)
+    assert not HistoryQuery.file_order(root, "live")
 
 
 # --------------------------------------------------------------------------- real snapshots
@@ -272,7 +272,7 @@ def test_cli_calibrate_on_a_real_snapshot(tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["--root", str(root_dir), "calibrate", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.43"]) == 0
     out = capsys.readouterr().out
     root = Root(root_dir)
-    run = live_runs(root, "BTC")[-1]
+    run = HistoryQuery.file_order(root, "live", "BTC")[-1]
     assert run.run_id in out and run.ts == "2025-12-11T19:36:18.183Z"
     assert run.samples and run.samples > 200 and run.rv_7d == 0.43
     assert run.recommended is not None and 0.7 < run.recommended.global_ < 1.6  # type: ignore[operator]

@@ -1,4 +1,4 @@
-"""Dashboard truth (issue 11 item 8): one clock per chart, failed runs off the smoothed line, legacy
+"""Dashboard truth: one clock per chart, failed runs off the smoothed line, legacy
 rows with their own decision, the predecessor's placeholder vega labelled."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fuzzing the commands over every outside input (issue 10): the applied YAML, the config, a
+"""Fuzzing the commands over every outside input: the applied YAML, the config, a
 snapshot, a harvest line and a history line.
 
 For any generated input, the command a user would run on it answers with a documented exit code
@@ -230,3 +230,63 @@ def test_fuzzed_history_line_never_breaks_force_apply_status_or_doctor(
     for args in (("force-apply", "--underlying", "BTC"), ("status",), ("doctor",), ("log",)):
         code = _check(fresh, *args)
         assert args[0] != "doctor" or code in (0, 1)
+
+
+# --------------------------------------------------------------------------- config ranges, special files, action bodies
+
+RANGE_TEXT = [
+    "-0.1", "-5", "0", "0.0", "1e9", "1000000000", "10001", "-1e-9", "1e-300", "4294967296", "['10-3']", "['3-3']",
+    "[X]", "[]", "[C, C]", "[99999999999d]", "[0d]", "[" + ", ".join(str(i / 10) for i in range(-600, 601)) + "]",
+]
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_config_values_out_of_range_are_refused_never_an_internal_error(template: Root, fresh: Root, data: st.DataObject) -> None:
+    _reset(template, fresh)
+    fresh.calibration_config.write_text(_mutate(DEFAULT_CONFIG_TEXT, data, RANGE_TEXT))
+    for args in (("status",), ("calibrate", "--underlying", "BTC", "--snapshot", str(SNAPSHOT), "--rv", "0.45")):
+        _check(fresh, *args)
+
+
+@pytest.mark.parametrize("which", ["applied", "calibration_config"])
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/null", "directory"])
+def test_special_files_in_place_of_the_files_of_record_are_refused_in_one_line(template: Root, fresh: Root, which: str, kind: str) -> None:
+    path = getattr(fresh, which)
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(kind)
+    for args in (("status",), ("doctor",), ("force-apply", "--underlying", "BTC")):
+        assert _check(fresh, *args) == EXIT_REFUSED, args
+
+
+ACTION_VALUES = st.one_of(
+    st.sampled_from(["BTC", "ETH", "btc", "", "x" * 100, "01J0000000000000000000000"]), st.booleans(), st.none(),
+    st.integers(-2, 2), st.floats(allow_nan=True), st.lists(st.integers(), max_size=2), st.text(max_size=20),
+)
+ACTION_KEYS = st.sampled_from(["underlying", "run_id", "nonce", "preview", "allow_unrealistic", "extra"])
+
+
+@FUZZ
+@given(pairs=st.lists(st.tuples(ACTION_KEYS, ACTION_VALUES), max_size=6), action=st.sampled_from(["force-apply", "rollback", "nope"]))
+def test_fuzzed_action_bodies_are_answered_or_refused_and_change_nothing_unless_done(template: Root, fresh: Root, pairs, action) -> None:  # type: ignore[no-untyped-def]
+    from calreport import jsonio
+    from calreport.commands.dashboard import DashboardActions, parse_body
+    from calreport.errors import CalreportError
+
+    _reset(template, fresh)
+    raw = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"  # duplicate keys included
+    before = _record(fresh)
+    try:
+        doc = jsonio.loads_unique(raw)
+        status, answer = DashboardActions(fresh, warn=lambda _m: None).handle(action, parse_body(doc), lambda _c: None)
+    except (ValueError, CalreportError):
+        status, answer = 400, {"error": "refused before the use case"}
+    assert status in (200, 400, 404, 409), (status, answer)
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys) or "nonce" not in keys or status != 200:  # no confirmed nonce: nothing written
+        assert _record(fresh) == before, (raw, status, answer)

@@ -1,5 +1,5 @@
-"""Issue 10, hardening: one test per defect found by the adversarial pass (defects 2-8, 11, 12; 1 is
-pinned by test_live_guards.py, 9 by the harvest tests, 10 by test_serve.py).
+"""Hardening: one test per defect an adversarial pass found (the unguarded live path is pinned by
+test_live_guards.py, the all-garbage harvest day by the harvest tests, serve's by test_serve.py).
 
 Each test drives the reported reproduction and pins the wanted behaviour: a one-line refusal naming
 the file, a documented exit code, nothing of record changed.
@@ -390,7 +390,7 @@ def test_unknown_errors_exit_70_in_one_line(root: Root, capsys: pytest.CaptureFi
 
     monkeypatch.setattr(actions, "force_apply", boom)
     monkeypatch.delenv("CALREPORT_DEBUG", raising=False)
-    code, _, err = run_cli(capsys, root, "force-apply")
+    code, _, err = run_cli(capsys, root, "force-apply", "--underlying", "BTC")
     assert code == 70
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "internal error: RuntimeError" in lines[0] and len(lines[0]) < 400
@@ -450,7 +450,10 @@ def test_dashboard_action_that_cannot_rerender_reports_the_apply_with_a_stale_wa
     def cannot_render(_config: object) -> None:
         raise CalreportError("could not write file (No space left on device)", root.index_html)
 
-    status, body = DashboardActions(root, warn=lambda _m: None).handle("force-apply", parse_body({"underlying": "BTC"}), cannot_render)
+    actions_ = DashboardActions(root, warn=lambda _m: None)
+    _, shown = actions_.handle("force-apply", parse_body({"underlying": "BTC", "preview": True}), cannot_render)
+    confirm = {"underlying": "BTC", "run_id": shown["preview"]["run_id"], "nonce": shown["preview"]["nonce"]}
+    status, body = actions_.handle("force-apply", parse_body(confirm), cannot_render)
     assert status == 200 and body["done"]["run_id"] == run.run_id
     assert any("dashboard is stale" in w and "calreport render" in w for w in body["warnings"])
     assert read_applied(root).entry("BTC").global_ == 1.0833

@@ -20,9 +20,10 @@ from calreport.market.compact import compact_closed_days
 from calreport.market.harvest import (
     append_snapshot,
     harvest_once,
+    index_price_per_snapshot,
     load_harvest,
-    underlying_price_series,
 )
+from calreport.market.rv import to_hourly
 from calreport.model import CalibrationConfig
 from calreport.store.paths import Root
 
@@ -203,7 +204,7 @@ def test_a_gz_that_breaks_off_is_never_compacted_away_and_is_named(tmp_path: Pat
 
 
 def test_a_gz_that_is_all_garbage_is_named_in_the_auto_runs_data_quality(tmp_path: Path) -> None:
-    """issue 10 defect 9: it used to read as an empty harvest, "no harvested snapshots", 0 schema errors."""
+    """It used to read as an empty harvest, "no harvested snapshots", 0 schema errors."""
     root = Root(tmp_path)
     actions.init(Workspace.open(root))
     bad = root.harvest_dir("BTC") / "2025-12-11.jsonl.gz"
@@ -224,6 +225,7 @@ def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, ca
         {k: v for k, v in row(ts=ts).items() if k != "harvested_at"},
         {k: v for k, v in row(name="BTC-19DEC25-95000-P", ts=ts - 5).items() if k != "harvested_at"},
     ]}))
+    assert cli_main(["--root", str(root.path), "init"]) == 0  # harvest writes into a calreport root
     harvest_cli = ["--root", str(root.path), "harvest", "--from-file", str(snap), "--underlying"]
     assert cli_main([*harvest_cli, "btc"]) == 0
     day = root.harvest_dir("BTC") / "2025-12-11.jsonl"
@@ -286,7 +288,8 @@ def test_index_series_uses_the_nearest_expiry_forward_hourly(tmp_path: Path) -> 
         rows.append(row(name="BTC-12DEC25-90000-C", ts=t, fwd=90000.0 + i))  # nearest expiry: the index proxy
         rows.append(row(name="BTC-26DEC25-90000-C", ts=t, fwd=91000.0 + i))  # later expiry carries basis
     write_day(root, rows)
-    ticks, close = underlying_price_series(root, "BTC", DEC11 + 3 * HOUR, days=1)
+    frame = load_harvest(root, "BTC", DEC11 + 3 * HOUR - 24 * HOUR, DEC11 + 3 * HOUR)
+    ticks, close = to_hourly(*index_price_per_snapshot(frame))
     assert ticks.tolist() == [DEC11, DEC11 + HOUR]
     assert close.tolist() == [90011.0, 90023.0]  # last nearest-expiry forward of each hour
 

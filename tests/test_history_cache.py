@@ -257,3 +257,35 @@ def test_one_shot_render_with_cache_matches_render_without(root, rows, tmp_path)
     render_site(root, now=NOW)
     assert root.index_html.read_text() == first
     assert history_cache_file(root, root.auto_history).exists()
+
+
+def test_a_settled_file_is_trusted_by_its_stat_and_an_append_is_still_proved_by_hash(root, rows, tmp_path, monkeypatch):
+    """The persisted index records the file's stat only when the file had settled before it was read
+    (a change within the timestamp granularity could keep every field); then a one-shot render reads
+    no byte of an unchanged history. Any change to the stat (an append) goes back to the SHA-256."""
+    cache = tmp_path / "live.index"
+    for _ in range(3):
+        rows.live()
+    young = index_history(root.live_history, cache_file=cache)
+    assert young.stat is None  # written a moment ago: never trusted by stat
+    monkeypatch.setattr(history, "_STAT_SETTLED_NS", -1)  # as if the file were old
+    settled = index_history(root.live_history, cache_file=cache)
+    assert settled.stat is not None and settled.parsed == 0
+    warm = index_history(root.live_history, cache_file=cache)
+    assert warm.parsed == 0 and warm.sha256 is None and warm.refs == settled.refs  # no hash: trusted by stat
+    rows.live()
+    grown = index_history(root.live_history, cache_file=cache)
+    assert grown.parsed == 1 and grown.stat is not None
+    assert_same_as_read_history(grown, root.live_history)
+    served = index_history(root.live_history, previous=warm, cache_file=cache)  # `serve` held the stat-trusted index
+    assert served.parsed == 1 and served.sha256 is not None
+    assert_same_as_read_history(served, root.live_history)
+
+
+def test_the_index_keeps_no_copy_of_the_file(root, rows, tmp_path):
+    """A row is read back by its offset: a 175 MB history is not held in memory by the render."""
+    for _ in range(3):
+        rows.live()
+    index = index_history(root.live_history, cache_file=tmp_path / "live.index")
+    assert not any(isinstance(v, bytes) and len(v) > history._TAIL_CHECK for v in vars(index).values())
+    assert [r.run_id for r in index.rows_of(index.refs)] == [r.run_id for r in index.refs]

@@ -13,7 +13,7 @@ from calreport.commands.cli import main
 from calreport.commands.legacy import legacy_run_id
 from calreport.commands.workspace import Workspace
 from calreport.errors import RefusedError
-from calreport.store.history import apply_events, auto_runs, live_runs
+from calreport.store.query import HistoryQuery
 from calreport.timeutil import parse_time
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "legacy-calibration-runs"
@@ -70,7 +70,7 @@ def test_live_record_becomes_a_legacy_live_row_without_touching_the_yaml(root, t
     f = _write(tmp_path, "a_live.json", LIVE)
     yaml_before = root.applied.read_bytes()
     assert _import(root, f) == 0
-    (run,) = live_runs(root)
+    (run,) = HistoryQuery.file_order(root, "live")
     assert run.run_id == legacy_run_id(f.read_bytes()) and run.run_id.startswith("legacy-")
     assert run.source == "legacy" and run.ts == "2025-12-11T19:37:08.123Z"
     assert run.smoothed.global_ == 1.0833 and run.smoothed.bands == {}
@@ -82,24 +82,24 @@ def test_live_record_becomes_a_legacy_live_row_without_touching_the_yaml(root, t
     assert run.imported_from == "a_live.json" and run.legacy_applied is True and run.legacy_source == "live"
     assert run.legacy["smoothed_band_multipliers"][0]["name"] == "weekly"
     assert root.applied.read_bytes() == yaml_before
-    assert apply_events(root) == []
+    assert HistoryQuery.file_order(root, "apply") == []
     with pytest.raises(RefusedError, match="no live run"):  # an import never becomes a force-apply candidate
         force_apply(root, "BTC")
 
 
 def test_harvested_record_becomes_an_auto_run_with_failed_data_quality_when_it_had_no_samples(root, tmp_path):
     assert _import(root, _write(tmp_path, "h.json", HARVESTED)) == 0
-    (run,) = auto_runs(root)
+    (run,) = HistoryQuery.file_order(root, "auto")
     assert run.multiplier == 1.0 and run.samples == 0
     assert run.data_quality.status == "failed" and run.status == "failed"
     assert run.smoothed_multiplier == 1.0366 and run.legacy_source == "harvested"
-    assert live_runs(root) == []
+    assert HistoryQuery.file_order(root, "live") == []
 
 
 def test_status_is_recomputed_with_realism(root, tmp_path):
     insane = {**LIVE, "recommended_iv_multiplier": 0.5, "global_metrics": {"mae_pct": 4668684.92}}
     assert _import(root, _write(tmp_path, "insane.json", insane)) == 0
-    (run,) = live_runs(root)
+    (run,) = HistoryQuery.file_order(root, "live")
     assert run.status == "failed" and "Unrealistic" in run.reason
 
 
@@ -138,7 +138,7 @@ def test_malformed_record_is_one_line_naming_the_file_and_the_rest_is_imported(r
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert "broken.json" in captured.err and problem in captured.err
     assert "imported 1 live run(s)" in captured.out and "1 failed" in captured.out
-    assert len(live_runs(root)) == 1
+    assert len(HistoryQuery.file_order(root, "live")) == 1
 
 
 def test_a_directory_imports_its_json_files_in_time_order(root, tmp_path):
@@ -147,7 +147,7 @@ def test_a_directory_imports_its_json_files_in_time_order(root, tmp_path):
     _write(d, "z_first.json", {**LIVE, "timestamp": "2025-12-01T00:00:00Z"})
     _write(d, "a_second.json", {**LIVE, "timestamp": "2025-12-02T00:00:00Z"})
     assert _import(root, d) == 0
-    assert [r.ts for r in live_runs(root)] == ["2025-12-01T00:00:00Z", "2025-12-02T00:00:00Z"]
+    assert [r.ts for r in HistoryQuery.file_order(root, "live")] == ["2025-12-01T00:00:00Z", "2025-12-02T00:00:00Z"]
 
 
 @pytest.mark.realdata
@@ -157,18 +157,18 @@ def test_real_legacy_records_import_once(root, capsys):
     files = sorted(DATA.glob("*.json"))
     yaml_before = root.applied.read_bytes()
     assert _import(root, *files) == 0
-    live, auto = live_runs(root), auto_runs(root)
+    live, auto = HistoryQuery.file_order(root, "live"), HistoryQuery.file_order(root, "auto")
     assert len(live) == sum("_live" in f.name for f in files) and len(auto) == sum("_harvested" in f.name for f in files)
     assert all(r.source == "legacy" and r.smoothed.bands == {} and r.recommended.bands == {} for r in live)
     assert {b for r in live for b in (r.by_band or {})} <= {"weekly", "monthly"}
     assert [r.ts for r in live] == sorted(r.ts for r in live)
     applied_in_legacy = [r for r in live if r.legacy_applied]
     assert applied_in_legacy and all(r.decision == "apply" for r in applied_in_legacy)
-    assert apply_events(root) == [] and root.applied.read_bytes() == yaml_before
+    assert HistoryQuery.file_order(root, "apply") == [] and root.applied.read_bytes() == yaml_before
     capsys.readouterr()
     assert _import(root, *files) == 0
     assert f"{len(files)} already imported" in capsys.readouterr().out
-    assert len(live_runs(root)) == len(live)
+    assert len(HistoryQuery.file_order(root, "live")) == len(live)
 
 
 # --------------------------------------------------------------------------- newest first by time after an import
@@ -191,12 +191,12 @@ def test_importing_older_records_keeps_the_newest_runs_first_in_tables_and_data_
         _write(d, f"live{i}.json", {**LIVE, "timestamp": f"2025-11-0{i + 1}T00:00:00Z"})
         _write(d, f"harvested{i}.json", {**HARVESTED, "timestamp": f"2025-11-0{i + 1}T12:00:00Z"})
     assert _import(root, d) == 0
-    assert [r.source for r in live_runs(root)][-2:] == ["legacy", "legacy"]  # appended last ...
+    assert [r.source for r in HistoryQuery.file_order(root, "live")][-2:] == ["legacy", "legacy"]  # appended last ...
     html = root.index_html.read_text()  # ... and the import re-rendered the dashboard
     live_table = [e["data-run-id"] for e in _elements(html, "live-history")]
     auto_table = [e["data-run-id"] for e in _elements(html, "auto-history")]
-    legacy_live = [r.run_id for r in live_runs(root) if r.source == "legacy"]
-    legacy_auto = [r.run_id for r in auto_runs(root) if r.run_id.startswith("legacy-")]
+    legacy_live = [r.run_id for r in HistoryQuery.file_order(root, "live") if r.source == "legacy"]
+    legacy_auto = [r.run_id for r in HistoryQuery.file_order(root, "auto") if r.run_id.startswith("legacy-")]
     assert live_table == [r.run_id for r in reversed(live)] + legacy_live[::-1]
     assert auto_table == [r.run_id for r in reversed(auto)] + legacy_auto[::-1]
     health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
@@ -212,10 +212,10 @@ def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path,
 
     root = Root(tmp_path / "demo")
     assert run_demo(Workspace.open(root), log=lambda s: None) == 0
-    newest_live = max(reversed(live_runs(root)), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
+    newest_live = max(reversed(HistoryQuery.file_order(root, "live")), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
     newest_auto = {
-        u: max(reversed([r for r in auto_runs(root) if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
-        for u in {r.underlying for r in auto_runs(root)}
+        u: max(reversed([r for r in HistoryQuery.file_order(root, "auto") if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
+        for u in {r.underlying for r in HistoryQuery.file_order(root, "auto")}
     }
     assert _import(root, *sorted(DATA.glob("*.json"))) == 0
     html = root.index_html.read_text()

@@ -17,8 +17,8 @@ from calreport.commands import cli
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.market.deribit import DeribitClient, load_snapshot
-from calreport.store.history import live_runs
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deribit"
 RECORDED = (FIXTURES / "book_summary_btc.json").read_bytes()
@@ -93,7 +93,7 @@ def test_cli_fetches_from_a_local_http_server_speaking_deribits_json_rpc(root: R
         server.shutdown()
         server.server_close()
     assert paths and paths[0].startswith("/api/v2/public/get_book_summary_by_currency?")
-    (run,) = live_runs(root)
+    (run,) = HistoryQuery.file_order(root, "live")
     assert run.snapshot_file and run.snapshot_file.startswith("data/snapshots/BTC/")
     assert "BTC live run" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""The live path is guarded like the auto path (issue 10 defect 1): mark checks, realism on the
+"""The live path is guarded like the auto path: mark checks, realism on the
 recommended value, and force-apply refusing such a run without --allow-unrealistic."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from calreport.market.deribit import load_snapshot
 from calreport.model import RealismConfig
 from calreport.realism import recommended_problem
 from calreport.store.applied import read_applied
-from calreport.store.history import live_runs
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from tests.test_calibrate import SNAP_DIR, synth_rows, write_snapshot
 
 
@@ -32,7 +32,7 @@ def test_usd_marks_fail_a_live_run_and_force_apply_refuses_it(tmp_path: Path, ca
     root_dir = tmp_path / "r"
     assert cli.main(["--root", str(root_dir), "init"]) == 0
     cli.main(["--root", str(root_dir), "calibrate", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.45"])
-    run = live_runs(Root(root_dir), "BTC")[-1]
+    run = HistoryQuery.file_order(Root(root_dir), "live", "BTC")[-1]
     assert run.status == "failed" and run.decision == "hold"
     assert "look like USD" in (run.reason or "")
     assert run.data_quality_status == "failed"

@@ -1,4 +1,4 @@
-"""A policy that cannot deadlock (issue 11 item 4): held / thin / failed runs never feed the EWMA,
+"""A policy that cannot deadlock: held / thin / failed runs never feed the EWMA,
 a large step is capped not held, and the EWMA weight can follow time instead of run count."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.model import Multipliers, SmoothingConfig
 from calreport.store.applied import apply_values, read_applied
-from calreport.store.history import apply_events
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.timeutil import MS_PER_HOUR
 from tests.independent import link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -45,7 +45,7 @@ def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_st
     assert run.smoothed.global_ == pytest.approx(0.3 * 1.5 + 0.7, abs=2e-3)  # type: ignore[union-attr]
     applied = read_applied(root).entry("BTC").global_
     assert 1.0 < applied <= 1.25 + 1e-12
-    _, event = apply_events(root, "BTC")  # the seed, then this run's
+    _, event = HistoryQuery.file_order(root, "apply", "BTC")  # the seed, then this run's
     assert event.applied.global_ == applied  # type: ignore[union-attr]
 
 

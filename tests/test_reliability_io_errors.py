@@ -17,7 +17,7 @@ from calreport.errors import CalreportError
 from calreport.model import Multipliers
 from calreport.store import files as fsutil
 from calreport.store.applied import apply_values
-from calreport.store.history import apply_events
+from calreport.store.query import HistoryQuery
 
 OPS = ("write", "fsync", "replace")
 
@@ -80,7 +80,7 @@ def _cases():
 def test_failed_io_leaves_old_yaml_no_event_no_temp_file_and_engine_unchanged(root, monkeypatch, op, nth, err, persistent):
     assert _calls_of_one_apply(root, monkeypatch) == Counter({"write": 2, "fsync": 3, "replace": 1})
     old_yaml = root.applied.read_bytes()
-    old_events = apply_events(root)
+    old_events = HistoryQuery.file_order(root, "apply")
     with AppliedMultipliersWatcher(root, check_interval_s=0.02) as engine:
         before = engine.snapshot()
         faulty = FaultyOs(op, nth, err, persistent)
@@ -92,10 +92,10 @@ def test_failed_io_leaves_old_yaml_no_event_no_temp_file_and_engine_unchanged(ro
         message = info.value.one_line()
         assert "\n" not in message and message.startswith(str(root.path))
         assert root.applied.read_bytes() == old_yaml
-        assert apply_events(root) == old_events
+        assert HistoryQuery.file_order(root, "apply") == old_events
         assert list(root.config_dir.glob("*.tmp")) == [] and list(root.history_dir.glob("*.tmp")) == []
         engine.refresh()
         assert engine.multiplier_for("BTC", 3) == 1.05 and engine.snapshot().document == before.document
     # and the next apply, with a healthy disk, works
     _apply(root, 1.3)
-    assert apply_events(root)[-1].applied.global_ == 1.3
+    assert HistoryQuery.file_order(root, "apply")[-1].applied.global_ == 1.3

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import hypothesis.strategies as st
+from budget import reps
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -25,7 +26,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from budget import reps
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.engine import AppliedMultipliersWatcher
@@ -40,9 +40,10 @@ from calreport.model import (
 from calreport.store.applied import apply_values, read_applied
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write
-from calreport.store.history import append_row, apply_events
+from calreport.store.history import append_row
 from calreport.store.ids import new_run_id
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.store.state import state_document
 
 UNDERLYINGS = ("BTC", "ETH")
@@ -133,6 +134,12 @@ class CalibrationMachine(RuleBasedStateMachine):
         self.model[u] = (r.global_, bands, run_id, source)  # type: ignore[assignment]
         self.events[u].append((run_id, r))
 
+    def _already_applied(self, u: str, values: Multipliers) -> bool:
+        """Would writing `values` leave the YAML entry's numbers as they are (refused: "already applied")?"""
+        r = values.rounded(4)
+        g, bands = (self.model[u][0], self.model[u][1]) if self.model[u] else (1.0, {})
+        return r.global_ == g and {b: r.bands[b] for b in BANDS if b in r.bands} == bands
+
     # ------------------------------------------------------------------ rules
 
     @rule(u=st.sampled_from(UNDERLYINGS), g=multipliers, bands=band_values, status=st.sampled_from(["ok", "degraded", "failed"]))
@@ -158,7 +165,7 @@ class CalibrationMachine(RuleBasedStateMachine):
     @rule(u=st.sampled_from(UNDERLYINGS), allow=st.booleans())
     def force_apply(self, u: str, allow: bool) -> None:
         latest = self.live[u][-1] if self.live[u] else None
-        if latest is None or (latest.status == "failed" and not allow):
+        if latest is None or (latest.status == "failed" and not allow) or self._already_applied(u, latest.smoothed):
             before = self.root.applied.read_bytes()
             try:
                 actions.force_apply(Workspace.open(self.root), u, allow_unrealistic=allow)
@@ -200,7 +207,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         else:
             to = "no-such-run"
         before = self.root.applied.read_bytes()
-        if target is None:
+        if target is None or self._already_applied(u, target[1]):
             try:
                 actions.rollback(Workspace.open(self.root), u, to=to)
             except RefusedError:
@@ -243,7 +250,7 @@ class CalibrationMachine(RuleBasedStateMachine):
     @invariant()
     def every_view_agrees(self) -> None:
         doc = read_applied(self.root)
-        events = apply_events(self.root)
+        events = HistoryQuery.file_order(self.root, "apply")
         for u in UNDERLYINGS:
             entry = doc.underlyings.get(u)
             want = self.model[u]

@@ -158,7 +158,8 @@ def test_policy_apply_then_rollback_like_apply_keep_page_state_and_yaml_equal(ro
     render_site(root)
     html = page(root)
     card = latest_card(html, "BTC")
-    assert card["data-run-id"] == second.run_id and card["data-status"] == "superseded"
+    assert card["data-run-id"] == second.run_id and card["data-status"] == "rolled-back"  # labelled as what undid it
+    assert card["data-reason"].startswith(f"Rolled back: run {first.run_id}'s values re-applied at")
     assert applied_attrs(html)[("BTC", "global")] == "1.0400"
     assert ("BTC", "0-7d") not in applied_attrs(html)  # the rollback's values have no bands
     assert_everything_matches_yaml(root, capsys)
@@ -506,3 +507,38 @@ def test_policy_panel_describes_the_rules_the_policy_applies(root, rows):
     # +0.04 on an applied 2.0 is a 2% move: held if min_delta were relative (3%), applied as it is absolute
     run = LiveRun(smoothed=Multipliers(global_=2.04), samples=500, vega_sum=100.0, status="ok")
     assert decide(run, AppliedEntry(global_=2.0), PolicyConfig(min_delta=0.03))[0] == "apply"
+
+
+# --------------------------------------------------------------------------- compiled history rows
+
+_ODD_TEXT = ["", " ", "<b>x</b> & 'q' \"dq\"", "100% {0} {x} %s", "a\x00b", "\x01 0\x02", "ünï — ok", "-"]
+
+
+@pytest.mark.parametrize("kind", ["live", "auto"])
+def test_compiled_history_rows_equal_the_row_macro_rendered_row_by_row(kind):
+    """A history page's rows are render.CompiledRow(row); the dashboard's tables call the macro per row.
+    Both must give the same bytes for every shape of row (empty fields switch the macro's branches)
+    and every value (escaping, NUL, % and braces in the text)."""
+    cls, macro = (views.LiveRow, "live_row") if kind == "live" else (views.AutoRow, "auto_row")
+    compiled = render.CompiledRow(macro)
+    module = render.env().get_template("_macros.html.j2").module
+    n = len(cls._fields)
+    for i in range(3 * len(_ODD_TEXT)):
+        row = cls._make(_ODD_TEXT[(i * 7 + k * 3) % len(_ODD_TEXT)] for k in range(n))
+        assert compiled(row) == str(getattr(module, macro)(row)), row
+    plain = cls._make(f"v{k}" for k in range(n))
+    assert compiled(plain) == str(getattr(module, macro)(plain))
+
+
+def test_a_history_page_cut_short_is_written_again(root, rows):
+    cfg = root.calibration_config
+    cfg.write_text(cfg.read_text().replace("max_rows: 50", "max_rows: 2").replace("page_size: 500", "page_size: 3"))
+    for _ in range(7):
+        rows.auto()
+    first = render_site(root)
+    assert first.pages_written == 3
+    page_file = root.site_dir / "history" / "auto-2.html"
+    whole = page_file.read_bytes()
+    page_file.write_bytes(whole[: len(whole) // 2])  # a page written without fsync, cut by a power loss
+    again = render_site(root)
+    assert again.pages_written == 1 and page_file.read_bytes() == whole

@@ -36,8 +36,9 @@ from calreport.market.sample import (
 from calreport.model import ApplyEvent, LiveRun
 from calreport.store.applied import read_applied
 from calreport.store.config import DEFAULT_CONFIG_TEXT
-from calreport.store.history import auto_runs, live_history, live_runs
+from calreport.store.history import read_history
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from calreport.store.state import StatusIndex
 from calreport.timeutil import MS_PER_DAY, parse_time
 
@@ -148,7 +149,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(pristine_demo, tmp_path
     assert str(pristine_demo.root.index_html) in lines[-2] and pristine_demo.root.index_html.exists()
     root = pristine_demo.copy_to(tmp_path / "demo")
 
-    live = live_history(root)
+    live = read_history(root.live_history)
     index = StatusIndex.build(read_applied(root), live)
     statuses = Counter(index.status_of(r) for r in live.of_type(LiveRun))
     assert {"applied", "held", "superseded", "failed"} <= set(statuses), statuses
@@ -156,7 +157,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(pristine_demo, tmp_path
     # one time base: the live snapshots are the three days before the anchor
     assert all(T0 - 3 * MS_PER_DAY <= _ms(r.ts) < T0 for r in live.of_type(LiveRun))
 
-    autos = auto_runs(root)
+    autos = HistoryQuery.file_order(root, "auto")
     assert {"ok", "failed"} <= {r.status for r in autos}
     assert {"1d", "14d"} <= {r.lookback for r in autos}
     assert all(r.vega_weighted_mae_pct is not None for r in autos if r.samples)
@@ -181,7 +182,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(pristine_demo, tmp_path
     assert 'id="auto-history"' in html and 'id="current-applied"' in html
     assert "Unrealistic auto-calibration" in html
 
-    n_live, n_auto = len(live_runs(root)), len(autos)
+    n_live, n_auto = len(HistoryQuery.file_order(root, "live")), len(autos)
     # every day before today (by the wall clock) was compacted: T0's day is a Parquet file now
     stem = f"{datetime.fromtimestamp(T0 / 1000, tz=UTC):%Y-%m-%d}"
     day = root.harvest_dir("BTC") / f"{stem}.parquet"
@@ -190,7 +191,7 @@ def test_demo_produces_every_status_and_survives_a_rerun(pristine_demo, tmp_path
     harvested = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     layout = sorted(p.name for p in root.harvest_dir("BTC").iterdir())
     assert run_demo(Workspace.open(root), log=lambda s: None, anchor_ms=T0) == 0  # re-run on an existing root
-    assert len(live_runs(root)) == 2 * n_live and len(auto_runs(root)) == 2 * n_auto
+    assert len(HistoryQuery.file_order(root, "live")) == 2 * n_live and len(HistoryQuery.file_order(root, "auto")) == 2 * n_auto
     again = load_harvest(root, "BTC", day_start, day_start + MS_PER_DAY - 1)
     assert len(again) == len(harvested) > 0  # the harvest was rewritten, not doubled
     np.testing.assert_array_equal(again.harvested_at, harvested.harvested_at)

@@ -34,8 +34,8 @@ from calreport.model import (
     RunDetail,
 )
 from calreport.store.applied import read_applied
-from calreport.store.history import apply_events
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 from tests.independent import b76, expiry_seconds, link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
@@ -100,7 +100,7 @@ def test_applied_yaml_records_an_iv_mode_and_rv_files_stay_as_before(tmp_path: P
     assert run.smoothed_from.startswith("restart")  # type: ignore[union-attr]  # rv values never seed an atm_iv EWMA
     assert "    sigma_mode: atm_iv\n" in root.applied.read_text()
     assert read_applied(root).entry("BTC").sigma_mode == "atm_iv"
-    assert apply_events(root, "BTC")[-1].sigma_mode == "atm_iv"  # type: ignore[attr-defined]
+    assert HistoryQuery.file_order(root, "apply", "BTC")[-1].sigma_mode == "atm_iv"  # type: ignore[attr-defined]
 
 
 def test_a_run_of_another_mode_is_never_applied_by_the_policy_nor_by_force(tmp_path: Path) -> None:

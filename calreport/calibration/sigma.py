@@ -1,6 +1,6 @@
 """What the multiplier multiplies: the base sigma of each option under a sigma mode.
 
-    sigma = base x m_band            (issue 12 adds x smile(x) on top; this module only answers "base")
+    sigma = base x m_band            (the smile multiplies smile(x) on top; this module only answers "base")
 
 Modes (config `sigma_mode`, per underlying; absent = rv):
 - `rv`:      base = RV_7d, the same for every option (the historical behaviour).
@@ -10,7 +10,7 @@ Modes (config `sigma_mode`, per underlying; absent = rv):
 - `mark_iv`: base = the option's own mark IV (Deribit's mark_iv, the inverted mark where absent):
              m then measures how far the engine sits from the screen, option by option.
 
-Why modes: RV_7d from a week of hourly returns is noisy (issue 11: harvest RV 52.9 % vs a full
+Why modes: RV_7d from a week of hourly returns is noisy (measured: harvest RV 52.9 % vs a full
 week's 43.2 % on the same snapshot), so an RV-based multiplier moves with RV noise. An IV base
 anchors the level to the market and leaves m to measure the engine's own bias.
 

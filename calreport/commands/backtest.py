@@ -50,7 +50,7 @@ from calreport.report.backtest import ROOT_BACK_HREF
 from calreport.report.render import render_backtest_page
 from calreport.store import applied as applied_store
 from calreport.store.config import load_config_file
-from calreport.store.files import atomic_write
+from calreport.store.files import atomic_write, output_path
 from calreport.store.ids import new_run_id
 from calreport.timeutil import MS_PER_DAY, iso_ms, iso_utc, parse_time, utc_now
 
@@ -113,6 +113,7 @@ def run(
     horizons: str = "1h,6h,24h",
     variants: Sequence[str] = (),
     out: Path | None = None,
+    mkdir: bool = False,
     rv: float | None = None,
     max_staleness: str | None = None,
     progress: Progress | None = None,
@@ -135,6 +136,8 @@ def run(
     from_ms, to_ms = _time_ms(start, "--from"), _time_ms(end, "--to")
     if from_ms is not None and to_ms is not None and to_ms < from_ms:
         raise CalreportError("--to is before --from")
+    if out is not None:  # never into the files of record (site/ included: the dashboard is not a backtest)
+        out = output_path(root, out, mkdir=mkdir, directory=True)
     start_entry = applied_store.read_applied(root, cfg).entry(name)  # read only: the simulation starts here
     configs = [Variant(ROOT_VARIANT, cfg, start_entry, source=str(root.calibration_config.relative_to(root.path)))]
     configs += [Variant(n, load_config_file(p), start_entry, source=str(p)) for n, p in parsed]

@@ -9,9 +9,11 @@ opened per action, so a long-running server sees config edits like a new command
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,15 +24,16 @@ from calreport.apply import accepted, rollback_target
 from calreport.commands import usecases
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
-from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
+from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers
 from calreport.report.compare import changed_smile_nodes
 from calreport.store.applied import FileApplyStore, read_applied
-from calreport.store.history import latest_live_run
 from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 VIA = "dashboard"
 ACTIONS = ("force-apply", "rollback")
 OVERRIDE = "allow_unrealistic"  # the one refusal the dashboard may override, after a second confirmation
+KEEP_NONCES = 256  # previews whose confirmation may still come, and answers a repeated click gets again
 
 Rerender = Callable[[CalibrationConfig | None], None]
 
@@ -42,8 +45,10 @@ class ActionBody(BaseModel):
 
     underlying: str = Field(min_length=1, max_length=40)
     run_id: str | None = Field(default=None, min_length=1, max_length=80)  # the run the preview showed
+    nonce: str | None = Field(default=None, min_length=1, max_length=80)  # the preview's, once
     preview: bool = False
     allow_unrealistic: bool = False
+    note: str | None = Field(default=None, max_length=NOTE_MAX_CHARS)  # the dialog's optional note, kept in the apply event
 
 
 def parse_body(doc: Any) -> ActionBody:
@@ -94,6 +99,7 @@ def event_json(ev: ApplyEvent) -> dict[str, Any]:
         "reason": ev.reason,
         "previous": _values(ev.previous),
         "applied": _values(ev.applied),
+        "note": ev.note,
     }
 
 
@@ -104,6 +110,17 @@ class DashboardActions:
         self.root = root
         self._warn = warn or (lambda m: print(f"calreport serve: {m}", file=sys.stderr))
         self._lock = threading.Lock()
+        # A confirmation carries the nonce of the preview it confirms: (action, underlying, run_id)
+        # it was issued for; once done, the nonce maps to the answer every repeat of it gets.
+        self._issued: OrderedDict[str, tuple[str, str, str | None]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+
+    def _issue(self, plan: dict[str, Any]) -> str:
+        nonce = secrets.token_urlsafe(16)
+        self._issued[nonce] = (plan["action"], plan["underlying"], plan["run_id"])
+        while len(self._issued) > KEEP_NONCES:
+            self._issued.popitem(last=False)
+        return nonce
 
     def _workspace(self, rerender: Rerender, warnings: list[str]) -> Workspace:
         def warn(message: str) -> None:
@@ -119,7 +136,7 @@ class DashboardActions:
         current = read_applied(self.root, cfg).entry(name)
         old = Multipliers(global_=current.global_, bands=dict(current.bands), smile=current.smile)
         if action == "force-apply":
-            run = latest_live_run(self.root, name)
+            run = HistoryQuery.latest_live_run(self.root, name)
             if run is None:
                 raise RefusedError(f"no live run for {name}; run `calreport calibrate` first")
             new, run_id = run.smoothed, run.run_id
@@ -151,20 +168,31 @@ class DashboardActions:
             return 404, {"error": "no such action"}
         warnings: list[str] = []
         with self._lock:
+            if not body.preview:
+                if body.run_id is None or body.nonce is None:
+                    return 400, {"error": "request body: a confirmation carries the run_id and nonce of the preview it confirms"}
+                if body.nonce in self._answers:  # a repeated click: the first answer, nothing done twice
+                    return self._answers[body.nonce]
+                if body.nonce not in self._issued:
+                    return 409, {"error": "this confirmation is unknown or expired; review the change again", "refused": True}
             ws = self._workspace(rerender, warnings)
             try:
                 plan = self.preview(ws, action, body)
                 if body.preview:
-                    return 200, {"preview": plan}
+                    return 200, {"preview": plan | {"nonce": self._issue(plan)}}
+                if self._issued[body.nonce] != (action, plan["underlying"], body.run_id):
+                    return 400, {"error": "request body: the nonce belongs to another action, underlying or run"}
                 if body.run_id is not None and plan["run_id"] != body.run_id:
                     raise RefusedError(
                         f"the latest {plan['underlying']} live run is now {plan['run_id']}, not {body.run_id}; "
                         "review the change again"
                     )
                 if action == "force-apply":
-                    ev = usecases.force_apply(ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA)
+                    ev = usecases.force_apply(
+                        ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA, note=body.note
+                    )
                 else:
-                    ev = usecases.rollback(ws, plan["underlying"], to=plan["run_id"], via=VIA)
+                    ev = usecases.rollback(ws, plan["underlying"], to=plan["run_id"], via=VIA, note=body.note)
             except RefusedError as exc:
                 out: dict[str, Any] = {"error": exc.one_line(), "refused": True}
                 if action == "force-apply" and not body.allow_unrealistic and self._failed_realism(body.underlying):
@@ -173,11 +201,16 @@ class DashboardActions:
                 return 409, out
             except CalreportError as exc:
                 return 400, {"error": exc.one_line()}
-        return 200, {"done": event_json(ev), "warnings": warnings}
+            answer = 200, {"done": event_json(ev), "warnings": warnings}
+            del self._issued[body.nonce]
+            self._answers[body.nonce] = answer
+            while len(self._answers) > KEEP_NONCES:
+                self._answers.popitem(last=False)
+        return answer
 
     def _failed_realism(self, underlying: str) -> bool:
         try:
-            run = latest_live_run(self.root, underlying)
+            run = HistoryQuery.latest_live_run(self.root, underlying)
         except CalreportError:
             return False
         return run is not None and run.status == "failed" and run.smoothed is not None

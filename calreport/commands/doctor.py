@@ -26,7 +26,7 @@ from calreport.model import (
     CalibrationConfig,
     Multipliers,
 )
-from calreport.store.applied import read_applied
+from calreport.store.applied import entry_reason, read_applied
 from calreport.store.query import HistoryQuery, Skipped
 from calreport.store.state import StatusIndex
 from calreport.timeutil import time_ms
@@ -77,7 +77,12 @@ def _same(a: float | None, b: float | None) -> bool:
 
 def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
     """Human phrases for every multiplier that differs: 'global 1.2000 != 1.0833', 'band 0-7d ...'."""
-    diffs = []
+    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in _differences(entry, applied)]
+
+
+def _differences(entry: AppliedEntry, applied: Multipliers) -> list[tuple[str, float | None, float | None]]:
+    """(what, entry's value, applied value) for every multiplier that differs: global, bands, smile nodes."""
+    diffs: list[tuple[str, float | None, float | None]] = []
     if not _same(entry.global_, applied.global_):
         diffs.append(("global", entry.global_, applied.global_))
     for label in sorted(set(entry.bands) | set(applied.bands)):
@@ -94,7 +99,7 @@ def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
             b = sb[i] if sb is not None and i < len(sb) else 1.0
             if not _same(a, b):
                 diffs.append((f"smile {label} {fmt.node(x)}", a, b))
-    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in diffs]
+    return diffs
 
 
 def _history_problems(path_label: str, skipped: Skipped) -> list[Problem]:
@@ -175,7 +180,7 @@ def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[App
         meta.append(f"source {entry.source} != {last.source}")
     if not _same_time(entry.updated_at, last.ts):
         meta.append(f"updated_at {entry.updated_at or 'null'} != {last.ts or 'null'}")
-    if (entry.reason or None) != (last.reason or None):
+    if (entry.reason or None) != entry_reason(last):
         meta.append(f"reason {excerpt(entry.reason, 60)} != {excerpt(last.reason, 60)}")
     if meta:
         problems.append(
@@ -197,18 +202,20 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
     for before, after in itertools.pairwise(events):
         if before.applied is None or after.previous is None:
             continue
+        # the whole entry the apply found, smile included (a missing smile is flat on both sides)
         prev_entry_like = AppliedEntry.model_construct(
-            global_=after.previous.global_, bands=dict(after.previous.bands)
+            global_=after.previous.global_, bands=dict(after.previous.bands), smile=after.previous.smile
         )
-        diffs = _value_differences(prev_entry_like, before.applied)
+        diffs = _differences(prev_entry_like, before.applied)
         if diffs:
+            found = "; ".join(f"found {what} {fmt.mult(a)}, left {fmt.mult(b)}" for what, a, b in diffs[:3])
             out.append(
                 Problem(
                     "warning",
                     "history-gap",
-                    f"{name}: the apply of run {fmt.text(after.run_id)} at {fmt.text(after.ts)} found global "
-                    f"{fmt.mult(after.previous.global_)} but the apply before it (run {fmt.text(before.run_id)} at "
-                    f"{fmt.text(before.ts)}) left {fmt.mult(before.applied.global_)}: the YAML was changed outside calreport "
+                    f"{name}: the apply of run {fmt.text(after.run_id)} at {fmt.text(after.ts)} found values the apply "
+                    f"before it (run {fmt.text(before.run_id)} at {fmt.text(before.ts)}) did not leave ({found}"
+                    + (f"; {len(diffs) - 3} more" if len(diffs) > 3 else "") + "): the YAML was changed outside calreport "
                     "in between",
                     "nothing to fix now (history is append-only); keep the YAML under `git_commit: true` to audit edits",
                     name,

@@ -92,7 +92,7 @@ def price_table(
         rows, meta = load_snapshot(snapshot, name)
     else:
         rows, meta = (client or make_client()).book_summary(name)
-    mode = cfg.sigma_mode_for(name)  # issue 11: what sigma multiplies (calibration/sigma.py)
+    mode = cfg.sigma_mode_for(name)  # what sigma multiplies (calibration/sigma.py)
     base = resolve_rv(ws.root, name, meta.now_ms, prices, rv)
     if base.rv is None and mode == "rv":
         raise CalreportError(

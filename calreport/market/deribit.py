@@ -16,7 +16,6 @@ Public API (used by calibration/live.py, market/harvest.py, calibration/auto.py)
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import time
@@ -39,7 +38,7 @@ from calreport.market.quotes import (
     parse_instrument_name,
 )
 from calreport.numbers import float_array, float_column
-from calreport.store.files import read_input
+from calreport.store.files import decompress_gzip, read_input
 
 # --------------------------------------------------------------------------- snapshots
 
@@ -55,10 +54,7 @@ class SnapshotMeta:
 def _read_json(path: Path) -> Any:
     raw = read_input(path)
     if raw[:2] == b"\x1f\x8b":  # a gzip file (snapshots the live path keeps: data/snapshots/<U>/*.json.gz)
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise CalreportError(f"not a readable gzip file ({exc})", path) from None
+        raw = decompress_gzip(raw, path)
     try:
         return jsonio.loads(raw)
     except jsonio.JSONLimitError as exc:
@@ -270,7 +266,7 @@ class DeribitClient:
         )
         return parse_chart_data(payload, method)
 
-    # ----------------------------------------------------------------------- index price (issue 13)
+    # ----------------------------------------------------------------------- index price
 
     def index_price(self, currency: str) -> float:
         """public/get_index_price for `<currency>_usd` (btc_usd, eth_usd) -> the index level (USD).
@@ -287,7 +283,7 @@ class DeribitClient:
         return float(value)
 
 
-# --------------------------------------------------------------------------- historical volatility (issue 11)
+# --------------------------------------------------------------------------- historical volatility
 
 
 def parse_historical_volatility(payload: Any, where: Path | str | None = None) -> list[tuple[int, float]]:

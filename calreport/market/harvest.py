@@ -21,8 +21,7 @@ Public API:
     load_harvest(source, underlying, start_ms, end_ms, progress=None) -> HarvestFrame
     list_days(directory, start_ms, end_ms) -> [HarvestDay]   the day files of a window, any format
     index_price_per_snapshot(frame) -> (ticks_ms, index)      one price per snapshot
-    underlying_price_series(source, underlying, end_ms, days=7) -> (hour_ticks_ms, close)
-    rv_from_harvest(root, underlying, end_ms) -> RealisedVol  RV_7d from that series
+    rv_from_harvest(root, underlying, end_ms) -> RealisedVol  RV_7d from the hourly index series
     append_snapshot(root, underlying, rows, harvested_at_ms) -> AppendResult
     harvest_once(root, config, underlying, from_file=None, client=None) -> AppendResult
 """
@@ -62,7 +61,6 @@ from calreport.timeutil import MS_PER_DAY
 LOG_SUFFIXES = (".jsonl.gz", ".jsonl")  # read in this order when a day has both
 PARQUET_SUFFIX = ".parquet"
 ERRORS_SUFFIX = ".errors.json"
-DAY_SUFFIXES = (*LOG_SUFFIXES, PARQUET_SUFFIX)
 _DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.jsonl\.gz|\.jsonl|\.parquet)$")
 
 Progress = Callable[[int, int, str], None]  # (days done, days total, current day)
@@ -410,24 +408,6 @@ def index_series(frame: HarvestFrame) -> tuple[np.ndarray, np.ndarray, bool]:
     first[1:] = seg[hit[1:]] != seg[hit[:-1]]
     pick = hit[first]
     return t_all[pick], frame.underlying_price[pick], False
-
-
-def underlying_price_series(
-    source: Root | Path | str,
-    underlying: str,
-    end_ms: int,
-    days: float = 7,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly index closes over (end_ms - days, end_ms] from the harvest: (hour start ms, close).
-
-    For RV_7d when no --prices / --rv is given: feed the result to rv.py exactly like a
-    get_tradingview_chart_data response. Hours without any snapshot are absent (not interpolated),
-    so the number of returns honestly reflects harvest gaps. rv.rv_from_harvest wraps this.
-    """
-    start = int(end_ms - days * MS_PER_DAY)
-    frame = load_harvest(source, underlying, start, int(end_ms))
-    t, p = index_price_per_snapshot(frame)
-    return to_hourly(t, p)
 
 
 def rv_from_harvest(root: Root, underlying: str, end_ms: int) -> RealisedVol:

@@ -95,7 +95,6 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "open_interest": ("open_interest",),
     "index_price": ("index_price",),
 }
-READ_COLUMNS = tuple(COLUMN_NAMES)
 
 
 # --------------------------------------------------------------------------- writing

@@ -15,7 +15,6 @@ report all speak it.
 from calreport.model._base import (
     BAND_LABEL_RE,
     DEFAULT_SIGMA_MODE,
-    FLAG_CODES,
     REALISM_STATUSES,
     SIGMA_MODES,
     UNDERLYING_RE,
@@ -62,6 +61,7 @@ from calreport.model.harvest import (
     RejectedSource,
 )
 from calreport.model.runs import (
+    NOTE_MAX_CHARS,
     ROW_TYPES,
     AlertDelivery,
     AlertEvent,
@@ -86,8 +86,8 @@ from calreport.model.runs import (
 )
 
 __all__ = [
-    "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE", "FLAG_CODES",
-    "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
+    "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE",
+    "NOTE_MAX_CHARS", "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
     "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
     "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",

@@ -28,10 +28,25 @@ if TYPE_CHECKING:
 
 class _Section(BaseModel):
     """Every settings model: unknown keys refused, and strict types for every field, present and
-    future (issue 10): a number is a number (not "1.5", not yes/true), an integer is an integer,
+    future (a config is input from outside): a number is a number (not "1.5", not yes/true), an integer is an integer,
     and NaN / infinity are refused wherever a float is expected."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+MAX_BOOTSTRAP_DRAWS = 10_000  # 400 by default; 1e6 took 44 s a run
+MAX_SMILE_NODES = 41  # 7 by default; thousands made one fit run for minutes
+MAX_SMILE_X = 50.0  # |x| of the outermost node (x is in standard deviations: 2.5 by default)
+MAX_LOOKBACK_DAYS = 3660  # ten years of harvest
+_DTE_RANGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*d?\s*$", re.IGNORECASE)  # as calibration/auto.py parses it
+_LOOKBACK_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)
+_LOOKBACK_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1.0, "w": 7.0}  # days per unit
+
+
+def valid_lookback(text: str) -> bool:
+    """A window length like 14d, 12h, 90m or 2w, above 0 and at most MAX_LOOKBACK_DAYS (config and --lookback)."""
+    m = _LOOKBACK_RE.match(str(text))
+    return bool(m) and 0 < float(m[1]) * _LOOKBACK_DAYS[m[2].lower()] <= MAX_LOOKBACK_DAYS
 
 
 def _check_underlyings(names: list[str]) -> list[str]:
@@ -70,7 +85,7 @@ class Band(_Section):
 
 
 class LimitsConfig(_Section):
-    """Hard bounds on every multiplier calreport writes or reads (issue 10): a value outside them
+    """Hard bounds on every multiplier calreport writes or reads: a value outside them
     is refused, whatever produced it (a fit, a hand-edited history row, a hand-edited YAML)."""
 
     min_multiplier: float = Field(default=0.05, gt=0, description="Smallest multiplier ever applied or accepted in the applied YAML.")
@@ -101,10 +116,10 @@ class LimitsConfig(_Section):
 class RealismConfig(_Section):
     """Thresholds of assess_calibration_realism; the one home of their defaults."""
 
-    min_mult: float = Field(default=0.7, description="Lowest believable multiplier.")
-    max_mult: float = Field(default=1.6, description="Highest believable multiplier.")
-    max_mae: float = Field(default=400.0, description="Highest believable MAE (percent of the mark).")
-    max_vega_mae: float = Field(default=200.0, description="Highest believable vega-weighted MAE (percent).")
+    min_mult: float = Field(default=0.7, gt=0, description="Lowest believable multiplier.")
+    max_mult: float = Field(default=1.6, gt=0, description="Highest believable multiplier.")
+    max_mae: float = Field(default=400.0, gt=0, description="Highest believable MAE (percent of the mark).")
+    max_vega_mae: float = Field(default=200.0, gt=0, description="Highest believable vega-weighted MAE (percent).")
 
     @model_validator(mode="after")
     def _ordered(self) -> RealismConfig:
@@ -115,23 +130,25 @@ class RealismConfig(_Section):
 class PolicyConfig(_Section):
     """When a live run's smoothed multipliers are applied automatically."""
 
-    min_samples: int = Field(default=50, description="Fewest usable quotes for an automatic apply.")
+    min_samples: int = Field(default=50, ge=0, description="Fewest usable quotes for an automatic apply.")
     min_vega_sum: float = Field(
         default=1.0,
+        ge=0,
         description="Least summed vega for an automatic apply (coin per 1.00 vol; ~20 for a full BTC chain).",
     )
-    min_delta: float = Field(default=0.03, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
+    min_delta: float = Field(default=0.03, ge=0, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
     max_rel_step: float = Field(
-        default=0.10, description="Floor of the step cap, relative to the applied value (fraction): a step is capped at max(max_step_se x SE, this x applied)."
+        default=0.10, gt=0, le=10,
+        description="Floor of the step cap, relative to the applied value (fraction): a step is capped at max(max_step_se x SE, this x applied).",
     )
     min_delta_se: float = Field(
         default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
     )
     significant_se: float = Field(
-        default=2.0, ge=0, description="A recommended value further than max(min_delta, this x SE) from the applied one is applied whole, unsmoothed (0 = never)."
+        default=2.0, ge=0, le=100, description="A recommended value further than max(min_delta, this x SE) from the applied one is applied whole, unsmoothed (0 = never)."
     )
     max_step_se: float = Field(
-        default=6.0, ge=0, description="Step cap in standard errors: a step is capped at max(this x SE, max_rel_step x applied); unknown SE: the floor alone."
+        default=6.0, ge=0, le=100, description="Step cap in standard errors: a step is capped at max(this x SE, max_rel_step x applied); unknown SE: the floor alone."
     )
 
 
@@ -145,15 +162,27 @@ class SmoothingConfig(_Section):
 class FilterConfig(_Section):
     """Which quotes a calibration uses; each drop is counted per reason."""
 
-    min_dte: float = Field(default=1.0, description="Shortest DTE used (days).")
-    max_dte: float = Field(default=90.0, description="Longest DTE used (days).")
-    min_mark_price: float = Field(default=0.0005, description="Smallest mark used (base coin; 5 ticks of 0.0001).")
-    max_abs_log_moneyness: float = Field(default=0.5, description="Largest |ln(K/F)| used.")
-    min_open_interest: float = Field(default=0.0, description="Smallest open interest used (contracts; 0 = no filter).")
+    min_dte: float = Field(default=1.0, ge=0, description="Shortest DTE used (days).")
+    max_dte: float = Field(default=90.0, gt=0, description="Longest DTE used (days).")
+    min_mark_price: float = Field(default=0.0005, ge=0, description="Smallest mark used (base coin; 5 ticks of 0.0001).")
+    max_abs_log_moneyness: float = Field(default=0.5, gt=0, description="Largest |ln(K/F)| used.")
+    min_open_interest: float = Field(default=0.0, ge=0, description="Smallest open interest used (contracts; 0 = no filter).")
     max_rel_spread: float = Field(
-        default=2.0, description="Widest (ask - bid) / mid used (fraction), checked only where both sides exist."
+        default=2.0, gt=0, description="Widest (ask - bid) / mid used (fraction), checked only where both sides exist."
     )
     option_types: list[str] = Field(default_factory=lambda: ["C", "P"], description="Option types used: C, P.")
+
+    @field_validator("option_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v) or any(t not in ("C", "P") for t in v):
+            raise ValueError(f"option_types must be C, P or both, each once, got {excerpt(v, 40)}")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FilterConfig:
+        _check_range(self.min_dte, self.max_dte, "min_dte < max_dte")
+        return self
 
 
 class FitConfig(_Section):
@@ -161,7 +190,7 @@ class FitConfig(_Section):
 
     min_mult: float = Field(default=0.5, gt=0, description="Lower bound of the multiplier search.")
     max_mult: float = Field(default=3.0, gt=0, description="Upper bound of the multiplier search.")
-    band_min_samples: int = Field(default=10, description="Fewest quotes in a band (or option type) to fit it separately.")
+    band_min_samples: int = Field(default=10, ge=1, description="Fewest quotes in a band (or option type) to fit it separately.")
     min_samples: int = Field(
         default=10, ge=1, description="A live run with fewer usable quotes is a failed run (nothing is fitted)."
     )
@@ -172,8 +201,8 @@ class FitConfig(_Section):
         default="price_vega_rel",
         description="What the fit minimises: vega-weighted |price error| / mark over all quotes, or vega-weighted |IV gap| over OTM quotes.",
     )
-    bootstrap_draws: int = Field(default=400, ge=0, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
-    bootstrap_seed: int = Field(default=11, description="Seed of that bootstrap (same data and seed, same standard error).")
+    bootstrap_draws: int = Field(default=400, ge=0, le=MAX_BOOTSTRAP_DRAWS, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
+    bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
@@ -199,6 +228,8 @@ class SmileConfig(_Section):
         n = self.nodes
         if len(n) < 3 or any(b <= a for a, b in zip(n, n[1:])) or 0.0 not in n:
             raise ValueError("smile.nodes must be at least 3 strictly increasing numbers including 0")
+        if len(n) > MAX_SMILE_NODES or abs(n[0]) > MAX_SMILE_X or abs(n[-1]) > MAX_SMILE_X:
+            raise ValueError(f"smile.nodes: at most {MAX_SMILE_NODES} nodes within [-{MAX_SMILE_X:g}, {MAX_SMILE_X:g}] (got {len(n)} from {n[0]:g} to {n[-1]:g})")
         if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
             raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
         return self
@@ -225,8 +256,8 @@ class AutoConfig(_Section):
     dte_ranges: list[str] = Field(default_factory=lambda: ["3-10"], description="DTE ranges in days, 'MIN-MAX'.")
     lookbacks: list[str] = Field(default_factory=lambda: ["14d"], description="Window lengths: 90m, 12h, 14d, 1w.")
     expected_interval_minutes: float = Field(default=5.0, gt=0, description="Harvest interval the coverage is measured against (minutes).")
-    min_snapshot_coverage: float = Field(default=0.5, description="Fewer snapshots than this share of the expected degrades a run (fraction).")
-    min_rv_returns: int = Field(default=24, description="Snapshots whose RV_7d rests on fewer hourly returns are left out.")
+    min_snapshot_coverage: float = Field(default=0.5, ge=0, le=1, description="Fewer snapshots than this share of the expected degrades a run (fraction).")
+    min_rv_returns: int = Field(default=24, ge=0, description="Snapshots whose RV_7d rests on fewer hourly returns are left out.")
     max_schema_error_rate: float = Field(
         default=0.01, ge=0, le=1, description="Data quality degraded above this share of unreadable harvest lines (fraction)."
     )
@@ -238,11 +269,28 @@ class AutoConfig(_Section):
     def _underlying_names(cls, v: list[str]) -> list[str]:
         return _check_underlyings(v)
 
+    @field_validator("dte_ranges")
+    @classmethod
+    def _dte_ranges(cls, v: list[str]) -> list[str]:
+        for text in v:
+            m = _DTE_RANGE_RE.match(text)
+            if not m or float(m[2]) <= float(m[1]):
+                raise ValueError(f"bad DTE range {excerpt(text, 40)} (MIN-MAX days with MIN < MAX, e.g. 3-10)")
+        return v
+
+    @field_validator("lookbacks")
+    @classmethod
+    def _lookbacks(cls, v: list[str]) -> list[str]:
+        for text in v:
+            if not valid_lookback(text):
+                raise ValueError(f"bad lookback {excerpt(text, 40)} (a length like 14d, 12h or 90m, at most {MAX_LOOKBACK_DAYS} days)")
+        return v
+
 
 class DashboardConfig(_Section):
     max_rows: int = Field(default=50, ge=1, description="History rows on the dashboard's first page.")
     page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
-    mae_warn_pct: float = Field(default=40.0, description="A latest live run MAE above this shows a warning banner (percent).")
+    mae_warn_pct: float = Field(default=40.0, gt=0, description="A latest live run MAE above this shows a warning banner (percent).")
     stale_after_hours: float = Field(
         default=2.0, gt=0, description="A latest live run older than this (against the render time) shows a staleness banner (hours)."
     )
@@ -264,6 +312,11 @@ class FlagsConfig(_Section):
     wing_gap_vp: float = Field(default=5.0, gt=0, description="WING_GAP when a band's <10D bucket is further than this from the market (vol points).")
     expiry_outlier_ratio: float = Field(default=2.0, gt=1, description="SHORT_EXPIRY_OUTLIER when an expiry's vega-weighted MAE exceeds this multiple of its band's.")
     expiry_outlier_min_samples: int = Field(default=5, ge=1, description="Fewest quotes of an expiry for SHORT_EXPIRY_OUTLIER.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FlagsConfig:
+        _check_range(self.atm_rv_min, self.atm_rv_max, "atm_rv_min < atm_rv_max")
+        return self
 
 
 class AlertsConfig(_Section):
@@ -317,6 +370,8 @@ class CalibrationConfig(_Section):
     @field_validator("underlyings")
     @classmethod
     def _underlying_names(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one underlying is required (e.g. [BTC])")
         return _check_underlyings(v)
 
     @model_validator(mode="after")

@@ -259,11 +259,14 @@ class LiveRun(RunMeasures):
     )
 
 
+NOTE_MAX_CHARS = 500  # a user's --note: one line, never cut
+
+
 class ApplyEvent(HistoryRow):
     """A write of config/applied_multipliers.yaml, appended by store/applied.py in the same
     transaction. `ts` is the wall-clock time of the apply (the YAML's updated_at)."""
 
-    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade", "sigma_mode"})
+    _SPARSE: ClassVar[frozenset[str]] = frozenset({"recovered", "schema_upgrade", "sigma_mode", "note"})
 
     type: Literal["apply"] = "apply"
     previous: Multipliers | None = Field(default=None, description="The values before the apply.")
@@ -278,6 +281,9 @@ class ApplyEvent(HistoryRow):
     sigma_mode: SigmaMode | None = Field(default=None, description="Present when the values were fitted in a sigma mode other than rv (atm_iv, mark_iv).")
     schema_upgrade: str | None = Field(
         default=None, description='Present when this apply rewrote the applied YAML in a newer format: "1 -> 2" (schema_version).'
+    )
+    note: str | None = Field(
+        default=None, description="Present when the user gave one: the --note of force-apply or rollback (or the dashboard dialog's), one line."
     )
 
 

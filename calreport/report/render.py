@@ -12,20 +12,23 @@ import base64
 import functools
 import hashlib
 import json
+import os
 import re
 import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
 from pydantic import ValidationError
 
 from calreport import __version__, fmt, timeutil
 from calreport.errors import CalreportError
-from calreport.model import BacktestSummary, CalibrationConfig, RunDetail
+from calreport.model import BacktestSummary, CalibrationConfig, HistoryRow, RunDetail
 from calreport.report import charts, compare, views
 from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest_pages
 from calreport.store import history
@@ -192,7 +195,7 @@ def read_inputs(
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    query = HistoryQuery.read(root, cache, persist, on_row=views.page_row)
+    query = HistoryQuery.read(root, cache, persist, on_row=page_view)
     t2 = time.perf_counter()
     shown = shown_history(query, config)
     statuses = StatusIndex.from_events(applied, query.apply_event_keys()) if applied is not None else None
@@ -275,16 +278,78 @@ def render_backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]
 
 
 def render_page(page: views.HistoryPage) -> str:
-    return env().get_template("history.html.j2").render(p=page, rows=page.rows, csp=csp(), version=__version__)
+    return env().get_template("history.html.j2").render(p=page, csp=csp(), version=__version__)
+
+
+class CompiledRow:
+    """A row macro of _macros.html.j2 (live_row, auto_row) compiled to literal text and value slots,
+    so a history page's 500 rows cost a string format each instead of a template call (the rows of
+    a 100,000-run history are all written by a cold render).
+
+    The macro tests fields only for being empty, so its output depends on which fields are empty
+    (the row's shape) and, beyond that, only on the escaped values it prints. Each shape is rendered
+    once with a marker for every non-empty field; a row is that text with its escaped values in the
+    markers' places. Output is the macro's own, byte for byte (tests/test_report.py checks it)."""
+
+    _MARK = re.compile("\x01(\\d+)\x02")
+
+    def __init__(self, macro: str) -> None:
+        self.macro = macro
+        self._shapes: dict[tuple[bool, ...], tuple[str, Callable[[list[str]], tuple[str, ...]]]] = {}
+
+    def _compile(self, row: tuple[str, ...], shape: tuple[bool, ...]) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
+        marked = type(row)._make(f"\x01{i}\x02" if full else "" for i, full in enumerate(shape))  # type: ignore[attr-defined]
+        text = str(getattr(env().get_template("_macros.html.j2").module, self.macro)(marked))
+        pieces = self._MARK.split(text)  # literal, slot, literal, slot, ..., literal
+        literals = pieces[0::2]
+        if any("\x01" in p or "\x02" in p for p in literals):
+            raise ValueError(f"macro {self.macro} changed a field marker; it may only print fields")
+        slots = [int(i) for i in pieces[1::2]]
+        pick = itemgetter(*slots) if slots else lambda values: ()  # one slot: a str, which % takes as is
+        compiled = ("%s".join(p.replace("%", "%%") for p in literals), pick)
+        self._shapes[shape] = compiled
+        return compiled
+
+    def __call__(self, row: tuple[str, ...]) -> str:
+        shape = tuple(map(bool, row))
+        text, pick = self._shapes.get(shape) or self._compile(row, shape)
+        escaped = str(escape("\x00".join(row))).split("\x00")  # one escape call for the whole row
+        if len(escaped) != len(row):  # a value holds NUL itself
+            escaped = [str(escape(v)) for v in row]
+        return text % pick(escaped)
+
+
+LIVE_ROW = CompiledRow("live_row")
+AUTO_ROW = CompiledRow("auto_row")
+
+
+def page_view(run: HistoryRow) -> object:
+    """What a history page keeps of a row the index validated: an auto run's finished row HTML (a
+    few hundred bytes), a live run's formatted row (its status is derived per render); else None."""
+    row = views.page_row(run)
+    return AUTO_ROW(row) if isinstance(row, views.AutoRow) else row
+
+
+def page_body(kind: str, rows: list, statuses: list[str]) -> Markup:
+    """The rows of one history page as HTML, newest first, one line each."""
+    html = [LIVE_ROW(r) for r in views.with_status(rows, statuses)] if kind == "live" else rows
+    return Markup("".join(f"{h}\n" for h in html))
+
+
+_PAGE_END = b"</html>"
 
 
 def _page_is_current(path: Path, key: str) -> bool:
+    """The page on disk carries `key` and is whole (pages are written without fsync: a power cut
+    may leave one short, and the next render rewrites it)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(_PAGE_END)))
+            end = fh.read()
     except OSError:
         return False
-    return f'name="calreport-page-key" content="{key}"'.encode() in head
+    return f'name="calreport-page-key" content="{key}"'.encode() in head and end == _PAGE_END
 
 
 def page_key(plan: views.PagePlan, size: int, refs: list[RowRef], statuses: list[str]) -> str:
@@ -318,9 +383,9 @@ def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: Rend
             path = out_dir / name
             if _page_is_current(path, key):
                 continue
-            rows = query.page_views(kind, plan.number, size, views.page_row)  # type: ignore[arg-type]
-            page = views.history_page(plan, key, rows, statuses)
-            atomic_write(path, render_page(page).encode("utf-8"))
+            rows = query.page_views(kind, plan.number, size, page_view)  # type: ignore[arg-type]
+            page = views.history_page(plan, key, page_body(kind, rows, statuses))
+            atomic_write(path, render_page(page).encode("utf-8"), durable=False)
             result.pages_written += 1
     query.release_views()
     if out_dir.is_dir():
@@ -360,7 +425,8 @@ def _render_site(
 ) -> RenderResult:
     result = RenderResult()
     t = result.timings
-    inp, query = read_inputs(root, now, t, cache, persist, config)
+    with history.gc_paused():  # 100,000 rows validated, indexed and formatted: no cycles to collect
+        inp, query = read_inputs(root, now, t, cache, persist, config)
     if inp.config_error:
         result.problems.append(inp.config_error)
     if inp.applied_error:

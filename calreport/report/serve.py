@@ -7,7 +7,9 @@
 - a watchdog observer re-renders site/ (debounced) whenever config/ or history/ change, so a
   force-apply from another terminal shows up on the next Refresh;
 - a request whose Host is not 127.0.0.1/localhost with the served port is refused (DNS rebinding);
-  idle connections time out within seconds and concurrent connections are bounded; a client that
+  idle connections time out within seconds, every request must be read and answered within
+  REQUEST_DEADLINE_S however slowly it trickles in, concurrent connections are bounded and, when all
+  are taken, the one sending its request longest gives way to a new one; a client that
   disconnects mid-response is not an error;
 - POST /api/actions/{force-apply,rollback} run the dashboard's buttons (calreport.commands.dashboard
   hands the server the use cases; the report layer imports nothing from commands). Only from the
@@ -25,6 +27,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +51,8 @@ TOKEN_HEADER = "X-Calreport-Token"
 TOKEN_META = "calreport-token"
 MAX_BODY = 4096  # an action's JSON body is a few dozen bytes
 IDLE_TIMEOUT_S = 5.0  # a connection that sends nothing for this long is closed
+REQUEST_DEADLINE_S = 10.0  # a request not read and answered within this long is cut off, trickle or not
+SLOW_CLIENT_GRACE_S = 1.0  # when full, a connection still sending its request after this long gives way
 MAX_CONNECTIONS = 32  # connections served at once; more are answered 503 and closed
 DEBOUNCE_S = 0.2
 CONTENT_TYPES = {
@@ -163,6 +168,8 @@ class DashboardServer(ThreadingHTTPServer):
         parse_body: Callable[[Any], Any] | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        request_deadline: float = REQUEST_DEADLINE_S,
+        slow_client_grace: float = SLOW_CLIENT_GRACE_S,
     ) -> None:
         self.root = root
         self.quiet = quiet
@@ -170,7 +177,13 @@ class DashboardServer(ThreadingHTTPServer):
         self.parse_body = parse_body
         self.token = secrets.token_urlsafe(32)  # per process; only ever in served HTML, never on disk
         self.idle_timeout = idle_timeout
+        self.request_deadline = request_deadline
+        self.slow_client_grace = slow_client_grace
         self._slots = threading.BoundedSemaphore(max_connections)
+        # open connections -> (when the request being read began, or None once it is being answered;
+        # when it must be done): a trickling client is cut off at its deadline and gives way when full
+        self._conns: dict[socket.socket, tuple[float | None, float]] = {}
+        self._conns_lock = threading.Lock()
         self._render_lock = threading.Lock()
         self.renders = 0  # completed re-renders, for tests and the log
         self.render_errors: list[str] = []
@@ -197,7 +210,7 @@ class DashboardServer(ThreadingHTTPServer):
 
     # ---- bounded connections: a flood of idle sockets cannot pile up threads
     def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not self._evict_slow_client():
             try:
                 body = b"busy\n"
                 head = "HTTP/1.0 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -218,7 +231,39 @@ class DashboardServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.connection_state(request, None)
             self._slots.release()
+
+    def connection_state(self, sock: socket.socket, reading: bool | None) -> None:
+        """Track a connection: reading a request (its deadline starts now), answering it, or gone (None)."""
+        now = time.monotonic()
+        with self._conns_lock:
+            if reading is None:
+                self._conns.pop(sock, None)
+            elif reading:
+                self._conns[sock] = (now, now + self.request_deadline)
+            elif sock in self._conns:
+                self._conns[sock] = (None, self._conns[sock][1])
+
+    def _evict_slow_client(self) -> bool:
+        """All slots taken: cut off the connection that has been sending its request longest (over
+        slow_client_grace, SLOW_CLIENT_GRACE_S by default), so trickling clients never lock out a normal request. True: a slot is ours."""
+        now = time.monotonic()
+        with self._conns_lock:
+            slow = [(since, s) for s, (since, _) in self._conns.items() if since is not None and now - since > self.slow_client_grace]
+        if not slow:
+            return False
+        _close_socket(min(slow, key=lambda x: x[0])[1])
+        return self._slots.acquire(timeout=1.0)
+
+    def service_actions(self) -> None:
+        """Every poll of serve_forever: cut off connections past their request deadline (the idle
+        timeout is per read, so a client sending a byte now and then would otherwise never end)."""
+        now = time.monotonic()
+        with self._conns_lock:
+            late = [s for s, (_, deadline) in self._conns.items() if now > deadline]
+        for s in late:
+            _close_socket(s)
 
     def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
         """A client that went away (reset, broken pipe, timed out) is not an error; anything else is
@@ -252,6 +297,17 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler sets it on the socket
         super().setup()
+
+    def handle_one_request(self) -> None:
+        """One request within the server's request deadline, from its first byte to the answer."""
+        self.server.connection_state(self.connection, True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:  # the headers are in: answering (no longer a slow client to evict)
+            self.server.connection_state(self.connection, False)
+        return ok
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The stdlib's error page without our headers (501, 414, 431...) becomes a short text with
@@ -378,9 +434,10 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) != length:
             return 400, {"error": "request body shorter than its Content-Length"}
         try:
-            doc = jsonio.loads(raw.decode("utf-8"))  # nesting too deep is a ValueError there, not a RecursionError
-        except (UnicodeDecodeError, ValueError):
-            return 400, {"error": "request body is not JSON"}
+            doc = jsonio.loads_unique(raw.decode("utf-8"))  # nesting too deep is a ValueError there, not a RecursionError
+        except (UnicodeDecodeError, ValueError) as exc:
+            dup = "duplicate key" in str(exc)
+            return 400, {"error": "request body names a key twice" if dup else "request body is not JSON"}
         if not isinstance(doc, dict):
             return 400, {"error": "request body must be a JSON object"}
         try:
@@ -394,6 +451,14 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a bug: one line to the page and stderr, the server keeps running
             print(f"calreport serve: action failed: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
             return 500, {"error": f"internal error: {type(exc).__name__}"}
+
+
+def _close_socket(sock: socket.socket) -> None:
+    """End a connection from outside its thread: its reads return at once and the thread finishes."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _watch(server: DashboardServer, debouncer: Debouncer):  # type: ignore[no-untyped-def]
@@ -427,6 +492,8 @@ def make_server(
     parse_body: Callable[[Any], Any] | None = None,
     idle_timeout: float = IDLE_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    request_deadline: float = REQUEST_DEADLINE_S,
+    slow_client_grace: float = SLOW_CLIENT_GRACE_S,
 ) -> tuple[DashboardServer, Callable[[], None]]:
     """Render once, start serving on 127.0.0.1:`port` (0 = any free port) in a background thread,
     and watch the files of record. Returns the server (see `.url`) and a stop function. Without
@@ -434,7 +501,8 @@ def make_server(
     try:
         server = DashboardServer(
             root, port, quiet=quiet, actions=actions, parse_body=parse_body,
-            idle_timeout=idle_timeout, max_connections=max_connections,
+            idle_timeout=idle_timeout, max_connections=max_connections, request_deadline=request_deadline,
+            slow_client_grace=slow_client_grace,
         )
     except OSError as exc:
         raise CalreportError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc})") from None

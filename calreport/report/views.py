@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from calreport import fmt
-from calreport.apply import RULES, run_thin_rv
+from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
 from calreport.model import (
     AppliedDocument,
     ApplyEvent,
@@ -31,7 +31,7 @@ from calreport.model import (
 )
 from calreport.report import charts
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
-from calreport.store.state import StatusIndex
+from calreport.store.state import ROLLED_BACK, StatusIndex
 from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
 
 MISSING = fmt.MISSING
@@ -161,6 +161,9 @@ class ApplyLogRow:
     bands: str
     reason: str
     run_id: str
+    # would `rollback --to run_id` write anything? (apply.rollback_values: no button when it would not)
+    can_rollback: bool = False
+    rollback_refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class LatestRunCard:
     fit_vmae: str = MISSING
     fit_otm_vmae: str = MISSING
     fit_iv_error_vp: str = MISSING
+    # would force-apply write anything? (apply.force_refusal, the realism override allowed: no button when not)
+    can_force_apply: bool = False
+    force_refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,8 +320,10 @@ class HealthCard:
     issues: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class LiveRow:
+class LiveRow(NamedTuple):
+    """One live run as a table row shows it (every field formatted text; a tuple: a long history's
+    page makes 100,000 of them, and a compiled row macro takes them in field order)."""
+
     time: str
     time_iso: str
     underlying: str
@@ -334,8 +342,9 @@ class LiveRow:
     recommended_se: str = ""
 
 
-@dataclass(frozen=True)
-class AutoRow:
+class AutoRow(NamedTuple):
+    """One auto run as a table row shows it (see LiveRow)."""
+
     time: str
     time_iso: str
     underlying: str
@@ -420,7 +429,7 @@ class HistoryPage:
 
     plan: PagePlan
     key: str  # changes whenever the page's rows, their derived status or the code change
-    rows: list
+    body: str  # the table's rows, newest first, as HTML (render.CompiledRow made them from LiveRow / AutoRow)
 
     @property
     def kind(self) -> str:
@@ -522,6 +531,28 @@ def legacy_vega_note(run: LiveRun) -> str:
     return f" [legacy vega {fmt.num(v, 0)}: as recorded by the old system, not recomputed]"
 
 
+def _rollback_refusal(e: ApplyEvent, inp: Inputs) -> str | None:
+    """Why the log row's "Roll back to this" would be refused (None: it would write); only the
+    newest event of a run is a target (what `rollback --to` re-applies)."""
+    if not e.run_id or e.applied is None or e.applied.global_ is None or inp.applied is None or not e.underlying:
+        return "no applied values to re-apply"
+    entry = inp.applied.entry(e.underlying)
+    got = rollback_values(RollbackTarget(e.run_id, e.applied, e.sigma_mode), e.underlying, inp.config, entry)
+    return got.reason if isinstance(got, Refused) else None
+
+
+def _rollback_flags(inp: Inputs) -> list[dict[str, object]]:
+    """can_rollback / rollback_refusal of each shown apply event (newest first)."""
+    seen: dict[tuple[str | None, str | None], str | None] = {}
+    out: list[dict[str, object]] = []
+    for e in inp.history.event_log:
+        key = (e.underlying, e.run_id)
+        why = _rollback_refusal(e, inp) if key not in seen else seen[key]
+        seen.setdefault(key, why)
+        out.append({"can_rollback": why is None, "rollback_refusal": why or ""})
+    return out
+
+
 def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
     shown = inp.history
     log_rows = [
@@ -535,8 +566,9 @@ def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
             bands=", ".join(f"{k} {fmt.mult(v)}" for k, v in _bands(e.applied).items()) or MISSING,
             reason=fmt.text(e.reason),
             run_id=fmt.text(e.run_id),
+            **flags,  # type: ignore[arg-type]
         )
-        for e in shown.event_log
+        for e, flags in zip(shown.event_log, _rollback_flags(inp))
     ]
     if inp.applied is None:
         return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=shown.events_total)
@@ -618,6 +650,8 @@ def display_reason(status: str, run: LiveRun, inp: Inputs) -> str:
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
         return fmt.text(entry.reason if entry else None)
+    if status == ROLLED_BACK and inp.statuses is not None:
+        return fmt.text(inp.statuses.rollback_reason(run))
     if status == "superseded":
         event = inp.history.applying_event.get((run.underlying or "", run.run_id or ""))
         return fmt.text(event.reason if event else None)
@@ -635,6 +669,10 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
             cards.append(LatestRunCard(underlying=name, present=False))
             continue
         status = derive_status(index, run)
+        refused = (
+            force_refusal(run, name, inp.applied.entry(name), inp.config, allow_unrealistic=True) if inp.applied is not None
+            else Refused("the applied YAML is unreadable")
+        )
         rec_b, sm_b = _bands(run.recommended), _bands(run.smoothed)
         labels = [b for b in inp.config.band_names() if b in rec_b or b in sm_b]
         labels += sorted((set(rec_b) | set(sm_b)) - set(labels))
@@ -672,6 +710,8 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 fit_vmae=fmt.pct(run.fit_vega_weighted_mae_pct),
                 fit_otm_vmae=fmt.pct(run.fit_otm_vega_weighted_mae_pct),
                 fit_iv_error_vp=fmt.num(run.fit_iv_error_vp, 2),
+                can_force_apply=refused is None,
+                force_refusal=refused.reason if refused is not None else "",
             )
         )
     return cards
@@ -1167,7 +1207,7 @@ def page_plans(kind: str, total: int, size: int) -> list[PagePlan]:
 def page_row(run: HistoryRow) -> LiveRow | AutoRow | None:
     """What a history page shows of one row, made once, when the row is validated (the history index's
     scan, or the page when the row came from the persisted index). A live row's status is derived
-    per render (history_page sets it); other row types are on no page (None)."""
+    per render (with_status sets it); other row types are on no page (None)."""
     if isinstance(run, LiveRun):
         return live_row(run, UNKNOWN)
     if isinstance(run, AutoRun):
@@ -1175,8 +1215,10 @@ def page_row(run: HistoryRow) -> LiveRow | AutoRow | None:
     return None
 
 
-def history_page(plan: PagePlan, key: str, rows: Sequence[LiveRow] | Sequence[AutoRow], statuses: Sequence[str] = ()) -> HistoryPage:
-    """One page of formatted rows (page_row), newest first; `statuses` are the live rows' derived statuses."""
-    if plan.kind == "live":
-        rows = [replace(r, status=s) for r, s in zip(rows, statuses)]  # type: ignore[arg-type, misc]
-    return HistoryPage(plan=plan, key=key, rows=list(rows))
+def with_status(rows: Sequence[LiveRow], statuses: Sequence[str]) -> list[LiveRow]:
+    """A live history page's rows with the statuses derived at this render."""
+    return [r._replace(status=s) for r, s in zip(rows, statuses)]
+
+
+def history_page(plan: PagePlan, key: str, body: str) -> HistoryPage:
+    return HistoryPage(plan=plan, key=key, body=body)

@@ -35,16 +35,9 @@ from calreport.model import (
 )
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write, backup_link, present, restore_backup
-from calreport.store.history import (
-    append_row,
-    apply_events,
-    auto_runs,
-    last_apply_events,
-    latest_live_run,
-    live_runs,
-    locked,
-)
+from calreport.store.history import append_row, locked
 from calreport.store.paths import Root, lock_path
+from calreport.store.query import HistoryQuery, HistoryTail
 from calreport.store.yamlio import load_strict, scalar, validation_problem
 from calreport.timeutil import iso_utc, parse_time, utc_now
 
@@ -147,12 +140,16 @@ def _surface_lines(surface: SurfaceSpec) -> list[str]:
 class ApplyTransaction:
     """The applied file as read under its lock, and the one way to replace it in that transaction (`replace`)."""
 
-    def __init__(self, root: Root, config: CalibrationConfig, document: AppliedDocument, now: datetime | None) -> None:
+    def __init__(
+        self, root: Root, config: CalibrationConfig, document: AppliedDocument, now: datetime | None, history: HistoryTail | None = None
+    ) -> None:
         self.root = root
         self.config = config
         self.document = document
         self._now = now
         self.events: list[ApplyEvent] = []
+        # the live history read from its end once for the whole transaction (recovery, then the run's previous runs)
+        self.history = history if history is not None else HistoryTail(root.live_history)
 
     def entry(self, underlying: str) -> AppliedEntry:
         """The values on disk for `underlying` (1.0 when never applied), read under the lock."""
@@ -160,10 +157,11 @@ class ApplyTransaction:
 
     def replace(
         self, underlying: str, values: Multipliers, *, source: str, run_id: str | None, reason: str,
-        sigma_mode: str | None = None,
+        sigma_mode: str | None = None, note: str | None = None,
     ) -> ApplyEvent:
         """Make `values` the engine's multipliers for `underlying`: YAML + apply event, or neither.
-        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out)."""
+        `sigma_mode` is the mode the values were fitted in (None or rv: the line is left out);
+        `note` is the user's (force-apply, rollback), recorded in the event only."""
         from calreport.apply import new_entry  # the write path only: reading the file (status) needs no core
 
         underlying = self.config.check_underlying(underlying)
@@ -189,6 +187,7 @@ class ApplyTransaction:
             previous_run_id=previous.run_id,
             **upgrade,
             **({"sigma_mode": mode} if mode else {}),
+            **({"note": note} if note else {}),
         )
         _write_with_event(self.root, format_applied(updated).encode("utf-8"), event)
         self.document = updated
@@ -212,8 +211,9 @@ def transaction(root: Root, config: CalibrationConfig, *, now: datetime | None =
         raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
     try:
         doc = read_applied(root, config)
-        _recover_lost_events(root, doc)
-        yield ApplyTransaction(root, config, doc, now)
+        tail = HistoryTail(root.live_history)
+        _recover_lost_events(root, doc, tail)
+        yield ApplyTransaction(root, config, doc, now, tail)
     finally:
         lock.release()
 
@@ -243,7 +243,18 @@ def apply_values(
 RECOVERED_NOTE = "apply event recovered: the writer stopped after writing the YAML"
 
 
-def _recover_lost_events(root: Root, doc: AppliedDocument) -> None:
+def entry_reason(event: ApplyEvent) -> str | None:
+    """The reason the YAML entry written with `event` carries: a recovered event's reason is the
+    entry's plus the recovery note, so both read the same once the note is taken off."""
+    reason = event.reason or None
+    suffix = f" ({RECOVERED_NOTE})"
+    if event.recovered and reason is not None and reason.endswith(suffix):
+        reason = reason[: -len(suffix)]
+        return None if reason == "-" else reason
+    return reason
+
+
+def _recover_lost_events(root: Root, doc: AppliedDocument, tail: HistoryTail) -> None:
     """Record the apply event a killed writer did not get to append (caller holds the YAML's lock).
 
     A process killed between replacing the YAML and appending its event leaves the YAML ahead of
@@ -254,7 +265,7 @@ def _recover_lost_events(root: Root, doc: AppliedDocument) -> None:
     entries = {u: e for u, e in doc.underlyings.items() if e.updated_at and (e.source != "init" or e.run_id)}
     if not entries:
         return
-    last = last_apply_events(root.live_history, set(entries))
+    last = HistoryQuery.last_apply_events(root, set(entries), tail)
     for name, e in entries.items():
         ev = last.get(name)
         if ev is not None:
@@ -337,15 +348,14 @@ class FileApplyStore:
         return transaction(self.root, self.config)
 
     def latest_live_run(self, underlying: str) -> LiveRun | None:
-        return latest_live_run(self.root, underlying, refuse_unreadable=True)
+        return HistoryQuery.latest_live_run(self.root, underlying, refuse_unreadable=True)
 
     def apply_events(self, underlying: str) -> list[ApplyEvent]:
-        return apply_events(self.root, underlying)
+        return HistoryQuery.file_order(self.root, "apply", underlying)
 
     def run_of(self, run_id: str) -> LiveRun | AutoRun | None:
         """The run `run_id` names, live or auto (None when neither history has it)."""
-        auto = next((r for r in auto_runs(self.root) if r.run_id == run_id), None)
-        return auto if auto is not None else next((r for r in live_runs(self.root) if r.run_id == run_id), None)
+        return HistoryQuery.run(self.root, run_id)
 
 
 def init_applied(root: Root, cfg: CalibrationConfig, now: datetime | None = None) -> bool:

@@ -28,7 +28,7 @@ def load_config(root: Root) -> CalibrationConfig:
 def load_config_file(path: Path) -> CalibrationConfig:
     """A settings file anywhere (a backtest variant), through the same strict reading and validation
     as the root's config/calibration.yaml; an empty file is the built-in defaults."""
-    if not path.is_file():
+    if not path.exists():
         raise CalreportError("no such settings file", path)
     data = load_strict(path)
     if data is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from calreport.errors import CalreportError
-from calreport.store.paths import lock_path
+from calreport.store.paths import Root, lock_path
 
 DEFAULT_MODE = 0o644
 LOCK_TIMEOUT_S = 30.0
@@ -33,14 +33,81 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def read_input(path: Path | str) -> bytes:
-    """The bytes of a file the user pointed at; a missing or unreadable one is a one-line error."""
+MAX_INPUT_BYTES = 512 * 1024 * 1024  # a day's Deribit chain is tens of MB; nothing we read comes near
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_input(path: Path | str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a file the user pointed at; a missing or unreadable one is a one-line error.
+
+    The one home of the input rule: only regular files (a FIFO would block, /dev/zero never ends;
+    a symlink counts as what it points to) and at most `limit` bytes. The file is opened without
+    blocking and checked on the open descriptor, so nothing can swap it in between.
+    """
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CalreportError("file not found", path) from None
     except OSError as exc:
         raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CalreportError(f"not a regular file ({_kind(st.st_mode)}): refused", path)
+        if st.st_size > limit:
+            raise CalreportError(f"file is {st.st_size:,} bytes, over the {limit:,}-byte limit", path)
+        os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # grew while we read it
+                raise CalreportError(f"file is over the {limit:,}-byte limit", path)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
+    finally:
+        os.close(fd)
+
+
+def decompress_gzip(raw: bytes, path: Path | str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """A gzip file's content, at most `limit` bytes of it (a small bomb must not fill memory)."""
+    import zlib
+
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise CalreportError(f"not a readable gzip file ({exc})", path) from None
+    if len(out) > limit:
+        raise CalreportError(f"gzip content over the {limit:,}-byte limit", path)
+    if not d.eof:
+        raise CalreportError("not a readable gzip file (truncated)", path)
+    return out
+
+
+def output_path(root: Root, path: Path | str, *, mkdir: bool = False, directory: bool = False) -> Path:
+    """Where a command's `--out` may write: never inside the root's files of record (config/,
+    history/, data/, site/), never over a special file, and into an existing directory unless
+    `mkdir` (the `--mkdir` flag) asks for it to be created. `directory`: the output is a directory."""
+    target = Path(path).expanduser().resolve()  # through symlinks: a link into config/ is config/
+    for d in (root.config_dir, root.history_dir, root.path / "data", root.site_dir):
+        base = d.resolve()
+        if target == base or target.is_relative_to(base):
+            raise CalreportError(f"--out is inside the files of record ({d.name}/ of the root): choose a path outside them", path)
+    if target.exists() and not (target.is_dir() if directory else target.is_file()):
+        raise CalreportError("--out exists and is not a " + ("directory" if directory else "regular file"), path)
+    parent = target.parent
+    if not parent.is_dir():
+        if parent.exists() or not mkdir:
+            raise CalreportError(f"--out: the directory {str(parent)[:100]} does not exist (pass --mkdir to create it)", path)
+        parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def present(path: Path) -> bool:
@@ -67,12 +134,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `data` so a reader sees the old file or the new one, never a mix.
 
     Temp file in the same directory, write + fsync, keep the old file's mode, os.replace,
     fsync the directory. Any failure removes the temp file and raises CalreportError; the old
-    file is left untouched.
+    file is left untouched. `durable=False` skips both fsyncs: for files derived from the files
+    of record (a history page), which a power cut may lose and the next render rewrites.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +153,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         try:
             _write_all(fd, data)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -101,6 +170,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:
         fsync_dir(path.parent)
     except OSError as exc:

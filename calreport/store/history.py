@@ -10,27 +10,27 @@ import gc
 import hashlib
 import json
 import os
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from filelock import Timeout
 from pydantic import ValidationError
 
 from calreport import SCHEMA_VERSION, jsonio, timeutil
-from calreport.errors import CalreportError, RefusedError, excerpt
+from calreport.errors import CalreportError
 from calreport.model import (
     ROW_TYPES,
-    ApplyEvent,
     AutoRun,
     HistoryRow,
-    LiveRun,
     UnknownRow,
 )
 from calreport.store.files import append_line, atomic_write, locked
 from calreport.store.paths import Root, lock_path
-from calreport.store.yamlio import validation_problem
 
 
 def dumps_row(row: HistoryRow | dict[str, Any]) -> bytes:
@@ -109,8 +109,8 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
     """Lines of `path` from the last to the first, reading fixed-size blocks from the end.
 
     Lets an apply find the latest apply event without parsing a long history. Linear in the
-    bytes read: the pieces of a line that spans blocks are kept in a list and joined once (issue
-    10: rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
+    bytes read: the pieces of a line that spans blocks are kept in a list and joined once
+    (rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
     """
     try:
         fh = open(path, "rb")
@@ -143,109 +143,6 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
             yield line
 
 
-def iter_rows_reversed(path: Path, cls: type[R]) -> Iterator[R]:
-    """Readable rows of type `cls`, newest first, without parsing the rest of a long history."""
-    tag = f'"{cls.model_fields["type"].default}"'.encode()
-    for line in iter_lines_reversed(path):
-        if tag not in line:
-            continue
-        try:
-            row = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
-            continue
-        if isinstance(row, cls):
-            yield row
-
-
-def last_apply_events(path: Path, underlyings: set[str]) -> dict[str, ApplyEvent]:
-    """The newest readable apply event per underlying, scanning the history backwards."""
-    found: dict[str, ApplyEvent] = {}
-    wanted = set(underlyings)
-    for line in iter_lines_reversed(path):
-        if not wanted:
-            break
-        if b'"apply"' not in line:
-            continue
-        try:
-            row = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
-            continue
-        if isinstance(row, ApplyEvent) and row.underlying in wanted:
-            found[row.underlying] = row
-            wanted.discard(row.underlying)
-    return found
-
-
-def live_history(root: Root) -> HistoryRead:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    return read_history(root.live_history)
-
-
-def auto_history(root: Root) -> HistoryRead:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    return read_history(root.auto_history)
-
-
-def live_runs(root: Root, underlying: str | None = None) -> list[LiveRun]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    runs = live_history(root).of_type(LiveRun)
-    return [r for r in runs if underlying is None or r.underlying == underlying]
-
-
-def apply_events(root: Root, underlying: str | None = None) -> list[ApplyEvent]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    events = live_history(root).of_type(ApplyEvent)
-    return [e for e in events if underlying is None or e.underlying == underlying]
-
-
-def auto_runs(root: Root, underlying: str | None = None) -> list[AutoRun]:
-    """Kept for callers outside store/ and report/ until they move to store.query.HistoryQuery
-    (to delete after the merge). File order, oldest first."""
-    runs = auto_history(root).of_type(AutoRun)
-    return [r for r in runs if underlying is None or r.underlying == underlying]
-
-
-def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
-    """The newest live run of `underlying` (file order is time order: appends only).
-
-    Scans backwards, so force-apply does not parse a long history; imported legacy rows
-    (source "legacy") are never candidates. With `refuse_unreadable` (force-apply), a newer
-    complete live-run line of `underlying` that breaks the schema (a hand-edited `"global": true`
-    or `"1.5"`) is refused in one line instead of being passed over for an older run.
-    """
-    path = root.live_history
-    for line in iter_lines_reversed(path):
-        if b'"live_run"' not in line:
-            continue
-        try:
-            data = jsonio.loads(line)
-        except ValueError:
-            continue  # torn or not JSON: never a recorded row
-        try:
-            row = parse_row(data)
-        except (ValueError, ValidationError, TypeError) as exc:
-            if (
-                refuse_unreadable
-                and isinstance(data, dict)
-                and data.get("type") == "live_run"
-                and data.get("underlying") == underlying
-                and data.get("source", "live") in (None, "live")
-            ):
-                raise RefusedError(
-                    f"the latest {underlying} live run {excerpt(data.get('run_id'), 40)} does not match the schema "
-                    f"({validation_problem(exc)}); nothing applied",
-                    path,
-                ) from None
-            continue
-        if isinstance(row, LiveRun) and row.underlying == underlying and row.is_live:
-            return row
-    return None
-
-
 def append_auto_run(root: Root, run: AutoRun) -> AutoRun:
     """Write an auto run: its detail file (delta buckets, uncertainty, smile) first, then a row that
     keeps only what the dashboard shows and names that file. Rows stay ~1.7 KB instead of ~2.9 KB,
@@ -269,14 +166,21 @@ def ensure_history_files(root: Root) -> None:
 # --------------------------------------------------------------------------- indexed reads (the dashboard)
 #
 # The dashboard needs a few fields of every row (counts, latest per underlying, derived status,
-# page keys) but the full row only of the rows it shows. An index validates every line once (the
-# same parse_row as read_history, so the same rows are readable and the same lines skipped) and
-# keeps a RowRef per readable row plus the file's bytes; a shown row is parsed and validated again
-# from those bytes. The index can be persisted next to the site (data/cache/history/) keyed by a
-# SHA-256 of the bytes it covers, and extended by parsing only the lines appended since.
+# page keys) but the full row only of the rows it shows. An index reads the file once, in blocks
+# (a long history is never held in memory whole), validates every line once (the same parse_row
+# as read_history, so the same rows are readable and the same lines skipped) and keeps a RowRef
+# per readable row; a shown row is read back by its offset and validated again. The index can be
+# persisted next to the site (data/cache/history/) keyed by a SHA-256 of the bytes it covers, and
+# extended by parsing only the lines appended since.
 
-INDEX_FORMAT = 2  # 2: RowRef.time_ms (the row's time, for newest-first by time)
+INDEX_FORMAT = 3  # 3: the file's stat when it was last read unchanged (see _stat_key)
 _TAIL_CHECK = 4096  # bytes before the consumed offset compared when extending an in-memory index
+_BLOCK = 1 << 22  # bytes read at a time by a scan
+# A file's stat proves it unchanged only if it was last changed well before it was read: a change
+# within the file system's timestamp granularity of the read could keep every field (git's "racy"
+# entries). Younger files, and files on a file system that keeps whole seconds, are checked by
+# their SHA-256, as every file was before.
+_STAT_SETTLED_NS = 1_000_000_000
 
 
 class RowRef(NamedTuple):
@@ -324,15 +228,21 @@ class StaleIndex(CalreportError):
     """A row read back through an index is not the row the index recorded (the cache lied)."""
 
 
+def _field(row: HistoryRow, name: str) -> str | None:
+    """getattr(row, name, None) as a str (or None), interned: a RowRef column repeats a handful of
+    values (type, underlying, source, status) over 100,000 rows. Unknown fields live in the extras."""
+    value = row.__dict__.get(name) if name in row.__dict__ else (row.__pydantic_extra__ or {}).get(name)
+    return sys.intern(value) if isinstance(value, str) else None
+
+
 def _ref(row: HistoryRow, lineno: int, offset: int, length: int) -> RowRef:
-    source, status = getattr(row, "source", None), getattr(row, "status", None)
     return RowRef(
-        row.type,
+        sys.intern(row.type),
         row.run_id,
         row.ts,
-        row.underlying,
-        source if isinstance(source, str) else None,
-        status if isinstance(status, str) else None,
+        _field(row, "underlying"),
+        _field(row, "source"),
+        _field(row, "status"),
         row_time_ms(row),
         lineno,
         offset,
@@ -353,13 +263,16 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
 @dataclass
 class HistoryIndex:
     """A history file read once: a RowRef per readable row (file order) and the skipped lines,
-    exactly as read_history would count them; full rows are parsed on demand from `data`."""
+    exactly as read_history would count them; full rows are read back from the file on demand."""
 
     path: Path
-    data: bytes = b""  # the file's bytes when read (complete lines, then any torn tail)
     refs: list[RowRef] = field(default_factory=list)
     skipped_lines: list[int] = field(default_factory=list)
     offset: int = 0  # bytes of complete lines covered (0 or just after a newline)
@@ -370,6 +283,9 @@ class HistoryIndex:
     ino: int = 0
     parsed: int = 0  # lines parsed by the last read (0 when every line came from the cache)
     saved_offset: int = -1  # `offset` as last persisted or loaded from the cache file
+    tail: bytes = b""  # the bytes just before `offset` (up to _TAIL_CHECK): an append keeps them
+    sha256: Any = field(default=None, repr=False)  # hashlib state over bytes [0, offset); None: not known
+    stat: list[int] | None = None  # _stat_key of the file when read, if it had settled (see _STAT_SETTLED_NS)
     _rows: dict[RowRef, HistoryRow] = field(default_factory=dict, repr=False)
     # what a page shows of each row validated by this read (see _scan); rows that came from the
     # persisted index have none and are validated when their page is written
@@ -385,15 +301,33 @@ class HistoryIndex:
         return [r for r in self.refs if r.type == tag]
 
     def row(self, ref: RowRef, keep: bool = True) -> Any:
-        """The validated row behind `ref`, parsed again from the file's bytes and checked against
-        the ref (a cache that lied raises StaleIndex). `keep` memoises it for the next caller."""
-        got = self._rows.get(ref)
-        if got is not None:
-            return got
-        line = self.data[ref.offset : ref.offset + ref.length]
+        """The validated row behind `ref`, read again from the file and checked against the ref
+        (a cache that lied, or a file rewritten since, raises StaleIndex). `keep` memoises it."""
+        return self.rows_of([ref], keep)[0]
+
+    def rows_of(self, refs: Iterable[RowRef], keep: bool = True) -> list[Any]:
+        refs = list(refs)
+        out: list[Any] = [self._rows.get(r) for r in refs]
+        if all(got is not None for got in out):
+            return out
         try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            raise StaleIndex("history file cannot be read back", self.path) from None
+        try:
+            with gc_paused():  # a history page is 500 rows
+                for i, ref in enumerate(refs):
+                    if out[i] is None:
+                        out[i] = self._read_back(fd, ref, keep)
+        finally:
+            os.close(fd)
+        return out
+
+    def _read_back(self, fd: int, ref: RowRef, keep: bool) -> HistoryRow:
+        try:
+            line = os.pread(fd, ref.length, ref.offset)
             got = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
+        except (ValueError, ValidationError, TypeError, OSError):
             got = None
         if got is None or _ref(got, ref.lineno, ref.offset, ref.length) != ref:
             raise StaleIndex(f"history index does not match line {ref.lineno}", self.path)
@@ -401,54 +335,54 @@ class HistoryIndex:
             self._rows[ref] = got
         return got
 
-    def rows_of(self, refs: Iterable[RowRef], keep: bool = True) -> list[Any]:
-        with gc_paused():  # a history page is 500 rows (see _scan)
-            return [self.row(r, keep) for r in refs]
+    def _line(self, line: bytes, lineno: int, offset: int) -> None:
+        """Validate one non-blank line once; `on_row` (when set) turns the validated row into what a
+        history page shows, so the page need not validate it again."""
+        self.parsed += 1
+        try:
+            row = parse_row(jsonio.loads(line))
+        except (ValueError, ValidationError, TypeError):
+            self.skipped_lines.append(lineno)
+            return
+        ref = _ref(row, lineno, offset, len(line))
+        self.refs.append(ref)
+        if self.on_row is not None:
+            self.views[ref] = self.on_row(row)
 
-    def _scan(self, start: int, end: int, complete: bool) -> None:
-        """Parse the lines in data[start:end]: complete lines (end just after a newline) or a torn tail.
-
-        Each line is validated here once; `on_row` (when set) turns the validated row into what a
-        history page shows, so the page need not validate it again. Lines are sliced one at a time
-        (no split of the whole file: that doubled the peak memory of a long history)."""
-        data, on_row, views = self.data, self.on_row, self.views
-        pos, lineno = start, self.lines
-        with gc_paused():
-            while pos < end:
-                nl = data.find(b"\n", pos, end)
-                stop = end if nl < 0 else nl
-                lineno += 1
-                line = data[pos:stop]
-                if line.strip():
-                    self.parsed += 1
-                    try:
-                        row = parse_row(jsonio.loads(line))
-                    except (ValueError, ValidationError, TypeError):
-                        self.skipped_lines.append(lineno)
-                    else:
-                        ref = _ref(row, lineno, pos, stop - pos)
-                        self.refs.append(ref)
-                        if on_row is not None:
-                            views[ref] = on_row(row)
-                pos = stop + 1
-                if nl < 0:
-                    break
-        if complete:
-            self.lines, self.offset = lineno, end
-
-    def _extend(self, data: bytes) -> None:
-        """`data` is the file's bytes and starts with the bytes already covered: parse the rest."""
+    def _scan(self, fh: BinaryIO) -> None:
+        """Parse everything from `offset` to the end of `fh`, a block at a time: the complete lines
+        (they move `offset` on and feed the SHA-256), then any torn last line (counted like
+        read_history does, never persisted). Lines are sliced one at a time from the block."""
         del self.refs[self.complete_refs :]
         del self.skipped_lines[self.complete_skipped :]
         self._rows = {}
         self.views = {}
-        self.data = data
-        end = data.rfind(b"\n") + 1
-        if end > self.offset:
-            self._scan(self.offset, end, complete=True)
+        fh.seek(self.offset)
+        start, lineno, carry = self.offset, self.lines, b""
+        with gc_paused():
+            while True:
+                block = fh.read(_BLOCK)
+                if not block:
+                    break
+                data = carry + block if carry else block
+                end = data.rfind(b"\n") + 1
+                pos = 0
+                while pos < end:
+                    nl = data.index(b"\n", pos)
+                    lineno += 1
+                    line = data[pos:nl]
+                    if line[:1] == b"{" or line.strip():  # blank lines are neither rows nor skipped
+                        self._line(line, lineno, start + pos)
+                    pos = nl + 1
+                if end:
+                    if self.sha256 is not None:
+                        self.sha256.update(memoryview(data)[:end])
+                    self.tail = (self.tail + data[max(0, end - _TAIL_CHECK) : end])[-_TAIL_CHECK:]
+                    start, self.lines, self.offset = start + end, lineno, start + end
+                carry = data[end:]
         self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
-        if data[end:].strip():  # a torn last line: counted like read_history does, never persisted
-            self._scan(end, len(data), complete=False)
+        if carry.strip():
+            self._line(carry, lineno + 1, start)
 
 
 @functools.cache
@@ -461,9 +395,31 @@ def _code_key() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _prefix_sha256(path: Path, offset: int) -> Any:
+    """hashlib state over the first `offset` bytes of `path` (None when they cannot be read)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            left = offset
+            while left > 0:
+                block = fh.read(min(_BLOCK, left))
+                if not block:
+                    return None
+                h.update(block)
+                left -= len(block)
+    except OSError:
+        return None
+    return h
+
+
 def save_index(index: HistoryIndex, cache_file: Path) -> bool:
     """Persist what covers the complete lines (atomically; a checksum guards the body). False when
     the cache cannot be written: it is an optimisation, never a reason for a command to fail."""
+    if index.sha256 is None:  # trusted by its stat, then appended to: hash the prefix once
+        index.sha256 = _prefix_sha256(index.path, index.offset)
+        if index.sha256 is None:
+            return False
+    sha = index.sha256
     refs = index.refs[: index.complete_refs]
     body = jsonio.dumps(
         {
@@ -472,7 +428,9 @@ def save_index(index: HistoryIndex, cache_file: Path) -> bool:
             "source": index.path.name,
             "offset": index.offset,
             "lines": index.lines,
-            "sha256": hashlib.sha256(memoryview(index.data)[: index.offset]).hexdigest(),
+            "sha256": sha.hexdigest(),
+            "stat": index.stat,
+            "tail": index.tail.hex(),
             "skipped_lines": index.skipped_lines[: index.complete_skipped],
             "cols": {name: [r[i] for r in refs] for i, name in enumerate(_REF_FIELDS)},
         }
@@ -485,8 +443,11 @@ def save_index(index: HistoryIndex, cache_file: Path) -> bool:
     return True
 
 
-def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | None:
-    """The persisted index if it was built by this code from a prefix of `data`; else None."""
+def _load_cached(cache_file: Path, path: Path, fh: BinaryIO, st: os.stat_result) -> HistoryIndex | None:
+    """The persisted index if it was built by this code from a prefix of the file open as `fh`; else None.
+
+    The prefix is proved by its SHA-256, read from `fh`, unless the file's stat is the one recorded
+    when the cache was written from a settled file (then not a byte is read)."""
     try:
         raw = cache_file.read_bytes()
     except OSError:
@@ -496,14 +457,13 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
         if hashlib.sha256(body).hexdigest().encode() != digest:
             return None
         doc = jsonio.loads(body)
-        offset, lines = doc["offset"], doc["lines"]
+        offset, lines, stat = doc["offset"], doc["lines"], doc["stat"]
         if (
             doc["format"] != INDEX_FORMAT
             or doc["code"] != _code_key()
             or not isinstance(offset, int)
-            or not 0 <= offset <= len(data)
-            or (offset and data[offset - 1 : offset] != b"\n")
-            or hashlib.sha256(memoryview(data)[:offset]).hexdigest() != doc["sha256"]
+            or not 0 <= offset <= st.st_size
+            or not isinstance(lines, int)
         ):
             return None
         cols = [doc["cols"][name] for name in _REF_FIELDS]
@@ -511,16 +471,43 @@ def _load_cached(cache_file: Path, path: Path, data: bytes) -> HistoryIndex | No
             set(map(type, c)) <= _COLUMN_TYPES[name] for name, c in zip(_REF_FIELDS, cols)
         ):
             return None
-        refs = list(map(RowRef._make, zip(*cols)))
+        tail = bytes.fromhex(doc["tail"])
+        sha = None
+        if stat != _stat_key(st):  # the file changed since (or was young): prove the prefix by its hash
+            sha = hashlib.sha256()
+            fh.seek(0)
+            left, last = offset, b""
+            while left > 0:
+                block = fh.read(min(_BLOCK, left))
+                if not block:
+                    return None
+                sha.update(block)
+                last = (last + block)[-_TAIL_CHECK:]
+                left -= len(block)
+            if sha.hexdigest() != doc["sha256"] or (offset and last[-1:] != b"\n"):
+                return None
+            tail = last
         skipped = [int(n) for n in doc["skipped_lines"]]
+        cols = [_shared(c) if name in _SHARED_FIELDS else c for name, c in zip(_REF_FIELDS, cols)]
+        refs = list(map(tuple.__new__, repeat(RowRef), zip(*cols)))  # RowRef._make without a Python call per row
         if any(r.offset + r.length > offset for r in refs[-1:]):
             return None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
     return HistoryIndex(
-        path=path, data=data, refs=refs, skipped_lines=skipped, offset=offset, lines=int(lines),
-        complete_refs=len(refs), complete_skipped=len(skipped), saved_offset=offset,
+        path=path, refs=refs, skipped_lines=skipped, offset=offset, lines=lines,
+        complete_refs=len(refs), complete_skipped=len(skipped), saved_offset=offset, tail=tail, sha256=sha,
+        stat=stat if sha is None else None,
     )
+
+
+_SHARED_FIELDS = ("type", "underlying", "source", "status")
+
+
+def _shared(column: list[Any]) -> list[Any]:
+    """One object per distinct value of a column that repeats a handful of values (see _field)."""
+    one = {v: v for v in set(column)}
+    return list(map(one.__getitem__, column))
 
 
 def index_history(
@@ -530,7 +517,8 @@ def index_history(
 
     `previous` is trusted for the same inode when the file did not shrink and the bytes just before
     its offset are unchanged (appends only); the persisted cache only when the SHA-256 of the bytes
-    it covers matches. Anything else (rewritten, truncated, corrupt cache) is re-read from the start.
+    it covers matches (or the file's stat is the settled one it recorded). Anything else (rewritten,
+    truncated, corrupt cache) is re-read from the start.
     """
     try:
         fh = open(path, "rb")
@@ -538,36 +526,46 @@ def index_history(
         return HistoryIndex(path=path)
     except OSError as exc:
         raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
-    base: HistoryIndex | None = None
     try:
         with fh:
             st = os.fstat(fh.fileno())
-            if (
-                previous is not None
-                and (previous.dev, previous.ino) == (st.st_dev, st.st_ino)
-                and st.st_size >= previous.offset
-            ):
-                lo = max(0, previous.offset - _TAIL_CHECK)
-                fh.seek(lo)
-                if fh.read(previous.offset - lo) == previous.data[lo : previous.offset]:
-                    tail = fh.read()
-                    same = tail == previous.data[previous.offset :]
-                    data = previous.data if same else previous.data[: previous.offset] + tail
-                    base = replace(  # a copy: whoever holds `previous` keeps what it read
-                        previous,
-                        refs=previous.refs[: previous.complete_refs],
-                        skipped_lines=previous.skipped_lines[: previous.complete_skipped],
-                    )
-            if base is None:
-                fh.seek(0)
-                data = fh.read()
+            base = _trusted_previous(previous, fh, st)
+            if base is None and cache_file is not None:
+                with gc_paused():  # 100,000 refs built from the cached columns
+                    base = _load_cached(cache_file, path, fh, st)
+            index = base if base is not None else HistoryIndex(path=path, sha256=hashlib.sha256())
+            index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
+            if index.offset < st.st_size:
+                index._scan(fh)
+            after = os.fstat(fh.fileno())
     except OSError as exc:
         raise CalreportError(f"cannot read history ({exc.strerror or exc})", path) from None
-    if base is None and cache_file is not None:
-        base = _load_cached(cache_file, path, data)
-    index = base if base is not None else HistoryIndex(path=path)
-    index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
-    index._extend(data)
-    if cache_file is not None and index.offset != index.saved_offset:
+    settled = (
+        _stat_key(after) == _stat_key(st)
+        and st.st_ctime_ns % 1_000_000_000 != 0
+        and time.time_ns() - st.st_ctime_ns > _STAT_SETTLED_NS
+    )
+    stat = _stat_key(st) if settled and index.offset == st.st_size else None
+    if cache_file is not None and (index.offset != index.saved_offset or (stat is not None and index.stat != stat)):
+        index.stat = stat
         save_index(index, cache_file)
+    index.stat = stat
     return index
+
+
+def _trusted_previous(previous: HistoryIndex | None, fh: BinaryIO, st: os.stat_result) -> HistoryIndex | None:
+    """A copy of `previous` if the file is the same inode and only appended to since; else None."""
+    if previous is None or (previous.dev, previous.ino) != (st.st_dev, st.st_ino) or st.st_size < previous.offset:
+        return None
+    lo = previous.offset - len(previous.tail)
+    fh.seek(lo)
+    if fh.read(previous.offset - lo) != previous.tail:
+        return None
+    return replace(  # a copy: whoever holds `previous` keeps what it read
+        previous,
+        refs=previous.refs[: previous.complete_refs],
+        skipped_lines=previous.skipped_lines[: previous.complete_skipped],
+        sha256=previous.sha256.copy() if previous.sha256 is not None else None,
+        _rows={},
+        views={},
+    )

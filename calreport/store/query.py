@@ -6,8 +6,11 @@ after newer runs, so "appended last" is not "newest". Rows with the same time ke
 order (the one appended later counts as newer). Rows without a parseable time are older than every
 timed row, and among themselves the one appended later counts as newer.
 
-The one way to read history: HistoryQuery.read for what is shown (indexed), HistoryQuery.tail and
-HistoryQuery.latest_live_run for a writer's last few rows (read from the file's end).
+The one way to read history (nothing outside store/ reads a history file itself):
+HistoryQuery.read for what is shown (indexed, newest by time); for a writer's last few rows, read
+from the file's end in the order appended: HistoryQuery.tail, latest_live_run, last_apply_events,
+run, and HistoryTail (one such pass shared by an apply transaction and the live run inside it);
+HistoryQuery.file_order for a rule that replays rows in the order written (rollback).
 
 Backed by history.HistoryIndex: ordering, counts and latest-per-underlying use the index's RowRef
 of every row; a row is parsed and validated in full only when it is returned.
@@ -20,13 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
-from calreport import fmt
+from pydantic import ValidationError
+
+from calreport import fmt, jsonio
+from calreport.errors import RefusedError, excerpt
 from calreport.model import ApplyEvent, AutoRun, HistoryRow, LiveRun
 from calreport.store import history
 from calreport.store.history import HistoryIndex, RowRef
 from calreport.store.paths import Root
+from calreport.store.yamlio import validation_problem
 
 Kind = Literal["live", "auto"]
+_TAIL_TYPES: dict[str, type[HistoryRow]] = {"live": LiveRun, "auto": AutoRun, "apply": ApplyEvent}
 _NO_TIME = float("-inf")  # sorts before every epoch-ms value: rows without a time are the oldest
 
 
@@ -77,19 +85,79 @@ class HistoryQuery:
     # ------------------------------------------------------------------ tail reads (writers)
 
     @staticmethod
-    def tail(root: Root, kind: Kind | Literal["apply"]) -> Iterator[LiveRun | AutoRun | ApplyEvent]:
-        """Readable rows of `kind`, last appended first, reading the file from its end: what a writer
-        needs (the previous run, the last apply event) without indexing a long history. Order is
-        the file's, not time (an import appends old rows last); use read() for newest-by-time."""
-        cls = {"live": LiveRun, "auto": AutoRun, "apply": ApplyEvent}[kind]
+    def tail(root: Root, kind: Kind | Literal["apply"], underlying: str | None = None) -> Iterator[LiveRun | AutoRun | ApplyEvent]:
+        """Readable rows of `kind` (of `underlying`, when given), last appended first, reading the
+        file from its end: what a writer needs (the previous run, the last apply event) without
+        indexing a long history, and what `calreport log` lists. Order is the file's, not time (an
+        import appends old rows last); use read() for newest-by-time."""
         path = root.auto_history if kind == "auto" else root.live_history
-        return history.iter_rows_reversed(path, cls)  # type: ignore[arg-type]
+        return HistoryTail(path).rows(_TAIL_TYPES[kind], underlying)  # type: ignore[return-value]
+
+    @staticmethod
+    def file_order(root: Root, kind: Kind | Literal["apply"], underlying: str | None = None) -> list:
+        """Every readable row of `kind` (of `underlying`), oldest appended first: what a rule that
+        replays the history in the order it was written reads (rollback's apply events)."""
+        return list(HistoryQuery.tail(root, kind, underlying))[::-1]
+
+    @staticmethod
+    def last_apply_events(root: Root, underlyings: set[str], tail: "HistoryTail | None" = None) -> dict[str, ApplyEvent]:
+        """The last appended readable apply event per underlying, reading from the file's end and
+        stopping once every underlying has one (`tail`: a pass over the live history to share)."""
+        found: dict[str, ApplyEvent] = {}
+        wanted = set(underlyings)
+        if not wanted:
+            return found
+        for event in (tail or HistoryTail(root.live_history)).rows(ApplyEvent):
+            if event.underlying in wanted:
+                found[event.underlying] = event  # type: ignore[index, assignment]
+                wanted.discard(event.underlying)  # type: ignore[arg-type]
+                if not wanted:
+                    break
+        return found
 
     @staticmethod
     def latest_live_run(root: Root, underlying: str, *, refuse_unreadable: bool = False) -> LiveRun | None:
-        """The newest live run proper of `underlying`, read from the file's end (history.latest_live_run
-        says what `refuse_unreadable` refuses)."""
-        return history.latest_live_run(root, underlying, refuse_unreadable=refuse_unreadable)
+        """The newest live run proper of `underlying` (file order is time order: calreport appends
+        its runs as it makes them), read from the file's end; imported legacy records (source
+        "legacy") are never candidates. With `refuse_unreadable` (force-apply), a newer complete
+        live-run line of `underlying` that breaks the schema (a hand-edited `"global": true` or
+        `"1.5"`) is refused in one line instead of being passed over for an older run."""
+        path = root.live_history
+        for line in history.iter_lines_reversed(path):
+            if b'"live_run"' not in line:
+                continue
+            try:
+                data = jsonio.loads(line)
+            except ValueError:
+                continue  # torn or not JSON: never a recorded row
+            try:
+                row = history.parse_row(data)
+            except (ValueError, ValidationError, TypeError) as exc:
+                if (
+                    refuse_unreadable
+                    and isinstance(data, dict)
+                    and data.get("type") == "live_run"
+                    and data.get("underlying") == underlying
+                    and data.get("source", "live") in (None, "live")
+                ):
+                    raise RefusedError(
+                        f"the latest {underlying} live run {excerpt(data.get('run_id'), 40)} does not match the schema "
+                        f"({validation_problem(exc)}); nothing applied",
+                        path,
+                    ) from None
+                continue
+            if isinstance(row, LiveRun) and row.underlying == underlying and row.is_live:
+                return row
+        return None
+
+    @staticmethod
+    def run(root: Root, run_id: str) -> LiveRun | AutoRun | None:
+        """The run `run_id` names, auto or live (None when neither history has it)."""
+        for kind in ("auto", "live"):
+            found = next((r for r in HistoryQuery.tail(root, kind) if r.run_id == run_id), None)  # type: ignore[arg-type]
+            if found is not None:
+                return found  # type: ignore[return-value]
+        return None
 
     # ------------------------------------------------------------------ counts
 
@@ -203,6 +271,44 @@ class HistoryQuery:
         if limit is not None:
             refs = refs[: max(0, limit)]
         return self._index(kind).rows_of(refs)
+
+
+class HistoryTail:
+    """One pass over a history file from its end, shared by every reader that asks it for rows: an
+    apply transaction looks for the last apply events and the live run for its previous runs in the
+    same file, and the lines both read are read once. Every line read is kept (last appended first),
+    so a reader that starts later still sees the lines an earlier reader passed over; a line is
+    parsed lazily, once, and only when it names the row type a reader asks for."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lines = history.iter_lines_reversed(path)
+        self._raw: list[bytes] = []  # every line read so far, last appended first
+        self._parsed: dict[int, HistoryRow | None] = {}  # line index -> its row (None: unreadable)
+
+    def rows(self, cls: type[HistoryRow], underlying: str | None = None) -> Iterator:
+        """Readable rows of `cls` (of `underlying`), last appended first."""
+        tag = f'"{cls.model_fields["type"].default}"'.encode()
+        i = 0
+        while True:
+            while i < len(self._raw):
+                if tag in self._raw[i]:  # cheap filter before parsing
+                    row = self._row(i)
+                    if isinstance(row, cls) and (underlying is None or row.underlying == underlying):
+                        yield row
+                i += 1
+            line = next(self._lines, None)
+            if line is None:
+                return
+            self._raw.append(line)
+
+    def _row(self, i: int) -> HistoryRow | None:
+        if i not in self._parsed:
+            try:
+                self._parsed[i] = history.parse_row(jsonio.loads(self._raw[i]))
+            except (ValueError, ValidationError, TypeError):
+                self._parsed[i] = None
+        return self._parsed[i]
 
 
 class HistoryCache:
