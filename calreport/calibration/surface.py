@@ -167,14 +167,34 @@ class Surface:
             object.__setattr__(self, "_intervals_cache", got)
         return got
 
-    def _pillar(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(lo, hi, t, w_atm) per option: the bracketing pillars, the weight of hi, ATM total variance."""
-        lo_t, hi_t, tlo_t, inv_t, a_t, b_t = self._intervals
-        cnt = np.zeros(tau.shape, dtype=np.intp)
+    def _bracket(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(interval, t, w_atm) per option: interval i = number of pillars <= tau (int16), the weight t of its
+        upper pillar, ATM total variance. One comparison per pillar (a handful), one row gather."""
+        shape = tau.shape
+        tau = tau.reshape(-1)
+        cnt = np.zeros(tau.shape, dtype=np.int16)  # small integers: the counting passes move 4x fewer bytes
         for pt in self.pillar_tau:  # per pillar (a handful), each a vectorised comparison
             cnt += tau >= pt
-        t = (tau - tlo_t.take(cnt)) * inv_t.take(cnt)
-        w_atm = a_t.take(cnt) + b_t.take(cnt) * tau
+        row = self._interval_rows.take(cnt, axis=0)  # (N, 4): tau_lo, 1/span, a, b
+        t = tau - row[:, 0]
+        t *= row[:, 1]
+        w_atm = row[:, 3] * tau
+        w_atm += row[:, 2]
+        return cnt.reshape(shape), t.reshape(shape), w_atm.reshape(shape)
+
+    @property
+    def _interval_rows(self) -> np.ndarray:
+        got = self.__dict__.get("_interval_rows_cache")
+        if got is None:
+            _, _, tlo, inv, a, b = self._intervals
+            got = np.ascontiguousarray(np.stack([tlo, inv, a, b], axis=1))
+            object.__setattr__(self, "_interval_rows_cache", got)
+        return got
+
+    def _pillar(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lo, hi, t, w_atm) per option: the bracketing pillars, the weight of hi, ATM total variance."""
+        lo_t, hi_t = self._intervals[:2]
+        cnt, t, w_atm = self._bracket(tau)
         return lo_t.take(cnt), hi_t.take(cnt), t, w_atm
 
     def atm_total_variance(self, tau: np.ndarray) -> np.ndarray:
@@ -189,47 +209,72 @@ class Surface:
         k, tau = np.broadcast_arrays(np.asarray(k, dtype=np.float64), np.asarray(tau, dtype=np.float64))
         shape = k.shape
         k, tau = k.reshape(-1), tau.reshape(-1)
-        lo, hi, t, w_atm = self._pillar(tau)
+        cnt, t, w_atm = self._bracket(tau)
         if scale2 is not None:
             w_atm = w_atm * np.broadcast_to(np.asarray(scale2, dtype=np.float64), shape).reshape(-1)
         sw = np.sqrt(w_atm)
         with np.errstate(divide="ignore", invalid="ignore"):
             x = k / sw
         nd = self.nodes
-        n1 = nd.size - 1
         xc = np.clip(x, nd[0], nd[-1])
-        j = np.zeros(x.shape, dtype=np.intp)
+        j = np.zeros(x.shape, dtype=np.int16)
         for node in nd[1:-1]:  # per inner node (a handful)
             j += xc >= node
-        d = xc - nd.take(j)
-        ilo = lo * n1 + j
-        ihi = hi * n1 + j
-        s = None
-        for col in (3, 2, 1, 0):  # Horner over the 4 coefficient columns, each blended across pillars
-            a = self._cols[col].take(ilo)
-            a += t * (self._cols[col].take(ihi) - a)
-            s = a if s is None else s * d + a
-        out = np.flatnonzero((x < nd[0]) | (x > nd[-1]))
-        if out.size:
-            xo, so, to = x[out], sw[out], t[out]
-            s[out] = (1 - to) * self._wing_s(lo[out], xo, so) + to * self._wing_s(hi[out], xo, so)
+        d = xc
+        d -= nd.take(j)
+        j += cnt * (nd.size - 1)  # row of (interval, segment) in the blend tables
+        lo_c, diff_c = self._blend_tables
+        a = lo_c.take(j, axis=0)  # (N, 4): the lower pillar's coefficients, one gather
+        dc = diff_c.take(j, axis=0)  # the upper minus the lower pillar's, one gather
+        dc *= t[:, None]
+        a += dc  # the blended cubic (same segment: the blend of two cubics is the cubic of the blend)
+        s = a[:, 3] * d
+        s += a[:, 2]
+        s *= d
+        s += a[:, 1]
+        s *= d
+        s += a[:, 0]
+        for side, idx in enumerate((np.flatnonzero(x < nd[0]), np.flatnonzero(x > nd[-1]))):  # the two wings
+            if idx.size:
+                s[idx] = self._wing_s(side, cnt.take(idx), x.take(idx), sw.take(idx), t.take(idx))
         return (w_atm * s * s).reshape(shape)
 
-    def _wing_s(self, q: np.ndarray, x: np.ndarray, sqrt_w: np.ndarray) -> np.ndarray:
-        nd = self.nodes
-        left = x < nd[0]
-        u0 = np.where(left, self.wing[q, 0], self.wing[q, 2])
-        du = np.where(left, self.wing[q, 1], self.wing[q, 3])
+    def _wing_s(self, side: int, interval: np.ndarray, x: np.ndarray, sqrt_w: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """s beyond the end node on `side` (0 left, 1 right): each bracketing pillar's wing, linear in u = s^2
+        with its slope clipped to |dw/dk| <= wing_cap, blended with weight t."""
+        row = self._wing_rows[side].take(interval, axis=0)  # (m, 4): u, du/dx of the lower and the upper pillar
         cap = self.wing_cap / sqrt_w  # du/dx bound from |dw/dk| <= cap
-        du = np.where(left, np.clip(du, -cap, 0.0), np.clip(du, 0.0, cap))
-        return np.sqrt(u0 + du * (x - np.where(left, nd[0], nd[-1])))
+        lo_b, hi_b = (-cap, 0.0) if side == 0 else (0.0, cap)
+        dx = x - self.nodes[-side]
+        s_lo = np.sqrt(row[:, 0] + np.clip(row[:, 1], lo_b, hi_b) * dx)
+        s_hi = np.sqrt(row[:, 2] + np.clip(row[:, 3], lo_b, hi_b) * dx)
+        return (1 - t) * s_lo + t * s_hi
 
     @property
-    def _cols(self) -> tuple[np.ndarray, ...]:
-        got = self.__dict__.get("_cols_cache")
+    def _wing_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per interval of tau, for the left and the right wing: (u, du/dx) of the lower then the upper pillar."""
+        got = self.__dict__.get("_wing_rows_cache")
         if got is None:
-            got = tuple(np.ascontiguousarray(self.coef[:, i]) for i in range(4))
-            object.__setattr__(self, "_cols_cache", got)
+            lo_t, hi_t = self._intervals[:2]
+            got = tuple(np.ascontiguousarray(np.concatenate([self.wing[lo_t, c:c + 2], self.wing[hi_t, c:c + 2]], axis=1))
+                        for c in (0, 2))
+            object.__setattr__(self, "_wing_rows_cache", got)
+        return got  # type: ignore[return-value]
+
+    @property
+    def _blend_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per (interval of tau, segment of x), row interval x (n - 1) + segment: the lower pillar's four
+        cubic coefficients and the upper minus the lower pillar's (0 outside the pillars: lo = hi), so an
+        option's blended cubic is two row gathers and one multiply-add."""
+        got = self.__dict__.get("_blend_cache")
+        if got is None:
+            lo_t, hi_t = self._intervals[:2]
+            n1 = self.nodes.size - 1
+            c = self.coef.reshape(self.pillar_tau.size, n1, 4)
+            lo_c = np.ascontiguousarray(c[lo_t].reshape(-1, 4))
+            diff_c = np.ascontiguousarray((c[hi_t] - c[lo_t]).reshape(-1, 4))
+            got = (lo_c, diff_c)
+            object.__setattr__(self, "_blend_cache", got)
         return got
 
     def sigma(self, K: np.ndarray, F: np.ndarray, T: np.ndarray, tau: np.ndarray) -> np.ndarray:
