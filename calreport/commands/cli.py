@@ -116,14 +116,26 @@ SHORT_REASON = 100  # characters of a reason on a one-line summary (-v prints it
 
 
 def describe_run_short(run: LiveRun) -> str:
-    """`calreport calibrate`'s one line: the run, its recommendation, realism and the decision."""
-    rec = run.recommended.global_ if run.recommended else None
-    sm = run.smoothed.global_ if run.smoothed else None
+    """`calreport calibrate`'s one line: the run, what its fit delivers, realism and the decision. A run that
+    fitted a surface reports the surface (the OTM IV error at the recommended values and the static-arbitrage
+    counts of the recommended surface); an older step-model run its global multipliers and vega MAE."""
+    rec = run.recommended
+    if rec is not None and rec.surface is not None:
+        fit = f"surface fit: OTM IV error {fmt.num(run.fit_iv_error_vp, 2)} vp at the recommended values, {describe_arbitrage_short(run)}"
+    else:
+        sm = run.smoothed.global_ if run.smoothed else None
+        fit = f"recommended {fmt.mult(rec.global_ if rec else None)}, smoothed {fmt.mult(sm)}, vega MAE {fmt.pct(run.vega_weighted_mae_pct)}"
     return (
-        f"{run.underlying} live run {run.run_id}: recommended {fmt.mult(rec)}, smoothed {fmt.mult(sm)}, "
-        f"vega MAE {fmt.pct(run.vega_weighted_mae_pct)}; {run.status} -> {run.decision} "
+        f"{run.underlying} live run {run.run_id}: {fit}; {run.status} -> {run.decision} "
         f"({excerpt(run.decision_reason or run.reason or '', SHORT_REASON, plain=True)})"
     )
+
+
+def describe_arbitrage_short(run: LiveRun) -> str:
+    """'arbitrage 0 listed, 0 grid': violations (butterflies + call spreads + calendars) of the recommended surface."""
+    checks = run.arbitrage or {}
+    parts = [f"{checks[k].total} {k.split(' ', 1)[1]}" for k in ("recommended listed", "recommended grid") if k in checks]
+    return "arbitrage " + (", ".join(parts) if parts else fmt.MISSING)
 
 
 def describe_auto_run_short(run: AutoRun) -> str:

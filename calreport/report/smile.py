@@ -3,9 +3,13 @@
 Per underlying and band, a chart of implied vol against normalised moneyness x of the latest live run:
 - dots: the market's OTM IV (the run detail's mark_iv: the mark inverted) of that band's quotes, at
   x = ln(K/F) / (base m_fit sqrt(T));
-- the applied curve: what the engine quotes under the applied YAML at the same strikes,
-  base x m_applied x smile_applied(x x m_fit / m_applied) (T cancels out);
-- the latest fitted curve, dashed: base x m_fit x smile_fit(x);
+- the applied curve: what the engine quotes under the applied YAML at the same strikes. Step-model
+  entries: base x m_applied x smile_applied(x x m_fit / m_applied) (T cancels out; flat beyond the end
+  nodes). Surface entries (schema 3): sqrt(w(k, tau) / T) of calibration/surface.py at the band's pillar
+  (T = the pillar's days / 365 from the run's time, tau on the variance clock, k = x base m_fit sqrt(T)),
+  so the curve shows the wings the engine quotes beyond the end nodes;
+- the latest fitted curve, dashed: the same formula on the run's recommended values;
+the curves span at least x = +-CURVE_X_SPAN (past the end nodes) and every market dot.
 with a table of the nodes beneath, and the latest run's delta-bucket table (calibration/desk.py).
 `base` is the run's base (RV_7d). SKEW_NOT_APPLIED flags a band whose fitted smile differs from the
 applied one by more than smile.skew_flag_vp vol points at any node: base x m_applied x |s_fit - s_applied| x 100.
@@ -23,11 +27,14 @@ import numpy as np
 from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.desk import BUCKET_LABELS, BUCKETS
-from calreport.calibration.smile import flat, regrid, smile_at
-from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, RunDetail
+from calreport.calibration.smile import entry_surface, flat, regrid, smile_at, surface_tau
+from calreport.calibration.surface import DAYS_PER_YEAR
+from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, RunDetail
+from calreport.timeutil import time_ms
 from calreport.report.charts import Chart, Dot, Series, _f, _line, x_scale_num, y_scale
 
 CURVE_POINTS = 81
+CURVE_X_SPAN = 4.0  # the curves reach at least |x| = 4: the wings past the end nodes are what the engine quotes there
 SKEW_FLAG = "SKEW_NOT_APPLIED"
 
 
@@ -86,6 +93,23 @@ def _applied_curve(entry: AppliedEntry | None, label: str, nodes: Sequence[float
     return regrid(entry.smile.nodes, entry.smile.for_band(label), nodes)
 
 
+def quoted_iv_pct(
+    values: AppliedEntry | Multipliers | None, label: str, grid: np.ndarray, m: float, m_fit: float, base: float,
+    now_ms: int | None, step_curve: Sequence[float], nodes: Sequence[float],
+) -> np.ndarray:
+    """IV (percent) quoted by `values` at chart abscissae x (normalised under the fitted level m_fit): the
+    surface at the band's pillar when the values carry a surface block, else the step model's
+    base x m x smile(x m_fit / m), flat beyond the end nodes."""
+    surface = entry_surface(values, base) if values is not None and now_ms is not None and base > 0 else None
+    spec = values.surface if values is not None else None
+    if surface is None or spec is None or label not in spec.pillars:
+        return base * m * smile_at(grid * m_fit / m, nodes, step_curve) * 100.0
+    T = spec.pillars[label] / DAYS_PER_YEAR
+    tau = surface_tau(np.array([T]), float(now_ms), spec.weekend_weight)  # type: ignore[arg-type]
+    k = grid * base * m_fit * np.sqrt(T)
+    return np.sqrt(surface.total_variance(k, np.full(grid.shape, max(float(tau[0]), 1e-12))) / T) * 100.0
+
+
 def _bucket_rows(run: LiveRun, band_order: Sequence[str]) -> list[BucketRow]:
     groups = run.by_delta_bucket or {}
     order = [g for g in ["all", *band_order] if g in groups] + sorted(set(groups) - {"all", *band_order})
@@ -126,11 +150,12 @@ def _panel(
             continue
         x = math.log(q.strike / q.forward) / (base * m_fit * math.sqrt(q.dte / 365.0))
         pts.append((x, q.mark_iv * 100.0, q.instrument))
-    lo = min([nodes[0], *(p[0] for p in pts)])
-    hi = max([nodes[-1], *(p[0] for p in pts)])
+    lo = min([nodes[0], -CURVE_X_SPAN, *(p[0] for p in pts)])
+    hi = max([nodes[-1], CURVE_X_SPAN, *(p[0] for p in pts)])
     grid = np.linspace(lo, hi, CURVE_POINTS)
-    fit_iv = base * m_fit * smile_at(grid, nodes, fitted) * 100.0
-    app_iv = base * m_app * smile_at(grid * m_fit / m_app, nodes, applied) * 100.0
+    now_ms = time_ms(run.ts)
+    fit_iv = quoted_iv_pct(rec, label, grid, m_fit, m_fit, base, now_ms, fitted, nodes)
+    app_iv = quoted_iv_pct(entry, label, grid, m_app, m_fit, base, now_ms, applied, nodes)
     ys = [*fit_iv.tolist(), *app_iv.tolist(), *(p[1] for p in pts)]
     cid = f"smile-{underlying}-{label}"
     title = f"{underlying} {label} smile: IV by normalised moneyness (latest live run)"

@@ -30,6 +30,7 @@ from calreport.model import (
     RunFlag,
 )
 from calreport.report import charts
+from calreport.report.expiry_errors import ExpiryErrorSection, build_expiry_errors
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
 from calreport.store.state import ROLLED_BACK, StatusIndex
 from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
@@ -408,6 +409,7 @@ class Dashboard:
     headline_error: str = HEADLINE_ERROR
     poll_seconds: str = ""
     compare_links: dict[str, str] = field(default_factory=dict)  # live run_id -> compare page (site-relative)
+    expiry_errors: list[ExpiryErrorSection] = field(default_factory=list)  # IV error per expiry of the latest run
 
 
 @dataclass(frozen=True)
@@ -1153,6 +1155,12 @@ def build_smile(names: list[str], inp: Inputs) -> list[SmileSection]:
     return build_smile_sections(names, inp.history.latest_live, inp.details, applied, inp.config)
 
 
+def build_expiry(names: list[str], inp: Inputs) -> list[ExpiryErrorSection]:
+    """The IV error per expiry (report/expiry_errors.py) of the latest live runs under the applied YAML."""
+    applied = dict(inp.applied.underlyings) if inp.applied is not None else None
+    return build_expiry_errors(names, inp.history.latest_live, inp.details, applied, inp.config)
+
+
 def build_dashboard(inp: Inputs, compare_links: dict[str, str] | None = None) -> Dashboard:
     names = underlyings_of(inp)
     live_t, auto_t = build_tables(inp)
@@ -1176,6 +1184,7 @@ def build_dashboard(inp: Inputs, compare_links: dict[str, str] | None = None) ->
         overview=build_overview(inp, names, flags),
         poll_seconds=f"{inp.config.dashboard.poll_seconds:g}",
         compare_links=compare_links or {},
+        expiry_errors=build_expiry(names, inp),
     )
 
 

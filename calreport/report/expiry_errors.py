@@ -1,0 +1,131 @@
+"""The dashboard's IV error per expiry: what the engine quotes under the applied YAML, against the latest
+live run's marks (pure: view objects from the files of record, no I/O).
+
+For the latest live run of each underlying, its detail file's quotes (strike K, forward F, days to expiry,
+mark_iv, vega at the market IV) are priced with the applied entry exactly as the engine quotes them
+(calibration.smile.sigma_for: the surface on the variance clock counted from the run's time for a schema-3
+entry, else the step model), on the run's base (its sigma mode: RV_7d, the expiry's ATM IV, or the quote's
+own mark IV). Per expiry, over the OTM quotes (calls K >= F, puts K < F):
+
+    IV error (vp) = sum(vega |sigma - mark_iv|) / sum(vega) x 100
+    IV bias  (vp) = sum(vega (sigma - mark_iv)) / sum(vega) x 100
+
+with the number of OTM quotes; `vega` is the detail's Black-76 vega at the market IV (coin per 1.00 vol).
+Templates only loop and print these strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calreport import fmt
+from calreport.calibration.sigma import atm_iv_grouped, mode_of
+from calreport.calibration.smile import sigma_for
+from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, RunDetail, default_entry
+from calreport.timeutil import time_ms
+
+
+@dataclass(frozen=True)
+class ExpiryErrorRow:
+    expiry: str  # the instruments' expiry code, e.g. 15DEC25
+    dte: str
+    quotes: str  # OTM quotes of this expiry
+    iv_error_vp: str
+    iv_bias_vp: str
+
+
+@dataclass(frozen=True)
+class ExpiryErrorSection:
+    underlying: str
+    run_id: str = fmt.MISSING
+    time: str = fmt.MISSING
+    model: str = ""  # "surface" or "step model": how the applied entry is quoted
+    rows: list[ExpiryErrorRow] = field(default_factory=list)
+    total_quotes: str = fmt.MISSING
+    total_iv_error_vp: str = fmt.MISSING
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ExpiryError:
+    """One expiry's figures (numbers, for tests and the view)."""
+
+    expiry: str
+    dte: float
+    quotes: int
+    iv_error_vp: float
+    iv_bias_vp: float
+
+
+def expiry_errors(
+    detail: RunDetail, run: LiveRun, entry: AppliedEntry, config: CalibrationConfig
+) -> tuple[list[ExpiryError], tuple[int, float] | None]:
+    """Per expiry (nearest first) the vega-weighted OTM IV error and bias of what `entry` quotes against the
+    detail's mark IVs, and the whole run's (OTM quotes, IV error) over every expiry; empty when nothing is usable."""
+    qs = [q for q in detail.quotes if q.forward is not None and q.mark_iv is not None]
+    now_ms = time_ms(run.ts or detail.ts)
+    if not qs or now_ms is None:
+        return [], None
+    K = np.array([q.strike for q in qs], dtype=np.float64)
+    F = np.array([q.forward for q in qs], dtype=np.float64)
+    dte = np.array([q.dte for q in qs], dtype=np.float64)
+    iv = np.array([q.mark_iv for q in qs], dtype=np.float64)
+    vega = np.array([q.vega for q in qs], dtype=np.float64)
+    is_call = np.array([q.type == "C" for q in qs])
+    code = np.array([q.instrument.split("-")[1] if q.instrument.count("-") >= 3 else f"{q.dte:g}d" for q in qs])
+    T = dte / 365.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k = np.log(K / F)
+    _, group = np.unique(dte, return_inverse=True)
+    mode = mode_of(run.sigma_mode)
+    if mode == "atm_iv":
+        base: np.ndarray | float = atm_iv_grouped(group, F, K, iv, is_call)
+    elif mode == "mark_iv":
+        base = iv
+    else:
+        base = float(run.rv_7d) if run.rv_7d else float("nan")
+    sigma = sigma_for(entry, config.bands, dte, log_k, T, base, use_smile=config.smile.enabled, now_ms=now_ms)
+    otm = np.where(is_call, K >= F, K < F)
+    ok = otm & np.isfinite(sigma) & np.isfinite(iv) & (iv > 0) & np.isfinite(vega) & (vega > 0) & (T > 0)
+    if not ok.any():
+        return [], None
+    gap = (sigma - iv) * 100.0
+    out = []
+    for g in np.unique(group[ok]):  # per expiry (a dozen), each a vectorised reduction
+        m = ok & (group == g)
+        w = vega[m] / vega[m].sum()
+        out.append(ExpiryError(str(code[m][0]), float(dte[m][0]), int(m.sum()), float(np.sum(w * np.abs(gap[m]))), float(np.sum(w * gap[m]))))
+    w = vega[ok] / vega[ok].sum()
+    return out, (int(ok.sum()), float(np.sum(w * np.abs(gap[ok]))))
+
+
+def build_expiry_errors(
+    names: Sequence[str], latest: dict[str, LiveRun], details: dict[str, RunDetail], applied: dict[str, AppliedEntry] | None,
+    config: CalibrationConfig,
+) -> list[ExpiryErrorSection]:
+    """One section per underlying: the per-expiry table of its latest live run, or why there is none."""
+    out = []
+    for name in names:
+        run = latest.get(name)
+        detail = details.get(run.run_id or "") if run is not None else None
+        if run is None or detail is None:
+            out.append(ExpiryErrorSection(name, note="No live run with quote detail yet."))
+            continue
+        if applied is None:
+            out.append(ExpiryErrorSection(name, fmt.text(run.run_id), fmt.time(run.ts), note="The applied YAML is unreadable."))
+            continue
+        entry = applied.get(name) or default_entry()
+        rows, total = expiry_errors(detail, run, entry, config)
+        model = "surface" if entry.surface is not None and config.smile.enabled else "step model"
+        if not rows or total is None:
+            out.append(ExpiryErrorSection(name, fmt.text(run.run_id), fmt.time(run.ts), model, note="No OTM quote with a mark IV and a base."))
+            continue
+        out.append(ExpiryErrorSection(
+            name, fmt.text(run.run_id), fmt.time(run.ts), model,
+            [ExpiryErrorRow(r.expiry, fmt.num(r.dte, 2), fmt.integer(r.quotes), fmt.num(r.iv_error_vp, 2), fmt.num(r.iv_bias_vp, 2)) for r in rows],
+            fmt.integer(total[0]), fmt.num(total[1], 2),
+        ))
+    return out
