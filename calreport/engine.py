@@ -196,7 +196,7 @@ class EngineView:
             sd = np.sqrt(surface.total_variance(lk, surface_tau(Tb, now, ww)))  # type: ignore[arg-type]
             sigma[lo:hi] = sd / np.sqrt(Tb)
             if price is not None:
-                price[lo:hi] = black76_price_total(kk, sd, cc[lo:hi])  # type: ignore[index]
+                black76_price_total(kk, sd, cc[lo:hi], lk, out=price[lo:hi])  # type: ignore[index]
         return sigma.reshape(shape), None if price is None else price.reshape(shape)
 
     def price(

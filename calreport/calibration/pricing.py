@@ -80,10 +80,26 @@ def _price_live(k: np.ndarray, s: np.ndarray, is_call: np.ndarray) -> np.ndarray
     return w * (ndtr(wd1) - k * ndtr(wd1 - w * s))
 
 
-def black76_price_total(k: np.ndarray, total_sd: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+def black76_price_total(
+    k: np.ndarray, total_sd: np.ndarray, is_call: np.ndarray, log_k: np.ndarray | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Coin price from K/F and the total deviation sigma sqrt(T) = sqrt(w), for clean inputs only (k > 0,
-    total_sd > 0): the surface quotes w itself, so the engine skips sigma x sqrt(T) and the guards."""
-    return _price_live(k, total_sd, is_call)
+    total_sd > 0): the surface quotes w itself, so the engine skips sigma x sqrt(T) and the guards. The
+    engine passes ln(K/F) it already has and the slice to write; the same operations as _price_live in the
+    same order (the same bits), done in place on two temporaries."""
+    s = total_sd
+    d1 = np.negative(np.log(k) if log_k is None else log_k)
+    d1 /= s
+    d1 += 0.5 * s  # d1 = -ln k / s + s / 2
+    w = np.where(is_call, 1.0, -1.0)
+    d1 *= w  # w d1
+    d2 = np.multiply(w, s)
+    np.subtract(d1, d2, out=d2)  # w d1 - w s
+    ndtr(d2, out=d2)
+    d2 *= k
+    ndtr(d1, out=d1)
+    d1 -= d2
+    return np.multiply(w, d1, out=out)
 
 
 def black76_vega(F, K, T, sigma) -> np.ndarray:  # type: ignore[no-untyped-def]

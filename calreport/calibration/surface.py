@@ -237,7 +237,9 @@ class Surface:
         for side, idx in enumerate((np.flatnonzero(x < nd[0]), np.flatnonzero(x > nd[-1]))):  # the two wings
             if idx.size:
                 s[idx] = self._wing_s(side, cnt.take(idx), x.take(idx), sw.take(idx), t.take(idx))
-        return (w_atm * s * s).reshape(shape)
+        w = w_atm * s
+        w *= s  # w_atm s^2, in the same order as w_atm * s * s
+        return w.reshape(shape)
 
     def _wing_s(self, side: int, interval: np.ndarray, x: np.ndarray, sqrt_w: np.ndarray, t: np.ndarray) -> np.ndarray:
         """s beyond the end node on `side` (0 left, 1 right): each bracketing pillar's wing, linear in u = s^2
