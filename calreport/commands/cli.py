@@ -308,11 +308,15 @@ def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
     if args.action == "compact":
         if args.from_file or args.every is not None:
             raise CalreportError("harvest compact takes only --underlying")
+        skipped = 0
         for name in _underlyings(args.underlying, ws):
             rep = actions.compact_harvest(ws, ws.config.check_underlying(name))
             lines = format_compact(name.upper(), rep, ws.root) or [f"{name.upper()}: nothing to compact (no closed day has a log)"]
             for line in lines:
                 print(line)
+            skipped += len(rep.skipped)
+        if skipped:  # the days stay readable as they are, but what was asked for was not done
+            raise CalreportError(f"harvest compact: {skipped} day(s) not compacted (the lines above say why)")
         return 0
     if args.every is not None:
         if args.from_file:
@@ -488,7 +492,7 @@ def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
     out = args.out and output_path(ws.root, args.out, mkdir=args.mkdir)
     rows = price_rows(
         ws, args.underlying, args.snapshot and Path(args.snapshot),
-        prices=args.prices and Path(args.prices), rv=args.rv,
+        prices=args.prices and Path(args.prices), rv=args.rv, warn=warn,
     )
     data = format_rows(rows, args.format)
     if args.out:  # nothing is written unless the whole table was built
@@ -535,6 +539,29 @@ def _lookback(text: str) -> str:
     if not valid_lookback(text):
         raise argparse.ArgumentTypeError(f"expected a length like 14d, 12h or 90m of at most {MAX_LOOKBACK_DAYS} days, got {excerpt(text, 40)}")
     return text
+
+
+def _in_range(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number in (lo, hi] ([lo, hi] when not lo_open); else a usage error (exit 2)."""
+
+    def parse(text: str) -> float:
+        from calreport.numbers import as_float
+
+        try:
+            x = as_float(float(text)) if len(text) < 40 else None
+        except ValueError:
+            x = None
+        if x is None or not ((lo < x) if lo_open else (lo <= x)) or x > hi:
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {excerpt(text, 40)}"
+            )
+        return x
+
+    return parse
+
+
+MAX_FETCH_DAYS = 60.0  # prices fetch --days: Deribit's hourly closes further back add nothing to RV_7d
+HARVEST_EVERY_S = (1.0, 86_400.0)  # harvest --every: at most once a second, at least once a day
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -584,14 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
     sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
     sp.add_argument("--underlying", required=True)
-    sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
+    sp.add_argument("--days", type=_in_range(0.0, MAX_FETCH_DAYS), default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
 
     sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest; "
              "--every SECONDS keeps harvesting; `harvest compact` turns closed days into Parquet")
     sp.add_argument("action", nargs="?", choices=("compact",), help="compact: closed UTC days -> Parquet")
     sp.add_argument("--underlying", help="BTC (or BTC,ETH with --every / compact; default: the config's list)")
     sp.add_argument("--from-file", dest="from_file")
-    sp.add_argument("--every", type=float, metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
+    sp.add_argument("--every", type=_in_range(*HARVEST_EVERY_S, lo_open=False), metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
 
     sp = add("import-harvest", cmd_import_harvest,
              "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")

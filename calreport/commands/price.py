@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from calreport.calibration.bands import BandLookup
 from calreport.calibration.desk import forward_delta
+from calreport.calibration.live import mark_checks
 from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
 from calreport.calibration.sigma import quote_base
 from calreport.commands.usecases import make_client
@@ -57,8 +58,13 @@ def price_rows(
     prices: Path | None = None,
     rv: float | None = None,
     client: Any = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML."""
+    """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML.
+
+    `warn` hears the snapshot's unit errors (marks in USD, mark_iv as a fraction: the live run's
+    data-quality rule, calibration/live.py mark_checks): the engine's prices stand, the snapshot's
+    mark columns beside them do not compare."""
     cfg = ws.config
     name = cfg.check_underlying(underlying)
     if rv is not None:
@@ -79,6 +85,9 @@ def price_rows(
     T = year_fraction(q.expiry_ms, meta.now_ms)
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
     q, T = q.take(keep), T[keep]
+    if warn is not None:
+        for issue in mark_checks(q)[0]:
+            warn(f"{snapshot or 'the live chain'}: {issue}; the mark_price / mark_iv columns are not the engine's units")
     F, K, c = q.underlying_price, q.strike, q.is_call
     sigma = view.sigma_in_mode(name, K, F, T, quote_base(mode, base.rv, q, T, q, T))
     price = black76_price(F, K, T, sigma, c)

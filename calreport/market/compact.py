@@ -313,6 +313,9 @@ def compact_closed_days(source: Any, underlying: str, now_ms: int) -> CompactRep
     directory = harvest_dir_of(source, underlying.upper())
     report = CompactReport()
     today = _today(now_ms)
+    if (directory.exists() or directory.is_symlink()) and not directory.is_dir():
+        report.skipped.append(("every day", f"{directory} is not a directory"))
+        return report
     why = _not_ours(directory) if directory.exists() else None
     if why:  # a linked or read-only harvest: nothing is written into it, every day is read as it is
         report.skipped += [(d.date, why) for d in list_days(directory) if d.logs and d.date < today]
