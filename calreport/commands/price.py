@@ -85,9 +85,9 @@ def price_rows(
     T = year_fraction(q.expiry_ms, meta.now_ms)
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
     q, T = q.take(keep), T[keep]
-    if warn is not None:
-        for issue in mark_checks(q)[0]:
-            warn(f"{snapshot or 'the live chain'}: {issue}; the mark_price / mark_iv columns are not the engine's units")
+    unit_errors = mark_checks(q)[0] if warn is not None else []
+    if unit_errors and warn is not None:  # one line: the prices stand, the snapshot's marks beside them do not compare
+        warn(f"{snapshot or 'the live chain'}: {'; '.join(unit_errors)}; its mark_price / mark_iv columns are not in the engine's units")
     F, K, c = q.underlying_price, q.strike, q.is_call
     sigma = view.sigma_in_mode(name, K, F, T, quote_base(mode, base.rv, q, T, q, T))
     price = black76_price(F, K, T, sigma, c)

@@ -425,7 +425,7 @@ def import_harvest(src: Path, dest_dir: Path, underlying: str) -> ImportResult:
     legacy_days = [d for d in list_days(src_dir) if d.legacy]
     if not legacy_days:
         raise CalreportError(f"import-harvest: no YYYY/MM/DD/*.parquet files for {underlying}", src_dir)
-    problems = [(p, why) for d in legacy_days for p in d.legacy if (why := import_problem(p, src_dir, d.date))]
+    problems = [(p, why) for d in legacy_days for p in d.legacy if (why := import_problem(p, Path(src), d.date))]
     if problems:
         path, why = problems[0]
         more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
