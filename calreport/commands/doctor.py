@@ -118,10 +118,12 @@ STATE_REL = "site/api/calibration/state.json"
 STATE_LIMIT = 16 * 1024 * 1024  # the state document is a few KB per underlying
 
 
-def _site_problems(root: Root, doc: AppliedDocument) -> list[Problem]:
+def _site_problems(root: Root, doc: AppliedDocument, flagged: set[str]) -> list[Problem]:
     """Does the published state document hold exactly the YAML's entries? Absent (never rendered)
     is no finding; different or unreadable is a warning: the engine reads the YAML, but whoever reads
-    the dashboard's API is told something else until site/ is rendered again."""
+    the dashboard's API is told something else until site/ is rendered again. An underlying already
+    `flagged` (its YAML entry disagrees with its history) is left to that finding: its fix is a
+    write, which renders site/ again."""
     if not root.state_json.exists():
         return []
     fix = "run `calreport render`"
@@ -132,7 +134,7 @@ def _site_problems(root: Root, doc: AppliedDocument) -> list[Problem]:
     except ValueError as exc:
         return [Problem("warning", "site-unreadable", f"{STATE_REL} is not a state document ({excerpt(str(exc).splitlines()[0], 80)})", fix)]
     names = sorted(set(doc.underlyings) | set(state.underlyings))
-    differ = [u for u in names if doc.underlyings.get(u) != state.underlyings.get(u)]
+    differ = [u for u in names if u not in flagged and doc.underlyings.get(u) != state.underlyings.get(u)]
     if not differ:
         return []
     return [Problem(
@@ -352,7 +354,7 @@ def run_doctor(ws: Workspace) -> DoctorReport:
     for name in names:
         problems += _underlying_problems(name, doc.underlyings.get(name), by_underlying.get(name, []), rel)
         problems += _chain_problems(name, by_underlying.get(name, []))
-    problems += _site_problems(root, doc)
+    problems += _site_problems(root, doc, {p.underlying for p in problems if p.underlying})
     auto_ids = query.auto_run_ids()
     for e in events:
         if e.run_id and e.run_id in auto_ids:
