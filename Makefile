@@ -12,7 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,fast]'
 	touch $@
 
+# `calreport demo` builds only into an empty directory; a previous demo's root (it has the demo's
+# manifest) is removed first, so `make demo` rebuilds it; anything else in DEMO_ROOT is refused.
 demo: $(VENV)/.installed
+	if [ -f $(DEMO_ROOT)/data/demo/harvest-files.json ]; then rm -rf $(DEMO_ROOT); fi
 	$(PY) -m calreport demo --root $(DEMO_ROOT)
 
 # Tests run on every core (pytest-xdist; TEST_WORKERS=0 runs them in one process); the long

@@ -81,15 +81,16 @@ def test_force_apply_refuses_failed_run_unless_allowed(root):
 
 
 def test_auto_runs_never_change_applied_even_when_newest(root, capsys):
-    add_live_run(root, smoothed=1.0833)
+    live = add_live_run(root, smoothed=1.0833)
     force_apply(root, "BTC")
     before = root.applied.read_bytes()
     add_auto_run(root, multiplier=1.3, mae=10.0)
     add_auto_run(root, multiplier=0.5)
     assert root.applied.read_bytes() == before
-    # force-apply after the auto runs still takes the latest *live* run
-    force_apply(root, "BTC")
-    assert read_applied(root).entry("BTC").global_ == 1.0833
+    # force-apply after the auto runs still takes the latest *live* run: already applied, so refused
+    with pytest.raises(RefusedError, match=f"already applied: run {live.run_id}'s"):
+        force_apply(root, "BTC")
+    assert read_applied(root).entry("BTC").global_ == 1.0833 and root.applied.read_bytes() == before
 
 
 def test_force_apply_without_live_run_is_refused_and_writes_nothing(root, capsys):
@@ -172,7 +173,7 @@ def test_hand_broken_yaml_is_a_one_line_error_and_never_overwritten(root, capsys
     with pytest.raises(CalreportError) as exc:
         read_applied(root)
     assert problem in str(exc.value) and str(root.applied) in str(exc.value)
-    for argv in (["status"], ["status", "--json"], ["force-apply"]):
+    for argv in (["status"], ["status", "--json"], ["force-apply", "--underlying", "BTC"]):
         assert main(["--root", str(root.path), *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and "applied_multipliers.yaml" in err

@@ -47,7 +47,8 @@ def test_each_apply_commits_only_the_yaml_and_leaves_other_staged_files_alone(gi
     git(root, "add", "notes.txt")
     run = add_live_run(root, smoothed=1.0833)
     actions.force_apply(Workspace.open(root), "BTC")
-    assert git(root, "log", "-1", "--format=%s").strip() == f"calreport: BTC global 1.0000 -> 1.0833 (Forced by user, run {run.run_id})"
+    assert git(root, "log", "-1", "--format=%s").strip() == "calreport: BTC force global 1.0000 -> 1.0833"
+    assert f"Run: {run.run_id}" in git(root, "log", "-1", "--format=%b")
     assert git(root, "show", "--name-only", "--format=", "HEAD").split() == ["config/applied_multipliers.yaml"]
     assert git(root, "diff", "--cached", "--name-only").split() == ["notes.txt"]  # still staged, not committed
     assert "global: 1.0833" in git(root, "show", "HEAD:config/applied_multipliers.yaml")
@@ -85,11 +86,12 @@ def test_a_failing_commit_is_a_warning_and_the_apply_stands(git_root, capsys):
     assert git(root, "log", "-1", "--format=%s").strip() == "initial"
 
 
-def test_outside_a_git_work_tree_applies_silently(root, capsys):
+def test_outside_a_git_work_tree_the_apply_stands_and_says_it_was_not_committed(root, caplog):
     root.calibration_config.write_text(root.calibration_config.read_text().replace("git_commit: false", "git_commit: true"))
     add_live_run(root)
-    actions.force_apply(Workspace.open(root), "BTC")
-    assert capsys.readouterr().err == ""
+    ev = actions.force_apply(Workspace.open(root), "BTC")
+    assert read_applied(root).entry("BTC").run_id == ev.run_id
+    assert "not inside a git work tree" in caplog.text and "not committed" in caplog.text
 
 
 def test_log_lists_changes_newest_first_with_bands_previous_source_and_reason(root, capsys):
@@ -98,7 +100,7 @@ def test_log_lists_changes_newest_first_with_bands_previous_source_and_reason(ro
     apply_values(root, "ETH", Multipliers(global_=1.2), source="policy", run_id="eth-run", reason="policy: delta 0.2")
     second = add_live_run(root, smoothed=1.12)
     actions.force_apply(Workspace.open(root), "BTC")
-    assert main(["--root", str(root.path), "log"]) == 0
+    assert main(["--root", str(root.path), "log", "-v"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
     assert "BTC  global 1.0833 -> 1.1200, 0-7d 1.0500 -> -  [force] Forced by user  run " + second.run_id in lines[0]
@@ -168,7 +170,10 @@ def test_commit_message_shape():
         source="force",
         reason="Forced by user",
     )
-    assert commit_message(ev) == "calreport: BTC global 1.0000 -> 1.0833 (Forced by user, run R1)"
+    assert commit_message(ev) == (
+        "calreport: BTC force global 1.0000 -> 1.0833\n\n"
+        "Run: R1 (replaced run -)\nReason: Forced by user\nApplied at: -\n\nChanges:\n  global 1.0000 -> 1.0833\n"
+    )
 
 
 def test_the_live_calibration_use_case_alone_commits_its_policy_apply(git_root, tmp_path):
@@ -182,7 +187,7 @@ def test_the_live_calibration_use_case_alone_commits_its_policy_apply(git_root, 
     assert run.decision == "apply", run.decision_reason
     (event,) = HistoryQuery.file_order(git_root, "apply", "BTC")
     assert event.run_id == run.run_id
-    assert git(git_root, "log", "-1", "--format=%s").strip() == commit_message(event)
+    assert git(git_root, "log", "-1", "--format=%B").strip() == commit_message(event).strip()
     assert f"global 1.0000 -> {run.smoothed.global_:.4f}" in commit_message(event)
     assert git(git_root, "status", "--porcelain", "config/applied_multipliers.yaml") == ""
 

@@ -201,7 +201,7 @@ def test_script_runs_one_auto_calibration_and_rerenders(sample_root: Root) -> No
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert "OK - Calibration within thresholds" in out.stdout
+    assert "OK (Calibration within thresholds)" in out.stdout
     (run,) = HistoryQuery.file_order(sample_root, "auto")
     assert run.run_id in sample_root.index_html.read_text()
 

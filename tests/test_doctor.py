@@ -158,3 +158,38 @@ def test_run_doctor_returns_a_report_and_prints_nothing(root, capsys):
     lines = format_doctor(report)
     assert lines[0] == f"calreport doctor: {root.path}" and lines[-1].startswith("consistent: BTC global 1.0833")
     assert "history: 2 live runs (1 applied, 1 held), 1 apply events" in lines[-1]
+
+
+def _live_with_smile(root, smoothed: float, wing: float) -> None:
+    """A live run whose smoothed values carry a smile (force-apply writes it whole)."""
+    from calreport.model import LiveRun, Multipliers, Smile
+    from calreport.store.history import append_row
+    from calreport.store.ids import new_run_id
+
+    smile = Smile(nodes=[-1.5, 0.0, 1.5], global_=[wing, 1.0, 0.97])
+    append_row(root.live_history, LiveRun(
+        schema_version=1, run_id=new_run_id(), ts="2025-12-11T10:16:00Z", underlying="BTC", multiplier_tested=1.0,
+        rv_7d=0.43, recommended=Multipliers(global_=smoothed), smoothed=Multipliers(global_=smoothed, smile=smile),
+        samples=80, status="ok", reason="ok", decision="hold", decision_reason="test",
+    ))
+
+
+def test_consecutive_applies_with_smiles_are_no_history_gap(root, capsys):
+    for g, wing in [(1.05, 1.2), (1.10, 1.3), (1.12, 1.25)]:
+        _live_with_smile(root, g, wing)
+        actions.force_apply(Workspace.open(root), "BTC")
+    code, out = _doctor(root, capsys)
+    assert code == 0 and "WARNING" not in out and "changed outside calreport" not in out, out
+
+
+def test_a_smile_edited_between_two_applies_is_a_history_gap_naming_the_node(root, capsys):
+    _live_with_smile(root, 1.05, 1.2)
+    actions.force_apply(Workspace.open(root), "BTC")
+    text = root.applied.read_text()
+    assert "1.2000" in text
+    root.applied.write_text(text.replace("1.2000", "1.4000", 1))  # the smile's left wing, by hand
+    _live_with_smile(root, 1.10, 1.3)
+    actions.force_apply(Workspace.open(root), "BTC")
+    code, out = _doctor(root, capsys)
+    assert code == 0 and "WARNING" in out
+    assert "found smile global x=-1.50 1.4000, left 1.2000" in out and "changed outside calreport" in out

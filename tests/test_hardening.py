@@ -390,7 +390,7 @@ def test_unknown_errors_exit_70_in_one_line(root: Root, capsys: pytest.CaptureFi
 
     monkeypatch.setattr(actions, "force_apply", boom)
     monkeypatch.delenv("CALREPORT_DEBUG", raising=False)
-    code, _, err = run_cli(capsys, root, "force-apply")
+    code, _, err = run_cli(capsys, root, "force-apply", "--underlying", "BTC")
     assert code == 70
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "internal error: RuntimeError" in lines[0] and len(lines[0]) < 400

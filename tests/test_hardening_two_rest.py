@@ -252,7 +252,7 @@ def test_a_version_1_applied_yaml_with_a_smile_is_refused(root: Root, capsys: py
     )
     code, _, err = run_cli(capsys, root, "status")
     line = one_line(err)
-    assert code == 1 and "applied_multipliers.yaml" in line and "smile needs schema_version 2" in line
+    assert code == 1 and "applied_multipliers.yaml" in line and "a smile needs schema_version 2 or later" in line
 
 
 def test_doctor_warns_when_site_state_does_not_match_the_yaml(root: Root, capsys: pytest.CaptureFixture[str]) -> None:

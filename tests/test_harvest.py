@@ -225,6 +225,7 @@ def test_harvest_command_appends_one_snapshot_to_its_day_file(tmp_path: Path, ca
         {k: v for k, v in row(ts=ts).items() if k != "harvested_at"},
         {k: v for k, v in row(name="BTC-19DEC25-95000-P", ts=ts - 5).items() if k != "harvested_at"},
     ]}))
+    assert cli_main(["--root", str(root.path), "init"]) == 0  # harvest writes into a calreport root
     harvest_cli = ["--root", str(root.path), "harvest", "--from-file", str(snap), "--underlying"]
     assert cli_main([*harvest_cli, "btc"]) == 0
     day = root.harvest_dir("BTC") / "2025-12-11.jsonl"

@@ -134,6 +134,12 @@ class CalibrationMachine(RuleBasedStateMachine):
         self.model[u] = (r.global_, bands, run_id, source)  # type: ignore[assignment]
         self.events[u].append((run_id, r))
 
+    def _already_applied(self, u: str, values: Multipliers) -> bool:
+        """Would writing `values` leave the YAML entry's numbers as they are (refused: "already applied")?"""
+        r = values.rounded(4)
+        g, bands = (self.model[u][0], self.model[u][1]) if self.model[u] else (1.0, {})
+        return r.global_ == g and {b: r.bands[b] for b in BANDS if b in r.bands} == bands
+
     # ------------------------------------------------------------------ rules
 
     @rule(u=st.sampled_from(UNDERLYINGS), g=multipliers, bands=band_values, status=st.sampled_from(["ok", "degraded", "failed"]))
@@ -159,7 +165,7 @@ class CalibrationMachine(RuleBasedStateMachine):
     @rule(u=st.sampled_from(UNDERLYINGS), allow=st.booleans())
     def force_apply(self, u: str, allow: bool) -> None:
         latest = self.live[u][-1] if self.live[u] else None
-        if latest is None or (latest.status == "failed" and not allow):
+        if latest is None or (latest.status == "failed" and not allow) or self._already_applied(u, latest.smoothed):
             before = self.root.applied.read_bytes()
             try:
                 actions.force_apply(Workspace.open(self.root), u, allow_unrealistic=allow)
@@ -201,7 +207,7 @@ class CalibrationMachine(RuleBasedStateMachine):
         else:
             to = "no-such-run"
         before = self.root.applied.read_bytes()
-        if target is None:
+        if target is None or self._already_applied(u, target[1]):
             try:
                 actions.rollback(Workspace.open(self.root), u, to=to)
             except RefusedError:

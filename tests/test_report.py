@@ -158,7 +158,8 @@ def test_policy_apply_then_rollback_like_apply_keep_page_state_and_yaml_equal(ro
     render_site(root)
     html = page(root)
     card = latest_card(html, "BTC")
-    assert card["data-run-id"] == second.run_id and card["data-status"] == "superseded"
+    assert card["data-run-id"] == second.run_id and card["data-status"] == "rolled-back"  # labelled as what undid it
+    assert card["data-reason"].startswith(f"Rolled back: run {first.run_id}'s values re-applied at")
     assert applied_attrs(html)[("BTC", "global")] == "1.0400"
     assert ("BTC", "0-7d") not in applied_attrs(html)  # the rollback's values have no bands
     assert_everything_matches_yaml(root, capsys)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from calreport import fmt
 from calreport.calibration.smile import regrid
-from calreport.model import Multipliers, Smile
+from calreport.errors import excerpt
+from calreport.model import ApplyEvent, Multipliers, Smile
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
 
@@ -54,16 +55,33 @@ def _smile_of(smile: Smile | None, label: str, nodes: list[float]) -> list[float
 # --------------------------------------------------------------------------- log
 
 
-def log_lines(root: Root, underlying: str | None = None) -> list[str]:
-    """`calreport log`: every applied change, newest first (when, what, previous -> new, why, run)."""
+REASON_SHORT = 60  # characters of an apply's reason on a short `calreport log` line
+
+
+def log_line(e: ApplyEvent) -> str:
+    """One short line per apply: when, what, its global change (and how many other values moved), run, why."""
+    parts = describe_change(e.previous, e.applied).split(", ")
+    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
+    return (
+        f"{e.ts or '?'}  {e.underlying}  {e.source or '?'}  {parts[0]}{more}  run {fmt.text(e.run_id)}  "
+        f"{excerpt(fmt.text(e.reason), REASON_SHORT, plain=True)}" + (f"  note: {excerpt(e.note, REASON_SHORT, plain=True)}" if e.note else "")
+    )
+
+
+def log_lines(root: Root, underlying: str | None = None, *, verbose: bool = False) -> list[str]:
+    """`calreport log`: every applied change, newest first: one short line each (log_line), or with
+    `verbose` every value that moved, the whole reason, the run it replaced and the note."""
     name = underlying.upper() if underlying else None
     events = list(HistoryQuery.tail(root, "apply", name))  # newest first, as appended
     if not events:
         which = f" for {name}" if name else ""
         return [f"no applied changes{which} in {root.live_history}"]
+    if not verbose:
+        return [log_line(e) for e in events]
     return [
         f"{e.ts or '?'}  {e.underlying}  {describe_change(e.previous, e.applied)}  "
         f"[{e.source or '?'}] {fmt.text(e.reason)}  run {fmt.text(e.run_id)}"
+        + (f"  note: {e.note}" if e.note else "")
         + (f" (replaced run {e.previous_run_id})" if e.previous_run_id else "")
         + (f" (YAML schema_version {e.schema_upgrade})" if e.schema_upgrade else "")
         for e in events

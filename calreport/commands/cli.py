@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from calreport.commands.workspace import Workspace
     from calreport.engine import EngineView
+    from calreport.market.compact import CompactReport
     from calreport.market.harvest import Progress
     from calreport.model import AutoRun, LiveRun, Smile
     from calreport.store.paths import Root
@@ -50,12 +51,39 @@ def warn(message: str) -> None:
     print(f"calreport: warning: {message}", file=sys.stderr)
 
 
+def print_json(doc: object) -> None:
+    """`--json`: the command's result as one JSON document on stdout (paths and other objects as text)."""
+    import json
+
+    print(json.dumps(doc, indent=2, default=str))
+
+
+def plain(result: object) -> dict[str, object]:
+    """A result dataclass (PricesFetched, AppendResult, ...) as a JSON-ready dict."""
+    import dataclasses
+
+    return dataclasses.asdict(result)  # type: ignore[call-overload]
+
+
+def one_underlying(arg: str | None, ws: Workspace) -> str:
+    """--underlying, or the config's only underlying: never a silent pick among several."""
+    if arg:
+        return arg
+    names = list(ws.config.underlyings)
+    if len(names) == 1:
+        return names[0]
+    raise CalreportError(
+        f"--underlying is required: config/calibration.yaml lists {', '.join(names) or 'none'}", exit_code=EXIT_USAGE
+    )
+
+
 def open_workspace(args: argparse.Namespace) -> Workspace:
     """The command's one workspace: root from --root / $CALREPORT_ROOT / cwd, config read once."""
     from calreport.commands.workspace import Workspace
     from calreport.store.paths import Root
 
-    return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn)
+    existing = not getattr(args, "any_dir", False)  # init, demo and schema need no root yet
+    return Workspace.open(Root.resolve(getattr(args, "root", None)), warn=warn, existing=existing)
 
 
 @contextmanager
@@ -84,8 +112,31 @@ def harvest_progress(label: str, stream: TextIO | None = None) -> Iterator[Progr
 # --------------------------------------------------------------------------- summaries
 
 
+SHORT_REASON = 100  # characters of a reason on a one-line summary (-v prints it whole)
+
+
+def describe_run_short(run: LiveRun) -> str:
+    """`calreport calibrate`'s one line: the run, its recommendation, realism and the decision."""
+    rec = run.recommended.global_ if run.recommended else None
+    sm = run.smoothed.global_ if run.smoothed else None
+    return (
+        f"{run.underlying} live run {run.run_id}: recommended {fmt.mult(rec)}, smoothed {fmt.mult(sm)}, "
+        f"vega MAE {fmt.pct(run.vega_weighted_mae_pct)}; {run.status} -> {run.decision} "
+        f"({excerpt(run.decision_reason or run.reason or '', SHORT_REASON, plain=True)})"
+    )
+
+
+def describe_auto_run_short(run: AutoRun) -> str:
+    """`calreport auto-calibrate`'s one line: window, verdict, multiplier, run (history only)."""
+    return (
+        f"{run.underlying} auto-calibrate {run.dte_min:g}-{run.dte_max:g}d over {run.lookback} to {run.as_of}: "
+        f"{(run.status or fmt.MISSING).upper()} ({excerpt(run.reason or '', SHORT_REASON, plain=True)}); "
+        f"multiplier {fmt.mult(run.multiplier)}, vega MAE {fmt.pct(run.vega_weighted_mae_pct)}; run {run.run_id} (history only)"
+    )
+
+
 def describe_run(run: LiveRun) -> str:
-    """The one-paragraph summary `calreport calibrate` prints."""
+    """The one-paragraph summary `calreport calibrate -v` prints."""
     from calreport.calibration.select import dropped_text
 
     rv_part = f"RV_7d {fmt.vol(run.rv_7d)} ({run.rv_source}" + (
@@ -221,7 +272,10 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands.audit import smile_changes
     from calreport.model import Multipliers
 
-    ev = actions.force_apply(ws, args.underlying, allow_unrealistic=args.allow_unrealistic)
+    ev = actions.force_apply(ws, one_underlying(args.underlying, ws), allow_unrealistic=args.allow_unrealistic, note=args.note)
+    if args.json:
+        print_json(ev.to_json_dict())
+        return 0
     applied = ev.applied
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
     prev = ev.previous.global_ if ev.previous else None
@@ -247,7 +301,10 @@ def cmd_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
 
     snapshot = Path(args.snapshot) if args.snapshot else None  # none: fetch the chain now (kept in data/snapshots/)
     run = actions.calibrate(ws, args.underlying, snapshot, prices=args.prices and Path(args.prices), rv=args.rv)
-    print(describe_run(run))
+    if args.json:
+        print_json(run.to_json_dict())
+    else:
+        print(describe_run(run) if args.verbose else describe_run_short(run))
     return 0
 
 
@@ -266,10 +323,30 @@ def parse_as_of(text: str | None) -> datetime | None:
 def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
 
+    from calreport.commands.harvester import format_compact, harvest_span
+
     as_of = parse_as_of(args.as_of)
-    with harvest_progress(f"reading {args.underlying.upper()} harvest") as progress:
-        run = actions.auto_calibrate(ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress)
-    print(describe_auto_run(run))
+    name = args.underlying.upper()
+
+    def compacted(rep: CompactReport) -> None:  # the user's day logs become Parquet: say so
+        for line in format_compact(name, rep, ws.root):
+            print(f"calreport: converted {line}", file=sys.stderr)
+
+    with harvest_progress(f"reading {name} harvest") as progress:
+        run = actions.auto_calibrate(
+            ws, args.underlying, dte=args.dte, lookback=args.lookback, as_of=as_of, progress=progress, on_compact=compacted
+        )
+    if args.json:
+        print_json(run.to_json_dict())
+    else:
+        print(describe_auto_run(run) if args.verbose else describe_auto_run_short(run))
+    if run.status == "failed" and not run.snapshots_in_window and args.as_of is None:
+        span = harvest_span(ws.root, name)
+        warn(
+            f"the {name} harvest covers {span[0]} to {span[1]} (UTC days), not the window ending now; "
+            f"pass --as-of {span[1]}T23:59:59Z (or an earlier time) to calibrate over it"
+            if span else f"the {name} harvest ({_relative(ws.root.harvest_dir(name), ws.root)}) has no days"
+        )
     return 0
 
 
@@ -278,6 +355,9 @@ def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.timeutil import iso_ms
 
     res = actions.prices_fetch(ws, args.underlying, days=args.days)
+    if args.json:
+        print_json(plain(res))
+        return 0
     span = f"{iso_ms(res.first_ms)} to {iso_ms(res.last_ms)}" if res.first_ms is not None and res.last_ms is not None else "empty"
     print(
         f"{args.underlying.upper()}: {res.closes_added} new hourly closes ({res.closes_total} stored, {span}), "
@@ -308,26 +388,34 @@ def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
     if args.action == "compact":
         if args.from_file or args.every is not None:
             raise CalreportError("harvest compact takes only --underlying")
-        skipped = 0
+        reports = {}
         for name in _underlyings(args.underlying, ws):
-            rep = actions.compact_harvest(ws, ws.config.check_underlying(name))
+            rep = reports[name.upper()] = actions.compact_harvest(ws, ws.config.check_underlying(name))
             lines = format_compact(name.upper(), rep, ws.root) or [f"{name.upper()}: nothing to compact (no closed day has a log)"]
-            for line in lines:
+            for line in lines if not args.json else ():
                 print(line)
-            skipped += len(rep.skipped)
+        if args.json:
+            print_json({name: plain(rep) for name, rep in reports.items()})
+        skipped = sum(len(rep.skipped) for rep in reports.values())
         if skipped:  # the days stay readable as they are, but what was asked for was not done
-            raise CalreportError(f"harvest compact: {skipped} day(s) not compacted (the lines above say why)")
+            raise CalreportError(f"harvest compact: {skipped} day(s) not compacted (listed in the output)")
         return 0
     if args.every is not None:
         if args.from_file:
             raise CalreportError("--every fetches from Deribit; it cannot be combined with --from-file")
         stats = run_harvester(ws, _underlyings(args.underlying, ws), args.every, log=_log_line)
+        if args.json:
+            print_json(plain(stats))
+            return 0
         print(f"harvested {stats.snapshots} snapshots in {stats.cycles} cycles ({stats.errors} fetch errors); "
               f"compacted {len(stats.compacted)} days; stopped by {stats.stopped_by or 'request'}")
         return 0
     if not args.underlying:
         raise CalreportError("harvest: --underlying is required (or use `harvest --every SECONDS` / `harvest compact`)")
     res = actions.harvest(ws, args.underlying, from_file=args.from_file and Path(args.from_file))
+    if args.json:
+        print_json(plain(res))
+        return 0
     name, when, rel = args.underlying.upper(), iso_ms(res.harvested_at_ms), _relative(res.path, ws.root)
     if res.skipped_duplicate:
         print(f"{name}: snapshot of {when} already harvested in {rel}; nothing appended")
@@ -352,8 +440,11 @@ def cmd_import_harvest(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace) -> int:
-    from calreport.commands.demo import run_demo
+    from calreport.commands.demo import demo_target, run_demo
 
+    backup = demo_target(ws.root, force=args.force)
+    if backup is not None:
+        print(f"moved the existing files of {ws.root.path} to {backup}", flush=True)
     return run_demo(ws, log=lambda line: print(line, flush=True))
 
 
@@ -388,6 +479,9 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
             progress=progress, read_progress=read_progress,
         )
     s = outcome.summary
+    if args.json:
+        print_json({"directory": str(outcome.directory), "summary": s.model_dump(by_alias=True, mode="json")})
+        return 0
     print(f"{s.underlying} backtest {s.id}: decisions every {s.every} from {s.start} to {s.end}, horizons {', '.join(s.horizons)} "
           f"({s.snapshots} snapshots, {s.rows:,} rows read, {fmt.num(s.elapsed_s, 1)} s); OTM IV error in vol points:")
     for line in backtest_cmd.table_lines(s):
@@ -445,14 +539,27 @@ def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands.doctor import format_doctor, run_doctor
 
     report = run_doctor(ws)
+    if args.json:
+        print_json({
+            "root": report.root, "consistent": report.consistent,
+            "problems": [{"severity": p.severity, "code": p.code, "message": p.message, "fix": p.fix, "underlying": p.underlying}
+                         for p in report.problems],
+            "live_runs": report.live_runs, "apply_events": report.apply_events, "auto_runs": report.auto_runs,
+            "unreadable_lines": report.unreadable_lines, "live_statuses": report.live_statuses,
+        })
+        return report.exit_code
     print("\n".join(format_doctor(report)))
     return report.exit_code
 
 
 def cmd_log(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands.audit import log_lines
+    from calreport.store.query import HistoryQuery
 
-    for line in log_lines(ws.root, underlying=args.underlying):
+    if args.json:  # every apply event, newest first, as history records it
+        print_json([e.to_json_dict() for e in HistoryQuery.tail(ws.root, "apply", args.underlying.upper() if args.underlying else None)])
+        return 0
+    for line in log_lines(ws.root, underlying=args.underlying, verbose=args.verbose):
         print(line)
     return 0
 
@@ -460,7 +567,10 @@ def cmd_log(args: argparse.Namespace, ws: Workspace) -> int:
 def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
 
-    ev = actions.rollback(ws, args.underlying, to=args.to)
+    ev = actions.rollback(ws, one_underlying(args.underlying, ws), to=args.to, note=args.note)
+    if args.json:
+        print_json(ev.to_json_dict())
+        return 0
     g = ev.applied.global_ if ev.applied else None
     print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {fmt.mult(g)} ({ev.reason})")
     return 0
@@ -486,15 +596,16 @@ def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
 
 def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
     """The engine's quotes for every option of a snapshot, to stdout or (atomically) to --out."""
-    from calreport.commands.price import format_rows, price_rows
+    from calreport.commands.price import arbitrage_summary, format_rows, price_table
     from calreport.store.files import atomic_write, output_path
 
     out = args.out and output_path(ws.root, args.out, mkdir=args.mkdir)
-    rows = price_rows(
+    rows, checks = price_table(
         ws, args.underlying, args.snapshot and Path(args.snapshot),
-        prices=args.prices and Path(args.prices), rv=args.rv, warn=warn,
+        prices=args.prices and Path(args.prices), rv=args.rv, grid=args.grid, warn=warn,
     )
     data = format_rows(rows, args.format)
+    print(arbitrage_summary(checks), file=sys.stderr)
     if args.out:  # nothing is written unless the whole table was built
         atomic_write(out, data)
         print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
@@ -580,19 +691,37 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
-    add("init", cmd_init, "create a root: default config, applied multipliers at 1.0, empty history")
+    U_ONE = "underlying, e.g. BTC (one the config lists)"
+    U_PICK = "underlying, e.g. BTC; required when the config lists more than one"
+    U_LIST = "BTC, or BTC,ETH (default: every underlying the config lists)"
+
+    def json_flag(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--json", action="store_true", help=f"print {what} as one JSON document instead of the summary")
+
+    def verbose_flag(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("-v", "--verbose", action="store_true", help=f"print {what} (default: one short line)")
+
+    def note_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--note", metavar="TEXT", help="why, in your words: kept in the apply event and the git commit")
+
+    sp = add("init", cmd_init, "create a root: default config, applied multipliers at 1.0, empty history")
+    sp.set_defaults(any_dir=True)
 
     sp = add("status", cmd_status, "show the applied multipliers (the state document with --json)")
     sp.add_argument("--json", action="store_true", help="print the state document")
 
     sp = add("force-apply", cmd_force_apply, "apply the latest live run's smoothed multipliers (reason: Forced by user)")
-    sp.add_argument("--underlying", default="BTC")
+    sp.add_argument("--underlying", help=U_PICK)
     sp.add_argument("--allow-unrealistic", action="store_true", help="apply even if the run failed realism")
+    note_flag(sp)
+    json_flag(sp, "the apply event")
 
     add("render", cmd_render, "regenerate site/ from the files of record")
 
     sp = add("calibrate", cmd_calibrate, "one live calibration against Deribit's chain (fetched now, or --snapshot FILE)")
-    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--underlying", required=True, help=U_ONE)
+    json_flag(sp, "the run's history row")
+    verbose_flag(sp, "the whole run: quotes, RV, errors, smile fit, flags")
     sp.add_argument(
         "--snapshot",
         help="replay a Deribit get_book_summary_by_currency response (JSON, or .json.gz); without it the chain is "
@@ -603,30 +732,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43) instead of computing it")
 
     sp = add("auto-calibrate", cmd_auto_calibrate, "one auto-calibrate run over the harvest (never applies)")
-    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--underlying", required=True, help=U_ONE)
+    json_flag(sp, "the run's history row")
+    verbose_flag(sp, "the numbers, uncertainty and every data-quality issue")
     sp.add_argument("--dte", help="DTE range, e.g. 3-10")
     sp.add_argument("--lookback", type=_lookback, help="window length, e.g. 1d, 14d, 12h")
     sp.add_argument("--as-of", dest="as_of", help="window end: ISO 8601 or epoch ms (default: now)")
 
     sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
     sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
-    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--underlying", required=True, help=U_ONE)
     sp.add_argument("--days", type=_in_range(0.0, MAX_FETCH_DAYS), default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
+    json_flag(sp, "what was stored")
 
-    sp = add("harvest", cmd_harvest, "append a Deribit snapshot (fetched, or --from-file) to the harvest; "
+    sp = add("harvest", cmd_harvest, "`harvest fetch`: append a Deribit snapshot (fetched, or --from-file) to the harvest; "
              "--every SECONDS keeps harvesting; `harvest compact` turns closed days into Parquet")
-    sp.add_argument("action", nargs="?", choices=("compact",), help="compact: closed UTC days -> Parquet")
+    sp.add_argument("action", nargs="?", choices=("fetch", "compact"), default="fetch",
+                    help="fetch (the default, so `harvest` alone still works): one snapshot; compact: closed UTC days -> Parquet")
     sp.add_argument("--underlying", help="BTC (or BTC,ETH with --every / compact; default: the config's list)")
-    sp.add_argument("--from-file", dest="from_file")
+    sp.add_argument("--from-file", dest="from_file", metavar="FILE", help="a saved get_book_summary_by_currency response instead of fetching")
+    json_flag(sp, "what was harvested or compacted")
     sp.add_argument("--every", type=_in_range(*HARVEST_EVERY_S, lo_open=False), metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
 
     sp = add("import-harvest", cmd_import_harvest,
              "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")
-    sp.add_argument("dir", metavar="DIR")
-    sp.add_argument("--underlying", help="default: every underlying the config lists that DIR has")
+    sp.add_argument("dir", metavar="DIR", help="the previous system's harvest directory")
+    sp.add_argument("--underlying", help="BTC, or BTC,ETH (default: every underlying the config lists that DIR has)")
 
     sp = add("backtest", cmd_backtest, "replay the harvest through the live calibration and policy; score out of sample")
-    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--underlying", required=True, help=U_ONE)
+    json_flag(sp, "the summary (summary.json) and where the results went")
     sp.add_argument("--from", dest="start", help="first decision time: ISO 8601 or epoch ms (default: first snapshot)")
     sp.add_argument("--to", dest="end", help="last decision time (default: last snapshot)")
     sp.add_argument("--every", default="1h", help="time between decisions (default 1h)")
@@ -637,35 +772,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
     sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
 
-    add("demo", cmd_demo, "build a root from bundled sample data and run the whole flow")
+    sp = add("demo", cmd_demo, "build a new root (an empty directory) from bundled sample data and run the whole flow")
+    sp.add_argument("--force", action="store_true", help="the directory is not empty: move its files to ROOT.backup-TIME first")
+    sp.set_defaults(any_dir=True)
 
     sp = add("serve", cmd_serve, "serve site/ on 127.0.0.1 with the live state endpoint")
-    sp.add_argument("--port", type=_port, default=8765)
+    sp.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (default: %(default)s)")
     sp.add_argument("--read-only", action="store_true", help="no Force-Apply / Roll back buttons on the served page")
 
     add("watch", cmd_watch, "print the engine's effective multipliers each time they change")
-    add("doctor", cmd_doctor, "check that the YAML, the history and the apply events agree")
+    sp = add("doctor", cmd_doctor, "check that the YAML, the history and the apply events agree")
+    json_flag(sp, "the findings")
 
-    sp = add("log", cmd_log, "list applied changes from history")
-    sp.add_argument("--underlying")
+    sp = add("log", cmd_log, "list applied changes from history, newest first (one line each)")
+    sp.add_argument("--underlying", help="only this underlying (default: all)")
+    json_flag(sp, "the apply events")
+    verbose_flag(sp, "every value that moved, the whole reason and the note")
 
     sp = add("rollback", cmd_rollback, "re-apply an earlier applied run's values as a new apply event")
-    sp.add_argument("--underlying", default="BTC")
+    sp.add_argument("--underlying", help=U_PICK)
     sp.add_argument("--to", help="run id to roll back to (default: the previous applied run)")
+    note_flag(sp)
+    json_flag(sp, "the apply event")
 
     sp = add("import-legacy", cmd_import_legacy, "import the old system's run records into history")
-    sp.add_argument("files", nargs="+")
+    sp.add_argument("files", nargs="+", metavar="FILE", help="the old system's run records (JSON)")
 
     sp = add("schema", cmd_schema, "print the JSON Schema of a file format (with no NAME, list the formats)")
     sp.add_argument("name", nargs="?", metavar="NAME", help="a format name (`calreport schema` lists them)")
+    sp.set_defaults(any_dir=True)
 
     sp = add("price", cmd_price, "price every option of a snapshot (or the live chain) as the engine does under the applied YAML")
-    sp.add_argument("--underlying", required=True)
+    sp.add_argument("--underlying", required=True, help=U_ONE)
     sp.add_argument("--snapshot", help="Deribit get_book_summary_by_currency response (JSON); default: fetch the live chain")
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
     sp.add_argument("--format", choices=PRICE_FORMATS, default="json", help="json (a list of objects) or csv")
+    sp.add_argument("--grid", action="store_true", help="price the dense grid (K/F 0.3-3 x 1 day-1 year) instead of the listed options")
     sp.add_argument("--out", help="write to FILE (atomically) instead of stdout; never inside config/, history/, data/, site/")
     sp.add_argument("--mkdir", action="store_true", help="create --out's parent directories if missing")
     # `calreport diff RUN [RUN]`: the comparison report/compare.py builds (the compare pages render the same)

@@ -24,7 +24,7 @@ from calreport.apply import accepted, rollback_target
 from calreport.commands import usecases
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
-from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
+from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers
 from calreport.report.compare import changed_smile_nodes
 from calreport.store.applied import FileApplyStore, read_applied
 from calreport.store.paths import Root
@@ -48,6 +48,7 @@ class ActionBody(BaseModel):
     nonce: str | None = Field(default=None, min_length=1, max_length=80)  # the preview's, once
     preview: bool = False
     allow_unrealistic: bool = False
+    note: str | None = Field(default=None, max_length=NOTE_MAX_CHARS)  # the dialog's optional note, kept in the apply event
 
 
 def parse_body(doc: Any) -> ActionBody:
@@ -98,6 +99,7 @@ def event_json(ev: ApplyEvent) -> dict[str, Any]:
         "reason": ev.reason,
         "previous": _values(ev.previous),
         "applied": _values(ev.applied),
+        "note": ev.note,
     }
 
 
@@ -186,9 +188,11 @@ class DashboardActions:
                         "review the change again"
                     )
                 if action == "force-apply":
-                    ev = usecases.force_apply(ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA)
+                    ev = usecases.force_apply(
+                        ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA, note=body.note
+                    )
                 else:
-                    ev = usecases.rollback(ws, plan["underlying"], to=plan["run_id"], via=VIA)
+                    ev = usecases.rollback(ws, plan["underlying"], to=plan["run_id"], via=VIA, note=body.note)
             except RefusedError as exc:
                 out: dict[str, Any] = {"error": exc.one_line(), "refused": True}
                 if action == "force-apply" and not body.allow_unrealistic and self._failed_realism(body.underlying):

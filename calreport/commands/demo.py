@@ -13,9 +13,13 @@ run is written `failed` as unrealistic, never `ok`.
 The sample market ENDS at an anchor, by default the wall clock floored to 5 minutes: live runs'
 snapshots are then the recent past, and the applies (which calreport stamps with the wall clock)
 come right after them, so the dashboard's time axes read as one story. Given the anchor the data
-are deterministic (seeded); tests pass a fixed anchor. Re-running on an existing root works: the
-harvest days are rewritten (and day files a previous demo wrote outside the new week removed),
-and the new runs are appended to the history (no history is deleted).
+are deterministic (seeded); tests pass a fixed anchor.
+
+`calreport demo` only builds into a new or empty directory (`demo_target`): sample runs, harvest
+days and applies must never land in a real root. With `--force` the directory's entries are first
+moved aside to a sibling backup directory, whose path is printed. `run_demo` itself still
+re-runs over a root it built (the harvest days are rewritten, day files a previous demo wrote
+outside the new week removed, new runs appended).
 
 Like a running harvester, the demo compacts the closed UTC days (market/compact.py) once they are
 harvested: they become `YYYY-MM-DD.parquet`, the torn lines go to `YYYY-MM-DD.errors.json`, and
@@ -37,6 +41,7 @@ import numpy as np
 from calreport import fmt
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
+from calreport.errors import RefusedError
 from calreport.market.harvest import ERRORS_SUFFIX, PARQUET_SUFFIX
 from calreport.market.sample import SampleMarket, write_harvest, write_json
 from calreport.model import AutoRun, LiveRun
@@ -52,6 +57,34 @@ FINE_DAYS = 2  # the last days at 5 minutes; older days hourly keep the demo sma
 DATA_DIR = "data/demo"  # snapshot and price files of the live runs
 MANIFEST = "harvest-files.json"  # in DATA_DIR: the harvest day files the last demo wrote
 LEGACY_FILTERS = {"min_mark_price": 0.0}  # the old system kept every mark, however tiny
+
+
+def demo_target(root: Root, *, force: bool = False, now: datetime | None = None) -> Path | None:
+    """Make sure the demo writes into an empty directory; returns the backup directory `force` made.
+
+    A directory with any entry is refused (a real root's files of record, or anything else the
+    user keeps there); with `force` its entries are moved (renamed, never copied or deleted) into
+    `<root>.backup-<UTC time>` beside it first.
+    """
+    path = root.path
+    if path.exists() and not path.is_dir():
+        raise RefusedError("exists and is not a directory; the demo needs a new or empty directory", path)
+    entries = sorted(path.iterdir()) if path.exists() else []
+    if not entries:
+        return None
+    if not force:
+        shown = ", ".join(p.name for p in entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise RefusedError(
+            f"not empty ({shown}); the demo writes sample runs and applies, so it only builds a new or empty "
+            "directory: pass another --root, or --force to move these files to a backup directory first",
+            path,
+        )
+    stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.backup-{stamp}")
+    backup.mkdir()  # never into an existing one (two forced demos in one second: the second is refused)
+    for entry in entries:
+        entry.rename(backup / entry.name)
+    return backup
 
 
 def demo_anchor(now: datetime | None = None) -> int:

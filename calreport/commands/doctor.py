@@ -18,6 +18,7 @@ from calreport import fmt
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
+    APPLIED_SCHEMA_VERSION,
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
@@ -79,7 +80,12 @@ def _same(a: float | None, b: float | None) -> bool:
 
 def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
     """Human phrases for every multiplier that differs: 'global 1.2000 != 1.0833', 'band 0-7d ...'."""
-    diffs = []
+    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in _differences(entry, applied)]
+
+
+def _differences(entry: AppliedEntry, applied: Multipliers) -> list[tuple[str, float | None, float | None]]:
+    """(what, entry's value, applied value) for every multiplier that differs: global, bands, smile nodes."""
+    diffs: list[tuple[str, float | None, float | None]] = []
     if not _same(entry.global_, applied.global_):
         diffs.append(("global", entry.global_, applied.global_))
     for label in sorted(set(entry.bands) | set(applied.bands)):
@@ -96,7 +102,7 @@ def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
             b = sb[i] if sb is not None and i < len(sb) else 1.0
             if not _same(a, b):
                 diffs.append((f"smile {label} {fmt.node(x)}", a, b))
-    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in diffs]
+    return diffs
 
 
 def _history_problems(path_label: str, skipped: Skipped) -> list[Problem]:
@@ -230,18 +236,20 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
     for before, after in itertools.pairwise(events):
         if before.applied is None or after.previous is None:
             continue
+        # the whole entry the apply found, smile included (a missing smile is flat on both sides)
         prev_entry_like = AppliedEntry.model_construct(
-            global_=after.previous.global_, bands=dict(after.previous.bands)
+            global_=after.previous.global_, bands=dict(after.previous.bands), smile=after.previous.smile
         )
-        diffs = _value_differences(prev_entry_like, before.applied)
+        diffs = _differences(prev_entry_like, before.applied)
         if diffs:
+            found = "; ".join(f"found {what} {fmt.mult(a)}, left {fmt.mult(b)}" for what, a, b in diffs[:3])
             out.append(
                 Problem(
                     "warning",
                     "history-gap",
-                    f"{name}: the apply of run {fmt.text(after.run_id)} at {fmt.text(after.ts)} found global "
-                    f"{fmt.mult(after.previous.global_)} but the apply before it (run {fmt.text(before.run_id)} at "
-                    f"{fmt.text(before.ts)}) left {fmt.mult(before.applied.global_)}: the YAML was changed outside calreport "
+                    f"{name}: the apply of run {fmt.text(after.run_id)} at {fmt.text(after.ts)} found values the apply "
+                    f"before it (run {fmt.text(before.run_id)} at {fmt.text(before.ts)}) did not leave ({found}"
+                    + (f"; {len(diffs) - 3} more" if len(diffs) > 3 else "") + "): the YAML was changed outside calreport "
                     "in between",
                     "nothing to fix now (history is append-only); keep the YAML under `git_commit: true` to audit edits",
                     name,
@@ -383,8 +391,9 @@ def format_doctor(report: DoctorReport) -> list[str]:
         smiles = ", ".join(u for u, e in sorted(doc.underlyings.items()) if e.smile is not None) or "none (flat)"
         lines.append(
             f"applied YAML schema_version {doc.schema_version}"
-            + (" (pre-smile format: read as flat smiles; the next apply rewrites it as version 2)" if doc.schema_version < 2 else "")
+            + (f" (pre-smile format: read as flat smiles; the next apply rewrites it as version {APPLIED_SCHEMA_VERSION})" if doc.schema_version < 2 else "")
             + f"; smiles applied: {smiles}"
+            + f"; surface model: {', '.join(u for u, e in sorted(doc.underlyings.items()) if e.surface is not None) or 'none (step model)'}"
         )
     if not report.consistent:
         lines.append(f"NOT consistent: {n_errors} error(s), {len(report.problems) - n_errors} warning(s)")

@@ -29,7 +29,7 @@ from calreport.commands.usecases import make_client
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.market.compact import CompactReport, ImportResult, compact_closed_days
-from calreport.market.harvest import append_snapshot
+from calreport.market.harvest import append_snapshot, list_days
 from calreport.store.paths import Root
 from calreport.timeutil import iso_ms
 
@@ -151,6 +151,13 @@ def run_harvester(
 
 
 # --------------------------------------------------------------------------- summaries (printed by cli.py)
+
+
+def harvest_span(root: Root, underlying: str) -> tuple[str, str] | None:
+    """(first, last) UTC day the underlying's harvest has files for, None when it has none: what
+    `auto-calibrate` names when its window (ending now by default) found nothing."""
+    days = [d.date for d in list_days(root.harvest_dir(underlying))]
+    return (days[0], days[-1]) if days else None
 
 
 def format_compact(name: str, rep: CompactReport, root: Root | None = None) -> list[str]:

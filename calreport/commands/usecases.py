@@ -81,19 +81,21 @@ def init(ws: Workspace) -> list[Path]:
 
 
 def force_apply(
-    ws: Workspace, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None
+    ws: Workspace, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None
 ) -> ApplyEvent:
     """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render."""
     store = applied_store.FileApplyStore(ws.root, ws.config)
-    event = apply.force_apply(store, underlying, allow_unrealistic=allow_unrealistic, via=via)
+    event = apply.force_apply(store, underlying, allow_unrealistic=allow_unrealistic, via=via, note=note)
     ws.applied(event)
     ws.rerender()
     return event
 
 
-def rollback(ws: Workspace, underlying: str, *, to: str | None = None, via: str | None = None) -> ApplyEvent:
+def rollback(
+    ws: Workspace, underlying: str, *, to: str | None = None, via: str | None = None, note: str | None = None
+) -> ApplyEvent:
     """Re-apply an earlier applied run's values, audit, re-render."""
-    event = apply.rollback(applied_store.FileApplyStore(ws.root, ws.config), underlying, to=to, via=via)
+    event = apply.rollback(applied_store.FileApplyStore(ws.root, ws.config), underlying, to=to, via=via, note=note)
     ws.applied(event)
     ws.rerender()
     return event
@@ -235,6 +237,7 @@ def run_auto_calibration(
     progress: Progress | None = None,
     now: Callable[[], datetime] = utc_now,
     compact: bool = True,
+    on_compact: Callable[[CompactReport], None] | None = None,
 ) -> AutoRun:
     """One auto-calibrate run: compact closed days, read the harvest, evaluate, append the row. Never applies.
 
@@ -242,7 +245,8 @@ def run_auto_calibration(
     arguments (a malformed --dte or --lookback, an unknown underlying) are one-line errors.
     `progress(done, total, day)` is called while the days are read. Compaction (closed UTC days
     by the wall clock, `now`) only changes the harvest's format, never its rows; a day it cannot
-    compact (read-only harvest, a log that breaks off) is read as it is.
+    compact (read-only harvest, a log that breaks off) is read as it is. `on_compact` gets the
+    compaction's report when it converted or skipped a day (the CLI says which files it converted).
     """
     started = time.perf_counter()
     root, cfg = ws.root, ws.config
@@ -255,7 +259,9 @@ def run_auto_calibration(
     end_ms = int(end_dt.timestamp() * 1000)
     start_ms = end_ms - lb[1]
     if compact:
-        compact_harvest(ws, name, int(now().timestamp() * 1000))
+        report = compact_harvest(ws, name, int(now().timestamp() * 1000))
+        if on_compact is not None and (report.done or report.skipped):
+            on_compact(report)
     # one read covers the window and the 7 days of index history RV needs before it
     hist = load_harvest(root, name, start_ms - int(WINDOW_DAYS * MS_PER_DAY), end_ms, progress=progress)
     idx_t, idx_p = index_price_per_snapshot(hist)
@@ -307,8 +313,9 @@ def auto_calibrate(
     lookback: str | None = None,
     as_of: datetime | None = None,
     progress: Progress | None = None,
+    on_compact: Callable[[CompactReport], None] | None = None,
 ) -> AutoRun:
     """One auto-calibrate run over the harvest: history only, never the applied multipliers; re-render."""
-    run = run_auto_calibration(ws, underlying, dte=dte, lookback=lookback, as_of=as_of, progress=progress)
+    run = run_auto_calibration(ws, underlying, dte=dte, lookback=lookback, as_of=as_of, progress=progress, on_compact=on_compact)
     ws.rerender()
     return run

@@ -26,6 +26,12 @@ Renderer = Callable[[Root, CalibrationConfig | None], object]
 Warn = Callable[[str], None]
 
 _log = logging.getLogger("calreport")
+ROOT_MARKERS = ("config/calibration.yaml", "config/applied_multipliers.yaml")  # what `calreport init` writes
+
+
+def is_root(root: Root) -> bool:
+    """A calreport root is a directory `calreport init` (or `demo`) set up: it has one of ROOT_MARKERS."""
+    return any((root.path / marker).is_file() for marker in ROOT_MARKERS)
 
 
 def render_dashboard(root: Root, config: CalibrationConfig | None = None) -> None:
@@ -71,8 +77,17 @@ class Workspace:
         after_apply: Sequence[AfterApply] | None = None,
         renderer: Renderer | None = render_dashboard,
         warn: Warn = log_warning,
+        existing: bool = False,
     ) -> Workspace:
+        """The workspace of `root`; with `existing`, refuse a directory that is not a calreport root
+        (every command but `init` and `demo`: a mistyped --root must not read as defaults or get a site/)."""
         root = root if isinstance(root, Root) else Root.resolve(root)
+        if existing and not is_root(root):
+            raise CalreportError(
+                f"not a calreport root (no {ROOT_MARKERS[0]} or {ROOT_MARKERS[1]}); "
+                "check --root / $CALREPORT_ROOT, or create one with `calreport init`",
+                root.path,
+            )
         return cls(root, after_apply=after_apply, renderer=renderer, warn=warn)
 
     @cached_property

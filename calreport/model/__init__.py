@@ -32,6 +32,8 @@ from calreport.model.applied import (
     AppliedEntry,
     Multipliers,
     Smile,
+    SurfaceSpec,
+    SURFACE_MODEL,
     StateDocument,
     default_entry,
 )
@@ -49,6 +51,7 @@ from calreport.model.config import (
     PolicyConfig,
     RealismConfig,
     SmileConfig,
+    SurfaceConfig,
     SmoothingConfig,
 )
 from calreport.model.harvest import (
@@ -58,6 +61,7 @@ from calreport.model.harvest import (
     RejectedSource,
 )
 from calreport.model.runs import (
+    NOTE_MAX_CHARS,
     ROW_TYPES,
     AlertDelivery,
     AlertEvent,
@@ -76,19 +80,20 @@ from calreport.model.runs import (
     RunFlag,
     RunMeasures,
     SmileFitStats,
+    ArbitrageCheck,
     UncertaintyEntry,
     UnknownRow,
 )
 
 __all__ = [
     "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE",
-    "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
+    "NOTE_MAX_CHARS", "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
     "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
     "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
     "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
-    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile",
-    "SmileConfig", "SmileFitStats", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
+    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL",
+    "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
     "default_entry",
 ]

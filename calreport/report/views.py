@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import NamedTuple, Sequence
 
 from calreport import fmt
-from calreport.apply import RULES, run_thin_rv
+from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
 from calreport.model import (
     AppliedDocument,
     ApplyEvent,
@@ -31,7 +31,7 @@ from calreport.model import (
 )
 from calreport.report import charts
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
-from calreport.store.state import StatusIndex
+from calreport.store.state import ROLLED_BACK, StatusIndex
 from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
 
 MISSING = fmt.MISSING
@@ -161,6 +161,9 @@ class ApplyLogRow:
     bands: str
     reason: str
     run_id: str
+    # would `rollback --to run_id` write anything? (apply.rollback_values: no button when it would not)
+    can_rollback: bool = False
+    rollback_refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class LatestRunCard:
     fit_vmae: str = MISSING
     fit_otm_vmae: str = MISSING
     fit_iv_error_vp: str = MISSING
+    # would force-apply write anything? (apply.force_refusal, the realism override allowed: no button when not)
+    can_force_apply: bool = False
+    force_refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -525,6 +531,28 @@ def legacy_vega_note(run: LiveRun) -> str:
     return f" [legacy vega {fmt.num(v, 0)}: as recorded by the old system, not recomputed]"
 
 
+def _rollback_refusal(e: ApplyEvent, inp: Inputs) -> str | None:
+    """Why the log row's "Roll back to this" would be refused (None: it would write); only the
+    newest event of a run is a target (what `rollback --to` re-applies)."""
+    if not e.run_id or e.applied is None or e.applied.global_ is None or inp.applied is None or not e.underlying:
+        return "no applied values to re-apply"
+    entry = inp.applied.entry(e.underlying)
+    got = rollback_values(RollbackTarget(e.run_id, e.applied, e.sigma_mode), e.underlying, inp.config, entry)
+    return got.reason if isinstance(got, Refused) else None
+
+
+def _rollback_flags(inp: Inputs) -> list[dict[str, object]]:
+    """can_rollback / rollback_refusal of each shown apply event (newest first)."""
+    seen: dict[tuple[str | None, str | None], str | None] = {}
+    out: list[dict[str, object]] = []
+    for e in inp.history.event_log:
+        key = (e.underlying, e.run_id)
+        why = _rollback_refusal(e, inp) if key not in seen else seen[key]
+        seen.setdefault(key, why)
+        out.append({"can_rollback": why is None, "rollback_refusal": why or ""})
+    return out
+
+
 def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
     shown = inp.history
     log_rows = [
@@ -538,8 +566,9 @@ def build_applied(inp: Inputs, names: list[str]) -> AppliedPanel:
             bands=", ".join(f"{k} {fmt.mult(v)}" for k, v in _bands(e.applied).items()) or MISSING,
             reason=fmt.text(e.reason),
             run_id=fmt.text(e.run_id),
+            **flags,  # type: ignore[arg-type]
         )
-        for e in shown.event_log
+        for e, flags in zip(shown.event_log, _rollback_flags(inp))
     ]
     if inp.applied is None:
         return AppliedPanel(cards=[], error=inp.applied_error or "unreadable", log=log_rows, log_total=shown.events_total)
@@ -621,6 +650,8 @@ def display_reason(status: str, run: LiveRun, inp: Inputs) -> str:
     if status == "applied" and inp.applied is not None:
         entry = inp.applied.underlyings.get(run.underlying or "")
         return fmt.text(entry.reason if entry else None)
+    if status == ROLLED_BACK and inp.statuses is not None:
+        return fmt.text(inp.statuses.rollback_reason(run))
     if status == "superseded":
         event = inp.history.applying_event.get((run.underlying or "", run.run_id or ""))
         return fmt.text(event.reason if event else None)
@@ -638,6 +669,10 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
             cards.append(LatestRunCard(underlying=name, present=False))
             continue
         status = derive_status(index, run)
+        refused = (
+            force_refusal(run, name, inp.applied.entry(name), inp.config, allow_unrealistic=True) if inp.applied is not None
+            else Refused("the applied YAML is unreadable")
+        )
         rec_b, sm_b = _bands(run.recommended), _bands(run.smoothed)
         labels = [b for b in inp.config.band_names() if b in rec_b or b in sm_b]
         labels += sorted((set(rec_b) | set(sm_b)) - set(labels))
@@ -675,6 +710,8 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 fit_vmae=fmt.pct(run.fit_vega_weighted_mae_pct),
                 fit_otm_vmae=fmt.pct(run.fit_otm_vega_weighted_mae_pct),
                 fit_iv_error_vp=fmt.num(run.fit_iv_error_vp, 2),
+                can_force_apply=refused is None,
+                force_refusal=refused.reason if refused is not None else "",
             )
         )
     return cards

@@ -276,41 +276,39 @@ class HistoryQuery:
 class HistoryTail:
     """One pass over a history file from its end, shared by every reader that asks it for rows: an
     apply transaction looks for the last apply events and the live run for its previous runs in the
-    same file, and the lines both read are read and parsed once. Rows are parsed lazily, as far back
-    as the hungriest reader goes (only lines that name a row type a reader asked for)."""
+    same file, and the lines both read are read once. Every line read is kept (last appended first),
+    so a reader that starts later still sees the lines an earlier reader passed over; a line is
+    parsed lazily, once, and only when it names the row type a reader asks for."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lines = history.iter_lines_reversed(path)
-        self._rows: list[HistoryRow] = []  # readable rows of the types asked for, last appended first
-        self._tags: dict[type[HistoryRow], bytes] = {}
+        self._raw: list[bytes] = []  # every line read so far, last appended first
+        self._parsed: dict[int, HistoryRow | None] = {}  # line index -> its row (None: unreadable)
 
     def rows(self, cls: type[HistoryRow], underlying: str | None = None) -> Iterator:
         """Readable rows of `cls` (of `underlying`), last appended first."""
-        self._tags.setdefault(cls, f'"{cls.model_fields["type"].default}"'.encode())
+        tag = f'"{cls.model_fields["type"].default}"'.encode()
         i = 0
         while True:
-            while i < len(self._rows):
-                row = self._rows[i]
+            while i < len(self._raw):
+                if tag in self._raw[i]:  # cheap filter before parsing
+                    row = self._row(i)
+                    if isinstance(row, cls) and (underlying is None or row.underlying == underlying):
+                        yield row
                 i += 1
-                if isinstance(row, cls) and (underlying is None or row.underlying == underlying):
-                    yield row
-            if not self._more():
+            line = next(self._lines, None)
+            if line is None:
                 return
+            self._raw.append(line)
 
-    def _more(self) -> bool:
-        """Parse back to the next readable row of a type some reader asked for; False at the start of the file."""
-        for line in self._lines:
-            if not any(tag in line for tag in self._tags.values()):  # cheap filter before parsing
-                continue
+    def _row(self, i: int) -> HistoryRow | None:
+        if i not in self._parsed:
             try:
-                row = history.parse_row(jsonio.loads(line))
+                self._parsed[i] = history.parse_row(jsonio.loads(self._raw[i]))
             except (ValueError, ValidationError, TypeError):
-                continue
-            if isinstance(row, tuple(self._tags)):
-                self._rows.append(row)
-                return True
-        return False
+                self._parsed[i] = None
+        return self._parsed[i]
 
 
 class HistoryCache:

@@ -3,7 +3,9 @@
 With `git_commit: true` and the root inside a git work tree, every apply commits
 config/applied_multipliers.yaml and nothing else (`git commit --only -- <path>`: whatever else the
 user has staged stays staged and uncommitted). A failed commit is a warning, never a failed apply:
-the YAML and its apply event are already the truth. The commit runs as an after-apply hook the
+the YAML and its apply event are already the truth; so is a root outside a git work tree, or no git
+on PATH (the warning says which). The subject is at most SUBJECT_MAX characters; the body has the run,
+reason, note and one line per value that moved. The commit runs as an after-apply hook the
 command's workspace passes explicitly (commands.workspace), never by importing this.
 """
 
@@ -17,21 +19,37 @@ from pathlib import Path
 from calreport import fmt
 from calreport.commands.audit import describe_change
 from calreport.errors import CalreportError
-from calreport.model import ApplyEvent, CalibrationConfig
+from calreport.model import ApplyEvent, CalibrationConfig, Multipliers
 from calreport.store.applied import read_applied
 from calreport.store.files import locked
 from calreport.store.paths import Root
 
 GIT_TIMEOUT_S = 30.0
 COMMIT_WARNING = "the apply succeeded but its git commit did not"
+SUBJECT_MAX = 72  # git's convention: `git log --oneline` and mail subjects show this much
+
+
+def commit_subject(event: ApplyEvent) -> str:
+    """'calreport: BTC force global 1.0651 -> 1.0937 (+27 more)', at most SUBJECT_MAX characters."""
+    prev, new = event.previous or Multipliers(), event.applied or Multipliers()
+    parts = describe_change(prev, new).split(", ")
+    rest = len(parts) - 1
+    subject = f"calreport: {event.underlying} {event.source or 'apply'} {parts[0]}" + (f" (+{rest} more)" if rest else "")
+    return subject if len(subject) <= SUBJECT_MAX else subject[: SUBJECT_MAX - 3] + "..."
 
 
 def commit_message(event: ApplyEvent) -> str:
-    return (
-        f"calreport: {event.underlying} {describe_change(event.previous, event.applied)} "
-        f"({event.reason or event.source}, run {fmt.text(event.run_id)})"
-    )
-
+    """The commit's subject line, a blank line, then the detail: run, reason, note, one line per change."""
+    body = [
+        f"Run: {fmt.text(event.run_id)} (replaced run {fmt.text(event.previous_run_id)})",
+        f"Reason: {fmt.text(event.reason)}",
+        *([f"Note: {event.note}"] if event.note else []),
+        f"Applied at: {fmt.text(event.ts)}",
+        "",
+        "Changes:",
+        *(f"  {part}" for part in describe_change(event.previous, event.applied).split(", ")),
+    ]
+    return commit_subject(event) + "\n\n" + "\n".join(body) + "\n"
 
 
 # --------------------------------------------------------------------------- git commit hook
@@ -55,15 +73,23 @@ def _identity_env(cwd: Path) -> dict[str, str]:
 
 
 def commit_applied(root: Root, event: ApplyEvent, config: CalibrationConfig) -> str | None:
-    """Commit only the applied YAML for `event`. Returns the commit hash, None when skipped.
+    """Commit only the applied YAML for `event`. Returns the commit hash, None when a later apply
+    already replaced the file (that apply's own commit carries it).
 
-    Raises CalreportError when git fails. Runs under the YAML's lock so the committed file is the
-    one this event wrote; if a later apply already replaced it, that apply's own commit carries it.
+    Raises CalreportError when it cannot commit: git missing, the root not in a git work tree, or
+    git failing. Runs under the YAML's lock so the committed file is the one this event wrote.
     """
     cwd = root.path
-    probe = _git(cwd, "rev-parse", "--is-inside-work-tree")
+    try:
+        probe = _git(cwd, "rev-parse", "--is-inside-work-tree")
+    except FileNotFoundError:
+        raise CalreportError("git_commit is true but git is not installed (not on PATH); not committed", root.applied) from None
     if probe.returncode != 0 or probe.stdout.strip() != "true":
-        return None
+        raise CalreportError(
+            f"git_commit is true but {cwd} is not inside a git work tree (`git init` there, or set git_commit: false); "
+            "not committed",
+            root.applied,
+        )
     path = root.applied
     with locked(path):
         current = read_applied(root, config).underlyings.get(event.underlying or "")

@@ -1,0 +1,86 @@
+"""An apply that would change nothing is refused ("already applied"), its button is hidden, and a
+run whose values a rollback replaced reads as rolled back."""
+
+from __future__ import annotations
+
+import pytest
+
+from calreport.errors import RefusedError
+from calreport.report import views
+from calreport.report.render import read_inputs
+from calreport.store.query import HistoryQuery
+from calreport.store.paths import Root
+from calreport.store.state import status_index
+from tests.foundation_helpers import add_live_run, force_apply, rollback
+
+
+def test_force_apply_of_the_run_already_applied_is_refused_and_writes_nothing(root: Root) -> None:
+    run = add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    before = (root.applied.read_bytes(), root.live_history.read_bytes())
+    with pytest.raises(RefusedError, match=f"already applied: run {run.run_id}'s smoothed values"):
+        force_apply(root, "BTC")
+    assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before
+
+
+def test_rollback_to_the_current_apply_is_refused(root: Root) -> None:
+    a = add_live_run(root, smoothed=1.05)
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10)
+    force_apply(root, "BTC")
+    with pytest.raises(RefusedError, match="already applied"):
+        rollback(root, "BTC", to=b.run_id)
+    assert len(HistoryQuery.file_order(root, "apply", "BTC")) == 2
+    assert rollback(root, "BTC").run_id == a.run_id  # the previous apply is still a target
+    with pytest.raises(RefusedError, match="already applied"):
+        rollback(root, "BTC", to=a.run_id)
+
+
+def test_a_run_whose_values_a_rollback_replaced_reads_as_rolled_back(root: Root) -> None:
+    a = add_live_run(root, smoothed=1.05)
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10, ts="2025-12-11T11:00:00Z")
+    force_apply(root, "BTC")
+    idx = status_index(root)
+    assert idx.status_of(a) == "superseded" and idx.status_of(b) == "applied"
+    rollback(root, "BTC")
+    idx = status_index(root)
+    assert idx.status_of(a) == "applied"
+    assert idx.status_of(b) == "rolled-back"
+    assert idx.rollback_reason(b).startswith(f"Rolled back: run {a.run_id}'s values re-applied at ")
+    inp, _ = read_inputs(root)
+    card = next(c for c in views.build_latest(["BTC"], inp) if c.underlying == "BTC")
+    assert card.status == "rolled-back" and "Rolled back" in card.reason and "Forced by user" not in card.reason
+
+
+def test_a_run_applied_again_after_its_rollback_is_applied_then_superseded(root: Root) -> None:
+    a = add_live_run(root, smoothed=1.05)
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10)
+    force_apply(root, "BTC")
+    rollback(root, "BTC")  # b rolled back
+    rollback(root, "BTC", to=b.run_id)  # b again: a is now the one a rollback replaced
+    idx = status_index(root)
+    assert idx.status_of(b) == "applied" and idx.status_of(a) == "rolled-back"
+
+
+def test_the_page_data_say_which_buttons_would_change_nothing(root: Root) -> None:
+    a = add_live_run(root, smoothed=1.05)
+    inp, _ = read_inputs(root)
+    card = views.build_latest(["BTC"], inp)[0]
+    assert card.can_force_apply and card.force_refusal == ""
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10)
+    force_apply(root, "BTC")
+    inp, _ = read_inputs(root)
+    card = views.build_latest(["BTC"], inp)[0]
+    assert not card.can_force_apply and card.force_refusal.startswith("already applied")
+    log = {r.run_id: r for r in views.build_applied(inp, ["BTC"]).log}
+    assert not log[b.run_id].can_rollback and log[b.run_id].rollback_refusal.startswith("already applied")
+    assert log[a.run_id].can_rollback and log[a.run_id].rollback_refusal == ""
+
+
+def test_a_failed_run_keeps_its_button_for_the_realism_override(root: Root) -> None:
+    add_live_run(root, smoothed=1.05, status="failed")
+    inp, _ = read_inputs(root)
+    assert views.build_latest(["BTC"], inp)[0].can_force_apply
