@@ -128,12 +128,17 @@ def test_filters_count_each_drop_once_under_the_first_reason() -> None:
     cfg = FilterConfig(max_rel_spread=1.5, max_dte=60, max_abs_log_moneyness=10)
     base = select_quotes(QuoteArrays.from_rows(rows), NOW_MS, cfg, "BTC")
     good = next(r for r in rows if r["mark_price"] > 0.01 and "-80" not in r["instrument_name"])
+    u, expiry, strike, kind = good["instrument_name"].split("-")
+
+    def other(i: int, **kw: object) -> dict:  # another instrument (a name listed twice is one quote)
+        return {**good, "instrument_name": f"{u}-{expiry}-{int(strike) + i}-{kind}", **kw}
+
     extra = [
         {**good, "instrument_name": "BTC-PERPETUAL"},
-        {**good, "mark_price": None},
-        {**good, "mark_price": 1e-6},
-        {**good, "bid_price": 0.001, "ask_price": 0.01},  # (0.009 / 0.0055) > 1.5
-        {**good, "bid_price": 0.001, "ask_price": None},  # one-sided: spread not applicable, kept
+        other(1, mark_price=None),
+        other(2, mark_price=1e-6),
+        other(3, bid_price=0.001, ask_price=0.01),  # (0.009 / 0.0055) > 1.5
+        other(4, bid_price=0.001, ask_price=None),  # one-sided: spread not applicable, kept
         {**good, "instrument_name": good["instrument_name"].replace("BTC-", "BTC_USDC-")},
     ]
     sel = select_quotes(QuoteArrays.from_rows(rows + extra), NOW_MS, cfg, "BTC")

@@ -117,6 +117,7 @@ def test_temp_files_left_by_a_killed_apply_are_a_warning(root, capsys):
 def _yaml_and_event(root, *, yaml_global: float, updated_at: str, event_ts: str) -> None:
     """A YAML entry and the apply event that should have written it, built directly."""
     from calreport.model import ApplyEvent, Multipliers
+    from calreport.report.render import render_site
     from calreport.store.history import append_row
 
     common = {"source": "force", "run_id": "R1", "reason": "Forced by user"}
@@ -125,6 +126,7 @@ def _yaml_and_event(root, *, yaml_global: float, updated_at: str, event_ts: str)
     doc = read_applied(root)
     doc.underlyings["BTC"] = AppliedEntry(global_=yaml_global, updated_at=updated_at, **common)
     atomic_write(root.applied, format_applied(doc).encode())
+    render_site(root)  # as every write does: site/ shows this YAML
 
 
 def test_doctor_orders_timestamps_as_instants_not_as_text(root):

@@ -1,5 +1,5 @@
 """Fuzzing the commands over every outside input: the applied YAML, the config, a
-snapshot, a harvest line and a history line.
+snapshot, a harvest line, a history line and the previous system's harvest (import-harvest).
 
 For any generated input, the command a user would run on it answers with a documented exit code
 and never a traceback or an "internal error"; when it refuses (exit 1), the applied YAML and the
@@ -21,10 +21,12 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from budget import reps
 from calreport.commands import usecases as actions
 from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.errors import EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD
+from calreport.market.harvest import load_harvest
 from calreport.store.config import DEFAULT_CONFIG_TEXT
 from calreport.store.paths import Root
 
@@ -290,3 +292,95 @@ def test_fuzzed_action_bodies_are_answered_or_refused_and_change_nothing_unless_
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys) or "nonce" not in keys or status != 200:  # no confirmed nonce: nothing written
         assert _record(fresh) == before, (raw, status, answer)
+
+
+# --------------------------------------------------------------------------- the previous system's harvest (import-harvest)
+
+LEGACY_HOSTILE_COLUMN = [
+    None, "drop", "strings", "nulls", "huge", "negative", "bool",
+]
+LEGACY_TIMES = [10**18, -1, 0, 2**63 - 1, None, 1765454400000 * 10**6, 1765454400000, 1765454400]
+
+
+def _legacy_file(path: Path, ts_ms: int, n: int, column: str, spoil: str | None, raw_time: int | None | str) -> None:
+    """One previous-system snapshot file (its column names), possibly spoiled one way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    strikes = [80000 + 1000 * (i // 2) for i in range(n)]
+    cols: dict[str, pa.Array] = {
+        "harvest_time": pa.array([ts_ms * 1_000_000] * n, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+        "instrument_name": pa.array([f"BTC-19DEC25-{k}-{'C' if i % 2 else 'P'}" for i, k in enumerate(strikes)]),
+        "mark_price": pa.array([0.01 + 0.001 * i for i in range(n)]),
+        "mark_iv": pa.array([45.0] * n),
+        "underlying_price": pa.array([92000.0] * n),
+        "best_bid_price": pa.array([0.0098] * n),
+        "best_ask_price": pa.array([0.0102] * n),
+        "open_interest": pa.array([10.0] * n),
+    }
+    if raw_time != "keep":
+        cols["harvest_time"] = pa.array([raw_time] * n, pa.int64())
+    if spoil == "drop":
+        cols.pop(column)
+    elif spoil == "strings":
+        cols[column] = pa.array(["x"] * n)
+    elif spoil == "nulls":
+        cols[column] = pa.nulls(n, cols[column].type)
+    elif spoil == "huge":
+        cols[column] = pa.array([2**62] * n, pa.int64())
+    elif spoil == "negative":
+        cols[column] = pa.array([-1.0] * n)
+    elif spoil == "bool":
+        cols[column] = pa.array([True] * n)
+    pq.write_table(pa.table(cols), path)
+
+
+@settings(FUZZ, max_examples=reps(10, 150))
+@given(
+    files=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # snapshot (15 minutes apart)
+            st.integers(0, 12),  # rows
+            st.sampled_from(["harvest_time", "instrument_name", "mark_price", "mark_iv", "underlying_price", "best_bid_price"]),
+            st.sampled_from(LEGACY_HOSTILE_COLUMN),
+            st.one_of(st.just("keep"), st.sampled_from(LEGACY_TIMES)),
+            st.sampled_from([None, None, None, "garbage", "passwd", "fifo", "copy", "empty"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_fuzzed_previous_system_harvest_is_imported_or_refused_in_one_line(
+    template: Root, fresh: Root, tmp_path_factory: pytest.TempPathFactory, files: list
+) -> None:
+    _reset(template, fresh)
+    src = tmp_path_factory.mktemp("legacy")
+    day = src / "BTC" / "2025" / "12" / "11"
+    day.mkdir(parents=True)
+    for i, (snap, n, column, spoil, raw_time, kind) in enumerate(files):
+        path = day / f"BTC_2025-12-11_{i:02d}{snap * 15:02d}.parquet"
+        if kind == "passwd":
+            path.symlink_to("/etc/passwd")
+        elif kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "garbage":
+            path.write_bytes(b"PAR1" + os.urandom(40))
+        elif kind == "empty":
+            path.write_bytes(b"")
+        else:
+            _legacy_file(path, 1765440000000 + snap * 900_000, n, column, spoil, raw_time)
+            if kind == "copy":
+                shutil.copy(path, path.with_name("copy-" + path.name))
+    harvest = fresh.harvest_dir("BTC")
+    before = sorted(p.name for p in harvest.iterdir()) if harvest.is_dir() else []
+    code = _check(fresh, "import-harvest", str(src), "--underlying", "BTC")
+    after = sorted(p.name for p in harvest.iterdir() if not p.name.endswith(".lock")) if harvest.is_dir() else []
+    if code == EXIT_REFUSED:
+        assert after == [p for p in before if not p.endswith(".lock")], "a refused import wrote into the harvest"
+    else:
+        frame = load_harvest(fresh, "BTC", 0, 2 * 1765440000000)
+        keys = list(zip(frame.harvested_at.tolist(), frame.code.tolist(), strict=True))
+        assert len(keys) == len(set(keys)), "a (snapshot, instrument) imported twice"
+        _check(fresh, "import-harvest", str(src), "--underlying", "BTC")  # again: idempotent
+        assert len(load_harvest(fresh, "BTC", 0, 2 * 1765440000000)) == len(frame)
+        _check(fresh, "auto-calibrate", "--underlying", "BTC", "--as-of", "2025-12-11T12:00:00Z", "--lookback", "1d")

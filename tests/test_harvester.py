@@ -170,8 +170,10 @@ def test_cli_harvest_argument_mistakes_are_one_line(tmp_path: Path, capsys: pyte
         (["harvest"], "--underlying is required"),
         (["harvest", "--every", "60", "--from-file", "x.json"], "cannot be combined with --from-file"),
         (["harvest", "compact", "--every", "60"], "harvest compact takes only --underlying"),
-        (["harvest", "--every", "-5", "--underlying", "BTC"], "--every: expected a positive number"),
     ):
         assert main([*root, *args]) == 1
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, (args, err)
+    with pytest.raises(SystemExit) as exc:  # out of range: a usage error (exit 2)
+        main([*root, "harvest", "--every", "-5", "--underlying", "BTC"])
+    assert exc.value.code == 2 and "argument --every: expected a number in [1, 86400]" in capsys.readouterr().err

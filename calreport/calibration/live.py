@@ -37,7 +37,7 @@ from calreport.calibration.fit import (
     market_iv,
     vega_weights,
 )
-from calreport.calibration.pricing import black76_price, year_fraction
+from calreport.calibration.pricing import black76_price, implied_vol, year_fraction
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
@@ -467,11 +467,37 @@ MOST_MARKS_BAD = 0.5  # above this share of marks over the no-arbitrage bound th
 USD_LOOKING_COIN = 10.0  # no coin-quoted option mark comes near 10 coin; a USD mark always does
 
 
+FRACTION_LOOKING_IV = 0.03  # Deribit's mark_iv is percent: every quote below 3 % (read: 0.03) is a fraction
+PERCENT_SCALE_IV = 0.10  # ... unless the marks themselves imply vols that low (no crypto chain ever has)
+IV_UNIT_ATM = 0.1  # |ln(K/F)| of the quotes whose marks are inverted for that comparison
+
+
+def iv_unit_error(quotes: QuoteArrays) -> str | None:
+    """Why the chain's mark_iv looks like a fraction where Deribit writes percent, or None.
+
+    Every mark_iv under 3 (percent) while the near-the-money marks imply percent-scale vols (their
+    median Black-76 implied vol above 10 %): the IVs were written as 0.55 for 55 %, and every check
+    and fit that reads them (ATM IV, iv mode) would be off by a factor of 100."""
+    iv = quotes.mark_iv[np.isfinite(quotes.mark_iv)]
+    if iv.size == 0 or np.any(iv >= FRACTION_LOOKING_IV):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        T = year_fraction(quotes.expiry_ms, quotes.creation_ms)
+        near = (np.abs(np.log(quotes.strike / quotes.underlying_price)) < IV_UNIT_ATM) & (T > 0)
+    implied = implied_vol(quotes.mark_price[near], quotes.underlying_price[near], quotes.strike[near], T[near], quotes.is_call[near])
+    implied = implied[np.isfinite(implied)]
+    if implied.size == 0 or float(np.median(implied)) <= PERCENT_SCALE_IV:
+        return None
+    return (f"mark_iv looks like a fraction: all {iv.size} are below {FRACTION_LOOKING_IV * 100:g} (percent) while the "
+            f"marks imply {np.median(implied) * 100:.0f}% near the money; Deribit's mark_iv is in percent")
+
+
 def mark_checks(quotes: QuoteArrays) -> tuple[list[str], list[str]]:
     """(failed, degraded) issues of the marks themselves, the checks auto-calibrate runs on the harvest.
 
     A coin mark never exceeds its no-arbitrage bound (1 coin for a call, K/F for a put); marks of
-    10 coin or more are USD prices (the old system's unit error).
+    10 coin or more are USD prices (the old system's unit error); mark_iv written as a fraction is
+    the same kind of unit error (iv_unit_error).
     """
     n = len(quotes)
     if n == 0:
@@ -488,6 +514,9 @@ def mark_checks(quotes: QuoteArrays) -> tuple[list[str], list[str]]:
     if above:
         text = f"{above} of {n} marks above the no-arbitrage bound (call > 1 coin, put > K/F)"
         (failed if above > MOST_MARKS_BAD * n else degraded).append(text)
+    iv_unit = iv_unit_error(quotes)
+    if iv_unit:
+        failed.append(iv_unit)
     return failed, degraded
 
 

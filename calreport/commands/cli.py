@@ -408,6 +408,9 @@ def cmd_harvest(args: argparse.Namespace, ws: Workspace) -> int:
                 print(line)
         if args.json:
             print_json({name: plain(rep) for name, rep in reports.items()})
+        skipped = sum(len(rep.skipped) for rep in reports.values())
+        if skipped:  # the days stay readable as they are, but what was asked for was not done
+            raise CalreportError(f"harvest compact: {skipped} day(s) not compacted (listed in the output)")
         return 0
     if args.every is not None:
         if args.from_file:
@@ -611,7 +614,7 @@ def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
     out = args.out and output_path(ws.root, args.out, mkdir=args.mkdir)
     rows, checks = price_table(
         ws, args.underlying, args.snapshot and Path(args.snapshot),
-        prices=args.prices and Path(args.prices), rv=args.rv, grid=args.grid,
+        prices=args.prices and Path(args.prices), rv=args.rv, grid=args.grid, warn=warn,
     )
     data = format_rows(rows, args.format)
     print(arbitrage_summary(checks), file=sys.stderr)
@@ -659,6 +662,29 @@ def _lookback(text: str) -> str:
     if not valid_lookback(text):
         raise argparse.ArgumentTypeError(f"expected a length like 14d, 12h or 90m of at most {MAX_LOOKBACK_DAYS} days, got {excerpt(text, 40)}")
     return text
+
+
+def _in_range(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number in (lo, hi] ([lo, hi] when not lo_open); else a usage error (exit 2)."""
+
+    def parse(text: str) -> float:
+        from calreport.numbers import as_float
+
+        try:
+            x = as_float(float(text)) if len(text) < 40 else None
+        except ValueError:
+            x = None
+        if x is None or not ((lo < x) if lo_open else (lo <= x)) or x > hi:
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {excerpt(text, 40)}"
+            )
+        return x
+
+    return parse
+
+
+MAX_FETCH_DAYS = 60.0  # prices fetch --days: Deribit's hourly closes further back add nothing to RV_7d
+HARVEST_EVERY_S = (1.0, 86_400.0)  # harvest --every: at most once a second, at least once a day
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -728,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prices", cmd_prices_fetch, "price store for RV_7d: `prices fetch` stores hourly perpetual closes + Deribit's historical vol")
     sp.add_argument("action", choices=["fetch"], help="fetch: append the last --days of hourly closes (de-duplicated)")
     sp.add_argument("--underlying", required=True, help=U_ONE)
-    sp.add_argument("--days", type=float, default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
+    sp.add_argument("--days", type=_in_range(0.0, MAX_FETCH_DAYS), default=8.0, help="days of hourly closes to fetch (default 8: a full RV_7d week plus margin)")
     json_flag(sp, "what was stored")
 
     sp = add("harvest", cmd_harvest, "`harvest fetch`: append a Deribit snapshot (fetched, or --from-file) to the harvest; "
@@ -738,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--underlying", help="BTC (or BTC,ETH with --every / compact; default: the config's list)")
     sp.add_argument("--from-file", dest="from_file", metavar="FILE", help="a saved get_book_summary_by_currency response instead of fetching")
     json_flag(sp, "what was harvested or compacted")
-    sp.add_argument("--every", type=float, metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
+    sp.add_argument("--every", type=_in_range(*HARVEST_EVERY_S, lo_open=False), metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
 
     sp = add("import-harvest", cmd_import_harvest,
              "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")

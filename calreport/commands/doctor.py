@@ -25,8 +25,11 @@ from calreport.model import (
     ApplyEvent,
     CalibrationConfig,
     Multipliers,
+    StateDocument,
 )
 from calreport.store.applied import entry_reason, read_applied
+from calreport.store.files import read_input
+from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery, Skipped
 from calreport.store.state import StatusIndex
 from calreport.timeutil import time_ms
@@ -115,6 +118,37 @@ def _history_problems(path_label: str, skipped: Skipped) -> list[Problem]:
             "inspect other lines by hand: history is append-only and calreport never rewrites it",
         )
     ]
+
+
+STATE_REL = "site/api/calibration/state.json"
+STATE_LIMIT = 16 * 1024 * 1024  # the state document is a few KB per underlying
+
+
+def _site_problems(root: Root, doc: AppliedDocument, flagged: set[str]) -> list[Problem]:
+    """Does the published state document hold exactly the YAML's entries? Absent (never rendered)
+    is no finding; different or unreadable is a warning: the engine reads the YAML, but whoever reads
+    the dashboard's API is told something else until site/ is rendered again. An underlying already
+    `flagged` (its YAML entry disagrees with its history) is left to that finding: its fix is a
+    write, which renders site/ again."""
+    if not root.state_json.exists():
+        return []
+    fix = "run `calreport render`"
+    try:
+        state = StateDocument.model_validate_json(read_input(root.state_json, STATE_LIMIT))
+    except CalreportError as exc:
+        return [Problem("warning", "site-unreadable", f"{STATE_REL}: {exc.one_line()}", fix)]
+    except ValueError as exc:
+        return [Problem("warning", "site-unreadable", f"{STATE_REL} is not a state document ({excerpt(str(exc).splitlines()[0], 80)})", fix)]
+    names = sorted(set(doc.underlyings) | set(state.underlyings))
+    differ = [u for u in names if u not in flagged and doc.underlyings.get(u) != state.underlyings.get(u)]
+    if not differ:
+        return []
+    return [Problem(
+        "warning", "site-stale",
+        f"{STATE_REL} does not match config/applied_multipliers.yaml for {', '.join(differ)}"
+        + " (the dashboard and its API show other values than the engine uses)",
+        fix,
+    )]
 
 
 def _underlying_problems(name: str, entry: AppliedEntry | None, events: list[ApplyEvent], rel: str) -> list[Problem]:
@@ -328,6 +362,7 @@ def run_doctor(ws: Workspace) -> DoctorReport:
     for name in names:
         problems += _underlying_problems(name, doc.underlyings.get(name), by_underlying.get(name, []), rel)
         problems += _chain_problems(name, by_underlying.get(name, []))
+    problems += _site_problems(root, doc, {p.underlying for p in problems if p.underlying})
     auto_ids = query.auto_run_ids()
     for e in events:
         if e.run_id and e.run_id in auto_ids:

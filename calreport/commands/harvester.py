@@ -171,8 +171,9 @@ def format_compact(name: str, rep: CompactReport, root: Root | None = None) -> l
         if r.bad_names:
             kept.append(f"{r.bad_names} bad names")
         side = f"; {' and '.join(kept)} kept in {r.date}.errors.json" if kept else ""
+        dup = f"; {r.duplicates} duplicate rows (already in the day) dropped" if r.duplicates else ""
         out.append(
-            f"{name} {r.date}: {r.rows} rows -> {where} ({r.added} from {', '.join(r.removed)}, {r.seconds:.2f} s){side}"
+            f"{name} {r.date}: {r.rows} rows -> {where} ({r.added} from {', '.join(r.removed)}, {r.seconds:.2f} s){side}{dup}"
         )
     for date, why in rep.skipped:
         out.append(f"{name} {date}: not compacted: {why}")
@@ -182,8 +183,8 @@ def format_compact(name: str, rep: CompactReport, root: Root | None = None) -> l
 def format_import(name: str, res: ImportResult) -> list[str]:
     lines = [
         (f"{name}: {res.files} files over {res.days} days: {res.rows_read} rows read, {res.rows_added} added, "
-         f"{res.rows_present} already present; {res.schema_errors} schema errors, {res.bad_names} bad names skipped"),
+         f"{res.rows_present} already present; {res.schema_errors} schema errors, {res.bad_names} bad names skipped"
+         + (f"; {res.duplicates} duplicate rows (same harvest time and instrument) imported once" if res.duplicates else "")),
     ]
     lines += [f"  wrote {p} (read back: row count and harvested_at range verified)" for p in res.written]
-    lines += [f"  unreadable: {u}" for u in res.unreadable]
     return lines

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 
 from calreport.calibration.bands import BandLookup
 from calreport.calibration.desk import forward_delta
+from calreport.calibration.live import mark_checks
 from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
 from calreport.calibration.sigma import quote_base
 from calreport.calibration.surface import grid_points
@@ -67,9 +68,10 @@ def price_rows(
     prices: Path | None = None,
     rv: float | None = None,
     client: Any = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML."""
-    return price_table(ws, underlying, snapshot, prices=prices, rv=rv, client=client)[0]
+    return price_table(ws, underlying, snapshot, prices=prices, rv=rv, client=client, warn=warn)[0]
 
 
 def price_table(
@@ -81,9 +83,14 @@ def price_table(
     rv: float | None = None,
     client: Any = None,
     grid: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, ArbitrageCheck]]:
     """(rows, arbitrage checks "listed" and "grid" of the engine's quotes): the snapshot's options, or with
-    `grid` the dense strike x maturity grid (surface.grid_points) at the snapshot's median forward."""
+    `grid` the dense strike x maturity grid (surface.grid_points) at the snapshot's median forward.
+
+    `warn` hears the snapshot's unit errors (marks in USD, mark_iv as a fraction: the live run's
+    data-quality rule, calibration/live.py mark_checks): the engine's prices stand, the snapshot's
+    mark columns beside them do not compare."""
     cfg = ws.config
     name = cfg.check_underlying(underlying)
     if rv is not None:
@@ -104,6 +111,9 @@ def price_table(
     T = year_fraction(q.expiry_ms, meta.now_ms)
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
     q, T = q.take(keep), T[keep]
+    unit_errors = mark_checks(q)[0] if warn is not None else []
+    if unit_errors and warn is not None:  # one line: the prices stand, the snapshot's marks beside them do not compare
+        warn(f"{snapshot or 'the live chain'}: {'; '.join(unit_errors)}; its mark_price / mark_iv columns are not in the engine's units")
     F, K, c = q.underlying_price, q.strike, q.is_call
     qb = quote_base(mode, base.rv, q, T, q, T)
     now = meta.now_ms

@@ -22,10 +22,15 @@ checked on the mode because calreport often runs as root) is never written into.
     compact_day(directory, date, underlying) -> CompactResult | None
     compact_closed_days(directory, underlying, now_ms) -> CompactReport
     import_harvest(src_dir, dest_dir, underlying) -> ImportResult       previous system's layout, idempotent
+
+A row is stored once per (harvested_at, instrument): compaction and import drop a second copy (a
+leftover log edited after the compaction that consumed it, the same snapshot file present twice in
+the previous system's layout) and count it.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from collections.abc import Callable, Mapping
@@ -59,7 +64,8 @@ from calreport.market.harvest import (
     load_day,
     unconsumed_bytes,
 )
-from calreport.store.files import atomic_write, fsync_dir, locked
+from calreport.market.quotes import first_per_key
+from calreport.store.files import MAX_INPUT_BYTES, atomic_write, fsync_dir, locked
 from calreport.store.paths import lock_path
 
 MAX_REJECTED_TEXT = 2_000  # characters of a set-aside line kept in the sidecar (the rest is counted)
@@ -83,6 +89,7 @@ class CompactResult:
     bad_names: int
     removed: list[str]  # the logs removed
     seconds: float
+    duplicates: int = 0  # rows dropped: their (harvested_at, instrument) was already in the day
 
 
 @dataclass
@@ -117,6 +124,21 @@ def sort_table(table: pa.Table) -> pa.Table:
     ts, rank = _names_rank(table)
     order = np.lexsort((rank, ts))
     return table.take(pa.array(order)).combine_chunks().unify_dictionaries()
+
+
+def sorted_unique(table: pa.Table) -> tuple[pa.Table, int]:
+    """sort_table, keeping the first row of each (harvested_at, instrument): the tables come in
+    precedence order (the day's Parquet file first) and the sort is stable. Also returns how many
+    rows were dropped."""
+    if table.num_rows == 0:
+        return table, 0
+    ts, rank = _names_rank(table)
+    order = np.lexsort((rank, ts))
+    keep = first_per_key(ts[order], rank[order])
+    if keep is not None:
+        order = order[keep]
+    out = table.take(pa.array(order)).combine_chunks().unify_dictionaries()
+    return out, table.num_rows - out.num_rows
 
 
 def _rejected(parsed: Any, source: str) -> list[dict[str, Any]]:
@@ -263,7 +285,8 @@ def _compact_locked(directory: Path, date: str, underlying: str, started: float)
         }
         atomic_write(side_path, _dumps(doc))
         _point("after_sidecar")
-    table = sort_table(pa.concat_tables(tables)) if len(tables) > 1 else sort_table(tables[0])
+    table, duplicates = sorted_unique(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+    added -= duplicates
     meta = {
         "underlying": underlying, "date": date,
         "lines": int(old_meta.get("lines", 0)) + lines,
@@ -281,7 +304,7 @@ def _compact_locked(directory: Path, date: str, underlying: str, started: float)
             pass
     _point("after_removal")
     fsync_dir(directory)
-    return CompactResult(date, pq_path, table.num_rows, added, errors, bad, removed, time.perf_counter() - started)
+    return CompactResult(date, pq_path, table.num_rows, added, errors, bad, removed, time.perf_counter() - started, duplicates)
 
 
 def compact_closed_days(source: Any, underlying: str, now_ms: int) -> CompactReport:
@@ -290,6 +313,9 @@ def compact_closed_days(source: Any, underlying: str, now_ms: int) -> CompactRep
     directory = harvest_dir_of(source, underlying.upper())
     report = CompactReport()
     today = _today(now_ms)
+    if (directory.exists() or directory.is_symlink()) and not directory.is_dir():
+        report.skipped.append(("every day", f"{directory} is not a directory"))
+        return report
     why = _not_ours(directory) if directory.exists() else None
     if why:  # a linked or read-only harvest: nothing is written into it, every day is read as it is
         report.skipped += [(d.date, why) for d in list_days(directory) if d.logs and d.date < today]
@@ -323,10 +349,15 @@ class ImportResult:
     rows_read: int = 0  # rows that passed the reader's rules
     rows_added: int = 0
     rows_present: int = 0  # snapshots the root already had
+    duplicates: int = 0  # second copies of an (harvested_at, instrument) row among the files read
     schema_errors: int = 0
     bad_names: int = 0
-    unreadable: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+
+
+# the columns without which a previous-system file holds no usable quote (canonical names)
+IMPORT_REQUIRED = ("harvested_at", "instrument_name", "mark_price", "mark_iv", "underlying_price")
+DAY_SLACK_MS = 86_400_000  # a snapshot file may hold times up to a day either side of its directory's date
 
 
 def _existing_times(day: HarvestDay | None, underlying: str) -> np.ndarray:
@@ -337,10 +368,55 @@ def _existing_times(day: HarvestDay | None, underlying: str) -> np.ndarray:
     ))
 
 
+def import_problem(path: Path, src_dir: Path, date: str) -> str | None:
+    """Why one previous-system file cannot be imported, or None.
+
+    Checked for every file before anything is written, so a refused import leaves the root as it
+    was: a link leading out of the imported directory (an import copies data in; /etc/passwd is not
+    a harvest), anything but a regular file, a file over the input size limit, a file Parquet cannot
+    open, a missing required column, or harvest times outside the day its directory names.
+    """
+    try:
+        real = path.resolve(strict=True)
+        if not real.is_relative_to(src_dir.resolve(strict=True)):
+            return f"a symlink out of the imported directory (to {str(real)[:100]}): refused"
+        st = os.stat(real)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file: refused"
+    if st.st_size > MAX_INPUT_BYTES:
+        return f"{st.st_size:,} bytes, over the {MAX_INPUT_BYTES:,}-byte limit"
+    try:
+        pf = pq.ParquetFile(real)
+        colmap = pqday.resolve_columns(pf.schema_arrow)
+        missing = [c for c in IMPORT_REQUIRED if c not in colmap]
+        if missing:
+            return f"no {', '.join(COLUMN_LABELS.get(c, c) for c in missing)} column"
+        ts = pqday.ts_ms(pf.read(columns=[colmap["harvested_at"]]).column(0))
+    except (OSError, pa.ArrowException) as exc:
+        return f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:60]})"
+    lo = int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000) - DAY_SLACK_MS
+    hi = lo + 3 * DAY_SLACK_MS
+    with np.errstate(invalid="ignore"):
+        off = np.isfinite(ts) & ~((ts >= lo) & (ts < hi))  # null times are schema errors, counted
+    if off.any():
+        return (f"{int(np.count_nonzero(off))} {colmap['harvested_at']} values outside {date} "
+                f"(e.g. {ts[off][0]:.0f} ms)")
+    return None
+
+
+COLUMN_LABELS = {"harvested_at": "harvest_time"}  # the previous system's name in a message
+
+
 def import_harvest(src: Path, dest_dir: Path, underlying: str) -> ImportResult:
     """Bring a previous-system harvest (<src>/<U>/YYYY/MM/DD/*.parquet, or <src> = that <U> folder)
     into `dest_dir` as day Parquet files. Idempotent: a snapshot (harvested_at) the day already has,
-    in any format, is not added again; every written day is read back and its row count checked."""
+    in any format, is not added again, and a row is imported once per (harvested_at, instrument)
+    however many files hold it; every written day is read back and its row count checked.
+
+    Every file is checked first (import_problem): one that cannot be imported refuses the whole
+    import, nothing written."""
     underlying = underlying.upper()
     src_dir = harvest_dir_of(Path(src), underlying)
     if not src_dir.is_dir():
@@ -349,25 +425,34 @@ def import_harvest(src: Path, dest_dir: Path, underlying: str) -> ImportResult:
     legacy_days = [d for d in list_days(src_dir) if d.legacy]
     if not legacy_days:
         raise CalreportError(f"import-harvest: no YYYY/MM/DD/*.parquet files for {underlying}", src_dir)
+    problems = [(p, why) for d in legacy_days for p in d.legacy if (why := import_problem(p, Path(src), d.date))]
+    if problems:
+        path, why = problems[0]
+        more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
+        raise CalreportError(f"import-harvest: {why}{more}; nothing imported", path)
     dest_dir.mkdir(parents=True, exist_ok=True)
     for lday in legacy_days:
         res.days += 1
         res.files += len(lday.legacy)
         dc = pqday.read_day(lday.legacy, underlying, iv_fraction=False)
-        if dc.problem:
-            res.unreadable.append(dc.problem)
+        if dc.problem:  # changed since it was checked
+            raise CalreportError(f"import-harvest: {dc.problem}; the days before {lday.date} are imported", lday.legacy_dir)
         res.schema_errors += dc.schema_errors
         res.bad_names += dc.bad_names
         res.rows_read += dc.n
+        once = first_per_key(dc.harvested_at, dc.code.astype(np.int64))
+        if once is not None:  # read_day's rows are sorted by (harvested_at, name)
+            res.duplicates += dc.n - once.size
         with locked(day_lock_path(dest_dir, lday.date)):
             here = _find_day(dest_dir, lday.date)
             have = _existing_times(here, underlying)
-            new = ~np.isin(dc.harvested_at, have)
+            idx = np.arange(dc.n) if once is None else once
+            new = ~np.isin(dc.harvested_at[idx], have)
             res.rows_present += int(np.count_nonzero(~new))
-            n_new = int(np.count_nonzero(new))
+            idx = idx[new]
+            n_new = int(idx.size)
             if n_new == 0:
                 continue
-            idx = np.flatnonzero(new)
             table = pqday.build_table(
                 ts=dc.harvested_at[idx], names=dc.names, code=dc.code[idx], expiry_ms=dc.name_expiry_ms,
                 strike=dc.name_strike, is_call=dc.name_is_call,

@@ -49,7 +49,7 @@ from calreport.market.daycols import (
     read_day_bytes,
 )
 from calreport.market.deribit import DeribitClient, load_snapshot
-from calreport.market.quotes import QuoteArrays
+from calreport.market.quotes import QuoteArrays, first_per_key
 from calreport.market.rv import WINDOW_DAYS, RealisedVol, realised_vol, to_hourly
 from calreport.model import CalibrationConfig
 from calreport.numbers import is_number
@@ -350,6 +350,10 @@ def load_harvest(
         order = np.argsort(harvested_at, kind="stable")
         code, harvested_at = code[order], harvested_at[order]
         cols = {k: v[order] for k, v in cols.items()}
+    keep = first_per_key(harvested_at, code)  # one row per (snapshot, instrument)
+    if keep is not None:
+        code, harvested_at = code[keep], harvested_at[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
     frame.names = names
     frame.code = code
     frame.harvested_at = harvested_at

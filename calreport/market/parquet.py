@@ -290,7 +290,10 @@ def write_day(table: pa.Table, meta: Mapping[str, Any]) -> bytes:
 
 def _open(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path, read_dictionary=["instrument_name"], memory_map=True)
+        try:
+            return pq.ParquetFile(path, read_dictionary=["instrument_name"], memory_map=True)
+        except KeyError:  # no instrument_name column: every row is a schema error, the file still opens
+            return pq.ParquetFile(path, memory_map=True)
     except (OSError, pa.ArrowException) as exc:
         raise _Unreadable(f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:60]})") from None
 
@@ -319,7 +322,7 @@ def _meta_of(schema: pa.Schema) -> dict[str, Any]:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
 
 
-def _resolve_columns(schema: pa.Schema) -> dict[str, str]:
+def resolve_columns(schema: pa.Schema) -> dict[str, str]:
     """canonical name -> the file's column name, for the columns the file has."""
     have = set(schema.names)
     out: dict[str, str] = {}
@@ -331,7 +334,7 @@ def _resolve_columns(schema: pa.Schema) -> dict[str, str]:
     return out
 
 
-def _ts_ms(col: pa.ChunkedArray) -> np.ndarray:
+def ts_ms(col: pa.ChunkedArray) -> np.ndarray:
     """A time column (timestamp of any unit, or epoch ms as a number) -> float64 ms (NaN when null)."""
     t = col.type
     if pa.types.is_timestamp(t):
@@ -350,7 +353,9 @@ def _floats(col: pa.ChunkedArray) -> np.ndarray:
         return np.full(len(col), np.nan)
     if col.num_chunks == 1 and col.null_count == 0 and t == pa.float64():
         return col.chunk(0).to_numpy()  # zero copy
-    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    # unsafe: an int64 beyond 2^53 (a harvest_time of 1e18) becomes the nearest float, which the
+    # row rules then judge, instead of an ArrowInvalid
+    return pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
 
 
 def _names(col: pa.ChunkedArray) -> tuple[list[Any], np.ndarray]:
@@ -421,7 +426,7 @@ def read_day(
     for path in paths:
         try:
             pf = _open(path)
-            colmap = _resolve_columns(pf.schema_arrow)
+            colmap = resolve_columns(pf.schema_arrow)
             meta = _meta_of(pf.schema_arrow)
             ts_name = colmap.get("harvested_at")
             ts_index = pf.schema_arrow.get_field_index(ts_name) if ts_name else None
@@ -444,7 +449,7 @@ def read_day(
         n = tbl.num_rows
         if not meta:
             lines += n
-        ts_parts.append(_ts_ms(tbl.column(ts_name)) if ts_name else np.full(n, np.nan))
+        ts_parts.append(ts_ms(tbl.column(ts_name)) if ts_name else np.full(n, np.nan))
         for k, src in SOURCE_KEYS.items():
             c = colmap.get(src)
             col_parts[k].append(_floats(tbl.column(c)) if c else np.full(n, np.nan))

@@ -109,6 +109,30 @@ def factorize(values: Sequence[Any] | np.ndarray) -> tuple[list[Any], np.ndarray
     return list(seen), codes
 
 
+def first_per_key(time: np.ndarray, code: np.ndarray) -> np.ndarray | None:
+    """Indices (ascending) of the first row of each (time, code) pair; None when no pair repeats.
+
+    A quote is one instrument in one snapshot: a second row for the same pair (a snapshot file
+    present twice, a row written twice) must not count as a second sample. Rows already sorted by
+    (time, code), as every harvest day is, are checked in one pass; others take a stable sort.
+    """
+    n = int(time.shape[0])
+    if n < 2:
+        return None
+    dt, dc = np.diff(time), np.diff(code)
+    if np.all((dt > 0) | ((dt == 0) & (dc > 0))):
+        return None
+    if np.all((dt > 0) | ((dt == 0) & (dc >= 0))):  # sorted, with repeats
+        first = np.ones(n, dtype=bool)
+        first[1:] = (dt != 0) | (dc != 0)
+        return np.flatnonzero(first)
+    order = np.lexsort((code, time))
+    t, c = time[order], code[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = (t[1:] != t[:-1]) | (c[1:] != c[:-1])
+    return np.sort(order[first])
+
+
 def parse_instrument_names(names: Sequence[str] | np.ndarray) -> Instruments:
     """Vectorised over names: each *unique* name is parsed once (a harvest repeats ~700 names)."""
     n = len(names)
@@ -176,8 +200,18 @@ class QuoteArrays:
 
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> QuoteArrays:
-        """Book-summary dicts (Deribit field names) -> arrays. Unparseable names are kept, flagged invalid."""
+        """Book-summary dicts (Deribit field names) -> arrays. Unparseable names are kept, flagged invalid;
+        an instrument listed twice in the snapshot is one quote (its first row)."""
         names = np.array([r.get("instrument_name") for r in rows], dtype=object)
+        _, codes = factorize(names)
+        keep = first_per_key(np.zeros(codes.shape[0], dtype=np.int64), codes)
+        if keep is not None:
+            is_name = np.fromiter((isinstance(x, str) for x in names), dtype=bool, count=names.shape[0])
+            mask = np.zeros(names.shape[0], dtype=bool)
+            mask[keep] = True
+            mask |= ~is_name  # rows without a name are not one instrument: each is counted as a bad name
+            rows = [rows[i] for i in np.flatnonzero(mask)]
+            names = names[mask]
         inst = parse_instrument_names(names)
         created = _floats(rows, "creation_timestamp")
         created = np.where(np.isfinite(created), created, 0).astype(np.int64)

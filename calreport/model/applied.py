@@ -172,6 +172,15 @@ class AppliedDocument(_Strict):
                 raise ValueError(f"bad underlying name {excerpt(name, 40)}")
         return v
 
+    @model_validator(mode="after")
+    def _smile_needs_version_2(self) -> AppliedDocument:
+        """A version-1 file reads as flat smiles: a smile in one is a hand edit the version cannot hold."""
+        if self.schema_version < 2:
+            with_smile = [name for name, e in self.underlyings.items() if e.smile is not None]
+            if with_smile:
+                raise ValueError(f"schema_version 1 has no smile, but {', '.join(with_smile)[:60]} carries one (a smile needs schema_version 2 or later)")
+        return self
+
     def entry(self, underlying: str) -> AppliedEntry:
         return self.underlyings.get(underlying) or default_entry()
 

@@ -34,7 +34,7 @@ from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest
 from calreport.store import history
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
-from calreport.store.files import atomic_write
+from calreport.store.files import atomic_write, read_input
 from calreport.store.history import RowRef, StaleIndex
 from calreport.store.paths import Root
 from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
@@ -115,12 +115,12 @@ def _read_details(root: Root, runs: list) -> tuple[dict[str, RunDetail], dict[st
         if not _SAFE_ID.match(rid):
             continue
         path = root.run_detail(rid)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        if not path.exists():
             continue
-        except OSError as exc:
-            errors[rid] = f"history/runs/{rid}.json: cannot read ({exc.strerror or exc})"
+        try:
+            raw = read_input(path)  # regular files only: a FIFO here must not hang the render
+        except CalreportError as exc:
+            errors[rid] = f"history/runs/{rid}.json: {exc.problem}"
             continue
         try:
             details[rid] = RunDetail.model_validate_json(raw)

@@ -9,6 +9,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock
 
@@ -42,6 +43,31 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
+def _open_regular(path: Path | str) -> tuple[int, os.stat_result]:
+    """(fd, stat) of a regular file opened for reading; OSError (FileNotFoundError) as os.open raises it.
+
+    Opened without blocking (a FIFO would wait for a writer) and checked on the open descriptor, so
+    nothing can swap the file in between; the descriptor is blocking again when returned."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CalreportError(f"not a regular file ({_kind(st.st_mode)}): refused", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def open_input(path: Path | str) -> BinaryIO:
+    """A file of record read as a stream (the history JSONL, which grows without a size bound by
+    design and is read line by line): the regular-file rule of read_input, no size limit.
+    FileNotFoundError passes through (a missing history is an empty one); other OS errors too."""
+    fd, _ = _open_regular(path)
+    return os.fdopen(fd, "rb")
+
+
 def read_input(path: Path | str, limit: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of a file the user pointed at; a missing or unreadable one is a one-line error.
 
@@ -50,18 +76,14 @@ def read_input(path: Path | str, limit: int = MAX_INPUT_BYTES) -> bytes:
     blocking and checked on the open descriptor, so nothing can swap it in between.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, st = _open_regular(path)
     except FileNotFoundError:
         raise CalreportError("file not found", path) from None
     except OSError as exc:
         raise CalreportError(f"cannot read file ({exc.strerror or exc})", path) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CalreportError(f"not a regular file ({_kind(st.st_mode)}): refused", path)
         if st.st_size > limit:
             raise CalreportError(f"file is {st.st_size:,} bytes, over the {limit:,}-byte limit", path)
-        os.set_blocking(fd, True)
         chunks, total = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
             chunks.append(chunk)

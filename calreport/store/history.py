@@ -29,7 +29,7 @@ from calreport.model import (
     HistoryRow,
     UnknownRow,
 )
-from calreport.store.files import append_line, atomic_write, locked
+from calreport.store.files import append_line, atomic_write, locked, open_input, read_input
 from calreport.store.paths import Root, lock_path
 
 
@@ -82,7 +82,7 @@ def parse_row(data: Any) -> HistoryRow:
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
-        with open(path, "rb") as fh:
+        with open_input(path) as fh:
             for lineno, line in enumerate(fh, 1):
                 yield lineno, line
     except FileNotFoundError:
@@ -113,7 +113,7 @@ def iter_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
     (rebuilding the pending line per block made one 50 MB line cost ~21 s per apply).
     """
     try:
-        fh = open(path, "rb")
+        fh = open_input(path)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -311,7 +311,7 @@ class HistoryIndex:
         if all(got is not None for got in out):
             return out
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # never waits on a FIFO swapped in
         except OSError:
             raise StaleIndex("history file cannot be read back", self.path) from None
         try:
@@ -399,7 +399,7 @@ def _prefix_sha256(path: Path, offset: int) -> Any:
     """hashlib state over the first `offset` bytes of `path` (None when they cannot be read)."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
+        with open_input(path) as fh:
             left = offset
             while left > 0:
                 block = fh.read(min(_BLOCK, left))
@@ -449,8 +449,8 @@ def _load_cached(cache_file: Path, path: Path, fh: BinaryIO, st: os.stat_result)
     The prefix is proved by its SHA-256, read from `fh`, unless the file's stat is the one recorded
     when the cache was written from a settled file (then not a byte is read)."""
     try:
-        raw = cache_file.read_bytes()
-    except OSError:
+        raw = read_input(cache_file)  # a cache is only ever a regular file we wrote
+    except CalreportError:
         return None
     try:
         digest, body = raw.split(b"\n", 1)
@@ -521,7 +521,7 @@ def index_history(
     truncated, corrupt cache) is re-read from the start.
     """
     try:
-        fh = open(path, "rb")
+        fh = open_input(path)
     except FileNotFoundError:
         return HistoryIndex(path=path)
     except OSError as exc:
