@@ -55,7 +55,7 @@ def _day_dir(legacy: Path) -> Path:
 
 
 def _first(legacy: Path) -> Path:
-    return sorted(_day_dir(legacy).iterdir())[0]
+    return min(_day_dir(legacy).iterdir())
 
 
 def _no_instrument_name(f: Path) -> None:
