@@ -452,6 +452,9 @@ def summarize(result: BacktestResult, variants: Sequence[Variant], span_ms: int)
         for label in result.horizons:
             scored = [d.scores.get(label, {}) for d in ran]
             h: dict[str, Any] = {k: _stats([s.get(k) for s in scored]) for k in MEASURES}  # type: ignore[misc]
+            h["decisions"] = h["iv_error_vp"]["n"]  # the decisions behind this row
+            if any(s.get("truth_error_vp") is not None for s in scored):
+                h["truth_error_vp"] = _stats([s.get("truth_error_vp") for s in scored])  # type: ignore[misc]
             bands = sorted({b for s in scored for b in (s.get("by_band") or {})}, key=[b.name for b in v.config.bands].index)
             paired = [
                 d.scores[IN_SAMPLE].get("iv_error_vp")
@@ -482,3 +485,81 @@ def summarize(result: BacktestResult, variants: Sequence[Variant], span_ms: int)
             "horizons": horizons,
         }
     return out
+
+
+# --------------------------------------------------------------------------- paired differences between variants
+
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 20_251_212  # fixed: the same backtest gives the same intervals
+MIN_PAIRED_DECISIONS = 10  # fewer paired decisions: no interval (shown greyed)
+MIN_BLOCKS = 4  # and at least this many independent blocks
+NO_EVIDENCE = "no evidence of a difference"
+
+
+def block_length(n: int, horizon_ms: int, every_ms: int) -> int:
+    """Decisions closer than the horizon share scored snapshots and the applied values carry over
+    between decisions, so neighbouring differences are correlated: blocks span the horizon in
+    decisions, and at least n^(1/3) (the usual rate for a moving-block bootstrap)."""
+    span = math.ceil(max(horizon_ms, every_ms) / max(every_ms, 1))
+    return max(1, min(n, max(span, math.ceil(n ** (1 / 3)))))
+
+
+def paired_bootstrap(d: np.ndarray, block: int, *, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95 % percentile interval of the mean of `d` (in decision order) by a circular moving-block
+    bootstrap with blocks of `block` decisions (block 1: the ordinary bootstrap). Vectorised over draws."""
+    n = d.size
+    rng = np.random.default_rng(seed)
+    k = math.ceil(n / block)
+    starts = rng.integers(0, n, size=(draws, k))
+    idx = ((starts[:, :, None] + np.arange(block)) % n).reshape(draws, -1)[:, :n]
+    means = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_differences(result: BacktestResult, names: Sequence[str], every_ms: int, measure: str = "iv_error_vp") -> list[dict[str, Any]]:
+    """Every pair of variants (a, b), every horizon: mean of a - b over the decisions both scored
+    (lower error is better), its 95 % block-bootstrap interval, and a verdict; no interval from fewer
+    than MIN_PAIRED_DECISIONS decisions or MIN_BLOCKS blocks (the row says why)."""
+    by: dict[str, dict[str, dict[int, float]]] = {}
+    for d in result.decisions:
+        if d.run is None:
+            continue
+        for label, s in d.scores.items():
+            v = s.get(measure)
+            if v is not None and math.isfinite(v):
+                by.setdefault(d.variant, {}).setdefault(label, {})[d.decision_ms] = float(v)
+    out: list[dict[str, Any]] = []
+    for label in result.horizons:
+        h_ms = parse_horizon_label(label)
+        for ia, a in enumerate(names):
+            for b in names[ia + 1 :]:  # a handful of variants: pairs are few
+                xa, xb = by.get(a, {}).get(label, {}), by.get(b, {}).get(label, {})
+                common = sorted(set(xa) & set(xb))
+                diff = np.array([xa[t] - xb[t] for t in common])
+                n = int(diff.size)
+                row: dict[str, Any] = {"a": a, "b": b, "horizon": label, "measure": measure, "n": n,
+                                       "mean": float(diff.mean()) if n else None, "low": None, "high": None,
+                                       "block": None, "verdict": None}
+                if n == 0:
+                    row["verdict"] = "no decision scored by both"
+                    out.append(row)
+                    continue
+                block = block_length(n, h_ms, every_ms)
+                row["block"] = block
+                if n < MIN_PAIRED_DECISIONS or n / block < MIN_BLOCKS:
+                    row["verdict"] = f"too few decisions for an interval ({n} paired, blocks of {block}; needs {MIN_PAIRED_DECISIONS} and {MIN_BLOCKS} blocks)"
+                elif float(np.ptp(diff)) == 0.0:
+                    row["low"] = row["high"] = row["mean"]
+                    row["verdict"] = NO_EVIDENCE if row["mean"] == 0 else (f"{b} better" if row["mean"] > 0 else f"{a} better")
+                else:
+                    lo, hi = paired_bootstrap(diff, block)
+                    row["low"], row["high"] = lo, hi
+                    row["verdict"] = NO_EVIDENCE if lo <= 0 <= hi else (f"{b} better" if lo > 0 else f"{a} better")
+                out.append(row)
+    return out
+
+
+def parse_horizon_label(label: str) -> int:
+    """'24h' -> ms, '90m' -> ms (horizon_label's inverse)."""
+    return int(label[:-1]) * (MS_PER_HOUR if label.endswith("h") else 60_000)
