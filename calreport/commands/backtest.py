@@ -432,3 +432,12 @@ def table_lines(summary: BacktestSummary) -> list[str]:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return [line(head), *(line(r) for r in body)]
+
+
+def difference_lines(summary: BacktestSummary) -> list[str]:
+    """One line per paired difference: horizon, a - b, decisions, mean and 95 % interval, verdict."""
+    out = []
+    for d in summary.differences:
+        interval = "no interval" if d.low is None else f"[{fmt.num(d.low, 3)}, {fmt.num(d.high, 3)}]"
+        out.append(f"{d.horizon:>4}  {d.a} - {d.b}: {fmt.num(d.mean, 3)} vp {interval} over {d.n} decisions: {d.verdict}")
+    return out

@@ -484,6 +484,10 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
           f"({s.snapshots} snapshots, {s.rows:,} rows read, {fmt.num(s.elapsed_s, 1)} s); OTM IV error in vol points:")
     for line in backtest_cmd.table_lines(s):
         print(f"  {line}")
+    if s.differences:
+        print("paired differences of the OTM IV error (a - b, vp; 95 % block-bootstrap interval over decisions):")
+        for line in backtest_cmd.difference_lines(s):
+            print(f"  {line}")
     print(f"results: {_relative(outcome.directory, ws.root)}/ (summary.json, decisions.jsonl, variants/, index.html); "
           "the applied multipliers, history and site/ are unchanged (`calreport render` links the page)")
     return 0
