@@ -49,6 +49,7 @@ from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.smile import flat, node_label, regrid
 from calreport.errors import RefusedError, excerpt
+from calreport.realism import arbitrage_problem, surface_checks
 from calreport.model import (
     DEFAULT_SIGMA_MODE,
     NOTE_MAX_CHARS,
@@ -170,9 +171,20 @@ MIN_CHANGE_SE = Rule(
     "Min change in SE", ("policy.min_delta_se",), "{c.policy.min_delta_se:.2f}",
     "the change must also exceed this many standard errors (multiplier_se)",
 )
+SIGNIFICANT = Rule(
+    "Significant change", ("policy.significant_se",), "{c.policy.significant_se:g} SE",
+    "a recommended value further than max(min_delta, this x SE) from the applied one is applied whole (no smoothing): "
+    "a sound fit converges in one apply; a first apply over the untouched defaults takes the fit whole",
+)
 MAX_STEP = Rule(
-    "Max step", ("policy.max_rel_step",), "{c.policy.max_rel_step:.0%}",
-    "larger moves are capped at this step and applied (never held for it)",
+    "Max step", ("policy.max_step_se", "policy.max_rel_step"), "max({c.policy.max_step_se:g} SE, {c.policy.max_rel_step:.0%})",
+    "larger moves are capped at this step and applied (never held for it): max(this many SE, this fraction of the "
+    "applied value); unknown SE: the fraction",
+)
+ARBITRAGE = Rule(
+    "No static arbitrage", ("surface.enabled",), "listed strikes and K/F 0.3-3 x 1d-1y",
+    "a surface with a negative butterfly, call spread or calendar spread is never applied (nor forced, nor rolled back to)",
+    "Realism failed: {problem}",
 )
 LIMITS = Rule(
     "Limits", ("limits.min_multiplier", "limits.max_multiplier"), "{c.limits.min_multiplier:g} - {c.limits.max_multiplier:g}",
@@ -181,7 +193,7 @@ LIMITS = Rule(
 
 RULES: tuple[Rule, ...] = (
     REALISM, REALISM_MAE, REALISM_VEGA_MAE, SIGMA_MODE, SMOOTHED, MIN_SAMPLES, MIN_VEGA, THIN_RV,
-    MIN_CHANGE, MIN_CHANGE_SE, MAX_STEP, LIMITS,
+    MIN_CHANGE, MIN_CHANGE_SE, SIGNIFICANT, MAX_STEP, ARBITRAGE, LIMITS,
 )
 
 
@@ -241,11 +253,24 @@ def _se(run: LiveRun, band: str | None) -> float | None:
     return se.global_ if band is None else se.bands.get(band)
 
 
-def _capped(new: float, old: float, max_rel_step: float) -> float:
+def _capped(new: float, old: float, max_rel_step: float, se: float | None = None, max_step_se: float = 0.0) -> float:
+    """`new` with its step from `old` capped at max(max_step_se x SE, max_rel_step x old) (SE unknown: the fraction)."""
     if old <= 0:
         return new
-    lo, hi = old * (1 - max_rel_step), old * (1 + max_rel_step)
-    return round(min(max(new, lo), hi), 4)
+    cap = max(old * max_rel_step, max_step_se * se if se is not None and math.isfinite(se) else 0.0)
+    return round(min(max(new, old - cap), old + cap), 4)
+
+
+def untouched(applied: AppliedEntry) -> bool:
+    """The applied entry is the initial default (calreport init, or no entry), never applied by a run."""
+    return applied.run_id is None and applied.source == "init"
+
+
+def _significant(new: float | None, old: float, se: float | None, policy: PolicyConfig) -> bool:
+    """A recommended value beyond max(min_delta, significant_se x SE) of the applied one (SE needed)."""
+    if new is None or se is None or not math.isfinite(se) or policy.significant_se <= 0:
+        return False
+    return abs(new - old) >= max(policy.min_delta, policy.significant_se * se) - _EPS
 
 
 def _smile_pairs(new: Smile, old: Smile | None) -> list[tuple[str, list[float], list[float]]]:
@@ -271,14 +296,24 @@ def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float) ->
     return out
 
 
-def capped_smile(new: Smile | None, old: Smile | None, max_rel_step: float) -> tuple[Smile | None, list[tuple[str, float, float]]]:
-    """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes."""
+def capped_smile(
+    new: Smile | None, old: Smile | None, max_rel_step: float, *, whole_curve: bool = False
+) -> tuple[Smile | None, list[tuple[str, float, float]]]:
+    """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes.
+    `whole_curve` (the surface): one fraction of the step per curve, the largest that keeps every node within
+    its cap, so a capped curve is a blend of the applied and the new one (its shape is kept; capping nodes one
+    by one bends it, and a bent curve can put butterflies in the quotes)."""
     if new is None:
         return None, []
     capped: list[tuple[str, float, float]] = []
     out: dict[str, list[float]] = {}
     for label, a, b in _smile_pairs(new, old):
-        values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
+        if whole_curve:
+            caps = [max_rel_step * abs(vb) / abs(va - vb) for va, vb in zip(a, b) if abs(va - vb) > _EPS and vb > 0]
+            lam = min([1.0, *caps])
+            values = [round(vb + lam * (va - vb), 4) for va, vb in zip(a, b)]
+        else:
+            values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
         capped += [(f"smile {label} {node_label(x)}", va, v) for x, va, v in zip(new.nodes, a, values) if abs(va - v) > _EPS]
         out[label] = values
     bands = {b: out[b] for b in new.bands}
@@ -319,6 +354,13 @@ def decide_values(
     if run_thin_rv(run, min_rv_returns):
         return "hold", THIN_RV.hold.format(returns=run.rv_returns, limit=min_rv_returns), None
 
+    fit = run.recommended
+    if untouched(applied) and fit is not None and fit.global_ is not None and (
+        abs(fit.global_ - applied.global_) >= policy.min_delta - _EPS
+        or any(abs(new - old) >= policy.min_delta - _EPS for new, old in band_deltas(fit, applied).values())
+        or smile_nodes_moved(fit.smile, applied.smile, policy.min_delta)
+    ):  # the defaults were never a fit: nothing to smooth towards, no step to cap
+        return "apply", f"first apply over the untouched defaults: the fit whole; samples={samples}", fit.rounded(4)
     d_global = abs(float(smoothed.global_) - applied.global_)
     bands = band_deltas(smoothed, applied)
     d_bands = {label: abs(new - old) for label, (new, old) in bands.items()}
@@ -340,17 +382,32 @@ def decide_values(
     reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
     if smoothed.smile is not None:
         reason += f"; smile nodes changed: {', '.join(nodes_moved) or 'none'}"
-    step = policy.max_rel_step
-    g = _capped(float(smoothed.global_), applied.global_, step)
-    new_bands = {label: _capped(v, band_value(applied, label), step) for label, v in smoothed.bands.items()}
-    capped = [("global", float(smoothed.global_), g)] + [(k, smoothed.bands[k], v) for k, v in new_bands.items()]
+    # a change significant against its standard error is applied whole (the recommended value, not smoothed)
+    rec = run.recommended
+    target_g = float(smoothed.global_)
+    target_bands = dict(smoothed.bands)
+    whole: list[str] = []
+    if rec is not None and rec.global_ is not None:
+        if _significant(rec.global_, applied.global_, _se(run, None), policy):
+            target_g = float(rec.global_)
+            whole.append("global")
+        for label, v in rec.bands.items():
+            if _significant(v, band_value(applied, label), _se(run, label), policy):
+                target_bands[label] = v
+                whole.append(label)
+    if whole:
+        reason += f"; significant (> {fmt.limit(policy.significant_se)} SE), applied whole: {', '.join(whole)}"
+    step, step_se = policy.max_rel_step, policy.max_step_se
+    g = _capped(target_g, applied.global_, step, _se(run, None), step_se)
+    new_bands = {label: _capped(v, band_value(applied, label), step, _se(run, label), step_se) for label, v in target_bands.items()}
+    capped = [("global", target_g, g)] + [(k, target_bands[k], v) for k, v in new_bands.items()]
     capped = [(label, a, b) for label, a, b in capped if abs(a - b) > _EPS]
-    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step)
+    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step, whole_curve=smoothed.surface is not None)
     capped += smile_capped
     if capped:
         listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)
-        reason += f"; capped at {fmt.limit(step * 100)} % ({listed})"
-    return "apply", reason, Multipliers(global_=g, bands=new_bands, smile=new_smile)
+        reason += f"; capped at max({fmt.limit(step_se)} SE, {fmt.limit(step * 100)} %) ({listed})"
+    return "apply", reason, Multipliers(global_=g, bands=new_bands, smile=new_smile, surface=smoothed.surface)
 
 
 def decide_run(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, underlying: str) -> LiveRun:
@@ -368,9 +425,21 @@ def decide_run(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, u
     beyond = config.limits.problem_of(values or run.smoothed) if decision == "apply" else None
     if beyond:
         decision, reason = "hold", LIMITS.hold.format(problem=beyond)
+    elif decision == "apply":
+        problem = arbitrage_of(values or run.smoothed, run.rv_7d, "applied")
+        if problem is not None:  # what would be written is checked, not only what the run fitted
+            decision, reason = "hold", ARBITRAGE.hold.format(problem=problem)
     return run.model_copy(
         update={"decision": decision, "decision_reason": reason, "applied_values": values, "feeds_smoothing": feeds}
     )
+
+
+def arbitrage_of(values: Multipliers | None, rv: float | None, which: str) -> str | None:
+    """Static arbitrage of the surface `values` quote on the dense grid, as a reason (None: clean or no surface).
+    The base is the run's RV_7d (surfaces are fitted in rv mode only)."""
+    if values is None or values.surface is None or rv is None or not rv > 0:
+        return None
+    return arbitrage_problem(surface_checks(values, float(rv), None), which)
 
 
 # --------------------------------------------------------------------------- bounds of what is written
@@ -403,7 +472,12 @@ def checked_values(values: Multipliers, config: CalibrationConfig) -> Multiplier
     smile = _checked_smile(values.smile, config)
     if isinstance(smile, Refused):
         return smile
-    return Multipliers(global_=g, bands=bands, smile=smile).rounded(4)
+    surface = values.surface
+    if surface is not None:
+        extra = sorted(set(surface.pillars) - set(known))
+        if extra:
+            return Refused(f"surface pillar {excerpt(extra[0], 40)} is not a band defined in config/calibration.yaml")
+    return Multipliers(global_=g, bands=bands, smile=smile, surface=surface).rounded(4)
 
 
 def _checked_smile(smile: Smile | None, config: CalibrationConfig) -> Smile | None | Refused:
@@ -430,6 +504,7 @@ def new_entry(
     mode = None if sigma_mode in (None, DEFAULT_SIGMA_MODE) else sigma_mode  # rv: the line is left out
     return AppliedEntry(
         global_=new.global_, bands=new.bands, updated_at=updated_at, source=source, run_id=run_id, reason=reason, smile=new.smile,
+        surface=new.surface,
         sigma_mode=mode,  # type: ignore[arg-type]
     )
 
@@ -454,6 +529,10 @@ def force_values(
     mode = sigma_mode_refusal(run.sigma_mode, config.sigma_mode_for(underlying), f"latest {underlying} live run {run.run_id}")
     if mode is not None:
         return Refused(f"{mode.reason}; run `calreport calibrate` in the configured mode")
+    arb = [c for k, c in (run.arbitrage or {}).items() if k.startswith("smoothed") and c.total]
+    problem = arbitrage_of(run.smoothed, run.rv_7d, "smoothed") or (arb[0].first if arb else None)
+    if problem is not None:  # never, whatever --allow-unrealistic says: the desk would trade it
+        return Refused(f"latest {underlying} live run {run.run_id}: {problem}; static arbitrage is never applied")
     return run.smoothed
 
 

@@ -35,8 +35,9 @@ from calreport.calibration.bands import (
     multiplier_at,
     multipliers_for_dte,
 )
-from calreport.calibration.pricing import black76_price
-from calreport.calibration.smile import SmileTable, entry_table
+from calreport.calibration.pricing import black76_price, black76_price_total
+from calreport.calibration.smile import SmileTable, entry_surface, entry_table, representative_base, surface_sigma, surface_tau
+from calreport.calibration.surface import Surface
 from calreport.errors import CalreportError
 from calreport.model import (
     DEFAULT_MULTIPLIER,
@@ -78,6 +79,7 @@ class EngineView:
     loaded_at: str
     smile_enabled: bool = True  # config smile.enabled: false prices the flat model whatever the YAML holds
     _tables: dict[str, tuple[BandLookup, SmileTable]] = field(default_factory=dict, compare=False, repr=False)
+    _surfaces: dict[tuple[str, float], Surface] = field(default_factory=dict, compare=False, repr=False)
     sigma_modes: dict[str, str] = field(default_factory=dict)  # configured sigma mode per underlying (absent: rv)
 
     @classmethod
@@ -105,7 +107,7 @@ class EngineView:
 
     def copy(self) -> EngineView:
         """An independent copy (document deep-copied, own table cache) for a caller to keep."""
-        return replace(self, document=self.document.model_copy(deep=True), sigma_modes=dict(self.sigma_modes), _tables={})
+        return replace(self, document=self.document.model_copy(deep=True), sigma_modes=dict(self.sigma_modes), _tables={}, _surfaces={})
 
     def entry(self, underlying: str) -> AppliedEntry | None:
         return self.document.underlyings.get(underlying)
@@ -119,17 +121,42 @@ class EngineView:
             self._tables[underlying] = got
         return got
 
-    def sigma(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
-        """sigma = base x m_band x smile_band(ln(K/F) / (base x m_band x sqrt(T))) per option, vectorised.
+    def _surface(self, underlying: str, base: np.ndarray) -> Surface | None:
+        """The quoted surface of an entry with a surface block (None: the step model), built once per base."""
+        entry = self.entry(underlying)
+        if entry is None or entry.surface is None or not self.smile_enabled:
+            return None
+        key = (underlying, representative_base(base))
+        got = self._surfaces.get(key)
+        if got is None:
+            got = entry_surface(entry, key[1])
+            self._surfaces[key] = got  # type: ignore[assignment]
+        return got
 
-        `base` is the sigma mode's base (RV_7d, ...), passed in: the engine needs no market data. One
-        band lookup (searchsorted on the band edges) and one gathered interpolation for all options.
+    def weekend_weight(self, underlying: str) -> float | None:
+        """The variance clock's weekend weight of a surface entry (None: the step model, calendar time)."""
+        entry = self.entry(underlying)
+        return None if entry is None or entry.surface is None or not self.smile_enabled else entry.surface.weekend_weight
+
+    def sigma(
+        self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,
+        now_ms: float | None = None,
+    ) -> np.ndarray:
+        """What the engine quotes per option, vectorised. An entry with a surface block: the continuous
+        surface (calibration/surface.py) on the variance clock counted from `now_ms` (default: the wall
+        clock, the live engine's now). Otherwise the step model: sigma = base x m_band x
+        smile_band(ln(K/F) / (base x m_band x sqrt(T))), one band lookup and one gathered interpolation.
+
+        `base` is the sigma mode's base (RV_7d, ...), passed in: the engine needs no market data.
         """
-        lookup, table = self._table(underlying)
         T = np.asarray(T, dtype=np.float64)
         K = np.asarray(strikes, dtype=np.float64)
         F = np.asarray(forwards, dtype=np.float64)
         b = np.asarray(base, dtype=np.float64)
+        surface = self._surface(underlying, b)
+        if surface is not None:
+            return self._surface_price(underlying, surface, K, F, T, None, b, now_ms)[0]
+        lookup, table = self._table(underlying)
         n = T.size
         if n <= SIGMA_CHUNK or T.ndim != 1 or K.shape != T.shape or F.shape != T.shape or b.shape not in ((), T.shape):
             return self._sigma_block(lookup, table, K, F, T, b)
@@ -139,8 +166,42 @@ class EngineView:
             out[lo:hi] = self._sigma_block(lookup, table, K[lo:hi], F[lo:hi], T[lo:hi], b if b.ndim == 0 else b[lo:hi])
         return out
 
+    def _surface_price(
+        self, underlying: str, surface: Surface, K: np.ndarray, F: np.ndarray, T: np.ndarray, c: np.ndarray | None, b: np.ndarray,
+        now_ms: float | None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(sigma, price or None) on the surface, in cache-sized blocks (not a per-option loop)."""
+        ww = self.weekend_weight(underlying)
+        now = float(time.time() * 1000.0) if now_ms is None else float(now_ms)
+        shape = np.broadcast_shapes(K.shape, F.shape, T.shape)
+        K, F, T = (np.broadcast_to(a, shape).reshape(-1) for a in (K, F, T))
+        bb = b if b.ndim == 0 else np.broadcast_to(b, shape).reshape(-1)
+        n = T.size
+        sigma = np.empty(n)
+        price = None if c is None else np.empty(n)
+        cc = None if c is None else np.broadcast_to(c, shape).reshape(-1)
+        scalar_base = bb.ndim == 0
+        for lo in range(0, n, SIGMA_CHUNK):  # cache-sized blocks of options (not a per-option loop)
+            hi = min(lo + SIGMA_CHUNK, n)
+            Tb, Kb, Fb = T[lo:hi], K[lo:hi], F[lo:hi]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kk = Kb / Fb
+                lk = np.log(kk)
+            clean = scalar_base and bool(np.all(Tb > 0)) and bool(np.all(np.isfinite(lk)))
+            if not clean:  # expired, unparseable or per-option base: the guarded path
+                sigma[lo:hi] = surface_sigma(surface, ww, lk, Tb, bb if scalar_base else bb[lo:hi], now)  # type: ignore[arg-type]
+                if price is not None:
+                    price[lo:hi] = black76_price(Fb, Kb, Tb, sigma[lo:hi], cc[lo:hi])  # type: ignore[index]
+                continue
+            sd = np.sqrt(surface.total_variance(lk, surface_tau(Tb, now, ww)))  # type: ignore[arg-type]
+            sigma[lo:hi] = sd / np.sqrt(Tb)
+            if price is not None:
+                price[lo:hi] = black76_price_total(kk, sd, cc[lo:hi])  # type: ignore[index]
+        return sigma.reshape(shape), None if price is None else price.reshape(shape)
+
     def price(
-        self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, is_call: np.ndarray, base: np.ndarray | float
+        self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, is_call: np.ndarray, base: np.ndarray | float,
+        now_ms: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(sigma, Black-76 coin price) per option: `sigma` then black76_price, block by block so both
         stay in the CPU cache (the engine's quoting path; same numbers as calling the two in turn)."""
@@ -149,6 +210,10 @@ class EngineView:
         F = np.asarray(forwards, dtype=np.float64)
         c = np.asarray(is_call, dtype=bool)
         b = np.asarray(base, dtype=np.float64)
+        surface = self._surface(underlying, b)
+        if surface is not None:
+            sigma, price = self._surface_price(underlying, surface, K, F, T, c, b, now_ms)
+            return sigma, price  # type: ignore[return-value]
         if T.ndim != 1 or K.shape != T.shape or F.shape != T.shape or c.shape != T.shape or b.shape not in ((), T.shape):
             sigma = self.sigma(underlying, K, F, T, b)
             return sigma, black76_price(F, K, T, sigma, c)
@@ -181,16 +246,19 @@ class EngineView:
         entry = self.entry(underlying)
         return entry is None or (entry.sigma_mode or DEFAULT_SIGMA_MODE) == self.sigma_mode(underlying)
 
-    def sigma_in_mode(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+    def sigma_in_mode(
+        self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,
+        now_ms: float | None = None,
+    ) -> np.ndarray:
         """`sigma` with `base` in the configured mode. Values fitted in another mode multiply another
         base: they are not used, the base alone is, until a run in the configured mode is applied."""
         if not self.mode_matches(underlying):
             return np.broadcast_to(np.asarray(base, dtype=np.float64), np.shape(T)).astype(np.float64)
-        return self.sigma(underlying, strikes, forwards, T, base)
+        return self.sigma(underlying, strikes, forwards, T, base, now_ms)
 
     def sigma_for(
         self, underlying: str, dte: float, *, rv: float | None = None, atm_iv: float | None = None, mark_iv: float | None = None,
-        strike: float | None = None, forward: float | None = None,
+        strike: float | None = None, forward: float | None = None, now_ms: float | None = None,
     ) -> float:
         """One option's sigma in the configured mode (at the money unless strike and forward are given);
         the mode's input must be given: rv= (RV_7d), atm_iv= (its expiry's ATM IV) or mark_iv=."""
@@ -200,7 +268,7 @@ class EngineView:
             raise CalreportError(f"{underlying}: sigma_mode {mode} needs {mode}= (the base sigma of the option)")
         k, f = (strike, forward) if strike is not None and forward is not None else (1.0, 1.0)
         T = np.array([dte / DAYS_PER_YEAR])
-        return float(self.sigma_in_mode(underlying, np.array([k]), np.array([f]), T, float(base))[0])
+        return float(self.sigma_in_mode(underlying, np.array([k]), np.array([f]), T, float(base), now_ms)[0])
 
 
     def multiplier_for(self, underlying: str, dte: float) -> float:
@@ -228,6 +296,11 @@ class EngineView:
                 f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
                 for b in self.bands
             )
+            model = "" if entry.surface is None or not self.smile_enabled else (
+                f"; surface {entry.surface.model}: pillars "
+                + ", ".join(f"{k} {v:g}d" for k, v in entry.surface.pillars.items())
+                + f", weekend weight {entry.surface.weekend_weight:g}"
+            )
             smile = "flat" if entry.smile is None or not self.smile_enabled else (
                 f"{len(entry.smile.nodes)} nodes, global x={entry.smile.nodes[0]:g} {fmt.mult(entry.smile.global_[0])} .. "
                 f"x={entry.smile.nodes[-1]:g} {fmt.mult(entry.smile.global_[-1])}, {len(entry.smile.bands)} band smile(s)"
@@ -238,7 +311,7 @@ class EngineView:
                     f"configured {self.sigma_mode(name)} (sigma = base alone)"
                 )
             lines.append(
-                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; smile {smile}; "
+                f"{name}: global {fmt.mult(entry.global_)}; {per_band or 'no bands'}; smile {smile}{model}; "
                 f"run {fmt.text(entry.run_id)} by {entry.source} ({fmt.text(entry.reason)}), updated {fmt.text(entry.updated_at)}"
             )
         return lines
@@ -328,9 +401,12 @@ class AppliedMultipliersWatcher:
     def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
         return self._require_view().multipliers_for(underlying, dtes)
 
-    def sigma(self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+    def sigma(
+        self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,
+        now_ms: float | None = None,
+    ) -> np.ndarray:
         """EngineView.sigma on the current view (hot-reloaded: the next call after an apply sees it)."""
-        return self._require_view().sigma(underlying, strikes, forwards, T, base)
+        return self._require_view().sigma(underlying, strikes, forwards, T, base, now_ms)
 
     def configured_underlyings(self) -> list[str]:
         return list(self._loaded.config.underlyings)

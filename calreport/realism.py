@@ -12,12 +12,18 @@ Pure: used by the calibration core (live and auto runs), so it opens no file.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-from calreport.calibration.smile import smile_problems
+import numpy as np
+
+from calreport.calibration.smile import entry_surface, smile_problems, surface_tau
+from calreport.calibration.surface import ArbReport, chain_violations, grid_violations
 from calreport.model import (
     REALISM_STATUSES,
+    AppliedEntry,
+    ArbitrageCheck,
+    Multipliers,
     RealismConfig,
     RealismStatus,
     Smile,
@@ -111,3 +117,62 @@ def smile_realism(smile: Smile | None, deviations: Mapping[str, Sequence[float]]
     curves = {"global": list(smile.global_), **{b: list(v) for b, v in smile.bands.items()}}
     dev = {name: deviations.get(name, deviations.get("global", ())) for name in curves}
     return [f"{which} {p}" for p in smile_problems(curves, smile.nodes, (config.bounds[0], config.bounds[1]), dev)]
+
+
+# --------------------------------------------------------------------------- static arbitrage of a surface
+
+
+class Chain:
+    """The listed strikes and expiries a surface is checked on (each option of a snapshot's chain)."""
+
+    def __init__(self, forward: np.ndarray, strike: np.ndarray, T: np.ndarray, expiry_ms: np.ndarray, names: Sequence[str] | np.ndarray, now_ms: float) -> None:
+        keep = np.isfinite(strike) & np.isfinite(forward) & (forward > 0) & (strike > 0) & (T > 0)
+        self.F, self.K, self.T, self.expiry = forward[keep], strike[keep], T[keep], expiry_ms[keep]
+        self.names = np.asarray(names)[keep]
+        self.now_ms = now_ms
+
+
+def _check(report: ArbReport) -> ArbitrageCheck:
+    return ArbitrageCheck(butterflies=report.butterflies, call_spreads=report.call_spreads, calendars=report.calendars, first=report.first)
+
+
+def surface_checks(values: Multipliers | AppliedEntry | None, base: float, chain: Chain | None) -> dict[str, ArbitrageCheck] | None:
+    """Butterflies, call spreads and calendars of the surface `values` quote (None: not a surface), on the
+    dense grid (K/F 0.3-3 x 1 day-1 year) and, with `chain`, on every listed strike and expiry."""
+    surface = entry_surface(values, base) if values is not None else None
+    if surface is None:
+        return None
+    out = {"grid": _check(grid_violations(surface))}
+    if chain is not None and chain.K.size:
+        tau = surface_tau(chain.T, chain.now_ms, values.surface.weekend_weight)  # type: ignore[union-attr]
+        out["listed"] = _check(chain_violations(surface, chain.F, chain.K, tau, chain.expiry, names=chain.names))
+    return out
+
+
+def arbitrage_problem(checks: Mapping[str, ArbitrageCheck] | None, which: str) -> str | None:
+    """The first static-arbitrage violation of a surface, as a realism reason (None when clean)."""
+    for where in ("listed", "grid"):
+        c = (checks or {}).get(where)
+        if c is not None and c.total:
+            return (
+                f"{which} surface has static arbitrage on the {where} strikes ({c.butterflies} butterflies, "
+                f"{c.call_spreads} call spreads, {c.calendars} calendars; first: {c.first})"
+            )
+    return None
+
+
+def quoted_arbitrage(
+    sigma_of: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], F: np.ndarray, K: np.ndarray, T: np.ndarray,
+    expiry_ms: np.ndarray, names: Sequence[str] | np.ndarray,
+) -> dict[str, ArbitrageCheck]:
+    """The checks on what a quoting function `sigma_of(K, F, T)` (calendar T) quotes, whatever its model:
+    on the listed strikes and expiries (each option of the chain) and on the dense grid (`calreport price`)."""
+    def w_cal(k: np.ndarray, t: np.ndarray) -> np.ndarray:
+        k, t = np.broadcast_arrays(np.asarray(k, dtype=np.float64), np.asarray(t, dtype=np.float64))
+        sig = np.asarray(sigma_of(np.exp(k).reshape(-1), np.ones(k.size), t.reshape(-1)), dtype=np.float64)
+        return (sig * sig * t.reshape(-1)).reshape(k.shape)
+
+    F, K, T = (np.asarray(a, dtype=np.float64) for a in (F, K, T))
+    keep = np.isfinite(K) & np.isfinite(F) & (F > 0) & (K > 0) & (T > 0)
+    listed = chain_violations(w_cal, F[keep], K[keep], T[keep], np.asarray(expiry_ms)[keep], names=np.asarray(names)[keep])
+    return {"listed": _check(listed), "grid": _check(grid_violations(w_cal))}

@@ -132,10 +132,13 @@ def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots
     """Replaying the decision snapshots one by one through the real use case (history, EWMA, apply
     lock and all) gives the backtest's decisions, smoothed values and applied values, whatever the
     sigma model (the smile by default, the atm_iv sigma mode, the flat model)."""
-    bt_root.calibration_config.write_text(bt_root.calibration_config.read_text() + extra)
+    text = bt_root.calibration_config.read_text() + extra
+    if "smile: {enabled: false}" in extra:  # the flat model converges in one apply on this market (the first takes the
+        text = text.replace("min_delta: 0.005}", "min_delta: 0.001, min_delta_se: 0}")  # fit whole): a finer change rule keeps it applying
+    bt_root.calibration_config.write_text(text)
     cfg = load_config(bt_root)
     rows = _run(_market_arrays(bt_root), cfg)
-    assert sum(r["decision"] == "apply" for r in rows) >= 2  # the replay covers applies, not only holds
+    assert sum(r["decision"] == "apply" for r in rows) >= 2, [r.get("decision_reason") for r in rows]  # the replay covers applies, not only holds
     ws = Workspace.open(bt_root, renderer=None)
     m = _market()
     for r in rows:

@@ -134,6 +134,8 @@ def test_a_routine_hold_raises_no_alert_and_repeated_flags_are_not_new(tmp_path:
     actions.init(Workspace.open(root))
     got = tmp_path / "events.jsonl"
     _alerts(root, "alerts: {command: " + json.dumps([sys.executable, "-c", RECORDER, str(got)]) + "}")
+    cfg = root.calibration_config  # the step model: a flat synthetic chain at 1.01 is then a routine hold
+    cfg.write_text(cfg.read_text().replace("surface: {enabled: true", "surface: {enabled: false"))
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.01))
     first = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert (first.decision_reason or "").startswith("Change too small") and not first.flags

@@ -402,7 +402,7 @@ def _with_config(root: Root, old: str, new: str) -> None:
 
 
 CONFIG_REFUSALS = [
-    ("max_rel_step: 0.25", "max_rel_step: -0.1", "policy.max_rel_step"),
+    ("max_rel_step: 0.1,", "max_rel_step: -0.1,", "policy.max_rel_step"),
     ("bootstrap_draws: 400", "bootstrap_draws: 1000000000", "fit.bootstrap_draws"),
     ("bootstrap_draws: 400", "bootstrap_draws: 1000000", "fit.bootstrap_draws"),
     ("bootstrap_seed: 11", "bootstrap_seed: -1", "fit.bootstrap_seed"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from calreport.apply import decide, decide_values
 from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig
 
-POLICY = PolicyConfig()  # min_samples 50, min_vega_sum 1, min_delta 0.03, max_rel_step 0.25
+POLICY = PolicyConfig(max_rel_step=0.25)  # min_samples 50, min_vega_sum 1, min_delta 0.03, a 25 % step floor
 
 
 def run(g: float = 1.084, bands: dict[str, float] | None = None, samples: int = 91, vega: float = 12.5,
@@ -66,7 +66,7 @@ def test_min_vega_setting_is_honoured() -> None:
 
 def test_a_step_too_large_is_capped_and_applied_never_held() -> None:
     decision, reason, values = decide_values(run(g=1.4), entry(1.0), POLICY)
-    assert decision == "apply" and reason.endswith("capped at 25 % (global 1.4000 -> 1.2500)")
+    assert decision == "apply" and reason.endswith("capped at max(6 SE, 25 %) (global 1.4000 -> 1.2500)")
     assert values is not None and values.global_ == 1.25
     assert decide(run(g=0.5, bands={"0-7d": 0.9}), entry(1.0), POLICY)[0] == "apply"
     assert decide_values(run(g=0.5, bands={"0-7d": 0.9}), entry(1.0), POLICY)[2].global_ == 0.75  # type: ignore[union-attr]
@@ -89,3 +89,46 @@ def test_each_underlying_is_compared_with_its_own_applied_entry() -> None:
 def test_no_smoothed_value_holds() -> None:
     r = LiveRun(run_id="R", underlying="BTC", samples=0, status="ok", reason="no usable quotes")
     assert decide(r, entry(), POLICY) == ("hold", "No smoothed multiplier (no usable quotes)")
+
+
+def test_the_step_cap_scales_with_the_standard_error_and_the_fraction_is_its_floor() -> None:
+    noisy = run(g=1.4).model_copy(update={"multiplier_se": Multipliers(global_=0.05)})
+    _, reason, values = decide_values(noisy, entry(1.0), PolicyConfig(max_rel_step=0.10, max_step_se=6.0, significant_se=0))
+    assert values is not None and values.global_ == 1.3  # 6 x 0.05 = 0.30 beats the 10 % floor
+    sure = run(g=1.4).model_copy(update={"multiplier_se": Multipliers(global_=0.001)})
+    assert decide_values(sure, entry(1.0), PolicyConfig(max_rel_step=0.10, max_step_se=6.0, significant_se=0))[2].global_ == 1.1  # type: ignore[union-attr]
+    assert "capped at max(6 SE, 10 %)" in reason
+
+
+def test_a_change_significant_against_its_se_is_applied_whole_not_smoothed() -> None:
+    r = run(g=1.1).model_copy(update={"recommended": Multipliers(global_=1.2), "multiplier_se": Multipliers(global_=0.01)})
+    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
+    decision, reason, values = decide_values(r, applied, PolicyConfig(max_rel_step=0.25))
+    assert decision == "apply" and values is not None and values.global_ == 1.2  # the fit, not the smoothed 1.1
+    assert "applied whole: global" in reason
+    within = r.model_copy(update={"multiplier_se": Multipliers(global_=0.2)})  # 0.2 < 2 SE: smoothed
+    assert decide_values(within, applied, PolicyConfig(max_rel_step=0.25, min_delta_se=0))[2].global_ == 1.1  # type: ignore[union-attr]
+
+
+def test_a_first_apply_over_the_untouched_defaults_takes_the_fit_whole() -> None:
+    r = run(g=1.1).model_copy(update={"recommended": Multipliers(global_=1.5)})
+    untouched = AppliedEntry(global_=1.0, source="init")
+    decision, reason, values = decide_values(r, untouched, POLICY)
+    assert decision == "apply" and values is not None and values.global_ == 1.5 and reason.startswith("first apply over the untouched defaults")
+    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
+    assert decide_values(r, applied, POLICY)[2].global_ == 1.1  # type: ignore[union-attr]  # applied by a run: the policy
+
+
+def test_a_capped_surface_smile_moves_as_one_blend_of_the_applied_and_the_new_curve() -> None:
+    from calreport.model import Smile, SurfaceSpec
+
+    nodes = [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
+    new = Smile(nodes=nodes, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
+    spec = SurfaceSpec(pillars={"0-7d": 1.75}, weekend_weight=0.35, wing_slope_cap=1.8)
+    r = run(g=1.0).model_copy(update={"smoothed": Multipliers(global_=1.0, smile=new, surface=spec)})
+    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
+    _, _, values = decide_values(r, applied, POLICY)
+    got = values.smile.global_  # type: ignore[union-attr]
+    lam = 0.25 / 0.6  # the largest fraction keeping x=-2.50 (1.0 -> 1.6) within 25 %
+    assert got == [round(1.0 + lam * (v - 1.0), 4) for v in new.global_]
+    assert values.surface == spec  # type: ignore[union-attr]

@@ -10,8 +10,8 @@ import pytest
 from calreport.calibration.smoothing import smoothing_alpha
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
-from calreport.model import SmoothingConfig
-from calreport.store.applied import read_applied
+from calreport.model import Multipliers, SmoothingConfig
+from calreport.store.applied import apply_values, read_applied
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
 from calreport.timeutil import MS_PER_HOUR
@@ -19,9 +19,20 @@ from tests.independent import link_shared_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 
-def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_step(tmp_path: Path) -> None:
+def _per_run_policy_root(tmp_path: Path, alpha: float = 0.3) -> Root:
+    """A root whose 1.0 was applied by a run (not the untouched defaults, which take a fit whole), with the
+    per-run EWMA and a fixed 25 % step cap: the settings these deadlock cases were found under."""
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
+    cfg = root.calibration_config
+    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 1.0}", f"smoothing: {{alpha: {alpha}, half_life_hours: null}}")
+    cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
+    apply_values(root, "BTC", Multipliers(global_=1.0), source="force", run_id="seed", reason="seed")
+    return root
+
+
+def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_step(tmp_path: Path) -> None:
+    root = _per_run_policy_root(tmp_path)
     thin = write_snapshot(tmp_path / "thin.json", synth_rows(multiplier=1.55, expiries_days=(10,), strikes_per_side=2))
     for _ in range(3):
         run = actions.run_live_calibration(Workspace.open(root), "BTC", thin, rv=0.45)
@@ -34,17 +45,14 @@ def test_three_runs_held_for_sample_size_then_a_healthy_run_moves_at_most_one_st
     assert run.smoothed.global_ == pytest.approx(0.3 * 1.5 + 0.7, abs=2e-3)  # type: ignore[union-attr]
     applied = read_applied(root).entry("BTC").global_
     assert 1.0 < applied <= 1.25 + 1e-12
-    (event,) = HistoryQuery.file_order(root, "apply", "BTC")
+    _, event = HistoryQuery.file_order(root, "apply", "BTC")  # the seed, then this run's
     assert event.applied.global_ == applied  # type: ignore[union-attr]
 
 
 def test_a_run_far_from_the_applied_value_is_applied_capped_at_the_max_step(tmp_path: Path) -> None:
-    root = Root(tmp_path / "r")
-    actions.init(Workspace.open(root))
-    cfg = root.calibration_config
-    cfg.write_text(cfg.read_text().replace("smoothing: {alpha: 0.3", "smoothing: {alpha: 1.0"))
+    root = _per_run_policy_root(tmp_path, alpha=1.0)
     run = actions.run_live_calibration(Workspace.open(root), "BTC", write_snapshot(tmp_path / "s.json", synth_rows(multiplier=1.55)), rv=0.45)
-    assert run.decision == "apply" and "capped at 25 % (global 1.55" in (run.decision_reason or "")
+    assert run.decision == "apply" and "capped at max(0 SE, 25 %) (global 1.55" in (run.decision_reason or "")
     assert read_applied(root).entry("BTC").global_ == 1.25
 
 
@@ -54,7 +62,7 @@ def test_half_life_makes_the_ewma_weight_depend_on_elapsed_time() -> None:
     assert smoothing_alpha(cfg, 0, 48 * MS_PER_HOUR) == pytest.approx(0.75)
     assert smoothing_alpha(cfg, 0, MS_PER_HOUR // 60) < 0.001  # a burst of runs barely moves it
     assert smoothing_alpha(cfg, None, 10) == 0.3  # from the applied values: the per-run alpha
-    assert smoothing_alpha(SmoothingConfig(alpha=0.3), 0, 10**9) == 0.3
+    assert smoothing_alpha(SmoothingConfig(alpha=0.3, half_life_hours=None), 0, 10**9) == 0.3
 
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -28,6 +28,8 @@ def _smile(x: np.ndarray, nodes: list[float], values: list[float]) -> np.ndarray
 def test_a_live_run_records_the_errors_at_its_recommended_calibration_smile_included(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root, renderer=None))
+    cfg = root.calibration_config  # the step model, re-implemented below (the surface: test_surface_done_when.py)
+    cfg.write_text(cfg.read_text().replace("surface: {enabled: true", "surface: {enabled: false"))
     run = actions.run_live_calibration(Workspace.open(root, renderer=None), "BTC", SNAP, rv=RV)
     rec = run.recommended
     assert rec is not None and rec.smile is not None  # the smile is on by default

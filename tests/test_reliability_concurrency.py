@@ -146,6 +146,13 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
 
     root = Root(tmp_path / "root")
     usecases.init(Workspace.open(root))
+    # per-run smoothing and a fixed 25 % cap, over a 1.0 applied by a run (the untouched defaults would take a fit whole)
+    cfg = root.calibration_config
+    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 1.0}", "smoothing: {alpha: 0.3, half_life_hours: null}")
+    cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
+    from calreport.model import Multipliers
+
+    applied_store.apply_values(root, "BTC", Multipliers(global_=1.0), source="force", run_id="seed", reason="seed")
     # smoothed = 0.3 x recommended + 0.7 x 1.0: 1.55 -> 1.165 (+16.5 %), 0.72 -> 0.916 (-8.4 %)
     # (recommended values inside the realism range: realism judges the recommended value too)
     snaps = {m: write_snapshot(tmp_path / f"s{m}.json", synth_rows(rv=0.45, multiplier=m)) for m in (1.55, 0.72)}
@@ -171,7 +178,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     for t in threads:
         t.join(60)
     assert not errors, errors
-    events = HistoryQuery.file_order(root, "apply", "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")[1:]  # after the seed
     assert len(events) == 2, [e.reason for e in events]
     first_run, second_run = (next(r for r in runs.values() if r.run_id == e.run_id) for e in events)
     assert first_run.smoothed_from == "applied" and first_run.multiplier_tested == 1.0
@@ -182,7 +189,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
 
     # a step beyond max_rel_step is capped, never held; the second decision is taken
     # against the first one's applied value (under the lock), so it is capped against that
-    events = HistoryQuery.file_order(root, "apply", "BTC")
+    events = HistoryQuery.file_order(root, "apply", "BTC")[1:]
     assert len(events) == 2, [e.reason for e in events]
     first, second = events
     assert first.previous.global_ == 1.0 and second.previous.global_ == first.applied.global_

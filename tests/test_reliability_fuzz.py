@@ -54,7 +54,7 @@ EDGE_CASES = [
     VALID.replace("global: 1.0833", "global: yes"),
     VALID.replace("global: 1.0833", "global: [1.0833]"),
     VALID.replace("    global: 1.0833\n", ""),  # missing key
-    VALID.replace("schema_version: 1", "schema_version: 3"),
+    VALID.replace("schema_version: 1", "schema_version: 4"),  # a version no calreport has written
     VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [1.2, 1.1, 1.0]}\n    updated_at:"),  # 1 at x=0
     VALID.replace("    updated_at:", "    smile: {nodes: [-1, 0, 1], global: [1.2, 1.0]}\n    updated_at:"),  # a value short
     VALID.replace("    updated_at:", "    smile: {nodes: [1, 0, -1], global: [1.2, 1.0, 1.1]}\n    updated_at:"),  # unordered

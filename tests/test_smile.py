@@ -151,22 +151,22 @@ from calreport.store.state import read_state  # noqa: E402
 SMILE = Smile(nodes=NODES, global_=SKEW, bands={"7-30d": [1.4, 1.2, 1.1, 1.0, 0.97, 1.0, 1.1]})
 
 
-def test_a_version_1_file_reads_as_flat_and_the_next_apply_writes_version_2_and_says_so(root) -> None:
+def test_a_version_1_file_reads_as_flat_and_the_next_apply_writes_the_current_version_and_says_so(root) -> None:
     root.applied.write_text("schema_version: 1\nunderlyings:\n  BTC: {global: 1.1, bands: {0-7d: 0.9}}\n")
     ensure_history_files(root)
     doc = applied_store.read_applied(root)
     assert doc.schema_version == 1 and doc.entry("BTC").smile is None
     assert any("schema_version 1 (pre-smile format" in line for line in format_doctor(run_doctor(Workspace.open(root))))
     ev = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r1", reason="x")
-    assert ev.schema_upgrade == "1 -> 2" and ev.previous.smile is None and ev.applied.smile == SMILE
+    assert ev.schema_upgrade == "1 -> 3" and ev.previous.smile is None and ev.applied.smile == SMILE
     text = root.applied.read_text()
-    assert "schema_version: 2" in text and "        - 1.2500  # x=-1.50\n" in text and "        7-30d:\n" in text
+    assert "schema_version: 3" in text and "        - 1.2500  # x=-1.50\n" in text and "        7-30d:\n" in text
     assert applied_store.read_applied(root).entry("BTC").smile == SMILE
     assert read_state(root).to_json_dict()["underlyings"]["BTC"]["smile"]["global"] == SKEW
-    assert "schema_version 2; smiles applied: BTC" in "\n".join(format_doctor(run_doctor(Workspace.open(root))))
+    assert "schema_version 3; smiles applied: BTC" in "\n".join(format_doctor(run_doctor(Workspace.open(root))))
     again = applied_store.apply_values(root, "BTC", Multipliers(global_=1.05, smile=SMILE), source="force", run_id="r2", reason="x")
     assert again.schema_upgrade is None and "schema_upgrade" not in again.to_json_dict()
-    assert "(YAML schema_version 1 -> 2)" in log_lines(root, verbose=True)[-1]
+    assert "(YAML schema_version 1 -> 3)" in log_lines(root, verbose=True)[-1]
 
 
 def test_a_moved_node_is_one_line_of_the_diff_and_named_in_the_log(root) -> None:
@@ -358,7 +358,7 @@ def test_smile_disabled_is_the_flat_model_exactly_whatever_the_yaml_holds() -> N
 def test_a_live_run_fits_and_records_the_smile_and_it_beats_flat_on_a_skewed_chain() -> None:
     rows = _skewed_rows()
     flat_run = _evaluate(CalibrationConfig.model_validate({"smile": {"enabled": False}}), default_entry_(), rows).run
-    run = _evaluate(CalibrationConfig(), default_entry_(), rows).run
+    run = _evaluate(STEP, default_entry_(), rows).run  # the step model's smile (the surface: test_surface_done_when.py)
     rec = run.recommended
     assert rec is not None and rec.smile is not None and rec.smile.nodes == NODES
     assert rec.smile.global_[0] > rec.smile.global_[2] > 1.0  # the put wing is dearer than the money
@@ -372,8 +372,11 @@ def default_entry_() -> AppliedEntry:
     return AppliedEntry(global_=1.0)
 
 
+STEP = CalibrationConfig.model_validate({"surface": {"enabled": False}})  # the step model: a band's level constant within it
+
+
 def test_a_band_with_too_few_otm_quotes_takes_the_global_smile_with_its_own_level() -> None:
-    cfg = CalibrationConfig.model_validate({"smile": {"min_quotes_per_band": 40}})
+    cfg = CalibrationConfig.model_validate({"smile": {"min_quotes_per_band": 40}, "surface": {"enabled": False}})
     run = _evaluate(cfg, default_entry_(), _skewed_rows()).run
     assert run.smile_fit is not None and run.recommended is not None and run.recommended.smile is not None
     thin = [b for b, s in run.smile_fit.items() if s.source == "global"]
@@ -401,11 +404,11 @@ def test_policy_caps_each_node_step_and_names_the_capped_nodes() -> None:
 
     sm = Smile(nodes=NODES, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
     run = LiveRun(status="ok", samples=500, vega_sum=30.0, smoothed=Multipliers(global_=1.0, smile=sm), rv_source="manual")
-    decision, reason, values = decide_values(run, AppliedEntry(global_=1.0), CalibrationConfig().policy)
+    decision, reason, values = decide_values(run, AppliedEntry(global_=1.0), CalibrationConfig(policy={"max_rel_step": 0.25}).policy)
     assert decision == "apply" and values is not None and values.smile is not None
     assert values.smile.global_[:2] == [1.25, 1.25] and values.smile.global_[2:] == [1.1, 1.0, 0.97, 1.0, 1.12]
     assert "smile nodes changed: global x=-2.50/-1.50/-0.75/0.75/2.50" in reason  # |0.97 - 1| = min_delta counts
-    assert "smile global x=-2.50 1.6000 -> 1.2500" in reason
+    assert "smile global x=-2.50 1.6000 -> 1.2500" in reason and "capped at max(6 SE, 25 %)" in reason
     held = decide_values(run.model_copy(update={"smoothed": Multipliers(global_=1.0, smile=SMILE)}), AppliedEntry(global_=1.0, smile=SMILE), CalibrationConfig().policy)
     assert held[0] == "hold" and "smile nodes: none" in held[1]
 

@@ -84,7 +84,7 @@ def _run(g: float, se: float | None) -> LiveRun:
 
 
 def test_policy_holds_a_change_inside_its_standard_error_and_applies_one_beyond_it() -> None:
-    applied = AppliedEntry(global_=1.0)
+    applied = AppliedEntry(global_=1.0, source="policy", run_id="r0")  # applied by a run (untouched defaults take a fit whole)
     policy = PolicyConfig(min_delta=0.03, min_delta_se=1.0)
     d, reason = decide(_run(1.05, 0.0613), applied, policy)
     assert d == "hold" and reason.startswith("Change too small (global d=0.0500 < 0.0613 = 1 x SE")

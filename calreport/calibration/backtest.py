@@ -184,7 +184,7 @@ def truth_error_vp(
         return None
     base = hold.at_maturity(T, t_ms)
     true = np.asarray(truth(int(t_ms), x, T), dtype=np.float64)
-    sigma = sigma_for(applied, config.bands, days, x, T, base, use_smile=config.smile.enabled)
+    sigma = sigma_for(applied, config.bands, days, x, T, base, use_smile=config.smile.enabled, now_ms=t_ms)  # a surface is quoted on the clock from t
     w = black76_vega(np.ones_like(x), np.exp(x), T, true)
     ok = np.isfinite(sigma) & np.isfinite(true) & np.isfinite(w) & (w > 0)
     if not ok.any():

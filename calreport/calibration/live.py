@@ -19,14 +19,15 @@ the row and the apply are the use case's job (calreport.commands.usecases.run_li
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from calreport.apply import thin_rv
+from calreport.apply import thin_rv, untouched
 from calreport.calibration.atm import atm_iv_7d, atm_iv_by_expiry
-from calreport.calibration.bands import band_index
+from calreport.calibration.bands import band_index, band_value
 from calreport.calibration.desk import DeskErrors, desk_errors, mark_sigma, otm_mask
 from calreport.calibration.fit import (
     FitResult,
@@ -39,8 +40,11 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
-from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at
+from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
+from calreport.calibration.surface import DAYS_PER_YEAR, sqrt_time_pillars
+from calreport.calibration.surface_fit import fit_surface
 from calreport.calibration.smoothing import (
+    APPLIED_SOURCE,
     continues_ewma,
     ewma,
     restart_or_applied,
@@ -68,12 +72,16 @@ from calreport.model import (
     RunDetail,
     Smile,
     SmileFitStats,
+    SurfaceSpec,
 )
 from calreport.realism import (
     REASON_UNREALISTIC_LIVE,
+    Chain,
+    arbitrage_problem,
     assess_calibration_realism,
     recommended_problem,
     smile_realism,
+    surface_checks,
 )
 from calreport.timeutil import iso_ms, time_ms
 
@@ -146,17 +154,17 @@ class _Priced:
         return combine(m, se_e, rv_se(m, rv.n_returns, manual=no_rv_term), expiries=n_exp, draws=n_draws)
 
 
-def _price(sel: Selection, base: np.ndarray, applied: AppliedEntry, config: CalibrationConfig, mode: str) -> _Priced:
+def _price(sel: Selection, base: np.ndarray, applied: AppliedEntry, config: CalibrationConfig, mode: str, now_ms: int) -> _Priced:
     q = sel.quotes
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike / q.underlying_price)
-    sigma = sigma_for(applied, config.bands, sel.dte, log_k, sel.T, base, use_smile=config.smile.enabled)
+    sigma = sigma_for(applied, config.bands, sel.dte, log_k, sel.T, base, use_smile=config.smile.enabled, now_ms=now_ms)
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     miv = market_iv(q, sel.T)
     weights = vega_weights(q.underlying_price, q.strike, sel.T, miv, sigma)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, sel.T, q.is_call)
     otm = otm_mask(q.underlying_price, q.strike, q.is_call)
-    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, base, use_smile=config.smile.enabled)
+    atm = sigma_for(applied, config.bands, sel.dte, np.zeros(sel.n), sel.T, base, use_smile=config.smile.enabled, now_ms=now_ms)
     return _Priced(sel, sigma, synthetic, weights, miv, band_index(sel.dte, config.bands), smark, otm, atm, base, mode)
 
 
@@ -357,6 +365,58 @@ def _smile_fits(priced: _Priced, base: np.ndarray | float, config: CalibrationCo
     return _SmileFits(g, bands, stats, deviations)
 
 
+def uses_surface(config: CalibrationConfig, mode: str) -> bool:
+    """Does a run fit (and the policy apply) the surface model? surface.enabled with the smile, in rv mode
+    (an IV sigma mode's base is already per expiry: its term structure; it keeps the step model)."""
+    return config.surface.enabled and config.smile.enabled and mode == "rv"
+
+
+def surface_spec(config: CalibrationConfig) -> SurfaceSpec:
+    """The surface block a fit under `config` writes: pillars at the bands' square-root-time midpoints,
+    the configured clock weight and wing cap."""
+    days = sqrt_time_pillars([(b.min_dte, b.max_dte) for b in config.bands]) * DAYS_PER_YEAR
+    return SurfaceSpec(
+        pillars={b.name: round(float(d), 4) for b, d in zip(config.bands, days)},
+        weekend_weight=config.surface.weekend_weight, wing_slope_cap=config.surface.wing_slope_cap,
+    )
+
+
+def _surface_fit(
+    priced: _Priced, rv: float, config: CalibrationConfig, now_ms: int, applied: AppliedEntry, flat: Multipliers
+) -> tuple[Multipliers, dict[str, SmileFitStats], float]:
+    """(recommended values, per-band fit stats, seconds): surface_fit.fit_surface on the OTM quotes, warm-started
+    from the applied surface when it has the same pillars and nodes. The global multiplier stays the flat fit's
+    (a summary number for realism and the dashboard; every pillar has its own level)."""
+    q = priced.sel.quotes
+    m = priced.otm & np.isfinite(priced.sigma_mark) & (priced.sigma_mark > 0)
+    spec = surface_spec(config)
+    labels = list(spec.pillars)
+    nodes = list(config.smile.nodes)
+    T = priced.sel.T[m]
+    tau = surface_tau(T, now_ms, spec.weekend_weight)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k = np.log(q.strike[m] / q.underlying_price[m])
+    start_levels = start_values = None
+    if applied.surface is not None and list(applied.surface.pillars) == labels and applied.smile is not None and list(applied.smile.nodes) == nodes:
+        start_levels = [band_value(applied, b) for b in labels]
+        start_values = [applied.smile.for_band(b) for b in labels]
+    t0 = time.perf_counter()
+    f = fit_surface(
+        log_k, T, tau, priced.sigma_mark[m], priced.weights[m], base=rv, pillar_tau=[spec.pillars[b] / DAYS_PER_YEAR for b in labels],
+        nodes=nodes, bounds=(config.smile.bounds[0], config.smile.bounds[1]), mult_bounds=(config.fit.min_mult, config.fit.max_mult),
+        wing_cap=spec.wing_slope_cap, start_levels=start_levels, start_values=start_values,
+    )
+    seconds = time.perf_counter() - t0
+    main = int(np.argmax(f.quotes_per_pillar)) if f.quotes_per_pillar else 0
+    smile = Smile(nodes=nodes, global_=list(f.values[main]), bands={b: list(v) for b, v in zip(labels, f.values)})
+    values = Multipliers(global_=flat.global_, bands=dict(zip(labels, f.levels)), smile=smile, surface=spec)
+    stats = {
+        b: SmileFitStats(source="fitted", samples=n, objective=f.objective_vp, iv_error_vp=f.objective_vp)
+        for b, n in zip(labels, f.quotes_per_pillar)
+    }
+    return values, stats, seconds
+
+
 def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
     q = priced.sel.quotes
     exps, _, atm = atm_iv_by_expiry(q, priced.sel.T)
@@ -491,7 +551,7 @@ def evaluate_live(
     if failure is not None:
         run = LiveRun(**provenance, status="failed", reason=failure)
         return LiveEvaluation(run, empty_detail)
-    priced = _price(sel, base, applied, config, mode)
+    priced = _price(sel, base, applied, config, mode, now_ms)
     rv_value = float(rv.rv) if rv.rv is not None else float("nan")  # unused by the fits outside rv mode
     vega_sum = float(priced.weights.sum())
     everything = np.ones(sel.n, dtype=bool)
@@ -513,6 +573,15 @@ def evaluate_live(
             if name in smiles.bands else gm
             for name, gm in by_band.items()
         }
+    surface_s: float | None = None
+    if smiles is not None and uses_surface(config, mode) and rv.rv is not None:
+        # the quoted surface: every band's level and smile fitted jointly, as pillars of one surface
+        recommended, surface_stats, surface_s = _surface_fit(priced, float(rv.rv), config, now_ms, applied, recommended)
+        smiles = _SmileFits(smiles.global_, smiles.bands, {**smiles.stats, **surface_stats}, smiles.deviations)
+        by_band = {
+            name: gm.model_copy(update={"recommended": round(recommended.bands[name], 4), "on_bound": None}) if name in recommended.bands else gm
+            for name, gm in by_band.items()
+        }
     prev_values, prev_source = previous[0], previous[1]
     if not config.smile.enabled and prev_values.smile is not None:
         prev_values = prev_values.model_copy(update={"smile": None})  # the flat model: no smile carried along
@@ -521,6 +590,8 @@ def evaluate_live(
     if prev_values.global_ is None:  # nothing fitted in this sigma mode before: the EWMA restarts here
         alpha = 1.0
         prev_values = recommended
+    elif untouched(applied) and prev_source == APPLIED_SOURCE:  # over the untouched defaults: the fit itself
+        alpha = 1.0
     smoothed = ewma(recommended, prev_values, alpha, config.band_names())
 
     marks_failed, marks_degraded = mark_checks(quotes.take(valid))
@@ -539,7 +610,23 @@ def evaluate_live(
     if rec_problem is not None:  # the recommended value is judged too, not only the smoothed one
         reason = f"{REASON_UNREALISTIC_LIVE}: {rec_problem}" if status != "failed" else f"{reason}; {rec_problem}"
         status = "failed"
-    if smiles is not None:  # the recommended and the smoothed smiles: bounds and no-arbitrage, per node
+    arbitrage = None
+    if smiles is not None and recommended.surface is not None:  # the surfaces: bounds and static arbitrage, listed and grid
+        chain = Chain(quotes.underlying_price[valid], quotes.strike[valid], all_T[valid], quotes.expiry_ms[valid], quotes.instrument[valid], now_ms)
+        # bounds of both smiles (no deviations: the node-grid arbitrage check is the step model's)
+        problems = smile_realism(recommended.smile, {}, config.smile, "recommended") + smile_realism(smoothed.smile, {}, config.smile, "smoothed")
+        arbitrage = {}
+        for which, values in (("recommended", recommended.rounded(4)), ("smoothed", smoothed)):
+            checks = surface_checks(values, float(rv.rv), chain) or {}  # type: ignore[arg-type]
+            arbitrage.update({f"{which} {k}": v for k, v in checks.items()})
+            problem = arbitrage_problem(checks, which)
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            text = "; ".join(dict.fromkeys(problems))
+            reason = f"{REASON_UNREALISTIC_LIVE}: {text}" if status != "failed" else f"{reason}; {text}"
+            status = "failed"
+    elif smiles is not None:  # the recommended and the smoothed smiles: bounds and no-arbitrage, per node
         problems = smile_realism(recommended.smile, smiles.deviations, config.smile, "recommended")
         problems += smile_realism(smoothed.smile, smiles.deviations, config.smile, "smoothed")
         if problems:
@@ -555,7 +642,7 @@ def evaluate_live(
         mae_vol_points=overall.mae_vol_points,
         recommended=recommended.rounded(4),  # the YAML's precision
         recommended_on_bound=fit.on_bound,
-        **_recommended_errors(priced, recommended.rounded(4), config),
+        **_recommended_errors(priced, recommended.rounded(4), config, now_ms),
         by_band=by_band,
         by_type=by_type,
         by_type_band=_type_band_fits(priced, rv_value, config),
@@ -563,6 +650,8 @@ def evaluate_live(
         **_uncertainty_fields(priced, recommended.global_ or fit.multiplier, dict(recommended.bands), rv, config),  # type: ignore[arg-type]
         smoothed=smoothed,
         **({"smile_fit": smiles.stats} if smiles is not None else {}),
+        **({"arbitrage": arbitrage} if arbitrage is not None else {}),
+        **({"surface_fit_s": round(surface_s, 4)} if surface_s is not None else {}),
         smoothed_from=prev_source,
         smoothing_alpha=round(alpha, 6),
         status=status,
@@ -577,16 +666,16 @@ def evaluate_live(
     return LiveEvaluation(run, detail)
 
 
-def _recommended_errors(priced: _Priced, recommended: Multipliers, config: CalibrationConfig) -> dict[str, float | None]:
+def _recommended_errors(priced: _Priced, recommended: Multipliers, config: CalibrationConfig, now_ms: int) -> dict[str, float | None]:
     """The errors at the recommended calibration (global, bands and smile, as the YAML would hold
     them), beside the errors at the tested one: how well the calibration the run proposes fits.
     All quotes on the tested run's vega weights (so the two vMAEs compare), OTM and IV errors as
     desk_errors measures them."""
     q, sel = priced.sel.quotes, priced.sel
-    entry = AppliedEntry(global_=recommended.global_, bands=dict(recommended.bands), smile=recommended.smile)  # type: ignore[arg-type]
+    entry = AppliedEntry(global_=recommended.global_, bands=dict(recommended.bands), smile=recommended.smile, surface=recommended.surface)  # type: ignore[arg-type]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike / q.underlying_price)
-    sigma = sigma_for(entry, config.bands, sel.dte, log_k, sel.T, priced.base, use_smile=config.smile.enabled)
+    sigma = sigma_for(entry, config.bands, sel.dte, log_k, sel.T, priced.base, use_smile=config.smile.enabled, now_ms=now_ms)
     synthetic = black76_price(q.underlying_price, q.strike, sel.T, sigma, q.is_call)
     everything = group_metrics(q.mark_price, synthetic, priced.weights)
     desk = desk_errors(q.underlying_price, q.strike, sel.T, q.is_call, q.mark_price, priced.sigma_mark, sigma)
@@ -665,7 +754,7 @@ def score_applied(
         _, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
     if sel.n == 0:
         return None
-    priced = _price(sel, base, applied, config, mode)  # exactly as evaluate_live prices the tested values
+    priced = _price(sel, base, applied, config, mode, now_ms)  # exactly as evaluate_live prices the tested values
     q = sel.quotes
     out: dict[str, DeskErrors] = {}
     groups = [("all", np.ones(sel.n, dtype=bool))] + [(b.name, priced.band == i) for i, b in enumerate(config.bands)]

@@ -80,6 +80,12 @@ def _price_live(k: np.ndarray, s: np.ndarray, is_call: np.ndarray) -> np.ndarray
     return w * (ndtr(wd1) - k * ndtr(wd1 - w * s))
 
 
+def black76_price_total(k: np.ndarray, total_sd: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+    """Coin price from K/F and the total deviation sigma sqrt(T) = sqrt(w), for clean inputs only (k > 0,
+    total_sd > 0): the surface quotes w itself, so the engine skips sigma x sqrt(T) and the guards."""
+    return _price_live(k, total_sd, is_call)
+
+
 def black76_vega(F, K, T, sigma) -> np.ndarray:  # type: ignore[no-untyped-def]
     """d(coin price)/d(sigma) = phi(d1) sqrt(T): coin per 1.00 (100 vol points) of vol."""
     F, K, T, sigma = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (F, K, T, sigma)))

@@ -31,6 +31,8 @@ from scipy.special import ndtr
 from calreport import fmt
 from calreport.calibration.bands import BandLookup, band_value
 from calreport.calibration.pricing import black76_price, black76_price_vega_live
+from calreport.calibration.surface import DAYS_PER_YEAR, Surface
+from calreport.calibration.varclock import MS_PER_DAY, variance_time
 from calreport.model import AppliedEntry, Band, Multipliers
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
@@ -367,6 +369,57 @@ def entry_table(values: AppliedEntry | Multipliers, bands: Sequence[Band], *, us
     return SmileTable.build(smile.nodes, mults, rows)
 
 
+# --------------------------------------------------------------------------- the surface model (schema 3 entries)
+
+
+def entry_surface(values: AppliedEntry | Multipliers, base: float, *, use_smile: bool = True) -> Surface | None:
+    """The quoted surface of values that carry a surface block (None: the step model quotes them).
+
+    Everything comes from the values themselves: pillar p of the block sits at its days of variance time
+    with its band's level (band_value: the band's own, else global) and smile (smile.for_band: the band's
+    own, else global; no smile: flat). `use_smile=False` (config smile.enabled false) is the flat step model."""
+    spec = values.surface
+    if spec is None or not use_smile:
+        return None
+    labels = list(spec.pillars)
+    smile = values.smile
+    nodes = list(smile.nodes) if smile is not None else list(DEFAULT_NODES)
+    rows = [smile.for_band(label) if smile is not None else flat(nodes) for label in labels]
+    return Surface.build(
+        float(base), [spec.pillars[label] / DAYS_PER_YEAR for label in labels], [band_value(values, label) for label in labels],
+        nodes, rows, wing_cap=spec.wing_slope_cap,
+    )
+
+
+def surface_tau(T: np.ndarray, now_ms: float, weekend_weight: float) -> np.ndarray:
+    """Variance time of options `T` calendar years from `now_ms` (varclock; the expiry is now + T)."""
+    T = np.asarray(T, dtype=np.float64)
+    return variance_time(now_ms, now_ms + T * DAYS_PER_YEAR * MS_PER_DAY, weekend_weight)
+
+
+def surface_sigma(
+    surface: Surface, weekend_weight: float, log_k: np.ndarray, T: np.ndarray, base: np.ndarray | float, now_ms: float
+) -> np.ndarray:
+    """sigma = sqrt(w(ln K/F, tau) / T) per option (NaN where T <= 0); a per-option base scales the
+    ATM total variance by (base / surface.base)^2 (calibration/surface.py)."""
+    T = np.asarray(T, dtype=np.float64)
+    tau = np.maximum(surface_tau(T, now_ms, weekend_weight), 0.0)
+    b = np.asarray(base, dtype=np.float64)
+    scale2 = None if b.ndim == 0 else (b / surface.base) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = surface.total_variance(np.asarray(log_k, dtype=np.float64), tau, scale2)
+        return np.sqrt(w) / np.sqrt(np.where(T > 0, T, np.nan))  # as the engine's block path: the same bits
+
+
+def representative_base(base: np.ndarray | float) -> float:
+    """One base for a surface quoted with a per-option base (the median; rv mode passes one number)."""
+    b = np.asarray(base, dtype=np.float64)
+    if b.ndim == 0:
+        return float(b)
+    ok = b[np.isfinite(b) & (b > 0)]
+    return float(np.median(ok)) if ok.size else 1.0
+
+
 def sigma_for(
     values: AppliedEntry | Multipliers,
     bands: Sequence[Band],
@@ -376,8 +429,16 @@ def sigma_for(
     base: np.ndarray | float,
     *,
     use_smile: bool = True,
+    now_ms: float | None = None,
 ) -> np.ndarray:
-    """sigma = base x m_band x smile_band(x) per option (one band lookup, one gathered interpolation)."""
+    """What the engine quotes for `values`, per option: the surface model when the values carry a
+    surface block (needs `now_ms`, the clock's origin), else sigma = base x m_band x smile_band(x)
+    (one band lookup, one gathered interpolation)."""
+    surface = entry_surface(values, representative_base(base), use_smile=use_smile)
+    if surface is not None:
+        if now_ms is None:
+            raise ValueError("values with a surface block are quoted on the variance clock: now_ms is required")
+        return surface_sigma(surface, values.surface.weekend_weight, log_k, T, base, now_ms)  # type: ignore[union-attr]
     table = entry_table(values, bands, use_smile=use_smile)
     slot = BandLookup(bands).slot(np.asarray(dte, dtype=np.float64))
     return table.sigma(slot, np.asarray(log_k, dtype=np.float64), np.sqrt(np.maximum(np.asarray(T, dtype=np.float64), 0.0)), base)

@@ -81,7 +81,8 @@ def ewma(recommended: Multipliers, previous: Multipliers, alpha: float, band_nam
         elif label in previous.bands:
             bands[label] = previous.bands[label]
     smile = ewma_smile(recommended.smile, previous.smile, alpha, band_names)
-    return Multipliers(global_=g, bands=bands, smile=smile).rounded(4)
+    surface = recommended.surface if recommended.surface is not None else previous.surface  # the newest quoting model
+    return Multipliers(global_=g, bands=bands, smile=smile, surface=surface).rounded(4)
 
 
 def ewma_smile(recommended: Smile | None, previous: Smile | None, alpha: float, band_names: list[str]) -> Smile | None:

@@ -598,15 +598,16 @@ def cmd_import_legacy(args: argparse.Namespace, ws: Workspace) -> int:
 
 def cmd_price(args: argparse.Namespace, ws: Workspace) -> int:
     """The engine's quotes for every option of a snapshot, to stdout or (atomically) to --out."""
-    from calreport.commands.price import format_rows, price_rows
+    from calreport.commands.price import arbitrage_summary, format_rows, price_table
     from calreport.store.files import atomic_write, output_path
 
     out = args.out and output_path(ws.root, args.out, mkdir=args.mkdir)
-    rows = price_rows(
+    rows, checks = price_table(
         ws, args.underlying, args.snapshot and Path(args.snapshot),
-        prices=args.prices and Path(args.prices), rv=args.rv,
+        prices=args.prices and Path(args.prices), rv=args.rv, grid=args.grid,
     )
     data = format_rows(rows, args.format)
+    print(arbitrage_summary(checks), file=sys.stderr)
     if args.out:  # nothing is written unless the whole table was built
         atomic_write(out, data)
         print(f"{len(rows)} {args.underlying.upper()} options priced -> {args.out}", file=sys.stderr)
@@ -794,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prices", help="Deribit get_tradingview_chart_data response for RV_7d")
     g.add_argument("--rv", type=float, help="RV_7d as a fraction (0.43): the base of sigma")
     sp.add_argument("--format", choices=PRICE_FORMATS, default="json", help="json (a list of objects) or csv")
+    sp.add_argument("--grid", action="store_true", help="price the dense grid (K/F 0.3-3 x 1 day-1 year) instead of the listed options")
     sp.add_argument("--out", help="write to FILE (atomically) instead of stdout; never inside config/, history/, data/, site/")
     sp.add_argument("--mkdir", action="store_true", help="create --out's parent directories if missing")
     # `calreport diff RUN [RUN]`: the comparison report/compare.py builds (the compare pages render the same)

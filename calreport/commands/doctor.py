@@ -18,6 +18,7 @@ from calreport import fmt
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
+    APPLIED_SCHEMA_VERSION,
     DEFAULT_MULTIPLIER,
     AppliedDocument,
     AppliedEntry,
@@ -355,8 +356,9 @@ def format_doctor(report: DoctorReport) -> list[str]:
         smiles = ", ".join(u for u, e in sorted(doc.underlyings.items()) if e.smile is not None) or "none (flat)"
         lines.append(
             f"applied YAML schema_version {doc.schema_version}"
-            + (" (pre-smile format: read as flat smiles; the next apply rewrites it as version 2)" if doc.schema_version < 2 else "")
+            + (f" (pre-smile format: read as flat smiles; the next apply rewrites it as version {APPLIED_SCHEMA_VERSION})" if doc.schema_version < 2 else "")
             + f"; smiles applied: {smiles}"
+            + f"; surface model: {', '.join(u for u, e in sorted(doc.underlyings.items()) if e.surface is not None) or 'none (step model)'}"
         )
     if not report.consistent:
         lines.append(f"NOT consistent: {n_errors} error(s), {len(report.problems) - n_errors} warning(s)")

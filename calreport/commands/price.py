@@ -1,6 +1,6 @@
 """`calreport price`: what the synthetic engine quotes under the applied YAML, one row per option.
 
-    calreport price --underlying BTC --snapshot FILE [--rv X | --prices FILE] [--format json|csv] [--out FILE]
+    calreport price --underlying BTC --snapshot FILE [--rv X | --prices FILE] [--grid] [--format json|csv] [--out FILE]
 
 The engine's own path prices: EngineView.sigma (band multiplier x smile, calibration/smile.py) at the
 given base (RV_7d: --rv, --prices FILE, else the harvest, exactly as `calibrate` resolves it), then
@@ -12,6 +12,13 @@ Columns (units): instrument_name, expiry (ISO 8601, 08:00 UTC), strike (USD), fo
 underlying_price), T (years, ACT/365 from the snapshot's newest creation_timestamp), band (label or
 null), sigma (fraction), price (coin), delta (Black-76 forward delta), vega (coin per 1.00 vol),
 mark_price (coin), mark_iv (Deribit's mark_iv as a fraction, like sigma).
+
+`--grid` prices the dense strike x maturity grid instead (K/F 0.3-3, 301 strikes geometric, x 80
+maturities geometric from 1 day to 1 year, at the snapshot's median forward; instrument_name "GRID",
+band as the band rule says, mark columns null). Both print an arbitrage summary (stderr, one line,
+`arbitrage_summary`): butterflies, call spreads and calendar spreads of the engine's quotes on the
+listed strikes and expiries and on that grid, and the first violation named; checked on the quotes
+themselves (realism.quoted_arbitrage), whatever model the applied entry uses.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from calreport.calibration.bands import BandLookup
 from calreport.calibration.desk import forward_delta
 from calreport.calibration.pricing import black76_price, black76_vega, year_fraction
 from calreport.calibration.sigma import quote_base
+from calreport.calibration.surface import grid_points
 from calreport.commands.usecases import make_client
 from calreport.commands.workspace import Workspace
 from calreport.engine import EngineView
@@ -37,6 +45,8 @@ from calreport.jsonio import dumps
 from calreport.market.deribit import load_snapshot
 from calreport.market.quotes import QuoteArrays
 from calreport.market.rvsource import resolve_rv
+from calreport.model import ArbitrageCheck
+from calreport.realism import quoted_arbitrage
 from calreport.store.applied import read_applied
 from calreport.timeutil import DAYS_PER_YEAR, iso_ms
 
@@ -59,6 +69,21 @@ def price_rows(
     client: Any = None,
 ) -> list[dict[str, Any]]:
     """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML."""
+    return price_table(ws, underlying, snapshot, prices=prices, rv=rv, client=client)[0]
+
+
+def price_table(
+    ws: Workspace,
+    underlying: str,
+    snapshot: Path | None,
+    *,
+    prices: Path | None = None,
+    rv: float | None = None,
+    client: Any = None,
+    grid: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, ArbitrageCheck]]:
+    """(rows, arbitrage checks "listed" and "grid" of the engine's quotes): the snapshot's options, or with
+    `grid` the dense strike x maturity grid (surface.grid_points) at the snapshot's median forward."""
     cfg = ws.config
     name = cfg.check_underlying(underlying)
     if rv is not None:
@@ -80,17 +105,35 @@ def price_rows(
     keep = q.valid_name & (T > 0) & np.isfinite(q.strike) & np.isfinite(q.underlying_price) & (q.underlying_price > 0)
     q, T = q.take(keep), T[keep]
     F, K, c = q.underlying_price, q.strike, q.is_call
-    sigma = view.sigma_in_mode(name, K, F, T, quote_base(mode, base.rv, q, T, q, T))
+    qb = quote_base(mode, base.rv, q, T, q, T)
+    now = meta.now_ms
+    one_base = float(np.nanmedian(qb)) if np.ndim(qb) and np.size(qb) else float(base.rv or 1.0)  # type: ignore[arg-type]
+    checks = quoted_arbitrage(
+        lambda K_, F_, T_: view.sigma_in_mode(name, K_, F_, T_, one_base if np.ndim(qb) else qb, now), F, K, T, q.expiry_ms, q.instrument,
+    )
+    if grid:
+        kf, t = grid_points()
+        fwd = float(np.median(F)) if F.size else 1.0
+        KK, TT = np.meshgrid(kf * fwd, t)
+        K, T = KK.reshape(-1), TT.reshape(-1)
+        F = np.full(K.size, fwd)
+        c = np.ones(K.size, dtype=bool)
+        exp = (now + np.round(T * DAYS_PER_YEAR * 86_400_000)).astype(np.int64)
+        sigma = view.sigma_in_mode(name, K, F, T, one_base if np.ndim(qb) else qb, now)
+        names, mark, miv = ["GRID"] * K.size, np.full(K.size, np.nan), np.full(K.size, np.nan)
+    else:
+        sigma = view.sigma_in_mode(name, K, F, T, qb, now)
+        exp, names, mark, miv = q.expiry_ms, q.instrument.tolist(), q.mark_price, q.mark_iv
     price = black76_price(F, K, T, sigma, c)
     delta = forward_delta(F, K, T, sigma, c)
     vega = black76_vega(F, K, T, sigma)
     band = BandLookup(cfg.bands).index(T * DAYS_PER_YEAR)
     labels = cfg.band_names()
     cols = zip(
-        q.instrument.tolist(), q.expiry_ms.tolist(), K.tolist(), F.tolist(), T.tolist(), band.tolist(), sigma.tolist(),
-        price.tolist(), delta.tolist(), vega.tolist(), q.mark_price.tolist(), q.mark_iv.tolist(),
+        names, exp.tolist(), K.tolist(), F.tolist(), T.tolist(), band.tolist(), sigma.tolist(),
+        price.tolist(), delta.tolist(), vega.tolist(), mark.tolist(), miv.tolist(),
     )
-    return [  # one dict per option: the output is option-level by design
+    rows = [  # one dict per option: the output is option-level by design
         {
             "instrument_name": n, "expiry": iso_ms(int(e)), "strike": k, "forward": f, "T": t,
             "band": labels[b] if b >= 0 else None, "sigma": _num(s), "price": _num(p), "delta": _num(d),
@@ -98,6 +141,14 @@ def price_rows(
         }
         for n, e, k, f, t, b, s, p, d, v, mp, mi in cols
     ]
+    return rows, checks
+
+
+def arbitrage_summary(checks: dict[str, ArbitrageCheck]) -> str:
+    """One line: 'arbitrage: listed 0 butterflies, 0 call spreads, 0 calendars; grid ...; first: ...'."""
+    parts = [f"{k} {c.butterflies} butterflies, {c.call_spreads} call spreads, {c.calendars} calendars" for k, c in checks.items()]
+    first = next((f"{k}: {c.first}" for k, c in checks.items() if c.first), None)
+    return "arbitrage: " + "; ".join(parts) + (f"; first {first}" if first else "; none")
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt_: str) -> bytes:

@@ -32,6 +32,8 @@ from calreport.model.applied import (
     AppliedEntry,
     Multipliers,
     Smile,
+    SurfaceSpec,
+    SURFACE_MODEL,
     StateDocument,
     default_entry,
 )
@@ -49,6 +51,7 @@ from calreport.model.config import (
     PolicyConfig,
     RealismConfig,
     SmileConfig,
+    SurfaceConfig,
     SmoothingConfig,
 )
 from calreport.model.harvest import (
@@ -77,6 +80,7 @@ from calreport.model.runs import (
     RunFlag,
     RunMeasures,
     SmileFitStats,
+    ArbitrageCheck,
     UncertaintyEntry,
     UnknownRow,
 )
@@ -89,7 +93,7 @@ __all__ = [
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
     "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
-    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile",
-    "SmileConfig", "SmileFitStats", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
+    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL",
+    "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
     "default_entry",
 ]

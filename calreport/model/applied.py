@@ -27,7 +27,8 @@ from calreport.model._base import (
     _Strict,
 )
 
-APPLIED_SCHEMA_VERSION = 2  # 2: entries may carry a smile; a version-1 file reads as flat smiles
+APPLIED_SCHEMA_VERSION = 3  # 2: entries may carry a smile; 3: and a surface block; older files read as before
+SURFACE_MODEL = "pillars-pchip-1"  # the quoting model a surface block names (calibration/surface.py)
 
 
 class Smile(_Strict):
@@ -70,6 +71,39 @@ class Smile(_Strict):
         return Smile(nodes=list(self.nodes), global_=r(self.global_), bands={k: r(v) for k, v in self.bands.items()})
 
 
+class SurfaceSpec(_Strict):
+    """How an entry is quoted when it carries this block (schema_version 3; calibration/surface.py): each
+    band's level and smile sit as a pillar at `pillars[band]` days of variance time, interpolated linearly
+    in ATM total variance, flat level before the first and after the last pillar; PCHIP smile between
+    nodes, total-variance-linear wings with |dw/dk| <= wing_slope_cap; time on the variance clock with
+    weekend hours weighted `weekend_weight`. Everything the quotes depend on is here, so no config edit
+    changes them. An entry without the block is quoted by the step model (a band's constant level)."""
+
+    model: Literal["pillars-pchip-1"] = Field(default="pillars-pchip-1", description="The quoting model's name and version.")
+    pillars: dict[StrictName, StrictNumber] = Field(
+        description="Band label -> the pillar's maturity in variance days (strictly increasing); its level and smile are the band's."
+    )
+    weekend_weight: StrictNumber = Field(description="Variance of a weekend hour relative to a weekday hour (0..1; 1 = calendar time).")
+    wing_slope_cap: StrictNumber = Field(description="Largest |d total variance / d ln(K/F)| of the wings (Lee's bound is 2).")
+
+    @model_validator(mode="after")
+    def _shape(self) -> SurfaceSpec:
+        days = list(self.pillars.values())
+        if not days or days[0] <= 0 or any(not (b > a) for a, b in zip(days, days[1:])):
+            raise ValueError("surface.pillars must be positive and strictly increasing in days")
+        for label in self.pillars:
+            if not BAND_LABEL_RE.match(label):
+                raise ValueError(f"bad band label {excerpt(label, 40)}")
+        if not 0.0 <= self.weekend_weight <= 1.0:
+            raise ValueError("surface.weekend_weight must be within [0, 1]")
+        if not 0.0 < self.wing_slope_cap < 2.0:
+            raise ValueError("surface.wing_slope_cap must be within (0, 2) (Lee's moment bound)")
+        return self
+
+    def rounded(self, ndigits: int = 4) -> SurfaceSpec:
+        return self.model_copy(update={"pillars": {k: round(float(v), ndigits) for k, v in self.pillars.items()}})
+
+
 class AppliedEntry(_Strict):
     """The multipliers the engine uses for one underlying."""
 
@@ -88,6 +122,9 @@ class AppliedEntry(_Strict):
         default=None, description="The sigma mode these values were fitted in (rv, atm_iv, mark_iv); absent means rv."
     )
     smile: Smile | None = Field(default=None, description="Smile multipliers per node, global and per band (schema_version 2); absent = flat.")
+    surface: SurfaceSpec | None = Field(
+        default=None, description="The quoting model (schema_version 3): pillars, variance clock, wing cap; absent = the step model."
+    )
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -103,7 +140,7 @@ class AppliedEntry(_Strict):
         return v
 
     def multipliers(self) -> Multipliers:
-        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile)
+        return Multipliers(global_=self.global_, bands=dict(self.bands), smile=self.smile, surface=self.surface)
 
 
 DEFAULT_MULTIPLIER = 1.0
@@ -117,7 +154,7 @@ def default_entry() -> AppliedEntry:
 class AppliedDocument(_Strict):
     """config/applied_multipliers.yaml: the single source of truth for the engine's multipliers."""
 
-    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = APPLIED_SCHEMA_VERSION
     underlyings: dict[StrictName, AppliedEntry] = Field(
         default_factory=dict, description="Underlying (BTC, ETH, ...) -> its applied multipliers; missing means 1.0."
     )
@@ -142,7 +179,7 @@ class AppliedDocument(_Strict):
 class StateDocument(_Strict):
     """The state API: exactly the YAML's entries plus when the document was generated."""
 
-    schema_version: Literal[1, 2] = APPLIED_SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = APPLIED_SCHEMA_VERSION
     underlyings: dict[str, AppliedEntry] = Field(description="The applied YAML's entries, numbers unchanged.")
     generated_at: IsoTime = Field(description="When this document was generated (ISO 8601 UTC).")
 
@@ -156,6 +193,7 @@ class Multipliers(_Lenient):
     global_: StrictNumber | None = Field(default=None, alias="global", description="Global multiplier (dimensionless).")
     bands: dict[str, StrictNumber] = Field(default_factory=dict, description="Band label -> multiplier.")
     smile: Smile | None = Field(default=None, description="Smile multipliers per node (global and per band); written only when present.")
+    surface: SurfaceSpec | None = Field(default=None, description="The quoting model of these values (pillars, clock, wing cap); written only when present.")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -164,13 +202,15 @@ class Multipliers(_Lenient):
 
     @model_serializer(mode="wrap")
     def _no_null_smile(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A flat (smile-less) value is written exactly as before the smile existed."""
+        """A flat (smile-less), step-model value is written exactly as before the smile and the surface existed."""
         out = handler(self)
-        if isinstance(out, dict) and out.get("smile", 0) is None:
-            out.pop("smile")
+        for key in ("smile", "surface"):
+            if isinstance(out, dict) and key in out and out[key] is None:
+                out.pop(key)
         return out
 
     def rounded(self, ndigits: int = 4) -> Multipliers:
         g = None if self.global_ is None else round(self.global_, ndigits)
         smile = None if self.smile is None else self.smile.rounded(ndigits)
-        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile)
+        surface = None if self.surface is None else self.surface.rounded(ndigits)
+        return Multipliers(global_=g, bands={k: round(v, ndigits) for k, v in self.bands.items()}, smile=smile, surface=surface)

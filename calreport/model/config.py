@@ -137,16 +137,25 @@ class PolicyConfig(_Section):
         description="Least summed vega for an automatic apply (coin per 1.00 vol; ~20 for a full BTC chain).",
     )
     min_delta: float = Field(default=0.03, ge=0, description="Smallest change of the global or any band multiplier worth applying (absolute, e.g. 1.00 -> 1.03).")
-    max_rel_step: float = Field(default=0.25, gt=0, le=10, description="Largest step applied at once, relative to the applied value (fraction: 0.25 = 25%).")
+    max_rel_step: float = Field(
+        default=0.10, gt=0, le=10,
+        description="Floor of the step cap, relative to the applied value (fraction): a step is capped at max(max_step_se x SE, this x applied).",
+    )
     min_delta_se: float = Field(
         default=1.0, ge=0, description="A change must also exceed this many standard errors of the recommended multiplier (multiplier_se; 0 = off)."
+    )
+    significant_se: float = Field(
+        default=2.0, ge=0, le=100, description="A recommended value further than max(min_delta, this x SE) from the applied one is applied whole, unsmoothed (0 = never)."
+    )
+    max_step_se: float = Field(
+        default=6.0, ge=0, le=100, description="Step cap in standard errors: a step is capped at max(this x SE, max_rel_step x applied); unknown SE: the floor alone."
     )
 
 
 class SmoothingConfig(_Section):
     alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
     half_life_hours: float | None = Field(
-        default=None, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
+        default=1.0, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
     )
 
 
@@ -224,6 +233,20 @@ class SmileConfig(_Section):
         if len(self.bounds) != 2 or not 0 < self.bounds[0] <= 1.0 <= self.bounds[1]:
             raise ValueError("smile.bounds must be [lo, hi] with 0 < lo <= 1 <= hi")
         return self
+
+
+class SurfaceConfig(_Section):
+    """The quoted surface (calibration/surface.py): band levels and smiles as pillars of a continuous,
+    arbitrage-checked surface on a variance clock. enabled: false keeps the step model (a band's level
+    constant within it). Used with smile.enabled and sigma_mode rv; the applied entry records these
+    settings (its surface block), so editing them changes what is quoted only at the next apply."""
+
+    enabled: bool = Field(default=True, description="Fit, apply and quote the surface model; false: the step model.")
+    weekend_weight: float = Field(
+        default=0.35, ge=0, le=1,
+        description="Variance of a weekend hour relative to a weekday hour (1 = calendar time); 0.35 minimises the error on the shared snapshots (CALIBRATION_NOTES).",
+    )
+    wing_slope_cap: float = Field(default=1.8, gt=0, lt=2, description="Largest |d total variance / d ln(K/F)| of the wings (Lee's bound is 2).")
 
 
 class AutoConfig(_Section):
@@ -336,6 +359,7 @@ class CalibrationConfig(_Section):
     filters: FilterConfig = Field(default_factory=FilterConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     smile: SmileConfig = Field(default_factory=SmileConfig)
+    surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
     auto: AutoConfig = Field(default_factory=AutoConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     git_commit: bool = Field(default=False, description="Commit the applied YAML to git after each apply (when the root is in a git work tree).")

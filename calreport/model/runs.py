@@ -109,6 +109,19 @@ class Interval95(_Lenient):
 _SE_DOC = "bootstrap over expiries combined with RV's sampling error m / sqrt(2 n); see CALIBRATION_NOTES.md"
 
 
+class ArbitrageCheck(_Lenient):
+    """Static-arbitrage checks of a surface (calibration/surface.py): counts and the first violation named."""
+
+    butterflies: int = Field(default=0, description="Negative butterflies (call price not convex in strike).")
+    call_spreads: int = Field(default=0, description="Call spreads of negative value (call price rising with strike, or falling faster than the forward).")
+    calendars: int = Field(default=0, description="Calendar spreads of negative value (total variance at fixed K/F falling with maturity).")
+    first: str | None = Field(default=None, description="The first violation, named (null when clean).")
+
+    @property
+    def total(self) -> int:
+        return self.butterflies + self.call_spreads + self.calendars
+
+
 class SmileFitStats(_Lenient):
     """How one smile of a run was fitted (calibration/smile.py), per band and "global"."""
 
@@ -236,6 +249,11 @@ class LiveRun(RunMeasures):
     multiplier_se: Multipliers | None = Field(default=None, description=f"Standard error of the recommended global and band multipliers: {_SE_DOC}.")
     multiplier_ci95: Interval95 | None = Field(default=None, description="95 % interval of the recommended global and band multipliers.")
     # the smile (calibration/smile.py); the fitted values are in recommended.smile
+    arbitrage: dict[str, ArbitrageCheck] | None = Field(
+        default=None,
+        description="Static-arbitrage checks of the recommended and smoothed surfaces: '<which> listed' (the run's strikes and expiries) and '<which> grid' (K/F 0.3-3 x 1 day-1 year).",
+    )
+    surface_fit_s: float | None = Field(default=None, description="Seconds the joint surface fit took (levels + smiles).")
     smile_fit: dict[str, SmileFitStats] | None = Field(
         default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
     )

@@ -30,6 +30,7 @@ from calreport.model import (
     LiveRun,
     Multipliers,
     Smile,
+    SurfaceSpec,
     default_entry,
 )
 from calreport.store.config import load_config
@@ -44,6 +45,8 @@ HEADER = (
     "# Applied IV multipliers: the single source of truth for the synthetic engine\n"
     "# (sigma = base x multiplier x smile(x); a band's multiplier / smile when present, else global;\n"
     "# x = ln(K/F) / (base x multiplier x sqrt(T)), each smile value commented with its node x).\n"
+    "# An entry with a surface block is quoted by the continuous surface (CALIBRATION_NOTES): each band's\n"
+    "# multiplier and smile are a pillar at surface.pillars days of variance time; without one, the step model.\n"
     "# Written only by calreport (calreport/store/applied.py) via `calreport calibrate`,\n"
     "# `calreport force-apply` or `calreport rollback`; the engine hot-reloads it.\n"
 )
@@ -69,7 +72,9 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
         problem = cfg.limits.problem_of(entry.multipliers())
         if problem:
             raise CalreportError(f"underlyings.{name}.{problem}", path)
-        unknown = sorted((set(entry.bands) | set(entry.smile.bands if entry.smile else ())) - known)
+        unknown = sorted(
+            (set(entry.bands) | set(entry.smile.bands if entry.smile else ()) | set(entry.surface.pillars if entry.surface else ())) - known
+        )
         if unknown:
             raise CalreportError(
                 f"underlyings.{name}.bands: band {excerpt(unknown[0], 40)} is not defined in config/calibration.yaml "
@@ -96,6 +101,8 @@ def format_applied(doc: AppliedDocument) -> str:
             lines.append("    bands: {}")
         if e.smile is not None:
             lines += _smile_lines(e.smile)
+        if e.surface is not None:
+            lines += _surface_lines(e.surface)
         lines.append(f"    updated_at: {scalar(e.updated_at)}")
         lines.append(f"    source: {e.source}")
         lines.append(f"    run_id: {scalar(e.run_id)}")
@@ -119,6 +126,14 @@ def _smile_lines(smile: Smile) -> list[str]:
             out += values("          ", vs)
     else:
         out.append("      bands: {}")
+    return out
+
+
+def _surface_lines(surface: SurfaceSpec) -> list[str]:
+    """The quoting model of an entry (schema_version 3): each pillar on its own line, so a diff shows a moved one."""
+    out = ["    surface:", f"      model: {surface.model}", "      pillars:"]
+    out += [f"        {scalar(label)}: {days:.4f}  # days of variance time" for label, days in surface.pillars.items()]
+    out += [f"      weekend_weight: {surface.weekend_weight:g}", f"      wing_slope_cap: {surface.wing_slope_cap:g}"]
     return out
 
 

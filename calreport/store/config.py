@@ -52,9 +52,11 @@ bands:
   - {name: 30-90d, min_dte: 30, max_dte: 90}
 # assess_calibration_realism thresholds (multiplier range; MAE and vega-weighted MAE in percent).
 realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
-# Update policy for live runs.
-policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.25, min_delta_se: 1.0}
-smoothing: {alpha: 0.3, half_life_hours: null}
+# Update policy for live runs: a change beyond significant_se standard errors is applied whole; a step
+# is capped at max(max_step_se x SE, max_rel_step x applied); smoothing in calendar time (half-life).
+policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.1, min_delta_se: 1.0, significant_se: 2.0,
+         max_step_se: 6.0}
+smoothing: {alpha: 0.3, half_life_hours: 1.0}   # alpha only when half_life_hours is null
 filters:
   min_dte: 1.0
   max_dte: 90.0
@@ -73,6 +75,9 @@ smile:
   bounds: [0.5, 3.0]
   min_quotes_per_band: 20     # fewer OTM quotes: the band takes the global smile
   skew_flag_vp: 2.0           # SKEW_NOT_APPLIED above this fitted-vs-applied gap at any node (vol points)
+# The quoted surface: band levels and smiles as pillars of one continuous surface on a variance clock
+# (rv sigma mode, smile on); enabled: false = the step model. Recorded in each applied entry.
+surface: {enabled: true, weekend_weight: 0.35, wing_slope_cap: 1.8}
 auto:
   underlyings: [BTC, ETH]
   dte_ranges: ['3-10']
