@@ -1,5 +1,5 @@
 """`python -m benchmarks.bench_backtest_sweep [--days 60] [--workers 1,2]`: a sweep of 12 variants
-(smoothing.alpha 0.3 / 0.5 / 1 x policy.min_delta 0.01 / 0.03 x fit.objective, the root's config
+(smoothing.half_life_hours 0.5 / 1 / 4 x policy.min_delta 0.01 / 0.03 x fit.objective, the root's config
 included as 'root'... see GRID) over generated hourly days (market/sample.py, seed 7), horizons
 1h/6h/24h, run through `calreport backtest --generated` on 1 and on 2 local worker processes.
 
@@ -23,7 +23,8 @@ from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
 from calreport.store.paths import Root
 
-GRID = ["smoothing.alpha=0.3,0.5,1", "policy.min_delta=0.01,0.03", "fit.objective=price_vega_rel,otm_iv_vega"]  # 12 variants
+GRID = ["smoothing.half_life_hours=0.5,1,4", "policy.min_delta=0.01,0.03", "fit.objective=price_vega_rel,otm_iv_vega"]  # 12 variants
+# (smoothing.alpha only counts when half_life_hours is null; the default smooths by a 1 h half-life)
 
 
 def main() -> None:
