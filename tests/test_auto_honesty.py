@@ -45,7 +45,7 @@ def test_the_auto_table_shows_snapshots_used_and_the_real_span_beside_the_lookba
     rows.auto()  # an older row: nothing invented
     render_site(root)
     html = root.index_html.read_text(encoding="utf-8")
-    assert html.count("used 24 of 276 snapshots over 1.9 h") == 1
+    assert html.count("rests on 24 of 276 snapshots over 1.9 h") == 1
 
 
 def _expiry_ms(code: str) -> int:

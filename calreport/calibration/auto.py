@@ -31,7 +31,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -268,6 +268,16 @@ class Evidence:
     window: str
     needs_rv: bool = True  # sigma_mode rv; an IV base does not rest on RV history
     unreadable: tuple[str, ...] = ()
+    window_label: str = ""  # the lookback as configured ("14d")
+    snapshots_used: int | None = None  # snapshots that contributed quotes (None: not counted)
+    span_hours: float | None = None  # their real span
+    lookback_hours: float | None = None
+
+
+def required_span_hours(min_span_hours: float, lookback_hours: float | None) -> float:
+    """The real span a run must cover: auto.min_span_hours, but at most half a shorter lookback (a 90m
+    window can only span 90 minutes)."""
+    return min(min_span_hours, 0.5 * lookback_hours) if lookback_hours is not None else min_span_hours
 
 
 def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
@@ -307,6 +317,14 @@ def assess_data_quality(ev: Evidence, cfg: CalibrationConfig) -> DataQuality:
             degraded.append(f"expiries covered: {ev.expiries} (< {a.min_expiries}) in DTE {ev.dte_label}")
         if ev.strikes < a.min_strikes:
             degraded.append(f"strikes covered: {ev.strikes} (< {a.min_strikes})")
+    # thin evidence first: the reason a run names is its first issue, and this one decides what the run means
+    thin: list[str] = []
+    if ev.samples and ev.snapshots_used is not None and ev.snapshots_used < a.min_snapshots_used:
+        thin.append(f"rests on {ev.snapshots_used} snapshots (< auto.min_snapshots_used {a.min_snapshots_used})")
+    need_span = required_span_hours(a.min_span_hours, ev.lookback_hours)
+    if ev.samples and ev.span_hours is not None and ev.span_hours < need_span:
+        thin.append(f"snapshots used span {ev.span_hours:.1f} h of the {ev.window_label} lookback (< {need_span:g} h, auto.min_span_hours)")
+    degraded[:0] = thin
     if ev.above_bound:
         text = f"{ev.above_bound} of {ev.in_range} marks above the no-arbitrage bound (prices not in coin?)"
         (failed if ev.above_bound > MOST_LINES_BAD * ev.in_range else degraded).append(text)
@@ -417,10 +435,11 @@ def evaluate_auto(
         window=f"{iso_ms(start_ms)} - {iso_ms(end_ms)}",
         unreadable=counts.unreadable,
     )
-    dq = assess_data_quality(ev, cfg)
-    status, reason = _verdict(fit, dq, cfg)
     used = np.unique(sel.quotes.creation_ms)
     honest = window_honesty(times, rv_ok, used, srv.n_returns)
+    ev = replace(ev, snapshots_used=int(used.size), span_hours=honest["span_hours"], lookback_hours=lb_ms / MS_PER_HOUR, window_label=lb_label)  # type: ignore[arg-type]
+    dq = assess_data_quality(ev, cfg)
+    status, reason = _verdict(fit, dq, cfg)
     return AutoRun(
         schema_version=1,
         run_id=run_id,
@@ -496,7 +515,8 @@ def window_honesty(times: np.ndarray, rv_ok: np.ndarray, used: np.ndarray, n_ret
         "no_usable_quotes": int(np.count_nonzero(rv_ok & ~in_used)),
     }
     span_h = float(u[-1] - u[0]) / MS_PER_HOUR if u.size else None
-    med = int(np.median(np.asarray(n_returns)[in_used])) if u.size else None
+    used_returns = np.asarray(n_returns)[in_used]
+    med = int(np.median(used_returns)) if u.size else None
     return {
         "snapshots_used": int(u.size),
         "first_snapshot": iso_ms(int(u[0])) if u.size else None,
@@ -506,6 +526,8 @@ def window_honesty(times: np.ndarray, rv_ok: np.ndarray, used: np.ndarray, n_ret
         "snapshots_dropped": dropped,
         "rv_source": RV_SOURCE,
         "rv_returns_median": med,
+        "rv_returns_min": int(used_returns.min()) if u.size else None,
+        "rv_returns_max": int(used_returns.max()) if u.size else None,
     }
 
 

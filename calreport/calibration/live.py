@@ -39,7 +39,7 @@ from calreport.calibration.fit import (
 )
 from calreport.calibration.pricing import black76_price, implied_vol, year_fraction
 from calreport.calibration.select import Selection, dropped_text, select_quotes
-from calreport.calibration.sigma import base_sigma, quote_base
+from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
 from calreport.calibration.surface import DAYS_PER_YEAR, sqrt_time_pillars
 from calreport.calibration.surface_fit import fit_surface
@@ -175,7 +175,12 @@ def _with_base(sel: Selection, quotes: QuoteArrays, all_T: np.ndarray, rv: Reali
     if mode == "rv":
         return sel, base_sigma(mode, rv=rv.rv, T=sel.T)
     valid = quotes.valid_name
-    base = quote_base(mode, rv.rv, q, sel.T, quotes.take(valid), all_T[valid])
+    return _keep_based(sel, quote_base(mode, rv.rv, q, sel.T, quotes.take(valid), all_T[valid]))
+
+
+def _keep_based(sel: Selection, base: np.ndarray) -> tuple[Selection, np.ndarray]:
+    """Drop the quotes without a base (counted under "no_base_sigma")."""
+    q = sel.quotes
     ok = np.isfinite(base) & (base > 0)
     if bool(ok.all()):
         return sel, base
@@ -755,17 +760,27 @@ def score_applied(
     rv: RealisedVol,
     applied: AppliedEntry,
     config: CalibrationConfig,
+    hold: BaseHold | None = None,
 ) -> dict[str, DeskErrors] | None:
     """The desk errors of the applied calibration `applied` on one snapshot, without any fit: "all"
-    and each configured band (None when no quote passes the filters).
+    and each configured band (None when no quote passes the filters). `hold`: the base frozen at the
+    decision that applied the values (the backtest's out-of-sample scores; `rv` is then unused);
+    None takes the base from this snapshot, as a live run does.
 
     Why here: the backtest scores an applied calibration on later snapshots and must price exactly
     as a live run measures the tested values (same filters, same `_price`, so whatever sigma model
     `_price` uses, a smile or a sigma mode, the score uses too).
     """
-    if config.sigma_mode_for(underlying) == "rv" and rv.rv is None:
-        return None
-    _, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
+    if hold is not None:
+        mode = config.sigma_mode_for(underlying)
+        if mode == "rv" and hold.rv is None:
+            return None
+        picked = select_quotes(quotes, now_ms, config.filters, underlying)
+        sel, base = _keep_based(picked, hold.base(picked.quotes, picked.T, now_ms))
+    else:
+        if config.sigma_mode_for(underlying) == "rv" and rv.rv is None:
+            return None
+        _, mode, sel, base = _selected(quotes, now_ms, rv, config, underlying)
     if sel.n == 0:
         return None
     priced = _price(sel, base, applied, config, mode, now_ms)  # exactly as evaluate_live prices the tested values

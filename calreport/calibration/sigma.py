@@ -22,10 +22,13 @@ anchors the level to the market and leaves m to measure the engine's own bias.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from calreport.calibration.atm import atm_iv_by_expiry
 from calreport.calibration.desk import mark_sigma
+from calreport.calibration.pricing import year_fraction
 from calreport.market.quotes import QuoteArrays
 from calreport.model import DEFAULT_SIGMA_MODE, SIGMA_MODES, SigmaMode  # noqa: F401 - the schema owns the names
 
@@ -121,3 +124,65 @@ def quote_base(mode: str, rv: float | None, q: QuoteArrays, T: np.ndarray, chain
     _, atm_T, atm_iv = atm_iv_by_expiry(chain, chain_T)
     smark = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, T, q.is_call) if mode == "mark_iv" else None
     return base_sigma(mode, rv=rv, T=T, atm_T=atm_T, atm_iv=atm_iv, sigma_mark=smark)
+
+
+@dataclass(frozen=True)
+class BaseHold:
+    """The base an engine holds between two calibrations, frozen at the decision's chain.
+
+    Why: scoring the applied values at t + h with a base taken from the chain at t + h lets a variant
+    see the chain it is scored on (a `mark_iv` variant then scores ~0 by construction). The engine
+    only knows the chain it calibrated on, so the backtest scores with what this holds:
+    - rv:      the RV_7d of the decision;
+    - atm_iv:  the ATM IV of each expiry at the decision (per expiry date, so at t + h each held
+               expiry sits at its shorter maturity; total-variance interpolation between them);
+    - mark_iv: each instrument's mark IV at the decision (an instrument listed later has no base
+               and is not scored, as the engine could not quote it from this calibration).
+    """
+
+    mode: str
+    rv: float | None
+    atm_expiry_ms: np.ndarray  # int64, ascending
+    atm_iv: np.ndarray
+    names: np.ndarray  # str, sorted unique instrument names (mark_iv)
+    name_sigma: np.ndarray
+
+    @classmethod
+    def freeze(cls, mode: str, rv: float | None, chain: QuoteArrays, chain_T: np.ndarray) -> BaseHold:
+        """Hold what `quote_base` would give from this chain (bit for bit at the decision time)."""
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        if mode == "rv":
+            return cls(mode, rv, empty_i, empty_f, np.zeros(0, dtype=str), empty_f)
+        exps, _, atm = atm_iv_by_expiry(chain, chain_T)
+        names, sig = np.zeros(0, dtype=str), empty_f
+        if mode == "mark_iv":
+            s = mark_sigma(chain.mark_iv, chain.mark_price, chain.underlying_price, chain.strike, chain_T, chain.is_call)
+            ok = np.isfinite(s) & (s > 0)
+            inst = np.asarray(chain.instrument, dtype=object)[ok].astype(str)
+            names, first = np.unique(inst, return_index=True)  # one base per instrument (its first quote)
+            sig = s[ok][first]
+        return cls(mode, rv, np.asarray(exps, dtype=np.int64), np.asarray(atm, dtype=np.float64), names, sig)
+
+    def base(self, q: QuoteArrays, T: np.ndarray, now_ms: int) -> np.ndarray:
+        """The held base of quotes `q` (times to expiry `T` at `now_ms`); NaN where nothing is held."""
+        T = np.asarray(T, dtype=np.float64)
+        if self.mode != "mark_iv":
+            return self.at_maturity(T, now_ms)
+        held = np.full(T.shape, np.nan)
+        if self.names.size and len(q):
+            inst = np.asarray(q.instrument, dtype=object).astype(str)
+            j = np.clip(np.searchsorted(self.names, inst), 0, self.names.size - 1)
+            hit = self.names[j] == inst
+            held[hit] = self.name_sigma[j[hit]]
+        return base_sigma("mark_iv", rv=self.rv, T=T, sigma_mark=held)
+
+    def at_maturity(self, T: np.ndarray, now_ms: int) -> np.ndarray:
+        """The held base at maturities `T` (years from `now_ms`) without an instrument: RV, or the held
+        ATM curve; NaN under mark_iv (its base exists per listed instrument only)."""
+        T = np.asarray(T, dtype=np.float64)
+        if self.mode == "atm_iv":
+            atm_T = year_fraction(self.atm_expiry_ms, now_ms) if self.atm_expiry_ms.size else np.zeros(0)
+            return base_sigma("atm_iv", rv=self.rv, T=T, atm_T=atm_T, atm_iv=self.atm_iv)
+        if self.mode == "rv":
+            return base_sigma("rv", rv=self.rv, T=T)
+        return np.full(T.shape, np.nan)

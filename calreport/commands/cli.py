@@ -488,6 +488,7 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
         outcome = backtest_cmd.run(
             ws, args.underlying, start=args.start, end=args.end, every=args.every, horizons=args.horizons,
             variants=args.variant or (), out=args.out and Path(args.out), mkdir=args.mkdir, rv=args.rv, max_staleness=args.max_staleness,
+            sweep=args.sweep or (), workers=args.workers, scheduler=args.scheduler, generated=args.generated, seed=args.seed,
             progress=progress, read_progress=read_progress,
         )
     s = outcome.summary
@@ -498,6 +499,10 @@ def cmd_backtest(args: argparse.Namespace, ws: Workspace) -> int:
           f"({s.snapshots} snapshots, {s.rows:,} rows read, {fmt.num(s.elapsed_s, 1)} s); OTM IV error in vol points:")
     for line in backtest_cmd.table_lines(s):
         print(f"  {line}")
+    if s.differences:
+        print("paired differences of the OTM IV error (a - b, vp; 95 % block-bootstrap interval over decisions):")
+        for line in backtest_cmd.difference_lines(s):
+            print(f"  {line}")
     print(f"results: {_relative(outcome.directory, ws.root)}/ (summary.json, decisions.jsonl, variants/, index.html); "
           "the applied multipliers, history and site/ are unchanged (`calreport render` links the page)")
     return 0
@@ -783,6 +788,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mkdir", action="store_true", help="create --out's parent directories if missing")
     sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
     sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
+    sp.add_argument("--sweep", action="append", metavar="KEY=V1,V2", help="a grid of variants over the root's config: a setting by dotted "
+                    "path or last part (smoothing.alpha, alpha) and its values; repeat for more settings (the grid is every combination)")
+    sp.add_argument("--workers", type=int, help="local worker processes for the variants (default: one per core, at most one per variant; 1 runs here)")
+    sp.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the variants on this existing Dask cluster (dask.distributed)")
+    sp.add_argument("--generated", type=float, metavar="DAYS", help="replay market/sample.py's generated market over DAYS (a snapshot each "
+                    "--every, its true surface known: scores beside the marks how far the applied surface is from the truth) instead of the harvest")
+    sp.add_argument("--seed", type=int, default=7, help="the generated market's seed (default %(default)s)")
 
     sp = add("demo", cmd_demo, "build a new root (an empty directory) from bundled sample data and run the whole flow")
     sp.add_argument("--force", action="store_true", help="the directory is not empty: move its files to ROOT.backup-TIME first")

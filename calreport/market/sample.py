@@ -29,7 +29,7 @@ import json
 import math
 from calendar import timegm
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -39,11 +39,14 @@ import numpy as np
 
 from calreport.calibration.pricing import black76_price, year_fraction
 from calreport.market.harvest import encode_rows
+from calreport.market.quotes import QuoteArrays
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root
 from calreport.timeutil import DAYS_PER_YEAR, MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN
 
 STEP_MS = 5 * MS_PER_MIN  # the index path's resolution
+_SCALARS = {"n_bad_names"}
+_DERIVED = {"name_code", "name_table"}  # per-part name tables: rebuilt by whoever needs them
 TICK = 0.0001  # Deribit's option tick in the base coin
 MIN_MARK = 1e-6
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
@@ -154,6 +157,32 @@ class SampleMarket:
         phase = 2 * math.pi * (int(t_ms) - self.t0) / (5 * MS_PER_DAY)
         return self.spec.premium + self.spec.premium_swing * math.sin(phase)
 
+    # ------------------------------------------------------------------ the true surface (what the marks scatter around)
+
+    def atm_iv(self, t_ms: int, T: np.ndarray) -> np.ndarray:
+        """True ATM IV at maturities T (years): vol_regime(t) x premium(t) x (1 + term_slope ln(max(365 T, 0.5) / 30))."""
+        T = np.asarray(T, dtype=np.float64)
+        return self.vol_regime(t_ms) * self.premium(t_ms) * (1 + self.spec.term_slope * np.log(np.maximum(T * 365, 0.5) / 30))
+
+    def _smile(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(1 + self.spec.skew * z + self.spec.curvature * z * z, 0.6, 2.5)
+
+    def true_iv(self, t_ms: int, log_k: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """The true surface at t: atm_iv(t, T) x clip(1 + skew z + curvature z^2, 0.6, 2.5) with
+        z = ln(K/F) / (atm sqrt T). Marks are this x (1 + 0.012 noise), rounded as Deribit rounds them."""
+        atm = self.atm_iv(t_ms, T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.asarray(log_k, dtype=np.float64) / (atm * np.sqrt(np.asarray(T, dtype=np.float64)))
+        return atm * self._smile(z)
+
+    def quotes(self, times: Sequence[int] | np.ndarray) -> QuoteArrays:
+        """Every snapshot at `times` as one QuoteArrays, sorted by time (a harvest held in memory:
+        the backtest over generated days reads no file). Built a day of snapshots at a time."""
+        ts = [int(t) for t in np.unique(np.asarray(times, dtype=np.int64))]
+        parts = [QuoteArrays.from_rows([r for t in ts[i : i + 24] for r in self.book_summary(t)]) for i in range(0, len(ts), 24)]
+        return QuoteArrays(**{f.name: (np.concatenate([getattr(p, f.name) for p in parts]) if f.name not in _SCALARS else
+                                       sum(getattr(p, f.name) for p in parts)) for f in fields(QuoteArrays) if f.name not in _DERIVED})
+
     def chart_payload(self, end_ms: int, days: float = 8) -> dict[str, Any]:
         """public/get_tradingview_chart_data at resolution 60, as Deribit returns it."""
         start = int(end_ms - days * MS_PER_DAY) // MS_PER_HOUR * MS_PER_HOUR
@@ -185,7 +214,7 @@ class SampleMarket:
         exps = listed_expiries(int(t_ms))
         T = year_fraction(exps, t_ms)
         F = s * np.exp(spec.basis * T)
-        atm = self.vol_regime(t_ms) * self.premium(t_ms) * (1 + spec.term_slope * np.log(np.maximum(T * 365, 0.5) / 30))
+        atm = self.atm_iv(t_ms, T)
         width = np.maximum(2.2 * atm * np.sqrt(T), 0.03)  # +-2.2 standard deviations of ln(K/F)
         n = spec.strikes_per_expiry
         rows_e, rows_k = [], []
@@ -207,7 +236,7 @@ class SampleMarket:
         Te, Fe, atm_e = T[j], F[j], atm[j]
         z = np.log(k / Fe) / (atm_e * np.sqrt(Te))
         rng = np.random.default_rng([self.seed, spec.code, int(t_ms) // STEP_MS])
-        iv = atm_e * np.clip(1 + spec.skew * z + spec.curvature * z * z, 0.6, 2.5)
+        iv = atm_e * self._smile(z)
         iv = iv * (1 + 0.012 * rng.standard_normal(iv.size))
         price = black76_price(Fe, k, Te, iv, call)
         return {"expiry_ms": e, "strike": k, "is_call": call, "forward": Fe, "iv": iv, "price": price,

@@ -8,7 +8,7 @@ report all speak it.
 - `config`: CalibrationConfig (config/calibration.yaml, strict; the only home of every default).
 - `runs`: history rows (LiveRun and AutoRun on one RunMeasures base, ApplyEvent, AlertEvent;
   lenient: older rows load with missing fields as None, unknown fields are kept) and RunDetail.
-- `harvest`: HarvestRow, HarvestErrors.  `backtest`: BacktestDecision, BacktestSummary.
+- `harvest`: HarvestRow, HarvestErrors.  `backtest`: BacktestDecision, BacktestDifference, BacktestSummary.
 - `_base`: the typed codes (SigmaMode, RealismStatus, FlagCode, ApplySource, Decision).
 """
 
@@ -37,7 +37,7 @@ from calreport.model.applied import (
     StateDocument,
     default_entry,
 )
-from calreport.model.backtest import BacktestDecision, BacktestScore, BacktestSummary
+from calreport.model.backtest import BacktestDecision, BacktestDifference, BacktestScore, BacktestSummary
 from calreport.model.config import (
     AlertsConfig,
     AutoConfig,
@@ -89,7 +89,7 @@ __all__ = [
     "APPLIED_SCHEMA_VERSION", "BAND_LABEL_RE", "DEFAULT_MULTIPLIER", "DEFAULT_SIGMA_MODE",
     "NOTE_MAX_CHARS", "REALISM_STATUSES", "ROW_TYPES", "SIGMA_MODES", "UNDERLYING_RE",
     "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
-    "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
+    "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestDifference", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
     "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",

@@ -263,6 +263,10 @@ class AutoConfig(_Section):
     )
     min_expiries: int = Field(default=2, ge=0, description="Fewer expiries in the DTE range degrade a run.")
     min_strikes: int = Field(default=10, ge=0, description="Fewer distinct strikes in the DTE range degrade a run.")
+    min_snapshots_used: int = Field(default=12, ge=0, description="Fewer snapshots contributing quotes degrade a run.")
+    min_span_hours: float = Field(
+        default=12.0, ge=0, description="A run whose snapshots used span less than this (hours; at most half the lookback) is degraded: "
+        "a '14d' lookback resting on two hours of snapshots is not two weeks of evidence.")
 
     @field_validator("underlyings")
     @classmethod

@@ -320,6 +320,8 @@ class AutoRun(RunMeasures):
         default=None, description="Reason -> snapshots left out: rv_history (RV_7d from < auto.min_rv_returns returns), no_usable_quotes."
     )
     rv_returns_median: int | None = Field(default=None, description="Median hourly returns behind the RV_7d of the snapshots used.")
+    rv_returns_min: int | None = Field(default=None, description="Fewest hourly returns behind the RV_7d of a snapshot used.")
+    rv_returns_max: int | None = Field(default=None, description="Most hourly returns behind the RV_7d of a snapshot used.")
     snapshots_expected: int | None = Field(default=None, description="Snapshots the window should hold at the expected interval.")
     rows_read: int | None = Field(default=None, description="Harvest rows in the window.")
     elapsed_s: float | None = Field(default=None, description="Run time (seconds).")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calreport import fmt
-from calreport.calibration.backtest import IN_SAMPLE
+from calreport.calibration.backtest import IN_SAMPLE, NO_EVIDENCE
 from calreport.jsonio import loads
 from calreport.model import BacktestSummary
 from calreport.report import charts
@@ -54,6 +54,21 @@ class BacktestPage:
     band_headers: list[str] = field(default_factory=list)
     band_rows: list[list[str]] = field(default_factory=list)
     back_href: str | None = None
+    difference_rows: list[DifferenceRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DifferenceRow:
+    """One paired difference: a - b at one horizon, its interval and verdict (greyed without an interval)."""
+
+    horizon: str
+    pair: str
+    n: str
+    mean: str
+    interval: str
+    block: str
+    verdict: str
+    muted: bool
 
 
 def _stat(s: dict[str, Any] | None) -> str:
@@ -72,6 +87,9 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
     measures = list(MEASURE_LABELS)
     error_headers = ["Variant", "Horizon"] + [f"{MEASURE_LABELS[m][0]} ({MEASURE_LABELS[m][1]}) mean / median / p90" for m in measures]
     error_headers.append("In-sample OTM IV error on the same decisions (vp)")
+    truth = any("truth_error_vp" in (v.get("horizons", {}).get(h) or {}) for v in summary.variants.values() for h in hs)
+    if truth:
+        error_headers.append("Distance from the true surface (vp) mean / median / p90")
     policy_rows: list[PolicyRow] = []
     error_rows: list[list[str]] = []
     band_rows: list[list[str]] = []
@@ -92,7 +110,8 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
         for h in hs:
             cell = hz.get(h, {})
             label = f"{h} (in-sample)" if h == IN_SAMPLE else f"+{h}"
-            error_rows.append([name, label, *(_stat(cell.get(m)) for m in measures), fmt.num(cell.get("paired_in_sample_mean"), 2)])
+            error_rows.append([name, label, *(_stat(cell.get(m)) for m in measures), fmt.num(cell.get("paired_in_sample_mean"), 2),
+                               *([_stat(cell.get("truth_error_vp"))] if truth else [])])
             for b in cell.get("by_band") or {}:
                 if b not in bands:
                     bands.append(b)
@@ -118,6 +137,14 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
             lines, value_header="(vp)", pattern="{:.2f}", empty_text="No scored decisions at this horizon.",
             max_gap_s=2.5 * _every_s(summary),
         ))
+    difference_rows = [
+        DifferenceRow(
+            horizon=d.horizon if d.horizon != IN_SAMPLE else f"{d.horizon} (in-sample)", pair=f"{d.a} - {d.b}", n=fmt.integer(d.n),
+            mean=fmt.num(d.mean, 3), interval="-" if d.low is None else f"[{fmt.num(d.low, 3)}, {fmt.num(d.high, 3)}]",
+            block="-" if d.block is None else fmt.integer(d.block), verdict=d.verdict or "", muted=d.low is None or d.verdict == NO_EVIDENCE,
+        )
+        for d in summary.differences
+    ]
     settings = [
         ("Underlying", summary.underlying),
         ("Decisions", f"every {summary.every} from {fmt.time(summary.start)} to {fmt.time(summary.end)}"),
@@ -125,12 +152,18 @@ def backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]], *, b
         ("Snapshot staleness allowed", f"{summary.max_staleness_minutes:g} min"),
         ("RV_7d", "fixed " + fmt.vol(summary.rv) if summary.rv is not None else "from the harvest as of each snapshot"),
         ("Harvest read", f"{fmt.integer(summary.rows)} rows, {fmt.integer(summary.snapshots)} snapshots"),
-        ("Ran", f"{fmt.time(summary.created)} in {fmt.num(summary.elapsed_s, 1)} s"),
+        ("Ran", f"{fmt.time(summary.created)} in {fmt.num(summary.elapsed_s, 1)} s" + (f" ({summary.workers})" if summary.workers else "")),
     ]
+    if summary.generated:
+        g = summary.generated
+        settings.append(("Market", f"generated (market/sample.py, seed {g.get('seed')}): {fmt.num(g.get('days'), 1)} days, its true surface known"))
+    if summary.sweep:
+        settings.append(("Sweep", "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in summary.sweep.items())))
     return BacktestPage(
         id=summary.id, title=f"Backtest {summary.underlying} {summary.id}", settings=settings, charts=chart_list,
         policy_rows=policy_rows, error_headers=error_headers, error_rows=error_rows,
         band_headers=["Variant", "Horizon", *(f"{b} IV error (vp)" for b in bands)], band_rows=band_rows, back_href=back_href,
+        difference_rows=difference_rows,
     )
 
 

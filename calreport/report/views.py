@@ -319,6 +319,7 @@ class HealthCard:
     period: str = MISSING
     settings_hash: str = MISSING
     issues: list[str] = field(default_factory=list)
+    rests_on: str = ""  # the evidence headline (_used)
 
 
 class LiveRow(NamedTuple):
@@ -860,6 +861,7 @@ def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
                 reason=fmt.text(run.reason),
                 dq_status=fmt.text(dq.status if dq else None),
                 snapshots=snapshots,
+                rests_on=_used(run),
                 completeness=fmt.pct(dq.completeness * 100, 1) if dq and fmt.finite(dq.completeness) else MISSING,
                 schema_errors=fmt.integer(dq.schema_errors if dq else None),
                 expiries=fmt.integer(dq.expiries if dq else None),
@@ -933,12 +935,23 @@ def auto_row(run: AutoRun) -> AutoRow:
 
 
 def _used(run: AutoRun) -> str:
-    """'used 24 of 276 snapshots over 2.0 h': what a lookback really covered (older rows: '')."""
+    """The evidence headline: 'rests on 24 of 276 snapshots over 1.9 h, 2 expiries, RV from 24-26 returns'
+    (what a lookback really covered; older rows carry less, and say less; none: '')."""
     if run.snapshots_used is None or run.span_hours is None and run.snapshots_in_window is None:
         return ""
     of = f" of {fmt.integer(run.snapshots_in_window)}" if run.snapshots_in_window is not None else ""
     over = f" over {fmt.span(run.span_hours)}" if run.span_hours is not None and run.snapshots_used else ""
-    return f"used {fmt.integer(run.snapshots_used)}{of} snapshots{over}"
+    parts = [f"rests on {fmt.integer(run.snapshots_used)}{of} snapshots{over}"]
+    dq = run.data_quality
+    if dq is not None and dq.expiries is not None and run.snapshots_used:
+        parts.append(f"{fmt.integer(dq.expiries)} expiries")
+    lo, hi = run.rv_returns_min, run.rv_returns_max
+    if run.sigma_mode in (None, "rv") and run.snapshots_used:
+        if lo is not None and hi is not None:
+            parts.append(f"RV from {lo} returns" if lo == hi else f"RV from {lo}-{hi} returns")
+        elif run.rv_returns_median is not None:
+            parts.append(f"RV from a median {run.rv_returns_median} returns")
+    return ", ".join(parts)
 
 
 def page_count(total: int, page_size: int) -> int:

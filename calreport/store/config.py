@@ -88,6 +88,8 @@ auto:
   max_schema_error_rate: 0.01   # data quality degraded above 1% unreadable harvest lines
   min_expiries: 2
   min_strikes: 10
+  min_snapshots_used: 12        # an auto run resting on fewer snapshots is degraded
+  min_span_hours: 12.0          # ... or on snapshots spanning less (at most half a shorter lookback)
 dashboard: {max_rows: 50, page_size: 500, stale_after_hours: 2.0, poll_seconds: 30.0, mae_warn_pct: 40.0, min_rv_returns: 120}
 git_commit: false
 # Run flags (shown in the dashboard banner; vp = vol points).
