@@ -203,6 +203,14 @@ class FitConfig(_Section):
     )
     bootstrap_draws: int = Field(default=400, ge=0, le=MAX_BOOTSTRAP_DRAWS, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
     bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
+    refit_draws: int = Field(
+        default=24, ge=0, le=MAX_BOOTSTRAP_DRAWS,
+        description="Draws of the bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries (0 = none; each draw is one warm-started fit).",
+    )
+    min_distinct_resamples: int = Field(
+        default=20, ge=2,
+        description="Fewest distinct resamples of the expiries informing a level or node for its 95 % interval to be shown (3 expiries give at most 10).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:
