@@ -24,7 +24,7 @@ from calreport.commands.cli import main
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 CASES = {"BTC 12-11": ("BTC", "BTC-2025-12-11T1936Z.json", 0.43), "ETH 12-11": ("ETH", "ETH-2025-12-11T1936Z.json", 0.60),
          "BTC 12-13": ("BTC", "BTC-2025-12-13T1543Z.json", 0.43)}
-DRAWS = 12
+DRAWS = 6
 TOL = 0.25
 
 
@@ -103,6 +103,7 @@ def test_reported_se_of_every_level_and_node_matches_an_independent_refit_bootst
                 pairs.append((f"{b} x={node['x']}", node["se"], sd[P + p * n + i]))
     # --rv is manual: no RV term, so the reported SE is the bootstrap's alone. A floor of 0.002 (a fifth of a
     # typical node SE; rounding to 4 decimals) keeps near-zero SEs from failing on noise in the 4th decimal.
+    print(label, [(what, got, round(float(want), 4)) for what, got, want in pairs])  # the figures, with -s
     bad = [(what, got, want) for what, got, want in pairs if abs(got - want) > TOL * max(want, 0.002)]
     assert not bad, f"{label}: reported vs independent SE: {bad}"
 
@@ -138,3 +139,33 @@ def test_rv_sampling_error_adds_to_a_level_in_quadrature() -> None:
     samples = 1.0 + 0.01 * np.random.default_rng(2).standard_normal(50)
     u = param_uncertainty(1.0, samples, counts, se_rv=0.02, min_distinct=20)
     assert u.se == pytest.approx(np.hypot(np.std(samples, ddof=1), 0.02))
+
+
+def _node_run(rec_smile: list[float], smoothed_smile: list[float], node_se: list[float | None]):  # type: ignore[no-untyped-def]
+    from calreport.model import LiveRun, Multipliers, NodeUncertainty, Smile, UncertaintyEntry
+
+    nodes = [-1.5, 0.0, 1.5]
+    entry = UncertaintyEntry(se=0.001, nodes=[NodeUncertainty(x=x, se=s) for x, s in zip(nodes, node_se)])
+    return LiveRun(
+        run_id="R", underlying="BTC", samples=500, vega_sum=50.0, status="ok", sigma_mode="rv",
+        recommended=Multipliers(global_=1.0, smile=Smile(nodes=nodes, global_=rec_smile)),
+        smoothed=Multipliers(global_=1.0, smile=Smile(nodes=nodes, global_=smoothed_smile)),
+        multiplier_se=Multipliers(global_=0.001), uncertainty={"global": entry},
+    )
+
+
+def test_a_node_move_within_its_standard_error_holds_and_a_significant_one_is_applied_whole() -> None:
+    from calreport.apply import decide_values
+    from calreport.model import AppliedEntry, PolicyConfig, Smile
+
+    applied = AppliedEntry(global_=1.0, run_id="A", source="policy", smile=Smile(nodes=[-1.5, 0.0, 1.5], global_=[1.0, 1.0, 1.0]))
+    policy = PolicyConfig(min_delta=0.03, min_delta_se=1.0, significant_se=2.0, max_rel_step=0.1, max_step_se=6.0)
+    # a move of 0.05 at x=-1.5 beats min_delta (0.03) but not 1 SE (0.08): held
+    held = decide_values(_node_run([1.05, 1.0, 1.0], [1.05, 1.0, 1.0], [0.08, None, 0.08]), applied, policy)
+    assert held[0] == "hold"
+    # the same move with SE 0.01 (5 SE > 2 SE): the recommended curve applied whole, not the smoothed one
+    go = decide_values(_node_run([1.05, 1.0, 1.0], [1.04, 1.0, 1.0], [0.01, None, 0.01]), applied, policy)
+    assert go[0] == "apply" and "smile global" in go[1] and go[2].smile.global_ == [1.05, 1.0, 1.0]
+    # without node SEs (older rows) only min_delta counts
+    old = decide_values(_node_run([1.05, 1.0, 1.0], [1.05, 1.0, 1.0], [None, None, None]), applied, policy)
+    assert old[0] == "apply"
