@@ -22,6 +22,7 @@ from calreport.store.history import read_history
 from calreport.store.paths import Root
 
 KILLS = reps(60, 200)  # 200 in the long run (CALREPORT_LONG_TESTS=1)
+APPLY_S_IDLE = 0.01  # one apply_values on an idle 2-core machine (seconds), the scale of the kill delays
 VALUES = [1.0833, 0.9266, 1.2147, 1.05, 1.3333]
 
 
@@ -76,14 +77,19 @@ def _run_and_kill(root: Root, start: int, slow: bool, delay: float) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_points_never_leaves_a_mixed_yaml_or_a_torn_middle_line(root):
     rng = random.Random(20251211)
+    t0 = time.perf_counter()
     apply_values(root, "BTC", _values(0), source="policy", run_id="run-0", reason="crash test 0")
+    # kill delays are spread over a few applies' time as this machine runs them now: on a loaded
+    # machine fixed delays ended most children before their first write, and no line was ever torn
+    load = max(1.0, (time.perf_counter() - t0) / APPLY_S_IDLE)
     next_i = 1
     known_torn: set[int] = set()  # line numbers of lines torn by earlier kills (then repaired by appends)
     interrupted_after_yaml = 0
     torn_seen = 0
-    for k in range(KILLS):
+    k = -1
+    while (k := k + 1) < KILLS or (torn_seen == 0 and k < 4 * KILLS):  # kill on until a line was torn (the test's power)
         slow = k % 2 == 1
-        _run_and_kill(root, next_i, slow, rng.uniform(0.0, 0.03 if not slow else 0.06))
+        _run_and_kill(root, next_i, slow, load * rng.uniform(0.0, 0.03 if not slow else 0.06))
 
         # the YAML is one complete state: it validates and its values are exactly those of its run
         doc = read_applied(root)
@@ -121,7 +127,7 @@ def test_sigkill_at_random_points_never_leaves_a_mixed_yaml_or_a_torn_middle_lin
     assert read_applied(root).entry("BTC").run_id == f"run-{next_i}"
     leftovers = sorted(p.name for p in root.config_dir.glob(".applied_multipliers.yaml.*.tmp"))
     print(
-        f"\ncrash injection: {KILLS} SIGKILLs survived, {next_i} applies attempted, {torn_seen} torn last lines "
+        f"\ncrash injection: {k} SIGKILLs survived, {next_i} applies attempted, {torn_seen} torn last lines "
         f"(each repaired by the next append), {interrupted_after_yaml} kills between the YAML write and its event, "
         f"{len(leftovers)} temp files left by kills"
     )
