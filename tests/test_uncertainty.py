@@ -96,6 +96,10 @@ def test_policy_holds_a_change_inside_its_standard_error_and_applies_one_beyond_
 def test_a_live_run_records_se_and_ci95_for_global_and_each_band(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
+    # the surface refit is off by default (its cost); switched on here with a few draws, and intervals
+    # allowed from as few distinct resamples as those give (the refusal has its own tests)
+    text = root.calibration_config.read_text().replace("refit_draws: 0,", "refit_draws: 6,")
+    root.calibration_config.write_text(text.replace("min_distinct_resamples: 20", "min_distinct_resamples: 2"))
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
     run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.multiplier_se is not None and run.multiplier_se.global_ is not None
@@ -104,7 +108,7 @@ def test_a_live_run_records_se_and_ci95_for_global_and_each_band(tmp_path: Path)
     assert lo < run.recommended.global_ < hi  # type: ignore[union-attr, operator]
     # the surface is what rv mode applies: its refit bootstrap, with the configured draws (manual RV: no RV term)
     g = run.uncertainty["global"]  # type: ignore[index]
-    assert g.method == "surface refit" and g.se_rv is None and g.draws == CalibrationConfig().fit.refit_draws
+    assert g.method == "surface refit" and g.se_rv is None and g.draws == 6
     assert all(len(run.uncertainty[b].nodes) == 7 for b in run.recommended.bands)  # type: ignore[index, union-attr, arg-type]
 
 
