@@ -68,6 +68,38 @@ def _measure(label: str, snapshot: Path, rv: float, draws: int) -> list[Figure]:
                    baseline_label=f"{draws} fits one by one", ratio=base_s / vec_s, target="-", met=None, notes=[note])]
 
 
+def _calibrate_seconds(snapshot: Path, underlying: str, rv: float, refit_draws: int) -> float:
+    """Wall time of one `calreport calibrate` from a fresh root with fit.refit_draws set."""
+    import contextlib
+    import io
+    import time
+
+    import yaml
+
+    from calreport.commands.cli import main
+
+    with tempfile.TemporaryDirectory(prefix="calreport-bench-refit-") as root:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            main(["--root", root, "init"])
+            cfg_file = Path(root) / "config" / "calibration.yaml"
+            cfg = yaml.safe_load(cfg_file.read_text())
+            cfg["fit"]["refit_draws"] = refit_draws
+            cfg_file.write_text(yaml.safe_dump(cfg))
+            t0 = time.perf_counter()
+            main(["--root", root, "calibrate", "--underlying", underlying, "--snapshot", str(snapshot), "--rv", str(rv)])
+            return time.perf_counter() - t0
+
+
+def _measure_refit(snapshot: Path, underlying: str, rv: float) -> Figure:
+    """The surface refit bootstrap's cost: a calibrate with the default draws vs one without the refit."""
+    draws = CalibrationConfig().fit.refit_draws
+    with_s = min(_calibrate_seconds(snapshot, underlying, rv, draws) for _ in range(2))
+    without_s = min(_calibrate_seconds(snapshot, underlying, rv, 0) for _ in range(2))
+    return Figure(name=f"calibrate with the surface refit bootstrap, {snapshot.stem}", value=with_s, unit="s", baseline=without_s,
+                  baseline_label="same calibrate, refit_draws 0 (flat grid bootstrap)", ratio=with_s / without_s, target="-", met=None,
+                  notes=[f"{draws} draws; per draw ~{(with_s - without_s) / draws:.3f} s (one surface fit + one global smile fit)"])
+
+
 def run(quick: bool = False) -> list[Figure]:
     draws = 40 if quick else 400
     figures: list[Figure] = []
@@ -77,6 +109,11 @@ def run(quick: bool = False) -> list[Figure]:
         figures += _measure("generated chain", snap, market.vol_regime(T_SNAPSHOT), draws)
         if REAL_SNAPSHOT.is_file() and not quick:
             figures += _measure("real snapshot BTC-2025-12-13T1543Z (RV 0.45)", REAL_SNAPSHOT, 0.45, draws)
+    if not quick:
+        for name, und, rv in (("BTC-2025-12-11T1936Z", "BTC", 0.43), ("ETH-2025-12-11T1936Z", "ETH", 0.60), ("BTC-2025-12-13T1543Z", "BTC", 0.43)):
+            snap = REAL_SNAPSHOT.parent / f"{name}.json"
+            if snap.is_file():
+                figures.append(_measure_refit(snap, und, rv))
     if not math.isfinite(figures[0].value):
         raise RuntimeError("uncertainty benchmark produced no timing")
     return figures

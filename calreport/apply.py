@@ -266,6 +266,36 @@ def untouched(applied: AppliedEntry) -> bool:
     return applied.run_id is None and applied.source == "init"
 
 
+def node_se(run: LiveRun) -> NodeSE:
+    """The run's standard error of each recommended smile node, per curve (calibration/live.py's surface
+    refit: run.uncertainty[label].nodes); None for a curve without them (older rows, the step model)."""
+    unc = run.uncertainty or {}
+
+    def of(label: str) -> list[float | None] | None:
+        e = unc.get(label)
+        nodes = getattr(e, "nodes", None) if e is not None else None
+        return [n.se for n in nodes] if nodes else None
+
+    return of
+
+
+def _significant_smile(rec: Smile | None, smoothed: Smile | None, applied: Smile | None, se_of: NodeSE, policy: PolicyConfig) -> tuple[Smile | None, list[str]]:
+    """The smoothed smile with every curve that has a node significant against its SE replaced by the
+    recommended curve (applied whole, as a level is), and those curves' labels."""
+    if rec is None or smoothed is None or list(rec.nodes) != list(smoothed.nodes):
+        return smoothed, []
+    curves = {label: list(v) for label, v, _ in _smile_pairs(smoothed, applied)}
+    whole = []
+    for label, new, old in _smile_pairs(rec, applied):  # global + a handful of bands
+        se = se_of(label)
+        if se is not None and label in curves and any(_significant(v, o, s, policy) for v, o, s in zip(new, old, se)):
+            curves[label] = list(new)
+            whole.append(f"smile {label}")
+    if not whole:
+        return smoothed, []
+    return Smile(nodes=list(smoothed.nodes), global_=curves["global"], bands={b: curves[b] for b in smoothed.bands}), whole
+
+
 def _significant(new: float | None, old: float, se: float | None, policy: PolicyConfig) -> bool:
     """A recommended value beyond max(min_delta, significant_se x SE) of the applied one (SE needed)."""
     if new is None or se is None or not math.isfinite(se) or policy.significant_se <= 0:
@@ -284,20 +314,33 @@ def _smile_pairs(new: Smile, old: Smile | None) -> list[tuple[str, list[float], 
     return [("global", list(new.global_), old_of(None))] + [(b, new.for_band(b), old_of(b)) for b in labels]
 
 
-def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float) -> list[str]:
-    """'global x=-2.50/-1.50', '7-30d x=2.50': per smile, the nodes whose value would move by at least min_delta."""
+NodeSE = Callable[[str], "list[float | None] | None"]  # curve label ("global" or a band) -> SE per node
+
+
+def _node_limit(se: list[float | None] | None, i: int, base: float, k: float) -> float:
+    """max(base, k x SE of node i) (SE unknown: base)."""
+    v = se[i] if se is not None and i < len(se) else None
+    return base if v is None or not math.isfinite(v) else max(base, k * v)
+
+
+def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float, se_of: NodeSE | None = None, min_delta_se: float = 0.0) -> list[str]:
+    """'global x=-2.50/-1.50', '7-30d x=2.50': per smile, the nodes whose value would move by at least
+    max(min_delta, min_delta_se x the node's SE)."""
     if new is None:
         return []
     out = []
     for label, a, b in _smile_pairs(new, old):  # global + a handful of bands
-        moved = [node_label(x).removeprefix("x=") for x, va, vb in zip(new.nodes, a, b) if abs(va - vb) >= min_delta - _EPS]
+        se = se_of(label) if se_of is not None else None
+        moved = [node_label(x).removeprefix("x=") for i, (x, va, vb) in enumerate(zip(new.nodes, a, b))
+                 if abs(va - vb) >= _node_limit(se, i, min_delta, min_delta_se) - _EPS]
         if moved:
             out.append(f"{label} x={'/'.join(moved)}")
     return out
 
 
 def capped_smile(
-    new: Smile | None, old: Smile | None, max_rel_step: float, *, whole_curve: bool = False
+    new: Smile | None, old: Smile | None, max_rel_step: float, *, whole_curve: bool = False,
+    se_of: NodeSE | None = None, max_step_se: float = 0.0,
 ) -> tuple[Smile | None, list[tuple[str, float, float]]]:
     """The smile with each node's step capped at max_rel_step of the applied node value, and the capped nodes.
     `whole_curve` (the surface): one fraction of the step per curve, the largest that keeps every node within
@@ -308,12 +351,15 @@ def capped_smile(
     capped: list[tuple[str, float, float]] = []
     out: dict[str, list[float]] = {}
     for label, a, b in _smile_pairs(new, old):
-        if whole_curve:
-            caps = [max_rel_step * abs(vb) / abs(va - vb) for va, vb in zip(a, b) if abs(va - vb) > _EPS and vb > 0]
+        se = se_of(label) if se_of is not None else None
+        if whole_curve:  # each node's cap: max(max_rel_step x applied, max_step_se x its SE)
+            caps = [_node_limit(se, i, max_rel_step * abs(vb), max_step_se) / abs(va - vb)
+                    for i, (va, vb) in enumerate(zip(a, b)) if abs(va - vb) > _EPS and vb > 0]
             lam = min([1.0, *caps])
             values = [round(vb + lam * (va - vb), 4) for va, vb in zip(a, b)]
         else:
-            values = [_capped(va, vb, max_rel_step) for va, vb in zip(a, b)]
+            values = [_capped(va, vb, max_rel_step, se[i] if se is not None and i < len(se) else None, max_step_se)
+                      for i, (va, vb) in enumerate(zip(a, b))]
         capped += [(f"smile {label} {node_label(x)}", va, v) for x, va, v in zip(new.nodes, a, values) if abs(va - v) > _EPS]
         out[label] = values
     bands = {b: out[b] for b in new.bands}
@@ -371,7 +417,8 @@ def decide_values(
     g_limit = change_limit(policy, _se(run, None))
     limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
     changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]
-    nodes_moved = smile_nodes_moved(smoothed.smile, applied.smile, policy.min_delta)
+    se_of = node_se(run)
+    nodes_moved = smile_nodes_moved(smoothed.smile, applied.smile, policy.min_delta, se_of, policy.min_delta_se)
     if d_global < g_limit[0] - _EPS and not changed and not nodes_moved:
         listed = ", ".join(
             f"{label} d={d:.4f}" + (f" < {limits[label][1]}" if "SE" in limits[label][1] else "") for label, d in d_bands.items()
@@ -395,6 +442,10 @@ def decide_values(
             if _significant(v, band_value(applied, label), _se(run, label), policy):
                 target_bands[label] = v
                 whole.append(label)
+    target_smile = smoothed.smile
+    if rec is not None:
+        target_smile, whole_smiles = _significant_smile(rec.smile, smoothed.smile, applied.smile, se_of, policy)
+        whole += whole_smiles
     if whole:
         reason += f"; significant (> {fmt.limit(policy.significant_se)} SE), applied whole: {', '.join(whole)}"
     step, step_se = policy.max_rel_step, policy.max_step_se
@@ -402,7 +453,9 @@ def decide_values(
     new_bands = {label: _capped(v, band_value(applied, label), step, _se(run, label), step_se) for label, v in target_bands.items()}
     capped = [("global", target_g, g)] + [(k, target_bands[k], v) for k, v in new_bands.items()]
     capped = [(label, a, b) for label, a, b in capped if abs(a - b) > _EPS]
-    new_smile, smile_capped = capped_smile(smoothed.smile, applied.smile, step, whole_curve=smoothed.surface is not None)
+    new_smile, smile_capped = capped_smile(
+        target_smile, applied.smile, step, whole_curve=smoothed.surface is not None, se_of=se_of, max_step_se=step_se
+    )
     capped += smile_capped
     if capped:
         listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)

@@ -26,7 +26,7 @@ from calreport.calibration.uncertainty import (
 )
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
-from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
+from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds
 from tests.test_calibrate import synth_rows, write_snapshot
@@ -96,13 +96,20 @@ def test_policy_holds_a_change_inside_its_standard_error_and_applies_one_beyond_
 def test_a_live_run_records_se_and_ci95_for_global_and_each_band(tmp_path: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
+    # the surface refit is off by default (its cost); switched on here with a few draws, and intervals
+    # allowed from as few distinct resamples as those give (the refusal has its own tests)
+    text = root.calibration_config.read_text().replace("refit_draws: 0,", "refit_draws: 6,")
+    root.calibration_config.write_text(text.replace("min_distinct_resamples: 20", "min_distinct_resamples: 2"))
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
     run = actions.run_live_calibration(Workspace.open(root), "BTC", snap, rv=0.45)
     assert run.multiplier_se is not None and run.multiplier_se.global_ is not None
     assert set(run.multiplier_se.bands) == set(run.recommended.bands)  # type: ignore[union-attr]
     lo, hi = run.multiplier_ci95.global_  # type: ignore[union-attr, misc]
     assert lo < run.recommended.global_ < hi  # type: ignore[union-attr, operator]
-    assert run.uncertainty["global"].se_rv is None and run.uncertainty["global"].draws == 400  # type: ignore[index]
+    # the surface is what rv mode applies: its refit bootstrap, with the configured draws (manual RV: no RV term)
+    g = run.uncertainty["global"]  # type: ignore[index]
+    assert g.method == "surface refit" and g.se_rv is None and g.draws == 6
+    assert all(len(run.uncertainty[b].nodes) == 7 for b in run.recommended.bands)  # type: ignore[index, union-attr, arg-type]
 
 
 # ------------------------------------------------------------------ independent cross-check
@@ -114,7 +121,10 @@ def test_bootstrap_se_on_the_shared_btc_snapshot_agrees_with_an_independent_refi
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
     draws, seed = 80, 11
+    # the flat grid bootstrap (auto runs, the flat model): smile off, so the level it refits is the one recommended
     text = root.calibration_config.read_text().replace("bootstrap_draws: 400", f"bootstrap_draws: {draws}")
+    text = text.replace("smile:\n  enabled: true", "smile:\n  enabled: false")
+    assert "smile:\n  enabled: false" in text
     root.calibration_config.write_text(text)
     run = actions.run_live_calibration(Workspace.open(root), "BTC", SNAP, rv=0.45)
     detail = RunDetail.model_validate_json((root.path / run.detail_file).read_text())  # type: ignore[operator]

@@ -42,7 +42,7 @@ from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
 from calreport.calibration.surface import DAYS_PER_YEAR, sqrt_time_pillars
-from calreport.calibration.surface_fit import fit_surface
+from calreport.calibration.surface_fit import SurfaceFit, fit_surface
 from calreport.calibration.smoothing import (
     APPLIED_SOURCE,
     continues_ewma,
@@ -51,7 +51,11 @@ from calreport.calibration.smoothing import (
     smoothing_alpha,
 )
 from calreport.calibration.uncertainty import (
+    ParamUncertainty,
     Uncertainty,
+    expiry_counts,
+    param_uncertainty,
+    refit_draws,
     bootstrap_se,
     combine,
     iv_terms,
@@ -68,11 +72,13 @@ from calreport.model import (
     Interval95,
     LiveRun,
     Multipliers,
+    NodeUncertainty,
     QuoteDetail,
     RunDetail,
     Smile,
     SmileFitStats,
     SurfaceSpec,
+    UncertaintyEntry,
 )
 from calreport.realism import (
     REASON_UNREALISTIC_LIVE,
@@ -273,6 +279,89 @@ def _uncertainty_fields(
     }
 
 
+def _param_entry(u: ParamUncertainty, **extra: object) -> UncertaintyEntry:
+    r = lambda x: None if x is None else round(float(x), 4)  # noqa: E731
+    return UncertaintyEntry(
+        se=r(u.se), se_expiry=r(u.se_expiry), se_rv=r(u.se_rv), ci95=[r(u.ci95[0]), r(u.ci95[1])] if u.ci95 else None,  # type: ignore[list-item]
+        expiries=u.expiries, draws=u.draws, method="surface refit", distinct=u.distinct, refused=u.refused, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _node_entries(nodes: list[float], values: np.ndarray, samples: np.ndarray, counts: np.ndarray, min_distinct: int) -> list[NodeUncertainty]:
+    out = []
+    for i, x in enumerate(nodes):  # a handful of nodes
+        if x == 0.0:  # fixed at 1: no uncertainty
+            out.append(NodeUncertainty(x=x, value=1.0, se=None, ci95=None, distinct=None, refused="fixed at 1"))
+            continue
+        u = param_uncertainty(float(values[i]), samples[:, i], counts, se_rv=None, min_distinct=min_distinct)
+        out.append(NodeUncertainty(
+            x=x, value=round(float(values[i]), 4), se=_r(u.se), ci95=[round(u.ci95[0], 4), round(u.ci95[1], 4)] if u.ci95 else None,
+            distinct=u.distinct, refused=u.refused,
+        ))
+    return out
+
+
+def _surface_uncertainty(
+    priced: _Priced, fitted: tuple[_SurfaceProblem, SurfaceFit], recommended: Multipliers, global_smile: SmileFit, rv: RealisedVol, config: CalibrationConfig
+) -> dict[str, object] | None:
+    """multiplier_se, multiplier_ci95 and per-level / per-node entries of the applied surface, from a bootstrap
+    that resamples whole expiries and refits THAT model per draw (the surface warm-started from the full fit,
+    and the global level's smile fit), plus RV's sampling error on the levels. None: no draws configured."""
+    f = config.fit
+    problem, full = fitted
+    if f.refit_draws < 2 or recommended.smile is None or recommended.global_ is None:
+        return None
+    q = priced.sel.quotes
+    labels = list(recommended.bands)
+    nodes = list(recommended.smile.nodes)
+    levels = np.array([recommended.bands[b] for b in labels])
+    values = np.array([recommended.smile.for_band(b) for b in labels])
+    everything = np.ones(priced.sel.n, dtype=bool)
+    g_mask = priced.otm
+    keys, inv = np.unique(q.expiry_ms[problem.mask | g_mask], return_inverse=True)
+    e_of = np.full(priced.sel.n, -1)
+    e_of[problem.mask | g_mask] = inv
+    E = keys.size
+    if E < 2:
+        return None
+    counts = expiry_counts(E, f.refit_draws, f.bootstrap_seed)
+    P, n = values.shape
+
+    def refit(c: np.ndarray) -> np.ndarray:
+        mult = np.where(e_of >= 0, c[np.maximum(e_of, 0)], 0).astype(np.float64)
+        sf = problem.fit(mult[problem.mask], start_from=full)
+        gf = _smile_fit(priced, everything, priced.base, config, start=global_smile.multiplier,
+                        start_values=list(global_smile.values), weights=priced.weights * mult)
+        g = np.nan if gf.multiplier is None else gf.multiplier
+        return np.concatenate([sf.levels, np.asarray(sf.values).reshape(-1), [g]])
+
+    draws = refit_draws(refit, counts)
+    # the expiries that inform pillar p: those whose variance time lies between its neighbouring pillars
+    pt = np.asarray(problem.pillar_tau)
+    tau_e = np.full(E, np.nan)
+    tau_e[e_of[problem.mask]] = problem.tau
+    lo = np.clip(np.searchsorted(pt, tau_e) - 1, 0, P - 1)
+    hi = np.clip(np.searchsorted(pt, tau_e), 0, P - 1)
+    no_rv = rv.source == "manual" or priced.mode != "rv"
+    md = f.min_distinct_resamples
+    g_m = float(recommended.global_)
+    # smile.global is the best-quoted pillar's curve (_surface_fit): its nodes carry that pillar's SEs
+    main = labels.index(next((b for b in labels if list(recommended.smile.bands.get(b, [])) == list(recommended.smile.global_)), labels[0]))
+    out: dict[str, UncertaintyEntry] = {}
+    g = param_uncertainty(g_m, draws[:, -1], counts, se_rv=rv_se(g_m, rv.n_returns, manual=no_rv), min_distinct=md)
+    node_of: dict[str, list[NodeUncertainty]] = {}
+    for p, b in enumerate(labels):  # a handful of pillars
+        informs = np.isfinite(tau_e) & ((lo == p) | (hi == p))
+        sub = counts[:, informs]
+        u = param_uncertainty(float(levels[p]), draws[:, p], sub, se_rv=rv_se(float(levels[p]), rv.n_returns, manual=no_rv), min_distinct=md)
+        node_of[b] = _node_entries(nodes, values[p], draws[:, P + p * n: P + (p + 1) * n], sub, md)
+        out[b] = _param_entry(u, nodes=node_of[b])
+    out = {"global": _param_entry(g, nodes=node_of[labels[main]]), **out}
+    se = Multipliers(global_=_r(g.se), bands={b: round(e.se, 4) for b, e in out.items() if b != "global" and e.se is not None})
+    ci = Interval95(global_=out["global"].ci95, bands={b: e.ci95 for b, e in out.items() if b != "global" and e.ci95})
+    return {"multiplier_se": se, "multiplier_ci95": ci, "uncertainty": out}
+
+
 @dataclass(frozen=True)
 class _SmileFits:
     """The run's smile fits: global and per band (bands with enough quotes), and their records."""
@@ -296,7 +385,7 @@ def _base_of(base: np.ndarray | float, m: np.ndarray) -> np.ndarray | float:
 
 def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, config: CalibrationConfig, *,
                fixed: list[float] | None = None, start: float | None = None,
-               start_values: list[float] | None = None) -> SmileFit:
+               start_values: list[float] | None = None, weights: np.ndarray | None = None) -> SmileFit:
     """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
     q = priced.sel.quotes
     m = mask & priced.otm
@@ -307,7 +396,7 @@ def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, conf
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike[m] / q.underlying_price[m])
     return fit_smile(
-        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], priced.weights[m],
+        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], (priced.weights if weights is None else weights)[m],
         nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
         mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
         price_inputs=price_inputs, start_multiplier=start, start_values=start_values, fixed_values=fixed,
@@ -381,31 +470,67 @@ def surface_spec(config: CalibrationConfig) -> SurfaceSpec:
     )
 
 
-def _surface_fit(
-    priced: _Priced, rv: float, config: CalibrationConfig, now_ms: int, applied: AppliedEntry, flat: Multipliers
-) -> tuple[Multipliers, dict[str, SmileFitStats], float]:
-    """(recommended values, per-band fit stats, seconds): surface_fit.fit_surface on the OTM quotes, warm-started
-    from the applied surface when it has the same pillars and nodes. The global multiplier stays the flat fit's
-    (a summary number for realism and the dashboard; every pillar has its own level)."""
+@dataclass(frozen=True)
+class _SurfaceProblem:
+    """The surface fit's inputs: the OTM quotes with a mark IV, as fit_surface takes them. Kept so the
+    uncertainty refits exactly the model that is applied (same quotes, weights, pillars and options)."""
+
+    mask: np.ndarray  # the quotes of the run that enter the fit
+    log_k: np.ndarray
+    T: np.ndarray
+    tau: np.ndarray
+    sigma: np.ndarray
+    weights: np.ndarray
+    base: float
+    pillar_tau: list[float]
+    nodes: list[float]
+    options: dict[str, object]
+
+    def fit(self, multiplicity: np.ndarray | None = None, *, start_levels=None, start_values=None, start_from: SurfaceFit | None = None) -> SurfaceFit:  # type: ignore[no-untyped-def]
+        """fit_surface; `multiplicity` per quote (a resample of expiries: weights x count, 0 drops a quote).
+        `start_from` (a bootstrap draw): start at that fit's values. Seeding the IRLS weights from it as well
+        (one round instead of three) was measured to move the SEs by up to 2x: the three rounds from even
+        weights are the model, so each draw repeats them."""
+        w = self.weights if multiplicity is None else self.weights * multiplicity
+        if start_from is not None:  # the same procedure as the full fit (its IRLS rounds from even weights), warm values
+            start_levels, start_values = start_from.levels, start_from.values
+        return fit_surface(
+            self.log_k, self.T, self.tau, self.sigma, w, base=self.base, pillar_tau=self.pillar_tau, nodes=self.nodes,
+            start_levels=start_levels, start_values=start_values, **self.options,  # type: ignore[arg-type]
+        )
+
+
+def _surface_problem(priced: _Priced, rv: float, config: CalibrationConfig, now_ms: int) -> _SurfaceProblem:
     q = priced.sel.quotes
     m = priced.otm & np.isfinite(priced.sigma_mark) & (priced.sigma_mark > 0)
     spec = surface_spec(config)
-    labels = list(spec.pillars)
-    nodes = list(config.smile.nodes)
     T = priced.sel.T[m]
-    tau = surface_tau(T, now_ms, spec.weekend_weight)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike[m] / q.underlying_price[m])
+    return _SurfaceProblem(
+        m, log_k, T, surface_tau(T, now_ms, spec.weekend_weight), priced.sigma_mark[m], priced.weights[m], rv,
+        [spec.pillars[b] / DAYS_PER_YEAR for b in spec.pillars], list(config.smile.nodes),
+        {"bounds": (config.smile.bounds[0], config.smile.bounds[1]), "mult_bounds": (config.fit.min_mult, config.fit.max_mult),
+         "wing_cap": spec.wing_slope_cap},
+    )
+
+
+def _surface_fit(
+    priced: _Priced, rv: float, config: CalibrationConfig, now_ms: int, applied: AppliedEntry, flat: Multipliers
+) -> tuple[Multipliers, dict[str, SmileFitStats], float, tuple[_SurfaceProblem, SurfaceFit]]:
+    """(recommended values, per-band fit stats, seconds, the fit's inputs): surface_fit.fit_surface on the OTM
+    quotes, warm-started from the applied surface when it has the same pillars and nodes. The global multiplier
+    stays the flat fit's (a summary number for realism and the dashboard; every pillar has its own level)."""
+    spec = surface_spec(config)
+    labels = list(spec.pillars)
+    nodes = list(config.smile.nodes)
+    problem = _surface_problem(priced, rv, config, now_ms)
     start_levels = start_values = None
     if applied.surface is not None and list(applied.surface.pillars) == labels and applied.smile is not None and list(applied.smile.nodes) == nodes:
         start_levels = [band_value(applied, b) for b in labels]
         start_values = [applied.smile.for_band(b) for b in labels]
     t0 = time.perf_counter()
-    f = fit_surface(
-        log_k, T, tau, priced.sigma_mark[m], priced.weights[m], base=rv, pillar_tau=[spec.pillars[b] / DAYS_PER_YEAR for b in labels],
-        nodes=nodes, bounds=(config.smile.bounds[0], config.smile.bounds[1]), mult_bounds=(config.fit.min_mult, config.fit.max_mult),
-        wing_cap=spec.wing_slope_cap, start_levels=start_levels, start_values=start_values,
-    )
+    f = problem.fit(start_levels=start_levels, start_values=start_values)
     seconds = time.perf_counter() - t0
     main = int(np.argmax(f.quotes_per_pillar)) if f.quotes_per_pillar else 0
     smile = Smile(nodes=nodes, global_=list(f.values[main]), bands={b: list(v) for b, v in zip(labels, f.values)})
@@ -414,7 +539,7 @@ def _surface_fit(
         b: SmileFitStats(source="fitted", samples=n, objective=f.objective_vp, iv_error_vp=f.objective_vp)
         for b, n in zip(labels, f.quotes_per_pillar)
     }
-    return values, stats, seconds
+    return values, stats, seconds, (problem, f)
 
 
 def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
@@ -605,12 +730,15 @@ def evaluate_live(
     surface_s: float | None = None
     if smiles is not None and uses_surface(config, mode) and rv.rv is not None:
         # the quoted surface: every band's level and smile fitted jointly, as pillars of one surface
-        recommended, surface_stats, surface_s = _surface_fit(priced, float(rv.rv), config, now_ms, applied, recommended)
+        recommended, surface_stats, surface_s, problem = _surface_fit(priced, float(rv.rv), config, now_ms, applied, recommended)
         smiles = _SmileFits(smiles.global_, smiles.bands, {**smiles.stats, **surface_stats}, smiles.deviations)
         by_band = {
             name: gm.model_copy(update={"recommended": round(recommended.bands[name], 4), "on_bound": None}) if name in recommended.bands else gm
             for name, gm in by_band.items()
         }
+    surface_unc = None
+    if surface_s is not None and smiles is not None:  # the applied surface's own uncertainty: refit per resample
+        surface_unc = _surface_uncertainty(priced, problem, recommended, smiles.global_, rv, config)
     prev_values, prev_source = previous[0], previous[1]
     if not config.smile.enabled and prev_values.smile is not None:
         prev_values = prev_values.model_copy(update={"smile": None})  # the flat model: no smile carried along
@@ -676,7 +804,7 @@ def evaluate_live(
         by_type=by_type,
         by_type_band=_type_band_fits(priced, rv_value, config),
         **_desk_fields(priced, config),  # type: ignore[arg-type]
-        **_uncertainty_fields(priced, recommended.global_ or fit.multiplier, dict(recommended.bands), rv, config),  # type: ignore[arg-type]
+        **(surface_unc or _uncertainty_fields(priced, recommended.global_ or fit.multiplier, dict(recommended.bands), rv, config)),  # type: ignore[arg-type]
         smoothed=smoothed,
         **({"smile_fit": smiles.stats} if smiles is not None else {}),
         **({"arbitrage": arbitrage} if arbitrage is not None else {}),

@@ -70,6 +70,7 @@ class SurfaceFit:
     arbitrage: ArbReport | None  # grid check of the fitted surface
     quotes_per_pillar: tuple[int, ...]
     evaluations: int = 0  # residual evaluations (the cost of the fit)
+    residuals_vp: np.ndarray | None = None  # |sigma - sigma_mark| per input quote (vp; NaN where not fitted)
 
 
 def _second_diff(nodes: np.ndarray) -> np.ndarray:
@@ -182,6 +183,7 @@ def fit_surface(
     start_levels: Sequence[float] | None = None,
     start_values: Sequence[Sequence[float]] | None = None,
     irls_rounds: int = IRLS_ROUNDS,
+    start_residuals_vp: np.ndarray | None = None,
 ) -> SurfaceFit:
     lk, Tc, tv, sm, w = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (log_k, T, tau, market_sigma, weights))
     ok = np.isfinite(lk) & (Tc > 0) & (tv > 0) & np.isfinite(sm) & (sm > 0) & np.isfinite(w) & (w > 0)
@@ -335,6 +337,9 @@ def fit_surface(
         return p
 
     rw = w.copy()
+    if start_residuals_vp is not None:  # a refit near a known optimum (the bootstrap): start from its IRLS weights
+        r0 = np.asarray(start_residuals_vp, dtype=np.float64).reshape(-1)[ok]
+        rw = w / np.sqrt(r0 * r0 + IRLS_EPS_VP**2)
     p = p0
     for _ in range(max(int(irls_rounds), 1)):  # reweighting rounds (each a least-squares solve)
         m, v = unpack(p)
@@ -350,7 +355,9 @@ def fit_surface(
     m, v = unpack(p)
     s = Surface.build(base, pt, m, nd, v, wing_cap=wing_cap)
     r = np.abs(np.sqrt(s.total_variance(lk, tv) / Tc) - sm) * 100.0
+    resid = np.full(ok.size, np.nan)
+    resid[ok] = r
     return SurfaceFit(
         tuple(float(a) for a in s.levels), tuple(tuple(float(a) for a in row) for row in v), tuple(float(a) for a in pt),
-        int(lk.size), float(np.sum(w * r)), grid_violations(s), qpp, evals[0],
+        int(lk.size), float(np.sum(w * r)), grid_violations(s), qpp, evals[0], resid,
     )

@@ -177,3 +177,82 @@ def combine(m: float, se_expiry: float | None, se_rv: float | None, *, expiries:
     se = math.sqrt(sum(p * p for p in parts))
     k = math.exp(Z95 * se / m)
     return Uncertainty(m, se, se_expiry, se_rv, (m / k, m * k), expiries, draws)
+
+
+# --------------------------------------------------------------------------- the applied model, refitted
+
+
+@dataclass(frozen=True)
+class ParamUncertainty:
+    """One applied parameter (a level or a smile node): its refit-bootstrap SE, RV term and small-sample interval.
+
+    `distinct` counts the distinct resamples of the expiries that inform the parameter; below the configured
+    minimum the interval is refused (None, `refused` says why) while the SE is still reported."""
+
+    value: float
+    se: float | None
+    se_expiry: float | None
+    se_rv: float | None
+    ci95: tuple[float, float] | None
+    expiries: int
+    draws: int
+    distinct: int
+    refused: str | None = None
+
+
+def expiry_counts(n_expiries: int, draws: int, seed: int) -> np.ndarray:
+    """(draws, n_expiries) multiplicities of a bootstrap resampling whole expiries with replacement (seeded)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_expiries, np.full(n_expiries, 1.0 / n_expiries), size=draws)
+
+
+def distinct_resamples(counts: np.ndarray) -> int:
+    """How many different resamples the rows of `counts` are (over the columns given): C(2E-1, E) at most."""
+    if counts.size == 0:
+        return 1 if counts.shape[0] else 0
+    return int(np.unique(np.asarray(counts), axis=0).shape[0])
+
+
+def refit_draws(refit: Callable[[np.ndarray], np.ndarray], counts: np.ndarray) -> np.ndarray:
+    """(draws, k): `refit(multiplicity per expiry)` -> the k refitted parameters, once per bootstrap draw.
+    The loop is over draws (each a whole vectorised fit), never over options."""
+    return np.array([np.asarray(refit(c), dtype=np.float64) for c in counts])
+
+
+def t_quantile(dof: int) -> float:
+    """The 97.5 % point of Student's t with `dof` degrees of freedom (the normal's 1.96 for large dof)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, dof))
+
+
+def param_uncertainty(
+    value: float,
+    samples: np.ndarray,
+    counts: np.ndarray,
+    *,
+    se_rv: float | None,
+    min_distinct: int,
+) -> ParamUncertainty:
+    """SE = sqrt(sd(samples)^2 + se_rv^2); 95 % interval value x exp(+- t_{E-1} SE / value) (log-symmetric:
+    levels and smile nodes are positive ratios), E the expiries informing the parameter (columns of
+    `counts`). Refused with fewer than `min_distinct` distinct resamples of those expiries, or E < 2."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    E = int(counts.shape[1])
+    distinct = distinct_resamples(counts)
+    se_e = float(np.std(s, ddof=1)) if s.size >= 2 and E >= 1 else None
+    parts = [p for p in (se_e, se_rv) if p is not None]
+    se = math.sqrt(sum(p * p for p in parts)) if parts else None
+    refused = None
+    if se is None or value <= 0:
+        refused = "no standard error"
+    elif E < 2:
+        refused = f"{E} expiry informs it"
+    elif distinct < min_distinct:
+        refused = f"{distinct} distinct resamples (< {min_distinct})"
+    ci = None
+    if refused is None:
+        k = math.exp(t_quantile(E - 1) * se / value)  # type: ignore[operator]
+        ci = (value / k, value * k)
+    return ParamUncertainty(value, se, se_e, se_rv, ci, E, int(s.size), distinct, refused)

@@ -81,6 +81,7 @@ from calreport.model.runs import (
     RunMeasures,
     SmileFitStats,
     ArbitrageCheck,
+    NodeUncertainty,
     UncertaintyEntry,
     UnknownRow,
 )
@@ -94,6 +95,6 @@ __all__ = [
     "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
     "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL",
-    "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "UncertaintyEntry", "UnknownRow",
+    "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "NodeUncertainty", "UncertaintyEntry", "UnknownRow",
     "default_entry",
 ]

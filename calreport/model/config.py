@@ -203,6 +203,14 @@ class FitConfig(_Section):
     )
     bootstrap_draws: int = Field(default=400, ge=0, le=MAX_BOOTSTRAP_DRAWS, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
     bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
+    refit_draws: int = Field(
+        default=0, ge=0, le=MAX_BOOTSTRAP_DRAWS,
+        description="Draws of the bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries (0 = off: the flat bootstrap over expiries; each draw is one warm-started fit of 0.25-0.4 s, so 24 draws make a live run 6-10 s: off by default until the fit's curvature replaces it).",
+    )
+    min_distinct_resamples: int = Field(
+        default=20, ge=2,
+        description="Fewest distinct resamples of the expiries informing a level or node for its 95 % interval to be shown (3 expiries give at most 10).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> FitConfig:

@@ -66,7 +66,7 @@ filters:
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
 fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel,
-      bootstrap_draws: 400, bootstrap_seed: 11}
+      bootstrap_draws: 400, bootstrap_seed: 11, refit_draws: 0, min_distinct_resamples: 20}
 # The smile per band (multiplier curve of x = ln(K/F) / (base x m_band x sqrt(T))); enabled: false = flat model.
 smile:
   enabled: true
