@@ -79,7 +79,8 @@ def test_a_snapshot_with_a_non_number_in_a_required_field_is_refused_naming_file
 
 
 def test_a_snapshot_with_null_or_numeric_fields_loads_and_nulls_read_as_missing(tmp_path: Path) -> None:
-    rows = [dict(GOOD), {**GOOD, "mark_price": None, "bid_price": None}, {**GOOD, "mark_iv": 50}]
+    rows = [dict(GOOD), {**GOOD, "instrument_name": "BTC-27DEC24-61000-C", "mark_price": None, "bid_price": None},
+            {**GOOD, "instrument_name": "BTC-27DEC24-62000-C", "mark_iv": 50}]  # three instruments: one quote each
     loaded, meta = load_snapshot(_snapshot(tmp_path, rows), "BTC")
     q = QuoteArrays.from_rows(loaded)
     assert meta.n_rows == 3 and np.isnan(q.mark_price[1]) and np.isnan(q.bid[1]) and q.mark_iv[2] == 0.5

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from calreport.model import Band
+
 TotalVariance = Callable[[np.ndarray, np.ndarray], np.ndarray]  # w(ln K/F, t): any quoting model, for the checks
 WING_SLOPE_CAP = 1.8  # |dw/dk| of the wings; Lee's moment bound is 2
 PRICE_TOL = 1e-12  # coin (F = 1): smaller call-price differences are rounding, not arbitrage
@@ -55,7 +57,7 @@ DAYS_PER_YEAR = 365.0
 
 def sqrt_time_pillars(bands: Sequence[tuple[float, float]]) -> np.ndarray:
     """Pillar of each band (min_dte, max_dte) at its midpoint in square-root time, in years."""
-    return np.array([((np.sqrt(lo) + np.sqrt(hi)) / 2.0) ** 2 / DAYS_PER_YEAR for lo, hi in bands])
+    return np.array([Band.pillar_of(lo, hi) / DAYS_PER_YEAR for lo, hi in bands])
 
 
 def pchip_slopes(nodes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

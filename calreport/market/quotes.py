@@ -201,10 +201,12 @@ class QuoteArrays:
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> QuoteArrays:
         """Book-summary dicts (Deribit field names) -> arrays. Unparseable names are kept, flagged invalid;
-        an instrument listed twice in the snapshot is one quote (its first row)."""
+        an instrument listed twice at the same creation_timestamp (a snapshot's duplicate row) is one
+        quote (its first row); the same instrument at other times (several snapshots) is kept."""
         names = np.array([r.get("instrument_name") for r in rows], dtype=object)
         _, codes = factorize(names)
-        keep = first_per_key(np.zeros(codes.shape[0], dtype=np.int64), codes)
+        created = _floats(rows, "creation_timestamp")  # several snapshots in one array keep their own rows
+        keep = first_per_key(np.where(np.isfinite(created), created, 0).astype(np.int64), codes)
         if keep is not None:
             is_name = np.fromiter((isinstance(x, str) for x in names), dtype=bool, count=names.shape[0])
             mask = np.zeros(names.shape[0], dtype=bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -69,6 +70,11 @@ class Band(_Section):
     name: str = Field(description="Band label, used as the key in the applied YAML's bands (letters, digits, _ . + -; at most 32).")
     min_dte: float = Field(ge=0, description="Lower DTE bound in days (inclusive).")
     max_dte: float = Field(gt=0, description="Upper DTE bound in days (exclusive).")
+
+    @staticmethod
+    def pillar_of(min_dte: float, max_dte: float) -> float:
+        """Where the surface places a band's level: its midpoint in square-root time (days)."""
+        return ((math.sqrt(min_dte) + math.sqrt(max_dte)) / 2.0) ** 2
 
     @field_validator("name")
     @classmethod
@@ -394,6 +400,18 @@ class CalibrationConfig(_Section):
                 f"fit: the search range [{self.fit.min_mult:g}, {self.fit.max_mult:g}] must lie within the "
                 f"limits [{lim.min_multiplier:g}, {lim.max_multiplier:g}]"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pillars_increase(self) -> CalibrationConfig:
+        """The surface interpolates between band pillars in the listed order: they must increase."""
+        if self.surface.enabled and self.smile.enabled:
+            days = [Band.pillar_of(b.min_dte, b.max_dte) for b in self.bands]
+            if any(b <= a for a, b in zip(days, days[1:])):
+                listed = ", ".join(f"{b.name} {d:.4g} d" for b, d in zip(self.bands, days))
+                raise ValueError(
+                    f"bands: with surface.enabled their pillars (midpoints in square-root time) must increase in the listed order; got {listed}"
+                )
         return self
 
     @field_validator("bands")
