@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calreport import fmt
+from calreport.calibration.desk import otm_mask
 from calreport.calibration.sigma import atm_iv_grouped, mode_of
 from calreport.calibration.smile import sigma_for
-from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, RunDetail, default_entry
+from calreport.model import (
+    AppliedEntry,
+    CalibrationConfig,
+    LiveRun,
+    RunDetail,
+    default_entry,
+)
 from calreport.timeutil import time_ms
 
 
@@ -88,7 +95,7 @@ def expiry_errors(
     else:
         base = float(run.rv_7d) if run.rv_7d else float("nan")
     sigma = sigma_for(entry, config.bands, dte, log_k, T, base, use_smile=config.smile.enabled, now_ms=now_ms)
-    otm = np.where(is_call, K >= F, K < F)
+    otm = otm_mask(F, K, is_call)
     ok = otm & np.isfinite(sigma) & np.isfinite(iv) & (iv > 0) & np.isfinite(vega) & (vega > 0) & (T > 0)
     if not ok.any():
         return [], None
