@@ -133,7 +133,13 @@ print("\n".join(opened))
 
 
 def _import_in_fresh_interpreter(names: list[str], cwd: Path, pycache: Path) -> list[str]:
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(pycache)}
+    """The files the second of two fresh imports opens (the first writes the bytecode). The bytecode
+    goes beside the sources (every dependency's is there already); only a read-only checkout needs
+    a prefix of its own, where every dependency is compiled again (seconds)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    if not (os.access(PKG, os.W_OK) and os.access(cwd, os.W_OK)):
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     cmd = [sys.executable, "-c", IMPORT_ALL, str(PKG), *names]
     subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=True)  # writes the bytecode

@@ -72,8 +72,9 @@ def test_a_bad_sweep_is_one_line_naming_the_problem(sweep: list[str], needle: st
         backtest_cmd.sweep_configs(CalibrationConfig(), backtest_cmd.parse_sweeps(sweep))
 
 
-def test_an_unreachable_scheduler_is_one_line(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_scheduler_is_one_line(ws: Workspace, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed")
+    monkeypatch.setattr(backtest_cmd, "SCHEDULER_TIMEOUT", "1s")  # the same refusal as after 10 s, sooner
     code = main(["--root", str(ws.root.path), "backtest", "--underlying", "BTC", "--generated", "0.1", "--scheduler", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert code != 0 and "--scheduler: cannot reach tcp://127.0.0.1:9" in err and "Traceback" not in err

@@ -62,6 +62,7 @@ from calreport.store.ids import new_run_id
 from calreport.timeutil import MS_PER_DAY, MS_PER_HOUR, iso_ms, iso_utc, parse_time, utc_now
 
 ROOT_VARIANT = "root"
+SCHEDULER_TIMEOUT = "10s"  # how long `--scheduler` keeps trying to reach the Dask scheduler before one line says it cannot
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
 
 
@@ -307,7 +308,7 @@ def variant_runner(workers: int, scheduler: str | None) -> Iterator[tuple[Any, s
         except ImportError:
             raise CalreportError("--scheduler needs dask.distributed (pip install 'dask[distributed]')") from None
         try:
-            client = Client(scheduler, timeout="10s", set_as_default=False)
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise CalreportError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
         try:
