@@ -54,6 +54,7 @@ from calreport.timeutil import iso_ms
 
 END = 1_765_540_800_000  # 2025-12-12T12:00Z
 DECISION_HOURS = 10  # decisions at END - 10h ... END - 1h, hourly
+BT_CONFIG = "policy: {min_delta: 0.005}\n"  # config defaults except a policy that applies often
 
 
 def _market() -> SampleMarket:
@@ -90,8 +91,22 @@ def bt_root(harvest_src: Path, tmp_path: Path) -> Root:
     dst = tmp_path / "root"
     shutil.copytree(harvest_src, dst)
     root = Root(dst)
-    root.calibration_config.write_text("policy: {min_delta: 0.005}\n")
+    root.calibration_config.write_text(BT_CONFIG)
     return root
+
+
+@pytest.fixture(scope="module")
+def default_replay(harvest_src: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Market, CalibrationConfig, list[dict]]:
+    """The bt_root market replayed once with bt_root's config (every decision fits the surface: two
+    tests read the same replay instead of computing it twice)."""
+    import shutil
+
+    root = Root(tmp_path_factory.mktemp("bt-default") / "root")
+    shutil.copytree(harvest_src, root.path)
+    root.calibration_config.write_text(BT_CONFIG)
+    cfg = load_config(root)
+    market = _market_arrays(root)
+    return market, cfg, _run(market, cfg)
 
 
 def _decisions() -> list[int]:
@@ -127,7 +142,7 @@ def _tree_digest(root: Root) -> dict[str, str]:
 
 @pytest.mark.parametrize("extra", ["", "sigma_mode: atm_iv\n", "smile: {enabled: false}\n"], ids=["default", "atm_iv", "flat"])
 def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots_in_sequence(
-    bt_root: Root, tmp_path: Path, extra: str
+    bt_root: Root, tmp_path: Path, extra: str, request: pytest.FixtureRequest
 ) -> None:
     """Replaying the decision snapshots one by one through the real use case (history, EWMA, apply
     lock and all) gives the backtest's decisions, smoothed values and applied values, whatever the
@@ -137,7 +152,11 @@ def test_each_backtest_decision_equals_calreport_calibrate_on_the_same_snapshots
         text = text.replace("min_delta: 0.005}", "min_delta: 0.001, min_delta_se: 0}")  # fit whole): a finer change rule keeps it applying
     bt_root.calibration_config.write_text(text)
     cfg = load_config(bt_root)
-    rows = _run(_market_arrays(bt_root), cfg)
+    if extra:
+        rows = _run(_market_arrays(bt_root), cfg)
+    else:  # the root's config as it is: the module's one replay of it
+        _, shared_cfg, rows = request.getfixturevalue("default_replay")
+        assert shared_cfg.settings_hash() == cfg.settings_hash()
     assert sum(r["decision"] == "apply" for r in rows) >= 2, [r.get("decision_reason") for r in rows]  # the replay covers applies, not only holds
     ws = Workspace.open(bt_root, renderer=None)
     m = _market()
@@ -234,13 +253,11 @@ DECISION_FIELDS = ("snapshot_ts", "status", "reason", "decision", "decision_reas
                    "smoothed", "applied_before", "applied_after", "step")
 
 
-def test_decisions_use_only_data_harvested_at_or_before_their_time(bt_root: Root) -> None:
+def test_decisions_use_only_data_harvested_at_or_before_their_time(default_replay: tuple[Market, CalibrationConfig, list[dict]]) -> None:
     """Shuffling and rescaling everything harvested after a decision leaves that decision (and its
     in-sample score) unchanged; the decisions after the cut do change, so the alteration is real."""
-    cfg = load_config(bt_root)
-    market = _market_arrays(bt_root)
+    market, cfg, before = default_replay
     cut = _decisions()[4]
-    before = _run(market, cfg)
     after = _run(_altered_after(market, cut), cfg)
     for a, b in zip(before, after):
         if _ms(a["decision_ts"]) <= cut:
