@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -212,17 +213,27 @@ def test_cli_harvest_compact_prints_each_day(tmp_path: Path, capsys: pytest.Capt
 
 # --------------------------------------------------------------------------- crash safety
 
-CHILD = r"""
+ZYGOTE = r"""
 import os, signal, sys
 from pathlib import Path
 from calreport.market import compact
-target = sys.argv[2]
-if target:
-    compact.CRASH_HOOK = lambda p: os.kill(os.getpid(), signal.SIGKILL) if p == target else None
 print("ready", flush=True)
-sys.stdin.readline()
-compact.compact_closed_days(Path(sys.argv[1]), "BTC", int(sys.argv[3]))
-print("done", flush=True)
+while line := sys.stdin.readline():
+    d, target, later = line.rstrip("\n").split("\t")
+    pid = os.fork()
+    if pid == 0:  # the compaction: a process of its own, killed like any other
+        try:
+            if target:
+                compact.CRASH_HOOK = lambda p: os.kill(os.getpid(), signal.SIGKILL) if p == target else None
+            compact.compact_closed_days(Path(d), "BTC", int(later))
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    print(pid, flush=True)
+    sys.stdin.readline()  # "reap": the test has killed it, or lets it finish
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
@@ -237,19 +248,45 @@ def _crash_fixture(base: Path) -> Path:
     return d
 
 
-def _start(d: Path, target: str = "") -> subprocess.Popen[str]:
-    p = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(d), target, str(LATER)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    return p
+class Compactions:
+    """Compaction subprocesses to SIGKILL: each is a fork of one interpreter that imported the
+    compaction code once (a fresh interpreter per kill spent most of the test on imports). The
+    fork is reaped only after the test's kill, so the pid it kills is never another process's."""
 
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # no BLAS threads to fork
+        self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=log.open("w"), text=True, env=env)
+        assert self._line() == "ready", log.read_text()
 
-def _go(p: subprocess.Popen[str]) -> None:
-    assert p.stdin is not None
-    p.stdin.write("go\n")
-    p.stdin.flush()
+    def _line(self) -> str:
+        assert self.p.stdout is not None
+        ready, _, _ = select.select([self.p.stdout], [], [], 60)
+        assert ready, f"no answer from the compaction process in 60 s: {self.log.read_text()}"
+        return self.p.stdout.readline().strip()
+
+    def _send(self, text: str) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(text + "\n")
+        self.p.stdin.flush()
+
+    def start(self, d: Path, target: str = "") -> int:
+        """A compaction of `d` starts now (killing itself at crash point `target`); its pid."""
+        self._send(f"{d}\t{target}\t{LATER}")
+        return int(self._line())
+
+    def wait(self, pid: int) -> int:
+        """Its exit code once it has ended: 0, or -SIGKILL."""
+        self._send("reap")
+        code = int(self._line())
+        assert code in (0, -signal.SIGKILL), (pid, code, self.log.read_text())
+        return code
+
+    def close(self) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.close()
+        self.p.wait(timeout=60)
 
 
 def _check_after(d: Path, ref: harvest.HarvestFrame, ref_side: dict[str, Any]) -> None:
@@ -265,20 +302,18 @@ def _check_after(d: Path, ref: harvest.HarvestFrame, ref_side: dict[str, Any]) -
 
 @pytest.mark.slow
 def test_sigkill_during_compaction_loses_no_row_and_reads_no_day_twice(tmp_path: Path) -> None:
-    """5 injected crash points, then SIGKILLs at random moments of a compaction subprocess (8; 25 in
+    """5 injected crash points, then SIGKILLs at random moments of a compaction process (8; 25 in
     the long run, CALREPORT_LONG_TESTS=1)."""
     base = _crash_fixture(tmp_path / "orig")
     ref = frame(base)
     assert len(ref) == 2 * 120 * 50 and ref.schema_errors == 2 and ref.bad_names == 2
+    procs = Compactions(tmp_path / "compactions.log")
     clean = tmp_path / "clean"
     shutil.copytree(base, clean)
-    t = time.perf_counter()
-    p = _start(clean)
     started = time.perf_counter()
-    _go(p)
-    assert p.wait(timeout=60) == 0, p.stderr.read() if p.stderr else ""
+    pid = procs.start(clean)
+    assert procs.wait(pid) == 0
     duration = time.perf_counter() - started
-    setup = time.perf_counter() - t
     ref_side = {day: json.loads((clean / f"{day}.errors.json").read_bytes()) for day in ("2025-12-10", "2025-12-11")}
     _check_after(clean, ref, ref_side)
 
@@ -286,9 +321,7 @@ def test_sigkill_during_compaction_loses_no_row_and_reads_no_day_twice(tmp_path:
     for i, point in enumerate(points):
         d = tmp_path / f"point-{i}"
         shutil.copytree(base, d)
-        p = _start(d, point)
-        _go(p)
-        assert p.wait(timeout=60) == -signal.SIGKILL, point
+        assert procs.wait(procs.start(d, point)) == -signal.SIGKILL, point
         if point == "after_parquet":  # the first day has both its Parquet file and its logs now
             assert {"2025-12-10.parquet", "2025-12-10.jsonl", "2025-12-10.jsonl.gz"} <= set(files(d))
         _check_after(d, ref, ref_side)
@@ -303,18 +336,18 @@ def test_sigkill_during_compaction_loses_no_row_and_reads_no_day_twice(tmp_path:
         attempts += 1
         d = tmp_path / f"kill-{attempts}"
         shutil.copytree(base, d)
-        p = _start(d)
-        _go(p)
+        pid = procs.start(d)
         time.sleep(rng.uniform(0, window))
-        p.send_signal(signal.SIGKILL)
-        code = p.wait(timeout=60)
+        os.kill(pid, signal.SIGKILL)
+        code = procs.wait(pid)
         if code == -signal.SIGKILL:
             killed_mid += 1
         else:
             window *= 0.8
         _check_after(d, ref, ref_side)
         shutil.rmtree(d)
-    assert killed_mid == kills, (killed_mid, attempts, duration, setup)
+    procs.close()
+    assert killed_mid == kills, (killed_mid, attempts, duration)
 
 
 # --------------------------------------------------------------------------- the previous system's layout
