@@ -28,7 +28,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 # Hypothesis: a small search by default, the full one with CALREPORT_LONG_TESTS=1 or
 # --hypothesis-profile=long. Tests that set max_examples themselves scale it with budget.reps.
-settings.register_profile("short", max_examples=25)
+settings.register_profile("short", max_examples=15)
 settings.register_profile("long", max_examples=300)
 settings.load_profile("long" if budget.LONG else "short")
 

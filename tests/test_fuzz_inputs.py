@@ -32,7 +32,7 @@ from calreport.store.paths import Root
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO / "tests" / "fixtures" / "deribit" / "book_summary_btc.json"
-# examples: the hypothesis profile's (conftest: 25, 300 with CALREPORT_LONG_TESTS=1); CALREPORT_FUZZ_EXAMPLES=1000 for a longer hunt
+# examples: the hypothesis profile's (conftest: 15, 300 with CALREPORT_LONG_TESTS=1); CALREPORT_FUZZ_EXAMPLES=1000 for a longer hunt
 _EXAMPLES = {"max_examples": int(os.environ["CALREPORT_FUZZ_EXAMPLES"])} if os.environ.get("CALREPORT_FUZZ_EXAMPLES") else {}
 FUZZ = settings(**_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 DOCUMENTED = {EXIT_OK, EXIT_REFUSED, EXIT_STALE_DASHBOARD}
