@@ -185,3 +185,19 @@ def test_rows_without_a_standard_error_render_no_plus_minus(root: Root, rows) ->
     rows.auto()
     render_site(root)
     assert "\u00b1" not in root.index_html.read_text(encoding="utf-8")
+
+
+def test_the_latest_run_card_says_what_its_se_rests_on(tmp_path: Path) -> None:
+    """Under the default config a surface run's ± is the flat fit's bootstrap, which understates the fitted
+    levels: the card must say so, and say "surface refit" only when the surface was refitted per draw."""
+    snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
+    basis = {}
+    for draws in (0, 2):
+        root = Root(tmp_path / f"r{draws}")
+        actions.init(Workspace.open(root))
+        root.calibration_config.write_text(root.calibration_config.read_text().replace("refit_draws: 0,", f"refit_draws: {draws},"))
+        actions.calibrate(Workspace.open(root), "BTC", snap, rv=0.45)
+        page = (root.path / "site" / "index.html").read_text()
+        basis[draws] = page.split('data-field="se-basis">', 1)[1].split("<", 1)[0]
+    assert "flat-fit bootstrap: understates" in basis[0]
+    assert basis[2] == "±: surface refit over 2 draws"

@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 
@@ -59,6 +59,21 @@ def env() -> Environment:
     )
     e.filters["shell"] = shlex.quote  # a CLI argument shown for copy-paste is quoted for the shell
     return e
+
+
+def use_bytecode_cache(root: Root) -> None:
+    """Compiled templates kept under the root's cache dir (data/cache/jinja): a one-shot render in a
+    fresh process loads them instead of compiling every template (~0.03-0.05 s of a warm render).
+    Jinja keys each entry by the template's name and source checksum, so an edited template is
+    compiled again; the directory is calreport's own, like the history index beside it. A root whose
+    cache dir cannot be made renders without it."""
+    path = root.cache_dir / "jinja"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        env().bytecode_cache = None
+        return
+    env().bytecode_cache = FileSystemBytecodeCache(str(path))
 
 
 @functools.cache
@@ -425,6 +440,7 @@ def _render_site(
 ) -> RenderResult:
     result = RenderResult()
     t = result.timings
+    use_bytecode_cache(root)
     with history.gc_paused():  # 100,000 rows validated, indexed and formatted: no cycles to collect
         inp, query = read_inputs(root, now, t, cache, persist, config)
     if inp.config_error:

@@ -57,6 +57,19 @@ def _bands(m: Multipliers | None) -> dict[str, float]:
     return {} if m is None else dict(m.bands)
 
 
+def _se_basis(run: LiveRun) -> str:
+    """What a live run's ± rests on. Under the default config (fit.refit_draws 0) a surface run's SE is the flat
+    fit's bootstrap, which understates the fitted levels (CALIBRATION_NOTES: 0.0075 vs 0.0120 on BTC 12-11)"""
+    if _global(run.multiplier_se) is None:
+        return ""
+    g = (run.uncertainty or {}).get("global")
+    if g is not None and g.method == "surface refit":
+        return f"surface refit over {g.draws} draws"
+    if run.recommended is not None and run.recommended.smile is not None:
+        return "flat-fit bootstrap: understates the smile-fitted levels (fit.refit_draws refits the surface)"
+    return "bootstrap over expiries" if g is None or g.expiries is None else f"bootstrap over {g.expiries} expiries"
+
+
 # --------------------------------------------------------------------------- panels
 
 
@@ -194,6 +207,7 @@ class LatestRunCard:
     recommended: str = MISSING
     recommended_se: str = ""
     recommended_ci95: str = ""
+    se_basis: str = ""  # what the ± rests on (the flat bootstrap understates a smile-fitted level: say so)
     smoothed: str = MISSING
     bands: list[BandPair] = field(default_factory=list)
     status: str = MISSING
@@ -691,6 +705,7 @@ def build_latest(names: list[str], inp: Inputs) -> list[LatestRunCard]:
                 smoothed=fmt.mult(_global(run.smoothed)),
                 recommended_se=fmt.se(_global(run.multiplier_se)),
                 recommended_ci95=fmt.interval(run.multiplier_ci95.global_ if run.multiplier_ci95 else None),
+                se_basis=_se_basis(run),
                 bands=[
                     BandPair(b, fmt.mult(rec_b.get(b)), fmt.mult(sm_b.get(b)), fmt.se(_bands(run.multiplier_se).get(b)))
                     for b in labels
