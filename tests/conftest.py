@@ -134,6 +134,36 @@ def pristine_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> P
     return PristineDemo(base)
 
 
+@pytest.fixture(scope="session")
+def compacted_btc_harvest(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The shared BTC harvest (../shared/data) compacted once per test run: its closed days as
+    Parquet files and .errors.json sidecars, for the real-data tests whose point is not the file
+    format (reading the gzip logs, or compacting them, costs each of them seconds). Tests copy the
+    files into their own root (independent.copy_compacted_harvest); the directory itself is never written.
+    The formats give the same rows: test_harvest and test_harvest_parquet check that on this harvest."""
+    from calreport.market.compact import compact_closed_days
+
+    src = SHARED_DATA / "deribit-harvest-2025-12" / "BTC"
+    if not src.is_dir():
+        pytest.skip("../shared/data is absent")
+    base = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        base = base.parent
+    out = Root(base / "compacted-shared-harvest")
+    with FileLock(str(out.path) + ".lock"):
+        done = out.path / "done"
+        if not done.exists():
+            shutil.rmtree(out.path, ignore_errors=True)
+            days = out.harvest_dir("BTC")
+            days.mkdir(parents=True)
+            for f in sorted(src.glob("*.jsonl.gz")):  # copies: ../shared is never a compaction's target
+                shutil.copyfile(f, days / f.name)
+            compact_closed_days(out, "BTC", 4_102_444_800_000)  # as of 2100: every day is closed
+            assert not [*days.glob("*.jsonl"), *days.glob("*.jsonl.gz")], sorted(p.name for p in days.iterdir())
+            done.write_text("")
+    return out.harvest_dir("BTC")
+
+
 @pytest.fixture
 def demo_root(pristine_demo: PristineDemo, tmp_path: Path) -> Root:
     """A demo root (`calreport demo` at FIXED_ANCHOR) of this test's own, to read or change."""

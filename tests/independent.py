@@ -4,6 +4,7 @@ harvest. Nothing here imports calreport's pricing, so agreement means something.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,13 +30,10 @@ def b76(F, K, t, s, call):  # type: ignore[no-untyped-def]
     return np.where(call, norm.cdf(d1) - K / F * norm.cdf(d2), K / F * norm.cdf(-d2) - norm.cdf(-d1))
 
 
-def link_shared_harvest(root: Root, underlying: str = "BTC") -> None:
-    """Link the shared harvest's day files one by one into the root: a directory link would let a
-    writer (compaction) rewrite ../shared itself; file links are replaced in the tmp root instead."""
-    d = root.harvest_dir(underlying)
-    d.mkdir(parents=True, exist_ok=True)
-    for f in sorted((SHARED / "deribit-harvest-2025-12" / underlying).glob("*.jsonl.gz")):
-        (d / f.name).symlink_to(f.resolve())
+def copy_compacted_harvest(compacted: Path, root: Root) -> None:
+    """Put the compacted shared BTC harvest (conftest's compacted_btc_harvest) into `root`: copies,
+    since the root may compact or rewrite its days."""
+    shutil.copytree(compacted, root.harvest_dir("BTC"), dirs_exist_ok=True)
 
 
 # --------------------------------------------------------------------------- the quoted surface's figures

@@ -31,6 +31,7 @@ from calreport.store.config import load_config
 from calreport.store.history import read_history
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
+from tests.independent import copy_compacted_harvest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
@@ -278,8 +279,10 @@ def _real_root(tmp_path: Path) -> Root:
 
 @pytest.mark.realdata
 @needs_shared
-def test_real_btc_harvest_writes_vega_weighted_mae(tmp_path: Path) -> None:
-    root = _real_root(tmp_path)
+def test_real_btc_harvest_writes_vega_weighted_mae(tmp_path: Path, compacted_btc_harvest: Path) -> None:
+    root = Root(tmp_path / "root")  # the run's compacted copy of the shared harvest (the format is not the point)
+    actions.init(Workspace.open(root))
+    copy_compacted_harvest(compacted_btc_harvest, root)
     run = run_auto_calibration(Workspace.open(root), "BTC", dte="3-10", lookback="1d", as_of=AS_OF)
     assert run.vega_weighted_mae_pct is not None and run.mae_pct is not None
     assert run.status in ("ok", "degraded") and 0.7 <= run.multiplier <= 1.6

@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 import math
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from calreport.commands.cli import main
 from calreport.commands.workspace import Workspace
 from calreport.model import BacktestDecision, BacktestSummary
 from calreport.store.paths import Root
+from tests.independent import copy_compacted_harvest
 
 HARVEST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-harvest-2025-12" / "BTC"
 WINDOW = ["--from", "2025-12-10T00:00:00Z", "--to", "2025-12-13T16:00:00Z", "--every", "1h", "--horizons", "1h,24h"]
@@ -35,17 +35,13 @@ def _one_blas_thread():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def shared_root(tmp_path: Path) -> Root:
-    if not HARVEST.is_dir():
-        pytest.skip("../shared/data is absent")
+def shared_root(tmp_path: Path, compacted_btc_harvest: Path) -> Root:
+    """A root holding the shared BTC harvest, compacted (the format is not the point here; the run's
+    one compacted copy, read in a tenth of the time of the gzip logs)."""
     root = Root(tmp_path / "root")
     actions.init(Workspace.open(root))
-    dst = root.harvest_dir("BTC")
-    dst.mkdir(parents=True)
-    days = [p for p in sorted(HARVEST.iterdir()) if p.name.endswith((".jsonl.gz", ".jsonl", ".parquet"))]
-    assert days, f"no harvest day files in {HARVEST}"
-    for p in days:  # a copy: reading a root's harvest may compact it, and ../shared is not ours to change
-        shutil.copyfile(p, dst / p.name)
+    copy_compacted_harvest(compacted_btc_harvest, root)
+    assert list(root.harvest_dir("BTC").glob("*.parquet")), f"no harvest day files in {HARVEST}"
     return root
 
 

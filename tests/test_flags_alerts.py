@@ -32,7 +32,7 @@ from calreport.model import (
 )
 from calreport.store.history import read_history
 from calreport.store.paths import Root
-from tests.independent import link_shared_harvest
+from tests.independent import copy_compacted_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -80,13 +80,13 @@ def test_auto_flags_and_new_flags_compare_codes_with_the_previous_run() -> None:
 
 
 @pytest.mark.realdata
-def test_the_shared_btc_snapshot_flags_the_weekend_expiry_and_the_thin_rv(tmp_path: Path) -> None:
+def test_the_shared_btc_snapshot_flags_the_weekend_expiry_and_the_thin_rv(tmp_path: Path, compacted_btc_harvest: Path) -> None:
     snap = SHARED / "deribit-snapshots" / "BTC-2025-12-13T1543Z.json"
     if not snap.is_file():
         pytest.skip("../shared/data is absent")
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
-    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
+    copy_compacted_harvest(compacted_btc_harvest, root)  # the run's compacted copy (the format is not the point)
     run = actions.run_live_calibration(Workspace.open(root), "BTC", snap)
     codes = _codes(run.flags or [])
     assert "THIN_RV" in codes and "SHORT_EXPIRY_OUTLIER" in codes and "WING_GAP" in codes

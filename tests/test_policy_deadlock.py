@@ -15,7 +15,7 @@ from calreport.store.applied import apply_values, read_applied
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
 from calreport.timeutil import MS_PER_HOUR
-from tests.independent import link_shared_harvest
+from tests.independent import copy_compacted_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
 
@@ -70,10 +70,10 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED / "deribit-harvest-2025-12" / "BTC").is_dir(), reason="../shared/data is absent")
-def test_real_btc_snapshot_on_harvest_rv_is_held_for_thin_rv_and_not_with_a_manual_rv(tmp_path: Path) -> None:
+def test_real_btc_snapshot_on_harvest_rv_is_held_for_thin_rv_and_not_with_a_manual_rv(tmp_path: Path, compacted_btc_harvest: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
-    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
+    copy_compacted_harvest(compacted_btc_harvest, root)  # the run's compacted copy of the shared harvest (the format is not the point)
     snap = SHARED / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
     run = actions.run_live_calibration(Workspace.open(root), "BTC", snap)
     assert run.decision == "hold" and run.decision_reason == "Thin RV: RV_7d from 11 hourly returns (< 120)"

@@ -36,7 +36,7 @@ from calreport.model import (
 from calreport.store.applied import read_applied
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
-from tests.independent import b76, expiry_seconds, link_shared_harvest
+from tests.independent import b76, copy_compacted_harvest, expiry_seconds
 from tests.test_calibrate import synth_rows, write_snapshot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -243,14 +243,11 @@ def test_grouped_atm_iv_equals_the_per_expiry_reading_on_the_shared_snapshot() -
 
 
 @pytest.mark.realdata
-def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_path: Path) -> None:
-    harvest = SHARED / "deribit-harvest-2025-12" / "BTC"
-    if not harvest.is_dir():
-        pytest.skip("../shared/data is absent")
+def test_auto_run_in_atm_iv_mode_uses_the_whole_window_and_lands_near_one(tmp_path: Path, compacted_btc_harvest: Path) -> None:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
     _mode(root, "atm_iv")
-    link_shared_harvest(root)  # file by file: nothing may ever write into ../shared
+    copy_compacted_harvest(compacted_btc_harvest, root)  # the run's compacted copy of the shared harvest (the format is not the point)
     run = actions.run_auto_calibration(Workspace.open(root), "BTC", lookback="14d", as_of=datetime(2025, 12, 13, 16, tzinfo=UTC), compact=False)
     assert run.sigma_mode == "atm_iv" and 0.85 <= run.multiplier <= 1.15  # type: ignore[operator]
     assert run.snapshots_dropped["rv_history"] == 0 and run.snapshots_used > 200  # type: ignore[index, operator]
