@@ -256,8 +256,9 @@ class Compactions:
     def __init__(self, log: Path) -> None:
         self.log = log
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # no BLAS threads to fork
-        self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=log.open("w"), text=True, env=env)
+        with log.open("w") as err:
+            self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=err, text=True, env=env)
         assert self._line() == "ready", log.read_text()
 
     def _line(self) -> str:
@@ -284,9 +285,10 @@ class Compactions:
         return code
 
     def close(self) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.close()
-        self.p.wait(timeout=60)
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.close()  # the interpreter ends at the end of its input
+        assert self.p.wait(timeout=60) == 0, self.log.read_text()
+        self.p.stdout.close()
 
 
 def _check_after(d: Path, ref: harvest.HarvestFrame, ref_side: dict[str, Any]) -> None:
