@@ -198,6 +198,6 @@ def test_the_latest_run_card_says_what_its_se_rests_on(tmp_path: Path) -> None:
         root.calibration_config.write_text(root.calibration_config.read_text().replace("refit_draws: 0,", f"refit_draws: {draws},"))
         actions.calibrate(Workspace.open(root), "BTC", snap, rv=0.45)
         page = (root.path / "site" / "index.html").read_text()
-        basis[draws] = page.split('data-field="se-basis">', 1)[1].split("<", 1)[0]
-    assert "flat-fit bootstrap: understates" in basis[0]
-    assert basis[2] == "±: surface refit over 2 draws"
+        basis[draws] = page.split('data-field="se-basis"', 1)[1].split(">", 1)[1].split("<", 1)[0]
+    assert basis[0] == "±: flat-fit SE: understates the surface"
+    assert basis[2] == "±: surface refit, 2 draws"

@@ -306,7 +306,13 @@ def fit_surface(
 
     def solve(p: np.ndarray, rw: np.ndarray, kg: np.ndarray, dk: np.ndarray) -> np.ndarray:
         """Levenberg-Marquardt on the normal equations (a 21 x 21 solve per step), bounds by an active set:
-        a parameter on a bound whose gradient pushes outward stays there; steps are clipped to the box."""
+        a parameter on a bound whose gradient pushes outward stays there; steps are clipped to the box.
+
+        The damping is scaled by the data and smoothness rows' column norms, not the whole Hessian's: an active
+        arbitrage row (weight 1e4, calendar rows 1e8) made Marquardt's diag(H) damping of every parameter it
+        touches so large that the parameter froze where the wall was first met (the short pillar's level on
+        the generated market: OTM IV error 2.43 vp mean over 8 fits; scaled by the data rows 1.34 vp; on 60
+        fits of the shared harvest never worse by 0.005 vp, mean evaluations 25 -> 20, max 253 -> 79)."""
         f = 0.5 * float(np.sum(evaluate(p, rw, kg, dk) ** 2))
         mu = 1e-3
         for _ in range(MAX_STEPS):  # solver iterations (each vectorised over all rows)
@@ -316,10 +322,12 @@ def fit_surface(
             stuck = ((p <= lo + 1e-12) & (grad > 0)) | ((p >= hi - 1e-12) & (grad < 0))
             fr = ~stuck
             Hf, gf = H[np.ix_(fr, fr)], grad[fr]
+            Jd = J[: nq + nconst, fr]  # damping scaled by the data and smoothness rows only (see the docstring)
+            D = np.diag(np.einsum("ij,ij->j", Jd, Jd) + 1e-12)
             improved = False
             while mu < 1e10:
                 step = np.zeros_like(p)
-                step[fr] = np.linalg.solve(Hf + mu * np.diag(np.diag(Hf) + 1e-12), -gf)
+                step[fr] = np.linalg.solve(Hf + mu * D, -gf)
                 cand = np.clip(p + step, lo, hi)
                 fc = 0.5 * float(np.sum(evaluate(cand, rw, kg, dk) ** 2))
                 if fc <= f:

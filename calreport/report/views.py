@@ -64,9 +64,9 @@ def _se_basis(run: LiveRun) -> str:
         return ""
     g = (run.uncertainty or {}).get("global")
     if g is not None and g.method == "surface refit":
-        return f"surface refit over {g.draws} draws"
+        return f"surface refit, {g.draws} draws"
     if run.recommended is not None and run.recommended.smile is not None:
-        return "flat-fit bootstrap: understates the smile-fitted levels (fit.refit_draws refits the surface)"
+        return "flat-fit SE: understates the surface"
     return "bootstrap over expiries" if g is None or g.expiries is None else f"bootstrap over {g.expiries} expiries"
 
 
