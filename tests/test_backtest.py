@@ -53,7 +53,7 @@ from calreport.store.paths import Root
 from calreport.timeutil import iso_ms
 
 END = 1_765_540_800_000  # 2025-12-12T12:00Z
-DECISION_HOURS = 10  # decisions at END - 10h ... END - 1h, hourly
+DECISION_HOURS = 6  # decisions at END - 6h ... END - 1h, hourly (each one fits the surface)
 BT_CONFIG = "policy: {min_delta: 0.005}\n"  # config defaults except a policy that applies often
 
 
@@ -257,7 +257,7 @@ def test_decisions_use_only_data_harvested_at_or_before_their_time(default_repla
     """Shuffling and rescaling everything harvested after a decision leaves that decision (and its
     in-sample score) unchanged; the decisions after the cut do change, so the alteration is real."""
     market, cfg, before = default_replay
-    cut = _decisions()[4]
+    cut = _decisions()[2]  # three decisions at or before it, three after
     after = _run(_altered_after(market, cut), cfg)
     for a, b in zip(before, after):
         if _ms(a["decision_ts"]) <= cut:
@@ -349,7 +349,7 @@ def test_calreport_backtest_writes_its_directory_and_leaves_yaml_history_and_sit
     summary = BacktestSummary.model_validate_json((d / "summary.json").read_bytes())
     assert summary.horizons == ["0h", "1h", "3h"] and list(summary.variants) == ["root", "alpha1"]
     lines = (d / "decisions.jsonl").read_bytes().splitlines()
-    assert len(lines) == 2 * 5 and all(BacktestDecision.model_validate_json(ln) for ln in lines)
+    assert len(lines) == 2 * 3 and all(BacktestDecision.model_validate_json(ln) for ln in lines)
     assert load_config_file(d / "variants" / "alpha1.yaml").settings_hash() == load_config_file(variant).settings_hash()
     assert load_config_file(d / "variants" / "root.yaml").settings_hash() == load_config(bt_root).settings_hash()
     assert "alpha1" in out and summary.id in out
