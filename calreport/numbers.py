@@ -7,17 +7,25 @@ container is never a number, whatever Python's float() would accept.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-_NUMERIC_OR_NULL = {float, int, type(None), np.float64, np.int64}
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def is_number(value: Any) -> bool:
-    """True for int/float values, numpy's included (not bool, not str); NaN and inf count here."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    """True for int/float values, numpy's included (not bool, not str); NaN and inf count here.
+
+    numpy is not imported for this (the file readers that `calreport status` loads need no numpy): a numpy
+    scalar can only exist once numpy is loaded, so it is looked up in sys.modules."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):  # np.float64 is a float
+        return True
+    np_ = sys.modules.get("numpy")
+    return np_ is not None and isinstance(value, (np_.integer, np_.floating))
 
 
 def as_float(value: Any) -> float | None:
@@ -37,7 +45,9 @@ def float_array(values: Sequence[Any]) -> tuple[np.ndarray, int]:
     Missing / null -> NaN (not counted); strings, bools, lists, integers beyond float range -> NaN
     and counted, so callers can report them as schema errors instead of reading "1.5" as 1.5.
     """
-    if set(map(type, values)) <= _NUMERIC_OR_NULL:  # np.array would also accept "1.5" and True
+    import numpy as np
+
+    if set(map(type, values)) <= {float, int, type(None), np.float64, np.int64}:  # np.array would also accept "1.5" and True
         try:
             return np.array(values, dtype=np.float64), 0
         except OverflowError:
