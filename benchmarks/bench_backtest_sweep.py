@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--underlying", default="BTC")
     ap.add_argument("--every", default="1h", help="decision cadence (1h: the issue's hourly run)")
+    ap.add_argument("--keep", type=Path, help="copy the last run's summary.json here (paired differences and all)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1):
         root = Root(Path(tmp) / "root")
@@ -52,14 +53,19 @@ def main() -> None:
             per = secs / (decisions * len(grid_variants) + decisions)
             digests[w] = (out.directory / "decisions.jsonl").read_bytes()
             print(f"workers {w}: every {args.every}, {args.days:g} days: {secs:.1f} s for {len(s.variants)} variants x {decisions} decisions; {per * 1000:.1f} ms per decision x variant (wall)")
+            if args.keep:
+                args.keep.write_bytes((out.directory / "summary.json").read_bytes())
             if w == 1:
                 year = 2 * 365 * 288 * len(s.variants) * per
                 print(f"projection, a year of 5-minute decisions for 2 underlyings x {len(s.variants)} variants: {year / 3600:.1f} h on 1 worker")
+            if w == int(args.workers.split(",")[-1]):
+                print("variant: mean OTM IV error vs marks / vs the true surface (vp) per horizon; applies / runs")
                 for n, v in s.variants.items():
-                    h = v["horizons"]["24h"]
-                    t = (h.get("truth_error_vp") or {}).get("mean")
-                    print(f"  {n:45s} +24h marks {h['iv_error_vp']['mean']:.3f} vp  truth {t if t is None else round(t, 3)} vp  "
-                          f"applies {v['applies']}/{v['runs']}")
+                    cells = []
+                    for name, h in v["horizons"].items():
+                        t = (h.get("truth_error_vp") or {}).get("mean")
+                        cells.append(f"{name} {h['iv_error_vp']['mean']:.3f}/{'-' if t is None else f'{t:.3f}'}")
+                    print(f"  {n:50s} {'  '.join(cells)}  applies {v['applies']}/{v['runs']}")
         first = next(iter(digests.values()))
         print("decisions.jsonl identical across worker counts:", all(d == first for d in digests.values()))
 
