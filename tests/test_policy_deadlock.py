@@ -25,7 +25,7 @@ def _per_run_policy_root(tmp_path: Path, alpha: float = 0.3) -> Root:
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
     cfg = root.calibration_config
-    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 1.0}", f"smoothing: {{alpha: {alpha}, half_life_hours: null}}")
+    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 0.5}", f"smoothing: {{alpha: {alpha}, half_life_hours: null}}")
     cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
     apply_values(root, "BTC", Multipliers(global_=1.0), source="force", run_id="seed", reason="seed")
     return root

@@ -148,7 +148,7 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     usecases.init(Workspace.open(root))
     # per-run smoothing and a fixed 25 % cap, over a 1.0 applied by a run (the untouched defaults would take a fit whole)
     cfg = root.calibration_config
-    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 1.0}", "smoothing: {alpha: 0.3, half_life_hours: null}")
+    text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 0.5}", "smoothing: {alpha: 0.3, half_life_hours: null}")
     cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
     from calreport.model import Multipliers
 

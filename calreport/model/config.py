@@ -161,7 +161,7 @@ class PolicyConfig(_Section):
 class SmoothingConfig(_Section):
     alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest recommendation (0 < alpha <= 1).")
     half_life_hours: float | None = Field(
-        default=1.0, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
+        default=0.5, gt=0, description="When set, the EWMA weight is 1 - 0.5^(hours since the previous smoothed run / half_life_hours) instead of alpha."
     )
 
 

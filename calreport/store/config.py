@@ -56,7 +56,7 @@ realism: {min_mult: 0.7, max_mult: 1.6, max_mae: 400.0, max_vega_mae: 200.0}
 # is capped at max(max_step_se x SE, max_rel_step x applied); smoothing in calendar time (half-life).
 policy: {min_samples: 50, min_vega_sum: 1.0, min_delta: 0.03, max_rel_step: 0.1, min_delta_se: 1.0, significant_se: 2.0,
          max_step_se: 6.0}
-smoothing: {alpha: 0.3, half_life_hours: 1.0}   # alpha only when half_life_hours is null
+smoothing: {alpha: 0.3, half_life_hours: 0.5}   # alpha only when half_life_hours is null
 filters:
   min_dte: 1.0
   max_dte: 90.0
