@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -204,25 +205,33 @@ def test_importing_older_records_keeps_the_newest_runs_first_in_tables_and_data_
 
 
 @pytest.mark.realdata
-def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(tmp_path, capsys):
+def test_real_legacy_import_into_a_demo_root_keeps_the_demo_runs_first(demo_root, capsys):
+    """The run's demo root (FIXED_ANCHOR, 2025-12-13 12:00Z) takes the real records older than it: the demo's
+    newest runs stay first; then the one record written after the anchor (15:45Z) comes first, as its time says."""
     if not DATA.is_dir():
         pytest.skip("../shared/data is absent")
-    from calreport.commands.demo import run_demo
-    from calreport.store.paths import Root
+    from calreport.commands.demo import FIXED_ANCHOR
 
-    root = Root(tmp_path / "demo")
-    assert run_demo(Workspace.open(root), log=lambda s: None) == 0
+    root = demo_root
     newest_live = max(reversed(HistoryQuery.file_order(root, "live")), key=lambda r: parse_time(r.ts)).run_id  # ties: appended last
     newest_auto = {
         u: max(reversed([r for r in HistoryQuery.file_order(root, "auto") if r.underlying == u]), key=lambda r: parse_time(r.as_of or r.ts)).run_id
         for u in {r.underlying for r in HistoryQuery.file_order(root, "auto")}
     }
-    assert _import(root, *sorted(DATA.glob("*.json"))) == 0
+    files = sorted(DATA.glob("*.json"))
+    stamp = lambda f: datetime.strptime(f.name[:15], "%Y%m%d_%H%M%S").replace(tzinfo=UTC).timestamp() * 1000  # noqa: E731
+    older = [f for f in files if stamp(f) < FIXED_ANCHOR]
+    later = [f for f in files if stamp(f) >= FIXED_ANCHOR]
+    assert len(older) >= 10 and len(later) == 1  # the shared data as its README describes it
+    assert _import(root, *older) == 0
     html = root.index_html.read_text()
     assert _elements(html, "live-history")[0]["data-run-id"] == newest_live
     assert not _elements(html, "auto-history")[0]["data-run-id"].startswith("legacy-")
     health = {e["data-underlying"]: e["data-run-id"] for e in _elements(html, "data-health")}
     assert {u: health[u] for u in newest_auto} == newest_auto
+    assert _import(root, *later) == 0
+    first = _elements(root.index_html.read_text(), "live-history")[0]["data-run-id"]
+    assert first.startswith("legacy-") and first != newest_live
 
 
 def test_import_legacy_returns_a_result_and_prints_nothing(root, tmp_path, capsys):
