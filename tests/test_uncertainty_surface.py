@@ -24,7 +24,7 @@ from calreport.commands.cli import main
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 CASES = {"BTC 12-11": ("BTC", "BTC-2025-12-11T1936Z.json", 0.43), "ETH 12-11": ("ETH", "ETH-2025-12-11T1936Z.json", 0.60),
          "BTC 12-13": ("BTC", "BTC-2025-12-13T1543Z.json", 0.43)}
-DRAWS = 6
+DRAWS = 4
 TOL = 0.25
 
 
