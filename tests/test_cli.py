@@ -109,7 +109,7 @@ def test_commands_that_report_a_broken_config_still_run_with_one_workspace(tmp_p
 
 # --------------------------------------------------------------------------- start-up: lazy imports
 
-HEAVY = ("scipy", "pyarrow", "jinja2", "watchdog", "tqdm", "calreport.calibration", "calreport.market",
+HEAVY = ("numpy", "scipy", "pyarrow", "jinja2", "watchdog", "tqdm", "calreport.calibration", "calreport.market",
          "calreport.commands.backtest", "calreport.commands.usecases", "calreport.report.render")
 LOADED_AFTER = r"""
 import contextlib, io, sys
@@ -129,7 +129,7 @@ def _heavy_loaded(*argv: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_help_and_status_load_no_command_module_scipy_or_pyarrow(tmp_path):
+def test_help_and_status_load_no_command_module_numpy_scipy_or_pyarrow(tmp_path):
     """The CLI imports a command's modules in its handler, so `--help` and `status` start fast
     (benchmarks/bench_cli.py times them); `calibrate --help` parses without the calibration either."""
     assert run_cli("--root", str(tmp_path / "r"), "init").returncode == 0
