@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from browser_helpers import ARTIFACTS, launched, require_chromium, wait_refreshed_after
 from foundation_helpers import force_apply
 
 from calreport.report.serve import make_server
@@ -35,43 +36,19 @@ from calreport.store.applied import read_applied
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--font-render-hinting=none", "--force-color-profile=srgb"]
 BASELINES = Path(__file__).resolve().parent / "baselines"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 WIDTHS = (390, 1440)
 DIFF_LEVEL = 48  # summed |dR|+|dG|+|dB| after the blur above which a pixel counts as different
 DIFF_MAX = 0.01  # at most 1 % of the pixels may differ
 UPDATE = os.environ.get("CALREPORT_UPDATE_BASELINES") == "1"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing but CI is set: the browser test must run in CI")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def wait_refreshed_after(page, count: int, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the page's refresh count passes `count` (the click's refresh, or a poll's that came
-    first: under serve the page also refreshes when it sees the applied values change)."""
-    import time as _time
-
-    deadline = _time.monotonic() + timeout_s
-    while int(page.get_attribute("body", "data-refresh-count") or 0) <= count:
-        assert _time.monotonic() < deadline, f"the page did not refresh past {count} within {timeout_s} s"
-        page.wait_for_timeout(50)
+sync_api = require_chromium()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched(sync_api, ("--font-render-hinting=none", "--force-color-profile=srgb")) as b:
+        yield b
 
 
 def no_page_scroll(page) -> None:
