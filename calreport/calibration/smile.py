@@ -30,6 +30,7 @@ from scipy.special import ndtr
 
 from calreport import fmt
 from calreport.calibration.bands import BandLookup, band_value
+from calreport.calibration.lm import Model, minimise
 from calreport.calibration.pricing import black76_price, black76_price_vega_live
 from calreport.calibration.surface import DAYS_PER_YEAR, Surface
 from calreport.calibration.varclock import MS_PER_DAY, variance_time
@@ -260,32 +261,28 @@ def fit_smile(
         return 2.0 * penalty * (DtD @ unpack(p)[1])[free] if free.size else np.zeros(0)
 
     # Damped Gauss-Newton on the smoothed objective (iteratively reweighted least squares: the quadratic
-    # w r^2 / (2 |r|_eps) majorises w |r|_eps), projected onto the bounds; a handful of 7 x 7 solves.
-    p = np.clip(np.concatenate([[m0], v0[free]]), lo_p, hi_p)
-    f, r, u, jac = linearise(p)
-    mu = 1e-3
-    for _ in range(FIT_MAX_STEPS):  # iterations of the solver (each vectorised over all quotes)
+    # w r^2 / (2 |r|_eps) majorises w |r|_eps), projected onto the bounds; a handful of 7 x 7 solves (lm.py).
+    cache: dict[bytes, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def at(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        key = p.tobytes()
+        if key not in cache:  # the newest point only: a step's model is the accepted candidate's pass
+            cache.clear()
+            cache[key] = linearise(p)
+        return cache[key]
+
+    def model(p: np.ndarray) -> Model:
+        _, r, u, jac = at(p)
         g = jac.T @ (u * r)
         g[1:] += penalty_grad(p)
         hess = jac.T @ (u[:, None] * jac)
         hess[1:, 1:] += pen
-        improved = False
-        while mu < 1e8:
-            step = np.linalg.solve(hess + mu * np.diag(np.diag(hess) + 1e-12), -g)
-            cand = np.clip(p + step, lo_p, hi_p)
-            fc, rc, uc, jc = linearise(cand)
-            if fc <= f:
-                improved = True
-                break
-            mu *= 10.0
-        if not improved:
-            break
-        moved = float(np.max(np.abs(cand - p)))
-        gain = f - fc
-        p, f, r, u, jac = cand, fc, rc, uc, jc
-        mu = max(mu / 10.0, 1e-7)
-        if moved < FIT_STEP_TOL or gain <= FIT_REL_TOL * f:
-            break
+        return Model(g, hess, np.diag(hess) + 1e-12)
+
+    p = minimise(
+        np.clip(np.concatenate([[m0], v0[free]]), lo_p, hi_p), lo_p, hi_p, value=lambda x: at(x)[0], model=model,
+        max_steps=FIT_MAX_STEPS, step_tol=FIT_STEP_TOL, rel_tol=FIT_REL_TOL, mu_range=(1e-7, 1e8), hold_bounds=False,
+    )
 
     m, v = unpack(p)
     v[z] = 1.0
