@@ -265,14 +265,14 @@ def test_an_engine_started_on_an_unreadable_config_raises_a_one_line_error(tmp_p
 def test_calreport_price_quotes_in_the_configured_sigma_mode(tmp_path: Path) -> None:
     """`calreport price` asks the engine in the configured mode: mark_iv with nothing applied quotes
     each option at its own mark IV (base alone), no RV needed."""
-    from calreport.commands.price import price_rows
+    from calreport.commands.price import price_table
     from calreport.commands.workspace import Workspace
 
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
     root = Root(tmp_path / "r")
     actions.init(Workspace.open(root))
     _mode(root, "mark_iv")
-    rows = price_rows(Workspace.open(root, renderer=None), "BTC", snap)
+    rows = price_table(Workspace.open(root, renderer=None), "BTC", snap)[0]
     assert rows and all(r["sigma"] == pytest.approx(r["mark_iv"], abs=1e-9) for r in rows)
 
 

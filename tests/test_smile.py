@@ -493,7 +493,7 @@ def test_rollback_restores_the_earlier_smile_and_its_event_carries_both(root) ->
 
 
 def test_price_without_a_snapshot_prices_the_fetched_chain(root) -> None:  # type: ignore[no-untyped-def]
-    from calreport.commands.price import price_rows
+    from calreport.commands.price import price_table
     from calreport.commands.workspace import Workspace
     from calreport.market.deribit import check_snapshot_rows
 
@@ -504,7 +504,7 @@ def test_price_without_a_snapshot_prices_the_fetched_chain(root) -> None:  # typ
             assert currency == "BTC"
             return rows, check_snapshot_rows(rows, "deribit", "BTC")
 
-    out = price_rows(Workspace.open(root), "btc", None, rv=0.45, client=FakeClient())
+    out = price_table(Workspace.open(root), "btc", None, rv=0.45, client=FakeClient())[0]
     assert len(out) == len(rows) and {r["band"] for r in out} <= {"0-7d", "7-30d", "30-90d", None}
 
 

@@ -57,6 +57,7 @@ from calreport.calibration.uncertainty import (
     param_uncertainty,
     refit_draws,
     bootstrap_se,
+    entry_of,
     combine,
     iv_terms,
     price_terms,
@@ -280,11 +281,7 @@ def _uncertainty_fields(
 
 
 def _param_entry(u: ParamUncertainty, **extra: object) -> UncertaintyEntry:
-    r = lambda x: None if x is None else round(float(x), 4)  # noqa: E731
-    return UncertaintyEntry(
-        se=r(u.se), se_expiry=r(u.se_expiry), se_rv=r(u.se_rv), ci95=[r(u.ci95[0]), r(u.ci95[1])] if u.ci95 else None,  # type: ignore[list-item]
-        expiries=u.expiries, draws=u.draws, method="surface refit", distinct=u.distinct, refused=u.refused, **extra,  # type: ignore[arg-type]
-    )
+    return entry_of(u, method="surface refit", distinct=u.distinct, refused=u.refused, **extra)
 
 
 def _node_entries(nodes: list[float], values: np.ndarray, samples: np.ndarray, counts: np.ndarray, min_distinct: int) -> list[NodeUncertainty]:

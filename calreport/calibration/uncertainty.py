@@ -56,14 +56,20 @@ class Uncertainty:
 
     def to_entry(self) -> UncertaintyEntry:
         """The history row's view (4 decimals, like the multipliers)."""
-        def r(x: float | None) -> float | None:
-            return None if x is None else round(x, 4)
+        return entry_of(self)
 
-        return UncertaintyEntry(
-            se=r(self.se), se_expiry=r(self.se_expiry), se_rv=r(self.se_rv),
-            ci95=[round(self.ci95[0], 4), round(self.ci95[1], 4)] if self.ci95 else None,
-            expiries=self.expiries, draws=self.draws,
-        )
+
+def entry_of(u: Uncertainty | ParamUncertainty, **extra: object) -> UncertaintyEntry:
+    """A history row's UncertaintyEntry of either kind (4 decimals, like the multipliers); `extra` adds the
+    surface refit's fields (method, distinct, refused, nodes)."""
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(float(x), 4)
+
+    return UncertaintyEntry(
+        se=r(u.se), se_expiry=r(u.se_expiry), se_rv=r(u.se_rv),
+        ci95=[r(u.ci95[0]), r(u.ci95[1])] if u.ci95 else None,  # type: ignore[list-item]
+        expiries=u.expiries, draws=u.draws, **extra,  # type: ignore[arg-type]
+    )
 
 
 def price_terms(F, K, T, is_call, mark, base, w) -> Terms:  # type: ignore[no-untyped-def]

@@ -60,20 +60,6 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def price_rows(
-    ws: Workspace,
-    underlying: str,
-    snapshot: Path | None,
-    *,
-    prices: Path | None = None,
-    rv: float | None = None,
-    client: Any = None,
-    warn: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """The engine's quotes for every option of the snapshot (or of the live chain), under the applied YAML."""
-    return price_table(ws, underlying, snapshot, prices=prices, rv=rv, client=client, warn=warn)[0]
-
-
 def price_table(
     ws: Workspace,
     underlying: str,
