@@ -10,7 +10,9 @@ import gc
 import hashlib
 import json
 import os
+import pickle
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -291,6 +293,8 @@ class HistoryIndex:
     # persisted index have none and are validated when their page is written
     on_row: Callable[[HistoryRow], Any] | None = field(default=None, repr=False)
     views: dict[RowRef, Any] = field(default_factory=dict, repr=False)
+    # peak memory (VmHWM, kB) of each worker process that parsed part of the last read (see _scan_parallel)
+    worker_peaks_kb: list[int] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -357,6 +361,11 @@ class HistoryIndex:
         del self.skipped_lines[self.complete_skipped :]
         self._rows = {}
         self.views = {}
+        self.worker_peaks_kb = []
+        workers = _scan_workers(os.fstat(fh.fileno()).st_size - self.offset)
+        if workers > 1:
+            with gc_paused():
+                self._scan_parallel(fh.fileno(), workers)  # the complete lines; the rest as below
         fh.seek(self.offset)
         start, lineno, carry = self.offset, self.lines, b""
         with gc_paused():
@@ -383,6 +392,314 @@ class HistoryIndex:
         self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
         if carry.strip():
             self._line(carry, lineno + 1, start)
+
+    def _scan_parallel(self, fd: int, workers: int) -> None:
+        """Parse the complete lines from `offset` on in `workers` processes, this one included, and
+        leave the index exactly as the serial scan of those lines would (refs, skipped lines, views
+        in file order; offset, lines, tail and SHA-256 moved on); _scan then reads what follows.
+
+        The bytes are cut at line starts into one chunk per process. This process parses the first
+        chunk (feeding the SHA-256 as it reads) while forked children parse the others with
+        os.pread on the inherited descriptor (the same file, whatever happens to the path) and send
+        back their refs (as columns, line numbers counted from their chunk's start), skipped lines
+        and `on_row` views in pickled batches; they are merged in order. A child that fails or dies
+        costs only time: its chunk is parsed here instead."""
+        start = self.offset
+        end = _last_line_end(fd, start, os.fstat(fd).st_size)
+        cuts = _chunk_starts(fd, start, end, workers)
+        if len(cuts) < 2:
+            return
+        children: list[tuple[int, int, int, int]] = []  # (pid, read fd, chunk start, chunk end)
+        finished: set[int] = set()  # children read to their end (or EOF): they exit by themselves
+        try:
+            for lo, hi in zip(cuts[1:], [*cuts[2:], end]):
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: never returns
+                    os.close(r)
+                    for _, other, _, _ in children:
+                        os.close(other)
+                    _child_scan(fd, w, lo, hi, self.on_row)
+                os.close(w)
+                children.append((pid, r, lo, hi))
+            self._take(_parse_range(fd, start, cuts[1], self.on_row, self.sha256), start)
+            if self.sha256 is not None:
+                _hash_range(fd, cuts[1], end, self.sha256)
+            for pid, r, lo, hi in children:
+                got = self._take_child(r, lo)
+                finished.add(pid)
+                if got is None:  # the child failed: parse its chunk here
+                    self._take(_parse_range(fd, lo, hi, self.on_row, None), lo)
+                else:
+                    self.worker_peaks_kb.append(got)
+        finally:
+            for pid, r, _, _ in children:
+                _close_quietly(r)
+                _reap(pid, pid in finished)
+        tail_lo = max(start, end - _TAIL_CHECK)
+        self.tail = (self.tail + os.pread(fd, end - tail_lo, tail_lo))[-_TAIL_CHECK:]
+        self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
+
+    def _take(self, part: "_Part", lo: int) -> None:
+        """Append one chunk's results (its line numbers counted from the chunk's start)."""
+        self._merge(part.cols, part.views, part.skipped, part.parsed)
+        self.lines += part.lines
+        self.offset = lo + part.length
+
+    def _merge(self, cols: list[list[Any]], views: list[Any] | None, skipped: list[int], parsed: int) -> None:
+        base = self.lines
+        if cols and cols[0]:
+            cols = list(cols)
+            cols[_LINENO] = [n + base for n in cols[_LINENO]]
+            refs = list(map(tuple.__new__, repeat(RowRef), zip(*cols)))
+            self.refs += refs
+            if self.on_row is not None and views is not None:
+                self.views.update(zip(refs, views))
+        self.skipped_lines += [n + base for n in skipped]
+        self.parsed += parsed
+
+    def _take_child(self, r: int, lo: int) -> int | None:
+        """Merge what the child writing to `r` sends; its VmHWM in kB, or None (nothing merged) when
+        it did not finish. Batches are merged as they arrive, so at most one is held as bytes."""
+        mark = (len(self.refs), len(self.skipped_lines), len(self.views), self.parsed)
+        with os.fdopen(r, "rb", closefd=False) as inp:
+            while True:
+                frame = _read_frame(inp)
+                if frame is None:
+                    break
+                kind, payload = frame
+                if kind == "rows":
+                    cols, views, skipped, parsed = payload
+                    self._merge(cols, views, skipped, parsed)
+                    continue
+                lines, length, peak_kb = payload
+                self.lines += lines
+                self.offset = lo + length
+                return peak_kb
+        # unfinished: drop what was merged from this child
+        del self.refs[mark[0] :]
+        del self.skipped_lines[mark[1] :]
+        if len(self.views) != mark[2]:
+            self.views = {ref: self.views[ref] for ref in self.refs if ref in self.views}
+        self.parsed = mark[3]
+        return None
+
+
+# --------------------------------------------------------------------------- the parallel cold scan
+#
+# Parsing is ~30-40 us of Python a row (orjson, pydantic, the RowRef, the page's view of the row), so
+# the first read of a 100,000-row history takes seconds on one core. Above _PARALLEL_MIN_BYTES (an
+# append, a small root and every test-sized history stay in one process, unchanged) it is split over
+# the CPUs this process may run on.
+#
+# Start method: fork, and only when this process runs one Python thread. A forked child is a copy
+# of the parent with every lock as it was at the fork; a lock held by another thread (serve's watchdog
+# observer, its HTTP thread, a debounce timer: logging, the import lock, Jinja's template cache)
+# would never be released in the child. One-shot renders (every CLI write, `calreport render`) and
+# serve's first render (made before it starts its threads) are single-threaded; later renders in
+# serve parse only appended lines (HistoryCache), and should one re-read everything it does so in
+# one process. C threads (OpenBLAS's pool, started when numpy is imported) are not a risk: OpenBLAS
+# re-initialises in a forked child through its atfork handlers, and the child never calls into BLAS.
+# 'spawn' and 'forkserver' would start a fresh interpreter that imports pydantic, the row models and
+# the templates (~0.5-1 s a process): most of what a second core saves on 100,000 rows.
+# The child writes only to its pipe and leaves by os._exit: no atexit handler, buffered output or
+# temporary directory of the parent's is run, flushed or removed twice.
+
+_PARALLEL_MIN_BYTES = 32 << 20  # ~17,000 of today's auto rows; ~2 s on one core at 100,000 rows
+_FRAME_ROWS = 10_000  # rows per pickled batch a child sends (~8 MB): bounds what the parent holds as bytes
+_LINENO = _REF_FIELDS.index("lineno")
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _may_fork() -> bool:
+    """Forking is safe here only while no other Python thread exists (see above)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _scan_workers(size: int) -> int:
+    """How many processes parse `size` bytes of unparsed history (1: this one alone)."""
+    if size < _PARALLEL_MIN_BYTES:
+        return 1
+    cpus = _cpus()
+    return cpus if cpus > 1 and _may_fork() else 1
+
+
+@dataclass
+class _Part:
+    """What parsing one chunk of complete lines gives: RowRef columns (line numbers counted from the
+    chunk's start), each ref's on_row view, the skipped lines (same numbering), the number of lines
+    and of parsed (non-blank) lines, and the bytes covered (up to and including the last newline)."""
+
+    cols: list[list[Any]]
+    views: list[Any] | None
+    skipped: list[int]
+    lines: int
+    parsed: int
+    length: int
+
+
+def _parse_range(fd: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] | None, sha: Any) -> _Part:
+    """Parse the complete lines of bytes [lo, hi) of `fd` (read by pread, a block at a time), exactly
+    as HistoryIndex._line does; `sha` (when given) is fed the bytes covered, in order."""
+    refs: list[RowRef] = []
+    views: list[Any] | None = [] if on_row is not None else None
+    skipped: list[int] = []
+    lineno = parsed = 0
+    pos_file, carry, covered = lo, b"", 0
+    while pos_file < hi:
+        block = os.pread(fd, min(_BLOCK, hi - pos_file), pos_file)
+        if not block:
+            break
+        base = pos_file - len(carry)  # file offset of data[0]
+        pos_file += len(block)
+        data = carry + block if carry else block
+        end = data.rfind(b"\n") + 1
+        pos = 0
+        while pos < end:
+            nl = data.index(b"\n", pos)
+            lineno += 1
+            line = data[pos:nl]
+            if line[:1] == b"{" or line.strip():
+                parsed += 1
+                try:
+                    row = parse_row(jsonio.loads(line))
+                except (ValueError, ValidationError, TypeError):
+                    skipped.append(lineno)
+                else:
+                    refs.append(_ref(row, lineno, base + pos, len(line)))
+                    if views is not None:
+                        views.append(on_row(row))  # type: ignore[misc]
+            pos = nl + 1
+        if end:
+            if sha is not None:
+                sha.update(memoryview(data)[:end])
+            covered = base + end - lo
+        carry = data[end:]
+    cols = [list(c) for c in zip(*refs)] if refs else []
+    return _Part(cols, views, skipped, lineno, parsed, covered)
+
+
+def _child_scan(fd: int, w: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] | None) -> None:
+    """A forked child: parse [lo, hi), send it in frames, leave by os._exit (exit status 1 on any
+    failure; the parent then parses the chunk itself)."""
+    code = 1
+    try:
+        part = _parse_range(fd, lo, hi, on_row, None)
+        with os.fdopen(w, "wb", buffering=1 << 20) as out:
+            n = len(part.cols[0]) if part.cols else 0
+            for i in range(0, max(n, 1), _FRAME_ROWS):
+                cols = [c[i : i + _FRAME_ROWS] for c in part.cols]
+                views = part.views[i : i + _FRAME_ROWS] if part.views is not None else None
+                first = i == 0
+                _write_frame(out, ("rows", (cols, views, part.skipped if first else [], part.parsed if first else 0)))
+            _write_frame(out, ("end", (part.lines, part.length, _vm_hwm_kb())))
+        code = 0
+    except BaseException:  # noqa: BLE001 - whatever happens, the parent parses this chunk itself
+        pass
+    finally:
+        os._exit(code)
+
+
+def _write_frame(out: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(len(data).to_bytes(8, "little"))
+    out.write(data)
+
+
+def _read_frame(inp: BinaryIO) -> Any:
+    """The next frame, or None at the end of the stream or on a short read (a child that died)."""
+    head = inp.read(8)
+    if len(head) < 8:
+        return None
+    n = int.from_bytes(head, "little")
+    data = inp.read(n)
+    if len(data) < n:
+        return None
+    try:
+        return pickle.loads(data)
+    except Exception:  # noqa: BLE001 - a frame cut short: the chunk is parsed again here
+        return None
+
+
+def _vm_hwm_kb() -> int:
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _hash_range(fd: int, lo: int, hi: int, sha: Any) -> None:
+    while lo < hi:
+        block = os.pread(fd, min(_BLOCK, hi - lo), lo)
+        if not block:
+            raise OSError("history file shrank while it was read")
+        sha.update(block)
+        lo += len(block)
+
+
+def _last_line_end(fd: int, lo: int, hi: int) -> int:
+    """The offset just after the last newline in [lo, hi) (lo when there is none)."""
+    pos = hi
+    while pos > lo:
+        step = min(1 << 16, pos - lo)
+        block = os.pread(fd, step, pos - step)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return pos - step + i + 1
+        pos -= step
+    return lo
+
+
+def _chunk_starts(fd: int, lo: int, hi: int, n: int) -> list[int]:
+    """Up to `n` chunk starts in [lo, hi), each a line start, about equal in bytes; the first is lo.
+    `hi` is just after a newline."""
+    starts = [lo]
+    for i in range(1, n):
+        pos = _next_line_start(fd, max(lo + (hi - lo) * i // n, starts[-1] + 1), hi)
+        if pos < hi:
+            starts.append(pos)
+    return starts
+
+
+def _next_line_start(fd: int, pos: int, hi: int) -> int:
+    """The first line start at or after `pos` (> 0): just after the first newline at or after pos - 1."""
+    q = pos - 1
+    while q < hi:
+        block = os.pread(fd, min(1 << 16, hi - q), q)
+        if not block:
+            break
+        j = block.find(b"\n")
+        if j >= 0:
+            return q + j + 1
+        q += len(block)
+    return hi
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _reap(pid: int, finished: bool) -> None:
+    """Wait for a child; one that has not finished (the parent is leaving early) is killed first."""
+    try:
+        if not finished:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError, OSError):
+        pass
 
 
 @functools.cache
