@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 
 from calreport.timeutil import parse_time
 
@@ -89,6 +90,15 @@ def time(ts: str | None) -> str:
     """'2025-12-11T10:16:00Z' -> '2025-12-11 10:16 UTC'; unparseable text is shown as it is."""
     if not ts:
         return MISSING
+    if type(ts) is str and ts[-1:] == "Z" and len(ts) >= 17 and ts[4:5] == ts[7:8] == "-" and ts[10:11] == "T" and ts[13:14] == ":" and "1" <= ts[0] <= "9" and ts[11:13] < "24":
+        # the files' own form (a history page formats 100,000): once the string parses, its digits
+        # are the fields (YYYY-MM-DDTHH:MM, a four-digit year, an hour that does not roll over)
+        try:
+            datetime.fromisoformat(ts)
+        except ValueError:
+            pass
+        else:
+            return f"{ts[:10]} {ts[11:16]} UTC"
     try:
         dt = parse_time(ts)
     except ValueError:

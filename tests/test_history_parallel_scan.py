@@ -78,7 +78,7 @@ def test_parallel_scan_builds_the_index_the_serial_scan_builds(root, rows, monke
     for processes in (2, 3, 4, 7):
         _force(monkeypatch, processes)
         got = index_history(path, on_row=page_view)
-        assert len(got.worker_peaks_kb) == processes - 1, "every child should have parsed its chunk"
+        assert len(got.worker_peaks_kb) == processes, "every child should have parsed its chunk"
         assert _state(got) == _state(serial), processes
 
 
@@ -137,29 +137,33 @@ def test_a_child_that_dies_costs_time_not_rows(root, rows, monkeypatch) -> None:
     _force(monkeypatch, 3)
     monkeypatch.setattr(history, "_child_scan", lambda *a: os._exit(1))
     got = index_history(path, on_row=page_view)
-    assert got.worker_peaks_kb == []  # both chunks were parsed by the parent
+    assert got.worker_peaks_kb == []  # every chunk was parsed by the parent
     assert _state(got) == serial
 
 
-def test_a_child_cut_off_mid_stream_is_parsed_again_by_the_parent(root, rows, monkeypatch) -> None:
+@pytest.mark.parametrize("fault", ["dies", "garbles"])
+def test_a_child_cut_off_or_garbled_mid_stream_is_parsed_again_by_the_parent(root, rows, monkeypatch, fault) -> None:
     path = _mixed_history(root, rows, torn=False)
     _force(monkeypatch, 1)
     serial = _state(index_history(path, on_row=page_view))
-    monkeypatch.setattr(history, "_FRAME_ROWS", 3)  # several frames per child
+    monkeypatch.setattr(history, "_BLOCK", 512)  # a frame per 512 bytes read: several frames per child
     real = history._write_frame
     sent = {"n": 0}
 
-    def write_then_die(out, obj):  # type: ignore[no-untyped-def]
+    def faulty(out, obj):  # type: ignore[no-untyped-def]
         sent["n"] += 1  # in the child's own copy
         if sent["n"] == 3:
-            out.flush()
-            os._exit(1)
+            if fault == "dies":
+                out.flush()
+                os._exit(1)
+            out.write((5).to_bytes(8, "little") + b"junk!")  # a frame that does not unpickle
         real(out, obj)
 
-    monkeypatch.setattr(history, "_write_frame", write_then_die)
+    monkeypatch.setattr(history, "_write_frame", faulty)
     _force(monkeypatch, 2)
     got = index_history(path, on_row=page_view)
-    assert got.worker_peaks_kb == [] and _state(got) == serial
+    assert got.worker_peaks_kb == []  # each child faulted after two frames: every chunk was parsed here
+    assert _state(got) == serial
 
 
 def test_small_histories_and_threaded_processes_scan_in_one_process(monkeypatch) -> None:

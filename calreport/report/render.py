@@ -120,6 +120,9 @@ class RenderResult:
     pages_written: int = 0
     state_written: bool = False
     problems: list[str] = field(default_factory=list)
+    # peak memory (VmHWM, kB) of each process that parsed part of the history for this render
+    # (history._scan_parallel); they share the parent's pages copy-on-write, so a sum overstates
+    scan_worker_peaks_kb: list[int] = field(default_factory=list)
 
 
 def _read_details(root: Root, runs: list) -> tuple[dict[str, RunDetail], dict[str, str]]:
@@ -443,6 +446,7 @@ def _render_site(
     use_bytecode_cache(root)
     with history.gc_paused():  # 100,000 rows validated, indexed and formatted: no cycles to collect
         inp, query = read_inputs(root, now, t, cache, persist, config)
+    result.scan_worker_peaks_kb = query.scan_worker_peaks_kb()
     if inp.config_error:
         result.problems.append(inp.config_error)
     if inp.applied_error:

@@ -952,21 +952,24 @@ def auto_row(run: AutoRun) -> AutoRow:
 def _used(run: AutoRun) -> str:
     """The evidence headline: 'rests on 24 of 276 snapshots over 1.9 h, 2 expiries, RV from 24-26 returns'
     (what a lookback really covered; older rows carry less, and say less; none: '')."""
-    if run.snapshots_used is None or run.span_hours is None and run.snapshots_in_window is None:
+    used, window, hours = run.snapshots_used, run.snapshots_in_window, run.span_hours
+    if used is None or hours is None and window is None:
         return ""
-    of = f" of {fmt.integer(run.snapshots_in_window)}" if run.snapshots_in_window is not None else ""
-    over = f" over {fmt.span(run.span_hours)}" if run.span_hours is not None and run.snapshots_used else ""
-    parts = [f"rests on {fmt.integer(run.snapshots_used)}{of} snapshots{over}"]
+    text = f"rests on {fmt.integer(used)} of {fmt.integer(window)} snapshots" if window is not None else f"rests on {fmt.integer(used)} snapshots"
+    if not used:  # nothing was used: no span, expiries or RV to speak of
+        return text
+    if hours is not None:
+        text += f" over {fmt.span(hours)}"
     dq = run.data_quality
-    if dq is not None and dq.expiries is not None and run.snapshots_used:
-        parts.append(f"{fmt.integer(dq.expiries)} expiries")
-    lo, hi = run.rv_returns_min, run.rv_returns_max
-    if run.sigma_mode in (None, "rv") and run.snapshots_used:
+    if dq is not None and dq.expiries is not None:
+        text += f", {fmt.integer(dq.expiries)} expiries"
+    if run.sigma_mode in (None, "rv"):
+        lo, hi = run.rv_returns_min, run.rv_returns_max
         if lo is not None and hi is not None:
-            parts.append(f"RV from {lo} returns" if lo == hi else f"RV from {lo}-{hi} returns")
+            text += f", RV from {lo} returns" if lo == hi else f", RV from {lo}-{hi} returns"
         elif run.rv_returns_median is not None:
-            parts.append(f"RV from a median {run.rv_returns_median} returns")
-    return ", ".join(parts)
+            text += f", RV from a median {run.rv_returns_median} returns"
+    return text
 
 
 def page_count(total: int, page_size: int) -> int:

@@ -5,12 +5,15 @@ Readers skip (and count) unreadable lines and never rewrite the file; old rows a
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gc
 import hashlib
 import json
 import os
 import pickle
+import select
+import signal
 import sys
 import threading
 import time
@@ -230,26 +233,26 @@ class StaleIndex(CalreportError):
     """A row read back through an index is not the row the index recorded (the cache lied)."""
 
 
-def _field(row: HistoryRow, name: str) -> str | None:
-    """getattr(row, name, None) as a str (or None), interned: a RowRef column repeats a handful of
-    values (type, underlying, source, status) over 100,000 rows. Unknown fields live in the extras."""
-    value = row.__dict__.get(name) if name in row.__dict__ else (row.__pydantic_extra__ or {}).get(name)
-    return sys.intern(value) if isinstance(value, str) else None
-
-
 def _ref(row: HistoryRow, lineno: int, offset: int, length: int) -> RowRef:
-    return RowRef(
+    """The row's RowRef. The str columns that repeat a handful of values (type, underlying, source,
+    status) are interned: 100,000 rows share a few objects. A field a row type does not declare is
+    read from the row's extras; anything but a str is None. Inlined: built for every row of a history."""
+    d, extra = row.__dict__, row.__pydantic_extra__ or {}
+    u = d["underlying"] if "underlying" in d else extra.get("underlying")
+    src = d["source"] if "source" in d else extra.get("source")
+    st = d["status"] if "status" in d else extra.get("status")
+    return tuple.__new__(RowRef, (  # RowRef(...) without the Python-level __new__ call
         sys.intern(row.type),
         row.run_id,
         row.ts,
-        _field(row, "underlying"),
-        _field(row, "source"),
-        _field(row, "status"),
+        sys.intern(u) if isinstance(u, str) else None,
+        sys.intern(src) if isinstance(src, str) else None,
+        sys.intern(st) if isinstance(st, str) else None,
         row_time_ms(row),
         lineno,
         offset,
         length,
-    )
+    ))
 
 
 @contextmanager
@@ -394,120 +397,107 @@ class HistoryIndex:
             self._line(carry, lineno + 1, start)
 
     def _scan_parallel(self, fd: int, workers: int) -> None:
-        """Parse the complete lines from `offset` on in `workers` processes, this one included, and
-        leave the index exactly as the serial scan of those lines would (refs, skipped lines, views
-        in file order; offset, lines, tail and SHA-256 moved on); _scan then reads what follows.
+        """Parse the complete lines from `offset` on in `workers` forked children and leave the index
+        exactly as the serial scan of those lines would (refs, skipped lines, views in file order;
+        offset, lines, tail and SHA-256 moved on); _scan then reads what follows (a torn last line,
+        lines appended meanwhile).
 
-        The bytes are cut at line starts into one chunk per process. This process parses the first
-        chunk (feeding the SHA-256 as it reads) while forked children parse the others with
-        os.pread on the inherited descriptor (the same file, whatever happens to the path) and send
-        back their refs (as columns, line numbers counted from their chunk's start), skipped lines
-        and `on_row` views in pickled batches; they are merged in order. A child that fails or dies
-        costs only time: its chunk is parsed here instead."""
+        The bytes are cut at line starts into one chunk per child. A child reads its chunk with
+        os.pread on the inherited descriptor (the same file, whatever happens to the path), numbers
+        its lines from the file's start (it counts the newlines before its chunk) and streams its
+        refs (as columns), skipped lines and `on_row` views back a block at a time, so it holds one
+        block's results, not its chunk's. This process hashes the bytes and turns each batch into
+        RowRefs as it arrives, then appends the chunks in order. A child that fails or dies costs
+        only time: its chunk is parsed here."""
         start = self.offset
         end = _last_line_end(fd, start, os.fstat(fd).st_size)
         cuts = _chunk_starts(fd, start, end, workers)
         if len(cuts) < 2:
             return
-        children: list[tuple[int, int, int, int]] = []  # (pid, read fd, chunk start, chunk end)
-        finished: set[int] = set()  # children read to their end (or EOF): they exit by themselves
+        chunks = [_Chunk(lo, hi) for lo, hi in zip(cuts, [*cuts[1:], end])]
         try:
-            for lo, hi in zip(cuts[1:], [*cuts[2:], end]):
+            for c in chunks:
                 r, w = os.pipe()
+                _widen_pipe(w)
                 pid = os.fork()
                 if pid == 0:  # the child: never returns
                     os.close(r)
-                    for _, other, _, _ in children:
-                        os.close(other)
-                    _child_scan(fd, w, lo, hi, self.on_row)
+                    for other in chunks:
+                        if other.fd >= 0:
+                            os.close(other.fd)
+                    _child_scan(fd, w, start, c.lo, c.hi, self.lines, self.on_row)
                 os.close(w)
-                children.append((pid, r, lo, hi))
-            self._take(_parse_range(fd, start, cuts[1], self.on_row, self.sha256), start)
-            if self.sha256 is not None:
-                _hash_range(fd, cuts[1], end, self.sha256)
-            for pid, r, lo, hi in children:
-                got = self._take_child(r, lo)
-                finished.add(pid)
-                if got is None:  # the child failed: parse its chunk here
-                    self._take(_parse_range(fd, lo, hi, self.on_row, None), lo)
-                else:
-                    self.worker_peaks_kb.append(got)
+                c.pid, c.fd = pid, r
+            self._collect(fd, chunks, start, end)
         finally:
-            for pid, r, _, _ in children:
-                _close_quietly(r)
-                _reap(pid, pid in finished)
+            for c in chunks:
+                if c.fd >= 0:
+                    _close_quietly(c.fd)
+                if c.pid:
+                    _reap(c.pid, c.ended)
+        for c in chunks:
+            if c.peak_kb is None:  # the child did not finish: parse its chunk here
+                part = _parse_range(fd, c.lo, c.hi, self.lines, self.on_row)
+                c.refs, c.views, c.skipped, c.lines, c.parsed = part.refs, part.views, part.skipped, part.lines, part.parsed
+            else:
+                self.worker_peaks_kb.append(c.peak_kb)
+            self.refs += c.refs
+            if self.on_row is not None:
+                self.views.update(zip(c.refs, c.views))
+            self.skipped_lines += c.skipped
+            self.parsed += c.parsed
+            self.lines += c.lines
+            self.offset = c.hi
         tail_lo = max(start, end - _TAIL_CHECK)
         self.tail = (self.tail + os.pread(fd, end - tail_lo, tail_lo))[-_TAIL_CHECK:]
         self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
 
-    def _take(self, part: "_Part", lo: int) -> None:
-        """Append one chunk's results (its line numbers counted from the chunk's start)."""
-        self._merge(part.cols, part.views, part.skipped, part.parsed)
-        self.lines += part.lines
-        self.offset = lo + part.length
-
-    def _merge(self, cols: list[list[Any]], views: list[Any] | None, skipped: list[int], parsed: int) -> None:
-        base = self.lines
-        if cols and cols[0]:
-            cols = list(cols)
-            cols[_LINENO] = [n + base for n in cols[_LINENO]]
-            refs = list(map(tuple.__new__, repeat(RowRef), zip(*cols)))
-            self.refs += refs
-            if self.on_row is not None and views is not None:
-                self.views.update(zip(refs, views))
-        self.skipped_lines += [n + base for n in skipped]
-        self.parsed += parsed
-
-    def _take_child(self, r: int, lo: int) -> int | None:
-        """Merge what the child writing to `r` sends; its VmHWM in kB, or None (nothing merged) when
-        it did not finish. Batches are merged as they arrive, so at most one is held as bytes."""
-        mark = (len(self.refs), len(self.skipped_lines), len(self.views), self.parsed)
-        with os.fdopen(r, "rb", closefd=False) as inp:
-            while True:
-                frame = _read_frame(inp)
-                if frame is None:
-                    break
-                kind, payload = frame
-                if kind == "rows":
-                    cols, views, skipped, parsed = payload
-                    self._merge(cols, views, skipped, parsed)
-                    continue
-                lines, length, peak_kb = payload
-                self.lines += lines
-                self.offset = lo + length
-                return peak_kb
-        # unfinished: drop what was merged from this child
-        del self.refs[mark[0] :]
-        del self.skipped_lines[mark[1] :]
-        if len(self.views) != mark[2]:
-            self.views = {ref: self.views[ref] for ref in self.refs if ref in self.views}
-        self.parsed = mark[3]
-        return None
+    def _collect(self, fd: int, chunks: list["_Chunk"], start: int, end: int) -> None:
+        """Read every child's stream as it comes (a child blocks on a full pipe) and feed the SHA-256
+        a block at a time in between; returns when every stream has ended."""
+        live = {c.fd: c for c in chunks}
+        pos = start if self.sha256 is not None else end
+        while live or pos < end:
+            if live:
+                ready, _, _ = select.select(list(live), [], [], 0 if pos < end else None)
+                for r in ready:
+                    c = live[r]
+                    data = os.read(r, _PIPE_BYTES)
+                    if not data or not c.feed(data):
+                        c.ended = True
+                        del live[r]
+                        _close_quietly(r)  # a child still writing (a bad frame) gets EPIPE and leaves
+                        c.fd = -1
+            if pos < end:
+                block = os.pread(fd, min(_HASH_STEP, end - pos), pos)
+                if not block:
+                    raise OSError("history file shrank while it was read")
+                self.sha256.update(block)
+                pos += len(block)
 
 
 # --------------------------------------------------------------------------- the parallel cold scan
 #
 # Parsing is ~30-40 us of Python a row (orjson, pydantic, the RowRef, the page's view of the row), so
-# the first read of a 100,000-row history takes seconds on one core. Above _PARALLEL_MIN_BYTES (an
-# append, a small root and every test-sized history stay in one process, unchanged) it is split over
-# the CPUs this process may run on.
+# the first read of a 100,000-row history takes seconds on one core. From _PARALLEL_MIN_BYTES of
+# unparsed lines on (an append, a small root and every test-sized history stay in this process,
+# unchanged) the lines are parsed by one forked child per CPU this process may run on.
 #
-# Start method: fork, and only when this process runs one Python thread. A forked child is a copy
+# Start method: fork, and only while this process runs one Python thread. A forked child is a copy
 # of the parent with every lock as it was at the fork; a lock held by another thread (serve's watchdog
 # observer, its HTTP thread, a debounce timer: logging, the import lock, Jinja's template cache)
 # would never be released in the child. One-shot renders (every CLI write, `calreport render`) and
 # serve's first render (made before it starts its threads) are single-threaded; later renders in
 # serve parse only appended lines (HistoryCache), and should one re-read everything it does so in
-# one process. C threads (OpenBLAS's pool, started when numpy is imported) are not a risk: OpenBLAS
-# re-initialises in a forked child through its atfork handlers, and the child never calls into BLAS.
-# 'spawn' and 'forkserver' would start a fresh interpreter that imports pydantic, the row models and
-# the templates (~0.5-1 s a process): most of what a second core saves on 100,000 rows.
-# The child writes only to its pipe and leaves by os._exit: no atexit handler, buffered output or
-# temporary directory of the parent's is run, flushed or removed twice.
+# one process. C threads (OpenBLAS's pool, started when numpy is imported) hold no Python lock, and
+# the child never calls into BLAS. 'spawn' and 'forkserver' start a fresh interpreter that imports
+# pydantic, the row models and the templates (~0.5-1 s a process): most of what a second core saves
+# on 100,000 rows. The child writes only to its pipe and leaves by os._exit: no atexit handler,
+# buffered output or temporary directory of the parent's is run, flushed or removed twice.
 
-_PARALLEL_MIN_BYTES = 32 << 20  # ~17,000 of today's auto rows; ~2 s on one core at 100,000 rows
-_FRAME_ROWS = 10_000  # rows per pickled batch a child sends (~8 MB): bounds what the parent holds as bytes
-_LINENO = _REF_FIELDS.index("lineno")
+_PARALLEL_MIN_BYTES = 32 << 20  # ~17,000 of today's auto rows, ~0.5 s on one core
+_PIPE_BYTES = 1 << 20  # what a child's pipe holds (when the kernel allows) and the parent reads at once
+_HASH_STEP = 1 << 20  # bytes hashed between two looks at the children's pipes
 
 
 def _cpus() -> int:
@@ -523,7 +513,7 @@ def _may_fork() -> bool:
 
 
 def _scan_workers(size: int) -> int:
-    """How many processes parse `size` bytes of unparsed history (1: this one alone)."""
+    """How many child processes parse `size` bytes of unparsed history (1: this process alone)."""
     if size < _PARALLEL_MIN_BYTES:
         return 1
     cpus = _cpus()
@@ -532,11 +522,11 @@ def _scan_workers(size: int) -> int:
 
 @dataclass
 class _Part:
-    """What parsing one chunk of complete lines gives: RowRef columns (line numbers counted from the
-    chunk's start), each ref's on_row view, the skipped lines (same numbering), the number of lines
-    and of parsed (non-blank) lines, and the bytes covered (up to and including the last newline)."""
+    """What parsing a run of complete lines gives: its RowRefs, each ref's on_row view, the skipped
+    lines, the number of lines and of parsed (non-blank) lines, and the bytes covered (up to and
+    including the last newline)."""
 
-    cols: list[list[Any]]
+    refs: list[RowRef]
     views: list[Any] | None
     skipped: list[int]
     lines: int
@@ -544,13 +534,18 @@ class _Part:
     length: int
 
 
-def _parse_range(fd: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] | None, sha: Any) -> _Part:
-    """Parse the complete lines of bytes [lo, hi) of `fd` (read by pread, a block at a time), exactly
-    as HistoryIndex._line does; `sha` (when given) is fed the bytes covered, in order."""
+def _parse_range(
+    fd: int, lo: int, hi: int, lineno: int, on_row: Callable[[HistoryRow], Any] | None,
+    emit: Callable[[_Part], None] | None = None,
+) -> _Part:
+    """Parse the complete lines of bytes [lo, hi) of `fd` (read by pread, a block at a time) exactly
+    as HistoryIndex._line does, numbering them from `lineno` + 1. With `emit`, each block's refs,
+    views, skipped lines and parse count go to it and are not kept; the result then carries only
+    the totals (lines, length)."""
     refs: list[RowRef] = []
     views: list[Any] | None = [] if on_row is not None else None
     skipped: list[int] = []
-    lineno = parsed = 0
+    first, parsed = lineno, 0
     pos_file, carry, covered = lo, b"", 0
     while pos_file < hi:
         block = os.pread(fd, min(_BLOCK, hi - pos_file), pos_file)
@@ -565,7 +560,7 @@ def _parse_range(fd: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] 
             nl = data.index(b"\n", pos)
             lineno += 1
             line = data[pos:nl]
-            if line[:1] == b"{" or line.strip():
+            if line[:1] == b"{" or line.strip():  # blank lines are neither rows nor skipped
                 parsed += 1
                 try:
                     row = parse_row(jsonio.loads(line))
@@ -577,28 +572,75 @@ def _parse_range(fd: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] 
                         views.append(on_row(row))  # type: ignore[misc]
             pos = nl + 1
         if end:
-            if sha is not None:
-                sha.update(memoryview(data)[:end])
             covered = base + end - lo
         carry = data[end:]
-    cols = [list(c) for c in zip(*refs)] if refs else []
-    return _Part(cols, views, skipped, lineno, parsed, covered)
+        if emit is not None:
+            emit(_Part(refs, views, skipped, 0, parsed, 0))
+            refs, views, skipped, parsed = [], [] if on_row is not None else None, [], 0
+    return _Part(refs, views, skipped, lineno - first, parsed, covered)
 
 
-def _child_scan(fd: int, w: int, lo: int, hi: int, on_row: Callable[[HistoryRow], Any] | None) -> None:
-    """A forked child: parse [lo, hi), send it in frames, leave by os._exit (exit status 1 on any
-    failure; the parent then parses the chunk itself)."""
+@dataclass
+class _Chunk:
+    """One child's chunk [lo, hi) and what its stream has delivered so far."""
+
+    lo: int
+    hi: int
+    pid: int = 0
+    fd: int = -1
+    ended: bool = False  # its stream was read to its end (or given up on)
+    peak_kb: int | None = None  # set by the child's last frame: None means it did not finish
+    refs: list[RowRef] = field(default_factory=list)
+    views: list[Any] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    lines: int = 0
+    parsed: int = 0
+    _buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes of the stream; complete frames become refs at once. False on a frame that
+        cannot be read (the chunk is then parsed by the parent)."""
+        buf = self._buf
+        buf += data
+        at = 0
+        while len(buf) - at >= 8:
+            n = int.from_bytes(buf[at : at + 8], "little")
+            if len(buf) - at - 8 < n:
+                break
+            try:
+                kind, payload = pickle.loads(memoryview(buf)[at + 8 : at + 8 + n])
+            except Exception:  # noqa: BLE001 - a frame cut short or garbled: the parent parses the chunk
+                self.peak_kb = None
+                return False
+            at += 8 + n
+            if kind == "rows":
+                cols, views, skipped, parsed = payload
+                if cols:
+                    self.refs += map(tuple.__new__, repeat(RowRef), zip(*cols))  # RowRef._make without a call per row
+                if views:
+                    self.views += views
+                self.skipped += skipped
+                self.parsed += parsed
+            else:
+                self.lines, _, self.peak_kb = payload
+        del buf[:at]
+        return True
+
+
+def _child_scan(fd: int, w: int, start: int, lo: int, hi: int, lines: int, on_row: Callable[[HistoryRow], Any] | None) -> None:
+    """A forked child: parse [lo, hi) and stream it (see _Chunk.feed), then leave by os._exit (status
+    1 on any failure, and nothing printed; the parent then parses the chunk itself)."""
     code = 1
     try:
-        part = _parse_range(fd, lo, hi, on_row, None)
-        with os.fdopen(w, "wb", buffering=1 << 20) as out:
-            n = len(part.cols[0]) if part.cols else 0
-            for i in range(0, max(n, 1), _FRAME_ROWS):
-                cols = [c[i : i + _FRAME_ROWS] for c in part.cols]
-                views = part.views[i : i + _FRAME_ROWS] if part.views is not None else None
-                first = i == 0
-                _write_frame(out, ("rows", (cols, views, part.skipped if first else [], part.parsed if first else 0)))
-            _write_frame(out, ("end", (part.lines, part.length, _vm_hwm_kb())))
+        lineno = lines + _count_newlines(fd, start, lo)
+        with os.fdopen(w, "wb", buffering=_PIPE_BYTES) as out:
+
+            def emit(part: _Part) -> None:
+                cols = [list(c) for c in zip(*part.refs)]  # columns pickle smaller and faster than tuples
+                _write_frame(out, ("rows", (cols, part.views, part.skipped, part.parsed)))
+
+            total = _parse_range(fd, lo, hi, lineno, on_row, emit)
+            _write_frame(out, ("end", (total.lines, total.length, _vm_hwm_kb())))
         code = 0
     except BaseException:  # noqa: BLE001 - whatever happens, the parent parses this chunk itself
         pass
@@ -610,21 +652,26 @@ def _write_frame(out: BinaryIO, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     out.write(len(data).to_bytes(8, "little"))
     out.write(data)
+    out.flush()
 
 
-def _read_frame(inp: BinaryIO) -> Any:
-    """The next frame, or None at the end of the stream or on a short read (a child that died)."""
-    head = inp.read(8)
-    if len(head) < 8:
-        return None
-    n = int.from_bytes(head, "little")
-    data = inp.read(n)
-    if len(data) < n:
-        return None
+def _count_newlines(fd: int, lo: int, hi: int) -> int:
+    n = 0
+    while lo < hi:
+        block = os.pread(fd, min(_BLOCK, hi - lo), lo)
+        if not block:
+            break
+        n += block.count(b"\n")
+        lo += len(block)
+    return n
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MB pipe (Linux; the default 64 kB would wake the reader every ~30 rows). Best effort."""
     try:
-        return pickle.loads(data)
-    except Exception:  # noqa: BLE001 - a frame cut short: the chunk is parsed again here
-        return None
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass
 
 
 def _vm_hwm_kb() -> int:
@@ -636,15 +683,6 @@ def _vm_hwm_kb() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def _hash_range(fd: int, lo: int, hi: int, sha: Any) -> None:
-    while lo < hi:
-        block = os.pread(fd, min(_BLOCK, hi - lo), lo)
-        if not block:
-            raise OSError("history file shrank while it was read")
-        sha.update(block)
-        lo += len(block)
 
 
 def _last_line_end(fd: int, lo: int, hi: int) -> int:
@@ -692,11 +730,12 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def _reap(pid: int, finished: bool) -> None:
-    """Wait for a child; one that has not finished (the parent is leaving early) is killed first."""
+def _reap(pid: int, ended: bool) -> None:
+    """Wait for a child; one whose stream was not read to its end (this process is leaving early)
+    is killed first."""
     try:
-        if not finished:
-            os.kill(pid, 9)
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     except (ChildProcessError, ProcessLookupError, OSError):
         pass
@@ -822,7 +861,7 @@ _SHARED_FIELDS = ("type", "underlying", "source", "status")
 
 
 def _shared(column: list[Any]) -> list[Any]:
-    """One object per distinct value of a column that repeats a handful of values (see _field)."""
+    """One object per distinct value of a column that repeats a handful of values (see _ref)."""
     one = {v: v for v in set(column)}
     return list(map(one.__getitem__, column))
 
@@ -852,6 +891,7 @@ def index_history(
                     base = _load_cached(cache_file, path, fh, st)
             index = base if base is not None else HistoryIndex(path=path, sha256=hashlib.sha256())
             index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
+            index.worker_peaks_kb = []
             if index.offset < st.st_size:
                 index._scan(fh)
             after = os.fstat(fh.fileno())

@@ -245,6 +245,10 @@ class HistoryQuery:
         with history.gc_paused():
             return [v if (v := got.get(r)) is not None else make(index.row(r, False)) for r in self.page_refs(kind, number, size)]
 
+    def scan_worker_peaks_kb(self) -> list[int]:
+        """VmHWM (kB) of each worker process that parsed part of either file for this read."""
+        return self._live_index.worker_peaks_kb + self._auto_index.worker_peaks_kb
+
     def release_views(self) -> None:
         """Drop what page_views kept (a served process keeps its indexes between renders)."""
         self._live_index.views = {}
