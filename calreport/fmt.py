@@ -111,7 +111,7 @@ def time(ts: str | None) -> str:
 def text(x: object) -> str:
     if x is None:
         return MISSING
-    t = str(x).strip()
+    t = x.strip() if type(x) is str else str(x).strip()
     return t if t else MISSING
 
 

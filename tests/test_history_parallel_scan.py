@@ -32,7 +32,7 @@ def _state(index: HistoryIndex) -> dict:
     return {
         "refs": index.refs,
         "skipped_lines": index.skipped_lines,
-        "views": list(index.views.items()),
+        "views": index.views,
         "offset": index.offset,
         "lines": index.lines,
         "complete": (index.complete_refs, index.complete_skipped),

@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 
@@ -74,6 +74,19 @@ def use_bytecode_cache(root: Root) -> None:
         env().bytecode_cache = None
         return
     env().bytecode_cache = FileSystemBytecodeCache(str(path))
+
+
+def compile_templates() -> None:
+    """Compile every template now (into the bytecode cache when it is on): what a cold render does
+    while worker processes parse a long history, instead of after. A template that does not compile
+    is left for the render that uses it to report."""
+    for p in sorted(TEMPLATES.glob("*.j2")):
+        try:
+            env().get_template(p.name)
+        except TemplateError:
+            pass
+    script_hash()
+    code_key()
 
 
 @functools.cache
@@ -213,7 +226,7 @@ def read_inputs(
         except CalreportError as exc:
             applied_error = exc.one_line()
     t1 = time.perf_counter()
-    query = HistoryQuery.read(root, cache, persist, on_row=page_view)
+    query = HistoryQuery.read(root, cache, persist, on_row=page_view, meanwhile=compile_templates)
     t2 = time.perf_counter()
     shown = shown_history(query, config)
     statuses = StatusIndex.from_events(applied, query.apply_event_keys()) if applied is not None else None

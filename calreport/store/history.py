@@ -10,6 +10,7 @@ import functools
 import gc
 import hashlib
 import json
+import marshal
 import os
 import pickle
 import select
@@ -298,6 +299,8 @@ class HistoryIndex:
     views: dict[RowRef, Any] = field(default_factory=dict, repr=False)
     # peak memory (VmHWM, kB) of each worker process that parsed part of the last read (see _scan_parallel)
     worker_peaks_kb: list[int] = field(default_factory=list)
+    # work that needs no history, done in this process while worker processes parse (see _collect)
+    meanwhile: Callable[[], Any] | None = field(default=None, repr=False)
 
     @property
     def skipped(self) -> int:
@@ -428,6 +431,7 @@ class HistoryIndex:
                     _child_scan(fd, w, start, c.lo, c.hi, self.lines, self.on_row)
                 os.close(w)
                 c.pid, c.fd = pid, r
+                c.views = self.views if self.on_row is not None else None  # batches add to the index's own
             self._collect(fd, chunks, start, end)
         finally:
             for c in chunks:
@@ -437,13 +441,14 @@ class HistoryIndex:
                     _reap(c.pid, c.ended)
         for c in chunks:
             if c.peak_kb is None:  # the child did not finish: parse its chunk here
+                c.drop()
                 part = _parse_range(fd, c.lo, c.hi, self.lines, self.on_row)
-                c.refs, c.views, c.skipped, c.lines, c.parsed = part.refs, part.views, part.skipped, part.lines, part.parsed
-            else:
+                c.refs, c.skipped, c.lines, c.parsed = part.refs, part.skipped, part.lines, part.parsed
+                if part.views is not None:
+                    self.views.update(zip(part.refs, part.views))
+            else:  # its views went into self.views as its batches came
                 self.worker_peaks_kb.append(c.peak_kb)
             self.refs += c.refs
-            if self.on_row is not None:
-                self.views.update(zip(c.refs, c.views))
             self.skipped_lines += c.skipped
             self.parsed += c.parsed
             self.lines += c.lines
@@ -457,7 +462,10 @@ class HistoryIndex:
         a block at a time in between; returns when every stream has ended."""
         live = {c.fd: c for c in chunks}
         pos = start if self.sha256 is not None else end
+        chores = [_code_key, *([self.meanwhile] if self.meanwhile is not None else [])]
         while live or pos < end:
+            if chores:
+                chores.pop(0)()
             if live:
                 ready, _, _ = select.select(list(live), [], [], 0 if pos < end else None)
                 for r in ready:
@@ -591,7 +599,7 @@ class _Chunk:
     ended: bool = False  # its stream was read to its end (or given up on)
     peak_kb: int | None = None  # set by the child's last frame: None means it did not finish
     refs: list[RowRef] = field(default_factory=list)
-    views: list[Any] = field(default_factory=list)
+    views: dict[RowRef, Any] | None = None  # the index's views (each batch adds to it), None without on_row
     skipped: list[int] = field(default_factory=list)
     lines: int = 0
     parsed: int = 0
@@ -608,23 +616,31 @@ class _Chunk:
             if len(buf) - at - 8 < n:
                 break
             try:
-                kind, payload = pickle.loads(memoryview(buf)[at + 8 : at + 8 + n])
+                kind, payload = _loads_frame(memoryview(buf)[at + 8 : at + 8 + n])
             except Exception:  # noqa: BLE001 - a frame cut short or garbled: the parent parses the chunk
-                self.peak_kb = None
+                self.drop()
                 return False
             at += 8 + n
             if kind == "rows":
                 cols, views, skipped, parsed = payload
                 if cols:
-                    self.refs += map(tuple.__new__, repeat(RowRef), zip(*cols))  # RowRef._make without a call per row
-                if views:
-                    self.views += views
+                    refs = list(map(tuple.__new__, repeat(RowRef), zip(*cols)))  # RowRef._make without a call per row
+                    self.refs += refs
+                    if self.views is not None and views is not None:
+                        self.views.update(zip(refs, views))
                 self.skipped += skipped
                 self.parsed += parsed
             else:
                 self.lines, _, self.peak_kb = payload
         del buf[:at]
         return True
+
+    def drop(self) -> None:
+        """Forget what this chunk's stream delivered (its views leave the index's dict too)."""
+        if self.views is not None:
+            for ref in self.refs:
+                self.views.pop(ref, None)
+        self.refs, self.skipped, self.parsed, self.peak_kb = [], [], 0, None
 
 
 def _child_scan(fd: int, w: int, start: int, lo: int, hi: int, lines: int, on_row: Callable[[HistoryRow], Any] | None) -> None:
@@ -649,10 +665,24 @@ def _child_scan(fd: int, w: int, start: int, lo: int, hi: int, lines: int, on_ro
 
 
 def _write_frame(out: BinaryIO, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """One frame: its length, a format byte and the object, by marshal when it holds only what marshal
+    writes (str, int, None, lists: an auto history's batches; ~2x faster to read back than pickle),
+    else by pickle (a live row's view is a NamedTuple)."""
+    try:
+        data = b"m" + marshal.dumps(obj)
+    except ValueError:
+        data = b"p" + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     out.write(len(data).to_bytes(8, "little"))
     out.write(data)
     out.flush()
+
+
+def _loads_frame(data: memoryview) -> Any:
+    if data[:1] == b"m":
+        return marshal.loads(data[1:])
+    if data[:1] == b"p":
+        return pickle.loads(data[1:])
+    raise ValueError("unknown frame format")
 
 
 def _count_newlines(fd: int, lo: int, hi: int) -> int:
@@ -867,7 +897,11 @@ def _shared(column: list[Any]) -> list[Any]:
 
 
 def index_history(
-    path: Path, previous: HistoryIndex | None = None, cache_file: Path | None = None, on_row: Callable[[HistoryRow], Any] | None = None
+    path: Path,
+    previous: HistoryIndex | None = None,
+    cache_file: Path | None = None,
+    on_row: Callable[[HistoryRow], Any] | None = None,
+    meanwhile: Callable[[], Any] | None = None,
 ) -> HistoryIndex:
     """Index `path`, parsing only what neither `previous` (same process) nor `cache_file` covers.
 
@@ -891,7 +925,7 @@ def index_history(
                     base = _load_cached(cache_file, path, fh, st)
             index = base if base is not None else HistoryIndex(path=path, sha256=hashlib.sha256())
             index.dev, index.ino, index.parsed, index.on_row = st.st_dev, st.st_ino, 0, on_row
-            index.worker_peaks_kb = []
+            index.worker_peaks_kb, index.meanwhile = [], meanwhile
             if index.offset < st.st_size:
                 index._scan(fh)
             after = os.fstat(fh.fileno())

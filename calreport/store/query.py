@@ -72,14 +72,20 @@ class HistoryQuery:
 
     @classmethod
     def read(
-        cls, root: Root, cache: "HistoryCache | None" = None, persist: bool = False, on_row: "Callable[[HistoryRow], object] | None" = None
+        cls,
+        root: Root,
+        cache: "HistoryCache | None" = None,
+        persist: bool = False,
+        on_row: "Callable[[HistoryRow], object] | None" = None,
+        meanwhile: "Callable[[], object] | None" = None,
     ) -> "HistoryQuery":
         """Index both history files. `persist` reads and updates the index cache under data/cache;
         without it nothing outside history/ is touched (what a read-only check wants). `on_row` makes
-        what a page shows of each row the index validates (page_views returns it: no row is validated twice)."""
+        what a page shows of each row the index validates (page_views returns it: no row is validated twice).
+        `meanwhile` is run here while worker processes parse a long history, if they do."""
         cache = cache if cache is not None else HistoryCache()
         files = (root.live_history, root.auto_history)
-        live, auto = (cache.read(p, history_cache_file(root, p) if persist else None, on_row) for p in files)
+        live, auto = (cache.read(p, history_cache_file(root, p) if persist else None, on_row, meanwhile) for p in files)
         return cls(live, auto)
 
     # ------------------------------------------------------------------ tail reads (writers)
@@ -324,8 +330,14 @@ class HistoryCache:
     def __init__(self) -> None:
         self._files: dict[Path, HistoryIndex] = {}
 
-    def read(self, path: Path, cache_file: Path | None = None, on_row: Callable[[HistoryRow], object] | None = None) -> HistoryIndex:
-        index = history.index_history(path, self._files.get(path), cache_file, on_row)
+    def read(
+        self,
+        path: Path,
+        cache_file: Path | None = None,
+        on_row: Callable[[HistoryRow], object] | None = None,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> HistoryIndex:
+        index = history.index_history(path, self._files.get(path), cache_file, on_row, meanwhile)
         self._files[path] = index
         return index
 
