@@ -364,7 +364,7 @@ def page_view(run: HistoryRow) -> object:
 def page_body(kind: str, rows: list, statuses: list[str]) -> Markup:
     """The rows of one history page as HTML, newest first, one line each."""
     html = [LIVE_ROW(r) for r in views.with_status(rows, statuses)] if kind == "live" else rows
-    return Markup("".join(f"{h}\n" for h in html))
+    return Markup("\n".join(html) + "\n" if html else "")
 
 
 _PAGE_END = b"</html>"
@@ -386,8 +386,7 @@ def _page_is_current(path: Path, key: str) -> bool:
 def page_key(plan: views.PagePlan, size: int, refs: list[RowRef], statuses: list[str]) -> str:
     """Changes only when the page's rows, their derived status, its neighbours or the code change."""
     h = hashlib.sha256(f"{code_key()}|{plan.kind}|{size}|{plan.newer is not None}|".encode())
-    for r, s in zip(refs, statuses):
-        h.update(f"{r.run_id}:{r.ts}:{s}|".encode())
+    h.update("".join([f"{r.run_id}:{r.ts}:{s}|" for r, s in zip(refs, statuses)]).encode())  # the same bytes, hashed at once
     return h.hexdigest()[:32]
 
 

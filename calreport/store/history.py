@@ -293,10 +293,11 @@ class HistoryIndex:
     sha256: Any = field(default=None, repr=False)  # hashlib state over bytes [0, offset); None: not known
     stat: list[int] | None = None  # _stat_key of the file when read, if it had settled (see _STAT_SETTLED_NS)
     _rows: dict[RowRef, HistoryRow] = field(default_factory=dict, repr=False)
-    # what a page shows of each row validated by this read (see _scan); rows that came from the
-    # persisted index have none and are validated when their page is written
+    # what a page shows of each row validated by this read (see _scan), by the offset of its line
+    # (an int hashes at once; a RowRef's ten fields are hashed on every look-up); rows that came from
+    # the persisted index have none and are validated when their page is written
     on_row: Callable[[HistoryRow], Any] | None = field(default=None, repr=False)
-    views: dict[RowRef, Any] = field(default_factory=dict, repr=False)
+    views: dict[int, Any] = field(default_factory=dict, repr=False)
     # peak memory (VmHWM, kB) of each worker process that parsed part of the last read (see _scan_parallel)
     worker_peaks_kb: list[int] = field(default_factory=list)
     # work that needs no history, done in this process while worker processes parse (see _collect)
@@ -357,7 +358,7 @@ class HistoryIndex:
         ref = _ref(row, lineno, offset, len(line))
         self.refs.append(ref)
         if self.on_row is not None:
-            self.views[ref] = self.on_row(row)
+            self.views[offset] = self.on_row(row)
 
     def _scan(self, fh: BinaryIO) -> None:
         """Parse everything from `offset` to the end of `fh`, a block at a time: the complete lines
@@ -445,7 +446,7 @@ class HistoryIndex:
                 part = _parse_range(fd, c.lo, c.hi, self.lines, self.on_row)
                 c.refs, c.skipped, c.lines, c.parsed = part.refs, part.skipped, part.lines, part.parsed
                 if part.views is not None:
-                    self.views.update(zip(part.refs, part.views))
+                    self.views.update(zip([r.offset for r in part.refs], part.views))
             else:  # its views went into self.views as its batches came
                 self.worker_peaks_kb.append(c.peak_kb)
             self.refs += c.refs
@@ -506,6 +507,7 @@ class HistoryIndex:
 _PARALLEL_MIN_BYTES = 32 << 20  # ~17,000 of today's auto rows, ~0.5 s on one core
 _PIPE_BYTES = 1 << 20  # what a child's pipe holds (when the kernel allows) and the parent reads at once
 _HASH_STEP = 1 << 20  # bytes hashed between two looks at the children's pipes
+_OFFSET = _REF_FIELDS.index("offset")
 
 
 def _cpus() -> int:
@@ -599,7 +601,7 @@ class _Chunk:
     ended: bool = False  # its stream was read to its end (or given up on)
     peak_kb: int | None = None  # set by the child's last frame: None means it did not finish
     refs: list[RowRef] = field(default_factory=list)
-    views: dict[RowRef, Any] | None = None  # the index's views (each batch adds to it), None without on_row
+    views: dict[int, Any] | None = None  # the index's views (each batch adds to it), None without on_row
     skipped: list[int] = field(default_factory=list)
     lines: int = 0
     parsed: int = 0
@@ -624,10 +626,9 @@ class _Chunk:
             if kind == "rows":
                 cols, views, skipped, parsed = payload
                 if cols:
-                    refs = list(map(tuple.__new__, repeat(RowRef), zip(*cols)))  # RowRef._make without a call per row
-                    self.refs += refs
+                    self.refs += map(tuple.__new__, repeat(RowRef), zip(*cols))  # RowRef._make without a call per row
                     if self.views is not None and views is not None:
-                        self.views.update(zip(refs, views))
+                        self.views.update(zip(cols[_OFFSET], views))
                 self.skipped += skipped
                 self.parsed += parsed
             else:
@@ -639,7 +640,7 @@ class _Chunk:
         """Forget what this chunk's stream delivered (its views leave the index's dict too)."""
         if self.views is not None:
             for ref in self.refs:
-                self.views.pop(ref, None)
+                self.views.pop(ref.offset, None)
         self.refs, self.skipped, self.parsed, self.peak_kb = [], [], 0, None
 
 

@@ -249,7 +249,7 @@ class HistoryQuery:
         index = self._index(kind)
         got = index.views
         with history.gc_paused():
-            return [v if (v := got.get(r)) is not None else make(index.row(r, False)) for r in self.page_refs(kind, number, size)]
+            return [v if (v := got.get(r.offset)) is not None else make(index.row(r, False)) for r in self.page_refs(kind, number, size)]
 
     def scan_worker_peaks_kb(self) -> list[int]:
         """VmHWM (kB) of each worker process that parsed part of either file for this read."""
