@@ -819,7 +819,8 @@ def save_index(index: HistoryIndex, cache_file: Path) -> bool:
             "stat": index.stat,
             "tail": index.tail.hex(),
             "skipped_lines": index.skipped_lines[: index.complete_skipped],
-            "cols": {name: [r[i] for r in refs] for i, name in enumerate(_REF_FIELDS)},
+            # columns by one transpose in C (tuples write as the same JSON arrays as lists)
+            "cols": dict(zip(_REF_FIELDS, zip(*refs))) if refs else {name: [] for name in _REF_FIELDS},
         }
     )
     try:
