@@ -113,3 +113,30 @@ def test_under_the_default_config_a_force_apply_of_the_run_the_policy_applied_wh
     assert (r.applied.read_bytes(), r.live_history.read_bytes()) == before
     with pytest.raises(RefusedError, match="already applied"):
         rollback(r, "BTC", to=HistoryQuery.latest_live_run(r, "BTC").run_id)
+
+
+def _page(root: Root) -> str:
+    assert main(["--root", str(root.path), "render"]) == 0
+    return root.index_html.read_text()
+
+
+def test_the_page_offers_no_button_nor_command_for_an_apply_that_would_change_nothing(root: Root) -> None:
+    """can_force_apply / can_rollback are what the page shows: a Force-Apply Latest of the run already
+    applied and a Roll back to the values applied now are not offered (nor their CLI lines); the
+    refusal is said instead. The other rows keep theirs."""
+    a = add_live_run(root, smoothed=1.05)
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10)
+    force_apply(root, "BTC")
+    html = _page(root)
+    assert 'data-action="force-apply" data-for="BTC"' not in html
+    assert "force-apply --underlying BTC</code>" not in html
+    assert f"already applied: run {b.run_id}&#39;s smoothed values" in html or f"already applied: run {b.run_id}'s smoothed values" in html
+    assert f'data-action="rollback" data-for="BTC" data-run="{b.run_id}"' not in html
+    assert f"rollback --underlying BTC --to {b.run_id}</code>" not in html
+    assert f'data-action="rollback" data-for="BTC" data-run="{a.run_id}"' in html
+    assert f"rollback --underlying BTC --to {a.run_id}</code>" in html
+    # ETH has no run: nothing to force; a fresh run keeps its button
+    c = add_live_run(root, smoothed=1.15)
+    html = _page(root)
+    assert f'data-action="force-apply" data-for="BTC" data-run="{c.run_id}"' in html
