@@ -12,7 +12,7 @@ from pathlib import Path
 
 from foundation_helpers import force_apply
 
-from calreport.model import ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
+from calreport.model import AppliedEntry, ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
 from calreport.report import charts, compare
 from calreport.report.render import read_inputs, render_site
 from calreport.report.views import build_dashboard
@@ -131,10 +131,12 @@ def _smile(*values: float) -> Smile:
 
 
 def test_compare_gives_levels_bands_smile_nodes_and_errors_with_the_difference() -> None:
-    a = LiveRun(run_id="A", ts="2025-12-11T08:00:00Z", underlying="BTC", iv_error_vp=5.0, mae_pct=15.0,
-                smoothed=Multipliers.model_validate({"global": 1.04, "bands": {"0-7d": 1.02}, "smile": _smile(1.2, 1.0, 1.1).model_dump(by_alias=True)}))
-    b = LiveRun(run_id="B", ts="2025-12-11T10:00:00Z", underlying="BTC", iv_error_vp=4.25, mae_pct=15.0,
-                smoothed=Multipliers.model_validate({"global": 1.0833, "bands": {"7-30d": 1.09}, "smile": _smile(1.25, 1.0, 1.1).model_dump(by_alias=True)}))
+    va = Multipliers.model_validate({"global": 1.04, "bands": {"0-7d": 1.02}, "smile": _smile(1.2, 1.0, 1.1).model_dump(by_alias=True)})
+    vb = Multipliers.model_validate({"global": 1.0833, "bands": {"7-30d": 1.09}, "smile": _smile(1.25, 1.0, 1.1).model_dump(by_alias=True)})
+    a = LiveRun(run_id="A", ts="2025-12-11T08:00:00Z", underlying="BTC", fit_iv_error_vp=5.0, fit_vega_weighted_mae_pct=15.0,
+                recommended=va, smoothed=va)
+    b = LiveRun(run_id="B", ts="2025-12-11T10:00:00Z", underlying="BTC", fit_iv_error_vp=4.25, fit_vega_weighted_mae_pct=15.0,
+                recommended=vb, smoothed=vb)
     c = compare.compare(compare.side_of_run(a), compare.side_of_run(b))
     rows = {(r.section, r.name): r for r in c.rows}
     assert (rows["level", "global"].a, rows["level", "global"].b, rows["level", "global"].diff) == ("1.0400", "1.0833", "+0.0433")
@@ -142,8 +144,30 @@ def test_compare_gives_levels_bands_smile_nodes_and_errors_with_the_difference()
     assert rows["smile", "global x=-1.50"].diff == "+0.0500" and rows["smile", "global x=-1.50"].changed
     assert not rows["smile", "global x=1.50"].changed
     assert rows["error", "OTM IV error (vega-weighted)"].diff == "-0.75 vp"
-    assert not rows["error", "Price MAE, all quotes"].changed
+    assert not rows["error", "Price vMAE, all quotes"].changed
     assert compare.changed_smile_nodes(a.smoothed.smile, b.smoothed.smile) == [{"node": "global x=-1.50", "old": "1.2000", "new": "1.2500"}]
+
+
+def test_each_side_s_errors_are_measured_at_the_values_it_shows() -> None:
+    """A run's errors at the engine's values *before* it (iv_error_vp: measured at `tested`) are not the
+    errors of the run's values: the comparison shows the errors of the values on each side (the run's fit,
+    when those are the values shown; the applied side's, when the YAML holds the fit of the run it came
+    from), else "-"."""
+    fit = Multipliers.model_validate({"global": 0.9882, "bands": {"0-7d": 0.9185}})
+    run = LiveRun(run_id="R", ts="2025-12-11T19:36:00Z", underlying="BTC", recommended=fit, smoothed=fit,
+                  tested=Multipliers(global_=1.0), iv_error_vp=2.58, fit_iv_error_vp=0.34,
+                  otm_vega_weighted_mae_pct=13.27, fit_otm_vega_weighted_mae_pct=1.70, vega_weighted_mae_pct=7.61,
+                  fit_vega_weighted_mae_pct=1.05, mae_pct=11.45)
+    side = compare.side_of_run(run)
+    assert side.errors == {"iv_error_vp": 0.34, "otm_vmae": 1.70, "vmae": 1.05}
+    entry = AppliedEntry(global_=0.9882, bands={"0-7d": 0.9185}, updated_at="2026-12-07T20:15:35Z", source="policy", run_id="R", reason="r")
+    assert compare.side_of_applied(entry, run).errors == side.errors
+    c = compare.compare(compare.side_of_applied(entry, run), side)
+    assert [r.changed for r in c.section("error")] == [False, False, False]
+    smoothed_only = run.model_copy(update={"smoothed": Multipliers(global_=0.99, bands={"0-7d": 0.93})})
+    assert set(compare.side_of_run(smoothed_only).errors.values()) == {None}  # nobody measured the smoothed values
+    capped = entry.model_copy(update={"global_": 1.0})
+    assert set(compare.side_of_applied(capped, run).errors.values()) == {None}
 
 
 def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(root, rows) -> None:
