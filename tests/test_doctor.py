@@ -238,7 +238,7 @@ def test_a_surface_block_removed_by_hand_is_not_consistent(tmp_path, capsys):
     capsys.readouterr()
     code, out = _doctor(r, capsys)
     assert code == 1, out
-    assert "BTC surface block in YAML none (step model) != last apply event pillars-pchip-1" in out
+    assert "BTC surface in YAML none (step model) != last apply event pillars-pchip-1" in out
 
 
 @pytest.mark.realdata

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
+from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
@@ -26,7 +27,6 @@ from calreport.model import (
     CalibrationConfig,
     Multipliers,
     StateDocument,
-    SurfaceSpec,
 )
 from calreport.store.applied import entry_reason, read_applied
 from calreport.store.files import read_input
@@ -83,29 +83,8 @@ def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
     """Human phrases for every multiplier that differs: 'global 1.2000 != 1.0833', 'band 0-7d ...', and
     the surface block (with or without it the same values are quoted by another model)."""
     return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in _differences(entry, applied)] + [
-        f"{what} in YAML {a} != last apply event {b}" for what, a, b in _surface_differences(entry.surface, applied.surface)
+        f"{what} in YAML {a} != last apply event {b}" for what, a, b in surface_changes(entry.surface, applied.surface)
     ]
-
-
-def _surface_differences(a: SurfaceSpec | None, b: SurfaceSpec | None) -> list[tuple[str, str, str]]:
-    """(what, a, b) as text for every part of the surface block that differs: the block itself when one side
-    has none, else its model, pillars (variance days), weekend weight and wing slope cap."""
-    if a is None and b is None:
-        return []
-    if a is None or b is None:
-        def model(s: SurfaceSpec | None) -> str:
-            return "none (step model)" if s is None else s.model
-        return [("surface block", model(a), model(b))]
-    out = [] if a.model == b.model else [("surface model", a.model, b.model)]
-    for label in sorted(set(a.pillars) | set(b.pillars)):
-        pa, pb = a.pillars.get(label), b.pillars.get(label)
-        if not _same(pa, pb):
-            out.append((f"surface pillar {label}", fmt.mult(pa), fmt.mult(pb)))
-    for what in ("weekend_weight", "wing_slope_cap"):
-        va, vb = getattr(a, what), getattr(b, what)
-        if not _same(va, vb):
-            out.append((f"surface {what}", fmt.mult(va), fmt.mult(vb)))
-    return out
 
 
 def _differences(entry: AppliedEntry, applied: Multipliers) -> list[tuple[str, float | None, float | None]]:
@@ -266,7 +245,7 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
             global_=after.previous.global_, bands=dict(after.previous.bands), smile=after.previous.smile
         )
         diffs = [(what, fmt.mult(a), fmt.mult(b)) for what, a, b in _differences(prev_entry_like, before.applied)]
-        diffs += _surface_differences(after.previous.surface, before.applied.surface)
+        diffs += surface_changes(after.previous.surface, before.applied.surface)
         if diffs:
             found = "; ".join(f"found {what} {a}, left {b}" for what, a, b in diffs[:3])
             out.append(
