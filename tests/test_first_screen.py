@@ -10,12 +10,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from foundation_helpers import force_apply
 
+from calreport import fmt
+from calreport.commands.cli import main
 from calreport.model import AppliedEntry, ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
 from calreport.report import charts, compare
 from calreport.report.render import read_inputs, render_site
 from calreport.report.views import build_dashboard
+from calreport.store.paths import Root
 from calreport.store import applied as apply
 
 NOW = datetime(2025, 12, 11, 12, 0, tzinfo=UTC)
@@ -57,12 +61,46 @@ def test_the_first_screen_says_what_the_engine_uses_its_health_and_one_headline_
     card = next(c for c in dashboard(root).overview if c.underlying == "BTC")
     assert (card.applied, card.applied_bands, card.applied_source) == ("1.0833", "0-7d 1.0500", "force")
     assert card.health == "ok" and card.run_id == run.run_id and card.status == "applied"
-    assert card.headline == "5.71 vp"
+    # 5.71 vp was measured at the values the run tested (the defaults); the force-apply replaced them and this
+    # run has no quote detail to price the applied values on: no headline rather than the tested values' error
+    assert card.headline == "-"
     others = {e.field: e.value for e in card.others}
+    assert others["tested-iv-error"] == "5.71 vp"
     assert others["otm-vmae"] == "24.68%" and others["mae"] == "15.74%" and others["vmae"] == "12.82%"
     html = root.index_html.read_text()
     assert html.index('id="overview"') < html.index('id="current-applied"') < html.index('id="latest-run"')
-    assert "OTM IV error (vega-weighted, vol points, at the applied calibration)" in html
+    assert "OTM IV error of the applied calibration on the latest live run&#39;s marks" in html or \
+        "OTM IV error of the applied calibration on the latest live run's marks" in html
+
+
+SNAPSHOTS = REPO / ".." / "shared" / "data" / "deribit-snapshots"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="shared data absent")
+def test_the_headline_error_is_what_the_applied_calibration_quotes_against_the_latest_marks(tmp_path: Path) -> None:
+    """It read the run's iv_error_vp, measured at the values the run tested (here the untouched defaults),
+    after the run's own apply had replaced them: 2.58 vp on the first screen for a fit of 0.34 vp."""
+    root = tmp_path / "root"
+    snap = str(SNAPSHOTS / "BTC-2025-12-11T1936Z.json")
+    assert main(["--root", str(root), "init"]) == 0
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    run = next(r for r in map(json.loads, (root / "history" / "live_calibration.jsonl").read_text().splitlines()) if r["type"] == "live_run")
+    assert run["decision"] == "apply" and run["iv_error_vp"] > 1.0  # the defaults were far off; the fit applied whole
+    d = dashboard(Root(root))
+    card, section = d.overview[0], d.expiry_errors[0]
+    assert card.underlying == section.underlying == "BTC"
+    # the IV error per expiry's "all" row: the applied YAML priced on the run's quotes (its own independent
+    # check is in test_surface_dashboard); under the fit applied whole it is the fit's error, within rounding
+    assert card.headline == fmt.vp(section.iv_error_vp) and abs(section.iv_error_vp - run["fit_iv_error_vp"]) < 0.01
+    assert {e.field: e.value for e in card.others}["tested-iv-error"] == fmt.vp(run["iv_error_vp"])
+    # the same snapshot again: held (nothing to change), so the values it tested are the applied ones
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    again = [r for r in map(json.loads, (root / "history" / "live_calibration.jsonl").read_text().splitlines()) if r["type"] == "live_run"][-1]
+    assert again["decision"] == "hold"
+    d = dashboard(Root(root))
+    assert d.overview[0].headline == fmt.vp(d.expiry_errors[0].iv_error_vp)
+    assert abs(d.expiry_errors[0].iv_error_vp - again["iv_error_vp"]) < 0.01
 
 
 def test_a_live_run_older_than_stale_after_hours_shows_a_staleness_banner(root, rows) -> None:
