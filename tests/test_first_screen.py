@@ -59,6 +59,7 @@ def test_the_first_screen_says_what_the_engine_uses_its_health_and_one_headline_
                     ts="2025-12-11T11:30:00Z")
     force_apply(root, "BTC")
     card = next(c for c in dashboard(root).overview if c.underlying == "BTC")
+    assert card.global_quoted  # the step model: bands without a level of their own use the global
     assert (card.applied, card.applied_bands, card.applied_source) == ("1.0833", "0-7d 1.0500", "force")
     assert card.health == "ok" and card.run_id == run.run_id and card.status == "applied"
     # 5.71 vp was measured at the values the run tested (the defaults); the force-apply replaced them and this
@@ -93,6 +94,13 @@ def test_the_headline_error_is_what_the_applied_calibration_quotes_against_the_l
     # the IV error per expiry's "all" row: the applied YAML priced on the run's quotes (its own independent
     # check is in test_surface_dashboard); under the fit applied whole it is the fit's error, within rounding
     assert card.headline == fmt.vp(section.iv_error_vp) and abs(section.iv_error_vp - run["fit_iv_error_vp"]) < 0.01
+    # the surface quotes every pillar at its band's level: the card does not say the engine uses the global
+    assert not card.global_quoted
+    html = (root / "site" / "index.html").read_text()
+    overview = html[html.index('id="overview"'):html.index('id="current-applied"')]
+    btc_card = overview[overview.index('data-underlying="BTC"'):overview.index('data-underlying="ETH"')]
+    assert "Global (fallback)" in btc_card and "Engine uses (global)" not in btc_card
+    assert "Engine uses (global)" in overview[overview.index('data-underlying="ETH"'):]  # ETH: never applied, the defaults
     assert {e.field: e.value for e in card.others}["tested-iv-error"] == fmt.vp(run["iv_error_vp"])
     # the same snapshot again: held (nothing to change), so the values it tested are the applied ones
     assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0

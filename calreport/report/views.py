@@ -19,6 +19,7 @@ from calreport import fmt
 from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
 from calreport.model import (
     AppliedDocument,
+    AppliedEntry,
     ApplyEvent,
     AutoRun,
     CalibrationConfig,
@@ -132,6 +133,9 @@ class OverviewCard:
     smoothed: str = MISSING
     headline: str = MISSING  # the headline error's value
     others: list[ErrorFigure] = field(default_factory=list)
+    # False when the surface quotes every pillar at its own band's level: the global level is then only a
+    # fallback the engine does not use (the card says so instead of "Engine uses (global)")
+    global_quoted: bool = True
 
 
 # The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
@@ -1120,6 +1124,14 @@ def _health(inp: Inputs, run: LiveRun | None, flags: FlagSummary | None) -> tupl
     return "ok", "latest live run passed realism and is recent"
 
 
+def _global_level_quoted(entry: AppliedEntry, config: CalibrationConfig) -> bool:
+    """Whether the engine quotes anything at the global level: always for the step model (bands without a
+    level use it); for the surface only when a pillar has no band level of its own (smile.entry_surface)."""
+    if entry.surface is None or not config.smile.enabled:
+        return True
+    return any(label not in entry.bands for label in entry.surface.pillars)
+
+
 def build_overview(
     inp: Inputs, names: list[str], flags: Sequence[FlagSummary], expiry: dict[str, ExpiryErrorSection] | None = None
 ) -> list[OverviewCard]:
@@ -1141,6 +1153,7 @@ def build_overview(
         card = OverviewCard(
             underlying=name, applied=applied, applied_bands=bands, applied_source=source, applied_updated=updated,
             health=health, health_text=health_text, run_present=run is not None,
+            global_quoted=entry is None or _global_level_quoted(entry, inp.config),
         )
         if run is not None:
             status = derive_status(index, run)
