@@ -596,12 +596,13 @@ def already_applied(
     values: Multipliers, entry: AppliedEntry, config: CalibrationConfig, *, sigma_mode: str | None, what: str
 ) -> Refused | None:
     """A force-apply or rollback that would write exactly what the YAML holds (global, bands, smile,
-    sigma mode, as the YAML rounds them) is refused: its apply event would change nothing and read
-    as a change. `what` names the values in the reason ("run R1's smoothed values")."""
+    surface block, sigma mode, as the YAML rounds them) is refused: its apply event would change nothing
+    and read as a change. `what` names the values in the reason ("run R1's smoothed values"). The surface
+    block is compared too: values that would add it to (or drop it from) an entry change how it quotes."""
     new = checked_values(values, config)
     if isinstance(new, Refused):  # never written anyway: that refusal is the one to read
         return None
-    old = Multipliers(global_=entry.global_, bands=dict(entry.bands), smile=entry.smile).rounded(4)
+    old = Multipliers(global_=entry.global_, bands=dict(entry.bands), smile=entry.smile, surface=entry.surface).rounded(4)
     if new != old or (sigma_mode or DEFAULT_SIGMA_MODE) != (entry.sigma_mode or DEFAULT_SIGMA_MODE):
         return None
     since = f" since {entry.updated_at}" if entry.updated_at else ""

@@ -3,12 +3,17 @@ run whose values a rollback replaced reads as rolled back."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from calreport.commands.cli import main
 from calreport.errors import RefusedError
 from calreport.report import views
 from calreport.report.render import read_inputs
 from calreport.store.query import HistoryQuery
+from calreport.store.applied import read_applied
+from calreport.store.config import load_config
 from calreport.store.paths import Root
 from calreport.store.state import status_index
 from tests.foundation_helpers import add_live_run, force_apply, rollback
@@ -84,3 +89,54 @@ def test_a_failed_run_keeps_its_button_for_the_realism_override(root: Root) -> N
     add_live_run(root, smoothed=1.05, status="failed")
     inp, _ = read_inputs(root)
     assert views.build_latest(["BTC"], inp)[0].can_force_apply
+
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="shared data absent")
+def test_under_the_default_config_a_force_apply_of_the_run_the_policy_applied_whole_is_refused(tmp_path: Path) -> None:
+    """The default config's runs carry the surface block: the no-op check must compare it too, or a
+    force-apply of the run just applied whole writes an event that changes nothing ("0.9947 -> 0.9947")."""
+    root = tmp_path / "root"
+    assert main(["--root", str(root), "init"]) == 0
+    snap = str(SNAPSHOTS / "BTC-2025-12-11T1936Z.json")
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    r = Root(root)
+    assert read_applied(r, load_config(r)).underlyings["BTC"].surface is not None  # the first apply took the fit whole
+    inp, _ = read_inputs(r)
+    card = views.build_latest(["BTC"], inp)[0]
+    assert not card.can_force_apply and card.force_refusal.startswith("already applied")
+    before = (r.applied.read_bytes(), r.live_history.read_bytes())
+    assert main(["--root", str(root), "force-apply", "--underlying", "BTC"]) == 1
+    assert (r.applied.read_bytes(), r.live_history.read_bytes()) == before
+    with pytest.raises(RefusedError, match="already applied"):
+        rollback(r, "BTC", to=HistoryQuery.latest_live_run(r, "BTC").run_id)
+
+
+def _page(root: Root) -> str:
+    assert main(["--root", str(root.path), "render"]) == 0
+    return root.index_html.read_text()
+
+
+def test_the_page_offers_no_button_nor_command_for_an_apply_that_would_change_nothing(root: Root) -> None:
+    """can_force_apply / can_rollback are what the page shows: a Force-Apply Latest of the run already
+    applied and a Roll back to the values applied now are not offered (nor their CLI lines); the
+    refusal is said instead. The other rows keep theirs."""
+    a = add_live_run(root, smoothed=1.05)
+    force_apply(root, "BTC")
+    b = add_live_run(root, smoothed=1.10)
+    force_apply(root, "BTC")
+    html = _page(root)
+    assert 'data-action="force-apply" data-for="BTC"' not in html
+    assert "force-apply --underlying BTC</code>" not in html
+    assert f"already applied: run {b.run_id}&#39;s smoothed values" in html or f"already applied: run {b.run_id}'s smoothed values" in html
+    assert f'data-action="rollback" data-for="BTC" data-run="{b.run_id}"' not in html
+    assert f"rollback --underlying BTC --to {b.run_id}</code>" not in html
+    assert f'data-action="rollback" data-for="BTC" data-run="{a.run_id}"' in html
+    assert f"rollback --underlying BTC --to {a.run_id}</code>" in html
+    # ETH has no run: nothing to force; a fresh run keeps its button
+    c = add_live_run(root, smoothed=1.15)
+    html = _page(root)
+    assert f'data-action="force-apply" data-for="BTC" data-run="{c.run_id}"' in html

@@ -202,3 +202,18 @@ def test_after_apply_hooks_are_exactly_the_ones_the_workspace_passes(git_root):
     assert seen == [ev]
     assert git(git_root, "log", "-1", "--format=%s").strip() == "initial"  # the git hook was not passed
     assert [type(h).__name__ for h in Workspace.open(git_root).after_apply] == ["GitAudit"]  # git_commit: true
+
+
+def test_a_change_of_the_surface_block_is_described_not_read_as_no_change():
+    """An apply that adds, drops or moves the surface block changes what the engine quotes even when the
+    levels and smile are the same: `calreport log` and the git message must not read "global 0.9947 -> 0.9947"."""
+    from calreport.model import SurfaceSpec
+
+    spec = SurfaceSpec(pillars={"0-7d": 1.75, "7-30d": 16.4957}, weekend_weight=0.35, wing_slope_cap=1.8)
+    step = Multipliers(global_=0.9947, bands={"0-7d": 0.8652})
+    surf = step.model_copy(update={"surface": spec})
+    assert describe_change(step, surf) == "global 0.9947 -> 0.9947, surface none (step model) -> pillars-pchip-1"
+    assert describe_change(surf, step) == "global 0.9947 -> 0.9947, surface pillars-pchip-1 -> none (step model)"
+    moved = surf.model_copy(update={"surface": spec.model_copy(update={"pillars": {"0-7d": 2.0, "7-30d": 16.4957}})})
+    assert describe_change(surf, moved) == "global 0.9947 -> 0.9947, surface pillar 0-7d 1.7500 -> 2.0000"
+    assert describe_change(surf, surf) == "global 0.9947 -> 0.9947"

@@ -274,6 +274,9 @@ def test_failed_realism_run_is_refused_and_overridden_only_after_a_second_confir
 def test_static_and_read_only_pages_show_the_cli_command_not_buttons(root, rows, browser):
     run = rows.live(smoothed=1.0833)
     force_apply(root, "BTC")
+    rows.live(smoothed=1.10)
+    force_apply(root, "BTC")  # the current apply: its row offers no rollback (it would change nothing)
+    rows.live(smoothed=1.12)  # not applied yet: force-apply is offered
     from calreport.report.render import render_site
 
     render_site(root)

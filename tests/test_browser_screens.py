@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,6 +209,12 @@ def test_policy_then_force_apply_then_refresh_shows_smoothed_x_applied_and_globa
 
         held = rows.live(smoothed=1.0833, recommended=1.0488, bands={"0-7d": 1.0500, "7-30d": 1.0900},
                          decision="hold", decision_reason="Sample size too small (47 < 50)")
+        # the server re-renders on the new row; the page's button is for the run it shows (the first one,
+        # applied already, has none), so the refresh comes after that render
+        deadline = time.monotonic() + 15
+        while held.run_id not in root.index_html.read_text():
+            assert time.monotonic() < deadline, "the server did not re-render after the new run"
+            page.wait_for_timeout(50)
         count = int(page.get_attribute("body", "data-refresh-count") or 0)
         page.click("#refresh")
         wait_refreshed_after(page, count)  # a poll may refresh too

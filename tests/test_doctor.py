@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from foundation_helpers import add_auto_run, add_live_run
 
 from calreport.commands import usecases as actions
@@ -10,6 +13,7 @@ from calreport.commands.doctor import check_consistency
 from calreport.commands.workspace import Workspace
 from calreport.store.applied import AppliedEntry, format_applied, read_applied
 from calreport.store.files import atomic_write
+from calreport.store.paths import Root
 
 
 def _doctor(root, capsys) -> tuple[int, str]:
@@ -193,3 +197,58 @@ def test_a_smile_edited_between_two_applies_is_a_history_gap_naming_the_node(roo
     code, out = _doctor(root, capsys)
     assert code == 0 and "WARNING" in out
     assert "found smile global x=-1.50 1.4000, left 1.2000" in out and "changed outside calreport" in out
+
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
+
+
+def _surface_root(tmp_path) -> Root:
+    """A default-config root whose BTC entry the policy applied whole from the 12-11 snapshot (a surface entry)."""
+    path = tmp_path / "root"
+    assert main(["--root", str(path), "init"]) == 0
+    snap = str(SNAPSHOTS / "BTC-2025-12-11T1936Z.json")
+    assert main(["--root", str(path), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    return Root(path)
+
+
+def _drop_surface_block(text: str) -> str:
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line == "    surface:\n":
+            skipping = True
+            continue
+        if skipping and line.startswith("      "):
+            continue
+        skipping = False
+        out.append(line)
+    return "".join(out)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="shared data absent")
+def test_a_surface_block_removed_by_hand_is_not_consistent(tmp_path, capsys):
+    """Without its surface block the entry is quoted by the step model, not the surface the last apply
+    event wrote: the same values, another engine. Doctor compared global, bands and smile only."""
+    r = _surface_root(tmp_path)
+    text = r.applied.read_text()
+    edited = _drop_surface_block(text)
+    assert edited != text and "surface:" not in edited.split("  ETH:")[0]
+    r.applied.write_text(edited)
+    assert read_applied(r).underlyings["BTC"].surface is None
+    capsys.readouterr()
+    code, out = _doctor(r, capsys)
+    assert code == 1, out
+    assert "BTC surface in YAML none (step model) != last apply event pillars-pchip-1" in out
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="shared data absent")
+def test_a_surface_pillar_edited_by_hand_is_named(tmp_path, capsys):
+    r = _surface_root(tmp_path)
+    text = r.applied.read_text()
+    assert "0-7d: 1.7500  # days of variance time" in text
+    r.applied.write_text(text.replace("0-7d: 1.7500  # days", "0-7d: 2.0000  # days", 1))
+    capsys.readouterr()
+    code, out = _doctor(r, capsys)
+    assert code == 1, out
+    assert "BTC surface pillar 0-7d in YAML 2.0000 != last apply event 1.7500" in out

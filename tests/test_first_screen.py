@@ -10,12 +10,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from foundation_helpers import force_apply
 
-from calreport.model import ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
+from calreport import fmt
+from calreport.commands.cli import main
+from calreport.model import AppliedEntry, ApplyEvent, LiveRun, Multipliers, RunFlag, Smile
 from calreport.report import charts, compare
 from calreport.report.render import read_inputs, render_site
 from calreport.report.views import build_dashboard
+from calreport.store.paths import Root
 from calreport.store import applied as apply
 
 NOW = datetime(2025, 12, 11, 12, 0, tzinfo=UTC)
@@ -55,14 +59,56 @@ def test_the_first_screen_says_what_the_engine_uses_its_health_and_one_headline_
                     ts="2025-12-11T11:30:00Z")
     force_apply(root, "BTC")
     card = next(c for c in dashboard(root).overview if c.underlying == "BTC")
+    assert card.global_quoted  # the step model: bands without a level of their own use the global
     assert (card.applied, card.applied_bands, card.applied_source) == ("1.0833", "0-7d 1.0500", "force")
     assert card.health == "ok" and card.run_id == run.run_id and card.status == "applied"
-    assert card.headline == "5.71 vp"
+    # 5.71 vp was measured at the values the run tested (the defaults); the force-apply replaced them and this
+    # run has no quote detail to price the applied values on: no headline rather than the tested values' error
+    assert card.headline == "-"
     others = {e.field: e.value for e in card.others}
+    assert others["tested-iv-error"] == "5.71 vp"
     assert others["otm-vmae"] == "24.68%" and others["mae"] == "15.74%" and others["vmae"] == "12.82%"
     html = root.index_html.read_text()
     assert html.index('id="overview"') < html.index('id="current-applied"') < html.index('id="latest-run"')
-    assert "OTM IV error (vega-weighted, vol points, at the applied calibration)" in html
+    assert "OTM IV error of the applied calibration on the latest live run&#39;s marks" in html or \
+        "OTM IV error of the applied calibration on the latest live run's marks" in html
+
+
+SNAPSHOTS = REPO / ".." / "shared" / "data" / "deribit-snapshots"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="shared data absent")
+def test_the_headline_error_is_what_the_applied_calibration_quotes_against_the_latest_marks(tmp_path: Path) -> None:
+    """It read the run's iv_error_vp, measured at the values the run tested (here the untouched defaults),
+    after the run's own apply had replaced them: 2.58 vp on the first screen for a fit of 0.34 vp."""
+    root = tmp_path / "root"
+    snap = str(SNAPSHOTS / "BTC-2025-12-11T1936Z.json")
+    assert main(["--root", str(root), "init"]) == 0
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    run = next(r for r in map(json.loads, (root / "history" / "live_calibration.jsonl").read_text().splitlines()) if r["type"] == "live_run")
+    assert run["decision"] == "apply" and run["iv_error_vp"] > 1.0  # the defaults were far off; the fit applied whole
+    d = dashboard(Root(root))
+    card, section = d.overview[0], d.expiry_errors[0]
+    assert card.underlying == section.underlying == "BTC"
+    # the IV error per expiry's "all" row: the applied YAML priced on the run's quotes (its own independent
+    # check is in test_surface_dashboard); under the fit applied whole it is the fit's error, within rounding
+    assert card.headline == fmt.vp(section.iv_error_vp) and abs(section.iv_error_vp - run["fit_iv_error_vp"]) < 0.01
+    # the surface quotes every pillar at its band's level: the card does not say the engine uses the global
+    assert not card.global_quoted
+    html = (root / "site" / "index.html").read_text()
+    overview = html[html.index('id="overview"'):html.index('id="current-applied"')]
+    btc_card = overview[overview.index('data-underlying="BTC"'):overview.index('data-underlying="ETH"')]
+    assert "Global (fallback)" in btc_card and "Engine uses (global)" not in btc_card
+    assert "Engine uses (global)" in overview[overview.index('data-underlying="ETH"'):]  # ETH: never applied, the defaults
+    assert {e.field: e.value for e in card.others}["tested-iv-error"] == fmt.vp(run["iv_error_vp"])
+    # the same snapshot again: held (nothing to change), so the values it tested are the applied ones
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", snap, "--rv", "0.43"]) == 0
+    again = [r for r in map(json.loads, (root / "history" / "live_calibration.jsonl").read_text().splitlines()) if r["type"] == "live_run"][-1]
+    assert again["decision"] == "hold"
+    d = dashboard(Root(root))
+    assert d.overview[0].headline == fmt.vp(d.expiry_errors[0].iv_error_vp)
+    assert abs(d.expiry_errors[0].iv_error_vp - again["iv_error_vp"]) < 0.01
 
 
 def test_a_live_run_older_than_stale_after_hours_shows_a_staleness_banner(root, rows) -> None:
@@ -131,10 +177,12 @@ def _smile(*values: float) -> Smile:
 
 
 def test_compare_gives_levels_bands_smile_nodes_and_errors_with_the_difference() -> None:
-    a = LiveRun(run_id="A", ts="2025-12-11T08:00:00Z", underlying="BTC", iv_error_vp=5.0, mae_pct=15.0,
-                smoothed=Multipliers.model_validate({"global": 1.04, "bands": {"0-7d": 1.02}, "smile": _smile(1.2, 1.0, 1.1).model_dump(by_alias=True)}))
-    b = LiveRun(run_id="B", ts="2025-12-11T10:00:00Z", underlying="BTC", iv_error_vp=4.25, mae_pct=15.0,
-                smoothed=Multipliers.model_validate({"global": 1.0833, "bands": {"7-30d": 1.09}, "smile": _smile(1.25, 1.0, 1.1).model_dump(by_alias=True)}))
+    va = Multipliers.model_validate({"global": 1.04, "bands": {"0-7d": 1.02}, "smile": _smile(1.2, 1.0, 1.1).model_dump(by_alias=True)})
+    vb = Multipliers.model_validate({"global": 1.0833, "bands": {"7-30d": 1.09}, "smile": _smile(1.25, 1.0, 1.1).model_dump(by_alias=True)})
+    a = LiveRun(run_id="A", ts="2025-12-11T08:00:00Z", underlying="BTC", fit_iv_error_vp=5.0, fit_vega_weighted_mae_pct=15.0,
+                recommended=va, smoothed=va)
+    b = LiveRun(run_id="B", ts="2025-12-11T10:00:00Z", underlying="BTC", fit_iv_error_vp=4.25, fit_vega_weighted_mae_pct=15.0,
+                recommended=vb, smoothed=vb)
     c = compare.compare(compare.side_of_run(a), compare.side_of_run(b))
     rows = {(r.section, r.name): r for r in c.rows}
     assert (rows["level", "global"].a, rows["level", "global"].b, rows["level", "global"].diff) == ("1.0400", "1.0833", "+0.0433")
@@ -142,8 +190,30 @@ def test_compare_gives_levels_bands_smile_nodes_and_errors_with_the_difference()
     assert rows["smile", "global x=-1.50"].diff == "+0.0500" and rows["smile", "global x=-1.50"].changed
     assert not rows["smile", "global x=1.50"].changed
     assert rows["error", "OTM IV error (vega-weighted)"].diff == "-0.75 vp"
-    assert not rows["error", "Price MAE, all quotes"].changed
+    assert not rows["error", "Price vMAE, all quotes"].changed
     assert compare.changed_smile_nodes(a.smoothed.smile, b.smoothed.smile) == [{"node": "global x=-1.50", "old": "1.2000", "new": "1.2500"}]
+
+
+def test_each_side_s_errors_are_measured_at_the_values_it_shows() -> None:
+    """A run's errors at the engine's values *before* it (iv_error_vp: measured at `tested`) are not the
+    errors of the run's values: the comparison shows the errors of the values on each side (the run's fit,
+    when those are the values shown; the applied side's, when the YAML holds the fit of the run it came
+    from), else "-"."""
+    fit = Multipliers.model_validate({"global": 0.9882, "bands": {"0-7d": 0.9185}})
+    run = LiveRun(run_id="R", ts="2025-12-11T19:36:00Z", underlying="BTC", recommended=fit, smoothed=fit,
+                  tested=Multipliers(global_=1.0), iv_error_vp=2.58, fit_iv_error_vp=0.34,
+                  otm_vega_weighted_mae_pct=13.27, fit_otm_vega_weighted_mae_pct=1.70, vega_weighted_mae_pct=7.61,
+                  fit_vega_weighted_mae_pct=1.05, mae_pct=11.45)
+    side = compare.side_of_run(run)
+    assert side.errors == {"iv_error_vp": 0.34, "otm_vmae": 1.70, "vmae": 1.05}
+    entry = AppliedEntry(global_=0.9882, bands={"0-7d": 0.9185}, updated_at="2026-12-07T20:15:35Z", source="policy", run_id="R", reason="r")
+    assert compare.side_of_applied(entry, run).errors == side.errors
+    c = compare.compare(compare.side_of_applied(entry, run), side)
+    assert [r.changed for r in c.section("error")] == [False, False, False]
+    smoothed_only = run.model_copy(update={"smoothed": Multipliers(global_=0.99, bands={"0-7d": 0.93})})
+    assert set(compare.side_of_run(smoothed_only).errors.values()) == {None}  # nobody measured the smoothed values
+    capped = entry.model_copy(update={"global_": 1.0})
+    assert set(compare.side_of_applied(capped, run).errors.values()) == {None}
 
 
 def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(root, rows) -> None:

@@ -392,3 +392,16 @@ def test_stdlib_error_responses_carry_csp_and_nosniff(served, request_bytes, cod
     assert head.split()[1] == code.decode()
     assert "X-Content-Type-Options: nosniff" in head and "Content-Security-Policy: default-src 'none'" in head
     assert "<html" not in answer.decode(errors="replace").lower()
+
+
+def test_preview_of_an_apply_that_would_change_nothing_is_refused_like_the_cli(root, rows, acting):
+    """A stale page's button (the run applied since) gets the refusal at once, not a dialog showing
+    1.0833 -> 1.0833 with a Confirm that is refused only afterwards."""
+    run = rows.live(smoothed=1.0833)
+    force_apply(root, "BTC")
+    before = records(root)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True})
+    assert status == 409 and json.loads(payload)["error"].startswith(f"already applied: run {run.run_id}'s smoothed values")
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True, "run_id": run.run_id}, action="rollback")
+    assert status == 409 and json.loads(payload)["error"].startswith(f"already applied: run {run.run_id}'s values")
+    assert records(root) == before

@@ -281,7 +281,7 @@ def describe_smile(smile: Smile | None) -> list[str]:
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
-    from calreport.commands.audit import smile_changes
+    from calreport.commands.audit import smile_changes, surface_changes
     from calreport.model import Multipliers
 
     ev = actions.force_apply(ws, one_underlying(args.underlying, ws), allow_unrealistic=args.allow_unrealistic, note=args.note)
@@ -292,9 +292,12 @@ def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in (applied.bands if applied else {}).items()) or "none"
     prev = ev.previous.global_ if ev.previous else None
     moved = smile_changes(ev.previous or Multipliers(), applied or Multipliers())
+    surface = "".join(
+        f"; {what} {a} -> {b}" for what, a, b in surface_changes(ev.previous.surface if ev.previous else None, applied.surface if applied else None)
+    )
     print(
         f"{ev.underlying}: applied run {ev.run_id}: global {fmt.mult(prev)} -> {fmt.mult(applied.global_ if applied else None)}; "
-        f"bands: {bands}; smile nodes moved: {len(moved)} ({ev.reason})"
+        f"bands: {bands}; smile nodes moved: {len(moved)}{surface} ({ev.reason})"
     )
     return 0
 

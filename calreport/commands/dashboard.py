@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from calreport import fmt
-from calreport.apply import accepted, rollback_target
+from calreport.apply import accepted, force_refusal, rollback_target, rollback_values
 from calreport.commands import usecases
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
@@ -139,6 +139,9 @@ class DashboardActions:
             run = HistoryQuery.latest_live_run(self.root, name)
             if run is None:
                 raise RefusedError(f"no live run for {name}; run `calreport calibrate` first")
+            refused = force_refusal(run, name, current, cfg, allow_unrealistic=True)  # the realism override is asked for
+            if refused is not None:
+                refused.raise_()
             new, run_id = run.smoothed, run.run_id
             realism = {"status": fmt.text(run.status), "reason": fmt.text(run.reason)}
         else:
@@ -148,7 +151,7 @@ class DashboardActions:
             target = accepted(rollback_target(
                 store.apply_events(name), name, current.run_id, body.run_id, run_of=store.run_of, where=store.where
             ))
-            new, run_id = target.values, target.run_id
+            new, run_id = accepted(rollback_values(target, name, cfg, current)), target.run_id
             realism = {"status": "previously applied", "reason": "re-applies values that were applied before"}
         return {
             "action": action,

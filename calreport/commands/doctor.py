@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
+from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
@@ -79,8 +80,11 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 def _value_differences(entry: AppliedEntry, applied: Multipliers) -> list[str]:
-    """Human phrases for every multiplier that differs: 'global 1.2000 != 1.0833', 'band 0-7d ...'."""
-    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in _differences(entry, applied)]
+    """Human phrases for every multiplier that differs: 'global 1.2000 != 1.0833', 'band 0-7d ...', and
+    the surface block (with or without it the same values are quoted by another model)."""
+    return [f"{what} in YAML {fmt.mult(a)} != last apply event {fmt.mult(b)}" for what, a, b in _differences(entry, applied)] + [
+        f"{what} in YAML {a} != last apply event {b}" for what, a, b in surface_changes(entry.surface, applied.surface)
+    ]
 
 
 def _differences(entry: AppliedEntry, applied: Multipliers) -> list[tuple[str, float | None, float | None]]:
@@ -240,9 +244,10 @@ def _chain_problems(name: str, events: list[ApplyEvent]) -> list[Problem]:
         prev_entry_like = AppliedEntry.model_construct(
             global_=after.previous.global_, bands=dict(after.previous.bands), smile=after.previous.smile
         )
-        diffs = _differences(prev_entry_like, before.applied)
+        diffs = [(what, fmt.mult(a), fmt.mult(b)) for what, a, b in _differences(prev_entry_like, before.applied)]
+        diffs += surface_changes(after.previous.surface, before.applied.surface)
         if diffs:
-            found = "; ".join(f"found {what} {fmt.mult(a)}, left {fmt.mult(b)}" for what, a, b in diffs[:3])
+            found = "; ".join(f"found {what} {a}, left {b}" for what, a, b in diffs[:3])
             out.append(
                 Problem(
                     "warning",

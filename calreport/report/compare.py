@@ -2,8 +2,10 @@
 
 One home for the comparison: the dashboard's compare pages, `calreport diff` (text and --json) and
 the confirm dialog's smile rows all render the plain Comparison built here. A side is a live run
-(its smoothed values: what applying it writes) or the applied state (the YAML entry, with the
-errors of the run it came from when that run is in the history). Pure: no file is opened here.
+(its smoothed values: what applying it writes) or the applied state (the YAML entry). Each side's
+errors are those measured at exactly the values it shows: a run's fit (its recommended values, on its
+own snapshot) when those are the values shown, else none. A run's iv_error_vp & co. are not: they were
+measured at the values applied *before* it (`tested`). Pure: no file is opened here.
 """
 
 from __future__ import annotations
@@ -14,17 +16,24 @@ from typing import Any
 
 from calreport import fmt
 from calreport.calibration.smile import flat, regrid
-from calreport.model import AppliedEntry, LiveRun, Smile
+from calreport.model import AppliedEntry, LiveRun, Multipliers, Smile
 
 APPLIED = "applied"  # the label of the applied-state side
 
-# (key, label, unit, LiveRun attribute): the error figures compared, each in its own unit
+# (key, label, unit, LiveRun attribute): the error figures compared, each in its own unit, all measured
+# at the run's recommended values (the fit_* figures; calibration/live.py)
 ERRORS: tuple[tuple[str, str, str, str], ...] = (
-    ("iv_error_vp", "OTM IV error (vega-weighted)", "vp", "iv_error_vp"),
-    ("otm_vmae", "Price vMAE, OTM quotes", "%", "otm_vega_weighted_mae_pct"),
-    ("vmae", "Price vMAE, all quotes", "%", "vega_weighted_mae_pct"),
-    ("mae", "Price MAE, all quotes", "%", "mae_pct"),
+    ("iv_error_vp", "OTM IV error (vega-weighted)", "vp", "fit_iv_error_vp"),
+    ("otm_vmae", "Price vMAE, OTM quotes", "%", "fit_otm_vega_weighted_mae_pct"),
+    ("vmae", "Price vMAE, all quotes", "%", "fit_vega_weighted_mae_pct"),
 )
+
+
+def _errors_at(values: Multipliers | None, run: LiveRun | None) -> dict[str, float | None]:
+    """The run's fit errors when `values` are its recommended values (as the YAML rounds them), else None each."""
+    rec = run.recommended if run is not None else None
+    same = values is not None and rec is not None and values.rounded(4) == rec.rounded(4)
+    return {k: (getattr(run, attr) if same else None) for k, _l, _u, attr in ERRORS}
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,13 @@ def side_of_run(run: LiveRun, status: str | None = None) -> Side:
     return Side(
         label=run.run_id or "?", run_id=run.run_id, time=run.ts,
         global_=m.global_ if m else None, bands=dict(m.bands) if m else {}, smile=m.smile if m else None,
-        errors={k: getattr(run, attr) for k, _l, _u, attr in ERRORS}, status=status or run.status,
+        errors=_errors_at(m, run), status=status or run.status,
     )
 
 
 def side_of_applied(entry: AppliedEntry, run: LiveRun | None) -> Side:
-    """The applied state; its errors are those measured by the run it came from (None when unknown)."""
-    errors = {k: (getattr(run, attr) if run is not None else None) for k, _l, _u, attr in ERRORS}
+    """The applied state; its errors are the fit errors of the run it came from when the YAML holds that fit."""
+    errors = _errors_at(entry.multipliers(), run)
     return Side(
         label=APPLIED, run_id=entry.run_id, time=entry.updated_at, global_=entry.global_, bands=dict(entry.bands),
         smile=entry.smile, errors=errors, status=entry.source,

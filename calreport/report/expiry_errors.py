@@ -54,6 +54,10 @@ class ExpiryErrorSection:
     total_quotes: str = fmt.MISSING
     total_iv_error_vp: str = fmt.MISSING
     note: str = ""
+    # the "all" row as numbers: the applied calibration's OTM IV error and bias on the run's marks (vp);
+    # the first screen's headline error reads them (views.build_overview)
+    iv_error_vp: float | None = None
+    iv_bias_vp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,9 @@ class ExpiryError:
 
 def expiry_errors(
     detail: RunDetail, run: LiveRun, entry: AppliedEntry, config: CalibrationConfig
-) -> tuple[list[ExpiryError], tuple[int, float] | None]:
+) -> tuple[list[ExpiryError], tuple[int, float, float] | None]:
     """Per expiry (nearest first) the vega-weighted OTM IV error and bias of what `entry` quotes against the
-    detail's mark IVs, and the whole run's (OTM quotes, IV error) over every expiry; empty when nothing is usable."""
+    detail's mark IVs, and the whole run's (OTM quotes, IV error, IV bias) over every expiry; empty when nothing is usable."""
     qs = [q for q in detail.quotes if q.forward is not None and q.mark_iv is not None]
     now_ms = time_ms(run.ts or detail.ts)
     if not qs or now_ms is None:
@@ -106,7 +110,7 @@ def expiry_errors(
         w = vega[m] / vega[m].sum()
         out.append(ExpiryError(str(code[m][0]), float(dte[m][0]), int(m.sum()), float(np.sum(w * np.abs(gap[m]))), float(np.sum(w * gap[m]))))
     w = vega[ok] / vega[ok].sum()
-    return out, (int(ok.sum()), float(np.sum(w * np.abs(gap[ok]))))
+    return out, (int(ok.sum()), float(np.sum(w * np.abs(gap[ok]))), float(np.sum(w * gap[ok])))
 
 
 def build_expiry_errors(
@@ -133,6 +137,6 @@ def build_expiry_errors(
         out.append(ExpiryErrorSection(
             name, fmt.text(run.run_id), fmt.time(run.ts), model,
             [ExpiryErrorRow(r.expiry, fmt.num(r.dte, 2), fmt.integer(r.quotes), fmt.num(r.iv_error_vp, 2), fmt.num(r.iv_bias_vp, 2)) for r in rows],
-            fmt.integer(total[0]), fmt.num(total[1], 2),
+            fmt.integer(total[0]), fmt.num(total[1], 2), iv_error_vp=total[1], iv_bias_vp=total[2],
         ))
     return out

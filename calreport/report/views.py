@@ -19,6 +19,7 @@ from calreport import fmt
 from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
 from calreport.model import (
     AppliedDocument,
+    AppliedEntry,
     ApplyEvent,
     AutoRun,
     CalibrationConfig,
@@ -132,13 +133,18 @@ class OverviewCard:
     smoothed: str = MISSING
     headline: str = MISSING  # the headline error's value
     others: list[ErrorFigure] = field(default_factory=list)
+    # False when the surface quotes every pillar at its own band's level: the global level is then only a
+    # fallback the engine does not use (the card says so instead of "Engine uses (global)")
+    global_quoted: bool = True
 
 
 # The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
-# quotes at the applied (tested) calibration, in vol points (LiveRun.iv_error_vp, calibration/desk.py).
-# It is in the units a desk quotes, counts each strike once (OTM only) and weights by vega, so a
-# deep-wing quote worth nothing does not dominate it; the price errors are shown beside it on demand.
-HEADLINE_ERROR = "OTM IV error (vega-weighted, vol points, at the applied calibration)"
+# quotes of what the engine quotes NOW (the applied YAML) against the latest live run's marks, in vol points
+# (report/expiry_errors.py, the "all" row of IV error per expiry). Not the run's own iv_error_vp: that is
+# measured at the values the run tested, which the run's own apply replaced. It is in the units a desk
+# quotes, counts each strike once (OTM only) and weights by vega, so a deep-wing quote worth nothing does
+# not dominate it; the run's own figures are shown beside it on demand, each saying where it was measured.
+HEADLINE_ERROR = "OTM IV error of the applied calibration on the latest live run's marks (vega-weighted, vol points)"
 
 
 @dataclass(frozen=True)
@@ -1123,7 +1129,17 @@ def _health(inp: Inputs, run: LiveRun | None, flags: FlagSummary | None) -> tupl
     return "ok", "latest live run passed realism and is recent"
 
 
-def build_overview(inp: Inputs, names: list[str], flags: Sequence[FlagSummary]) -> list[OverviewCard]:
+def _global_level_quoted(entry: AppliedEntry, config: CalibrationConfig) -> bool:
+    """Whether the engine quotes anything at the global level: always for the step model (bands without a
+    level use it); for the surface only when a pillar has no band level of its own (smile.entry_surface)."""
+    if entry.surface is None or not config.smile.enabled:
+        return True
+    return any(label not in entry.bands for label in entry.surface.pillars)
+
+
+def build_overview(
+    inp: Inputs, names: list[str], flags: Sequence[FlagSummary], expiry: dict[str, ExpiryErrorSection] | None = None
+) -> list[OverviewCard]:
     flag_of = {f.underlying: f for f in flags}
     index = inp.statuses
     cards = []
@@ -1142,8 +1158,14 @@ def build_overview(inp: Inputs, names: list[str], flags: Sequence[FlagSummary]) 
         card = OverviewCard(
             underlying=name, applied=applied, applied_bands=bands, applied_source=source, applied_updated=updated,
             health=health, health_text=health_text, run_present=run is not None,
+            global_quoted=entry is None or _global_level_quoted(entry, inp.config),
         )
         if run is not None:
+            status = derive_status(index, run)
+            # priced from the run's quote detail (expiry_errors); a run without one (older, imported) has none:
+            # its own figures were measured at the values it tested, which may not be what is applied now
+            section = (expiry or {}).get(name)
+            err, bias = (section.iv_error_vp, section.iv_bias_vp) if section is not None else (None, None)
             card = replace(
                 card,
                 run_id=fmt.text(run.run_id),
@@ -1151,16 +1173,17 @@ def build_overview(inp: Inputs, names: list[str], flags: Sequence[FlagSummary]) 
                 run_time_iso=run.ts or "",
                 run_age=fmt.span(run_age_hours(run, inp.now)),
                 stale=is_stale(run, inp),
-                status=derive_status(index, run),
+                status=status,
                 smoothed=fmt.mult(_global(run.smoothed)),
-                headline=fmt.vp(run.iv_error_vp),
+                headline=fmt.vp(err),
                 others=[
-                    ErrorFigure("OTM IV error at the recommended calibration (vp)", fmt.vp(run.fit_iv_error_vp), "fit-iv-error"),
-                    ErrorFigure("OTM IV bias, synthetic - mark (vp)", fmt.vp(run.iv_bias_vp), "iv-bias"),
-                    ErrorFigure("Price vMAE, OTM quotes (%)", fmt.pct(run.otm_vega_weighted_mae_pct), "otm-vmae"),
-                    ErrorFigure("Price vMAE, all quotes (%)", fmt.pct(run.vega_weighted_mae_pct), "vmae"),
-                    ErrorFigure("Price MAE, all quotes (%)", fmt.pct(run.mae_pct), "mae"),
-                    ErrorFigure("MAE in vol points, all quotes", fmt.vp(run.mae_vol_points), "mae-vp"),
+                    ErrorFigure("OTM IV bias of the applied calibration, synthetic - mark (vp)", fmt.vp(bias), "iv-bias"),
+                    ErrorFigure("OTM IV error at the run's recommended calibration (vp)", fmt.vp(run.fit_iv_error_vp), "fit-iv-error"),
+                    ErrorFigure("OTM IV error at the values the run tested, applied before it (vp)", fmt.vp(run.iv_error_vp), "tested-iv-error"),
+                    ErrorFigure("Price vMAE, OTM quotes, at the tested values (%)", fmt.pct(run.otm_vega_weighted_mae_pct), "otm-vmae"),
+                    ErrorFigure("Price vMAE, all quotes, at the tested values (%)", fmt.pct(run.vega_weighted_mae_pct), "vmae"),
+                    ErrorFigure("Price MAE, all quotes, at the tested values (%)", fmt.pct(run.mae_pct), "mae"),
+                    ErrorFigure("MAE in vol points, all quotes, at the tested values", fmt.vp(run.mae_vol_points), "mae-vp"),
                 ],
             )
         cards.append(card)
@@ -1199,6 +1222,7 @@ def build_dashboard(inp: Inputs, compare_links: dict[str, str] | None = None) ->
     live_t, auto_t = build_tables(inp)
     smile = build_smile(names, inp)
     flags = build_flags(inp, names, smile)
+    expiry = build_expiry(names, inp)
     return Dashboard(
         generated_at=fmt.time(iso_utc(inp.now)),
         generated_iso=iso_utc(inp.now),
@@ -1214,10 +1238,10 @@ def build_dashboard(inp: Inputs, compare_links: dict[str, str] | None = None) ->
         settings_hash=inp.config.settings_hash(),
         smile=smile,
         flags=flags,
-        overview=build_overview(inp, names, flags),
+        overview=build_overview(inp, names, flags, {e.underlying: e for e in expiry}),
         poll_seconds=f"{inp.config.dashboard.poll_seconds:g}",
         compare_links=compare_links or {},
-        expiry_errors=build_expiry(names, inp),
+        expiry_errors=expiry,
     )
 
 
