@@ -166,6 +166,24 @@ def test_a_child_cut_off_or_garbled_mid_stream_is_parsed_again_by_the_parent(roo
     assert _state(got) == serial
 
 
+def test_a_file_cut_shorter_while_it_is_read_is_indexed_as_the_serial_scan_reads_it(root, rows, monkeypatch) -> None:
+    path = _mixed_history(root, rows, torn=False)
+    cut = int(path.stat().st_size * 0.6)  # mid-line: the cut leaves a torn last line
+    real = history._count_newlines
+
+    def truncate_first(*a):  # type: ignore[no-untyped-def]
+        os.truncate(path, cut)  # in each child, before it reads its chunk
+        return real(*a)
+
+    monkeypatch.setattr(history, "_count_newlines", truncate_first)
+    _force(monkeypatch, 2)
+    got = index_history(path, on_row=page_view)
+    assert path.stat().st_size == cut
+    assert got.worker_peaks_kb == []  # the parallel read was dropped for the serial one
+    _force(monkeypatch, 1)
+    assert _state(got) == _state(index_history(path, on_row=page_view))
+
+
 def test_small_histories_and_threaded_processes_scan_in_one_process(monkeypatch) -> None:
     monkeypatch.setattr(history, "_cpus", lambda: 8)
     monkeypatch.setattr(threading, "active_count", lambda: 1)

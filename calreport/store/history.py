@@ -412,13 +412,25 @@ class HistoryIndex:
         refs (as columns), skipped lines and `on_row` views back a block at a time, so it holds one
         block's results, not its chunk's. This process hashes the bytes and turns each batch into
         RowRefs as it arrives, then appends the chunks in order. A child that fails or dies costs
-        only time: its chunk is parsed here."""
+        only time: its chunk is parsed here. A file cut shorter while it is read (history files are
+        append-only; someone truncated it) is left to the serial scan, from where this one started,
+        so the index holds what that scan would have read."""
         start = self.offset
         end = _last_line_end(fd, start, os.fstat(fd).st_size)
         cuts = _chunk_starts(fd, start, end, workers)
         if len(cuts) < 2:
             return
-        chunks = [_Chunk(lo, hi) for lo, hi in zip(cuts, [*cuts[1:], end])]
+        mark = (len(self.refs), len(self.skipped_lines), self.lines, self.parsed, self.tail)
+        sha0 = self.sha256.copy() if self.sha256 is not None else None
+        try:
+            self._parallel_chunks(fd, [_Chunk(lo, hi) for lo, hi in zip(cuts, [*cuts[1:], end])], start, end)
+        except _Shrunk:
+            del self.refs[mark[0] :]
+            del self.skipped_lines[mark[1] :]
+            self.lines, self.parsed, self.tail, self.offset, self.sha256 = mark[2], mark[3], mark[4], start, sha0
+            self.views, self.worker_peaks_kb = {}, []
+
+    def _parallel_chunks(self, fd: int, chunks: list["_Chunk"], start: int, end: int) -> None:
         try:
             for c in chunks:
                 r, w = os.pipe()
@@ -444,18 +456,23 @@ class HistoryIndex:
             if c.peak_kb is None:  # the child did not finish: parse its chunk here
                 c.drop()
                 part = _parse_range(fd, c.lo, c.hi, self.lines, self.on_row)
-                c.refs, c.skipped, c.lines, c.parsed = part.refs, part.skipped, part.lines, part.parsed
+                c.refs, c.skipped, c.lines, c.parsed, c.length = part.refs, part.skipped, part.lines, part.parsed, part.length
                 if part.views is not None:
                     self.views.update(zip([r.offset for r in part.refs], part.views))
             else:  # its views went into self.views as its batches came
                 self.worker_peaks_kb.append(c.peak_kb)
+            if c.length != c.hi - c.lo:
+                raise _Shrunk
             self.refs += c.refs
             self.skipped_lines += c.skipped
             self.parsed += c.parsed
             self.lines += c.lines
             self.offset = c.hi
         tail_lo = max(start, end - _TAIL_CHECK)
-        self.tail = (self.tail + os.pread(fd, end - tail_lo, tail_lo))[-_TAIL_CHECK:]
+        last = os.pread(fd, end - tail_lo, tail_lo)
+        if len(last) != end - tail_lo:
+            raise _Shrunk
+        self.tail = (self.tail + last)[-_TAIL_CHECK:]
         self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
 
     def _collect(self, fd: int, chunks: list["_Chunk"], start: int, end: int) -> None:
@@ -480,7 +497,7 @@ class HistoryIndex:
             if pos < end:
                 block = os.pread(fd, min(_HASH_STEP, end - pos), pos)
                 if not block:
-                    raise OSError("history file shrank while it was read")
+                    raise _Shrunk
                 self.sha256.update(block)
                 pos += len(block)
 
@@ -590,6 +607,10 @@ def _parse_range(
     return _Part(refs, views, skipped, lineno - first, parsed, covered)
 
 
+class _Shrunk(Exception):
+    """The history file was cut shorter while a parallel scan read it."""
+
+
 @dataclass
 class _Chunk:
     """One child's chunk [lo, hi) and what its stream has delivered so far."""
@@ -605,6 +626,7 @@ class _Chunk:
     skipped: list[int] = field(default_factory=list)
     lines: int = 0
     parsed: int = 0
+    length: int = -1  # bytes its lines covered (the child's last frame says): less than hi - lo if the file shrank
     _buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> bool:
@@ -632,7 +654,7 @@ class _Chunk:
                 self.skipped += skipped
                 self.parsed += parsed
             else:
-                self.lines, _, self.peak_kb = payload
+                self.lines, self.length, self.peak_kb = payload
         del buf[:at]
         return True
 
