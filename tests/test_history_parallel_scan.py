@@ -32,7 +32,7 @@ def _state(index: HistoryIndex) -> dict:
     return {
         "refs": index.refs,
         "skipped_lines": index.skipped_lines,
-        "views": index.views,
+        "views": {k: (type(v), v) for k, v in index.views.items()},  # a live row's view stays a LiveRow
         "offset": index.offset,
         "lines": index.lines,
         "complete": (index.complete_refs, index.complete_skipped),
@@ -80,6 +80,21 @@ def test_parallel_scan_builds_the_index_the_serial_scan_builds(root, rows, monke
         got = index_history(path, on_row=page_view)
         assert len(got.worker_peaks_kb) == processes, "every child should have parsed its chunk"
         assert _state(got) == _state(serial), processes
+
+
+def test_live_rows_keep_their_views_through_a_parallel_scan(root, rows, monkeypatch) -> None:
+    """A live row's view is a LiveRow (its status is derived per render): it crosses the pipe as one."""
+    for i in range(30):
+        rows.live(underlying="ETH" if i % 2 else "BTC", source="legacy" if i % 7 == 0 else None)
+        if i % 5 == 0:
+            with open(root.live_history, "ab") as fh:
+                fh.write(b'{"type":"live_run","samples":"many"}\n\n')
+    _force(monkeypatch, 1)
+    serial = index_history(root.live_history, on_row=page_view)
+    _force(monkeypatch, 3)
+    got = index_history(root.live_history, on_row=page_view)
+    assert len(got.worker_peaks_kb) == 3 and _state(got) == _state(serial)
+    assert {type(v).__name__ for v in got.views.values()} == {"LiveRow"}
 
 
 def test_every_place_a_chunk_can_start_gives_the_same_index(tmp_path, monkeypatch) -> None:

@@ -402,9 +402,9 @@ class HistoryIndex:
 
     def _scan_parallel(self, fd: int, workers: int) -> None:
         """Parse the complete lines from `offset` on in `workers` forked children and leave the index
-        exactly as the serial scan of those lines would (refs, skipped lines, views in file order;
-        offset, lines, tail and SHA-256 moved on); _scan then reads what follows (a torn last line,
-        lines appended meanwhile).
+        exactly as the serial scan of those lines would (refs and skipped lines in file order, the
+        views by offset; offset, lines, tail and SHA-256 moved on); _scan then reads what follows (a
+        torn last line, lines appended meanwhile).
 
         The bytes are cut at line starts into one chunk per child. A child reads its chunk with
         os.pread on the inherited descriptor (the same file, whatever happens to the path), numbers
@@ -431,6 +431,8 @@ class HistoryIndex:
             self.views, self.worker_peaks_kb = {}, []
 
     def _parallel_chunks(self, fd: int, chunks: list["_Chunk"], start: int, end: int) -> None:
+        """Fork a child per chunk, collect their streams, then append the chunks in order (raises
+        _Shrunk when the file turned out shorter than the chunks)."""
         try:
             for c in chunks:
                 r, w = os.pipe()
