@@ -26,6 +26,9 @@ the rule and the numbers:
 7. |smoothed - applied| >= max(min_delta, min_delta_se x SE) for global, any band or smile node
                                          "Change too small (global d=0.0026 < 0.03; bands: none)"
 Otherwise apply:                         "global d=0.0840; bands changed: 7-30d; samples=91"
+   the whole smoothed entry is written, so every value that moved by less than its limit is named too:
+   "global d=0.0065; bands changed: none; moved within their change limit, written smoothed: 0-7d 0.9185 ->
+   0.8652 (d=0.0533 < 0.0664 = 1 x SE); samples=337; smile nodes changed: ...; smile nodes moved within ..."
 8. a step larger than max_rel_step of the applied value is capped, never held (holding for it
    deadlocked the policy once the smoothed value had drifted away): "; capped at 25 % (...)"
 9. values beyond config.limits hold      "Held: global multiplier 9.0 above limits.max_mult 5"
@@ -101,7 +104,9 @@ class Rule:
 
     `keys` are the config settings it reads (dotted paths); `value` and `description` are
     str.format templates over the config `c`; `hold` is the template of the reason of a run the
-    rule holds (over the run's numbers), empty for rules that never hold.
+    rule holds (over the run's numbers), empty for rules that never hold; `within`, of the part of
+    an applied run's reason naming the values the rule let through under its limit (a run is applied
+    whole once one value passes, so the others are written too and the reason must say so).
     """
 
     name: str
@@ -109,6 +114,7 @@ class Rule:
     value: str | Callable[[CalibrationConfig], str]
     description: str
     hold: str = ""
+    within: str = ""  # how an applied run's reason names the values written though under the rule's limit
 
     def panel_row(self, config: CalibrationConfig) -> tuple[str, str, str]:
         """(label, value, what it means) for the policy panel, from the config in force."""
@@ -166,6 +172,7 @@ MIN_CHANGE = Rule(
     "Min change", ("policy.min_delta",), "{c.policy.min_delta:g}",
     "held when |smoothed - applied| is smaller for the global, every band and every smile node (no churn)",
     "Change too small (global d={d:.4f} < {limit}; bands: {bands}{smile})",
+    "{what}moved within their change limit, written smoothed: {moves}",
 )
 MIN_CHANGE_SE = Rule(
     "Min change in SE", ("policy.min_delta_se",), "{c.policy.min_delta_se:.2f}",
@@ -326,15 +333,20 @@ def _node_limit(se: list[float | None] | None, i: int, base: float, k: float) ->
 def smile_nodes_moved(new: Smile | None, old: Smile | None, min_delta: float, se_of: NodeSE | None = None, min_delta_se: float = 0.0) -> list[str]:
     """'global x=-2.50/-1.50', '7-30d x=2.50': per smile, the nodes whose value would move by at least
     max(min_delta, min_delta_se x the node's SE)."""
+    return [f"{label} x={'/'.join(xs)}" for label, xs in _nodes_moved(new, old, min_delta, se_of, min_delta_se).items()]
+
+
+def _nodes_moved(new: Smile | None, old: Smile | None, min_delta: float, se_of: NodeSE | None, min_delta_se: float) -> dict[str, list[str]]:
+    """curve label -> the nodes ('-2.50') of smile_nodes_moved, curves with none left out."""
     if new is None:
-        return []
-    out = []
+        return {}
+    out = {}
     for label, a, b in _smile_pairs(new, old):  # global + a handful of bands
         se = se_of(label) if se_of is not None else None
         moved = [node_label(x).removeprefix("x=") for i, (x, va, vb) in enumerate(zip(new.nodes, a, b))
                  if abs(va - vb) >= _node_limit(se, i, min_delta, min_delta_se) - _EPS]
         if moved:
-            out.append(f"{label} x={'/'.join(moved)}")
+            out[label] = moved
     return out
 
 
@@ -426,9 +438,6 @@ def decide_values(
         smile_part = "; smile nodes: none" if smoothed.smile is not None else ""
         return "hold", MIN_CHANGE.hold.format(d=d_global, limit=g_limit[1], bands=listed, smile=smile_part), None
 
-    reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}; samples={samples}"
-    if smoothed.smile is not None:
-        reason += f"; smile nodes changed: {', '.join(nodes_moved) or 'none'}"
     # a change significant against its standard error is applied whole (the recommended value, not smoothed)
     rec = run.recommended
     target_g = float(smoothed.global_)
@@ -446,8 +455,6 @@ def decide_values(
     if rec is not None:
         target_smile, whole_smiles = _significant_smile(rec.smile, smoothed.smile, applied.smile, se_of, policy)
         whole += whole_smiles
-    if whole:
-        reason += f"; significant (> {fmt.limit(policy.significant_se)} SE), applied whole: {', '.join(whole)}"
     step, step_se = policy.max_rel_step, policy.max_step_se
     g = _capped(target_g, applied.global_, step, _se(run, None), step_se)
     new_bands = {label: _capped(v, band_value(applied, label), step, _se(run, label), step_se) for label, v in target_bands.items()}
@@ -457,6 +464,30 @@ def decide_values(
         target_smile, applied.smile, step, whole_curve=smoothed.surface is not None, se_of=se_of, max_step_se=step_se
     )
     capped += smile_capped
+
+    # the reason names what is written: the values past their limit, and those written (smoothed) though under it
+    small = [(label, old, new, d, limit[1]) for label, old, new, d, limit in [
+        ("global", applied.global_, g, d_global, g_limit),
+        *((label, bands[label][1], v, d_bands[label], limits[label]) for label, v in new_bands.items()),
+    ] if d < limit[0] - _EPS and label not in whole and round(new, 4) != round(old, 4)]
+    reason = f"global d={d_global:.4f}; bands changed: {', '.join(changed) or 'none'}"
+    if small:
+        moves = ", ".join(f"{label} {fmt.mult(old)} -> {fmt.mult(new)} (d={d:.4f} < {limit})" for label, old, new, d, limit in small)
+        reason += f"; {MIN_CHANGE.within.format(what='', moves=moves)}"
+    reason += f"; samples={samples}"
+    if smoothed.smile is not None:
+        reason += f"; smile nodes changed: {', '.join(nodes_moved) or 'none'}"
+        whole_curves = {w.removeprefix("smile ") for w in whole if w.startswith("smile ")}
+        passed = _nodes_moved(smoothed.smile, applied.smile, policy.min_delta, se_of, policy.min_delta_se)
+        small_nodes = [
+            f"{label} x={'/'.join(rest)}"
+            for label, xs in _nodes_moved(new_smile, applied.smile, 0.0001, None, 0.0).items()  # a move 4 decimals show
+            if label not in whole_curves and (rest := [x for x in xs if x not in passed.get(label, [])])
+        ]
+        if small_nodes:
+            reason += f"; {MIN_CHANGE.within.format(what='smile nodes ', moves=', '.join(small_nodes))}"
+    if whole:
+        reason += f"; significant (> {fmt.limit(policy.significant_se)} SE), applied whole: {', '.join(whole)}"
     if capped:
         listed = ", ".join(f"{label} {a:.4f} -> {b:.4f}" for label, a, b in capped)
         reason += f"; capped at max({fmt.limit(step_se)} SE, {fmt.limit(step * 100)} %) ({listed})"

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
 from calreport.apply import decide, decide_values
-from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig
+from calreport.commands import usecases as actions
+from calreport.commands.workspace import Workspace
+from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig, Smile
+from calreport.store.paths import Root
+from calreport.store.query import HistoryQuery
 
 POLICY = PolicyConfig(max_rel_step=0.25)  # min_samples 50, min_vega_sum 1, min_delta 0.03, a 25 % step floor
 
@@ -42,7 +51,8 @@ def test_apply_names_global_delta_changed_bands_and_samples() -> None:
 
 def test_band_change_alone_is_enough_to_apply() -> None:
     d = decide(run(g=1.01, bands={"0-7d": 1.08}), entry(1.0), POLICY)
-    assert d == ("apply", "global d=0.0100; bands changed: 0-7d; samples=91")
+    assert d == ("apply", "global d=0.0100; bands changed: 0-7d; moved within their change limit, written smoothed: "
+                 "global 1.0000 -> 1.0100 (d=0.0100 < 0.03); samples=91")
 
 
 def test_dropping_an_applied_band_counts_as_its_change() -> None:
@@ -132,3 +142,54 @@ def test_a_capped_surface_smile_moves_as_one_blend_of_the_applied_and_the_new_cu
     lam = 0.25 / 0.6  # the largest fraction keeping x=-2.50 (1.0 -> 1.6) within 25 %
     assert got == [round(1.0 + lam * (v - 1.0), 4) for v in new.global_]
     assert values.surface == spec  # type: ignore[union-attr]
+
+
+def test_an_apply_names_every_value_it_writes_smoothed_though_it_moved_within_its_change_limit() -> None:
+    # the BTC 12-11 -> 12-13 runs under the default config: 0-7d moved 0.9185 -> 0.8652, less than its 1 SE
+    # of 0.0664, and the reason read "bands changed: none" though the smoothed band was written
+    se = Multipliers(global_=0.0163, bands={"0-7d": 0.0664, "7-30d": 0.008, "30-90d": 0.0064})
+    r = run(g=0.9947, bands={"0-7d": 0.8652, "7-30d": 1.0300, "30-90d": 1.0023}).model_copy(update={"multiplier_se": se})
+    decision, reason, values = decide_values(r, entry(0.9882, {"0-7d": 0.9185, "7-30d": 0.9815, "30-90d": 0.9970}), POLICY)
+    assert decision == "apply" and values is not None and values.bands["0-7d"] == 0.8652
+    assert reason == (
+        "global d=0.0065; bands changed: 7-30d; moved within their change limit, written smoothed: "
+        "global 0.9882 -> 0.9947 (d=0.0065 < 0.03), 0-7d 0.9185 -> 0.8652 (d=0.0533 < 0.0664 = 1 x SE), "
+        "30-90d 0.9970 -> 1.0023 (d=0.0053 < 0.03); samples=91"
+    )
+
+
+def test_an_apply_names_the_smile_nodes_it_writes_smoothed_under_their_change_limit() -> None:
+    nodes = [-1.0, 0.0, 1.0]
+    smoothed = Multipliers(global_=1.0, smile=Smile(nodes=nodes, global_=[1.20, 1.0, 1.01], bands={"0-7d": [1.3, 1.0, 1.0]}))
+    applied = AppliedEntry(global_=1.0, smile=Smile(nodes=nodes, global_=[1.10, 1.0, 1.0], bands={"0-7d": [1.3, 1.0, 1.0]}))
+    r = run(g=1.0).model_copy(update={"smoothed": smoothed})
+    decision, reason, _ = decide_values(r, applied, POLICY)
+    assert decision == "apply"
+    assert reason.endswith("smile nodes changed: global x=-1.00; smile nodes moved within their change limit, written smoothed: global x=1.00")
+
+
+def test_an_apply_whose_every_value_passed_its_limit_adds_nothing_about_small_moves() -> None:
+    assert decide(run(g=1.084, bands={"weekly": 1.2}), entry(1.0, {"weekly": 1.0}), POLICY) == (
+        "apply", "global d=0.0840; bands changed: weekly; samples=91"
+    )
+
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SNAPSHOTS.is_dir(), reason="../shared/data is absent")
+def test_the_second_real_btc_run_names_every_band_its_apply_moved(tmp_path: Path) -> None:
+    root = Root(tmp_path / "r")
+    actions.init(Workspace.open(root))
+    for snap in ("BTC-2025-12-11T1936Z.json", "BTC-2025-12-13T1543Z.json"):
+        run_ = actions.run_live_calibration(Workspace.open(root), "BTC", SNAPSHOTS / snap, rv=0.43)
+    assert run_.decision == "apply"
+    event = next(HistoryQuery.tail(root, "apply", "BTC"))
+    moved = [b for b in event.applied.bands if round(event.applied.bands[b], 4) != round(event.previous.bands.get(b, -1), 4)]
+    assert moved  # 0-7d 0.9185 -> 0.8652 among them
+    reason = event.reason or ""
+    for band in moved:
+        assert f"{band} {event.previous.bands[band]:.4f} -> {event.applied.bands[band]:.4f}" in reason or re.search(
+            rf"bands changed: [^;]*\b{re.escape(band)}\b", reason
+        ), (band, reason)
