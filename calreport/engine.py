@@ -271,17 +271,29 @@ class EngineView:
         return float(self.sigma_in_mode(underlying, np.array([k]), np.array([f]), T, float(base), now_ms)[0])
 
 
-    def multiplier_for(self, underlying: str, dte: float) -> float:
-        """The band rule (calibration.bands) for one DTE; 1.0 if the underlying was never applied."""
+    def multiplier_for(self, underlying: str, dte: float, now_ms: float | None = None) -> float:
+        """multipliers_for at one DTE."""
         entry = self.entry(underlying)
-        return DEFAULT_MULTIPLIER if entry is None else multiplier_at(dte, entry, self.bands)
+        if entry is None:
+            return DEFAULT_MULTIPLIER
+        if self._surface(underlying, np.asarray(1.0)) is None:
+            return multiplier_at(dte, entry, self.bands)
+        return float(self.multipliers_for(underlying, np.array([dte], dtype=np.float64), now_ms)[0])
 
-    def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
-        """The band rule over an array of DTEs (the pricing hot path)."""
+    def multipliers_for(self, underlying: str, dtes: np.ndarray, now_ms: float | None = None) -> np.ndarray:
+        """The at-the-money multiplier the engine quotes at each DTE: sigma(K = F) / base. The step model:
+        the band rule (calibration.bands; 1.0 if never applied), the pricing hot path. An entry with a
+        surface block: the surface's ATM level at that expiry on the variance clock from `now_ms` (default:
+        the wall clock, as `sigma`), which runs between the pillars instead of stepping at band edges (NaN
+        at DTE <= 0, where there is no quote). Like `sigma`, in the values' own sigma mode."""
         entry = self.entry(underlying)
         if entry is None:
             return np.full(np.shape(dtes), DEFAULT_MULTIPLIER)
-        return multipliers_for_dte(dtes, entry, self.bands)
+        if self._surface(underlying, np.asarray(1.0)) is None:
+            return multipliers_for_dte(dtes, entry, self.bands)
+        T = np.asarray(dtes, dtype=np.float64) / DAYS_PER_YEAR
+        ones = np.ones_like(T)
+        return self.sigma(underlying, ones, ones, T, 1.0, now_ms)  # base 1: the surface's ATM ratio is the same for any base
 
     def describe(self, underlyings: list[str]) -> list[str]:
         """One line per underlying with the effective multiplier of every configured band."""
@@ -395,11 +407,13 @@ class AppliedMultipliersWatcher:
         """An immutable copy of the current view (document deep-copied)."""
         return self._require_view().copy()
 
-    def multiplier_for(self, underlying: str, dte: float) -> float:
-        return self._require_view().multiplier_for(underlying, dte)
+    def multiplier_for(self, underlying: str, dte: float, now_ms: float | None = None) -> float:
+        """EngineView.multiplier_for on the current view."""
+        return self._require_view().multiplier_for(underlying, dte, now_ms)
 
-    def multipliers_for(self, underlying: str, dtes: np.ndarray) -> np.ndarray:
-        return self._require_view().multipliers_for(underlying, dtes)
+    def multipliers_for(self, underlying: str, dtes: np.ndarray, now_ms: float | None = None) -> np.ndarray:
+        """EngineView.multipliers_for on the current view."""
+        return self._require_view().multipliers_for(underlying, dtes, now_ms)
 
     def sigma(
         self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,

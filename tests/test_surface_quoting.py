@@ -94,3 +94,24 @@ def test_an_expiry_under_one_day_is_quoted_on_the_front_pillars_flat_level(root)
     atm = _view(root).sigma("BTC", np.full(2, 90_000.0), np.full(2, 90_000.0), T, 0.43, NOW_MS)
     tau = np.array([variance_days(NOW, NOW + timedelta(hours=h), 0.35) for h in (6.0, 12.0)]) / 365.0
     assert atm == pytest.approx(0.43 * LEVELS["0-7d"] * np.sqrt(tau / T), rel=1e-12)
+
+
+def test_multiplier_for_a_surface_entry_is_the_at_the_money_level_the_engine_quotes_not_the_band_step() -> None:
+    from calreport.model import AppliedDocument, AppliedEntry
+
+    cfg = CalibrationConfig()
+    entry = AppliedEntry(global_=1.0, bands=LEVELS, smile=SMILE, surface=SPEC)
+    view = EngineView.from_document(AppliedDocument(underlyings={"BTC": entry}), cfg)
+    dtes = np.array([0.5, 1.75, 4.0, 6.9, 7.1, 12.0, 25.0, 45.0, 80.0, 120.0])
+    T = dtes / 365.0
+    ones = np.ones_like(T)
+    for base in (0.43, 0.8):  # the ATM quote over its base, whatever the base
+        atm = view.sigma("BTC", ones, ones, T, base, NOW_MS) / base
+        assert np.allclose(view.multipliers_for("BTC", dtes, now_ms=NOW_MS), atm, rtol=1e-12, atol=0)
+    got = view.multipliers_for("BTC", dtes, now_ms=NOW_MS)
+    assert view.multiplier_for("BTC", 12.0, now_ms=NOW_MS) == pytest.approx(got[5], rel=1e-12)
+    step = np.array([LEVELS["0-7d"]] * 4 + [LEVELS["7-30d"]] * 3 + [LEVELS["30-90d"]] * 2 + [1.0])
+    assert np.abs(got - step).max() > 0.01  # the band step (what it returned) is not what is quoted
+    # the step model (no surface block) keeps the band rule exactly
+    flat_view = EngineView.from_document(AppliedDocument(underlyings={"BTC": entry.model_copy(update={"surface": None})}), cfg)
+    assert flat_view.multipliers_for("BTC", dtes).tolist() == step.tolist()
