@@ -279,3 +279,28 @@ def test_under_serve_the_page_polls_the_state_and_refreshes_when_it_changed(root
     finally:
         context.close()
         stop()
+
+
+def test_the_confirm_dialog_names_a_change_of_the_surface_block(root, rows, browser):
+    """A step-model run force-applied over a surface entry with the same levels: the band and smile tables
+    show no change, the surface table says the engine leaves the surface for the step model."""
+    from calreport.model import Multipliers, SurfaceSpec
+
+    spec = SurfaceSpec(pillars={"0-7d": 1.75, "7-30d": 16.4957, "30-90d": 55.9808}, weekend_weight=0.35, wing_slope_cap=1.8)
+    apply.apply_values(root, "BTC", Multipliers(global_=1.0833, bands={"0-7d": 1.05}, surface=spec), source="force", run_id=None, reason="x")
+    rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
+    server, stop = served_with_actions(root)
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.click('#latest-run button[data-action="force-apply"][data-for="BTC"]')
+        dialog = page.locator('#action-dialog[data-step="confirm"]')
+        dialog.wait_for(timeout=10000)
+        row = dialog.locator('table.surface-changes tr[data-what="surface"]')
+        assert (row.get_attribute("data-old"), row.get_attribute("data-new")) == ("pillars-pchip-1", "none (step model)")
+        inside_viewport(page, "#action-dialog table.surface-changes")
+        dialog.locator('button[data-role="cancel"]').click()
+    finally:
+        context.close()
+        stop()

@@ -16,7 +16,9 @@ from foundation_helpers import force_apply
 
 from calreport.commands.dashboard import DashboardActions, parse_body
 from calreport.report.serve import is_record_change, make_server, resolve_site_path
-from calreport.store.applied import read_applied
+from calreport.model import Multipliers, SurfaceSpec
+from calreport.store.applied import apply_values, read_applied
+from calreport.store.history import append_row
 
 
 @pytest.fixture
@@ -405,3 +407,22 @@ def test_preview_of_an_apply_that_would_change_nothing_is_refused_like_the_cli(r
     status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True, "run_id": run.run_id}, action="rollback")
     assert status == 409 and json.loads(payload)["error"].startswith(f"already applied: run {run.run_id}'s values")
     assert records(root) == before
+
+
+def test_preview_names_a_change_of_the_surface_block(root, rows, acting):
+    """Force-applying a step-model run over an entry quoted by the surface moves the engine to the step model:
+    the dialog showed every band 'Now' = 'After' and no smile change, as if nothing changed."""
+    spec = SurfaceSpec(pillars={"0-7d": 1.75, "7-30d": 16.4957, "30-90d": 55.9808}, weekend_weight=0.35, wing_slope_cap=1.8)
+    apply_values(root, "BTC", Multipliers(global_=1.0833, bands={"0-7d": 1.05}, surface=spec), source="force", run_id=None, reason="x")
+    rows.live(smoothed=1.0833, bands={"0-7d": 1.05})  # the same levels, no surface block
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True})
+    p = json.loads(payload)["preview"]
+    assert status == 200 and all(c["old"] == c["new"] for c in p["changes"]) and p["smile_changes"] == []
+    assert p["surface_changes"] == [{"what": "surface", "old": "pillars-pchip-1", "new": "none (step model)"}]
+    moved = spec.model_copy(update={"pillars": {**spec.pillars, "7-30d": 16.0}})
+    run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
+    append_row(root.live_history, run.model_copy(update={
+        "run_id": run.run_id + "X", "ts": "2025-12-11T23:00:00Z",
+        "smoothed": Multipliers(global_=1.0833, bands={"0-7d": 1.05}, surface=moved)}))
+    p = json.loads(post_action(acting, {"underlying": "BTC", "preview": True})[2])["preview"]
+    assert p["surface_changes"] == [{"what": "surface pillar 7-30d", "old": "16.4957", "new": "16.0000"}]

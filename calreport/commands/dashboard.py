@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from calreport import fmt
 from calreport.apply import accepted, force_refusal, rollback_target, rollback_values
 from calreport.commands import usecases
+from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers
@@ -134,7 +135,7 @@ class DashboardActions:
         cfg = ws.config
         name = cfg.check_underlying(body.underlying)
         current = read_applied(self.root, cfg).entry(name)
-        old = Multipliers(global_=current.global_, bands=dict(current.bands), smile=current.smile)
+        old = Multipliers(global_=current.global_, bands=dict(current.bands), smile=current.smile, surface=current.surface)
         if action == "force-apply":
             run = HistoryQuery.latest_live_run(self.root, name)
             if run is None:
@@ -161,6 +162,10 @@ class DashboardActions:
             "realism": realism,
             "changes": changes(old, new),
             "smile_changes": changed_smile_nodes(old.smile, new.smile if new is not None else None),
+            # the model the engine quotes with (surface block added, dropped, a pillar moved): same levels, other quotes
+            "surface_changes": [
+                {"what": what, "old": a, "new": b} for what, a, b in surface_changes(old.surface, new.surface if new is not None else None)
+            ],
             "command": cli_command(action, name, run_id),
             "needs_override": action == "force-apply" and realism["status"] == "failed",
         }
