@@ -176,6 +176,38 @@ def test_harvest_json_and_auto_calibrate_names_the_harvest_range_and_the_convers
     assert json.loads(out)["type"] == "auto_run" and "covers" not in err
 
 
+def test_auto_calibrate_on_a_read_only_harvest_says_its_days_are_read_as_they_are_not_converted(root: Root, tmp_path: Path, capsys) -> None:
+    """A harvest copied from a read-only share (cp -p keeps r-x / r--): nothing is converted, and the line said
+    "converted BTC 2025-12-13: not compacted: BTC is read-only"."""
+    snap = _old_snapshot(root, tmp_path)
+    assert main(["harvest", "fetch", "--root", str(root.path), "--underlying", "BTC", "--from-file", str(snap), "--json"]) == 0
+    capsys.readouterr()
+    d = root.harvest_dir("BTC")
+    for f in d.iterdir():
+        f.chmod(0o444)
+    d.chmod(0o555)
+    try:
+        assert main(["auto-calibrate", "--root", str(root.path), "--underlying", "BTC"]) == 0
+        _out, err = capsys.readouterr()
+    finally:
+        d.chmod(0o755)
+    assert "converted" not in err
+    (line,) = [x for x in err.splitlines() if "2025-12-13" in x and "compacted" in x]
+    assert line == "calreport: BTC 2025-12-13: not compacted: harvest directory BTC is read-only (its day logs are read as they are)"
+    assert not list(d.glob("*.parquet"))
+
+
+def test_days_skipped_for_one_reason_read_as_one_line() -> None:
+    from calreport.commands.harvester import format_compact
+    from calreport.market.compact import CompactReport
+
+    why = "harvest directory BTC is read-only (its day logs are read as they are)"
+    rep = CompactReport(skipped=[("2025-12-07", why), ("2025-12-08", why), ("2025-12-10", why), ("2025-12-11", "disk full")])
+    assert format_compact("BTC", rep) == [
+        f"BTC 2025-12-07 to 2025-12-10 (3 days): not compacted: {why}", "BTC 2025-12-11: not compacted: disk full"
+    ]
+
+
 def test_a_workspace_apply_records_the_note_in_the_event(root: Root) -> None:
     add_live_run(root)
     ev = actions.force_apply(Workspace.open(root, renderer=None), "BTC", note="why not")

@@ -344,8 +344,8 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     name = args.underlying.upper()
 
     def compacted(rep: CompactReport) -> None:  # the user's day logs become Parquet: say so
-        for line in format_compact(name, rep, ws.root):
-            print(f"calreport: converted {line}", file=sys.stderr)
+        for line in format_compact(name, rep, ws.root, verb="converted "):
+            print(f"calreport: {line}", file=sys.stderr)
 
     with harvest_progress(f"reading {name} harvest") as progress:
         run = actions.auto_calibrate(

@@ -160,8 +160,9 @@ def harvest_span(root: Root, underlying: str) -> tuple[str, str] | None:
     return (days[0], days[-1]) if days else None
 
 
-def format_compact(name: str, rep: CompactReport, root: Root | None = None) -> list[str]:
-    """One line per compacted or skipped day."""
+def format_compact(name: str, rep: CompactReport, root: Root | None = None, *, verb: str = "") -> list[str]:
+    """One line per compacted day (after `verb`: 'converted ' where the user did not ask for it), then one
+    per run of skipped days with the same reason (a read-only harvest skips every day for one reason)."""
     out = []
     for r in rep.done:
         where = str(r.path.relative_to(root.path)) if root is not None and r.path.is_relative_to(root.path) else str(r.path)
@@ -173,10 +174,17 @@ def format_compact(name: str, rep: CompactReport, root: Root | None = None) -> l
         side = f"; {' and '.join(kept)} kept in {r.date}.errors.json" if kept else ""
         dup = f"; {r.duplicates} duplicate rows (already in the day) dropped" if r.duplicates else ""
         out.append(
-            f"{name} {r.date}: {r.rows} rows -> {where} ({r.added} from {', '.join(r.removed)}, {r.seconds:.2f} s){side}{dup}"
+            f"{verb}{name} {r.date}: {r.rows} rows -> {where} ({r.added} from {', '.join(r.removed)}, {r.seconds:.2f} s){side}{dup}"
         )
+    runs: list[tuple[str, list[str]]] = []  # (reason, its consecutive days)
     for date, why in rep.skipped:
-        out.append(f"{name} {date}: not compacted: {why}")
+        if runs and runs[-1][0] == why:
+            runs[-1][1].append(date)
+        else:
+            runs.append((why, [date]))
+    for why, dates in runs:
+        days = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} ({len(dates)} days)"
+        out.append(f"{name} {days}: not compacted: {why}")
     return out
 
 

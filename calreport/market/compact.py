@@ -204,10 +204,11 @@ def _not_ours(path: Path) -> str | None:
     path without any write permission bit is read-only by intent: calreport often runs as root,
     for whom permissions do not bind, so the mode is checked explicitly. Such a day is read as it is."""
     try:
+        what = "harvest directory " if path.is_dir() else ""
         if path.is_symlink():
-            return f"{path.name} is a symlink (somebody else's data)"
+            return f"{what}{path.name} is a symlink (somebody else's data; its day logs are read as they are)"
         if not stat.S_IMODE(path.stat().st_mode) & 0o222:
-            return f"{path.name} is read-only"
+            return f"{what}{path.name} is read-only (its day logs are read as they are)"
     except OSError as exc:
         return f"{path.name}: {exc.strerror or exc}"
     return None
