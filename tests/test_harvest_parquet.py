@@ -422,6 +422,50 @@ def test_import_harvest_is_idempotent_counts_and_verifies(tmp_path: Path, capsys
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_import_harvest_takes_calreports_own_day_layout_idempotently(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shared Deribit harvest is <U>/YYYY-MM-DD.jsonl.gz, the layout data/harvest holds: import-harvest refused
+    it with "no YYYY/MM/DD/*.parquet files"; it is imported like the previous system's, from a read-only share too."""
+    src = tmp_path / "share" / "deribit-harvest"
+    day1 = [r for i in range(6) for r in chain(DEC11 + i * 900_000, 30)]
+    day2 = [r for i in range(3) for r in chain(DEC11 + 86_400_000 + i * 900_000, 30)]
+    write_log(src / "BTC", lines_of(day1), "2025-12-11.jsonl.gz")
+    write_log(src / "BTC", lines_of([*day2, "not json"]), "2025-12-12.jsonl")
+    for f in (src / "BTC").iterdir():
+        f.chmod(0o444)
+    (src / "BTC").chmod(0o555)
+    root = Root(tmp_path / "root")
+    assert cli_main(["--root", str(root.path), "init"]) == 0
+    write_log(root.harvest_dir("BTC"), lines_of(chain(DEC11, 30)))  # the root already has the first snapshot
+    capsys.readouterr()
+    try:
+        args = ["--root", str(root.path), "import-harvest", str(src), "--underlying", "BTC"]
+        assert cli_main(args) == 0
+        out = capsys.readouterr().out
+        assert "2 files over 2 days: 270 rows read, 240 added, 30 already present; 1 schema errors" in out
+        assert_same_rows(frame(root), frame(src))
+        assert cli_main(args) == 0 and "0 added, 270 already present" in capsys.readouterr().out  # again: nothing added
+        assert_same_rows(frame(root), frame(src))
+    finally:
+        (src / "BTC").chmod(0o755)
+    broken = tmp_path / "broken"
+    write_log(broken / "BTC", gzip.compress(lines_of(day1))[:-40], "2025-12-11.jsonl")
+    (broken / "BTC" / "2025-12-11.jsonl").rename(broken / "BTC" / "2025-12-11.jsonl.gz")
+    other = Root(tmp_path / "other")
+    assert cli_main(["--root", str(other.path), "init"]) == 0
+    capsys.readouterr()
+    assert cli_main(["--root", str(other.path), "import-harvest", str(broken), "--underlying", "BTC"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not readable whole" in err and "nothing imported" in err
+    assert not other.harvest_dir("BTC").exists() or not list(other.harvest_dir("BTC").iterdir())
+
+
+def assert_same_rows(a: harvest.HarvestFrame, b: harvest.HarvestFrame) -> None:
+    """The same quotes (every field, names and order), whatever each side's count of set-aside lines."""
+    assert a.names.tolist() == b.names.tolist()
+    for k in FIELDS:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
 def test_compaction_refuses_to_merge_into_a_parquet_file_it_did_not_write(tmp_path: Path) -> None:
     d = tmp_path / "BTC"
     write_log(d, lines_of(chain(DEC11)))

@@ -775,8 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--every", type=_in_range(*HARVEST_EVERY_S, lo_open=False), metavar="SECONDS", help="harvest every SECONDS until SIGINT/SIGTERM")
 
     sp = add("import-harvest", cmd_import_harvest,
-             "import a previous-system harvest (DIR/<U>/YYYY/MM/DD/*.parquet) into data/harvest (idempotent)")
-    sp.add_argument("dir", metavar="DIR", help="the previous system's harvest directory")
+             "import a harvest (DIR/<U>/YYYY/MM/DD/*.parquet or DIR/<U>/YYYY-MM-DD.jsonl.gz) into data/harvest (idempotent)")
+    sp.add_argument("dir", metavar="DIR", help="the harvest directory: the previous system's (<U>/YYYY/MM/DD/*.parquet) or calreport's own layout (<U>/YYYY-MM-DD.jsonl.gz)")
     sp.add_argument("--underlying", help="BTC, or BTC,ETH (default: every underlying the config lists that DIR has)")
 
     sp = add("backtest", cmd_backtest, "replay the harvest through the live calibration and policy; score out of sample")

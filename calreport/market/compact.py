@@ -21,7 +21,7 @@ checked on the mode because calreport often runs as root) is never written into.
 
     compact_day(directory, date, underlying) -> CompactResult | None
     compact_closed_days(directory, underlying, now_ms) -> CompactReport
-    import_harvest(src_dir, dest_dir, underlying) -> ImportResult       previous system's layout, idempotent
+    import_harvest(src_dir, dest_dir, underlying) -> ImportResult       previous system's layout or our own, idempotent
 
 A row is stored once per (harvested_at, instrument): compaction and import drop a second copy (a
 leftover log edited after the compaction that consumed it, the same snapshot file present twice in
@@ -50,8 +50,10 @@ from calreport.jsonio import loads as _loads
 from calreport.market import parquet as pqday
 from calreport.market.daycols import (
     BAD_NAME,
+    DayColumns,
     OK,
     SOURCE_KEYS,
+    parse_day_bytes,
     parse_lines,
     read_day_bytes,
 )
@@ -369,25 +371,46 @@ def _existing_times(day: HarvestDay | None, underlying: str) -> np.ndarray:
     ))
 
 
-def import_problem(path: Path, src_dir: Path, date: str) -> str | None:
-    """Why one previous-system file cannot be imported, or None.
-
-    Checked for every file before anything is written, so a refused import leaves the root as it
-    was: a link leading out of the imported directory (an import copies data in; /etc/passwd is not
-    a harvest), anything but a regular file, a file over the input size limit, a file Parquet cannot
-    open, a missing required column, or harvest times outside the day its directory names.
-    """
+def _file_problem(path: Path, src_dir: Path) -> tuple[Path | None, str | None]:
+    """(the file's real path, None) or (None, why it is refused): a link leading out of the imported
+    directory (an import copies data in; /etc/passwd is not a harvest), anything but a regular file,
+    a file over the input size limit."""
     try:
         real = path.resolve(strict=True)
         if not real.is_relative_to(src_dir.resolve(strict=True)):
-            return f"a symlink out of the imported directory (to {str(real)[:100]}): refused"
+            return None, f"a symlink out of the imported directory (to {str(real)[:100]}): refused"
         st = os.stat(real)
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+        return None, f"cannot be read ({exc.strerror or exc})"
     if not stat.S_ISREG(st.st_mode):
-        return "not a regular file: refused"
+        return None, "not a regular file: refused"
     if st.st_size > MAX_INPUT_BYTES:
-        return f"{st.st_size:,} bytes, over the {MAX_INPUT_BYTES:,}-byte limit"
+        return None, f"{st.st_size:,} bytes, over the {MAX_INPUT_BYTES:,}-byte limit"
+    return real, None
+
+
+def _times_problem(ts: np.ndarray, date: str, column: str) -> str | None:
+    """Harvest times outside the day the file is filed under (a day of slack either side)."""
+    lo = int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000) - DAY_SLACK_MS
+    hi = lo + 3 * DAY_SLACK_MS
+    with np.errstate(invalid="ignore"):
+        off = np.isfinite(ts) & ~((ts >= lo) & (ts < hi))  # null times are schema errors, counted
+    if off.any():
+        return f"{int(np.count_nonzero(off))} {column} values outside {date} (e.g. {ts[off][0]:.0f} ms)"
+    return None
+
+
+def import_problem(path: Path, src_dir: Path, date: str) -> str | None:
+    """Why one Parquet file (the previous system's, or a day file of another calreport root) cannot be
+    imported, or None.
+
+    Checked for every file before anything is written, so a refused import leaves the root as it
+    was: _file_problem, a file Parquet cannot open, a missing required column, or harvest times
+    outside the day its directory (or name) says.
+    """
+    real, why = _file_problem(path, src_dir)
+    if real is None:
+        return why
     try:
         pf = pq.ParquetFile(real)
         colmap = pqday.resolve_columns(pf.schema_arrow)
@@ -397,88 +420,107 @@ def import_problem(path: Path, src_dir: Path, date: str) -> str | None:
         ts = pqday.ts_ms(pf.read(columns=[colmap["harvested_at"]]).column(0))
     except (OSError, pa.ArrowException) as exc:
         return f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:60]})"
-    lo = int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000) - DAY_SLACK_MS
-    hi = lo + 3 * DAY_SLACK_MS
-    with np.errstate(invalid="ignore"):
-        off = np.isfinite(ts) & ~((ts >= lo) & (ts < hi))  # null times are schema errors, counted
-    if off.any():
-        return (f"{int(np.count_nonzero(off))} {colmap['harvested_at']} values outside {date} "
-                f"(e.g. {ts[off][0]:.0f} ms)")
-    return None
+    return _times_problem(ts, date, colmap["harvested_at"])
+
+
+def log_import_problem(path: Path, src_dir: Path, date: str, underlying: str) -> str | None:
+    """Why one JSONL day log (YYYY-MM-DD.jsonl[.gz], calreport's own layout) cannot be imported, or None:
+    _file_problem, a log that cannot be read whole (a .gz that breaks off), or harvest times outside its day."""
+    real, why = _file_problem(path, src_dir)
+    if real is None:
+        return why
+    data, problem = read_day_bytes(real)
+    if problem:
+        return f"not readable whole ({problem})"
+    return _times_problem(parse_day_bytes(data, underlying).harvested_at.astype(np.float64), date, "harvested_at")
 
 
 COLUMN_LABELS = {"harvested_at": "harvest_time"}  # the previous system's name in a message
 
 
 def import_harvest(src: Path, dest_dir: Path, underlying: str) -> ImportResult:
-    """Bring a previous-system harvest (<src>/<U>/YYYY/MM/DD/*.parquet, or <src> = that <U> folder)
-    into `dest_dir` as day Parquet files. Idempotent: a snapshot (harvested_at) the day already has,
-    in any format, is not added again, and a row is imported once per (harvested_at, instrument)
-    however many files hold it; every written day is read back and its row count checked.
+    """Bring a harvest into `dest_dir` as day Parquet files: the previous system's (<src>/<U>/YYYY/MM/DD/
+    *.parquet) or one in calreport's own layout (<src>/<U>/YYYY-MM-DD.jsonl[.gz] / .parquet, as the shared
+    Deribit harvest and another root's data/harvest are); <src> may be that <U> folder. Idempotent: a
+    snapshot (harvested_at) the day already has, in any format, is not added again, and a row is
+    imported once per (harvested_at, instrument) however many files hold it; every written day is read
+    back and its row count checked.
 
-    Every file is checked first (import_problem): one that cannot be imported refuses the whole
-    import, nothing written."""
+    Every file is checked first (import_problem, log_import_problem): one that cannot be imported
+    refuses the whole import, nothing written."""
     underlying = underlying.upper()
     src_dir = harvest_dir_of(Path(src), underlying)
     if not src_dir.is_dir():
         raise CalreportError(f"import-harvest: no {underlying} harvest in this directory", src)
+    if dest_dir.exists() and src_dir.resolve() == dest_dir.resolve():
+        raise CalreportError("import-harvest: this is the root's own harvest: nothing to import", src_dir)
     res = ImportResult()
-    legacy_days = [d for d in list_days(src_dir) if d.legacy]
-    if not legacy_days:
-        raise CalreportError(f"import-harvest: no YYYY/MM/DD/*.parquet files for {underlying}", src_dir)
-    problems = [(p, why) for d in legacy_days for p in d.legacy if (why := import_problem(p, Path(src), d.date))]
+    days = list_days(src_dir)
+    if not days:
+        raise CalreportError(
+            f"import-harvest: no {underlying} day files (YYYY-MM-DD.jsonl.gz, .jsonl or .parquet, "
+            "or the previous system's YYYY/MM/DD/*.parquet)", src_dir,
+        )
+    problems = [(p, why) for d in days for p in [*d.legacy, *([d.parquet] if d.parquet else [])] if (why := import_problem(p, Path(src), d.date))]
+    problems += [(p, why) for d in days for p in d.logs if (why := log_import_problem(p, Path(src), d.date, underlying))]
     if problems:
         path, why = problems[0]
         more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
         raise CalreportError(f"import-harvest: {why}{more}; nothing imported", path)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for lday in legacy_days:
+    for day in days:
         res.days += 1
-        res.files += len(lday.legacy)
-        dc = pqday.read_day(lday.legacy, underlying, iv_fraction=False)
-        if dc.problem:  # changed since it was checked
-            raise CalreportError(f"import-harvest: {dc.problem}; the days before {lday.date} are imported", lday.legacy_dir)
-        res.schema_errors += dc.schema_errors
-        res.bad_names += dc.bad_names
-        res.rows_read += dc.n
-        once = first_per_key(dc.harvested_at, dc.code.astype(np.int64))
-        if once is not None:  # read_day's rows are sorted by (harvested_at, name)
-            res.duplicates += dc.n - once.size
-        with locked(day_lock_path(dest_dir, lday.date)):
-            here = _find_day(dest_dir, lday.date)
-            have = _existing_times(here, underlying)
-            idx = np.arange(dc.n) if once is None else once
-            new = ~np.isin(dc.harvested_at[idx], have)
-            res.rows_present += int(np.count_nonzero(~new))
-            idx = idx[new]
-            n_new = int(idx.size)
-            if n_new == 0:
-                continue
-            table = pqday.build_table(
-                ts=dc.harvested_at[idx], names=dc.names, code=dc.code[idx], expiry_ms=dc.name_expiry_ms,
-                strike=dc.name_strike, is_call=dc.name_is_call,
-                floats={src_key: dc.cols[k][idx] for k, src_key in SOURCE_KEYS.items()},
-            )
-            pq_path = dest_dir / f"{lday.date}{PARQUET_SUFFIX}"
-            old_meta = pqday.read_meta(pq_path) if pq_path.exists() else {}
-            if pq_path.exists() and not old_meta:
-                raise CalreportError("import-harvest: the day's Parquet file is not one calreport wrote", pq_path)
-            before = int(old_meta.get("rows", 0))
-            tables = ([pqday.read_table(pq_path)] if pq_path.exists() else []) + [table]
-            merged = sort_table(pa.concat_tables(tables))
-            imported = dict(old_meta.get("imported") or {})
-            imported[str(lday.legacy_dir)] = {"files": len(lday.legacy), "rows": n_new}
-            meta = {
-                "underlying": underlying, "date": lday.date,
-                "lines": int(old_meta.get("lines", 0)) + n_new + dc.schema_errors + dc.bad_names,
-                "schema_errors": int(old_meta.get("schema_errors", 0)) + dc.schema_errors,
-                "bad_names": int(old_meta.get("bad_names", 0)) + dc.bad_names,
-                "sources": old_meta.get("sources") or {},
-                "imported": imported,
-            }
-            _write_verified(pq_path, merged, meta)
-            if merged.num_rows != before + n_new:
-                raise CalreportError(f"import-harvest: {merged.num_rows} rows after adding {n_new} to {before}", pq_path)
-            res.rows_added += n_new
-            res.written.append(pq_path)
+        for source, dc in load_day(day, underlying, None, None, iv_fraction=False):  # percent, as written
+            _import_part(dest_dir, day.date, underlying, source, len(day.legacy) if source == day.legacy_dir else 1, dc, res)
     return res
+
+
+def _import_part(dest_dir: Path, date: str, underlying: str, source: Path, files: int, dc: DayColumns, res: ImportResult) -> None:
+    """Add one part of a day (a file, or the previous system's day directory) to the day's Parquet file:
+    the snapshots the day does not have yet, once per (harvested_at, instrument); counted in `res`."""
+    res.files += files
+    if dc.problem:  # changed since it was checked
+        raise CalreportError(f"import-harvest: {dc.problem}; the days before {date} are imported", source)
+    res.schema_errors += dc.schema_errors
+    res.bad_names += dc.bad_names
+    res.rows_read += dc.n
+    once = first_per_key(dc.harvested_at, dc.code.astype(np.int64))
+    if once is not None:  # rows are sorted by (harvested_at, name)
+        res.duplicates += dc.n - once.size
+    with locked(day_lock_path(dest_dir, date)):
+        here = _find_day(dest_dir, date)
+        have = _existing_times(here, underlying)
+        idx = np.arange(dc.n) if once is None else once
+        new = ~np.isin(dc.harvested_at[idx], have)
+        res.rows_present += int(np.count_nonzero(~new))
+        idx = idx[new]
+        n_new = int(idx.size)
+        if n_new == 0:
+            return
+        table = pqday.build_table(
+            ts=dc.harvested_at[idx], names=dc.names, code=dc.code[idx], expiry_ms=dc.name_expiry_ms,
+            strike=dc.name_strike, is_call=dc.name_is_call,
+            floats={src_key: dc.cols[k][idx] for k, src_key in SOURCE_KEYS.items()},
+        )
+        pq_path = dest_dir / f"{date}{PARQUET_SUFFIX}"
+        old_meta = pqday.read_meta(pq_path) if pq_path.exists() else {}
+        if pq_path.exists() and not old_meta:
+            raise CalreportError("import-harvest: the day's Parquet file is not one calreport wrote", pq_path)
+        before = int(old_meta.get("rows", 0))
+        tables = ([pqday.read_table(pq_path)] if pq_path.exists() else []) + [table]
+        merged = sort_table(pa.concat_tables(tables))
+        imported = dict(old_meta.get("imported") or {})
+        imported[str(source)] = {"files": files, "rows": n_new}
+        meta = {
+            "underlying": underlying, "date": date,
+            "lines": int(old_meta.get("lines", 0)) + n_new + dc.schema_errors + dc.bad_names,
+            "schema_errors": int(old_meta.get("schema_errors", 0)) + dc.schema_errors,
+            "bad_names": int(old_meta.get("bad_names", 0)) + dc.bad_names,
+            "sources": old_meta.get("sources") or {},
+            "imported": imported,
+        }
+        _write_verified(pq_path, merged, meta)
+        if merged.num_rows != before + n_new:
+            raise CalreportError(f"import-harvest: {merged.num_rows} rows after adding {n_new} to {before}", pq_path)
+        res.rows_added += n_new
+        res.written.append(pq_path)

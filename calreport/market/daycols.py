@@ -264,17 +264,18 @@ def parse_lines(data: bytes, underlying: str, problem: str | None = None) -> Par
     )
 
 
-def day_from_lines(p: ParsedLines) -> DayColumns:
+def day_from_lines(p: ParsedLines, *, iv_fraction: bool = True) -> DayColumns:
     non_rows = len(p.lines) - len(p.rows)  # not JSON or not an object
     return assemble_day(
         p.table, p.row_code, p.row_status, p.ts, p.cols, lines=len(p.lines),
-        extra_schema_errors=non_rows, problem=p.problem,
+        extra_schema_errors=non_rows, problem=p.problem, iv_in_percent=iv_fraction,
     )
 
 
-def parse_day_bytes(data: bytes, underlying: str, problem: str | None = None) -> DayColumns:
-    """Raw JSONL bytes of one day file -> DayColumns, counting every row that had to be skipped."""
-    return day_from_lines(parse_lines(data, underlying, problem))
+def parse_day_bytes(data: bytes, underlying: str, problem: str | None = None, *, iv_fraction: bool = True) -> DayColumns:
+    """Raw JSONL bytes of one day file -> DayColumns, counting every row that had to be skipped
+    (`iv_fraction=False`: mark_iv kept in Deribit's percent, as an import writes it)."""
+    return day_from_lines(parse_lines(data, underlying, problem), iv_fraction=iv_fraction)
 
 
 def read_day_bytes(path: Path) -> tuple[bytes, str | None]:

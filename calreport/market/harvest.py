@@ -259,23 +259,26 @@ def unconsumed_bytes(log: Path, data: bytes, sources: Mapping[str, Any]) -> byte
     return data[data_len:]
 
 
-def load_day(day: HarvestDay, underlying: str, start_ms: int | None, end_ms: int | None) -> list[tuple[Path, DayColumns]]:
+def load_day(
+    day: HarvestDay, underlying: str, start_ms: int | None, end_ms: int | None, *, iv_fraction: bool = True
+) -> list[tuple[Path, DayColumns]]:
     """Every part of one day, each under the file it came from: Parquet (ours, then the previous
-    system's), then whatever the JSONL logs hold that the Parquet file does not."""
+    system's), then whatever the JSONL logs hold that the Parquet file does not. `iv_fraction=False`
+    keeps mark_iv in percent as the files hold it (what an import writes)."""
     parts: list[tuple[Path, DayColumns]] = []
     sources: Mapping[str, Any] = {}
     if day.parquet is not None:
-        parts.append((day.parquet, pqday.read_day([day.parquet], underlying, start_ms, end_ms)))
+        parts.append((day.parquet, pqday.read_day([day.parquet], underlying, start_ms, end_ms, iv_fraction=iv_fraction)))
         if day.logs:  # which log bytes the Parquet file already holds
             meta = pqday.read_meta(day.parquet)
             sources = meta.get("sources") if isinstance(meta.get("sources"), Mapping) else {}
     if day.legacy and day.legacy_dir is not None:
-        parts.append((day.legacy_dir, pqday.read_day(day.legacy, underlying, start_ms, end_ms)))
+        parts.append((day.legacy_dir, pqday.read_day(day.legacy, underlying, start_ms, end_ms, iv_fraction=iv_fraction)))
     for log in day.logs:
         data, problem = read_day_bytes(log)
         if day.parquet is not None:
             data = unconsumed_bytes(log, data, sources)
-        parts.append((log, parse_day_bytes(data, underlying, problem)))
+        parts.append((log, parse_day_bytes(data, underlying, problem, iv_fraction=iv_fraction)))
     return parts
 
 
