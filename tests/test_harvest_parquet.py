@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from budget import reps
+from independent import copy_compacted_harvest
 from calreport.commands.cli import main as cli_main
 from calreport.commands.workspace import Workspace
 from calreport.market import compact, harvest
@@ -485,9 +486,10 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
-def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: Path) -> None:
+def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: Path, compacted_btc_harvest: Path) -> None:
     """JSONL, JSONL.gz, compacted Parquet, the previous system's layout read in place, and that
-    layout imported: the same auto-calibrate row (multiplier, every metric, samples) to the last digit."""
+    layout imported: the same auto-calibrate row (multiplier, every metric, samples) to the last digit.
+    The Parquet days are the run's one compaction of these logs (conftest's compacted_btc_harvest)."""
     from datetime import UTC, datetime
 
     from calreport.commands import usecases as actions
@@ -502,12 +504,13 @@ def test_the_shared_harvest_gives_the_same_auto_row_from_every_format(tmp_path: 
         data = gzip.decompress(f.read_bytes())
         (roots["gz"].harvest_dir("BTC") / f.name).write_bytes(f.read_bytes())
         (roots["jsonl"].harvest_dir("BTC") / f.name[:-3]).write_bytes(data)
-        (roots["parquet"].harvest_dir("BTC") / f.name).write_bytes(f.read_bytes())
         for line in data.splitlines():
             r = json.loads(line)
             by_snapshot.setdefault(r["harvested_at"], []).append(r)
-    rep = compact_closed_days(roots["parquet"], "BTC", LATER * 2)
-    assert len(rep.done) == len(src) and not [p for p in roots["parquet"].harvest_dir("BTC").iterdir() if p.name.endswith((".jsonl", ".gz"))]
+    copy_compacted_harvest(compacted_btc_harvest, roots["parquet"])
+    parquet_days = sorted(p.name for p in roots["parquet"].harvest_dir("BTC").iterdir() if p.name.endswith(".parquet"))
+    assert parquet_days == sorted(f.name.replace(".jsonl.gz", ".parquet") for f in src)
+    assert not [p for p in roots["parquet"].harvest_dir("BTC").iterdir() if p.name.endswith((".jsonl", ".gz"))]
     legacy = write_legacy(tmp_path / "live_deribit", by_snapshot)
     shutil.rmtree(roots["legacy"].harvest_dir("BTC"))
     shutil.copytree(legacy / "BTC", roots["legacy"].harvest_dir("BTC"))  # YYYY/MM/DD/*.parquet in place
