@@ -140,3 +140,21 @@ def test_the_page_offers_no_button_nor_command_for_an_apply_that_would_change_no
     c = add_live_run(root, smoothed=1.15)
     html = _page(root)
     assert f'data-action="force-apply" data-for="BTC" data-run="{c.run_id}"' in html
+
+
+def test_a_refused_apply_writes_nothing_even_when_a_killed_writer_left_an_event_to_recover(root: Root) -> None:
+    """The recovery of a lost apply event (YAML written, event not appended) waits for the transaction's first
+    write: a force-apply refused as "already applied" used to append the recovered event, and a refusal must
+    leave every file of record as it was (found by tests/test_fuzz_inputs.py)."""
+    add_live_run(root, smoothed=1.0833)
+    force_apply(root, "BTC")
+    lines = root.live_history.read_bytes().splitlines(keepends=True)
+    root.live_history.write_bytes(b"".join(lines[:-1]))  # killed after the YAML, before its apply event
+    before = (root.applied.read_bytes(), root.live_history.read_bytes())
+    with pytest.raises(RefusedError, match="already applied"):
+        force_apply(root, "BTC")
+    assert (root.applied.read_bytes(), root.live_history.read_bytes()) == before
+    b = add_live_run(root, smoothed=1.10)
+    event = force_apply(root, "BTC")  # the next write records the lost event first, then its own
+    events = HistoryQuery.file_order(root, "apply", "BTC")
+    assert [e.recovered for e in events][-2:] == [True, None] and events[-1].run_id == event.run_id == b.run_id

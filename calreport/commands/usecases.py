@@ -175,6 +175,7 @@ def run_live_calibration(
 
         def record(decided: LiveRun) -> LiveRun:
             flagged = decided.model_copy(update={"flags": live_flags(decided, expiries, cfg, applied_atm_iv=past.applied_atm_iv)})
+            tx.before_write()  # a lost apply event (a killed writer's) is recorded before this run's row
             append_row(root.live_history, flagged)  # the row first: the apply event follows its run
             return flagged
 

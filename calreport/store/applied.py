@@ -150,6 +150,15 @@ class ApplyTransaction:
         self.events: list[ApplyEvent] = []
         # the live history read from its end once for the whole transaction (recovery, then the run's previous runs)
         self.history = history if history is not None else HistoryTail(root.live_history)
+        self._recovered = False
+
+    def before_write(self) -> None:
+        """Record the apply event a killed writer did not get to append, once, before this transaction's first
+        write to the history (its own run row or apply event). Not on opening: a transaction that ends in a
+        refusal ("already applied", a sigma-mode mismatch) writes nothing at all, recovery included."""
+        if not self._recovered:
+            self._recovered = True
+            _recover_lost_events(self.root, self.document, self.history)
 
     def entry(self, underlying: str) -> AppliedEntry:
         """The values on disk for `underlying` (1.0 when never applied), read under the lock."""
@@ -165,6 +174,7 @@ class ApplyTransaction:
         from calreport.apply import new_entry  # the write path only: reading the file (status) needs no core
 
         underlying = self.config.check_underlying(underlying)
+        self.before_write()
         ts = iso_utc(self._now or utc_now())
         previous = self.entry(underlying)
         entry = new_entry(values, self.config, updated_at=ts, source=source, run_id=run_id, reason=reason, sigma_mode=sigma_mode)
@@ -201,7 +211,8 @@ def transaction(root: Root, config: CalibrationConfig, *, now: datetime | None =
 
     Whatever the caller decides inside the block is decided against the values on disk: no other
     apply can change them until the block ends. A hand-broken file stops here and is never
-    overwritten; an apply event a killed writer did not get to append is recorded first.
+    overwritten; an apply event a killed writer did not get to append is recorded before the block's
+    first write (ApplyTransaction.before_write), so a block that ends in a refusal writes nothing.
     """
     path = root.applied
     lock = locked(path)
@@ -210,10 +221,7 @@ def transaction(root: Root, config: CalibrationConfig, *, now: datetime | None =
     except Timeout:
         raise CalreportError(f"timed out waiting for the lock {lock_path(path)}", path) from None
     try:
-        doc = read_applied(root, config)
-        tail = HistoryTail(root.live_history)
-        _recover_lost_events(root, doc, tail)
-        yield ApplyTransaction(root, config, doc, now, tail)
+        yield ApplyTransaction(root, config, read_applied(root, config), now, HistoryTail(root.live_history))
     finally:
         lock.release()
 
