@@ -45,3 +45,17 @@ def test_a_root_whose_cache_dir_cannot_be_made_still_renders(root: Root, rows) -
     render.env.cache_clear()
     result = render_site(root)
     assert root.index_html.exists() and not result.problems
+
+
+def test_a_cache_dir_removed_while_the_process_runs_costs_the_cache_not_the_render(root: Root, rows) -> None:
+    """The environment is the process's; its bytecode cache points at the last root rendered. With that
+    directory gone (`rm -r data/cache` under `calreport serve`, or an earlier root of the same process
+    deleted) a template compiled afresh raised FileNotFoundError from Jinja's cache writer: the backtest
+    page of another root failed that way in the test suite."""
+    rows.auto()
+    render.env.cache_clear()
+    render_site(root)  # the environment's bytecode cache is now this root's data/cache/jinja
+    shutil.rmtree(root.cache_dir)
+    render.env().cache.clear()  # nothing compiled in memory: the next template is compiled and dumped
+    html = render.env().get_template("history.html.j2")  # what render_backtest_page & co. do
+    assert html is not None and not root.cache_dir.exists()  # no cache dir made again behind the user's back

@@ -61,6 +61,18 @@ def env() -> Environment:
     return e
 
 
+class _BytecodeCache(FileSystemBytecodeCache):
+    """FileSystemBytecodeCache whose writes may fail: the compiled templates are a speed-up, never a reason for a
+    render to fail (a cache dir removed while a process runs: `rm -r data/cache` under `calreport serve`, or the
+    directory of a root rendered earlier by the same process; Jinja's own writer raises FileNotFoundError then)."""
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
 def use_bytecode_cache(root: Root) -> None:
     """Compiled templates kept under the root's cache dir (data/cache/jinja): a one-shot render in a
     fresh process loads them instead of compiling every template (~0.03-0.05 s of a warm render).
@@ -73,7 +85,7 @@ def use_bytecode_cache(root: Root) -> None:
     except OSError:
         env().bytecode_cache = None
         return
-    env().bytecode_cache = FileSystemBytecodeCache(str(path))
+    env().bytecode_cache = _BytecodeCache(str(path))
 
 
 def compile_templates() -> None:
