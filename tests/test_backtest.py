@@ -407,3 +407,17 @@ def test_printed_table_has_one_row_per_variant_with_each_horizon() -> None:
     lines = backtest_cmd.table_lines(s)
     assert len(lines) == 3 and lines[1].startswith("root") and "2.50/2.40/3.10 (n=3)" in lines[1] and "Thin RV 2" in lines[2]
     assert json.dumps(s.model_dump(mode="json"))
+
+
+def test_the_printed_table_says_why_decisions_were_skipped() -> None:
+    """A window without fresh snapshots printed '0/0 ... holds none' and nothing else: the reason was only in summary.json."""
+    horizon = {"iv_error_vp": {"n": 0}}
+    variant = {"horizons": {"0h": horizon}, "holds": {}, "applies": 0, "runs": 0, "decisions": 7, "applies_per_day": 0.0,
+               "mean_abs_step": None, "thin_rv_share": None, "skipped": {"no snapshot within 30 min before": 7}}
+    s = BacktestSummary(id="x", underlying="BTC", created="c", start="s", end="e", every="1h", horizons=["0h"],
+                        max_staleness_minutes=30, variants={"root": variant, "b": dict(variant)})
+    assert backtest_cmd.table_lines(s)[-1] == "skipped: 7 of 7 decisions: no snapshot within 30 min before 7"
+    s.variants["b"] = {**variant, "skipped": {}, "runs": 7}
+    assert backtest_cmd.table_lines(s)[-1] == "skipped (root): 7 of 7 decisions: no snapshot within 30 min before 7"
+    s.variants["root"] = s.variants["b"]
+    assert not backtest_cmd.table_lines(s)[-1].startswith("skipped")

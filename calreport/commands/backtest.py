@@ -432,7 +432,24 @@ def table_lines(summary: BacktestSummary) -> list[str]:
         body.append(cells)
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return [line(head), *(line(r) for r in body)]
+    return [line(head), *(line(r) for r in body), *skipped_lines(summary)]
+
+
+def skipped_lines(summary: BacktestSummary) -> list[str]:
+    """Why decisions scored nothing ("0/0 ... holds none" alone reads as a policy that never acted): one line
+    for all variants when they skipped alike (the market data decides it), else one per variant that skipped."""
+    def line(label: str, v: dict[str, Any]) -> str:
+        sk = v["skipped"]
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sk.items())
+        return f"{label}: {sum(sk.values())} of {v.get('decisions', '?')} decisions: {reasons}"
+
+    skipping = {name: v for name, v in summary.variants.items() if v.get("skipped")}
+    if not skipping:
+        return []
+    first = next(iter(summary.variants.values()))
+    if len(skipping) == len(summary.variants) and all(v["skipped"] == first["skipped"] for v in skipping.values()):
+        return [line("skipped", first)]
+    return [line(f"skipped ({name})", v) for name, v in skipping.items()]
 
 
 def difference_lines(summary: BacktestSummary) -> list[str]:
