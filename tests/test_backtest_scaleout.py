@@ -42,15 +42,15 @@ def _generated(ws: Workspace, out: Path, days: float = 0.2, sweep: tuple[str, ..
 
 def test_decisions_are_byte_identical_in_process_on_a_pool_and_on_a_dask_local_cluster(ws: Workspace, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
-    # 0.1 days: 3 hourly decisions per variant, each starting from the state the one before left (the size is not the point)
-    here = _generated(ws, tmp_path / "here", days=0.1, workers=1)
-    pool = _generated(ws, tmp_path / "pool", days=0.1, workers=2)
+    # 0.05 days: 2 hourly decisions per variant, the second starting from the state the first left (the size is not the point)
+    here = _generated(ws, tmp_path / "here", days=0.05, workers=1)
+    pool = _generated(ws, tmp_path / "pool", days=0.05, workers=2)
     with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        dask = _generated(ws, tmp_path / "dask", days=0.1, scheduler=cluster.scheduler_address)
+        dask = _generated(ws, tmp_path / "dask", days=0.05, scheduler=cluster.scheduler_address)
     assert (here.summary.workers, pool.summary.workers) == ("in-process", "pool:2")
     assert dask.summary.workers == cluster.scheduler_address
     reference = (here.directory / "decisions.jsonl").read_bytes()
-    assert len(reference.splitlines()) == 2 * 3  # root + one swept variant x 3 hourly decisions (0.1 days)
+    assert len(reference.splitlines()) == 2 * 2  # root + one swept variant x 2 hourly decisions (0.05 days)
     assert (pool.directory / "decisions.jsonl").read_bytes() == reference
     assert (dask.directory / "decisions.jsonl").read_bytes() == reference
     assert here.summary.differences == pool.summary.differences == dask.summary.differences
