@@ -306,6 +306,10 @@ def test_summary_counts_applies_holds_by_rule_thin_rv_and_error_percentiles(bt_r
     assert s["root"]["applies_per_day"] == pytest.approx(s["root"]["applies"] * 24 / DECISION_HOURS)
     steps = [d.step for d in res.decisions if d.variant == "root" and d.step is not None]
     assert s["root"]["mean_abs_step"] == pytest.approx(float(np.mean(steps)))
+    for d in (d for d in res.decisions if d.variant == "root" and d.step is not None):  # what the engine quotes moved
+        labels = [b.name for b in CalibrationConfig().bands]
+        level = lambda m, b: m.bands.get(b, m.global_)  # noqa: E731
+        assert d.step == pytest.approx(max(abs(level(d.applied_after, b) - level(d.applied_before, b)) for b in labels))
     iv = [d.scores["1h"]["iv_error_vp"] for d in res.decisions if d.variant == "root"]
     st = s["root"]["horizons"]["1h"]["iv_error_vp"]
     assert (st["n"], st["mean"], st["median"], st["p90"]) == pytest.approx((len(iv), np.mean(iv), np.median(iv), np.percentile(iv, 90)))

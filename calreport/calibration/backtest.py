@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from calreport.apply import decide_run, new_entry, run_thin_rv
+from calreport.calibration.bands import band_value
 from calreport.calibration.desk import DeskErrors
 from calreport.calibration.live import evaluate_live, live_history, score_applied
 from calreport.calibration.pricing import black76_vega, year_fraction
@@ -89,6 +90,15 @@ class Variant:
     source: str = ""  # where the settings came from (the root's config, a file)
 
 
+def step_of(before: Multipliers, after: Multipliers, bands: Sequence[str]) -> float:
+    """How far an apply moved what the engine quotes: the largest |after - before| over the bands' levels
+    (each band's own multiplier, else the global: calibration.bands.band_value). The global alone missed a
+    band-only move and, under the surface with every band present, measured a level nothing is quoted at."""
+    if not bands:  # no band configured: everything is quoted at the global
+        return abs(float(after.global_ or 1.0) - float(before.global_ or 1.0))
+    return max(abs(band_value(after, b) - band_value(before, b)) for b in bands)
+
+
 @dataclass
 class Decision:
     """One decision time of one variant: what the live path decided, and how the applied values scored."""
@@ -101,7 +111,7 @@ class Decision:
     thin_rv: bool = False
     applied_before: Multipliers | None = None
     applied_after: Multipliers | None = None
-    step: float | None = None  # |new global - old global| when applied
+    step: float | None = None  # when applied: the largest |new - old| of a band's quoted level (step_of)
     entry: AppliedEntry | None = None  # the simulated applied entry after an apply
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # horizon label -> score
 
@@ -407,7 +417,7 @@ def _decide(
             values, cfg, updated_at=run.ts, source="policy", run_id=run.run_id, reason=run.decision_reason or "", sigma_mode=run.sigma_mode
         )
         dec.applied_after = entry.multipliers()
-        dec.step = abs(float(entry.global_) - float(applied.global_))
+        dec.step = step_of(applied.multipliers(), entry.multipliers(), [b.name for b in cfg.bands])
         dec.entry = entry
     return dec
 
@@ -429,8 +439,8 @@ def hold_kind(reason: str | None) -> str:
 
 
 def summarize(result: BacktestResult, variants: Sequence[Variant], span_ms: int) -> dict[str, Any]:
-    """Per variant: decisions, applies (and per day over `span_ms`), mean |step| of the global
-    multiplier, thin-RV share, holds by rule, and per horizon mean / median / p90 of each measure
+    """Per variant: decisions, applies (and per day over `span_ms`), mean |step| (step_of: the largest move
+    of a band's quoted level), thin-RV share, holds by rule, and per horizon mean / median / p90 of each measure
     (plus the mean per band)."""
     days = max(span_ms / MS_PER_DAY, 1e-9)
     out: dict[str, Any] = {}
