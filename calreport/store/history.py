@@ -346,19 +346,13 @@ class HistoryIndex:
             self._rows[ref] = got
         return got
 
-    def _line(self, line: bytes, lineno: int, offset: int) -> None:
-        """Validate one non-blank line once; `on_row` (when set) turns the validated row into what a
-        history page shows, so the page need not validate it again."""
-        self.parsed += 1
-        try:
-            row = parse_row(jsonio.loads(line))
-        except (ValueError, ValidationError, TypeError):
-            self.skipped_lines.append(lineno)
-            return
-        ref = _ref(row, lineno, offset, len(line))
-        self.refs.append(ref)
-        if self.on_row is not None:
-            self.views[offset] = self.on_row(row)
+    def _view(self) -> Callable[[int, HistoryRow], None] | None:
+        """Where _parse_lines puts what a history page shows of each validated row (by line offset), so the
+        page need not validate it again; None without `on_row`."""
+        on_row, views = self.on_row, self.views
+        if on_row is None:
+            return None
+        return lambda offset, row: views.__setitem__(offset, on_row(row))
 
     def _scan(self, fh: BinaryIO) -> None:
         """Parse everything from `offset` to the end of `fh`, a block at a time: the complete lines
@@ -375,6 +369,7 @@ class HistoryIndex:
                 self._scan_parallel(fh.fileno(), workers)  # the complete lines; the rest as below
         fh.seek(self.offset)
         start, lineno, carry = self.offset, self.lines, b""
+        view = self._view()
         with gc_paused():
             while True:
                 block = fh.read(_BLOCK)
@@ -382,14 +377,8 @@ class HistoryIndex:
                     break
                 data = carry + block if carry else block
                 end = data.rfind(b"\n") + 1
-                pos = 0
-                while pos < end:
-                    nl = data.index(b"\n", pos)
-                    lineno += 1
-                    line = data[pos:nl]
-                    if line[:1] == b"{" or line.strip():  # blank lines are neither rows nor skipped
-                        self._line(line, lineno, start + pos)
-                    pos = nl + 1
+                lineno, parsed = _parse_lines(data, end, lineno, start, self.refs, self.skipped_lines, view)
+                self.parsed += parsed
                 if end:
                     if self.sha256 is not None:
                         self.sha256.update(memoryview(data)[:end])
@@ -397,8 +386,8 @@ class HistoryIndex:
                     start, self.lines, self.offset = start + end, lineno, start + end
                 carry = data[end:]
         self.complete_refs, self.complete_skipped = len(self.refs), len(self.skipped_lines)
-        if carry.strip():
-            self._line(carry, lineno + 1, start)
+        if carry.strip():  # a torn last line: parsed as if it ended here, never persisted
+            self.parsed += _parse_lines(carry + b"\n", len(carry) + 1, lineno, start, self.refs, self.skipped_lines, view)[1]
 
     def _scan_parallel(self, fd: int, workers: int) -> None:
         """Parse the complete lines from `offset` on in `workers` forked children and leave the index
@@ -563,12 +552,39 @@ class _Part:
     length: int
 
 
+def _parse_lines(
+    data: bytes, end: int, lineno: int, base: int, refs: list[RowRef], skipped: list[int],
+    view: Callable[[int, HistoryRow], None] | None,
+) -> tuple[int, int]:
+    """Validate each line of data[:end] (complete lines; data[0] is at file offset `base`, its first line
+    is number `lineno` + 1) once: a RowRef for each readable row, the line number of each unreadable one,
+    blank lines neither; `view(offset, row)` keeps what a page shows of a row. The one rule of the serial
+    and the parallel scan. Returns (the last line number, the non-blank lines parsed)."""
+    pos = parsed = 0
+    while pos < end:
+        nl = data.index(b"\n", pos)
+        lineno += 1
+        line = data[pos:nl]
+        if line[:1] == b"{" or line.strip():  # blank lines are neither rows nor skipped
+            parsed += 1
+            try:
+                row = parse_row(jsonio.loads(line))
+            except (ValueError, ValidationError, TypeError):
+                skipped.append(lineno)
+            else:
+                refs.append(_ref(row, lineno, base + pos, len(line)))
+                if view is not None:
+                    view(base + pos, row)
+        pos = nl + 1
+    return lineno, parsed
+
+
 def _parse_range(
     fd: int, lo: int, hi: int, lineno: int, on_row: Callable[[HistoryRow], Any] | None,
     emit: Callable[[_Part], None] | None = None,
 ) -> _Part:
     """Parse the complete lines of bytes [lo, hi) of `fd` (read by pread, a block at a time) exactly
-    as HistoryIndex._line does, numbering them from `lineno` + 1. With `emit`, each block's refs,
+    as the serial scan does (_parse_lines), numbering them from `lineno` + 1. With `emit`, each block's refs,
     views, skipped lines and parse count go to it and are not kept; the result then carries only
     the totals (lines, length)."""
     refs: list[RowRef] = []
@@ -584,22 +600,9 @@ def _parse_range(
         pos_file += len(block)
         data = carry + block if carry else block
         end = data.rfind(b"\n") + 1
-        pos = 0
-        while pos < end:
-            nl = data.index(b"\n", pos)
-            lineno += 1
-            line = data[pos:nl]
-            if line[:1] == b"{" or line.strip():  # blank lines are neither rows nor skipped
-                parsed += 1
-                try:
-                    row = parse_row(jsonio.loads(line))
-                except (ValueError, ValidationError, TypeError):
-                    skipped.append(lineno)
-                else:
-                    refs.append(_ref(row, lineno, base + pos, len(line)))
-                    if views is not None:
-                        views.append(on_row(row))  # type: ignore[misc]
-            pos = nl + 1
+        view = None if views is None else (lambda _offset, row, _v=views: _v.append(on_row(row)))  # type: ignore[misc]
+        lineno, n = _parse_lines(data, end, lineno, base, refs, skipped, view)
+        parsed += n
         if end:
             covered = base + end - lo
         carry = data[end:]
