@@ -46,3 +46,13 @@ def wait_refreshed_after(page: Any, count: int, timeout_s: float = 15.0) -> None
     while int(page.get_attribute("body", "data-refresh-count") or 0) <= count:
         assert time.monotonic() < deadline, f"the page did not refresh past {count} within {timeout_s} s"
         page.wait_for_timeout(50)
+
+
+def open_force_apply_dialog(page: Any, underlying: str | None = None) -> Any:
+    """Click the Latest Calibration Run card's Force-Apply (of `underlying`, or the only one) and wait for the
+    dialog's confirm step; returns the dialog's locator."""
+    which = f'[data-for="{underlying}"]' if underlying else ""
+    page.click(f'#latest-run button[data-action="force-apply"]{which}')
+    dialog = page.locator('#action-dialog[data-step="confirm"]')
+    dialog.wait_for(timeout=10000)
+    return dialog

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from browser_helpers import ARTIFACTS, launched, require_chromium, wait_refreshed_after
+from browser_helpers import ARTIFACTS, launched, open_force_apply_dialog, require_chromium, wait_refreshed_after
 from foundation_helpers import force_apply
 
 from calreport.report.serve import make_server
@@ -190,9 +190,7 @@ def test_force_apply_then_roll_back_from_the_served_page(root, rows, browser):
         assert applied_card_text(page) == {"global": "1.0400", "0-7d": "1.0200", "7-30d": "1.0300"}
         assert page.locator("#latest-run [data-cli]:visible").count() == 0  # buttons in place of the CLI
 
-        page.click('#latest-run button[data-action="force-apply"][data-for="BTC"]')
-        dialog = page.locator('#action-dialog[data-step="confirm"]')
-        dialog.wait_for(timeout=10000)
+        dialog = open_force_apply_dialog(page, "BTC")
         text = dialog.inner_text()
         assert held.run_id in text and "Realism: ok" in text
         shown = {tr.get_attribute("data-band"): (tr.get_attribute("data-old"), tr.get_attribute("data-new"))
@@ -249,9 +247,7 @@ def test_failed_realism_run_is_refused_and_overridden_only_after_a_second_confir
     page = context.new_page()
     try:
         page.goto(server.url)
-        page.click('#latest-run button[data-action="force-apply"]')
-        dialog = page.locator('#action-dialog[data-step="confirm"]')
-        dialog.wait_for(timeout=10000)
+        dialog = open_force_apply_dialog(page)
         assert "failed realism" in dialog.inner_text() and "Realism: failed" in dialog.inner_text()
         dialog.locator('button[data-role="confirm"]').click()
         refused = page.locator('#action-dialog[data-step="refused"]')

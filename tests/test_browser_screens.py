@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from browser_helpers import ARTIFACTS, launched, require_chromium, wait_refreshed_after
+from browser_helpers import ARTIFACTS, launched, open_force_apply_dialog, require_chromium, wait_refreshed_after
 from foundation_helpers import force_apply
 
 from calreport.report.serve import make_server
@@ -218,9 +218,7 @@ def test_policy_then_force_apply_then_refresh_shows_smoothed_x_applied_and_globa
         count = int(page.get_attribute("body", "data-refresh-count") or 0)
         page.click("#refresh")
         wait_refreshed_after(page, count)  # a poll may refresh too
-        page.click('#latest-run button[data-action="force-apply"][data-for="BTC"]')
-        dialog = page.locator('#action-dialog[data-step="confirm"]')
-        dialog.wait_for(timeout=10000)
+        dialog = open_force_apply_dialog(page, "BTC")
         for part in ("#action-dialog", "#action-dialog h3", "#action-dialog table.changes", '#action-dialog input[data-role="note"]'):
             inside_viewport(page, part)  # the dialog, its title, its band table and the note fit the width
         assert dialog.locator('tr[data-band="global"]').get_attribute("data-new") == "1.0833"
@@ -249,9 +247,7 @@ def test_the_confirm_dialog_lists_the_smile_nodes_that_change(demo_root, browser
     page = context.new_page()
     try:
         page.goto(server.url)
-        page.click('#latest-run button[data-action="force-apply"][data-for="ETH"]')
-        dialog = page.locator('#action-dialog[data-step="confirm"]')
-        dialog.wait_for(timeout=10000)
+        dialog = open_force_apply_dialog(page, "ETH")
         nodes = dialog.locator("table.smile-changes tr[data-node]")
         assert nodes.count() > 0
         assert all(tr.get_attribute("data-old") != tr.get_attribute("data-new") for tr in nodes.all())
@@ -294,9 +290,7 @@ def test_the_confirm_dialog_names_a_change_of_the_surface_block(root, rows, brow
     page = context.new_page()
     try:
         page.goto(server.url)
-        page.click('#latest-run button[data-action="force-apply"][data-for="BTC"]')
-        dialog = page.locator('#action-dialog[data-step="confirm"]')
-        dialog.wait_for(timeout=10000)
+        dialog = open_force_apply_dialog(page, "BTC")
         row = dialog.locator('table.surface-changes tr[data-what="surface"]')
         assert (row.get_attribute("data-old"), row.get_attribute("data-new")) == ("pillars-pchip-1", "none (step model)")
         inside_viewport(page, "#action-dialog table.surface-changes")
