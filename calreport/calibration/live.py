@@ -562,12 +562,15 @@ def _expiry_summaries(priced: _Priced) -> list[ExpirySummary]:
 
 
 def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
+    """One row per quote. Its mark_iv is the desk's market IV (sigma_mark: Deribit's mark_iv, the mark inverted
+    where absent), the one every IV error compares with (desk.py), so the dashboard's IV error per expiry and
+    headline, priced from this detail, measure what iv_error_vp measures; its vega is at the mark's own IV."""
     q = priced.sel.quotes
     diff = (priced.synthetic - q.mark_price) / q.mark_price * 100.0
     cols = zip(
         q.instrument.tolist(), priced.sel.dte.tolist(), q.strike.tolist(), q.is_call.tolist(),
         q.mark_price.tolist(), priced.synthetic.tolist(), diff.tolist(), priced.weights.tolist(),
-        priced.miv.tolist(), priced.sigma.tolist(), priced.band.tolist(), q.underlying_price.tolist(),
+        priced.sigma_mark.tolist(), priced.sigma.tolist(), priced.band.tolist(), q.underlying_price.tolist(),
     )
     return [  # one model per quote: the detail file is quote-level by design
         QuoteDetail(

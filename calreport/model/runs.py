@@ -412,7 +412,7 @@ class QuoteDetail(_Lenient):
     synthetic: float = Field(description="Black-76 price at RV_7d x the tested multiplier (coin).")
     diff_pct: float = Field(description="(synthetic - mark) / mark (percent).")
     vega: float = Field(description="Black-76 vega at the market IV (coin per 1.00 vol).")
-    mark_iv: float | None = Field(default=None, description="IV of the mark (fraction).")
+    mark_iv: float | None = Field(default=None, description="Deribit's mark IV (fraction; the mark inverted where Deribit gives none): what the IV errors compare with. Files written before held the mark price's own IV.")
     synthetic_iv: float | None = Field(default=None, description="The synthetic sigma (fraction).")
     band: str | None = Field(default=None, description="DTE band label, null outside every band.")
     forward: float | None = Field(default=None, description="The expiry's forward, Deribit's underlying_price (USD); for the smile chart's moneyness.")
