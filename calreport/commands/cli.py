@@ -281,7 +281,8 @@ def describe_smile(smile: Smile | None) -> list[str]:
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
-    from calreport.commands.audit import smile_changes, surface_changes
+    from calreport.commands.audit import smile_changes
+    from calreport.model import surface_changes
     from calreport.model import Multipliers
 
     ev = actions.force_apply(ws, one_underlying(args.underlying, ws), allow_unrealistic=args.allow_unrealistic, note=args.note)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
-from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
@@ -27,6 +26,7 @@ from calreport.model import (
     CalibrationConfig,
     Multipliers,
     StateDocument,
+    surface_changes,
 )
 from calreport.store.applied import entry_reason, read_applied
 from calreport.store.files import read_input
