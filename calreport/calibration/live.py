@@ -712,9 +712,11 @@ def evaluate_live(
             for name, gm in by_band.items()
         }
     surface_s: float | None = None
+    surface_capped: bool | None = None
     if smiles is not None and uses_surface(config, mode) and rv.rv is not None:
         # the quoted surface: every band's level and smile fitted jointly, as pillars of one surface
         recommended, surface_stats, surface_s, problem = _surface_fit(priced, float(rv.rv), config, now_ms, applied, recommended)
+        surface_capped = problem[1].capped
         smiles = _SmileFits(smiles.global_, smiles.bands, {**smiles.stats, **surface_stats}, smiles.deviations)
         by_band = {
             name: gm.model_copy(update={"recommended": round(recommended.bands[name], 4), "on_bound": None}) if name in recommended.bands else gm
@@ -792,7 +794,7 @@ def evaluate_live(
         smoothed=smoothed,
         **({"smile_fit": smiles.stats} if smiles is not None else {}),
         **({"arbitrage": arbitrage} if arbitrage is not None else {}),
-        **({"surface_fit_s": round(surface_s, 4)} if surface_s is not None else {}),
+        **({"surface_fit_s": round(surface_s, 4), "surface_fit_capped": surface_capped} if surface_s is not None else {}),
         smoothed_from=prev_source,
         smoothing_alpha=round(alpha, 6),
         status=status,

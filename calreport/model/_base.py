@@ -27,7 +27,7 @@ RealismStatus = Literal["ok", "degraded", "failed"]
 REALISM_STATUSES: tuple[RealismStatus, ...] = get_args(RealismStatus)
 Decision = Literal["apply", "hold"]
 DisplayStatus = Literal["applied", "superseded", "rolled-back", "held", "failed"]  # derived by store.state, never stored
-FlagCode = Literal["THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER"]
+FlagCode = Literal["THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER", "FIT_NOT_CONVERGED"]
 
 
 def _strict_multiplier(value: Any) -> float:
