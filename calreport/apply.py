@@ -556,6 +556,10 @@ def arbitrage_of(values: Multipliers | None, rv: float | None, which: str) -> st
 # --------------------------------------------------------------------------- bounds of what is written
 
 
+# why values naming a band the config lacks exist at all: a run fitted before the bands were edited
+OTHER_BANDS = " (values fitted under other bands; the next live run fits the configured ones)"
+
+
 def checked_values(values: Multipliers, config: CalibrationConfig) -> Multipliers | Refused:
     """`values` as the YAML would hold them (4 decimals, bands in config order, the smile), or why
     they can never be written: a non-finite or non-positive value, one outside config.limits, a band
@@ -579,7 +583,7 @@ def checked_values(values: Multipliers, config: CalibrationConfig) -> Multiplier
             bands[label] = v
     extra = sorted(set(values.bands) - set(known))
     if extra:
-        return Refused(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
+        return Refused(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml{OTHER_BANDS}")
     smile = _checked_smile(values.smile, config)
     if isinstance(smile, Refused):
         return smile
@@ -587,7 +591,7 @@ def checked_values(values: Multipliers, config: CalibrationConfig) -> Multiplier
     if surface is not None:
         extra = sorted(set(surface.pillars) - set(known))
         if extra:
-            return Refused(f"surface pillar {excerpt(extra[0], 40)} is not a band defined in config/calibration.yaml")
+            return Refused(f"surface pillar {excerpt(extra[0], 40)} is not a band defined in config/calibration.yaml{OTHER_BANDS}")
     return Multipliers(global_=g, bands=bands, smile=smile, surface=surface).rounded(4)
 
 
@@ -597,7 +601,7 @@ def _checked_smile(smile: Smile | None, config: CalibrationConfig) -> Smile | No
     known = config.band_names()
     extra = sorted(set(smile.bands) - set(known))
     if extra:
-        return Refused(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
+        return Refused(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml{OTHER_BANDS}")
     for label, vs in [("global", smile.global_), *smile.bands.items()]:
         if not all(math.isfinite(v) and v > 0 for v in vs):
             return Refused(f"refusing to apply smile {label} with a non-finite or non-positive value")

@@ -71,6 +71,13 @@ def test_splitting_a_band_keeps_the_applied_surface_quoted_until_the_next_run_ap
     view = EngineView.from_document(read_applied(Root(root)), load_config(Root(root)))
     line = view.describe(["BTC"])[0]
     assert "0-7d" in line and "0-2d" not in line  # the watcher names the levels the surface quotes
+    # the latest run was fitted under the old bands: forcing it would write bands the config lacks
+    yaml_bytes = (root / "config" / "applied_multipliers.yaml").read_bytes()
+    capsys.readouterr()
+    assert main(["--root", str(root), "force-apply", "--underlying", "BTC"]) == 1
+    err = capsys.readouterr().err
+    assert "'0-7d' is not defined in config/calibration.yaml (values fitted under other bands; the next live run" in err
+    assert (root / "config" / "applied_multipliers.yaml").read_bytes() == yaml_bytes
 
     assert main(calibrate) == 0
     run = _live_runs(root)[-1]
