@@ -392,7 +392,7 @@ def run_doctor(ws: Workspace) -> DoctorReport:
                     e.underlying,
                 )
             )
-    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).status_of)
+    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).shown_status)
     return DoctorReport(str(root.path), problems, doc, **counts, live_statuses=dict(statuses))
 
 

@@ -33,7 +33,7 @@ from calreport.model import (
 from calreport.report import charts
 from calreport.report.expiry_errors import ExpiryErrorSection, build_expiry_errors
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
-from calreport.store.state import ROLLED_BACK, StatusIndex
+from calreport.store.state import LEGACY_STATUS, ROLLED_BACK, StatusIndex
 from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
 
 MISSING = fmt.MISSING
@@ -528,15 +528,11 @@ def underlyings_of(inp: Inputs) -> list[str]:
     return names + sorted(extra - set(names))
 
 
-LEGACY_STATUS = "legacy"
-
-
 def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
-    """The display status; an imported legacy record shows "legacy" (calreport never applied it:
-    a derived "held" beside the old system's "apply" would contradict its own decision)."""
+    """The display status (StatusIndex.shown_status: an imported legacy record shows "legacy")."""
     if not run.is_live:
         return LEGACY_STATUS
-    return UNKNOWN if index is None else index.status_of(run)
+    return UNKNOWN if index is None else index.shown_status(run)
 
 
 def legacy_decision(run: LiveRun) -> str:
