@@ -47,6 +47,7 @@ from calreport.model import (
     Band,
     CalibrationConfig,
     default_entry,
+    quoted_in_mode,
 )
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
@@ -244,7 +245,7 @@ class EngineView:
     def mode_matches(self, underlying: str) -> bool:
         """The applied values were fitted in the configured mode (never-applied 1.0 matches any)."""
         entry = self.entry(underlying)
-        return entry is None or (entry.sigma_mode or DEFAULT_SIGMA_MODE) == self.sigma_mode(underlying)
+        return entry is None or quoted_in_mode(entry.sigma_mode, self.sigma_mode(underlying))
 
     def sigma_in_mode(
         self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,

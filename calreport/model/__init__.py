@@ -24,6 +24,7 @@ from calreport.model._base import (
     FlagCode,
     RealismStatus,
     SigmaMode,
+    quoted_in_mode,
 )
 from calreport.model.applied import (
     APPLIED_SCHEMA_VERSION,
@@ -97,5 +98,5 @@ __all__ = [
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
     "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL", "surface_changes",
     "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "NodeUncertainty", "UncertaintyEntry", "UnknownRow",
-    "default_entry",
+    "default_entry", "quoted_in_mode",
 ]

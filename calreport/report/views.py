@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 
 from calreport import fmt
 from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
+from calreport.calibration.sigma import mode_of
 from calreport.model import (
     AppliedDocument,
     AppliedEntry,
@@ -29,6 +30,7 @@ from calreport.model import (
     Multipliers,
     RunDetail,
     RunFlag,
+    quoted_in_mode,
 )
 from calreport.report import charts
 from calreport.report.expiry_errors import ExpiryErrorSection, build_expiry_errors
@@ -136,6 +138,9 @@ class OverviewCard:
     # False when the surface quotes every pillar at its own band's level: the global level is then only a
     # fallback the engine does not use (the card says so instead of "Engine uses (global)")
     global_quoted: bool = True
+    # set when the applied values were fitted in another sigma mode than the configured one: the engine
+    # quotes the base alone (EngineView.sigma_in_mode), so the card must not present them as quoted
+    not_used: str = ""
 
 
 # The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
@@ -1133,6 +1138,13 @@ def _global_level_quoted(entry: AppliedEntry, config: CalibrationConfig) -> bool
     return any(label not in entry.bands for label in entry.surface.pillars)
 
 
+def _not_used(entry: AppliedEntry | None, mode: str) -> str:
+    """Why the engine quotes none of an entry's values ("" when it quotes them): fitted in another sigma mode."""
+    if entry is None or quoted_in_mode(entry.sigma_mode, mode):
+        return ""
+    return f"not used: fitted in sigma_mode {mode_of(entry.sigma_mode)}, configured {mode}; the engine quotes the base alone until a run in {mode} is applied"
+
+
 def build_overview(
     inp: Inputs, names: list[str], flags: Sequence[FlagSummary], expiry: dict[str, ExpiryErrorSection] | None = None
 ) -> list[OverviewCard]:
@@ -1155,6 +1167,7 @@ def build_overview(
             underlying=name, applied=applied, applied_bands=bands, applied_source=source, applied_updated=updated,
             health=health, health_text=health_text, run_present=run is not None,
             global_quoted=entry is None or _global_level_quoted(entry, inp.config),
+            not_used=_not_used(entry, inp.config.sigma_mode_for(name)),
         )
         if run is not None:
             status = derive_status(index, run)
