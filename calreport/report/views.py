@@ -822,7 +822,7 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 recommended_on_bound=bool(run.recommended_on_bound),
                 samples=fmt.integer(run.samples),
                 rv_source=fmt.text(run.rv_source),
-                rv_returns=fmt.integer(run.rv_returns),
+                rv_returns=fmt.integer(run.rv_returns) if run.rv_source != "manual" else MISSING,  # --rv: no returns behind it
                 rv_warning=run.rv_warning or "",
                 deribit_hv=(f"{fmt.vol(run.deribit_hv)} at {fmt.time(run.deribit_hv_ts)} (RV_7d {fmt.vol(run.rv_7d)})"
                             if run.deribit_hv is not None else ""),
