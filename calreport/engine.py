@@ -356,6 +356,7 @@ class _Loaded:
     applied_hash: str | None = None
     config_hash: str | None = None
     config: CalibrationConfig = field(default_factory=CalibrationConfig)
+    bad_config_hash: str | None = None  # a calibration.yaml already reported as unusable: said once, not per check
 
 
 class AppliedMultipliersWatcher:
@@ -589,14 +590,19 @@ class AppliedMultipliersWatcher:
         data = _read_bytes(self.root.calibration_config)
         h = _digest(data)
         if h == self._loaded.config_hash and self._view is not None:
+            self._loaded.bad_config_hash = None
             return self._loaded.config, h, False
+        if h == self._loaded.bad_config_hash:
+            return self._loaded.config, self._loaded.config_hash, False
         try:
             cfg = load_config(self.root)
         except CalreportError as exc:
             if self._view is None and self._loaded.config_hash is None:
                 raise
+            self._loaded.bad_config_hash = h
             self._report_error(exc)
             return self._loaded.config, self._loaded.config_hash, False
+        self._loaded.bad_config_hash = None
         return cfg, h, True
 
     def _reload(self, initial: bool = False) -> bool:

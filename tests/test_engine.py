@@ -203,3 +203,23 @@ def test_watch_command_prints_each_change_and_exits_0_on_ctrl_c(root):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_bad_calibration_yaml_edit_is_reported_once_until_its_bytes_change(root):
+    """A config edit the engine cannot use is one message, not one per periodic check; a new bad edit is a new one."""
+    errors: list[CalreportError] = []
+    with AppliedMultipliersWatcher(root, on_error=errors.append, check_interval_s=0.01) as engine:
+        cfg = root.calibration_config.read_text()
+        root.calibration_config.write_text(cfg.replace("alpha: 0.3", "alpha: 7"))
+        assert _wait_until(lambda: engine.last_error is not None)
+        time.sleep(2.5)  # past two full content checks (FULL_CHECK_S) and any editor-burst debounce
+        assert len(errors) == 1, [e.one_line() for e in errors]
+        assert "smoothing.alpha" in str(errors[0])
+        root.calibration_config.write_text(cfg.replace("alpha: 0.3", "alpha: 8"))
+        assert _wait_until(lambda: len(errors) == 2)
+        time.sleep(1.5)
+        assert len(errors) == 2
+        root.calibration_config.write_text(cfg)  # fixed: the next bad edit is reported again
+        time.sleep(0.3)
+        root.calibration_config.write_text(cfg.replace("alpha: 0.3", "alpha: 7"))
+        assert _wait_until(lambda: len(errors) == 3)
