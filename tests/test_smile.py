@@ -445,6 +445,24 @@ def test_price_command_json_and_csv_carry_the_same_rows_and_refuse_bad_input_in_
     assert not (tmp_path / "x.json").exists()
 
 
+def test_price_stderr_summary_says_no_violation_when_clean_and_names_the_first_otherwise(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from calreport.commands.price import arbitrage_summary
+    from calreport.model.runs import ArbitrageCheck
+
+    root = tmp_path / "r"
+    assert cli_main(["--root", str(root), "init"]) == 0
+    snap = write_snapshot(tmp_path / "s.json", _skewed_rows())
+    capsys.readouterr()
+    argv = ["--root", str(root), "price", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.45", "--out", str(tmp_path / "p.json")]
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    last = next(line for line in err.splitlines() if line.startswith("arbitrage: "))
+    assert last.startswith("arbitrage: listed 0 butterflies") and last.endswith("calendars; no violation"), err
+    dirty = {"listed": ArbitrageCheck(), "grid": ArbitrageCheck(butterflies=2, first="butterfly at K/F 1.20, 3 days")}
+    line = arbitrage_summary(dirty)
+    assert line.endswith("; first grid: butterfly at K/F 1.20, 3 days") and "no violation" not in line
+
+
 # --------------------------------------------------------------------------- dashboard
 
 from calreport.report import render_site  # noqa: E402

@@ -141,10 +141,10 @@ def price_table(
 
 
 def arbitrage_summary(checks: dict[str, ArbitrageCheck]) -> str:
-    """One line: 'arbitrage: listed 0 butterflies, 0 call spreads, 0 calendars; grid ...; first: ...'."""
+    """One line: 'arbitrage: listed 0 butterflies, 0 call spreads, 0 calendars; grid ...; first grid: ...' (clean: '; no violation')."""
     parts = [f"{k} {c.butterflies} butterflies, {c.call_spreads} call spreads, {c.calendars} calendars" for k, c in checks.items()]
     first = next((f"{k}: {c.first}" for k, c in checks.items() if c.first), None)
-    return "arbitrage: " + "; ".join(parts) + (f"; first {first}" if first else "; none")
+    return "arbitrage: " + "; ".join(parts) + (f"; first {first}" if first else "; no violation")
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt_: str) -> bytes:
