@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from calreport.commands import usecases as actions
-from calreport.commands.cli import describe_auto_run, harvest_progress, warn
+from calreport.commands.cli import describe_auto_run, empty_window_hint, harvest_progress, warn
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError
 from calreport.store.paths import Root
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                         statuses.append("failed")
                         continue
                     print(describe_auto_run(run))
+                    hint = empty_window_hint(ws, run.underlying or underlying, run, as_of_given=as_of is not None)
+                    if hint:
+                        warn(hint)
                     statuses.append(run.status or "failed")
     finally:
         ws.rerender()  # once, after every run of the job

@@ -226,6 +226,22 @@ def test_daily_job_exit_codes(sample_root: Root) -> None:
     assert daily.main(["--root", str(sample_root.path), "--as-of", "2024-01-01T00:00:00Z"]) == 2
 
 
+def test_daily_job_names_the_harvest_range_when_the_window_ending_now_is_empty(sample_root: Root, capsys: pytest.CaptureFixture) -> None:
+    """Cron runs the job without --as-of: a harvest that stopped days ago must say so, as `calreport auto-calibrate` does."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import daily_auto_calibrate as daily
+    finally:
+        sys.path.pop(0)
+    _set_config(sample_root, "auto:\n  underlyings: [BTC, ETH]", "auto:\n  underlyings: [BTC]")
+    capsys.readouterr()
+    assert daily.main(["--root", str(sample_root.path)]) == 2  # the window ending now (2026+) holds nothing
+    err = capsys.readouterr().err
+    assert "the BTC harvest covers 2025-12-07 to 2025-12-13 (UTC days)" in err and "--as-of 2025-12-13T23:59:59Z" in err, err
+    assert daily.main(["--root", str(sample_root.path), "--as-of", "2024-01-01T00:00:00Z"]) == 2
+    assert "covers" not in capsys.readouterr().err  # an explicit --as-of is the user's choice: no hint
+
+
 def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:

@@ -358,7 +358,7 @@ def parse_as_of(text: str | None) -> datetime | None:
 def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
 
-    from calreport.commands.harvester import format_compact, harvest_span
+    from calreport.commands.harvester import format_compact
 
     as_of = parse_as_of(args.as_of)
     name = args.underlying.upper()
@@ -375,14 +375,27 @@ def cmd_auto_calibrate(args: argparse.Namespace, ws: Workspace) -> int:
         print_json(run.to_json_dict())
     else:
         print(describe_auto_run(run) if args.verbose else describe_auto_run_short(run))
-    if run.status == "failed" and not run.snapshots_in_window and args.as_of is None:
-        span = harvest_span(ws.root, name)
-        warn(
+    hint = empty_window_hint(ws, name, run, as_of_given=args.as_of is not None)
+    if hint:
+        warn(hint)
+    return 0
+
+
+def empty_window_hint(ws: Workspace, name: str, run: AutoRun, *, as_of_given: bool) -> str | None:
+    """Why an auto run ending now found nothing: the days the harvest does cover and the --as-of that reaches
+    them (`auto-calibrate` and the daily job, which cron runs without --as-of); None when it found data or
+    the user chose the window."""
+    from calreport.commands.harvester import harvest_span
+
+    if run.status != "failed" or run.snapshots_in_window or as_of_given:
+        return None
+    span = harvest_span(ws.root, name)
+    if span:
+        return (
             f"the {name} harvest covers {span[0]} to {span[1]} (UTC days), not the window ending now; "
             f"pass --as-of {span[1]}T23:59:59Z (or an earlier time) to calibrate over it"
-            if span else f"the {name} harvest ({_relative(ws.root.harvest_dir(name), ws.root)}) has no days"
         )
-    return 0
+    return f"the {name} harvest ({_relative(ws.root.harvest_dir(name), ws.root)}) has no days"
 
 
 def cmd_prices_fetch(args: argparse.Namespace, ws: Workspace) -> int:
