@@ -64,6 +64,16 @@ def test_a_sweep_makes_one_variant_per_combination_by_dotted_path_or_last_part()
     assert [(c.smoothing.alpha, c.fit.min_rv_returns) for _, c, _ in made] == [(0.3, 24), (0.3, 48), (1, 24), (1, 48)]
 
 
+def test_a_swept_value_equal_to_the_roots_own_is_the_root_variant_not_a_second_copy(ws: Workspace, tmp_path: Path) -> None:
+    cfg = CalibrationConfig()  # alpha 0.3, as `calreport init` writes it
+    made = backtest_cmd.sweep_configs(cfg, backtest_cmd.parse_sweeps(["alpha=0.3,1"]))
+    assert [n for n, _, _ in made] == ["alpha1"]
+    out = _generated(ws, tmp_path / "g", days=0.05, sweep=("alpha=0.3,1",), workers=1)
+    assert list(out.summary.variants) == ["root", "alpha1"]
+    assert "smoothing.alpha=0.3" in out.summary.variants["root"]["source"]  # the page says which swept value it stands for
+    assert out.summary.sweep == {"alpha": [0.3, 1]}
+
+
 @pytest.mark.parametrize(
     ("sweep", "needle"),
     [(["alpha"], "expected KEY=V1"), (["nosuch=1"], "no setting 'nosuch'"), (["alpha=7"], "alpha=7"), (["alpha=1", "alpha=2"], "twice")],

@@ -158,9 +158,12 @@ def run(
     start_entry = applied_store.read_applied(root, cfg).entry(name)  # read only: the simulation starts here
     if generated is not None:
         start_entry = default_entry()  # a generated market owes nothing to the root's applied values
-    configs = [Variant(ROOT_VARIANT, cfg, start_entry, source=str(root.calibration_config.relative_to(root.path)))]
+    swept = _sweep_combinations(cfg, grid)
+    as_root = [src for _, c, src in swept if c == cfg]  # a swept combination that is the root's own settings
+    root_source = str(root.calibration_config.relative_to(root.path)) + (f" (also the sweep's {'; '.join(as_root)})" if as_root else "")
+    configs = [Variant(ROOT_VARIANT, cfg, start_entry, source=root_source)]
     configs += [Variant(n, load_config_file(p), start_entry, source=str(p)) for n, p in parsed]
-    configs += [Variant(n, c, start_entry, source=f"sweep {src}") for n, c, src in sweep_configs(cfg, grid)]
+    configs += [Variant(n, c, start_entry, source=f"sweep {src}") for n, c, src in swept if c != cfg]
     names = [v.name for v in configs]
     if len(set(names)) != len(names):
         raise CalreportError("--variant/--sweep: each variant needs its own name")
@@ -266,6 +269,12 @@ def resolve_setting(cfg: CalibrationConfig, key: str) -> str:
 
 
 def sweep_configs(cfg: CalibrationConfig, grid: list[tuple[str, list[Any]]]) -> list[tuple[str, CalibrationConfig, str]]:
+    """Every combination of the swept values over the root's config but the root's own settings (the root
+    variant is that one; a second copy would replay the same decisions under another name): (name, config, what was set)."""
+    return [made for made in _sweep_combinations(cfg, grid) if made[1] != cfg]
+
+
+def _sweep_combinations(cfg: CalibrationConfig, grid: list[tuple[str, list[Any]]]) -> list[tuple[str, CalibrationConfig, str]]:
     """Every combination of the swept values over the root's config: (name, config, what was set)."""
     if not grid:
         return []

@@ -825,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rv", type=float, help="fixed RV_7d as a fraction (default: RV_7d from the harvest as of each snapshot)")
     sp.add_argument("--max-staleness", dest="max_staleness", help="furthest a snapshot may be from a decision or horizon time (default 30m)")
     sp.add_argument("--sweep", action="append", metavar="KEY=V1,V2", help="a grid of variants over the root's config: a setting by dotted "
-                    "path or last part (smoothing.alpha, alpha) and its values; repeat for more settings (the grid is every combination)")
+                    "path or last part (smoothing.alpha, alpha) and its values; repeat for more settings (the grid is every combination; one equal to the root's config is the root variant)")
     sp.add_argument("--workers", type=int, help="local worker processes for the variants (default: one per core, at most one per variant; 1 runs here)")
     sp.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the variants on this existing Dask cluster (dask.distributed)")
     sp.add_argument("--generated", type=float, metavar="DAYS", help="replay market/sample.py's generated market over DAYS (a snapshot each "
