@@ -806,17 +806,32 @@ def clean_note(note: str | None) -> str | None:
 
 
 def force_apply(
-    store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None
+    store: ApplyStore, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None,
+    run_id: str | None = None,
 ) -> ApplyEvent:
-    """Apply the smoothed values of the latest *live* run (reason "Forced by user"), in one transaction."""
+    """Apply the smoothed values of the latest *live* run (reason "Forced by user"), in one transaction.
+
+    "The latest" is read again under the apply lock: a `calibrate` holds that lock from its read to its
+    write, so a force-apply that waited on one applies the run it added, never the run before it over
+    the values its policy just wrote. `run_id` (the dashboard's confirmed run) must still be the latest
+    then, else the force-apply is refused: the user reviewed another change."""
     cfg = store.config
     name = cfg.check_underlying(underlying)
     note = clean_note(note)
-    run = store.latest_live_run(name)
-    values = accepted(force_values(run, name, cfg, allow_unrealistic=allow_unrealistic, where=store.where))
-    accepted(checked_values(values, cfg))  # refuse values that can never be written before taking the lock
-    assert run is not None  # force_values refused otherwise
+
+    def forced(run: LiveRun | None) -> tuple[LiveRun, Multipliers]:
+        if run_id is not None and run is not None and run.run_id != run_id:
+            Refused(f"the latest {name} live run is now {run.run_id}, not {run_id}; review the change again").raise_()
+        values = accepted(force_values(run, name, cfg, allow_unrealistic=allow_unrealistic, where=store.where))
+        accepted(checked_values(values, cfg))
+        assert run is not None  # force_values refused otherwise
+        return run, values
+
+    run, values = forced(store.latest_live_run(name))  # refuse what can never be written before taking the lock
     with store.transaction() as tx:
+        latest = store.latest_live_run(name)
+        if latest is None or latest.run_id != run.run_id:  # a calibrate finished while this waited for the lock
+            run, values = forced(latest)
         same = already_applied(values, tx.entry(name), cfg, sigma_mode=run.sigma_mode, what=f"run {run.run_id}'s smoothed values")
         if same is not None:
             same.raise_()

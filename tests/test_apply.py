@@ -16,10 +16,12 @@ from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
 from calreport.model import Multipliers
 from calreport.store.applied import (
+    FileApplyStore,
     apply_values,
     format_applied,
     read_applied,
 )
+from calreport.store.config import load_config
 from calreport.store.paths import Root, lock_path
 from calreport.store.query import HistoryQuery
 from calreport.store.state import read_state, status_index
@@ -320,3 +322,36 @@ def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_at_most_twic
     n = _opens(root, "force-apply", "--underlying", "BTC")
     assert n["exit"] == 0
     assert n["config"] + n["render config"] == 1 and n["applied"] + n["render applied"] <= 2
+
+
+class _CalibrateFinishesFirst(FileApplyStore):
+    """A live `calibrate` held the apply lock while force-apply chose its run: when force-apply gets the
+    lock, that calibrate has appended a newer run and the policy has applied it (what it leaves behind)."""
+
+    def transaction(self):  # type: ignore[no-untyped-def]
+        newer = add_live_run(self.root, smoothed=1.12, ts="2025-12-11T11:16:00Z")
+        with super().transaction() as tx:
+            tx.replace("BTC", newer.smoothed, source="policy", run_id=newer.run_id, reason="global d=0.0367")
+        self.newer = newer
+        return super().transaction()
+
+
+def test_force_apply_waiting_on_a_calibrate_applies_the_latest_run_under_the_lock_not_the_one_before_it(root):
+    from calreport import apply
+
+    add_live_run(root, smoothed=1.0833)  # held; force-apply reads it as "the latest" before the lock
+    store = _CalibrateFinishesFirst(root, load_config(root))
+    with pytest.raises(RefusedError, match="already applied"):  # the latest run is the one the policy just applied
+        apply.force_apply(store, "BTC")
+    entry = read_applied(root).entry("BTC")
+    assert (entry.global_, entry.run_id, entry.source) == (1.12, store.newer.run_id, "policy")  # not rolled back to 1.0833
+
+
+def test_force_apply_of_a_confirmed_run_is_refused_when_a_newer_run_landed_while_it_waited(root):
+    from calreport import apply
+
+    shown = add_live_run(root, smoothed=1.0833)  # the run the dashboard's dialog showed
+    store = _CalibrateFinishesFirst(root, load_config(root))
+    with pytest.raises(RefusedError, match=f"the latest BTC live run is now {{0}}, not {shown.run_id}".format("[0-9A-Z]+")):
+        apply.force_apply(store, "BTC", run_id=shown.run_id)
+    assert read_applied(root).entry("BTC").global_ == 1.12

@@ -287,6 +287,32 @@ def test_confirm_for_a_run_that_is_no_longer_the_latest_is_refused(root, rows, a
     assert records(root) == before
 
 
+def test_confirm_that_waited_on_a_calibrate_holding_the_lock_is_refused_not_applied_over_its_run(root, rows, acting, monkeypatch):
+    """The confirm passes its checks while a calibrate holds the apply lock; when the lock comes free that
+    calibrate has appended a newer run and applied it: the confirmed (older) run must not be written over it."""
+    from calreport.store import applied as applied_store
+
+    shown = rows.live(smoothed=1.0833)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "preview": True})
+    nonce = json.loads(payload)["preview"]["nonce"]
+    real = applied_store.FileApplyStore.transaction
+    landed = []
+
+    def calibrate_finishes_first(self):  # type: ignore[no-untyped-def]
+        if not landed:
+            newer = rows.live(smoothed=1.2)
+            with real(self) as tx:
+                tx.replace("BTC", newer.smoothed, source="policy", run_id=newer.run_id, reason="global d=0.1167")
+            landed.append(newer)
+        return real(self)
+
+    monkeypatch.setattr(applied_store.FileApplyStore, "transaction", calibrate_finishes_first)
+    status, _h, payload = post_action(acting, {"underlying": "BTC", "run_id": shown.run_id, "nonce": nonce})
+    assert status == 409 and f"now {landed[0].run_id}, not {shown.run_id}" in json.loads(payload)["error"]
+    entry = read_applied(root).underlyings["BTC"]
+    assert (entry.global_, entry.run_id, entry.source) == (1.2, landed[0].run_id, "policy")
+
+
 def test_preview_says_what_will_change_and_writes_nothing(root, rows, acting):
     run = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
     before = records(root)

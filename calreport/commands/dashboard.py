@@ -196,7 +196,7 @@ class DashboardActions:
                     )
                 if action == "force-apply":
                     ev = usecases.force_apply(
-                        ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA, note=body.note
+                        ws, plan["underlying"], allow_unrealistic=body.allow_unrealistic, via=VIA, note=body.note, run_id=body.run_id
                     )
                 else:
                     ev = usecases.rollback(ws, plan["underlying"], to=plan["run_id"], via=VIA, note=body.note)

@@ -81,11 +81,13 @@ def init(ws: Workspace) -> list[Path]:
 
 
 def force_apply(
-    ws: Workspace, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None
+    ws: Workspace, underlying: str, *, allow_unrealistic: bool = False, via: str | None = None, note: str | None = None,
+    run_id: str | None = None,
 ) -> ApplyEvent:
-    """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render."""
+    """Apply the latest live run's smoothed values (reason "Forced by user"), audit, re-render; `run_id`:
+    only if that run is still the latest when the apply lock is taken (the dashboard's confirmed run)."""
     store = applied_store.FileApplyStore(ws.root, ws.config)
-    event = apply.force_apply(store, underlying, allow_unrealistic=allow_unrealistic, via=via, note=note)
+    event = apply.force_apply(store, underlying, allow_unrealistic=allow_unrealistic, via=via, note=note, run_id=run_id)
     ws.applied(event)
     ws.rerender()
     return event
