@@ -141,6 +141,20 @@ def test_a_signal_ends_the_loop_after_the_current_write(tmp_path: Path, sig: sig
     assert signal.getsignal(sig) is before
 
 
+def test_a_stop_during_a_failing_fetch_does_not_announce_a_next_attempt(tmp_path: Path) -> None:
+    """SIGTERM (systemctl stop) while Deribit is unreachable: the log ends with the stop, not with
+    'network trouble: next attempt in 5 s', which no attempt follows."""
+    ws = _ws(tmp_path)
+    fake = FakeDeribit(DEC11)
+    fake.fail = 5
+    log: list[str] = []
+    fake.on_fetch = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    stats = run_harvester(ws, ["BTC"], 60, client=fake, max_cycles=5, log=log.append)
+    assert stats.stopped_by == "SIGTERM" and stats.cycles == 1 and stats.errors == 1
+    assert not any("next attempt in" in line for line in log), log
+    assert any("book summary failed" in line for line in log)
+
+
 def test_the_loop_compacts_closed_days_once_per_utc_day(tmp_path: Path) -> None:
     ws = _ws(tmp_path)
     fake = FakeDeribit(DEC11 + 15 * 3_600_000, step_ms=3 * 3_600_000)  # 23:00, then 02:00 next day

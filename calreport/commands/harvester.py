@@ -129,8 +129,8 @@ def run_harvester(
                         log(line)
                     stats.compacted += [f"{name} {r.date}" for r in rep.done]
                 compacted_on = _utc_day(now_ms)
-            if max_cycles is not None and stats.cycles >= max_cycles:
-                break
+            if stop.is_set() or (max_cycles is not None and stats.cycles >= max_cycles):
+                break  # stopping: no wait, and no "next attempt" announced that will not come
             if ok:
                 backoff = 0.0
                 next_at += every_s
