@@ -242,6 +242,26 @@ def test_daily_job_names_the_harvest_range_when_the_window_ending_now_is_empty(s
     assert "covers" not in capsys.readouterr().err  # an explicit --as-of is the user's choice: no hint
 
 
+def test_dashboard_says_the_harvest_stopped_when_the_auto_window_ends_hours_after_its_last_snapshot(sample_root: Root) -> None:
+    """A harvester that died at END: the daily run six hours later still finds a day of data (ok), but the
+    dashboard must not read as if the harvest were current."""
+    from calreport.report import render_site
+    from datetime import timedelta
+
+    ws = Workspace.open(sample_root)
+    run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=END_DT + timedelta(hours=1))  # within 2 h: current
+    render_site(sample_root)
+    html = sample_root.index_html.read_text()
+    assert "Stale harvest" not in html and 'data-field="stale-harvest"' not in html
+    run = run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=END_DT + timedelta(hours=6))
+    assert run.harvest_end == "2025-12-13T12:00:00Z" and run.snapshots_used and run.status == "ok"
+    render_site(sample_root)
+    html = sample_root.index_html.read_text()
+    assert "Stale harvest" in html
+    assert "BTC harvest ends 6.0 h before the window end of its latest auto run" in html
+    assert 'data-field="stale-harvest"' in html  # on the Data health card too
+
+
 def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:

@@ -310,7 +310,7 @@ class DashboardConfig(_Section):
     page_size: int = Field(default=500, ge=1, description="History rows per page of the full tables.")
     mae_warn_pct: float = Field(default=40.0, gt=0, description="A latest live run MAE above this shows a warning banner (percent).")
     stale_after_hours: float = Field(
-        default=2.0, gt=0, description="A latest live run older than this (against the render time) shows a staleness banner (hours)."
+        default=2.0, gt=0, description="A latest live run older than this (against the render time) shows a staleness banner; so does a latest auto run whose window ends this long after its last snapshot (hours)."
     )
     poll_seconds: float = Field(
         default=30.0, gt=0, description="Under `calreport serve`, how often the page asks for the applied state and refreshes its panels when it changed (seconds)."

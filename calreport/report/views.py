@@ -345,6 +345,7 @@ class HealthCard:
     settings_hash: str = MISSING
     issues: list[str] = field(default_factory=list)
     rests_on: str = ""  # the evidence headline (_used)
+    stale_harvest: str = ""  # the window ends long after the last snapshot (harvest_gap_hours)
 
 
 class LiveRow(NamedTuple):
@@ -860,6 +861,27 @@ def build_policy(inp: Inputs, names: list[str]) -> PolicyPanel:
     return PolicyPanel(thresholds=thresholds, decisions=decisions, config_error=inp.config_error)
 
 
+def harvest_gap_hours(run: AutoRun | None) -> float | None:
+    """Hours from an auto run's last harvested snapshot to the end of its window (None: no snapshot or
+    no window end): a harvester that stopped shows here, while the run over the data before it is fine."""
+    if run is None:
+        return None
+    end, last = time_ms(run.as_of or run.ts), time_ms(run.harvest_end)
+    return None if end is None or last is None else (end - last) / MS_PER_HOUR
+
+
+def stale_harvest(run: AutoRun | None, inp: Inputs) -> str:
+    """The stale-harvest sentence (empty when the harvest reaches the window end within dashboard.stale_after_hours)."""
+    gap, limit = harvest_gap_hours(run), inp.config.dashboard.stale_after_hours
+    if gap is None or gap <= limit or run is None:
+        return ""
+    return (
+        f"{run.underlying} harvest ends {fmt.span(gap)} before the window end of its latest auto run "
+        f"({fmt.time(run.harvest_end)} vs {fmt.time(run.as_of or run.ts)}; more than dashboard.stale_after_hours = "
+        f"{fmt.span(limit)}): is the harvester running?"
+    )
+
+
 def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
     latest_auto = inp.history.latest_auto
     cards = []
@@ -894,6 +916,7 @@ def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
                 period=period,
                 settings_hash=fmt.text(run.settings_hash),
                 issues=[str(i) for i in (dq.issues if dq else [])],
+                stale_harvest=stale_harvest(run, inp),
             )
         )
     return cards
@@ -1027,7 +1050,7 @@ def is_stale(run: LiveRun | None, inp: Inputs) -> bool:
 
 
 def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
-    """What concerns the whole page: unreadable files, skipped history lines, stale live runs.
+    """What concerns the whole page: unreadable files, skipped history lines, stale live runs, a stale harvest.
     Each underlying's own problems are gathered in its flag summary (build_flags)."""
     out: list[Banner] = []
     dash = inp.config.dashboard
@@ -1057,6 +1080,9 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                 f"{fmt.time(iso_utc(inp.now))}: the applied values may no longer fit the market.",
             )
         )
+    harvests = [text for n in names if (text := stale_harvest(inp.history.latest_auto.get(n), inp))]
+    if harvests:
+        out.append(Banner("warn", "Stale harvest", "; ".join(harvests)))
     for path, (count, line_numbers) in inp.history.skipped.items():
         if count:
             lines = ", ".join(str(n) for n in line_numbers[:5]) + (" ..." if count > 5 else "")
