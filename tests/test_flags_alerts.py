@@ -70,6 +70,22 @@ def test_each_flag_fires_on_its_condition_with_its_numbers() -> None:
     assert _codes(flags) == ["SHORT_EXPIRY_OUTLIER"] and "2025-12-15 (1.7d)" in flags[0].message
 
 
+def test_wing_and_outlier_flags_say_which_values_they_measured() -> None:
+    """A live run's buckets and expiries are priced at the values it tested (those applied before it): once
+    the run is applied the engine no longer quotes them, so 'model -11.0 vp from market' alone read as the
+    engine's wing now. An auto run's buckets are at its fitted multiplier."""
+    wing = {"all": {"put_lt10": DeltaBucket(samples=3, gap_vp=-11.0)}, "0-7d": {"put_lt10": DeltaBucket(samples=3, gap_vp=-11.0)}}
+    (flag,) = live_flags(_live(by_delta_bucket=wing, multiplier_tested=1.0), [], CFG)
+    assert flag.message == "0-7d <10D put: model -11.0 vp from market at the values the run tested (> 5)"
+    exp = [ExpirySummary(expiry="2025-12-15T08:00:00Z", dte=1.7, samples=40, vega_weighted_mae_pct=43.0)]
+    (flag,) = live_flags(_live(by_band={"0-7d": GroupMetrics(vega_weighted_mae_pct=20.0)}), exp, CFG)
+    assert flag.message == "expiry 2025-12-15 (1.7d): vMAE 43.0 % vs 0-7d band 20.0 % (> 2x) at the values the run tested"
+    run = AutoRun(run_id="a", underlying="BTC", samples=500, multiplier=1.0, data_quality=DataQuality(rv_returns=168),
+                  by_delta_bucket={"all": {"put_lt10": DeltaBucket(samples=3, gap_vp=-11.0)}})
+    (flag,) = auto_flags(run, CFG)
+    assert flag.message == "all <10D put: model -11.0 vp from market at the fitted multiplier (> 5)"
+
+
 def test_auto_flags_and_new_flags_compare_codes_with_the_previous_run() -> None:
     run = AutoRun(run_id="a", underlying="BTC", samples=500, multiplier=3.0, multiplier_on_bound=True,
                   data_quality=DataQuality(rv_returns=40))

@@ -42,7 +42,12 @@ def _thin_rv(sigma_mode: str | None, rv_source: str | None, returns: int | None,
     return RunFlag(code="THIN_RV", message=f"RV_7d from {returns} hourly returns (< {cfg.fit.min_rv_returns})")
 
 
-def _wing_gaps(by_bucket: dict | None, cfg: CalibrationConfig) -> list[RunFlag]:  # type: ignore[type-arg]
+TESTED = "at the values the run tested"  # a live run prices its buckets and expiries at the values applied before it
+FITTED = "at the fitted multiplier"  # an auto run's buckets
+
+
+def _wing_gaps(by_bucket: dict | None, cfg: CalibrationConfig, at: str) -> list[RunFlag]:  # type: ignore[type-arg]
+    """`at` names the values the gaps were measured at: once a live run is applied the engine no longer quotes them."""
     out: list[RunFlag] = []
     groups = by_bucket or {}
     for band, rows in groups.items():
@@ -52,7 +57,7 @@ def _wing_gaps(by_bucket: dict | None, cfg: CalibrationConfig) -> list[RunFlag]:
             b = rows.get(key)
             gap = getattr(b, "gap_vp", None)
             if b is not None and (b.samples or 0) > 0 and gap is not None and abs(gap) > cfg.flags.wing_gap_vp:
-                out.append(RunFlag(code="WING_GAP", message=f"{band} {label}: model {gap:+.1f} vp from market (> {cfg.flags.wing_gap_vp:g})"))
+                out.append(RunFlag(code="WING_GAP", message=f"{band} {label}: model {gap:+.1f} vp from market {at} (> {cfg.flags.wing_gap_vp:g})"))
     return out
 
 
@@ -79,7 +84,7 @@ def live_flags(
         flags.append(RunFlag(code="ON_FIT_BOUND", message=f"fit on a search bound: {', '.join(bound)}"))
     if run.decision == "apply" and run.status == "degraded":
         flags.append(RunFlag(code="DEGRADED_APPLIED", message=f"applied with degraded data: {run.reason or '-'}"))
-    flags += _wing_gaps(run.by_delta_bucket, cfg)
+    flags += _wing_gaps(run.by_delta_bucket, cfg, TESTED)
     flags += _expiry_outliers(run, expiries, cfg)
     if run.surface_fit_capped:
         flags.append(RunFlag(code="FIT_NOT_CONVERGED", message=(
@@ -103,7 +108,7 @@ def _expiry_outliers(run: LiveRun, expiries: Sequence[ExpirySummary], cfg: Calib
         if ref and e.vega_weighted_mae_pct > f.expiry_outlier_ratio * ref:
             out.append(RunFlag(code="SHORT_EXPIRY_OUTLIER", message=(
                 f"expiry {e.expiry[:10]} ({e.dte:.1f}d): vMAE {e.vega_weighted_mae_pct:.1f} % vs {name} band "
-                f"{ref:.1f} % (> {f.expiry_outlier_ratio:g}x)")))
+                f"{ref:.1f} % (> {f.expiry_outlier_ratio:g}x) {TESTED}")))
     return out
 
 
@@ -115,7 +120,7 @@ def auto_flags(run: AutoRun, cfg: CalibrationConfig) -> list[RunFlag]:
         flags.append(thin)
     if run.multiplier_on_bound:
         flags.append(RunFlag(code="ON_FIT_BOUND", message=f"fit on a search bound: {run.multiplier}"))
-    flags += _wing_gaps(run.by_delta_bucket, cfg)
+    flags += _wing_gaps(run.by_delta_bucket, cfg, FITTED)
     return flags
 
 
