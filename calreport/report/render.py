@@ -24,11 +24,18 @@ from typing import Any, Callable, Sequence
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
+
+try:  # markupsafe's C escape, str -> str: escape() without the Markup object and its copy back to str
+    from markupsafe._speedups import _escape_inner as _escape_text
+except ImportError:  # pragma: no cover - markupsafe without its speedups, or a version that renamed it
+
+    def _escape_text(s: str) -> str:
+        return str(escape(s))
 from pydantic import ValidationError
 
 from calreport import __version__, fmt, timeutil
 from calreport.errors import CalreportError
-from calreport.model import BacktestSummary, CalibrationConfig, HistoryRow, RunDetail
+from calreport.model import AutoRun, BacktestSummary, CalibrationConfig, HistoryRow, RunDetail
 from calreport.report import charts, compare, views
 from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest_pages
 from calreport.store import history
@@ -356,9 +363,9 @@ class CompiledRow:
     def __call__(self, row: tuple[str, ...]) -> str:
         shape = tuple(map(bool, row))
         text, pick = self._shapes.get(shape) or self._compile(row, shape)
-        escaped = str(escape("\x00".join(row))).split("\x00")  # one escape call for the whole row
+        escaped = _escape_text("\x00".join(row)).split("\x00")  # one escape call for the whole row
         if len(escaped) != len(row):  # a value holds NUL itself
-            escaped = [str(escape(v)) for v in row]
+            escaped = [_escape_text(v) for v in row]
         return text % pick(escaped)
 
 
@@ -369,6 +376,8 @@ AUTO_ROW = CompiledRow("auto_row")
 def page_view(run: HistoryRow) -> object:
     """What a history page keeps of a row the index validated: an auto run's finished row HTML (a
     few hundred bytes), a live run's formatted row (its status is derived per render); else None."""
+    if type(run) is AutoRun:  # the common row of a long history, without page_row's checks
+        return AUTO_ROW(views.auto_row(run))
     row = views.page_row(run)
     return AUTO_ROW(row) if isinstance(row, views.AutoRow) else row
 
