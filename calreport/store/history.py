@@ -115,30 +115,28 @@ _BLOCK_CHECK_MIN = 1 << 18  # below this a block is checked line by line (and nu
 
 def _number_suspects(data: bytes, end: int) -> list[int]:
     """Where in data[:end] one of _numbers_may_differ's patterns may start (ascending offsets; a
-    superset: "Inf" stands for Infinity), found with numpy a window at a time. The same check as
-    _numbers_may_differ at about a third of its cost: ~2 us of the ~5 us per history line."""
+    superset: "Inf" stands for Infinity), found with numpy a window at a time: the same check as
+    _numbers_may_differ for a whole block, at under half its cost a line."""
     import numpy as np  # the render has it loaded; a command that never scans a long block does not
 
+    pad = len(_LONG_DIGITS) - 1  # the longest pattern's length - 1: windows overlap by it
+    a = np.zeros(end + pad, np.uint8)  # zeros after the block: every pattern's array is as long as its window
+    a[:end] = np.frombuffer(data, np.uint8, end)
     out: list[int] = []
     for lo in range(0, end, _SUSPECT_STEP):
-        hi = min(end, lo + _SUSPECT_STEP + len(_LONG_DIGITS) - 1)  # windows overlap by a pattern's length
-        a = np.frombuffer(data, np.uint8, hi - lo, lo)
-        d = (a - np.uint8(48)) < 10  # digits (uint8 wraps below "0")
+        n = min(_SUSPECT_STEP, end - lo)  # the starts this window answers for
+        w = a[lo : lo + n + pad]
+        d = (w - np.uint8(48)) < 10  # digits (uint8 wraps below "0")
         run = d[:-1] & d[1:]  # runs of 2, 4, 8, 16, 19 digits
         run = run[:-2] & run[2:]
         run = run[:-4] & run[4:]
         run = run[:-8] & run[8:]
-        run = run[:-3] & run[3:]
-        mark = (a == 101) | (a == 69) | (a == 43)  # e E +
-        exp = mark[:-3] & d[1:-2] & d[2:-1] & d[3:]
-        nan = (a[:-2] == 78) & (a[1:-1] == 97) & (a[2:] == 78)
-        inf = (a[:-2] == 73) & (a[1:-1] == 110) & (a[2:] == 102)
-        limit = _SUSPECT_STEP if hi < end else hi - lo  # a start in the overlap is the next window's
-        for hits in (run, exp, nan, inf):
-            found = np.flatnonzero(hits[:limit])
-            if len(found):
-                out += (found + lo).tolist()
-    out.sort()
+        hit = run[:n] & run[3 : n + 3]
+        hit |= ((w[:n] == 101) | (w[:n] == 69) | (w[:n] == 43)) & d[1 : n + 1] & d[2 : n + 2] & d[3 : n + 3]  # e E +, 3 digits
+        hit |= (w[:n] == 78) & (w[1 : n + 1] == 97) & (w[2 : n + 2] == 78)  # NaN
+        hit |= (w[:n] == 73) & (w[1 : n + 1] == 110) & (w[2 : n + 2] == 102)  # Inf
+        if hit.any():
+            out += (np.flatnonzero(hit) + lo).tolist()
     return out
 
 
