@@ -81,6 +81,7 @@ def test_warm_cache_parses_nothing(root, rows, tmp_path, monkeypatch):
         raise AssertionError("parsed a cached line")
 
     monkeypatch.setattr(history, "parse_row", boom)
+    monkeypatch.setattr(history, "parse_line", boom)  # the scan's way in (parse_row is its fallback)
     warm = index_history(root.live_history, cache_file=cache)
     assert warm.parsed == 0 and warm.refs == cold.refs and warm.offset == cold.offset
 
@@ -227,14 +228,24 @@ def test_warm_one_shot_render_parses_only_shown_rows_and_shows_exact_counts(root
     assert "1 unreadable line(s) skipped" in cold_html
 
     calls = 0
-    real = history.parse_row
+    real_line, real_row, inside = history.parse_line, history.parse_row, []
 
-    def counting(data: object):  # type: ignore[no-untyped-def]
+    def counting_line(line: bytes, *args: object):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        return real(data)
+        inside.append(line)
+        try:
+            return real_line(line, *args)
+        finally:
+            inside.pop()
 
-    monkeypatch.setattr(history, "parse_row", counting)
+    def counting_row(data: object):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += not inside  # parse_line's own fallback is the same validation, counted once
+        return real_row(data)
+
+    monkeypatch.setattr(history, "parse_line", counting_line)
+    monkeypatch.setattr(history, "parse_row", counting_row)
     res = render_site(root, now=NOW)  # a fresh HistoryCache, as `calreport render` in a new process
     assert res.pages_written == 0
     assert root.index_html.read_text() == cold_html

@@ -923,10 +923,12 @@ def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
 
 
 def dte_range(run: AutoRun) -> str:
-    if run.dte_min is None and run.dte_max is None:
+    f = run.__dict__  # see auto_row
+    dte_min, dte_max = f["dte_min"], f["dte_max"]
+    if dte_min is None and dte_max is None:
         return MISSING
-    lo = MISSING if run.dte_min is None else f"{run.dte_min:g}"
-    hi = MISSING if run.dte_max is None else f"{run.dte_max:g}"
+    lo = MISSING if dte_min is None else f"{dte_min:g}"
+    hi = MISSING if dte_max is None else f"{dte_max:g}"
     return f"{lo}-{hi}d"
 
 
@@ -960,22 +962,24 @@ def live_row(run: LiveRun, status: str) -> LiveRow:
 def auto_row(run: AutoRun) -> AutoRow:
     """The Date column is the time the table is ordered by (store.history.row_time_ms): the end of
     the harvest window (`as_of`), the time the data describes; the wall-clock run time sits beside it.
-    Built positionally, in AutoRow's field order (a cold render makes 100,000)."""
-    as_of, ts = run.as_of, run.ts
+    Built positionally, in AutoRow's field order (a cold render makes 100,000), from the row's field
+    dict: every attribute read of a pydantic model goes through its __getattr__ hook, a dict read does not."""
+    f = run.__dict__
+    as_of, ts = f["as_of"], f["ts"]
     return tuple.__new__(AutoRow, (
         fmt.time(as_of or ts),  # time
         as_of or ts or "",  # time_iso
-        fmt.text(run.underlying),  # underlying
-        fmt.text(run.run_id),  # run_id
-        run.status or UNKNOWN,  # status
+        fmt.text(f["underlying"]),  # underlying
+        fmt.text(f["run_id"]),  # run_id
+        f["status"] or UNKNOWN,  # status
         dte_range(run),  # dte_range
-        fmt.text(run.lookback),  # lookback
-        fmt.mult(run.multiplier),  # multiplier
-        fmt.pct(run.vega_weighted_mae_pct),  # vmae
-        fmt.pct(run.mae_pct),  # mae
-        fmt.integer(run.samples),  # samples
-        fmt.text(run.reason),  # reason
-        fmt.se(run.multiplier_se),  # multiplier_se
+        fmt.text(f["lookback"]),  # lookback
+        fmt.mult(f["multiplier"]),  # multiplier
+        fmt.pct(f["vega_weighted_mae_pct"]),  # vmae
+        fmt.pct(f["mae_pct"]),  # mae
+        fmt.integer(f["samples"]),  # samples
+        fmt.text(f["reason"]),  # reason
+        fmt.se(f["multiplier_se"]),  # multiplier_se
         _used(run),  # used
         fmt.time(ts) if as_of and as_of != ts else "",  # ran_at
     ))
@@ -984,7 +988,8 @@ def auto_row(run: AutoRun) -> AutoRow:
 def _used(run: AutoRun) -> str:
     """The evidence headline: 'rests on 24 of 276 snapshots over 1.9 h, 2 expiries, RV from 24-26 returns'
     (what a lookback really covered; older rows carry less, and say less; none: '')."""
-    used, window, hours = run.snapshots_used, run.snapshots_in_window, run.span_hours
+    f = run.__dict__  # see auto_row
+    used, window, hours = f["snapshots_used"], f["snapshots_in_window"], f["span_hours"]
     if used is None or hours is None and window is None:
         return ""
     text = f"rests on {fmt.integer(used)} of {fmt.integer(window)} snapshots" if window is not None else f"rests on {fmt.integer(used)} snapshots"
@@ -992,15 +997,15 @@ def _used(run: AutoRun) -> str:
         return text
     if hours is not None:
         text += f" over {fmt.span(hours)}"
-    dq = run.data_quality
+    dq = f["data_quality"]
     if dq is not None and dq.expiries is not None:
         text += f", {fmt.integer(dq.expiries)} expiries"
-    if run.sigma_mode in (None, "rv"):
-        lo, hi = run.rv_returns_min, run.rv_returns_max
+    if f["sigma_mode"] in (None, "rv"):
+        lo, hi = f["rv_returns_min"], f["rv_returns_max"]
         if lo is not None and hi is not None:
             text += f", RV from {lo} returns" if lo == hi else f", RV from {lo}-{hi} returns"
-        elif run.rv_returns_median is not None:
-            text += f", RV from a median {run.rv_returns_median} returns"
+        elif f["rv_returns_median"] is not None:
+            text += f", RV from a median {f['rv_returns_median']} returns"
     return text
 
 
