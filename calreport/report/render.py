@@ -22,6 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from filelock import Timeout
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
@@ -41,9 +42,9 @@ from calreport.report.backtest import BacktestLink, backtest_page, sync_backtest
 from calreport.store import history
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
-from calreport.store.files import atomic_write, read_input
+from calreport.store.files import atomic_write, locked, read_input
 from calreport.store.history import RowRef, StaleIndex
-from calreport.store.paths import Root
+from calreport.store.paths import Root, lock_path
 from calreport.store.query import HistoryCache, HistoryQuery, history_cache_file
 from calreport.store.state import StatusIndex, state_document
 
@@ -460,6 +461,9 @@ def state_json_bytes(inp: views.Inputs) -> bytes | None:
     return (json.dumps(doc.to_json_dict(), indent=2) + "\n").encode("utf-8")
 
 
+RENDER_LOCK_TIMEOUT_S = 120.0  # a cold render of 100,000 rows takes seconds; one stuck this long is not waited for
+
+
 def render_site(
     root: Root,
     now: datetime | None = None,
@@ -468,15 +472,23 @@ def render_site(
     config: CalibrationConfig | None = None,
 ) -> RenderResult:
     """Regenerate site/ from the files of record. The one renderer behind every write and `calreport render`
-    (`cache` lets a long-running server parse only appended history lines)."""
+    (`cache` lets a long-running server parse only appended history lines).
+
+    One render at a time per root (site/'s sibling lock), each reading the files of record once it holds the
+    lock: two renders at once (`calreport serve` re-rendering while `calibrate` does) could otherwise finish
+    in the other order, and the one that read older files would remove the history pages the newer one wrote."""
     try:
-        return _render_site(root, now, cache if cache is not None else HistoryCache(), persist=True, config=config)
-    except StaleIndex:  # a cached index that lied about a row: never trusted again, read from scratch
-        for p in (root.live_history, root.auto_history):
-            history_cache_file(root, p).unlink(missing_ok=True)
-        if cache is not None:
-            cache.forget()
-        return _render_site(root, now, HistoryCache(), persist=False, config=config)
+        with locked(root.site_dir, timeout=RENDER_LOCK_TIMEOUT_S):
+            try:
+                return _render_site(root, now, cache if cache is not None else HistoryCache(), persist=True, config=config)
+            except StaleIndex:  # a cached index that lied about a row: never trusted again, read from scratch
+                for p in (root.live_history, root.auto_history):
+                    history_cache_file(root, p).unlink(missing_ok=True)
+                if cache is not None:
+                    cache.forget()
+                return _render_site(root, now, HistoryCache(), persist=False, config=config)
+    except Timeout:
+        raise CalreportError(f"another render of this root held its lock for {RENDER_LOCK_TIMEOUT_S:g} s", lock_path(root.site_dir)) from None
 
 
 def _render_site(
