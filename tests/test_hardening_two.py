@@ -118,9 +118,18 @@ def test_doctor_is_clean_after_a_kill_at_each_point_is_recovered(root: Root, op:
 # --------------------------------------------------------------------------- 2: slow clients never lock up serve
 
 
+def connect_paced(port: int) -> socket.socket:
+    """A connection to the server, then a 5 ms pause so its accept loop takes it: connecting in a
+    tight loop holds the GIL, fills the listen backlog (5) and the kernel drops the next SYN, which the
+    client resends only after 1 s (four such stalls made the 32 connections take 4 s)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.005)
+    return sock
+
+
 def _tricklers(port: int, n: int, every: float, stop: threading.Event) -> list[socket.socket]:
     """`n` connections that each send a request line, then one header line every `every` seconds."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    socks = [connect_paced(port) for _ in range(n)]
 
     def trickle() -> None:
         for s in socks:

@@ -341,8 +341,9 @@ def test_connections_are_bounded_and_idle_ones_do_not_pile_up_threads(root):
     socks = []
     try:
         base = threading.active_count()
-        for _ in range(12):
+        for _ in range(12):  # 5 ms apart: a tight loop overflows the listen backlog and stalls 1 s per dropped SYN
             socks.append(socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10))
+            time.sleep(0.005)
         time.sleep(0.5)
         assert threading.active_count() <= base + 4
         # the fifth and later get an immediate 503 with the security headers, and are closed
@@ -371,6 +372,7 @@ def test_client_disconnect_leaves_no_traceback(root, tmp_path):
         "    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00')\n"
         "    s.sendall(f'GET / HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n\\r\\n'.encode())\n"
         "    s.close()  # reset before the page is read\n"
+        "    time.sleep(0.005)  # lets the accept loop keep up: a full listen backlog stalls a connect 1 s\n"
         "time.sleep(1.0)\n"
         "stop()\n"
     )
