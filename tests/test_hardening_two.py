@@ -347,13 +347,12 @@ def _special(kind: str, path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 @pytest.mark.parametrize("command", [("status",), ("doctor",), ("force-apply", "--underlying", "BTC")])
-def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Root, kind: str, command: tuple[str, ...]) -> None:
+def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Root, kind: str, command: tuple[str, ...], calreport_process) -> None:
     from foundation_helpers import add_live_run
 
     add_live_run(root, "BTC")
     _special(kind, root.applied)
-    proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *command], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    proc = calreport_process(["--root", str(root.path), *command], timeout=30)  # a process of its own: a hang is killed
     assert proc.returncode == 1, proc.stderr
     assert "not a regular file" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert os.path.islink(root.applied) or root.applied.is_fifo()  # left as it was

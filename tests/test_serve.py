@@ -262,15 +262,17 @@ def test_token_is_in_the_served_page_only_never_on_disk(root, rows, acting):
             assert acting.token.encode() not in f.read_bytes(), f
 
 
-def test_failed_realism_is_refused_like_the_cli_unless_overridden(root, rows, acting):
+def test_failed_realism_is_refused_like_the_cli_unless_overridden(root, rows, acting, capsys):
+    from calreport.commands.cli import main
+
     rows.live(smoothed=1.5581, recommended=3.0, status="failed", reason="recommended on the fit bound")
     before = records(root)
     status, _h, payload = confirm(acting, {"underlying": "BTC"})
     refused = json.loads(payload)
     assert status == 409 and refused["override"] == "allow_unrealistic"
-    cli = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), "force-apply", "--underlying", "BTC"],
-                         capture_output=True, text=True, check=False)
-    assert cli.returncode != 0 and refused["error"] in cli.stderr  # the very message the CLI gives
+    capsys.readouterr()
+    code = main(["--root", str(root.path), "force-apply", "--underlying", "BTC"])  # main(argv) prints what the process would
+    assert code != 0 and refused["error"] in capsys.readouterr().err  # the very message the CLI gives
     assert records(root) == before
     status, _h, payload = confirm(acting, {"underlying": "BTC", "allow_unrealistic": True})
     assert status == 200 and read_applied(root).underlyings["BTC"].global_ == 1.5581
