@@ -51,6 +51,7 @@ from typing import Literal, NamedTuple, NoReturn, Protocol, TypeVar
 from calreport import fmt
 from calreport.calibration.bands import band_value
 from calreport.calibration.smile import flat, node_label, regrid
+from calreport.calibration.surface import quoting_model
 from calreport.errors import RefusedError, excerpt
 from calreport.realism import arbitrage_problem, surface_checks
 from calreport.model import (
@@ -64,6 +65,7 @@ from calreport.model import (
     Multipliers,
     PolicyConfig,
     Smile,
+    surface_changes,
 )
 from calreport.numbers import is_number
 
@@ -128,6 +130,13 @@ def _sigma_modes(c: CalibrationConfig) -> str:
     return ", ".join(f"{u} {m}" for u, m in sorted(c.sigma_mode.items())) + f" (else {DEFAULT_SIGMA_MODE})"
 
 
+def _quoting_models(c: CalibrationConfig) -> str:
+    if not (c.surface.enabled and c.smile.enabled):
+        return "step model (surface off)" if c.smile.enabled else "step model (flat: smile off)"
+    s = c.surface
+    return f"surface in rv mode (weekend weight {s.weekend_weight:g}, wing cap {s.wing_slope_cap:g}); step model otherwise"
+
+
 def _smoothing_weight(c: CalibrationConfig) -> str:
     s = c.smoothing
     if s.half_life_hours is None:
@@ -188,6 +197,13 @@ MAX_STEP = Rule(
     "larger moves are capped at this step and applied (never held for it): max(this many SE, this fraction of the "
     "applied value); unknown SE: the fraction",
 )
+QUOTING_MODEL = Rule(
+    "Quoting model", ("surface.enabled", "surface.weekend_weight", "surface.wing_slope_cap", "bands"), _quoting_models,
+    "a run fitted under another quoting model than the applied one (surface on or off, its pillars, weekend weight or "
+    "wing cap) is applied whole, without the change rule or step cap: its levels sit on another clock; a run that "
+    "could not fit the configured model is held",
+    "Quoting model mismatch (fitted -> configured: {changes})",
+)
 ARBITRAGE = Rule(
     "No static arbitrage", ("surface.enabled",), "listed strikes and K/F 0.3-3 x 1d-1y",
     "a surface with a negative butterfly, call spread or calendar spread is never applied (nor forced, nor rolled back to)",
@@ -200,7 +216,7 @@ LIMITS = Rule(
 
 RULES: tuple[Rule, ...] = (
     REALISM, REALISM_MAE, REALISM_VEGA_MAE, SIGMA_MODE, SMOOTHED, MIN_SAMPLES, MIN_VEGA, THIN_RV,
-    MIN_CHANGE, MIN_CHANGE_SE, SIGNIFICANT, MAX_STEP, ARBITRAGE, LIMITS,
+    MIN_CHANGE, MIN_CHANGE_SE, SIGNIFICANT, MAX_STEP, QUOTING_MODEL, ARBITRAGE, LIMITS,
 )
 
 
@@ -426,6 +442,11 @@ def decide_values(
     if old_mode != fitted:  # another base: neither the change rule nor a step cap compares across modes
         reason = f"sigma mode {old_mode} -> {fitted}: applied without the change rule or step cap; samples={samples}"
         return "apply", reason, smoothed.rounded(4)
+    model_change = surface_changes(applied.surface, smoothed.surface)
+    if model_change:  # another quoting model: levels on another clock (or not pillars at all) compare with nothing
+        what = ", ".join(f"{w} {a} -> {b}" for w, a, b in model_change)
+        reason = f"quoting model changed ({what}): applied without the change rule or step cap; samples={samples}"
+        return "apply", reason, smoothed.rounded(4)
     g_limit = change_limit(policy, _se(run, None))
     limits = {label: change_limit(policy, _se(run, label)) for label in d_bands}
     changed = [label for label, d in d_bands.items() if d >= limits[label][0] - _EPS]
@@ -507,7 +528,13 @@ def decide_run(run: LiveRun, applied: AppliedEntry, config: CalibrationConfig, u
         run, applied, config.policy, min_rv_returns=min_rv, sigma_mode=config.sigma_mode_for(underlying)
     )
     beyond = config.limits.problem_of(values or run.smoothed) if decision == "apply" else None
-    if beyond:
+    configured = quoting_model(config, config.sigma_mode_for(underlying))
+    written = (values or run.smoothed or Multipliers()).surface
+    mismatch = surface_changes(written, configured) if decision == "apply" else []
+    if mismatch:  # the run could not fit the configured model (e.g. no surface fit): it must not switch the engine
+        what = ", ".join(f"{w} {a} -> {b}" for w, a, b in mismatch)
+        decision, reason = "hold", QUOTING_MODEL.hold.format(changes=what)
+    elif beyond:
         decision, reason = "hold", LIMITS.hold.format(problem=beyond)
     elif decision == "apply":
         problem = arbitrage_of(values or run.smoothed, run.rv_7d, "applied")
@@ -527,6 +554,10 @@ def arbitrage_of(values: Multipliers | None, rv: float | None, which: str) -> st
 
 
 # --------------------------------------------------------------------------- bounds of what is written
+
+
+# why values naming a band the config lacks exist at all: a run fitted before the bands were edited
+OTHER_BANDS = " (values fitted under other bands; the next live run fits the configured ones)"
 
 
 def checked_values(values: Multipliers, config: CalibrationConfig) -> Multipliers | Refused:
@@ -552,7 +583,7 @@ def checked_values(values: Multipliers, config: CalibrationConfig) -> Multiplier
             bands[label] = v
     extra = sorted(set(values.bands) - set(known))
     if extra:
-        return Refused(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
+        return Refused(f"band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml{OTHER_BANDS}")
     smile = _checked_smile(values.smile, config)
     if isinstance(smile, Refused):
         return smile
@@ -560,7 +591,7 @@ def checked_values(values: Multipliers, config: CalibrationConfig) -> Multiplier
     if surface is not None:
         extra = sorted(set(surface.pillars) - set(known))
         if extra:
-            return Refused(f"surface pillar {excerpt(extra[0], 40)} is not a band defined in config/calibration.yaml")
+            return Refused(f"surface pillar {excerpt(extra[0], 40)} is not a band defined in config/calibration.yaml{OTHER_BANDS}")
     return Multipliers(global_=g, bands=bands, smile=smile, surface=surface).rounded(4)
 
 
@@ -570,7 +601,7 @@ def _checked_smile(smile: Smile | None, config: CalibrationConfig) -> Smile | No
     known = config.band_names()
     extra = sorted(set(smile.bands) - set(known))
     if extra:
-        return Refused(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml")
+        return Refused(f"smile band {excerpt(extra[0], 40)} is not defined in config/calibration.yaml{OTHER_BANDS}")
     for label, vs in [("global", smile.global_), *smile.bands.items()]:
         if not all(math.isfinite(v) and v > 0 for v in vs):
             return Refused(f"refusing to apply smile {label} with a non-finite or non-positive value")

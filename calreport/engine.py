@@ -47,6 +47,7 @@ from calreport.model import (
     Band,
     CalibrationConfig,
     default_entry,
+    quoted_in_mode,
 )
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
@@ -244,7 +245,7 @@ class EngineView:
     def mode_matches(self, underlying: str) -> bool:
         """The applied values were fitted in the configured mode (never-applied 1.0 matches any)."""
         entry = self.entry(underlying)
-        return entry is None or (entry.sigma_mode or DEFAULT_SIGMA_MODE) == self.sigma_mode(underlying)
+        return entry is None or quoted_in_mode(entry.sigma_mode, self.sigma_mode(underlying))
 
     def sigma_in_mode(
         self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,
@@ -304,14 +305,16 @@ class EngineView:
             if entry is None:
                 lines.append(f"{name}: global {fmt.mult(DEFAULT_MULTIPLIER)} everywhere (default: never applied)")
                 continue
+            surface = entry.surface if self.smile_enabled else None  # the model quoted (smile off: the flat step model)
+            # a surface quotes its own pillars' levels (the config's bands may have been edited since)
+            labels = list(surface.pillars) if surface is not None else [b.name for b in self.bands]
             per_band = ", ".join(
-                f"{b.name} {fmt.mult(band_value(entry, b.name))}" + ("" if b.name in entry.bands else " (global)")
-                for b in self.bands
+                f"{label} {fmt.mult(band_value(entry, label))}" + ("" if label in entry.bands else " (global)") for label in labels
             )
-            model = "" if entry.surface is None or not self.smile_enabled else (
-                f"; surface {entry.surface.model}: pillars "
-                + ", ".join(f"{k} {v:g}d" for k, v in entry.surface.pillars.items())
-                + f", weekend weight {entry.surface.weekend_weight:g}"
+            model = "" if surface is None else (
+                f"; surface {surface.model}: pillars "
+                + ", ".join(f"{k} {v:g}d" for k, v in surface.pillars.items())
+                + f", weekend weight {surface.weekend_weight:g}"
             )
             smile = "flat" if entry.smile is None or not self.smile_enabled else (
                 f"{len(entry.smile.nodes)} nodes, global x={entry.smile.nodes[0]:g} {fmt.mult(entry.smile.global_[0])} .. "

@@ -252,3 +252,25 @@ def test_a_surface_pillar_edited_by_hand_is_named(tmp_path, capsys):
     code, out = _doctor(r, capsys)
     assert code == 1, out
     assert "BTC surface pillar 0-7d in YAML 2.0000 != last apply event 1.7500" in out
+
+
+LEGACY_RUNS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "legacy-calibration-runs"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not LEGACY_RUNS.is_dir(), reason="shared data absent")
+def test_doctor_counts_imported_legacy_records_as_legacy_not_as_held_runs(tmp_path, capsys):
+    """The dashboard shows an imported record as "legacy" (calreport never decided it); doctor counted
+    the previous system's 12 live records as 12 runs the policy "held"."""
+    from calreport.commands.cli import main
+    from calreport.commands.doctor import run_doctor
+
+    root = tmp_path / "root"
+    assert main(["--root", str(root), "init"]) == 0
+    assert main(["--root", str(root), "import-legacy", str(LEGACY_RUNS)]) == 0
+    report = run_doctor(Workspace.open(Root(root)))
+    assert report.exit_code == 0 and report.live_runs == 12
+    assert report.live_statuses == {"legacy": 12}
+    capsys.readouterr()
+    assert main(["--root", str(root), "doctor"]) == 0
+    assert "history: 12 live runs (12 legacy), 0 apply events" in capsys.readouterr().out

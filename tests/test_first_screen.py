@@ -246,3 +246,20 @@ def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(r
     assert code == 0 and "* level global" in out and "+0.0433" in out
     bad = cli("diff", "NOPE")  # a real process: the refusal is one line on stderr, no traceback
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "no live run 'NOPE'" in bad.stderr
+
+
+def test_a_run_on_a_manual_rv_does_not_claim_zero_returns_behind_it(tmp_path: Path) -> None:
+    """`--rv 0.45` is a number the user gave: no hourly returns stand behind it, so the card reads
+    'RV_7d from manual', not 'manual (0 returns)' (which reads as an empty price history)."""
+    from calreport.commands import usecases as actions
+    from calreport.commands.workspace import Workspace
+    from calreport.store.paths import Root
+    from tests.test_calibrate import synth_rows, write_snapshot
+
+    snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1))
+    root = Root(tmp_path / "r")
+    actions.init(Workspace.open(root))
+    actions.calibrate(Workspace.open(root), "BTC", snap, rv=0.45)
+    page = (root.path / "site" / "index.html").read_text()
+    shown = page.split("<dt>RV_7d from</dt><dd>", 1)[1].split("</dd>", 1)[0]
+    assert shown.startswith("manual") and "returns" not in shown

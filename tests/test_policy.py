@@ -136,7 +136,7 @@ def test_a_capped_surface_smile_moves_as_one_blend_of_the_applied_and_the_new_cu
     new = Smile(nodes=nodes, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
     spec = SurfaceSpec(pillars={"0-7d": 1.75}, weekend_weight=0.35, wing_slope_cap=1.8)
     r = run(g=1.0).model_copy(update={"smoothed": Multipliers(global_=1.0, smile=new, surface=spec)})
-    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy"})
+    applied = entry(1.0).model_copy(update={"run_id": "R0", "source": "policy", "surface": spec})  # the same quoting model
     _, _, values = decide_values(r, applied, POLICY)
     got = values.smile.global_  # type: ignore[union-attr]
     lam = 0.25 / 0.6  # the largest fraction keeping x=-2.50 (1.0 -> 1.6) within 25 %

@@ -7,6 +7,7 @@
     DEGRADED_APPLIED      a run whose data quality is degraded was applied
     WING_GAP              a band's <10D bucket (put or call) is more than flags.wing_gap_vp from market
     SHORT_EXPIRY_OUTLIER  an expiry's vMAE is more than flags.expiry_outlier_ratio x its band's
+    FIT_NOT_CONVERGED     the surface fit's last IRLS round stopped at its step cap (surface_fit.MAX_STEPS)
 
     live_flags(run, expiries, config, *, applied_atm_iv) -> list[RunFlag]
     auto_flags(run, config) -> list[RunFlag]
@@ -23,6 +24,7 @@ import numpy as np
 
 from calreport.apply import thin_rv
 from calreport.calibration.bands import band_index
+from calreport.calibration.surface_fit import IRLS_ROUNDS, MAX_STEPS
 from calreport.model import (
     AutoRun,
     CalibrationConfig,
@@ -79,6 +81,10 @@ def live_flags(
         flags.append(RunFlag(code="DEGRADED_APPLIED", message=f"applied with degraded data: {run.reason or '-'}"))
     flags += _wing_gaps(run.by_delta_bucket, cfg)
     flags += _expiry_outliers(run, expiries, cfg)
+    if run.surface_fit_capped:
+        flags.append(RunFlag(code="FIT_NOT_CONVERGED", message=(
+            f"surface fit stopped at its {MAX_STEPS}-step cap in the last of {IRLS_ROUNDS} IRLS rounds, still descending: "
+            "the recommended values are where it stopped, not a converged optimum")))
     return flags
 
 

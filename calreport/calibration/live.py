@@ -41,7 +41,7 @@ from calreport.calibration.pricing import black76_price, implied_vol, year_fract
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
-from calreport.calibration.surface import DAYS_PER_YEAR, sqrt_time_pillars
+from calreport.calibration.surface import DAYS_PER_YEAR, quoting_model, surface_spec, uses_surface
 from calreport.calibration.surface_fit import SurfaceFit, fit_surface
 from calreport.calibration.smoothing import (
     APPLIED_SOURCE,
@@ -451,22 +451,6 @@ def _smile_fits(priced: _Priced, base: np.ndarray | float, config: CalibrationCo
     return _SmileFits(g, bands, stats, deviations)
 
 
-def uses_surface(config: CalibrationConfig, mode: str) -> bool:
-    """Does a run fit (and the policy apply) the surface model? surface.enabled with the smile, in rv mode
-    (an IV sigma mode's base is already per expiry: its term structure; it keeps the step model)."""
-    return config.surface.enabled and config.smile.enabled and mode == "rv"
-
-
-def surface_spec(config: CalibrationConfig) -> SurfaceSpec:
-    """The surface block a fit under `config` writes: pillars at the bands' square-root-time midpoints,
-    the configured clock weight and wing cap."""
-    days = sqrt_time_pillars([(b.min_dte, b.max_dte) for b in config.bands]) * DAYS_PER_YEAR
-    return SurfaceSpec(
-        pillars={b.name: round(float(d), 4) for b, d in zip(config.bands, days)},
-        weekend_weight=config.surface.weekend_weight, wing_slope_cap=config.surface.wing_slope_cap,
-    )
-
-
 @dataclass(frozen=True)
 class _SurfaceProblem:
     """The surface fit's inputs: the OTM quotes with a mark IV, as fit_surface takes them. Kept so the
@@ -728,9 +712,11 @@ def evaluate_live(
             for name, gm in by_band.items()
         }
     surface_s: float | None = None
+    surface_capped: bool | None = None
     if smiles is not None and uses_surface(config, mode) and rv.rv is not None:
         # the quoted surface: every band's level and smile fitted jointly, as pillars of one surface
         recommended, surface_stats, surface_s, problem = _surface_fit(priced, float(rv.rv), config, now_ms, applied, recommended)
+        surface_capped = problem[1].capped
         smiles = _SmileFits(smiles.global_, smiles.bands, {**smiles.stats, **surface_stats}, smiles.deviations)
         by_band = {
             name: gm.model_copy(update={"recommended": round(recommended.bands[name], 4), "on_bound": None}) if name in recommended.bands else gm
@@ -808,7 +794,7 @@ def evaluate_live(
         smoothed=smoothed,
         **({"smile_fit": smiles.stats} if smiles is not None else {}),
         **({"arbitrage": arbitrage} if arbitrage is not None else {}),
-        **({"surface_fit_s": round(surface_s, 4)} if surface_s is not None else {}),
+        **({"surface_fit_s": round(surface_s, 4), "surface_fit_capped": surface_capped} if surface_s is not None else {}),
         smoothed_from=prev_source,
         smoothing_alpha=round(alpha, 6),
         status=status,
@@ -855,11 +841,12 @@ class LiveHistory:
 def live_history(
     runs_newest_first: Iterable[LiveRun], underlying: str, applied: AppliedEntry, config: CalibrationConfig
 ) -> LiveHistory:
-    """The EWMA's previous value (smoothing.continues_ewma, in the configured sigma mode; a row
+    """The EWMA's previous value (smoothing.continues_ewma, in the configured sigma mode and quoting model; a row
     whose smoothed values break config.limits never seeds), the underlying's newest live run, and
     the ATM IV of the run whose values are applied (`applied.run_id`), from ONE pass over the rows,
     newest first, that stops as soon as all three are known (a long history is read from its tail)."""
     mode = config.sigma_mode_for(underlying)
+    quoting = quoting_model(config, mode)
     applied_id = applied.run_id or None
     seed: LiveRun | None = None
     last: LiveRun | None = None
@@ -869,14 +856,14 @@ def live_history(
             last = run
         if not atm_found and run.run_id == applied_id:
             atm_found, atm = True, run.atm_iv
-        if seed is None and continues_ewma(run, underlying, mode) and config.limits.problem_of(run.smoothed) is None:
+        if seed is None and continues_ewma(run, underlying, mode, quoting) and config.limits.problem_of(run.smoothed) is None:
             seed = run
         if seed is not None and last is not None and atm_found:
             break
     if seed is not None and seed.smoothed is not None:
         previous: tuple[Multipliers, str, int | None] = (seed.smoothed, f"run {seed.run_id}", time_ms(seed.ts))
     else:
-        previous = restart_or_applied(applied, mode)
+        previous = restart_or_applied(applied, mode, quoting)
     return LiveHistory(previous, last, atm)
 
 

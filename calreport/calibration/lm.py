@@ -1,6 +1,6 @@
 """Levenberg-Marquardt in a box: the one solver loop the smile fit and the surface fit share.
 
-    minimise(p0, lo, hi, value=f, model=m, ...) -> p
+    minimise(p0, lo, hi, value=f, model=m, ...) -> Solution(p, steps, capped)
 
 `value(p)` is the objective (0.5 x sum of squared residuals, or what the fit majorises); `model(p)` its
 gradient, Gauss-Newton Hessian and the diagonal that scales the damping at p (the caller decides which
@@ -18,6 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Where the steps stopped, how many were taken, and whether `max_steps` cut a descent short (the last
+    step still lowered the objective by more than the tolerances: the point is not a converged optimum)."""
+
+    p: np.ndarray
+    steps: int
+    capped: bool
 
 
 @dataclass(frozen=True)
@@ -41,13 +51,15 @@ def minimise(
     rel_tol: float,
     mu_range: tuple[float, float],
     hold_bounds: bool,
-) -> np.ndarray:
+) -> Solution:
     """The parameters where the steps stopped: no parameter moved more than `step_tol`, the objective fell by
-    at most `rel_tol` of itself, no step within mu < mu_range[1] lowered it, or `max_steps` were taken."""
+    at most `rel_tol` of itself, no step within mu < mu_range[1] lowered it, or `max_steps` were taken
+    (`capped`)."""
     p = p0
     f = value(p)
     mu = 1e-3
     mu_min, mu_max = mu_range
+    steps = 0
     for _ in range(max_steps):  # solver iterations (each vectorised over the caller's rows)
         m = model(p)
         if hold_bounds:
@@ -69,11 +81,12 @@ def minimise(
                 break
             mu *= 10.0
         if not improved:
-            break
+            return Solution(p, steps, False)
         moved = float(np.max(np.abs(cand - p)))
         gain = f - fc
         p, f = cand, fc
+        steps += 1
         mu = max(mu / 10.0, mu_min)
         if moved < step_tol or gain <= rel_tol * f:
-            break
-    return p
+            return Solution(p, steps, False)
+    return Solution(p, steps, max_steps > 0)

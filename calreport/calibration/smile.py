@@ -282,7 +282,7 @@ def fit_smile(
     p = minimise(
         np.clip(np.concatenate([[m0], v0[free]]), lo_p, hi_p), lo_p, hi_p, value=lambda x: at(x)[0], model=model,
         max_steps=FIT_MAX_STEPS, step_tol=FIT_STEP_TOL, rel_tol=FIT_REL_TOL, mu_range=(1e-7, 1e8), hold_bounds=False,
-    )
+    ).p
 
     m, v = unpack(p)
     v[z] = 1.0

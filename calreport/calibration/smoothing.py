@@ -9,6 +9,7 @@ healthy runs.
 
 from __future__ import annotations
 
+from calreport.apply import untouched
 from calreport.calibration.smile import flat, regrid, zero_index
 from calreport.model import (
     DEFAULT_SIGMA_MODE,
@@ -17,11 +18,13 @@ from calreport.model import (
     Multipliers,
     Smile,
     SmoothingConfig,
+    SurfaceSpec,
+    surface_changes,
 )
 from calreport.timeutil import MS_PER_HOUR
 
 APPLIED_SOURCE = "applied"
-RESTART_SOURCE = "restart"  # nothing of the configured sigma mode to continue from
+RESTART_SOURCE = "restart"  # nothing of the configured sigma mode and quoting model to continue from
 
 
 def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
@@ -38,18 +41,25 @@ def seeds_smoothing(run: LiveRun, underlying: str) -> bool:
     )
 
 
-def continues_ewma(run: LiveRun, underlying: str, sigma_mode: str | None) -> bool:
-    """seeds_smoothing, in `sigma_mode` (None: any): values of another mode multiply another base."""
+def continues_ewma(run: LiveRun, underlying: str, sigma_mode: str | None, quoting: SurfaceSpec | None) -> bool:
+    """seeds_smoothing, in `sigma_mode` (None: any) and quoted by `quoting` (the configured surface block,
+    None the step model): values of another mode multiply another base, and levels of another quoting
+    model sit on another clock (pillars, weekend weight) or are not pillars at all."""
     if sigma_mode is not None and (run.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
         return False
-    return seeds_smoothing(run, underlying)
+    return seeds_smoothing(run, underlying) and not surface_changes(run.smoothed.surface if run.smoothed else None, quoting)
 
 
-def restart_or_applied(applied: AppliedEntry, sigma_mode: str | None) -> tuple[Multipliers, str, int | None]:
+def restart_or_applied(applied: AppliedEntry, sigma_mode: str | None, quoting: SurfaceSpec | None) -> tuple[Multipliers, str, int | None]:
     """Where the EWMA starts when no run continues it: the applied values, or (applied in another
-    sigma mode) a global of None, and the EWMA restarts."""
+    sigma mode, or quoted by another model than `quoting`) a global of None, and the EWMA restarts.
+    The untouched defaults are no model's fit: the EWMA starts from them (and takes the fit whole)."""
     if sigma_mode is not None and (applied.sigma_mode or DEFAULT_SIGMA_MODE) != sigma_mode:
         return Multipliers(global_=None), f"{RESTART_SOURCE} (applied values are sigma_mode {applied.sigma_mode or DEFAULT_SIGMA_MODE})", None
+    changed = surface_changes(applied.surface, quoting)
+    if changed and not untouched(applied):
+        what = "; ".join(f"{w} {a} -> {b}" for w, a, b in changed)
+        return Multipliers(global_=None), f"{RESTART_SOURCE} (applied values are quoted by another model: {what})", None
     return applied.multipliers(), APPLIED_SOURCE, None
 
 
@@ -81,7 +91,9 @@ def ewma(recommended: Multipliers, previous: Multipliers, alpha: float, band_nam
         elif label in previous.bands:
             bands[label] = previous.bands[label]
     smile = ewma_smile(recommended.smile, previous.smile, alpha, band_names)
-    surface = recommended.surface if recommended.surface is not None else previous.surface  # the newest quoting model
+    # the run's own quoting model: its levels are pillars of that surface (None: the step model); the previous
+    # block is never carried over to values fitted under another model (the EWMA restarts across models)
+    surface = recommended.surface
     return Multipliers(global_=g, bands=bands, smile=smile, surface=surface).rounded(4)
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from calreport.model import Band
+from calreport.model import Band, CalibrationConfig, SurfaceSpec
 
 TotalVariance = Callable[[np.ndarray, np.ndarray], np.ndarray]  # w(ln K/F, t): any quoting model, for the checks
 WING_SLOPE_CAP = 1.8  # |dw/dk| of the wings; Lee's moment bound is 2
@@ -58,6 +58,28 @@ DAYS_PER_YEAR = 365.0
 def sqrt_time_pillars(bands: Sequence[tuple[float, float]]) -> np.ndarray:
     """Pillar of each band (min_dte, max_dte) at its midpoint in square-root time, in years."""
     return np.array([Band.pillar_of(lo, hi) / DAYS_PER_YEAR for lo, hi in bands])
+
+
+def uses_surface(config: CalibrationConfig, mode: str) -> bool:
+    """Does a run fit (and the policy apply) the surface model? surface.enabled with the smile, in rv mode
+    (an IV sigma mode's base is already per expiry: its term structure; it keeps the step model)."""
+    return config.surface.enabled and config.smile.enabled and mode == "rv"
+
+
+def surface_spec(config: CalibrationConfig) -> SurfaceSpec:
+    """The surface block a fit under `config` writes: pillars at the bands' square-root-time midpoints,
+    the configured clock weight and wing cap."""
+    days = sqrt_time_pillars([(b.min_dte, b.max_dte) for b in config.bands]) * DAYS_PER_YEAR
+    return SurfaceSpec(
+        pillars={b.name: round(float(d), 4) for b, d in zip(config.bands, days)},
+        weekend_weight=config.surface.weekend_weight, wing_slope_cap=config.surface.wing_slope_cap,
+    )
+
+
+def quoting_model(config: CalibrationConfig, mode: str) -> SurfaceSpec | None:
+    """The quoting model a run under `config` in sigma mode `mode` fits and the policy applies: the surface
+    block (None: the step model). Values fitted under another block are not comparable with these."""
+    return surface_spec(config) if uses_surface(config, mode) else None
 
 
 def pchip_slopes(nodes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

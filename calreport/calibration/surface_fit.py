@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calreport.calibration.lm import Model, minimise
+from calreport.calibration.lm import Model, Solution, minimise
 from calreport.calibration.surface import (
     DAYS_PER_YEAR,
     WING_SLOPE_CAP,
@@ -72,6 +72,7 @@ class SurfaceFit:
     quotes_per_pillar: tuple[int, ...]
     evaluations: int = 0  # residual evaluations (the cost of the fit)
     residuals_vp: np.ndarray | None = None  # |sigma - sigma_mark| per input quote (vp; NaN where not fitted)
+    capped: bool = False  # the last IRLS round stopped at MAX_STEPS still descending: not a converged optimum
 
 
 def _second_diff(nodes: np.ndarray) -> np.ndarray:
@@ -305,7 +306,7 @@ def fit_surface(
             rows.append(nq + nconst + ng + ci * nk + cj)
         return np.concatenate(blocks), r[np.concatenate(rows)]
 
-    def solve(p: np.ndarray, rw: np.ndarray, kg: np.ndarray, dk: np.ndarray) -> np.ndarray:
+    def solve(p: np.ndarray, rw: np.ndarray, kg: np.ndarray, dk: np.ndarray) -> Solution:
         """lm.minimise on this round's rows (a 21 x 21 solve per step), bounds held by an active set.
 
         The damping is scaled by the data and smoothness rows' column norms, not the whole Hessian's: an active
@@ -335,7 +336,8 @@ def fit_surface(
         sw = np.sqrt(S0.atm_total_variance(TG))
         kg, dk = XG * sw, G_STEP * sw  # the x grid read at this round's ATM scale, fixed within the round
         state.clear()
-        p = solve(p, rw, kg, dk)
+        sol = solve(p, rw, kg, dk)
+        p, capped = sol.p, sol.capped
         m, v = unpack(p)
         s = Surface.build(base, pt, m, nd, v, wing_cap=wing_cap)
         r = np.abs(np.sqrt(s.total_variance(lk, tv) / Tc) - sm) * 100.0
@@ -347,5 +349,5 @@ def fit_surface(
     resid[ok] = r
     return SurfaceFit(
         tuple(float(a) for a in s.levels), tuple(tuple(float(a) for a in row) for row in v), tuple(float(a) for a in pt),
-        int(lk.size), float(np.sum(w * r)), grid_violations(s), qpp, evals[0], resid,
+        int(lk.size), float(np.sum(w * r)), grid_violations(s), qpp, evals[0], resid, capped,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from calreport import fmt
 from calreport.calibration.smile import regrid
 from calreport.errors import excerpt
-from calreport.model import ApplyEvent, Multipliers, Smile, SurfaceSpec
+from calreport.model import ApplyEvent, Multipliers, Smile, surface_changes
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
 
@@ -29,32 +29,6 @@ def describe_change(previous: Multipliers | None, applied: Multipliers | None) -
     parts += smile_changes(prev, new)
     parts += [f"{what} {a} -> {b}" for what, a, b in surface_changes(prev.surface, new.surface)]
     return ", ".join(parts)
-
-
-def surface_changes(a: SurfaceSpec | None, b: SurfaceSpec | None) -> list[tuple[str, str, str]]:
-    """(what, before, after) as text for every part of the surface block that differs: the block itself when
-    one side has none (the same levels are then quoted by another model), else its model, pillars
-    (variance days), weekend weight and wing slope cap, to the YAML's 4 decimals."""
-    if a is None and b is None:
-        return []
-    if a is None or b is None:
-        def model(s: SurfaceSpec | None) -> str:
-            return "none (step model)" if s is None else s.model
-        return [("surface", model(a), model(b))]
-    out = [] if a.model == b.model else [("surface model", a.model, b.model)]
-
-    def differ(x: float | None, y: float | None) -> bool:
-        return x is None or y is None or round(x, 4) != round(y, 4)
-
-    for label in list(dict.fromkeys([*b.pillars, *a.pillars])):
-        pa, pb = a.pillars.get(label), b.pillars.get(label)
-        if differ(pa, pb):
-            out.append((f"surface pillar {label}", fmt.mult(pa), fmt.mult(pb)))
-    for what in ("weekend_weight", "wing_slope_cap"):
-        va, vb = getattr(a, what), getattr(b, what)
-        if differ(va, vb):
-            out.append((f"surface {what}", fmt.mult(va), fmt.mult(vb)))
-    return out
 
 
 def smile_changes(previous: Multipliers, applied: Multipliers) -> list[str]:

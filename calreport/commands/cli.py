@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from calreport.engine import EngineView
     from calreport.market.compact import CompactReport
     from calreport.market.harvest import Progress
-    from calreport.model import AutoRun, LiveRun, Smile
+    from calreport.model import AppliedEntry, AutoRun, CalibrationConfig, LiveRun, Smile
     from calreport.store.paths import Root
 
 Handler = Callable[[argparse.Namespace, "Workspace"], int]
@@ -265,10 +265,29 @@ def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
             continue
         bands = ", ".join(f"{k} {fmt.mult(v)}" for k, v in e.bands.items()) or "none (global everywhere)"
         print(f"{name}: global {fmt.mult(e.global_)}; bands: {bands}")
+        print(f"    {describe_quoting(e, ws.config, name)}")
         for line in describe_smile(e.smile):
             print(f"    {line}")
         print(f"    updated {fmt.text(e.updated_at)} by {e.source}; run {fmt.text(e.run_id)}; reason: {fmt.text(e.reason)}")
     return 0
+
+
+def describe_quoting(entry: AppliedEntry, config: CalibrationConfig, name: str) -> str:
+    """How the engine quotes an applied entry under the config in force (EngineView's rules): the values
+    unused (fitted in another sigma mode), the surface (its bands are pillar levels), or the step model."""
+    from calreport.model import DEFAULT_SIGMA_MODE, quoted_in_mode
+
+    mode = config.sigma_mode_for(name)
+    if not quoted_in_mode(entry.sigma_mode, mode):
+        return (f"quoted: NOT USED (fitted in sigma_mode {entry.sigma_mode or DEFAULT_SIGMA_MODE}, configured {mode}): "
+                f"sigma = base alone until a run in {mode} is applied")
+    where = "" if mode == "rv" else f" on the {mode} base"
+    if entry.surface is not None and config.smile.enabled:
+        pillars = ", ".join(f"{k} {v:g}d" for k, v in entry.surface.pillars.items())
+        return (f"quoted: surface {entry.surface.model}{where}: the bands are its pillar levels at {pillars} of variance time, "
+                f"weekend weight {entry.surface.weekend_weight:g}")
+    flat = "" if config.smile.enabled else ", flat (smile.enabled false: the file's smile and surface are not quoted)"
+    return f"quoted: step model{where}{flat}"
 
 
 def describe_smile(smile: Smile | None) -> list[str]:
@@ -281,7 +300,8 @@ def describe_smile(smile: Smile | None) -> list[str]:
 
 def cmd_force_apply(args: argparse.Namespace, ws: Workspace) -> int:
     from calreport.commands import usecases as actions
-    from calreport.commands.audit import smile_changes, surface_changes
+    from calreport.commands.audit import smile_changes
+    from calreport.model import surface_changes
     from calreport.model import Multipliers
 
     ev = actions.force_apply(ws, one_underlying(args.underlying, ws), allow_unrealistic=args.allow_unrealistic, note=args.note)

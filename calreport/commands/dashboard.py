@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from calreport import fmt
 from calreport.apply import accepted, force_refusal, rollback_target, rollback_values
 from calreport.commands import usecases
-from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, RefusedError
-from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers
+from calreport.model import NOTE_MAX_CHARS, ApplyEvent, CalibrationConfig, Multipliers, surface_changes
 from calreport.report.compare import changed_smile_nodes
 from calreport.store.applied import FileApplyStore, read_applied
 from calreport.store.paths import Root

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from calreport import fmt
-from calreport.commands.audit import surface_changes
 from calreport.commands.workspace import Workspace
 from calreport.errors import CalreportError, excerpt
 from calreport.model import (
@@ -27,8 +26,9 @@ from calreport.model import (
     CalibrationConfig,
     Multipliers,
     StateDocument,
+    surface_changes,
 )
-from calreport.store.applied import entry_reason, read_applied
+from calreport.store.applied import UndefinedBand, entry_reason, read_applied
 from calreport.store.files import read_input
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery, Skipped
@@ -322,6 +322,17 @@ def run_doctor(ws: Workspace) -> DoctorReport:
     events = query.apply_events()[::-1]  # oldest first
     try:
         doc = read_applied(root, cfg)
+    except UndefinedBand as exc:
+        problems.append(
+            Problem(
+                "error",
+                "undefined-band",
+                f"{exc.one_line()} (the engine keeps its last good values; applies are refused until it is fixed)",
+                "define the band in config/calibration.yaml again (the YAML is as calreport wrote it; a step-model "
+                "entry's bands must be the config's), then run `calreport doctor` again",
+            )
+        )
+        return DoctorReport(str(root.path), problems, None, **counts)
     except CalreportError as exc:
         last = query.latest_apply_events()
         hint = "; ".join(
@@ -381,7 +392,7 @@ def run_doctor(ws: Workspace) -> DoctorReport:
                     e.underlying,
                 )
             )
-    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).status_of)
+    statuses = query.status_counts("live", StatusIndex.from_events(doc, query.apply_event_keys()).shown_status)
     return DoctorReport(str(root.path), problems, doc, **counts, live_statuses=dict(statuses))
 
 

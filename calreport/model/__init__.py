@@ -24,6 +24,7 @@ from calreport.model._base import (
     FlagCode,
     RealismStatus,
     SigmaMode,
+    quoted_in_mode,
 )
 from calreport.model.applied import (
     APPLIED_SCHEMA_VERSION,
@@ -33,6 +34,7 @@ from calreport.model.applied import (
     Multipliers,
     Smile,
     SurfaceSpec,
+    surface_changes,
     SURFACE_MODEL,
     StateDocument,
     default_entry,
@@ -94,7 +96,7 @@ __all__ = [
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
     "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
-    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL",
+    "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL", "surface_changes",
     "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "NodeUncertainty", "UncertaintyEntry", "UnknownRow",
-    "default_entry",
+    "default_entry", "quoted_in_mode",
 ]

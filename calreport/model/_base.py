@@ -23,11 +23,20 @@ ApplySource = Literal["policy", "force", "rollback", "init"]
 SigmaMode = Literal["rv", "atm_iv", "mark_iv"]  # what the multiplier multiplies (calibration/sigma.py)
 SIGMA_MODES: tuple[SigmaMode, ...] = get_args(SigmaMode)
 DEFAULT_SIGMA_MODE: SigmaMode = "rv"
+
+
+def quoted_in_mode(values_mode: str | None, configured: str) -> bool:
+    """Whether applied values fitted in `values_mode` (None: rv) are quoted under the configured mode: values
+    fitted in another mode multiply another base, so the engine quotes the base alone until a run in the
+    configured mode is applied (EngineView.sigma_in_mode, the dashboard, `calreport status`)."""
+    return (values_mode or DEFAULT_SIGMA_MODE) == configured
+
+
 RealismStatus = Literal["ok", "degraded", "failed"]
 REALISM_STATUSES: tuple[RealismStatus, ...] = get_args(RealismStatus)
 Decision = Literal["apply", "hold"]
 DisplayStatus = Literal["applied", "superseded", "rolled-back", "held", "failed"]  # derived by store.state, never stored
-FlagCode = Literal["THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER"]
+FlagCode = Literal["THIN_RV", "IV_DRIFT", "ATM_RV_RANGE", "ON_FIT_BOUND", "DEGRADED_APPLIED", "WING_GAP", "SHORT_EXPIRY_OUTLIER", "FIT_NOT_CONVERGED"]
 
 
 def _strict_multiplier(value: Any) -> float:

@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from calreport.errors import excerpt
+from calreport.fmt import mult
 from calreport.model._base import (
     BAND_LABEL_RE,
     UNDERLYING_RE,
@@ -102,6 +103,32 @@ class SurfaceSpec(_Strict):
 
     def rounded(self, ndigits: int = 4) -> SurfaceSpec:
         return self.model_copy(update={"pillars": {k: round(float(v), ndigits) for k, v in self.pillars.items()}})
+
+
+def surface_changes(a: SurfaceSpec | None, b: SurfaceSpec | None) -> list[tuple[str, str, str]]:
+    """(what, before, after) as text for every part of the surface block that differs: the block itself when
+    one side has none (the same levels are then quoted by another model), else its model, pillars
+    (variance days), weekend weight and wing slope cap, to the YAML's 4 decimals."""
+    if a is None and b is None:
+        return []
+    if a is None or b is None:
+        def model(s: SurfaceSpec | None) -> str:
+            return "none (step model)" if s is None else s.model
+        return [("surface", model(a), model(b))]
+    out = [] if a.model == b.model else [("surface model", a.model, b.model)]
+
+    def differ(x: float | None, y: float | None) -> bool:
+        return x is None or y is None or round(x, 4) != round(y, 4)
+
+    for label in list(dict.fromkeys([*b.pillars, *a.pillars])):
+        pa, pb = a.pillars.get(label), b.pillars.get(label)
+        if differ(pa, pb):
+            out.append((f"surface pillar {label}", mult(pa), mult(pb)))
+    for what in ("weekend_weight", "wing_slope_cap"):
+        va, vb = getattr(a, what), getattr(b, what)
+        if differ(va, vb):
+            out.append((f"surface {what}", mult(va), mult(vb)))
+    return out
 
 
 class AppliedEntry(_Strict):

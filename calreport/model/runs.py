@@ -84,7 +84,7 @@ class DeltaBucket(_Lenient):
 class RunFlag(_Lenient):
     """One thing a desk should look at (calibration/flags.py; thresholds in config `flags`)."""
 
-    code: FlagCode = Field(description="THIN_RV, IV_DRIFT, ATM_RV_RANGE, ON_FIT_BOUND, DEGRADED_APPLIED, WING_GAP or SHORT_EXPIRY_OUTLIER.")
+    code: FlagCode = Field(description="THIN_RV, IV_DRIFT, ATM_RV_RANGE, ON_FIT_BOUND, DEGRADED_APPLIED, WING_GAP, SHORT_EXPIRY_OUTLIER or FIT_NOT_CONVERGED.")
     message: str = Field(description="The numbers behind it, one sentence.")
 
 
@@ -275,6 +275,10 @@ class LiveRun(RunMeasures):
         description="Static-arbitrage checks of the recommended and smoothed surfaces: '<which> listed' (the run's strikes and expiries) and '<which> grid' (K/F 0.3-3 x 1 day-1 year).",
     )
     surface_fit_s: float | None = Field(default=None, description="Seconds the joint surface fit took (levels + smiles).")
+    surface_fit_capped: bool | None = Field(
+        default=None,
+        description="True when the surface fit's last IRLS round stopped at its step cap still descending (not a converged optimum; flag FIT_NOT_CONVERGED); null: no surface fit or an older row.",
+    )
     smile_fit: dict[str, SmileFitStats] | None = Field(
         default=None, description='"global" and band name -> how its smile was fitted (null when smile.enabled is false).'
     )

@@ -4,8 +4,9 @@ live run's marks (pure: view objects from the files of record, no I/O).
 For the latest live run of each underlying, its detail file's quotes (strike K, forward F, days to expiry,
 mark_iv, vega at the market IV) are priced with the applied entry exactly as the engine quotes them
 (calibration.smile.sigma_for: the surface on the variance clock counted from the run's time for a schema-3
-entry, else the step model), on the run's base (its sigma mode: RV_7d, the expiry's ATM IV, or the quote's
-own mark IV). Per expiry, over the OTM quotes (calls K >= F, puts K < F):
+entry, else the step model), on the base of the configured sigma mode (RV_7d, the expiry's ATM IV, or the
+quote's own mark IV); values fitted in another mode are not used, so the base alone is what is quoted.
+Per expiry, over the OTM quotes (calls K >= F, puts K < F):
 
     IV error (vp) = sum(vega |sigma - mark_iv|) / sum(vega) x 100
     IV bias  (vp) = sum(vega (sigma - mark_iv)) / sum(vega) x 100
@@ -31,6 +32,7 @@ from calreport.model import (
     LiveRun,
     RunDetail,
     default_entry,
+    quoted_in_mode,
 )
 from calreport.timeutil import time_ms
 
@@ -91,14 +93,17 @@ def expiry_errors(
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(K / F)
     _, group = np.unique(dte, return_inverse=True)
-    mode = mode_of(run.sigma_mode)
+    mode = config.sigma_mode_for(run.underlying or "")  # the engine quotes in the configured mode (EngineView.sigma_in_mode)
     if mode == "atm_iv":
         base: np.ndarray | float = atm_iv_grouped(group, F, K, iv, is_call)
     elif mode == "mark_iv":
         base = iv
     else:
         base = float(run.rv_7d) if run.rv_7d else float("nan")
-    sigma = sigma_for(entry, config.bands, dte, log_k, T, base, use_smile=config.smile.enabled, now_ms=now_ms)
+    if quoted_in_mode(entry.sigma_mode, mode):
+        sigma = sigma_for(entry, config.bands, dte, log_k, T, base, use_smile=config.smile.enabled, now_ms=now_ms)
+    else:  # values fitted in another mode are not used: the engine quotes the base alone
+        sigma = np.broadcast_to(np.asarray(base, dtype=np.float64), T.shape).astype(np.float64)
     otm = otm_mask(F, K, is_call)
     ok = otm & np.isfinite(sigma) & np.isfinite(iv) & (iv > 0) & np.isfinite(vega) & (vega > 0) & (T > 0)
     if not ok.any():
@@ -130,7 +135,10 @@ def build_expiry_errors(
             continue
         entry = applied.get(name) or default_entry()
         rows, total = expiry_errors(detail, run, entry, config)
-        model = "surface" if entry.surface is not None and config.smile.enabled else "step model"
+        mode = config.sigma_mode_for(name)
+        model = (
+            "surface" if entry.surface is not None and config.smile.enabled else "step model"
+        ) if quoted_in_mode(entry.sigma_mode, mode) else f"values not used (fitted in sigma_mode {mode_of(entry.sigma_mode)}, configured {mode}: sigma = base alone)"
         if not rows or total is None:
             out.append(ExpiryErrorSection(name, fmt.text(run.run_id), fmt.time(run.ts), model, note="No OTM quote with a mark IV and a base."))
             continue

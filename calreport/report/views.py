@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 
 from calreport import fmt
 from calreport.apply import RULES, Refused, RollbackTarget, force_refusal, rollback_values, run_thin_rv
+from calreport.calibration.sigma import mode_of
 from calreport.model import (
     AppliedDocument,
     AppliedEntry,
@@ -29,11 +30,12 @@ from calreport.model import (
     Multipliers,
     RunDetail,
     RunFlag,
+    quoted_in_mode,
 )
 from calreport.report import charts
 from calreport.report.expiry_errors import ExpiryErrorSection, build_expiry_errors
 from calreport.report.smile import SKEW_FLAG, SmileSection, build_smile_sections
-from calreport.store.state import ROLLED_BACK, StatusIndex
+from calreport.store.state import LEGACY_STATUS, ROLLED_BACK, StatusIndex
 from calreport.timeutil import MS_PER_HOUR, iso_utc, time_ms
 
 MISSING = fmt.MISSING
@@ -136,6 +138,9 @@ class OverviewCard:
     # False when the surface quotes every pillar at its own band's level: the global level is then only a
     # fallback the engine does not use (the card says so instead of "Engine uses (global)")
     global_quoted: bool = True
+    # set when the applied values were fitted in another sigma mode than the configured one: the engine
+    # quotes the base alone (EngineView.sigma_in_mode), so the card must not present them as quoted
+    not_used: str = ""
 
 
 # The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
@@ -528,15 +533,11 @@ def underlyings_of(inp: Inputs) -> list[str]:
     return names + sorted(extra - set(names))
 
 
-LEGACY_STATUS = "legacy"
-
-
 def derive_status(index: StatusIndex | None, run: LiveRun) -> str:
-    """The display status; an imported legacy record shows "legacy" (calreport never applied it:
-    a derived "held" beside the old system's "apply" would contradict its own decision)."""
+    """The display status (StatusIndex.shown_status: an imported legacy record shows "legacy")."""
     if not run.is_live:
         return LEGACY_STATUS
-    return UNKNOWN if index is None else index.status_of(run)
+    return UNKNOWN if index is None else index.shown_status(run)
 
 
 def legacy_decision(run: LiveRun) -> str:
@@ -821,7 +822,7 @@ def build_live(names: list[str], inp: Inputs) -> list[LiveCard]:
                 recommended_on_bound=bool(run.recommended_on_bound),
                 samples=fmt.integer(run.samples),
                 rv_source=fmt.text(run.rv_source),
-                rv_returns=fmt.integer(run.rv_returns),
+                rv_returns=fmt.integer(run.rv_returns) if run.rv_source != "manual" else MISSING,  # --rv: no returns behind it
                 rv_warning=run.rv_warning or "",
                 deribit_hv=(f"{fmt.vol(run.deribit_hv)} at {fmt.time(run.deribit_hv_ts)} (RV_7d {fmt.vol(run.rv_7d)})"
                             if run.deribit_hv is not None else ""),
@@ -1137,6 +1138,13 @@ def _global_level_quoted(entry: AppliedEntry, config: CalibrationConfig) -> bool
     return any(label not in entry.bands for label in entry.surface.pillars)
 
 
+def _not_used(entry: AppliedEntry | None, mode: str) -> str:
+    """Why the engine quotes none of an entry's values ("" when it quotes them): fitted in another sigma mode."""
+    if entry is None or quoted_in_mode(entry.sigma_mode, mode):
+        return ""
+    return f"not used: fitted in sigma_mode {mode_of(entry.sigma_mode)}, configured {mode}; the engine quotes the base alone until a run in {mode} is applied"
+
+
 def build_overview(
     inp: Inputs, names: list[str], flags: Sequence[FlagSummary], expiry: dict[str, ExpiryErrorSection] | None = None
 ) -> list[OverviewCard]:
@@ -1159,6 +1167,7 @@ def build_overview(
             underlying=name, applied=applied, applied_bands=bands, applied_source=source, applied_updated=updated,
             health=health, health_text=health_text, run_present=run is not None,
             global_quoted=entry is None or _global_level_quoted(entry, inp.config),
+            not_used=_not_used(entry, inp.config.sigma_mode_for(name)),
         )
         if run is not None:
             status = derive_status(index, run)

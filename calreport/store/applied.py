@@ -53,7 +53,9 @@ HEADER = (
 
 
 def read_applied(root: Root, config: CalibrationConfig | None = None) -> AppliedDocument:
-    """Read and strictly validate the YAML. Missing file = every underlying at 1.0 (not an error)."""
+    """Read and strictly validate the YAML. Missing file = every underlying at 1.0 (not an error).
+    Every band label must be a band of the config, except in an entry quoted by its surface block
+    (labels that are all its own pillars): bands edited in the config reach it at the next live run."""
     path = root.applied
     if not present(path):
         return AppliedDocument()
@@ -72,16 +74,26 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
         problem = cfg.limits.problem_of(entry.multipliers())
         if problem:
             raise CalreportError(f"underlyings.{name}.{problem}", path)
-        unknown = sorted(
-            (set(entry.bands) | set(entry.smile.bands if entry.smile else ()) | set(entry.surface.pillars if entry.surface else ())) - known
-        )
+        labels = set(entry.bands) | set(entry.smile.bands if entry.smile else ()) | set(entry.surface.pillars if entry.surface else ())
+        unknown = sorted(labels - known)
+        if unknown and entry.surface is not None and cfg.smile.enabled and labels <= set(entry.surface.pillars):
+            # The surface quotes from the entry alone (each label a pillar at its own variance days,
+            # smile.entry_surface), so bands renamed or split in the config leave its quotes as they
+            # were until the next live run applies the new pillars (the quoting model changed).
+            unknown = []
         if unknown:
-            raise CalreportError(
+            raise UndefinedBand(
                 f"underlyings.{name}.bands: band {excerpt(unknown[0], 40)} is not defined in config/calibration.yaml "
-                f"(defined: {', '.join(sorted(known)) or 'none'})",
+                f"(defined: {', '.join(sorted(known)) or 'none'}); the step model takes a band's DTE range from there, "
+                "so define it again (the bands were edited since the last apply?)",
                 path,
             )
     return doc
+
+
+class UndefinedBand(CalreportError):
+    """The applied YAML names a band the config no longer defines, where the engine would need its DTE
+    range (the step model): the fix is in config/calibration.yaml, not in the YAML."""
 
 
 def format_applied(doc: AppliedDocument) -> str:

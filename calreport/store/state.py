@@ -4,7 +4,8 @@
 - a run's display status is derived: `applied` when the YAML's run_id is that run, `rolled-back`
   when its values were applied and the apply that replaced them (the next apply event of its
   underlying after the last one naming it) was a rollback, `superseded` when an apply event names
-  it but the YAML no longer does, `failed` when realism failed, `held` otherwise.
+  it but the YAML no longer does, `failed` when realism failed, `held` otherwise; an imported record
+  of the previous system shows `legacy` (`shown_status`): calreport never decided it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from calreport.store.query import HistoryQuery
 from calreport.timeutil import iso_utc, time_ms, utc_now
 
 ROLLED_BACK: DisplayStatus = "rolled-back"
+LEGACY_STATUS = "legacy"  # an imported record (calreport never applied or held it)
 
 
 def state_document(doc: AppliedDocument, now: datetime | None = None) -> StateDocument:
@@ -60,6 +62,8 @@ class EventKey(RunKey, Protocol):
 class RunStatusKey(RunKey, Protocol):
     @property
     def status(self) -> str | None: ...
+    @property
+    def is_live(self) -> bool: ...
 
 
 class _History(Protocol):
@@ -109,6 +113,11 @@ class StatusIndex:
         if run.status == "failed":
             return "failed"
         return "held"
+
+    def shown_status(self, run: LiveRun | RunStatusKey) -> str:
+        """status_of, except that an imported legacy record shows "legacy": a derived "held" beside the
+        old system's own "apply" would contradict its decision (the dashboard, doctor's counts)."""
+        return LEGACY_STATUS if not run.is_live else self.status_of(run)
 
     def rollback_reason(self, run: RunKey) -> str | None:
         """'Rolled back: run R1's values re-applied at <time>' for a rolled-back run, else None."""
