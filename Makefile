@@ -20,9 +20,11 @@ demo: $(VENV)/.installed
 
 # Tests run on every core (pytest-xdist; TEST_WORKERS=0 runs them in one process); the long
 # versions of the reliability loops and hypothesis searches: CALREPORT_LONG_TESTS=1 make test
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: the suite starts ~100 Python
+# processes (workers, CLI runs, import probes), and each would otherwise compile calreport again.
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

@@ -164,6 +164,17 @@ def compacted_btc_harvest(tmp_path_factory: pytest.TempPathFactory, worker_id: s
     return out.harvest_dir("BTC")
 
 
+@pytest.fixture(scope="session")
+def calreport_process(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """`python -m calreport ARGS` in a process of its own, forked from one that imported the CLI once
+    (tests/cli_fork.py): for tests that need the process boundary (a timeout on a hang), not start-up."""
+    from cli_fork import CalreportForks
+
+    forks = CalreportForks(tmp_path_factory.mktemp("calreport-forks"))
+    yield forks.run
+    forks.close()
+
+
 @pytest.fixture
 def demo_root(pristine_demo: PristineDemo, tmp_path: Path) -> Root:
     """A demo root (`calreport demo` at FIXED_ANCHOR) of this test's own, to read or change."""

@@ -310,16 +310,23 @@ def test_the_open_counter_sees_every_read(root):
     assert rendered["config"] + rendered["render config"] == 1 and rendered["render applied"] >= 1
 
 
-def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_once_before_the_re_render(root):
+@pytest.fixture(scope="module")
+def force_apply_opens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Root, dict[str, int]]:
+    """One `force-apply` of a live run in a fresh interpreter, counted once for the two tests that read it."""
+    root = Root(tmp_path_factory.mktemp("opens") / "root")
+    actions.init(Workspace.open(root))
     add_live_run(root, smoothed=1.0833)
-    n = _opens(root, "force-apply", "--underlying", "BTC")
+    return root, _opens(root, "force-apply", "--underlying", "BTC")
+
+
+def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_once_before_the_re_render(force_apply_opens):
+    root, n = force_apply_opens
     assert n["exit"] == 0 and read_applied(root).entry("BTC").global_ == 1.0833
     assert (n["config"], n["applied"]) == (1, 1)  # the workspace, and the apply transaction under its lock
 
 
-def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_at_most_twice(root):
-    add_live_run(root, smoothed=1.0833)
-    n = _opens(root, "force-apply", "--underlying", "BTC")
+def test_one_force_apply_opens_the_config_once_and_the_applied_yaml_at_most_twice(force_apply_opens):
+    _, n = force_apply_opens
     assert n["exit"] == 0
     assert n["config"] + n["render config"] == 1 and n["applied"] + n["render applied"] <= 2
 

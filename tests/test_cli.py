@@ -24,10 +24,10 @@ def run_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_init_then_status_json_via_env_root(tmp_path):
+def test_init_then_status_json_via_env_root(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
-    r = run_cli("init", env={"CALREPORT_ROOT": str(root)})
-    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("CALREPORT_ROOT", str(root))
+    assert main(["init"]) == 0  # in-process; the status below reads the variable in a real process
     r = run_cli("status", "--json", env={"CALREPORT_ROOT": str(root)})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -72,8 +72,8 @@ def test_bad_input_is_one_line_no_traceback(tmp_path, capsys, setup, args, needl
     assert err.count("\n") == 1 and needle in err, err
 
 
-def test_bad_input_in_a_real_process_is_one_line_no_traceback(tmp_path):
-    assert run_cli("--root", str(tmp_path), "init").returncode == 0
+def test_bad_input_in_a_real_process_is_one_line_no_traceback(tmp_path, capsys):
+    assert main(["--root", str(tmp_path), "init"]) == 0  # the setup; the failing command runs in a real process
     Root(tmp_path).applied.write_text("underlyings: {BTC: {global: [1]}}\n")
     r = run_cli("--root", str(tmp_path), "status")
     assert r.returncode != 0
@@ -129,15 +129,15 @@ def _heavy_loaded(*argv: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_help_and_status_load_no_command_module_numpy_scipy_or_pyarrow(tmp_path):
+def test_help_and_status_load_no_command_module_numpy_scipy_or_pyarrow(tmp_path, capsys):
     """The CLI imports a command's modules in its handler, so `--help` and `status` start fast
     (benchmarks/bench_cli.py times them); `calibrate --help` parses without the calibration either."""
-    assert run_cli("--root", str(tmp_path / "r"), "init").returncode == 0
+    assert main(["--root", str(tmp_path / "r"), "init"]) == 0  # the setup, in-process; the probes start fresh interpreters
     assert _heavy_loaded("--help") == []
     assert _heavy_loaded("calibrate", "--help") == []
     assert _heavy_loaded("--root", str(tmp_path / "r"), "status") == []
 
 
-def test_the_lazy_import_probe_sees_a_command_that_loads_the_calibration(tmp_path):
-    assert run_cli("--root", str(tmp_path / "r"), "init").returncode == 0
+def test_the_lazy_import_probe_sees_a_command_that_loads_the_calibration(tmp_path, capsys):
+    assert main(["--root", str(tmp_path / "r"), "init"]) == 0  # the setup, in-process
     assert "calreport.commands.usecases" in _heavy_loaded("--root", str(tmp_path / "r"), "rollback")

@@ -216,7 +216,7 @@ def test_each_side_s_errors_are_measured_at_the_values_it_shows() -> None:
     assert set(compare.side_of_applied(capped, run).errors.values()) == {None}
 
 
-def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(root, rows) -> None:
+def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(root, rows, capsys) -> None:
     first = rows.live(smoothed=1.04, bands={"0-7d": 1.02})
     apply.apply_values(root, "BTC", first.smoothed, source="policy", run_id=first.run_id, reason="Policy")
     second = rows.live(smoothed=1.0833, bands={"0-7d": 1.05})
@@ -231,14 +231,20 @@ def test_each_live_row_links_a_compare_page_and_calreport_diff_prints_the_same(r
         return subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *args],
                               capture_output=True, text=True, cwd=REPO, timeout=60)
 
-    out = cli("diff", second.run_id, "--json")
-    assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    def in_process(*args: str) -> tuple[int, str, str]:  # main(argv) prints what the process would
+        capsys.readouterr()
+        code = main(["--root", str(root.path), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = in_process("diff", second.run_id, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
     assert doc["a"]["label"] == "applied" and doc["b"]["run_id"] == second.run_id
     assert {"section": "level", "name": "global", "a": "1.0400", "b": "1.0833", "diff": "+0.0433", "changed": True, "unit": ""} in doc["rows"]
-    text = cli("diff", first.run_id, second.run_id)
-    assert text.returncode == 0 and "* level global" in text.stdout and "+0.0433" in text.stdout
-    bad = cli("diff", "NOPE")
+    code, out, _ = in_process("diff", first.run_id, second.run_id)
+    assert code == 0 and "* level global" in out and "+0.0433" in out
+    bad = cli("diff", "NOPE")  # a real process: the refusal is one line on stderr, no traceback
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "no live run 'NOPE'" in bad.stderr
 
 

@@ -118,9 +118,18 @@ def test_doctor_is_clean_after_a_kill_at_each_point_is_recovered(root: Root, op:
 # --------------------------------------------------------------------------- 2: slow clients never lock up serve
 
 
+def connect_paced(port: int) -> socket.socket:
+    """A connection to the server, then a 5 ms pause so its accept loop takes it: connecting in a
+    tight loop holds the GIL, fills the listen backlog (5) and the kernel drops the next SYN, which the
+    client resends only after 1 s (four such stalls made the 32 connections take 4 s)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.005)
+    return sock
+
+
 def _tricklers(port: int, n: int, every: float, stop: threading.Event) -> list[socket.socket]:
     """`n` connections that each send a request line, then one header line every `every` seconds."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    socks = [connect_paced(port) for _ in range(n)]
 
     def trickle() -> None:
         for s in socks:
@@ -338,13 +347,12 @@ def _special(kind: str, path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 @pytest.mark.parametrize("command", [("status",), ("doctor",), ("force-apply", "--underlying", "BTC")])
-def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Root, kind: str, command: tuple[str, ...]) -> None:
+def test_a_special_file_as_the_applied_yaml_is_refused_without_hanging(root: Root, kind: str, command: tuple[str, ...], calreport_process) -> None:
     from foundation_helpers import add_live_run
 
     add_live_run(root, "BTC")
     _special(kind, root.applied)
-    proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), *command], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    proc = calreport_process(["--root", str(root.path), *command], timeout=30)  # a process of its own: a hang is killed
     assert proc.returncode == 1, proc.stderr
     assert "not a regular file" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert os.path.islink(root.applied) or root.applied.is_fifo()  # left as it was

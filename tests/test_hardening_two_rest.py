@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,19 +278,18 @@ def test_doctor_warns_when_site_state_does_not_match_the_yaml(root: Root, capsys
 
 @pytest.mark.parametrize("which", ["live", "auto"])
 @pytest.mark.parametrize("command", ["doctor", "render"])
-def test_a_fifo_as_a_history_file_is_refused_without_hanging(root: Root, which: str, command: str) -> None:
+def test_a_fifo_as_a_history_file_is_refused_without_hanging(root: Root, which: str, command: str, calreport_process) -> None:
     path = root.live_history if which == "live" else root.auto_history
     path.unlink(missing_ok=True)
     os.mkfifo(path)
-    proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), command], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    proc = calreport_process(["--root", str(root.path), command], timeout=30)  # a process of its own: a hang is killed
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_line(proc.stderr)
     assert path.name in line and "not a regular file (a FIFO)" in line
     assert path.is_fifo()
 
 
-def test_a_fifo_as_a_run_detail_does_not_hang_render(root: Root) -> None:
+def test_a_fifo_as_a_run_detail_does_not_hang_render(root: Root, calreport_process) -> None:
     from foundation_helpers import add_live_run
 
     add_live_run(root, "BTC")
@@ -301,8 +298,7 @@ def test_a_fifo_as_a_run_detail_does_not_hang_render(root: Root) -> None:
     detail.parent.mkdir(parents=True, exist_ok=True)
     detail.unlink(missing_ok=True)
     os.mkfifo(detail)
-    proc = subprocess.run([sys.executable, "-m", "calreport", "--root", str(root.path), "render"], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    proc = calreport_process(["--root", str(root.path), "render"], timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 

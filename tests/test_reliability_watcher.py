@@ -53,6 +53,10 @@ def test_every_apply_is_seen_and_latency_is_measured(root, monkeypatch, observer
             v = engine.version
             apply_values(root, "BTC", Multipliers(global_=round(0.8 + i / 1000, 4)), source="policy", run_id=f"r{i}", reason="t")
             assert engine.wait_for_version(v + 1, 5.0), f"apply {i} not seen"
+            # the watcher publishes the version, then calls back: wait for this version's call, not the last one's
+            deadline = time.monotonic() + 5.0
+            while seen[-1][1].version < v + 1 and time.monotonic() < deadline:
+                time.sleep(0.0005)
             t_seen, view = seen[-1]
             assert view.document.underlyings["BTC"].run_id == f"r{i}"
             latencies.append((t_seen - stamp.started[-1]) * 1000)
