@@ -70,3 +70,20 @@ def force_apply(root: Root, underlying: str, *, allow_unrealistic: bool = False,
 def rollback(root: Root, underlying: str, to: str | None = None, *, via: str | None = None) -> ApplyEvent:
     """calreport.apply.rollback on a root's files, without the command's hooks or re-render."""
     return apply.rollback(FileApplyStore(root, load_config(root)), underlying, to, via=via)
+
+
+def apply_flat_surface_seed(root: Root, underlying: str = "BTC", level: float = 1.0) -> None:
+    """Force-apply a seed of the configured quoting model (the surface: every pillar at `level`, a flat smile),
+    as a run would have applied it, so a live run's EWMA continues from it (a step-model seed is another
+    quoting model: the EWMA would restart and the fit apply whole)."""
+    from calreport.calibration.surface import quoting_model
+    from calreport.model import Smile
+    from calreport.store.applied import apply_values
+    from calreport.store.config import load_config
+
+    config = load_config(root)
+    spec = quoting_model(config, "rv")
+    assert spec is not None, "the default config quotes the surface"
+    flat = Smile(nodes=list(config.smile.nodes), global_=[1.0] * len(config.smile.nodes))
+    seed = Multipliers(global_=level, bands={b: level for b in spec.pillars}, smile=flat, surface=spec)
+    apply_values(root, underlying, seed, source="force", run_id="seed", reason="seed")

@@ -10,11 +10,12 @@ import pytest
 from calreport.calibration.smoothing import smoothing_alpha
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
-from calreport.model import Multipliers, SmoothingConfig
-from calreport.store.applied import apply_values, read_applied
+from calreport.model import SmoothingConfig
+from calreport.store.applied import read_applied
 from calreport.store.paths import Root
 from calreport.store.query import HistoryQuery
 from calreport.timeutil import MS_PER_HOUR
+from tests.foundation_helpers import apply_flat_surface_seed
 from tests.independent import copy_compacted_harvest
 from tests.test_calibrate import synth_rows, write_snapshot
 
@@ -27,7 +28,7 @@ def _per_run_policy_root(tmp_path: Path, alpha: float = 0.3) -> Root:
     cfg = root.calibration_config
     text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 0.5}", f"smoothing: {{alpha: {alpha}, half_life_hours: null}}")
     cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
-    apply_values(root, "BTC", Multipliers(global_=1.0), source="force", run_id="seed", reason="seed")
+    apply_flat_surface_seed(root)  # of the configured quoting model, so the EWMA continues from it
     return root
 
 

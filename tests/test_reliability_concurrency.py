@@ -150,17 +150,9 @@ def test_two_concurrent_calibrations_run_one_after_the_other_under_the_apply_loc
     cfg = root.calibration_config
     text = cfg.read_text().replace("smoothing: {alpha: 0.3, half_life_hours: 0.5}", "smoothing: {alpha: 0.3, half_life_hours: null}")
     cfg.write_text(text.replace("max_rel_step: 0.1,", "max_rel_step: 0.25,").replace("max_step_se: 6.0", "max_step_se: 0.0"))
-    from calreport.calibration.surface import quoting_model
-    from calreport.model import Multipliers, Smile
-    from calreport.store.config import load_config
+    from tests.foundation_helpers import apply_flat_surface_seed
 
-    # the seed is of the configured quoting model (the surface, every pillar and node at 1), so the EWMA continues from it
-    config = load_config(root)
-    spec = quoting_model(config, "rv")
-    assert spec is not None
-    flat = Smile(nodes=list(config.smile.nodes), global_=[1.0] * len(config.smile.nodes))
-    seed = Multipliers(global_=1.0, bands={b: 1.0 for b in spec.pillars}, smile=flat, surface=spec)
-    applied_store.apply_values(root, "BTC", seed, source="force", run_id="seed", reason="seed")
+    apply_flat_surface_seed(root)  # of the configured quoting model (the surface), so the EWMA continues from it
     # smoothed = 0.3 x recommended + 0.7 x 1.0: 1.55 -> 1.165 (+16.5 %), 0.72 -> 0.916 (-8.4 %)
     # (recommended values inside the realism range: realism judges the recommended value too)
     snaps = {m: write_snapshot(tmp_path / f"s{m}.json", synth_rows(rv=0.45, multiplier=m)) for m in (1.55, 0.72)}

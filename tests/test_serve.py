@@ -456,3 +456,11 @@ def test_preview_names_a_change_of_the_surface_block(root, rows, acting):
         "smoothed": Multipliers(global_=1.0833, bands={"0-7d": 1.05}, surface=moved)}))
     p = json.loads(post_action(acting, {"underlying": "BTC", "preview": True})[2])["preview"]
     assert p["surface_changes"] == [{"what": "surface pillar 7-30d", "old": "16.4957", "new": "16.0000"}]
+
+
+def test_the_listen_backlog_admits_a_burst_of_connections_up_to_the_connection_limit() -> None:
+    """socketserver's default backlog (5) dropped the SYNs of a burst; the client's kernel retried each a second
+    later. The server listens with a backlog of MAX_CONNECTIONS, so a burst is accepted and answered (503 past it)."""
+    from calreport.report.serve import MAX_CONNECTIONS, DashboardServer
+
+    assert DashboardServer.request_queue_size >= MAX_CONNECTIONS > 5

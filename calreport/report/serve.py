@@ -157,6 +157,9 @@ def inject_token(html: bytes, token: str) -> bytes:
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: socketserver's default 5 dropped the SYNs of a burst of connections, each retried by the
+    # client's kernel a second later; the burst is admitted up to MAX_CONNECTIONS and answered (503 beyond)
+    request_queue_size = MAX_CONNECTIONS
 
     def __init__(
         self,
