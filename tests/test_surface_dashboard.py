@@ -63,28 +63,38 @@ def test_the_per_expiry_iv_error_is_the_engine_quote_against_the_marks_and_sums_
     rows, total = expiry_errors(detail, run, entry, cfg)
     # independently: the engine's own entry point (EngineView.sigma), per expiry by hand
     view = EngineView(1, AppliedDocument(underlyings={"BTC": entry}), tuple(cfg.bands), None, "t")
-    qs = [q for q in detail.quotes if q.mark_iv is not None and q.forward is not None
-          and (q.strike >= q.forward if q.type == "C" else q.strike < q.forward) and q.vega > 0]
-    expected = {}
-    for dte in sorted({q.dte for q in qs}):  # per expiry (a test)
-        g = [q for q in qs if q.dte == dte]
-        K = np.array([q.strike for q in g])
-        F = np.array([q.forward for q in g])
-        s = view.sigma("BTC", K, F, np.full(K.size, dte / 365.0), run.rv_7d, now_ms=time_ms(run.ts))
-        v = np.array([q.vega for q in g])
-        iv = np.array([q.mark_iv for q in g])
-        expected[dte] = (len(g), float(np.sum(v * np.abs(s - iv)) / v.sum() * 100.0), float(np.sum(v * (s - iv)) / v.sum() * 100.0))
-    assert [r.dte for r in rows] == sorted(expected)
-    for r in rows:
-        n, err, bias = expected[r.dte]
-        assert r.quotes == n and r.iv_error_vp == pytest.approx(err, abs=1e-9) and r.iv_bias_vp == pytest.approx(bias, abs=1e-9)
-        assert r.expiry.endswith("25") or r.expiry.endswith("26")  # the instruments' expiry code
+
+    def by_hand(quotes):  # type: ignore[no-untyped-def]
+        qs = [q for q in quotes if q.mark_iv is not None and q.forward is not None
+              and (q.strike >= q.forward if q.type == "C" else q.strike < q.forward) and q.vega > 0]
+        expected = {}
+        for dte in sorted({q.dte for q in qs}):  # per expiry (a test)
+            g = [q for q in qs if q.dte == dte]
+            K = np.array([q.strike for q in g])
+            F = np.array([q.forward for q in g])
+            s = view.sigma("BTC", K, F, np.full(K.size, dte / 365.0), run.rv_7d, now_ms=time_ms(run.ts))
+            v = np.array([q.vega for q in g])
+            iv = np.array([q.mark_iv for q in g])
+            expected[dte] = (len(g), float(np.sum(v * np.abs(s - iv)) / v.sum() * 100.0), float(np.sum(v * (s - iv)) / v.sum() * 100.0))
+        return expected
+
+    # the front: the 14DEC25 expiry, 0.68 days out, is nearer than filters.min_dte (1): not fitted, but the
+    # engine quotes it, so its rows come first, marked, and stay out of the "all fitted" figures
+    front, fitted = [r for r in rows if not r.fitted], [r for r in rows if r.fitted]
+    assert front and rows[: len(front)] == front and all(r.dte < cfg.filters.min_dte for r in front)
+    for got, want in ((fitted, by_hand(detail.quotes)), (front, by_hand(detail.front_quotes))):
+        assert [r.dte for r in got] == sorted(want)
+        for r in got:
+            n, err, bias = want[r.dte]
+            assert r.quotes == n and r.iv_error_vp == pytest.approx(err, abs=1e-9) and r.iv_bias_vp == pytest.approx(bias, abs=1e-9)
+            assert r.expiry.endswith("25") or r.expiry.endswith("26")  # the instruments' expiry code
     # the whole run under the fit applied whole is the run's own OTM IV error at the recommended values
     assert total is not None and total[0] == run.otm_samples
     assert total[1] == pytest.approx(run.fit_iv_error_vp, abs=0.01)
     html = (root / "site" / "index.html").read_text()
     section = html[html.index('id="expiry-errors"'):]
-    assert f'data-expiry="{rows[0].expiry}"' in section and "applied surface" in section[:2000]
+    assert f'data-expiry="{fitted[0].expiry}"' in section and "applied surface" in section[:2000]
+    assert f'data-expiry="{front[0].expiry}" data-fitted="no"' in section and "not fitted (DTE &lt; 1)" in section
 
 
 @pytest.mark.realdata

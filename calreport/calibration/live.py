@@ -69,6 +69,7 @@ from calreport.model import (
     AppliedEntry,
     CalibrationConfig,
     ExpirySummary,
+    FrontQuote,
     GroupMetrics,
     Interval95,
     LiveRun,
@@ -566,6 +567,29 @@ def _quote_details(priced: _Priced, band_names: list[str]) -> list[QuoteDetail]:
     ]
 
 
+def _front_quotes(quotes: QuoteArrays, now_ms: int, config: CalibrationConfig, underlying: str) -> list[FrontQuote]:
+    """The quotes nearer than filters.min_dte that pass every other filter: the engine quotes them (the
+    surface's flat front level) though no run fits them, so the detail keeps what the dashboard needs to
+    show how the applied calibration quotes the very front (report/expiry_errors.py)."""
+    f = config.filters
+    if f.min_dte <= 0:
+        return []
+    near = select_quotes(quotes, now_ms, f.model_copy(update={"min_dte": 0.0}), underlying)
+    m = (near.dte > 0) & (near.dte < f.min_dte)
+    if not m.any():
+        return []
+    q, T = near.quotes.take(m), near.T[m]
+    iv = mark_sigma(q.mark_iv, q.mark_price, q.underlying_price, q.strike, T, q.is_call)
+    vega = vega_weights(q.underlying_price, q.strike, T, iv, iv)
+    ok = np.isfinite(iv) & (iv > 0) & np.isfinite(vega) & (vega > 0)
+    cols = zip(q.instrument.tolist(), near.dte[m].tolist(), q.strike.tolist(), q.is_call.tolist(),
+               q.underlying_price.tolist(), iv.tolist(), vega.tolist(), ok.tolist())
+    return [  # one model per quote, as the detail's quotes: a front expiry has a few dozen
+        FrontQuote(instrument=name, dte=round(d, 4), strike=k, type="C" if c else "P", forward=fw, mark_iv=v, vega=vg)
+        for name, d, k, c, fw, v, vg, good in cols if good
+    ]
+
+
 def _failure(rv: RealisedVol, sel: Selection, config: CalibrationConfig, mode: str = "rv") -> str | None:
     if rv.rv is None and mode == "rv":
         return (
@@ -805,6 +829,7 @@ def evaluate_live(
     detail = RunDetail(
         run_id=run_id, underlying=underlying, ts=ts,
         quotes=_quote_details(priced, config.band_names()), expiries=_expiry_summaries(priced),
+        front_quotes=_front_quotes(quotes, now_ms, config, underlying),
     )
     return LiveEvaluation(run, detail)
 

@@ -63,6 +63,7 @@ from calreport.model.harvest import (
     RejectedSource,
 )
 from calreport.model.runs import (
+    FrontQuote,
     NOTE_MAX_CHARS,
     ROW_TYPES,
     AlertDelivery,
@@ -94,7 +95,7 @@ __all__ = [
     "AlertDelivery", "AlertEvent", "AlertsConfig", "AppliedDocument", "AppliedEntry", "ApplyEvent", "ApplySource",
     "AutoConfig", "AutoRun", "AutoRunDetail", "BacktestDecision", "BacktestDifference", "BacktestScore", "BacktestSummary", "Band", "CalibrationConfig",
     "DashboardConfig", "DataQuality", "Decision", "DeltaBucket", "DisplayStatus", "ExpirySummary", "FilterConfig",
-    "FitConfig", "FlagCode", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
+    "FitConfig", "FlagCode", "FrontQuote", "FlagsConfig", "GroupMetrics", "HarvestErrors", "HarvestRow", "HistoryRow",
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
     "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL", "surface_changes",
     "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "NodeUncertainty", "UncertaintyEntry", "UnknownRow",

@@ -434,6 +434,19 @@ class ExpirySummary(_Lenient):
     vega_weighted_mae_pct: float | None = Field(default=None, description="Vega-weighted MAE (percent).")
 
 
+class FrontQuote(_Lenient):
+    """A quote the engine prices but the run does not fit: its expiry is nearer than filters.min_dte (every other
+    filter passed). Kept so the dashboard can show how the applied calibration quotes the very front."""
+
+    instrument: str = Field(description="Deribit instrument name.")
+    dte: float = Field(description="Days to expiry at the snapshot (4 decimals; below filters.min_dte).")
+    strike: float = Field(description="Strike (quote currency, USD).")
+    type: Literal["C", "P"] = Field(description="Call or put.")
+    forward: float = Field(description="The expiry's forward, Deribit's underlying_price (USD).")
+    mark_iv: float = Field(description="The desk's market IV (Deribit's mark_iv, the mark inverted where absent; fraction).")
+    vega: float = Field(description="Black-76 vega at that IV (coin per 1.00 vol).")
+
+
 class RunDetail(_Lenient):
     """history/runs/<run_id>.json: the quote-level detail of one live run (calibration/live.py)."""
 
@@ -443,6 +456,10 @@ class RunDetail(_Lenient):
     ts: str = Field(description="The run's ts (snapshot time, ISO 8601 UTC).")
     quotes: list[QuoteDetail] = Field(default_factory=list, description="Every quote used (empty for a failed run).")
     expiries: list[ExpirySummary] = Field(default_factory=list, description="One summary per expiry.")
+    front_quotes: list[FrontQuote] = Field(
+        default_factory=list,
+        description="Quotes nearer than filters.min_dte that pass every other filter: not fitted, but quoted by the engine (empty in files written before).",
+    )
 
 
 class AutoRunDetail(_Lenient):

@@ -12,7 +12,8 @@ Per expiry, over the OTM quotes (calls K >= F, puts K < F):
     IV bias  (vp) = sum(vega (sigma - mark_iv)) / sum(vega) x 100
 
 with the number of OTM quotes; `vega` is the detail's Black-76 vega at the market IV (coin per 1.00 vol).
-Templates only loop and print these strings.
+The detail's front quotes (nearer than filters.min_dte: never fitted, but quoted by the engine) are priced the
+same way and shown first, marked, outside the "all fitted" figures. Templates only loop and print these strings.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from calreport.calibration.smile import sigma_for
 from calreport.model import (
     AppliedEntry,
     CalibrationConfig,
+    FrontQuote,
     LiveRun,
+    QuoteDetail,
     RunDetail,
     default_entry,
     quoted_in_mode,
@@ -44,6 +47,7 @@ class ExpiryErrorRow:
     quotes: str  # OTM quotes of this expiry
     iv_error_vp: str
     iv_bias_vp: str
+    note: str = ""  # "not fitted (DTE < 1)" for an expiry nearer than filters.min_dte
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class ExpiryErrorSection:
     total_quotes: str = fmt.MISSING
     total_iv_error_vp: str = fmt.MISSING
     note: str = ""
-    # the "all" row as numbers: the applied calibration's OTM IV error and bias on the run's marks (vp);
+    # the "all fitted" row as numbers: the applied calibration's OTM IV error and bias on the run's marks (vp);
     # the first screen's headline error reads them (views.build_overview)
     iv_error_vp: float | None = None
     iv_bias_vp: float | None = None
@@ -71,17 +75,14 @@ class ExpiryError:
     quotes: int
     iv_error_vp: float
     iv_bias_vp: float
+    fitted: bool = True  # False: nearer than filters.min_dte, quoted by the engine but never fitted
 
 
-def expiry_errors(
-    detail: RunDetail, run: LiveRun, entry: AppliedEntry, config: CalibrationConfig
-) -> tuple[list[ExpiryError], tuple[int, float, float] | None]:
-    """Per expiry (nearest first) the vega-weighted OTM IV error and bias of what `entry` quotes against the
-    detail's mark IVs, and the whole run's (OTM quotes, IV error, IV bias) over every expiry; empty when nothing is usable."""
-    qs = [q for q in detail.quotes if q.forward is not None and q.mark_iv is not None]
-    now_ms = time_ms(run.ts or detail.ts)
-    if not qs or now_ms is None:
-        return [], None
+def _quoted_gaps(
+    qs: Sequence[QuoteDetail] | Sequence[FrontQuote], run: LiveRun, entry: AppliedEntry, config: CalibrationConfig, now_ms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(expiry code, DTE, group per expiry, vega, gap = sigma - mark_iv in vp, NaN where unusable) of what `entry`
+    quotes for `qs` in the configured sigma mode, over the OTM quotes (others NaN)."""
     K = np.array([q.strike for q in qs], dtype=np.float64)
     F = np.array([q.forward for q in qs], dtype=np.float64)
     dte = np.array([q.dte for q in qs], dtype=np.float64)
@@ -106,14 +107,38 @@ def expiry_errors(
         sigma = np.broadcast_to(np.asarray(base, dtype=np.float64), T.shape).astype(np.float64)
     otm = otm_mask(F, K, is_call)
     ok = otm & np.isfinite(sigma) & np.isfinite(iv) & (iv > 0) & np.isfinite(vega) & (vega > 0) & (T > 0)
-    if not ok.any():
-        return [], None
-    gap = (sigma - iv) * 100.0
+    gap = np.where(ok, (sigma - iv) * 100.0, np.nan)
+    return code, dte, group, vega, gap
+
+
+def _per_expiry(code: np.ndarray, dte: np.ndarray, group: np.ndarray, vega: np.ndarray, gap: np.ndarray, fitted: bool) -> list[ExpiryError]:
+    ok = np.isfinite(gap)
     out = []
     for g in np.unique(group[ok]):  # per expiry (a dozen), each a vectorised reduction
         m = ok & (group == g)
         w = vega[m] / vega[m].sum()
-        out.append(ExpiryError(str(code[m][0]), float(dte[m][0]), int(m.sum()), float(np.sum(w * np.abs(gap[m]))), float(np.sum(w * gap[m]))))
+        out.append(ExpiryError(str(code[m][0]), float(dte[m][0]), int(m.sum()), float(np.sum(w * np.abs(gap[m]))), float(np.sum(w * gap[m])), fitted))
+    return out
+
+
+def expiry_errors(
+    detail: RunDetail, run: LiveRun, entry: AppliedEntry, config: CalibrationConfig
+) -> tuple[list[ExpiryError], tuple[int, float, float] | None]:
+    """Per expiry (nearest first) the vega-weighted OTM IV error and bias of what `entry` quotes against the
+    detail's mark IVs, and the whole run's (OTM quotes, IV error, IV bias) over its fitted expiries; empty when
+    nothing is usable. The expiries nearer than filters.min_dte (the detail's front quotes, not fitted but
+    quoted by the engine) come first, `fitted` False, and stay out of the whole run's figures."""
+    qs = [q for q in detail.quotes if q.forward is not None and q.mark_iv is not None]
+    now_ms = time_ms(run.ts or detail.ts)
+    if not qs or now_ms is None:
+        return [], None
+    code, dte, group, vega, gap = _quoted_gaps(qs, run, entry, config, now_ms)
+    ok = np.isfinite(gap)
+    if not ok.any():
+        return [], None
+    out = _per_expiry(code, dte, group, vega, gap, True)
+    if detail.front_quotes:
+        out = _per_expiry(*_quoted_gaps(detail.front_quotes, run, entry, config, now_ms), False) + out
     w = vega[ok] / vega[ok].sum()
     return out, (int(ok.sum()), float(np.sum(w * np.abs(gap[ok]))), float(np.sum(w * gap[ok])))
 
@@ -144,7 +169,8 @@ def build_expiry_errors(
             continue
         out.append(ExpiryErrorSection(
             name, fmt.text(run.run_id), fmt.time(run.ts), model,
-            [ExpiryErrorRow(r.expiry, fmt.num(r.dte, 2), fmt.integer(r.quotes), fmt.num(r.iv_error_vp, 2), fmt.num(r.iv_bias_vp, 2)) for r in rows],
+            [ExpiryErrorRow(r.expiry, fmt.num(r.dte, 2), fmt.integer(r.quotes), fmt.num(r.iv_error_vp, 2), fmt.num(r.iv_bias_vp, 2),
+                            "" if r.fitted else f"not fitted (DTE < {fmt.limit(config.filters.min_dte)})") for r in rows],
             fmt.integer(total[0]), fmt.num(total[1], 2), iv_error_vp=total[1], iv_bias_vp=total[2],
         ))
     return out

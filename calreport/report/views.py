@@ -145,7 +145,7 @@ class OverviewCard:
 
 # The one error the first screen leads with: the vega-weighted mean |sigma_model - sigma_mark| over OTM
 # quotes of what the engine quotes NOW (the applied YAML) against the latest live run's marks, in vol points
-# (report/expiry_errors.py, the "all" row of IV error per expiry). Not the run's own iv_error_vp: that is
+# (report/expiry_errors.py, the "all fitted" row of IV error per expiry). Not the run's own iv_error_vp: that is
 # measured at the values the run tested, which the run's own apply replaced. It is in the units a desk
 # quotes, counts each strike once (OTM only) and weights by vega, so a deep-wing quote worth nothing does
 # not dominate it; the run's own figures are shown beside it on demand, each saying where it was measured.
