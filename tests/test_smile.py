@@ -560,3 +560,23 @@ def test_engine_price_in_blocks_equals_sigma_then_black76_exactly() -> None:
     assert np.array_equal(price, black76_price(F, K, T, sigma, c))
     base = np.full(T.size, 0.43)  # a per-option base too
     assert np.array_equal(v.price("BTC", K, F, T, c, base)[0], sigma)
+
+
+def test_skew_not_applied_is_not_raised_when_the_config_turns_the_smile_off() -> None:
+    """With smile.enabled false the engine quotes no smile at all: a fitted skew the YAML does not carry is the
+    config's choice, not a smile the policy failed to apply, so no SKEW_NOT_APPLIED (the panel says why)."""
+    from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, Smile
+    from calreport.report.smile import build_smile_sections
+
+    nodes = [-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5]
+    skew = Smile(nodes=nodes, global_=[1.6, 1.3, 1.1, 1.0, 0.97, 1.0, 1.12])
+    run = LiveRun(run_id="R", underlying="BTC", ts="2025-12-11T19:36:00Z", rv_7d=0.43, status="ok",
+                  recommended=Multipliers(global_=1.0, smile=skew), smoothed=Multipliers(global_=1.0, smile=skew))
+    applied = {"BTC": AppliedEntry(global_=1.0, run_id="A", source="policy")}  # flat: no smile applied
+    on = CalibrationConfig()
+    off = on.model_copy(update={"smile": on.smile.model_copy(update={"enabled": False})})
+    flagged = build_smile_sections(["BTC"], {"BTC": run}, {}, applied, on)[0]
+    assert flagged.flagged_bands and flagged.flag_text.startswith("SKEW_NOT_APPLIED")
+    quiet = build_smile_sections(["BTC"], {"BTC": run}, {}, applied, off)[0]
+    assert not quiet.flagged_bands and quiet.flag_text == ""
+    assert "the engine quotes no smile" in quiet.note

@@ -200,13 +200,16 @@ def build_smile_sections(names: Sequence[str], latest: dict[str, LiveRun], detai
         detail = details.get(run.run_id or "")
         has_smile = run.recommended is not None and run.recommended.smile is not None
         panels = [_panel(name, b, run, detail, entry, config) for b in config.band_names()] if has_smile else []
-        flagged = [p.band for p in panels if p.flagged]
+        # with smile.enabled false the engine quotes no smile at all: "not applied" is then the config's choice
+        flagged = [p.band for p in panels if p.flagged] if config.smile.enabled else []
         text = (
             f"{SKEW_FLAG}: the latest fitted smile differs from the applied one by more than "
             f"{fmt.num(config.smile.skew_flag_vp, 1)} vol points at a node ({', '.join(flagged)})"
             if flagged else ""
         )
         note = "" if has_smile else "The latest live run fitted no smile (smile.enabled false, or a run from before the smile)."
+        if has_smile and not config.smile.enabled:
+            note = "smile.enabled is false: the engine quotes no smile; the curves are the latest run's fit, not quoted."
         out.append(SmileSection(
             name, True, run_id=fmt.text(run.run_id), time=fmt.time(run.ts), base=fmt.vol(run.rv_7d), panels=panels,
             buckets=_bucket_rows(run, config.band_names()), flagged_bands=flagged, flag_text=text, note=note,
