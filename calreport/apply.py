@@ -137,6 +137,11 @@ def _quoting_models(c: CalibrationConfig) -> str:
     return f"surface in rv mode (weekend weight {s.weekend_weight:g}, wing cap {s.wing_slope_cap:g}); step model otherwise"
 
 
+def _no_weight_setting(c: CalibrationConfig) -> str:
+    h = c.smoothing.half_life_hours
+    return "off (no half-life: every run has weight alpha)" if h is None else f"on (half-life {h:g} h)"
+
+
 def _smoothing_weight(c: CalibrationConfig) -> str:
     s = c.smoothing
     if s.half_life_hours is None:
@@ -163,6 +168,12 @@ SMOOTHED = Rule(
     "smoothed = alpha x recommended + (1 - alpha) x the previous smoothed value (that of the last live run that fed "
     "smoothing: not failed, not thin RV, not held for samples; the applied value when there is none)",
     "No smoothed multiplier ({reason})",
+)
+NO_WEIGHT = Rule(
+    "Newer snapshot", ("smoothing.half_life_hours",), _no_weight_setting,
+    "a run whose snapshot is not newer than the previous smoothed run's gets no weight (alpha 0): held, and it "
+    "never seeds the EWMA",
+    "No weight: the snapshot is not newer than the previous smoothed {source} (smoothing.half_life_hours: alpha 0)",
 )
 MIN_SAMPLES = Rule(
     "Min samples", ("policy.min_samples",), "{c.policy.min_samples}", "a run with fewer usable quotes is held",
@@ -215,7 +226,7 @@ LIMITS = Rule(
 )
 
 RULES: tuple[Rule, ...] = (
-    REALISM, REALISM_MAE, REALISM_VEGA_MAE, SIGMA_MODE, SMOOTHED, MIN_SAMPLES, MIN_VEGA, THIN_RV,
+    REALISM, REALISM_MAE, REALISM_VEGA_MAE, SIGMA_MODE, SMOOTHED, NO_WEIGHT, MIN_SAMPLES, MIN_VEGA, THIN_RV,
     MIN_CHANGE, MIN_CHANGE_SE, SIGNIFICANT, MAX_STEP, QUOTING_MODEL, ARBITRAGE, LIMITS,
 )
 
@@ -248,9 +259,17 @@ def sigma_mode_refusal(fitted: str | None, configured: str, what: str) -> Refuse
     return Refused(f"{what} was fitted in sigma_mode {mode}, configured is {configured}")
 
 
+def no_weight(run: LiveRun) -> bool:
+    """The half-life EWMA gave this run no weight: its snapshot is not newer than the previous smoothed run's
+    (a replayed older snapshot, or a second run of the same instant), so its smoothed values are that run's."""
+    return run.smoothing_alpha == 0.0 and (run.smoothed_from or "").startswith("run ")
+
+
 def feeds_smoothing(run: LiveRun, policy: PolicyConfig, min_rv_returns: int = 0) -> bool:
-    """May this run's smoothed value seed the next run's EWMA? Never when failed, thin-RV or too small."""
-    return run.status != "failed" and not run_thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
+    """May this run's smoothed value seed the next run's EWMA? Never when failed, thin-RV, too small, or given
+    no weight (its older time would make the next run's weight as if more time had passed)."""
+    return (run.status != "failed" and not run_thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
+            and not no_weight(run))
 
 
 def band_deltas(smoothed: Multipliers, applied: AppliedEntry) -> dict[str, tuple[float, float]]:
@@ -427,6 +446,8 @@ def decide_values(
         return "hold", MIN_VEGA.hold.format(vega=vega, limit=fmt.limit(max(policy.min_vega_sum, 0.0))), None
     if run_thin_rv(run, min_rv_returns):
         return "hold", THIN_RV.hold.format(returns=run.rv_returns, limit=min_rv_returns), None
+    if no_weight(run):
+        return "hold", NO_WEIGHT.hold.format(source=run.smoothed_from), None
 
     fit = run.recommended
     if untouched(applied) and fit is not None and fit.global_ is not None and (
