@@ -171,8 +171,7 @@ SMOOTHED = Rule(
 )
 NO_WEIGHT = Rule(
     "Newer snapshot", ("smoothing.half_life_hours",), _no_weight_setting,
-    "a run whose snapshot is not newer than the previous smoothed run's gets no weight (alpha 0): held, and it "
-    "never seeds the EWMA",
+    "a run whose snapshot is not newer than the previous smoothed run's gets no weight (alpha 0) and is held",
     "No weight: the snapshot is not newer than the previous smoothed {source} (smoothing.half_life_hours: alpha 0)",
 )
 MIN_SAMPLES = Rule(
@@ -266,10 +265,10 @@ def no_weight(run: LiveRun) -> bool:
 
 
 def feeds_smoothing(run: LiveRun, policy: PolicyConfig, min_rv_returns: int = 0) -> bool:
-    """May this run's smoothed value seed the next run's EWMA? Never when failed, thin-RV, too small, or given
-    no weight (its older time would make the next run's weight as if more time had passed)."""
-    return (run.status != "failed" and not run_thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
-            and not no_weight(run))
+    """May this run's smoothed value seed the next run's EWMA? Never when failed, thin-RV or too small. A run
+    given no weight still does: its smoothed values are the previous ones, and a demo or a backfill replayed
+    over an existing root moves on from its snapshots' times (its next run gets weight again)."""
+    return run.status != "failed" and not run_thin_rv(run, min_rv_returns) and int(run.samples or 0) >= policy.min_samples
 
 
 def band_deltas(smoothed: Multipliers, applied: AppliedEntry) -> dict[str, tuple[float, float]]:
