@@ -224,6 +224,15 @@ LIMITS = Rule(
     "values outside are never written: the run is held, force-apply and rollback are refused", "Held: {problem}",
 )
 
+ROUTINE_HOLDS: tuple[Rule, ...] = (MIN_CHANGE, NO_WEIGHT)  # everyday holds: nothing new for a human to review
+
+
+def routine_hold(reason: str | None) -> bool:
+    """Is `reason` the hold of a routine rule (a change too small, a snapshot given no weight)? The alert
+    adapter raises no "held for review" for these."""
+    return any((reason or "").startswith(rule.hold.split("{", 1)[0]) for rule in ROUTINE_HOLDS)
+
+
 RULES: tuple[Rule, ...] = (
     REALISM, REALISM_MAE, REALISM_VEGA_MAE, SIGMA_MODE, SMOOTHED, NO_WEIGHT, MIN_SAMPLES, MIN_VEGA, THIN_RV,
     MIN_CHANGE, MIN_CHANGE_SE, SIGNIFICANT, MAX_STEP, QUOTING_MODEL, ARBITRAGE, LIMITS,

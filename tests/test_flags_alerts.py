@@ -299,3 +299,19 @@ def test_the_weekend_expiry_outlier_numbers_agree_with_an_independent_computatio
     assert m[1] == "2025-12-15" and float(m[2]) == pytest.approx(1.7, abs=0.05)
     assert float(m[3]) == pytest.approx(vmae(expiry), rel=0.01)
     assert float(m[5]) == pytest.approx(vmae(band), rel=0.01)
+
+
+def test_routine_holds_come_from_the_rule_table_and_raise_no_review_alert() -> None:
+    """'Change too small' and 'No weight' (a snapshot not newer than the previous smoothed run) are the
+    policy's everyday holds; any other hold is for a human to review."""
+    from calreport.apply import MIN_CHANGE, NO_WEIGHT
+    from calreport.commands.adapters.alerts import alert_triggers
+
+    def held(reason: str) -> LiveRun:
+        return LiveRun(run_id="R", underlying="BTC", status="ok", decision="hold", decision_reason=reason)
+
+    small = MIN_CHANGE.hold.format(d=0.001, limit="0.03", bands="none", smile="")
+    replay = NO_WEIGHT.hold.format(source="run R0")
+    assert alert_triggers("live", held(small), None) == []
+    assert alert_triggers("live", held(replay), None) == []
+    assert alert_triggers("live", held("Thin RV: RV_7d from 11 hourly returns (< 120)"), None) == ["held_for_review"]

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from calreport.apply import routine_hold
 from calreport.calibration.flags import new_flags
 from calreport.model import (
     AlertDelivery,
@@ -48,7 +49,6 @@ from calreport.timeutil import iso_utc, utc_now
 if TYPE_CHECKING:
     from calreport.commands.workspace import Workspace
 
-ROUTINE_HOLD = "Change too small"  # the policy's everyday hold: nothing for a human to review
 MAX_ERROR_CHARS = 200
 KEEP_BYTES = 64 * 1024  # of a command's stderr; the rest is read and dropped
 READ_CHUNK = 65536
@@ -56,13 +56,13 @@ KILL_WAIT_S = 0.8  # for a killed command's process group to be gone (within the
 
 
 def alert_triggers(kind: str, run: LiveRun | AutoRun, previous_flags: list[RunFlag] | None) -> list[str]:
-    """Why `run` deserves an alert: failed; held for a reason a human should review (not the
-    routine "Change too small"); flags the previous run of the underlying did not have."""
+    """Why `run` deserves an alert: failed; held for a reason a human should review (not a routine hold:
+    apply.routine_hold); flags the previous run of the underlying did not have."""
     out: list[str] = []
     if run.status == "failed":
         out.append("failed")
     elif kind == "live" and isinstance(run, LiveRun) and run.decision == "hold":
-        if not (run.decision_reason or "").startswith(ROUTINE_HOLD):
+        if not routine_hold(run.decision_reason):
             out.append("held_for_review")
     if new_flags(run.flags, previous_flags):
         out.append("new_flags")
