@@ -48,6 +48,7 @@ from calreport.model import (
     CalibrationConfig,
     default_entry,
     quoted_in_mode,
+    quoted_surface,
 )
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
@@ -125,7 +126,7 @@ class EngineView:
     def _surface(self, underlying: str, base: np.ndarray) -> Surface | None:
         """The quoted surface of an entry with a surface block (None: the step model), built once per base."""
         entry = self.entry(underlying)
-        if entry is None or entry.surface is None or not self.smile_enabled:
+        if entry is None or quoted_surface(entry, self.smile_enabled) is None:
             return None
         key = (underlying, representative_base(base))
         got = self._surfaces.get(key)
@@ -137,7 +138,8 @@ class EngineView:
     def weekend_weight(self, underlying: str) -> float | None:
         """The variance clock's weekend weight of a surface entry (None: the step model, calendar time)."""
         entry = self.entry(underlying)
-        return None if entry is None or entry.surface is None or not self.smile_enabled else entry.surface.weekend_weight
+        spec = None if entry is None else quoted_surface(entry, self.smile_enabled)
+        return None if spec is None else spec.weekend_weight
 
     def sigma(
         self, underlying: str, strikes: np.ndarray, forwards: np.ndarray, T: np.ndarray, base: np.ndarray | float,
@@ -305,7 +307,7 @@ class EngineView:
             if entry is None:
                 lines.append(f"{name}: global {fmt.mult(DEFAULT_MULTIPLIER)} everywhere (default: never applied)")
                 continue
-            surface = entry.surface if self.smile_enabled else None  # the model quoted (smile off: the flat step model)
+            surface = quoted_surface(entry, self.smile_enabled)
             # a surface quotes its own pillars' levels (the config's bands may have been edited since)
             labels = list(surface.pillars) if surface is not None else [b.name for b in self.bands]
             per_band = ", ".join(

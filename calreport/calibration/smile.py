@@ -34,7 +34,7 @@ from calreport.calibration.lm import Model, minimise
 from calreport.calibration.pricing import black76_price, black76_price_vega_live
 from calreport.calibration.surface import DAYS_PER_YEAR, Surface
 from calreport.calibration.varclock import MS_PER_DAY, variance_time
-from calreport.model import AppliedEntry, Band, Multipliers
+from calreport.model import AppliedEntry, Band, Multipliers, quoted_surface
 
 DEFAULT_NODES: tuple[float, ...] = (-2.5, -1.5, -0.75, 0.0, 0.75, 1.5, 2.5)
 SMOOTH_ABS_VP = 0.05  # |gap| is smoothed as sqrt(gap^2 + eps^2) (vol points) so the gradient exists
@@ -375,8 +375,8 @@ def entry_surface(values: AppliedEntry | Multipliers, base: float, *, use_smile:
     Everything comes from the values themselves: pillar p of the block sits at its days of variance time
     with its band's level (band_value: the band's own, else global) and smile (smile.for_band: the band's
     own, else global; no smile: flat). `use_smile=False` (config smile.enabled false) is the flat step model."""
-    spec = values.surface
-    if spec is None or not use_smile:
+    spec = quoted_surface(values, use_smile)
+    if spec is None:
         return None
     labels = list(spec.pillars)
     smile = values.smile

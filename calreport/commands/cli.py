@@ -275,17 +275,18 @@ def cmd_status(args: argparse.Namespace, ws: Workspace) -> int:
 def describe_quoting(entry: AppliedEntry, config: CalibrationConfig, name: str) -> str:
     """How the engine quotes an applied entry under the config in force (EngineView's rules): the values
     unused (fitted in another sigma mode), the surface (its bands are pillar levels), or the step model."""
-    from calreport.model import DEFAULT_SIGMA_MODE, quoted_in_mode
+    from calreport.model import DEFAULT_SIGMA_MODE, quoted_in_mode, quoted_surface
 
     mode = config.sigma_mode_for(name)
     if not quoted_in_mode(entry.sigma_mode, mode):
         return (f"quoted: NOT USED (fitted in sigma_mode {entry.sigma_mode or DEFAULT_SIGMA_MODE}, configured {mode}): "
                 f"sigma = base alone until a run in {mode} is applied")
     where = "" if mode == "rv" else f" on the {mode} base"
-    if entry.surface is not None and config.smile.enabled:
-        pillars = ", ".join(f"{k} {v:g}d" for k, v in entry.surface.pillars.items())
-        return (f"quoted: surface {entry.surface.model}{where}: the bands are its pillar levels at {pillars} of variance time, "
-                f"weekend weight {entry.surface.weekend_weight:g}")
+    spec = quoted_surface(entry, config.smile.enabled)
+    if spec is not None:
+        pillars = ", ".join(f"{k} {v:g}d" for k, v in spec.pillars.items())
+        return (f"quoted: surface {spec.model}{where}: the bands are its pillar levels at {pillars} of variance time, "
+                f"weekend weight {spec.weekend_weight:g}")
     flat = "" if config.smile.enabled else ", flat (smile.enabled false: the file's smile and surface are not quoted)"
     return f"quoted: step model{where}{flat}"
 

@@ -34,6 +34,7 @@ from calreport.model.applied import (
     Multipliers,
     Smile,
     SurfaceSpec,
+    quoted_surface,
     surface_changes,
     SURFACE_MODEL,
     StateDocument,
@@ -99,5 +100,5 @@ __all__ = [
     "Interval95", "LimitsConfig", "LiveRun", "Multipliers", "PolicyConfig", "QuoteDetail", "RealismConfig",
     "RealismStatus", "RejectedLine", "RejectedSource", "RunDetail", "RunFlag", "RunMeasures", "SigmaMode", "Smile", "SurfaceSpec", "SURFACE_MODEL", "surface_changes",
     "SmileConfig", "SmileFitStats", "ArbitrageCheck", "SurfaceConfig", "SmoothingConfig", "StateDocument", "NodeUncertainty", "UncertaintyEntry", "UnknownRow",
-    "default_entry", "quoted_in_mode",
+    "default_entry", "quoted_in_mode", "quoted_surface",
 ]

@@ -105,6 +105,12 @@ class SurfaceSpec(_Strict):
         return self.model_copy(update={"pillars": {k: round(float(v), ndigits) for k, v in self.pillars.items()}})
 
 
+def quoted_surface(values: AppliedEntry | Multipliers, smile_enabled: bool) -> SurfaceSpec | None:
+    """The surface block that quotes `values` (None: the step model): the values' own block, except with
+    smile.enabled false, which quotes the flat step model whatever the file holds."""
+    return values.surface if smile_enabled else None
+
+
 def surface_changes(a: SurfaceSpec | None, b: SurfaceSpec | None) -> list[tuple[str, str, str]]:
     """(what, before, after) as text for every part of the surface block that differs: the block itself when
     one side has none (the same levels are then quoted by another model), else its model, pillars

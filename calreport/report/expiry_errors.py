@@ -36,6 +36,7 @@ from calreport.model import (
     RunDetail,
     default_entry,
     quoted_in_mode,
+    quoted_surface,
 )
 from calreport.timeutil import time_ms
 
@@ -162,7 +163,7 @@ def build_expiry_errors(
         rows, total = expiry_errors(detail, run, entry, config)
         mode = config.sigma_mode_for(name)
         model = (
-            "surface" if entry.surface is not None and config.smile.enabled else "step model"
+            "surface" if quoted_surface(entry, config.smile.enabled) is not None else "step model"
         ) if quoted_in_mode(entry.sigma_mode, mode) else f"values not used (fitted in sigma_mode {mode_of(entry.sigma_mode)}, configured {mode}: sigma = base alone)"
         if not rows or total is None:
             out.append(ExpiryErrorSection(name, fmt.text(run.run_id), fmt.time(run.ts), model, note="No OTM quote with a mark IV and a base."))

@@ -32,6 +32,7 @@ from calreport.model import (
     Smile,
     SurfaceSpec,
     default_entry,
+    quoted_surface,
 )
 from calreport.store.config import load_config
 from calreport.store.files import atomic_write, backup_link, present, restore_backup
@@ -76,7 +77,8 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
             raise CalreportError(f"underlyings.{name}.{problem}", path)
         labels = set(entry.bands) | set(entry.smile.bands if entry.smile else ()) | set(entry.surface.pillars if entry.surface else ())
         unknown = sorted(labels - known)
-        if unknown and entry.surface is not None and cfg.smile.enabled and labels <= set(entry.surface.pillars):
+        spec = quoted_surface(entry, cfg.smile.enabled)
+        if unknown and spec is not None and labels <= set(spec.pillars):
             # The surface quotes from the entry alone (each label a pillar at its own variance days,
             # smile.entry_surface), so bands renamed or split in the config leave its quotes as they
             # were until the next live run applies the new pillars (the quoting model changed).
