@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from calreport import apply
 from calreport.model import ApplyEvent, AutoRun, DataQuality, LiveRun, Multipliers
 from calreport.store.applied import FileApplyStore
@@ -87,3 +91,9 @@ def apply_flat_surface_seed(root: Root, underlying: str = "BTC", level: float = 
     flat = Smile(nodes=list(config.smile.nodes), global_=[1.0] * len(config.smile.nodes))
     seed = Multipliers(global_=level, bands={b: level for b in spec.pillars}, smile=flat, surface=spec)
     apply_values(root, underlying, seed, source="force", run_id="seed", reason="seed")
+
+
+def live_run_rows(root: Path) -> list[dict[str, Any]]:
+    """The live_run rows of a root's history as written (JSON objects, file order)."""
+    lines = (root / "history" / "live_calibration.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == "live_run"]

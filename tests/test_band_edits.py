@@ -19,6 +19,7 @@ from calreport.engine import EngineView
 from calreport.store.applied import read_applied
 from calreport.store.config import load_config
 from calreport.store.paths import Root
+from tests.foundation_helpers import live_run_rows
 
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 DEC11 = SNAP / "BTC-2025-12-11T1936Z.json"
@@ -44,11 +45,6 @@ def _price(root: Path, out: Path) -> list[dict]:  # type: ignore[type-arg]
     args = ["--root", str(root), "price", "--underlying", "BTC", "--snapshot", str(DEC11), "--rv", "0.43", "--out", str(out)]
     assert main(args) == 0
     return json.loads(out.read_text())
-
-
-def _live_runs(root: Path) -> list[dict]:  # type: ignore[type-arg]
-    rows = [json.loads(line) for line in (root / "history" / "live_calibration.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["type"] == "live_run"]
 
 
 @pytest.mark.realdata
@@ -80,7 +76,7 @@ def test_splitting_a_band_keeps_the_applied_surface_quoted_until_the_next_run_ap
     assert (root / "config" / "applied_multipliers.yaml").read_bytes() == yaml_bytes
 
     assert main(calibrate) == 0
-    run = _live_runs(root)[-1]
+    run = live_run_rows(root)[-1]
     assert run["decision"] == "apply", run["decision_reason"]
     assert run["decision_reason"].startswith("quoting model changed (surface pillar 0-2d - -> ")
     entry = yaml.safe_load((root / "config" / "applied_multipliers.yaml").read_text())["underlyings"]["BTC"]

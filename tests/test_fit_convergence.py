@@ -4,7 +4,6 @@ default config) carries neither."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from calreport.calibration import surface_fit
 from calreport.calibration.lm import Model, minimise
 from calreport.commands.cli import main
+from tests.foundation_helpers import live_run_rows
 
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots" / "BTC-2025-12-11T1936Z.json"
 
@@ -41,8 +41,7 @@ def test_the_solver_reports_a_descent_cut_short_by_the_step_cap_and_not_a_conver
 def _live_row(root: Path) -> dict:  # type: ignore[type-arg]
     assert main(["--root", str(root), "init"]) == 0
     assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(SNAP), "--rv", "0.43"]) == 0
-    rows = [json.loads(line) for line in (root / "history" / "live_calibration.jsonl").read_text().splitlines()]
-    return next(r for r in rows if r["type"] == "live_run")
+    return live_run_rows(root)[0]
 
 
 @pytest.mark.realdata

@@ -5,7 +5,6 @@ never switches the engine to another one. Real snapshots, default config but for
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from calreport.commands.cli import main
 from calreport.model import AppliedEntry, LiveRun, Multipliers, Smile
 from calreport.store.config import load_config
 from calreport.store.paths import Root
+from tests.foundation_helpers import live_run_rows
 
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 DEC11 = SNAP / "BTC-2025-12-11T1936Z.json"
@@ -26,8 +26,7 @@ needs_data = pytest.mark.skipif(not SNAP.is_dir(), reason="shared data absent")
 
 def _calibrate(root: Path, snap: Path) -> dict:  # type: ignore[type-arg]
     assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(snap), "--rv", "0.43"]) == 0
-    rows = [json.loads(line) for line in (root / "history" / "live_calibration.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["type"] == "live_run"][-1]
+    return live_run_rows(root)[-1]
 
 
 def _edit_surface(root: Path, **changes: object) -> None:
