@@ -18,9 +18,10 @@ the row and the apply are the use case's job (calreport.commands.usecases.run_li
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ from calreport.calibration.pricing import black76_price, implied_vol, year_fract
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
 from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
-from calreport.calibration.surface import DAYS_PER_YEAR, quoting_model, surface_spec, uses_surface
+from calreport.calibration.surface import DAYS_PER_YEAR, Surface, quoting_model, surface_spec, uses_surface
 from calreport.calibration.surface_fit import SurfaceFit, fit_surface
 from calreport.calibration.smoothing import (
     APPLIED_SOURCE,
@@ -56,6 +57,10 @@ from calreport.calibration.uncertainty import (
     expiry_counts,
     param_uncertainty,
     refit_draws,
+    wild_data,
+    wild_design,
+    wild_uncertainty,
+    WILD_METHOD,
     bootstrap_se,
     entry_of,
     combine,
@@ -281,17 +286,17 @@ def _uncertainty_fields(
     }
 
 
-def _param_entry(u: ParamUncertainty, **extra: object) -> UncertaintyEntry:
-    return entry_of(u, method="surface refit", distinct=u.distinct, refused=u.refused, **extra)
+def _param_entry(u: ParamUncertainty, method: str, **extra: object) -> UncertaintyEntry:
+    return entry_of(u, method=method, distinct=u.distinct, refused=u.refused, **extra)
 
 
-def _node_entries(nodes: list[float], values: np.ndarray, samples: np.ndarray, counts: np.ndarray, min_distinct: int) -> list[NodeUncertainty]:
+def _node_entries(nodes: list[float], values: np.ndarray, samples: np.ndarray, stat: Callable[[float, np.ndarray], ParamUncertainty]) -> list[NodeUncertainty]:
     out = []
     for i, x in enumerate(nodes):  # a handful of nodes
         if x == 0.0:  # fixed at 1: no uncertainty
             out.append(NodeUncertainty(x=x, value=1.0, se=None, ci95=None, distinct=None, refused="fixed at 1"))
             continue
-        u = param_uncertainty(float(values[i]), samples[:, i], counts, se_rv=None, min_distinct=min_distinct)
+        u = stat(float(values[i]), samples[:, i])
         out.append(NodeUncertainty(
             x=x, value=round(float(values[i]), 4), se=_r(u.se), ci95=[round(u.ci95[0], 4), round(u.ci95[1], 4)] if u.ci95 else None,
             distinct=u.distinct, refused=u.refused,
@@ -299,15 +304,43 @@ def _node_entries(nodes: list[float], values: np.ndarray, samples: np.ndarray, c
     return out
 
 
+def _global_wild_data(priced: _Priced, global_smile: SmileFit, config: CalibrationConfig, signs_of: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mark, sigma_mark) of the run's quotes with each expiry's residuals against the global smile fit flipped by
+    its sign (signs_of: the sign per quote, 1 outside the fit). The price objective flips the relative price
+    residual in logs, mark* = P_fit (mark / P_fit)^v (v = 1 is the data; a flipped mark stays > 0); the IV
+    objective flips sigma_mark - sigma_fit. None: no global level."""
+    if global_smile.multiplier is None:
+        return None
+    q = priced.sel.quotes
+    m = priced.otm
+    level = priced.base[m] * global_smile.multiplier
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(q.strike[m] / q.underlying_price[m]) / (level * np.sqrt(priced.sel.T[m]))
+        sig = level * smile_at(x, list(config.smile.nodes), global_smile.values)
+        mark, sm = q.mark_price.astype(np.float64).copy(), priced.sigma_mark.astype(np.float64).copy()
+        if config.fit.objective == "price_vega_rel":
+            fit_p = black76_price(q.underlying_price[m], q.strike[m], priced.sel.T[m], sig, q.is_call[m])
+            mark[m] = fit_p * np.exp(signs_of[m] * np.log(mark[m] / fit_p))
+        else:
+            sm[m] = sig + signs_of[m] * (sm[m] - sig)
+    return mark, sm
+
+
 def _surface_uncertainty(
     priced: _Priced, fitted: tuple[_SurfaceProblem, SurfaceFit], recommended: Multipliers, global_smile: SmileFit, rv: RealisedVol, config: CalibrationConfig
 ) -> dict[str, object] | None:
-    """multiplier_se, multiplier_ci95 and per-level / per-node entries of the applied surface, from a bootstrap
-    that resamples whole expiries and refits THAT model per draw (the surface warm-started from the full fit,
-    and the global level's smile fit), plus RV's sampling error on the levels. None: no draws configured."""
+    """multiplier_se, multiplier_ci95 and per-level / per-node entries of the applied surface, plus RV's sampling
+    error on the levels. Every run refits THAT model (the surface warm-started from the full fit, and the global
+    level's smile fit) over a draw of the expiries:
+
+    - default (fit.refit_draws < 2): the wild cluster bootstrap on a balanced sign design (uncertainty.wild_design,
+      16 refits with 8 expiries): every expiry kept, its residuals against the fit flipped whole or not, so no
+      draw deletes a pillar's data;
+    - fit.refit_draws >= 2 (opt-in): resampling whole expiries with replacement, that many draws.
+    None: no smile or global level, or fewer than 2 expiries."""
     f = config.fit
     problem, full = fitted
-    if f.refit_draws < 2 or recommended.smile is None or recommended.global_ is None:
+    if recommended.smile is None or recommended.global_ is None:
         return None
     q = priced.sel.quotes
     labels = list(recommended.bands)
@@ -322,18 +355,46 @@ def _surface_uncertainty(
     E = keys.size
     if E < 2:
         return None
-    counts = expiry_counts(E, f.refit_draws, f.bootstrap_seed)
     P, n = values.shape
+    md = f.min_distinct_resamples
 
-    def refit(c: np.ndarray) -> np.ndarray:
-        mult = np.where(e_of >= 0, c[np.maximum(e_of, 0)], 0).astype(np.float64)
-        sf = problem.fit(mult[problem.mask], start_from=full)
-        gf = _smile_fit(priced, everything, priced.base, config, start=global_smile.multiplier,
-                        start_values=list(global_smile.values), weights=priced.weights * mult)
-        g = np.nan if gf.multiplier is None else gf.multiplier
-        return np.concatenate([sf.levels, np.asarray(sf.values).reshape(-1), [g]])
+    if f.refit_draws >= 2:  # opt-in: resample whole expiries
+        method = "surface refit"
+        rows = expiry_counts(E, f.refit_draws, f.bootstrap_seed)
 
-    draws = refit_draws(refit, counts)
+        def refit(c: np.ndarray) -> np.ndarray:
+            mult = np.where(e_of >= 0, c[np.maximum(e_of, 0)], 0).astype(np.float64)
+            sf = problem.fit(mult[problem.mask], start_from=full)
+            gf = _smile_fit(priced, everything, priced.base, config, start=global_smile.multiplier,
+                            start_values=list(global_smile.values), weights=priced.weights * mult)
+            g = np.nan if gf.multiplier is None else gf.multiplier
+            return np.concatenate([sf.levels, np.asarray(sf.values).reshape(-1), [g]])
+
+        def stat_of(informs: np.ndarray) -> Callable[..., ParamUncertainty]:
+            return lambda v, s, se_rv=None: param_uncertainty(v, s, rows[:, informs], se_rv=se_rv, min_distinct=md)
+    else:  # default: the wild cluster bootstrap on a balanced design of signs
+        method = WILD_METHOD
+        rows = wild_design(E)
+        fitted_sigma = np.sqrt(Surface.build(
+            problem.base, problem.pillar_tau, full.levels, problem.nodes, full.values, wing_cap=problem.options["wing_cap"],  # type: ignore[arg-type]
+        ).total_variance(problem.log_k, problem.tau) / problem.T)
+        e_s = e_of[problem.mask]
+
+        def refit(v: np.ndarray) -> np.ndarray:
+            sf = dataclasses.replace(problem, sigma=wild_data(fitted_sigma, problem.sigma, e_s, v)).fit(start_from=full)
+            data = _global_wild_data(priced, global_smile, config, np.where(e_of >= 0, v[np.maximum(e_of, 0)], 1.0))
+            g = np.nan
+            if data is not None:
+                gf = _smile_fit(priced, everything, priced.base, config, start=global_smile.multiplier,
+                                start_values=list(global_smile.values), mark=data[0], sigma_mark=data[1])
+                g = np.nan if gf.multiplier is None else gf.multiplier
+            return np.concatenate([sf.levels, np.asarray(sf.values).reshape(-1), [g]])
+
+        def stat_of(informs: np.ndarray) -> Callable[..., ParamUncertainty]:
+            k = int(np.count_nonzero(informs))
+            return lambda v, s, se_rv=None: wild_uncertainty(v, s, k, se_rv=se_rv, min_distinct=md)
+
+    draws = refit_draws(refit, rows)
     # the expiries that inform pillar p: those whose variance time lies between its neighbouring pillars
     pt = np.asarray(problem.pillar_tau)
     tau_e = np.full(E, np.nan)
@@ -341,20 +402,18 @@ def _surface_uncertainty(
     lo = np.clip(np.searchsorted(pt, tau_e) - 1, 0, P - 1)
     hi = np.clip(np.searchsorted(pt, tau_e), 0, P - 1)
     no_rv = rv.source == "manual" or priced.mode != "rv"
-    md = f.min_distinct_resamples
     g_m = float(recommended.global_)
     # smile.global is the best-quoted pillar's curve (_surface_fit): its nodes carry that pillar's SEs
     main = labels.index(next((b for b in labels if list(recommended.smile.bands.get(b, [])) == list(recommended.smile.global_)), labels[0]))
     out: dict[str, UncertaintyEntry] = {}
-    g = param_uncertainty(g_m, draws[:, -1], counts, se_rv=rv_se(g_m, rv.n_returns, manual=no_rv), min_distinct=md)
+    g = stat_of(np.ones(E, dtype=bool))(g_m, draws[:, -1], rv_se(g_m, rv.n_returns, manual=no_rv))
     node_of: dict[str, list[NodeUncertainty]] = {}
     for p, b in enumerate(labels):  # a handful of pillars
-        informs = np.isfinite(tau_e) & ((lo == p) | (hi == p))
-        sub = counts[:, informs]
-        u = param_uncertainty(float(levels[p]), draws[:, p], sub, se_rv=rv_se(float(levels[p]), rv.n_returns, manual=no_rv), min_distinct=md)
-        node_of[b] = _node_entries(nodes, values[p], draws[:, P + p * n: P + (p + 1) * n], sub, md)
-        out[b] = _param_entry(u, nodes=node_of[b])
-    out = {"global": _param_entry(g, nodes=node_of[labels[main]]), **out}
+        stat = stat_of(np.isfinite(tau_e) & ((lo == p) | (hi == p)))
+        u = stat(float(levels[p]), draws[:, p], rv_se(float(levels[p]), rv.n_returns, manual=no_rv))
+        node_of[b] = _node_entries(nodes, values[p], draws[:, P + p * n: P + (p + 1) * n], stat)
+        out[b] = _param_entry(u, method, nodes=node_of[b])
+    out = {"global": _param_entry(g, method, nodes=node_of[labels[main]]), **out}
     se = Multipliers(global_=_r(g.se), bands={b: round(e.se, 4) for b, e in out.items() if b != "global" and e.se is not None})
     ci = Interval95(global_=out["global"].ci95, bands={b: e.ci95 for b, e in out.items() if b != "global" and e.ci95})
     return {"multiplier_se": se, "multiplier_ci95": ci, "uncertainty": out}
@@ -383,18 +442,20 @@ def _base_of(base: np.ndarray | float, m: np.ndarray) -> np.ndarray | float:
 
 def _smile_fit(priced: _Priced, mask: np.ndarray, base: np.ndarray | float, config: CalibrationConfig, *,
                fixed: list[float] | None = None, start: float | None = None,
-               start_values: list[float] | None = None, weights: np.ndarray | None = None) -> SmileFit:
-    """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base)."""
+               start_values: list[float] | None = None, weights: np.ndarray | None = None,
+               mark: np.ndarray | None = None, sigma_mark: np.ndarray | None = None) -> SmileFit:
+    """fit_smile on the OTM quotes of `mask` under fit.objective (base is explicit: the sigma mode's base);
+    `mark` / `sigma_mark` (per quote of the run) replace the market's data (the wild bootstrap's draws)."""
     q = priced.sel.quotes
     m = mask & priced.otm
     sc = config.smile
     price_inputs = None
     if config.fit.objective == "price_vega_rel":
-        price_inputs = (q.underlying_price[m], q.strike[m], q.is_call[m], q.mark_price[m])
+        price_inputs = (q.underlying_price[m], q.strike[m], q.is_call[m], (q.mark_price if mark is None else mark)[m])
     with np.errstate(divide="ignore", invalid="ignore"):
         log_k = np.log(q.strike[m] / q.underlying_price[m])
     return fit_smile(
-        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), priced.sigma_mark[m], (priced.weights if weights is None else weights)[m],
+        log_k, np.sqrt(priced.sel.T[m]), _base_of(base, m), (priced.sigma_mark if sigma_mark is None else sigma_mark)[m], (priced.weights if weights is None else weights)[m],
         nodes=sc.nodes, penalty=sc.penalty, bounds=(sc.bounds[0], sc.bounds[1]),
         mult_bounds=(config.fit.min_mult, config.fit.max_mult), objective=config.fit.objective,
         price_inputs=price_inputs, start_multiplier=start, start_values=start_values, fixed_values=fixed,

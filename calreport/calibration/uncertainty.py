@@ -40,6 +40,7 @@ Terms = Callable[[np.ndarray], np.ndarray]  # grid (g,) -> per-quote weighted lo
 GRID_POINTS = 241  # geometric step ~0.75 % over [0.5, 3.0]; the parabola refines inside it
 MAX_GRID_CELLS = 2_000_000  # grid points x quotes evaluated at once
 Z95 = 1.959963984540054
+WILD_METHOD = "wild cluster"  # UncertaintyEntry.method of the default surface uncertainty (docs/FILES.md)
 
 
 @dataclass(frozen=True)
@@ -232,22 +233,10 @@ def t_quantile(dof: int) -> float:
     return float(student_t.ppf(0.975, dof))
 
 
-def param_uncertainty(
-    value: float,
-    samples: np.ndarray,
-    counts: np.ndarray,
-    *,
-    se_rv: float | None,
-    min_distinct: int,
-) -> ParamUncertainty:
-    """SE = sqrt(sd(samples)^2 + se_rv^2); 95 % interval value x exp(+- t_{E-1} SE / value) (log-symmetric:
-    levels and smile nodes are positive ratios), E the expiries informing the parameter (columns of
-    `counts`). Refused with fewer than `min_distinct` distinct resamples of those expiries, or E < 2."""
-    s = np.asarray(samples, dtype=np.float64)
-    s = s[np.isfinite(s)]
-    E = int(counts.shape[1])
-    distinct = distinct_resamples(counts)
-    se_e = float(np.std(s, ddof=1)) if s.size >= 2 and E >= 1 else None
+def _param(value: float, se_e: float | None, se_rv: float | None, E: int, draws: int, distinct: int, min_distinct: int) -> ParamUncertainty:
+    """SE = sqrt(se_e^2 + se_rv^2); 95 % interval value x exp(+- t_{E-1} SE / value) (log-symmetric: levels and
+    smile nodes are positive ratios), E the expiries informing the parameter. Refused with fewer than
+    `min_distinct` distinct draws of those expiries, or E < 2; the SE stays."""
     parts = [p for p in (se_e, se_rv) if p is not None]
     se = math.sqrt(sum(p * p for p in parts)) if parts else None
     refused = None
@@ -261,4 +250,61 @@ def param_uncertainty(
     if refused is None:
         k = math.exp(t_quantile(E - 1) * se / value)  # type: ignore[operator]
         ci = (value / k, value * k)
-    return ParamUncertainty(value, se, se_e, se_rv, ci, E, int(s.size), distinct, refused)
+    return ParamUncertainty(value, se, se_e, se_rv, ci, E, draws, distinct, refused)
+
+
+def param_uncertainty(
+    value: float,
+    samples: np.ndarray,
+    counts: np.ndarray,
+    *,
+    se_rv: float | None,
+    min_distinct: int,
+) -> ParamUncertainty:
+    """The resampling refit's parameter: se_expiry = sd (ddof 1) of the refitted samples; `counts` the draws'
+    multiplicities of the expiries informing it (their distinct rows are the distinct resamples)."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    E = int(counts.shape[1])
+    se_e = float(np.std(s, ddof=1)) if s.size >= 2 and E >= 1 else None
+    return _param(value, se_e, se_rv, E, int(s.size), distinct_resamples(counts), min_distinct)
+
+
+# --------------------------------------------------------------------------- wild cluster bootstrap
+
+
+def wild_design(n_expiries: int) -> np.ndarray:
+    """(N, n_expiries) Rademacher weights, one per expiry and run: a balanced design of the wild cluster bootstrap.
+
+    Rows of the Sylvester-Hadamard matrix of order N = 2 x 2^ceil(log2 E) (entry (-1)^popcount(row & label)) on
+    the columns labelled N/2 .. N/2 + E - 1: labels sharing the top bit, so no three of them XOR to zero and every
+    1, 2 or 3 expiries see each sign pattern equally often (an orthogonal array of strength 3). Over such a
+    design the spread of a function of the signs equals its spread over all 2^E patterns up to interactions of
+    four or more expiries; random draws of the same number carry ~1 / sqrt(2 N) Monte-Carlo error instead.
+    Row 0 is all +1 (the data itself). E = 8: 16 runs."""
+    if n_expiries < 1:
+        return np.ones((1, 0))
+    half = 1 << max(0, (n_expiries - 1).bit_length())
+    rows = np.arange(2 * half)[:, None]
+    labels = half + np.arange(n_expiries)[None, :]
+    bits = rows & labels
+    parity = np.zeros(bits.shape, dtype=np.int64)
+    while bits.any():  # popcount of a few bits, vectorised over the whole design
+        parity ^= bits & 1
+        bits = bits >> 1
+    return 1.0 - 2.0 * parity
+
+
+def wild_data(fitted: np.ndarray, observed: np.ndarray, expiry: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """y* = fitted + v_e (observed - fitted): each expiry's residuals kept or flipped whole (expiry: index into signs)."""
+    return fitted + signs[expiry] * (observed - fitted)
+
+
+def wild_uncertainty(value: float, samples: np.ndarray, informing: int, *, se_rv: float | None, min_distinct: int) -> ParamUncertainty:
+    """The wild design's parameter: se_expiry = sd (ddof 0: the design is the distribution, not a sample of it) of
+    the refits over the design's runs. `informing` = k expiries inform it: its wild bootstrap has 2^k distinct
+    draws, so the interval is refused below `min_distinct` of those (k < 5 at 20) as for the resampling refit."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    se_e = float(np.std(s)) if s.size >= 2 else None
+    return _param(value, se_e, se_rv, int(informing), int(s.size), 1 << min(int(informing), 62), min_distinct)
