@@ -188,8 +188,8 @@ def test_rows_without_a_standard_error_render_no_plus_minus(root: Root, rows) ->
 
 
 def test_the_latest_run_card_says_what_its_se_rests_on(tmp_path: Path) -> None:
-    """Under the default config a surface run's ± is the flat fit's bootstrap, which understates the fitted
-    levels: the card must say so, and say "surface refit" only when the surface was refitted per draw."""
+    """Under the default config a surface run's ± is the wild cluster bootstrap of the surface itself (its refits
+    counted); "surface refit" with its draws when the opt-in resampling refit ran. Never the flat fit's SE."""
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
     basis = {}
     for draws in (0, 2):
@@ -199,5 +199,5 @@ def test_the_latest_run_card_says_what_its_se_rests_on(tmp_path: Path) -> None:
         actions.calibrate(Workspace.open(root), "BTC", snap, rv=0.45)
         page = (root.path / "site" / "index.html").read_text()
         basis[draws] = page.split('data-field="se-basis"', 1)[1].split(">", 1)[1].split("<", 1)[0]
-    assert basis[0] == "±: flat-fit SE: understates the surface"
+    assert basis[0] == "±: wild cluster, 16 refits"  # the synthetic chain's 5-8 expiries: a 16-run design
     assert basis[2] == "±: surface refit, 2 draws"

@@ -61,15 +61,15 @@ def _bands(m: Multipliers | None) -> dict[str, float]:
 
 
 def _se_basis(run: LiveRun) -> str:
-    """What a live run's ± rests on. Under the default config (fit.refit_draws 0) a surface run's SE is the flat
-    fit's bootstrap, which understates the fitted levels (CALIBRATION_NOTES: 0.0075 vs 0.0120 on BTC 12-11)"""
+    """What a live run's ± rests on: the surface's own refits (wild cluster by default, or resampling), or for
+    older surface rows the flat fit's bootstrap, another statistic than the fitted levels' (CALIBRATION_NOTES)."""
     if _global(run.multiplier_se) is None:
         return ""
     g = (run.uncertainty or {}).get("global")
-    if g is not None and g.method == "surface refit":
-        return f"surface refit, {g.draws} draws"
+    if g is not None and g.method in ("surface refit", "wild cluster"):
+        return f"{g.method}, {g.draws} {'draws' if g.method == 'surface refit' else 'refits'}"
     if run.recommended is not None and run.recommended.smile is not None:
-        return "flat-fit SE: understates the surface"
+        return "flat-fit SE: not the surface's"
     return "bootstrap over expiries" if g is None or g.expiries is None else f"bootstrap over {g.expiries} expiries"
 
 
