@@ -22,6 +22,13 @@ No loop over options or over draws.
     bootstrap_se(terms, w, expiry, *, bounds, draws, seed) -> (se_expiry | None, expiries, draws used)
     rv_se(m, n_returns, manual) -> se_rv | None
     combine(m, se_expiry, se_rv) -> Uncertainty
+
+The applied surface (live._surface_uncertainty) is refitted instead, per draw of the expiries: by default the
+wild cluster bootstrap on a balanced sign design (every expiry kept, its residuals flipped whole or not, so no
+draw deletes a pillar's data; CALIBRATION_NOTES "The applied surface's uncertainty"); opt-in, resampling.
+
+    wild_design(E) -> (N, E) signs     wild_data(fitted, observed, expiry, signs) -> y*
+    wild_uncertainty(value, samples, informing, ...) / param_uncertainty(value, samples, counts, ...) -> ParamUncertainty
 """
 
 from __future__ import annotations
@@ -233,7 +240,8 @@ def t_quantile(dof: int) -> float:
     return float(student_t.ppf(0.975, dof))
 
 
-def _param(value: float, se_e: float | None, se_rv: float | None, E: int, draws: int, distinct: int, min_distinct: int) -> ParamUncertainty:
+def _param(value: float, se_e: float | None, se_rv: float | None, E: int, draws: int, distinct: int, min_distinct: int,
+           what: str = "distinct resamples") -> ParamUncertainty:
     """SE = sqrt(se_e^2 + se_rv^2); 95 % interval value x exp(+- t_{E-1} SE / value) (log-symmetric: levels and
     smile nodes are positive ratios), E the expiries informing the parameter. Refused with fewer than
     `min_distinct` distinct draws of those expiries, or E < 2; the SE stays."""
@@ -245,7 +253,7 @@ def _param(value: float, se_e: float | None, se_rv: float | None, E: int, draws:
     elif E < 2:
         refused = f"{E} expiry informs it"
     elif distinct < min_distinct:
-        refused = f"{distinct} distinct resamples (< {min_distinct})"
+        refused = f"{distinct} {what} (< {min_distinct})"
     ci = None
     if refused is None:
         k = math.exp(t_quantile(E - 1) * se / value)  # type: ignore[operator]
@@ -307,4 +315,5 @@ def wild_uncertainty(value: float, samples: np.ndarray, informing: int, *, se_rv
     s = np.asarray(samples, dtype=np.float64)
     s = s[np.isfinite(s)]
     se_e = float(np.std(s)) if s.size >= 2 else None
-    return _param(value, se_e, se_rv, int(informing), int(s.size), 1 << min(int(informing), 62), min_distinct)
+    k = int(informing)
+    return _param(value, se_e, se_rv, k, int(s.size), 1 << min(k, 62), min_distinct, f"sign patterns of {k} expiries")

@@ -92,21 +92,21 @@ class UncertaintyEntry(_Lenient):
     """The standard error of one fitted multiplier and its parts (calibration/uncertainty.py)."""
 
     se: float | None = Field(default=None, description="sqrt(se_expiry^2 + se_rv^2) (multiplier units).")
-    se_expiry: float | None = Field(default=None, description="Sd of the refitted multiplier over draws resampling whole expiries.")
+    se_expiry: float | None = Field(default=None, description="Sd of the refitted multiplier over the draws of the expiries (resampled whole, or under the wild cluster bootstrap their residuals flipped whole).")
     se_rv: float | None = Field(default=None, description="m / sqrt(2 n): RV_7d's sampling error from n returns (null: manual RV or an IV base).")
     ci95: list[float] | None = Field(
         default=None,
-        description="[m exp(-q se / m), m exp(q se / m)]: q = 1.96 (flat grid bootstrap) or Student's t with expiries - 1 dof (surface refit); null when refused.",
+        description="[m exp(-q se / m), m exp(q se / m)]: q = 1.96 (flat grid bootstrap) or Student's t with expiries - 1 dof (surface refit, wild cluster); null when refused.",
     )
-    expiries: int | None = Field(default=None, description="Expiries resampled (for a surface level: the expiries that inform its pillar).")
-    draws: int | None = Field(default=None, description="Bootstrap draws used.")
+    expiries: int | None = Field(default=None, description="Expiries drawn (for a surface level: the expiries that inform its pillar).")
+    draws: int | None = Field(default=None, description="Bootstrap draws used (wild cluster: the design's refits).")
     method: str | None = Field(
         default=None,
-        description='"surface refit": every draw refits the applied surface (levels and smiles) on the resampled expiries; absent: the older flat grid bootstrap.',
+        description='"wild cluster" (the default for a surface run): every run of a balanced sign design refits the applied surface and the global smile on the data with each expiry\'s residuals kept or flipped; "surface refit" (fit.refit_draws >= 2): every draw refits them on the resampled expiries; absent: the older flat grid bootstrap.',
     )
-    distinct: int | None = Field(default=None, description="Distinct resamples among the draws (of the expiries that inform this value).")
-    refused: str | None = Field(default=None, description="Why no interval is shown (too few distinct resamples or expiries); the SE is still given.")
-    nodes: list[NodeUncertainty] | None = Field(default=None, description="Per smile node of this level's curve: its standard error and interval (surface refit only).")
+    distinct: int | None = Field(default=None, description="Distinct draws of the expiries that inform this value: resamples among the draws, or 2^k sign patterns of k expiries (wild cluster).")
+    refused: str | None = Field(default=None, description="Why no interval is shown (too few distinct resamples, sign patterns or expiries); the SE is still given.")
+    nodes: list[NodeUncertainty] | None = Field(default=None, description="Per smile node of this level's curve: its standard error and interval (surface refit and wild cluster only).")
 
 
 class NodeUncertainty(_Lenient):
@@ -114,9 +114,9 @@ class NodeUncertainty(_Lenient):
 
     x: float = Field(description="The node (normalised moneyness).")
     value: float | None = Field(default=None, description="The recommended node value.")
-    se: float | None = Field(default=None, description="Sd of the refitted node over the draws (null at x = 0, fixed at 1).")
+    se: float | None = Field(default=None, description="Sd of the refitted node over the draws or the wild design's runs (null at x = 0, fixed at 1).")
     ci95: list[float] | None = Field(default=None, description="[v exp(-t se / v), v exp(t se / v)], t of Student with expiries - 1 dof; null when refused.")
-    distinct: int | None = Field(default=None, description="Distinct resamples of the expiries informing the node's pillar.")
+    distinct: int | None = Field(default=None, description="Distinct draws of the expiries informing the node's pillar (resamples, or 2^k sign patterns).")
     refused: str | None = Field(default=None, description="Why no interval is shown.")
 
 
