@@ -281,26 +281,47 @@ def param_uncertainty(
 # --------------------------------------------------------------------------- wild cluster bootstrap
 
 
+def _hadamard(order: int) -> np.ndarray:
+    """A Hadamard matrix of `order` (a power of 2: Sylvester; q + 1 with q a prime = 3 mod 4: Paley I), first row +1."""
+    if order & (order - 1) == 0:
+        H = np.ones((1, 1))
+        while H.shape[0] < order:  # doublings (a handful)
+            H = np.block([[H, H], [H, -H]])
+        return H
+    q = order - 1
+    squares = {(i * i) % q for i in range(1, q)}
+    chi = np.array([0.0] + [1.0 if i in squares else -1.0 for i in range(1, q)])
+    Q = chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q]  # the Jacobsthal matrix, chi(j - i)
+    S = np.zeros((order, order))
+    S[0, 1:], S[1:, 0], S[1:, 1:] = 1.0, -1.0, Q
+    H = np.eye(order) + S
+    return H * H[0]  # columns signed so the first row is all +1
+
+
+def _hadamard_order(n: int) -> int:
+    """The smallest Hadamard order >= n this module builds: 1, 2, a multiple of 4 that is a power of 2 or a prime + 1."""
+    if n <= 2:
+        return max(n, 1)
+    m = 4 * ((n + 3) // 4)
+    while True:
+        q = m - 1
+        if m & (m - 1) == 0 or (q % 4 == 3 and all(q % d for d in range(3, int(q**0.5) + 1, 2))):
+            return m
+        m += 4
+
+
 def wild_design(n_expiries: int) -> np.ndarray:
     """(N, n_expiries) Rademacher weights, one per expiry and run: a balanced design of the wild cluster bootstrap.
 
-    Rows of the Sylvester-Hadamard matrix of order N = 2 x 2^ceil(log2 E) (entry (-1)^popcount(row & label)) on
-    the columns labelled N/2 .. N/2 + E - 1: labels sharing the top bit, so no three of them XOR to zero and every
-    1, 2 or 3 expiries see each sign pattern equally often (an orthogonal array of strength 3). Over such a
-    design the spread of a function of the signs equals its spread over all 2^E patterns up to interactions of
-    four or more expiries; random draws of the same number carry ~1 / sqrt(2 N) Monte-Carlo error instead.
-    Row 0 is all +1 (the data itself). E = 8: 16 runs."""
+    The foldover [H; -H] of a Hadamard matrix H of order M >= E (its first E columns): every 1, 2 or 3 expiries
+    see each sign pattern equally often (an orthogonal array of strength 3). Over such a design the spread of a
+    function of the signs equals its spread over all 2^E patterns up to interactions of four or more expiries;
+    random draws of the same number carry ~1 / sqrt(2 N) Monte-Carlo error instead. Row 0 is all +1 (the data
+    itself). N = 2M: 8 runs for 3-4 expiries, 16 for 5-8, 24 for 9-12, 32 for 13-16, 40 for 17-20."""
     if n_expiries < 1:
         return np.ones((1, 0))
-    half = 1 << max(0, (n_expiries - 1).bit_length())
-    rows = np.arange(2 * half)[:, None]
-    labels = half + np.arange(n_expiries)[None, :]
-    bits = rows & labels
-    parity = np.zeros(bits.shape, dtype=np.int64)
-    while bits.any():  # popcount of a few bits, vectorised over the whole design
-        parity ^= bits & 1
-        bits = bits >> 1
-    return 1.0 - 2.0 * parity
+    H = _hadamard(_hadamard_order(n_expiries))[:, :n_expiries]
+    return np.concatenate([H, -H])
 
 
 def wild_data(fitted: np.ndarray, observed: np.ndarray, expiry: np.ndarray, signs: np.ndarray) -> np.ndarray:
