@@ -320,7 +320,8 @@ def _global_wild_data(priced: _Priced, global_smile: SmileFit, config: Calibrati
         mark, sm = q.mark_price.astype(np.float64).copy(), priced.sigma_mark.astype(np.float64).copy()
         if config.fit.objective == "price_vega_rel":
             fit_p = black76_price(q.underlying_price[m], q.strike[m], priced.sel.T[m], sig, q.is_call[m])
-            mark[m] = fit_p * np.exp(signs_of[m] * np.log(mark[m] / fit_p))
+            flip = np.isfinite(fit_p) & (fit_p > 0) & np.isfinite(mark[m]) & (mark[m] > 0)  # else the quote keeps its mark
+            mark[m] = np.where(flip, fit_p * np.exp(signs_of[m] * np.log(np.where(flip, mark[m] / fit_p, 1.0))), mark[m])
         else:
             sm[m] = sig + signs_of[m] * (sm[m] - sig)
     return mark, sm
