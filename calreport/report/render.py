@@ -437,81 +437,33 @@ def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: Rend
     """Paged history when a table has more rows than the index shows; unchanged pages are not rewritten
     (a page's rows are read and formatted only when it must be written)."""
     out_dir = root.site_dir / HISTORY_SUBDIR
+    keep: set[str] = set()
     limit, size = inp.config.dashboard.max_rows, inp.config.dashboard.page_size
-    plans = [
-        plan
-        for kind in ("live", "auto")
-        if (total := query.total(kind)) > limit  # type: ignore[arg-type]
-        for plan in views.page_plans(kind, total, size)
-    ]
-    keep = {f"{plan.kind}-{plan.number}.html" for plan in plans}
-    result.pages_total += len(plans)
-    write = functools.partial(_write_page, out_dir, inp, query, size)
-    if len(plans) >= _PAGES_FORK_MIN and history.may_fork():
-        result.pages_written += _in_two_processes(write, plans)
-    else:
-        result.pages_written += sum(map(write, plans))
+    for kind in ("live", "auto"):
+        total = query.total(kind)  # type: ignore[arg-type]
+        if total <= limit:
+            continue
+        for plan in views.page_plans(kind, total, size):
+            refs = query.page_refs(kind, plan.number, size)  # type: ignore[arg-type]
+            if kind == "live":
+                statuses = [views.derive_status(inp.statuses, r) for r in refs]  # type: ignore[arg-type]
+            else:
+                statuses = [r.status or views.UNKNOWN for r in refs]
+            key = page_key(plan, size, refs, statuses)
+            name = f"{kind}-{plan.number}.html"
+            keep.add(name)
+            result.pages_total += 1
+            path = out_dir / name
+            if _page_is_current(path, key):
+                continue
+            rows = query.page_views(kind, plan.number, size, page_view)  # type: ignore[arg-type]
+            atomic_write(path, render_page(plan, key, page_body(kind, rows, statuses)), durable=False)
+            result.pages_written += 1
     query.release_views()
     if out_dir.is_dir():
         for p in out_dir.iterdir():
             if _PAGE_RE.match(p.name) and p.name not in keep:
                 p.unlink(missing_ok=True)
-
-
-def _write_page(out_dir: Path, inp: views.Inputs, query: HistoryQuery, size: int, plan: views.PagePlan) -> int:
-    """Write one history page unless the page on disk is current; 1 if written."""
-    kind = plan.kind
-    refs = query.page_refs(kind, plan.number, size)  # type: ignore[arg-type]
-    if kind == "live":
-        statuses = [views.derive_status(inp.statuses, r) for r in refs]  # type: ignore[arg-type]
-    else:
-        statuses = [r.status or views.UNKNOWN for r in refs]
-    key = page_key(plan, size, refs, statuses)
-    path = out_dir / f"{kind}-{plan.number}.html"
-    if _page_is_current(path, key):
-        return 0
-    rows = query.page_views(kind, plan.number, size, page_view)  # type: ignore[arg-type]
-    atomic_write(path, render_page(plan, key, page_body(kind, rows, statuses)), durable=False)
-    return 1
-
-
-# A cold render of a long history writes every page (200 of 500 rows for 100,000 runs, ~0.2 s in one
-# process, after the scan, while the second core idles): from this many pages on, a forked child writes
-# half of them (the same code on the same views, inherited copy-on-write). Each page is replaced
-# atomically, so a child that fails leaves every page whole, old or new, and its half is written here
-# again (an error then surfaces here, as it would have). Forking follows the scan's rule (history.may_fork).
-_PAGES_FORK_MIN = 16
-
-
-def _in_two_processes(write: Callable[[views.PagePlan], int], plans: list[views.PagePlan]) -> int:
-    """sum(map(write, plans)), half of it in a forked child; how many pages were written."""
-    mine, theirs = plans[: len(plans) // 2], plans[len(plans) // 2 :]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            os.close(r)
-            os.write(w, sum(map(write, theirs)).to_bytes(8, "little"))
-            code = 0
-        except BaseException:  # noqa: BLE001 - whatever happens, the parent writes this half itself
-            pass
-        finally:
-            os._exit(code)
-    os.close(w)
-    got = b""
-    try:
-        written = sum(map(write, mine))
-    finally:  # the child's pages are done (or given up on) before this process goes on or raises
-        try:
-            while chunk := os.read(r, 64):
-                got += chunk
-        finally:
-            os.close(r)
-            status = os.waitpid(pid, 0)[1]
-    if os.waitstatus_to_exitcode(status) == 0 and len(got) == 8:
-        return written + int.from_bytes(got, "little")
-    return written + sum(map(write, theirs))
 
 
 def state_json_bytes(inp: views.Inputs) -> bytes | None:

@@ -606,11 +606,6 @@ def _may_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
-def may_fork() -> bool:
-    """Whether this process may fork a worker now (the scan's rule, which the render's page writer follows)."""
-    return _may_fork()
-
-
 def _scan_workers(size: int) -> int:
     """How many child processes parse `size` bytes of unparsed history (1: this process alone)."""
     if size < _PARALLEL_MIN_BYTES:
