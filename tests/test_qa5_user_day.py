@@ -1,0 +1,59 @@
+"""A quant's ordinary day under the default config (QA wave 5): each test pins down a message or a
+figure that misled, found by using calreport on the shared Deribit data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calreport.commands.cli import main
+
+SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
+DEC11, DEC13 = SNAP / "BTC-2025-12-11T1936Z.json", SNAP / "BTC-2025-12-13T1543Z.json"
+needs_data = pytest.mark.skipif(not SNAP.is_dir(), reason="shared data absent")
+
+
+def _init(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    assert main(["--root", str(root), "init"]) == 0
+    return root
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("atm-iv", "sigma_mode: must be one of rv, atm_iv, mark_iv or a mapping underlying -> mode (e.g. {BTC: atm_iv}), got 'atm-iv'"),
+        ("{BTC: atm-iv}", "sigma_mode: BTC: must be one of rv, atm_iv, mark_iv, got 'atm-iv'"),
+    ],
+)
+def test_a_misspelt_sigma_mode_is_one_readable_line_naming_the_modes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str, said: str
+) -> None:
+    root = _init(tmp_path)
+    _edit(root / "config" / "calibration.yaml", "\nsigma_mode: rv\n", f"\nsigma_mode: {written}\n")
+    capsys.readouterr()
+    assert main(["--root", str(root), "status"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(said), err
+    assert "literal[" not in err and "dict[" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("key", "why"), [("btc", "bad underlying 'btc'"), ("BTCC", "'BTCC' is not a configured underlying")])
+def test_a_sigma_mode_for_an_underlying_that_is_never_looked_up_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, why: str
+) -> None:
+    """{btc: atm_iv} used to load and leave BTC in rv without a word (the lookup is by the upper-case name)."""
+    root = _init(tmp_path)
+    cfg = root / "config" / "calibration.yaml"
+    _edit(cfg, "\nsigma_mode: rv\n", f"\nsigma_mode: {{{key}: atm_iv}}\n")
+    capsys.readouterr()
+    assert main(["--root", str(root), "status"]) == 1
+    err = capsys.readouterr().err
+    assert str(cfg) in err and why in err
