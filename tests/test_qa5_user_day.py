@@ -57,3 +57,23 @@ def test_a_sigma_mode_for_an_underlying_that_is_never_looked_up_is_refused_not_i
     assert main(["--root", str(root), "status"]) == 1
     err = capsys.readouterr().err
     assert str(cfg) in err and why in err
+
+
+@needs_data
+@pytest.mark.realdata
+def test_doctor_tells_a_band_typed_into_the_yaml_by_hand_to_repair_the_yaml_not_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in the applied YAML's band label ('7-31d') used to be answered with "define the band in
+    config/calibration.yaml again (the YAML is as calreport wrote it ...)": advice that would add a bogus
+    band to the config, about a YAML calreport never wrote."""
+    root = _init(tmp_path)
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(DEC13), "--rv", "0.43"]) == 0
+    yaml_path = root / "config" / "applied_multipliers.yaml"
+    _edit(yaml_path, "      7-30d: ", "      7-31d: ")
+    capsys.readouterr()
+    assert main(["--root", str(root), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "band '7-31d' is neither defined in config/calibration.yaml nor written by the last apply of BTC" in out
+    assert "define the band in config/calibration.yaml" not in out
+    assert "repair the file by hand or restore it" in out
