@@ -77,3 +77,41 @@ def test_doctor_tells_a_band_typed_into_the_yaml_by_hand_to_repair_the_yaml_not_
     assert "band '7-31d' is neither defined in config/calibration.yaml nor written by the last apply of BTC" in out
     assert "define the band in config/calibration.yaml" not in out
     assert "repair the file by hand or restore it" in out
+
+
+LEGACY = SNAP.parent / "legacy-calibration-runs"
+
+
+def test_the_auto_chart_never_says_no_runs_yet_when_runs_failed_before_a_fit(tmp_path: Path) -> None:
+    """ETH's only auto run failed (RV history too short: no multiplier): the chart said "No auto-calibrate
+    runs yet." beside an Auto history listing it; a chart with fitted runs now says which runs it leaves out."""
+    from calreport.model import AutoRun, DataQuality
+    from calreport.report.charts import auto_chart
+
+    def run(ts: str, multiplier: float | None, status: str) -> AutoRun:
+        return AutoRun(
+            schema_version=1, run_id=f"r{ts}", ts=ts, underlying="ETH", multiplier=multiplier, status=status,  # type: ignore[arg-type]
+            data_quality=DataQuality(status="failed" if multiplier is None else "ok", issues=[]),
+        )
+
+    failed = run("2025-12-12T11:00:00Z", None, "failed")
+    only_failed = auto_chart("ETH", [failed])
+    assert only_failed.empty_text == "1 auto-calibrate run(s), none with a multiplier (failed before a fit; see Auto history)."
+    assert auto_chart("ETH", []).empty_text == "No auto-calibrate runs yet."
+    mixed = auto_chart("ETH", [failed, run("2025-12-13T16:00:00Z", 0.95, "ok")])
+    assert len(mixed.rows) == 1 and "1 run(s) without a multiplier (failed before a fit) are not drawn" in mixed.description
+
+
+@needs_data
+@pytest.mark.realdata
+def test_a_legacy_harvested_record_with_no_samples_imports_without_a_multiplier(tmp_path: Path) -> None:
+    """The old system wrote recommended 1.0 for a run over 0 samples: imported as multiplier 1.0000 it was
+    plotted as a fitted (failed) value on the auto chart."""
+    from calreport.store.paths import Root
+    from calreport.store.query import HistoryQuery
+
+    root = _init(tmp_path)
+    assert main(["--root", str(root), "import-legacy", str(LEGACY / "20251210_224208_BTC_harvested.json")]) == 0
+    (row,) = HistoryQuery.read(Root(root)).auto_runs()
+    assert row.samples == 0 and row.status == "failed" and row.multiplier is None
+    assert row.legacy is not None and row.legacy["recommended_iv_multiplier"] == 1.0  # the record itself kept as it was
