@@ -115,3 +115,45 @@ def test_a_legacy_harvested_record_with_no_samples_imports_without_a_multiplier(
     (row,) = HistoryQuery.read(Root(root)).auto_runs()
     assert row.samples == 0 and row.status == "failed" and row.multiplier is None
     assert row.legacy is not None and row.legacy["recommended_iv_multiplier"] == 1.0  # the record itself kept as it was
+
+
+def test_a_backtest_decision_step_is_documented_as_the_band_level_move_it_records() -> None:
+    """decisions.jsonl's `step` read "|global after - global before|" in FILES.md and the schema, while it
+    records the largest band-level move: on the shared harvest an apply moving the global 0.0037 and no
+    band more than 0.0027 recorded step 0.0027."""
+    from calreport.calibration.backtest import step_of
+    from calreport.model import BacktestDecision, Multipliers
+
+    before = Multipliers(global_=0.9427, bands={"0-7d": 0.8189, "7-30d": 0.9107, "30-90d": 0.9565})
+    after = Multipliers(global_=0.9464, bands={"0-7d": 0.8216, "7-30d": 0.9113, "30-90d": 0.9577})
+    assert step_of(before, after, ["0-7d", "7-30d", "30-90d"]) == pytest.approx(0.0027)
+    said = BacktestDecision.model_fields["step"].description or ""
+    assert "global after - global before" not in said and "band's quoted level" in said
+    files = (Path(__file__).resolve().parents[1] / "docs" / "FILES.md").read_text()
+    assert "| `step` | number or null | |global after - global before|" not in files
+
+
+@needs_data
+@pytest.mark.realdata
+def test_price_rows_past_the_last_pillar_quote_the_last_pillar_level_as_the_contract_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FILES.md said a row with band null is quoted at "global multiplier and smile"; under the surface
+    (the default) the 2026 expiries past 90 days are quoted at the 30-90d pillar's level (flat beyond it)."""
+    import json
+
+    import yaml
+
+    root = _init(tmp_path)
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(DEC11), "--rv", "0.45"]) == 0
+    entry = yaml.safe_load((root / "config" / "applied_multipliers.yaml").read_text())["underlyings"]["BTC"]
+    assert "surface" in entry and abs(entry["global"] - entry["bands"]["30-90d"]) > 0.005
+    out = tmp_path / "rows.json"
+    assert main(["--root", str(root), "price", "--underlying", "BTC", "--snapshot", str(DEC13), "--rv", "0.43", "--out", str(out)]) == 0
+    rows = [r for r in json.loads(out.read_text()) if r["band"] is None]
+    atm = min(rows, key=lambda r: abs(r["strike"] / r["forward"] - 1))
+    assert atm["T"] > 90 / 365 and abs(atm["strike"] / atm["forward"] - 1) < 0.02
+    assert atm["sigma"] == pytest.approx(0.43 * entry["bands"]["30-90d"], abs=0.004)
+    assert abs(atm["sigma"] - 0.43 * entry["global"]) > 0.002
+    files = (Path(__file__).resolve().parents[1] / "docs" / "FILES.md").read_text()
+    assert "null outside every band (global multiplier and smile)" not in files
