@@ -157,3 +157,24 @@ def test_price_rows_past_the_last_pillar_quote_the_last_pillar_level_as_the_cont
     assert abs(atm["sigma"] - 0.43 * entry["global"]) > 0.002
     files = (Path(__file__).resolve().parents[1] / "docs" / "FILES.md").read_text()
     assert "null outside every band (global multiplier and smile)" not in files
+
+
+@needs_data
+@pytest.mark.realdata
+def test_a_rollback_across_a_quoting_model_change_says_the_model_changes_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """surface.enabled: false, a live run applies the step model, then `rollback`: the engine went back to the
+    surface while the line said only "rolled back to run R: global 0.9442" (force-apply says the model change)."""
+    root = _init(tmp_path)
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(DEC11), "--rv", "0.45"]) == 0
+    _edit(root / "config" / "calibration.yaml", "surface: {enabled: true,", "surface: {enabled: false,")
+    assert main(["--root", str(root), "calibrate", "--underlying", "BTC", "--snapshot", str(DEC13), "--rv", "0.43"]) == 0
+    capsys.readouterr()
+    assert main(["--root", str(root), "rollback", "--underlying", "BTC"]) == 0
+    out = capsys.readouterr().out
+    assert "surface none (step model) -> pillars-pchip-1" in out
+    assert "config/calibration.yaml fits the step model: the next applied live run switches back" in out
+    assert main(["--root", str(root), "rollback", "--underlying", "BTC"]) == 0
+    out = capsys.readouterr().out
+    assert "surface pillars-pchip-1 -> none (step model)" in out and "switches back" not in out
