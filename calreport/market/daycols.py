@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from calreport.errors import CalreportError
 from calreport.jsonio import loads as _loads
@@ -185,7 +189,11 @@ def assemble_day(
 
 
 def _split_lines(data: bytes) -> list[bytes]:
-    return [ln for ln in data.split(b"\n") if ln and not ln.isspace()]
+    """The non-blank lines (C-level filters; the per-line comprehension only when a line is all whitespace)."""
+    lines = list(filter(None, data.split(b"\n")))
+    if any(map(bytes.isspace, lines)):
+        lines = [ln for ln in lines if not ln.isspace()]
+    return lines
 
 
 def _parse_objects(lines: list[bytes]) -> list[Any]:
@@ -214,6 +222,39 @@ def _parse_objects(lines: list[bytes]) -> list[Any]:
 _BAD_JSON = object()
 
 
+def row_fields(rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], bool]:
+    """Every field of the rows as a column (None where a row lacks the field), and whether every row
+    has the same fields.
+
+    A harvest's rows share one key set, so the usual case is one C-level pass (an itemgetter of all
+    the keys, then a transpose); a day mixing key sets (early snapshots carry underlying_index and
+    no bid/ask) takes one C-level pass per field. No Python code runs per row either way."""
+    if not rows:
+        return {}, True
+    keys = tuple(rows[0])
+    if len(keys) > 1 and len(set(map(len, rows))) == 1:
+        try:  # every row has the first row's keys (and as many): the same key set
+            return dict(zip(keys, map(list, zip(*map(itemgetter(*keys), rows))))), True
+        except KeyError:
+            pass
+    present: set[str] = set()
+    present.update(*rows)
+    return {k: list(map(dict.get, rows, repeat(k))) for k in present}, False
+
+
+def _str_column(values: list[Any], ok: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """(unique names, per-row code) of the strings at the `ok` rows, coded by first appearance (-1 elsewhere).
+
+    pyarrow's hash encoding numbers the dictionary in order of first occurrence, as a dict would."""
+    if not values:
+        return [], np.zeros(0, dtype=np.int64)
+    if set(map(type, values)) != {str}:  # a non-string name: rare, masked out (its row is a schema error)
+        values = [v if type(v) is str else None for v in values]
+    enc = pc.dictionary_encode(pa.array(values, pa.string(), mask=~ok))
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return enc.dictionary.to_pylist(), codes
+
+
 @dataclass
 class ParsedLines:
     """A JSONL day, line by line: what each line was and the columns of the object rows."""
@@ -229,38 +270,45 @@ class ParsedLines:
     row_status: np.ndarray  # int8 per row
     problem: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, list[Any]] = field(default_factory=dict)  # row_fields: every field as a column
+    uniform_keys: bool = True  # every row has the same fields (so a field in `fields` is in every row)
 
 
 def parse_lines(data: bytes, underlying: str, problem: str | None = None) -> ParsedLines:
     """Raw JSONL bytes of one day file -> every line classified, the object rows as columns."""
     lines = _split_lines(data)
     values = _parse_objects(lines)
-    is_row = [type(v) is dict for v in values]
-    rows = [v for v, r in zip(values, is_row) if r]
-    row_line = np.flatnonzero(np.array(is_row, dtype=bool)) if lines else np.zeros(0, dtype=np.int64)
+    if values and set(map(type, values)) == {dict}:  # every line an object (every harvester-written day)
+        rows = values
+        row_line = np.arange(len(values), dtype=np.int64)
+    else:
+        is_row = [type(v) is dict for v in values]
+        rows = [v for v, r in zip(values, is_row) if r]
+        row_line = np.flatnonzero(np.array(is_row, dtype=bool)) if lines else np.zeros(0, dtype=np.int64)
+    fields, uniform = row_fields(rows)
+    nulls = [None] * len(rows)
 
-    cols = {k: float_array([r.get(src) for r in rows])[0] for k, src in SOURCE_KEYS.items()}
-    ts = float_array([r.get("harvested_at") for r in rows])[0]
+    cols = {k: float_array(fields.get(src, nulls))[0] for k, src in SOURCE_KEYS.items()}
+    ts = float_array(fields.get("harvested_at", nulls))[0]
     missing_ts = ~np.isfinite(ts)
     if missing_ts.any():  # older harvesters wrote only creation_timestamp
-        ts = np.where(missing_ts, float_array([r.get("creation_timestamp") for r in rows])[0], ts)
-    names_raw = [r.get("instrument_name") for r in rows]
-    name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
+        ts = np.where(missing_ts, float_array(fields.get("creation_timestamp", nulls))[0], ts)
+    names_raw = fields.get("instrument_name", nulls)
+    if names_raw and set(map(type, names_raw)) == {str}:
+        name_ok = np.ones(len(rows), dtype=bool)
+    else:
+        name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
     ok = valid_rows(name_ok, ts, cols)
 
-    # Code names by first appearance (dict: O(n)), then parse each unique name once.
-    index: dict[str, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(n, len(index)) if good else -1 for n, good in zip(names_raw, ok)),
-        dtype=np.int64, count=len(names_raw),
-    )
-    table = name_table(list(index), underlying)
+    # Code names by first appearance among the valid rows, then parse each unique name once.
+    uniq, codes = _str_column(names_raw, ok)
+    table = name_table(uniq, underlying)
     row_code, rstatus = row_status(ok, codes, table)
     status = np.full(len(lines), SCHEMA_ERROR, dtype=np.int8)  # not JSON, or not an object
     status[row_line] = rstatus
     return ParsedLines(
         lines=lines, rows=rows, row_line=row_line, status=status, ts=ts, cols=cols, table=table,
-        row_code=row_code, row_status=rstatus, problem=problem,
+        row_code=row_code, row_status=rstatus, problem=problem, fields=fields, uniform_keys=uniform,
     )
 
 
