@@ -42,9 +42,11 @@ from calreport.market.daycols import (
     SOURCE_KEYS,
     DayColumns,
     ParsedLines,
+    TypedRows,
     assemble_day,
     empty_day,
     name_table,
+    row_fields,
     row_status,
     valid_rows,
 )
@@ -228,6 +230,45 @@ def _int_column(values: list[Any]) -> np.ndarray | None:
         return None
 
 
+def _typed_extras(typed: TypedRows, idx: np.ndarray) -> tuple[dict[str, Any], list[str | None]] | None:
+    """_extras for a plainly typed day, straight from its typed columns (numpy / pyarrow take): the
+    same columns _extras makes, when no value goes to `extra`. None when one would (a field calreport has
+    no column for, a number field holding strings, an int where a float belongs, a creation_timestamp
+    out of range): _extras then looks at the values."""
+    n = int(idx.size)
+    present = {k for k, h in typed.has.items() if n and (h is None or bool(h[idx].any()))}
+    if present - KNOWN_FIELDS:
+        return None
+    out: dict[str, Any] = {}
+    for k in present:
+        if k in CORE_FLOATS:
+            if k in typed.strs:
+                return None
+        elif k in EXTRA_FLOATS:
+            if k not in typed.floats:
+                return None
+            if k not in typed.nulls:
+                out[k] = typed.floats[k][idx]
+            else:
+                out[k] = np.full(n, np.nan)
+        elif k in EXTRA_STRINGS:
+            if k in typed.strs:
+                out[k] = typed.strs[k].take(pa.array(idx))
+            elif k in typed.nulls:
+                out[k] = pa.nulls(n, pa.string())
+            else:
+                return None
+        elif k == "creation_timestamp":
+            ct = typed.ints.get(k)
+            if ct is None:
+                return None
+            ct = ct[idx]
+            if int(ct.min()) < 0 or int(ct.max()) >= 10**16:
+                return None
+            out[k] = ct
+    return out, [None] * n
+
+
 def day_table(parsed: ParsedLines) -> pa.Table:
     """The kept rows of a parsed JSONL day as the typed table, sorted by harvested_at then instrument."""
     keep = parsed.row_status == 0
@@ -241,15 +282,20 @@ def day_table(parsed: ParsedLines) -> pa.Table:
     order = np.lexsort((rank[code] if code.size else code, ts))
     idx, code, ts = idx[order], code[order], ts[order]
 
-    def kept_rows() -> list[dict[str, Any]]:
-        return _take(parsed.rows, idx.tolist())
+    got = _typed_extras(parsed.typed, idx) if parsed.typed is not None else None
+    if got is not None:
+        extras, other = got
+    else:  # a field holding an odd value, or a day that was not plainly typed: value by value where needed
+        def kept_rows() -> list[dict[str, Any]]:
+            return _take(parsed.rows, idx.tolist())
 
-    if parsed.uniform_keys:  # every row has every field: present among the kept rows = all of them
-        present = set(parsed.fields) if idx.size else set()
-    else:
-        present = set()
-        present.update(*kept_rows())
-    extras, other = _extras(parsed.fields, idx, kept_rows, present)
+        fields, uniform = row_fields(parsed.rows)
+        if uniform:  # every row has every field: present among the kept rows = all of them
+            present = set(fields) if idx.size else set()
+        else:
+            present = set()
+            present.update(*kept_rows())
+        extras, other = _extras(fields, idx, kept_rows, present)
     return build_table(
         ts=ts,
         names=names,
