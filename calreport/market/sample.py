@@ -98,7 +98,13 @@ def _expiry_ms(d: date) -> int:
 
 def listed_expiries(now_ms: int) -> np.ndarray:
     """Deribit's listing pattern: the next dailies, the next four Fridays, three month-ends."""
-    today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
+    ms = _listed_on(datetime.fromtimestamp(now_ms / 1000, tz=UTC).date())
+    return ms[(ms > now_ms) & (ms - now_ms <= 100 * MS_PER_DAY)]
+
+
+@lru_cache(maxsize=1024)
+def _listed_on(today: date) -> np.ndarray:
+    """The expiries (ms, ascending) listed on a UTC date: a day's snapshots share them."""
     days = {today + timedelta(days=i) for i in range(4)}
     friday = today + timedelta(days=(4 - today.weekday()) % 7)
     days |= {friday + timedelta(weeks=i) for i in range(5)}
@@ -106,8 +112,9 @@ def listed_expiries(now_ms: int) -> np.ndarray:
         y, mo = today.year + (today.month - 1 + m) // 12, (today.month - 1 + m) % 12 + 1
         last = date(y + (mo == 12), mo % 12 + 1, 1) - timedelta(days=1)
         days.add(last - timedelta(days=(last.weekday() - 4) % 7))
-    ms = sorted(_expiry_ms(d) for d in days)
-    return np.array([e for e in ms if e > now_ms and e - now_ms <= 100 * MS_PER_DAY], dtype=np.int64)
+    ms = np.array(sorted(_expiry_ms(d) for d in days), dtype=np.int64)
+    ms.flags.writeable = False  # shared by every caller of the day
+    return ms
 
 
 def _nice_step(x: float) -> float:
@@ -225,18 +232,22 @@ class SampleMarket:
         atm = self.atm_iv(t_ms, T)
         width = np.maximum(2.2 * atm * np.sqrt(T), 0.03)  # +-2.2 standard deviations of ln(K/F)
         n = spec.strikes_per_expiry
-        rows_e, rows_k = [], []
-        for i, (e, f, w) in enumerate(zip(exps, F, width)):  # per expiry (about 10), never per option
-            step = _nice_step(2 * f * w / (n - 1))
-            centre = round(f / step) * step
-            ks = centre + step * np.arange(-(n // 2), n // 2 + 1)
-            if i == 0:  # far wings of the nearest expiry: worth < 1e-6, so Deribit shows the floor
-                ks = np.concatenate([ks, np.round(f * np.exp(np.array([-0.3, 0.3])) / step) * step])
-            ks = np.unique(ks[ks > 0])
-            rows_e.append(np.full(ks.size, e))
-            rows_k.append(ks)
-        e = np.concatenate(rows_e)
-        k = np.concatenate(rows_k)
+        # strikes per expiry: a grid of n around the forward at a nice step (one step per expiry, about
+        # ten), then all expiries' grids at once; the nearest expiry adds two far wings, worth < 1e-6,
+        # so Deribit shows the floor
+        step = np.array([_nice_step(x) for x in (2 * F * width / (n - 1)).tolist()], dtype=np.float64)
+        centre = np.round(F / step) * step
+        grid = centre[:, None] + step[:, None] * np.arange(-(n // 2), n // 2 + 1)
+        wings = np.round(F[0] * np.exp(np.array([-0.3, 0.3])) / step[0]) * step[0] if exps.size else np.zeros(0)
+        k = np.concatenate([grid.ravel(), wings])
+        ei = np.concatenate([np.repeat(np.arange(exps.size), grid.shape[1]), np.zeros(wings.size, dtype=np.int64)])
+        pos = k > 0
+        k, ei = k[pos], ei[pos]
+        order = np.lexsort((k, ei))  # by expiry, then strike: each expiry's strikes ascending, once
+        k, ei = k[order], ei[order]
+        first = np.ones(k.size, dtype=bool)
+        first[1:] = (ei[1:] != ei[:-1]) | (k[1:] != k[:-1])
+        k, e = k[first], exps[ei[first]]
         e = np.concatenate([e, e])
         k = np.concatenate([k, k])
         call = np.repeat([True, False], e.size // 2)
