@@ -211,7 +211,7 @@ class FitConfig(_Section):
     bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
     refit_draws: int = Field(
         default=0, ge=0, le=MAX_BOOTSTRAP_DRAWS,
-        description="Draws of the bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries (0 = off: the flat bootstrap over expiries; each draw is one warm-started fit of 0.25-0.4 s, so 24 draws make a live run 6-10 s: off by default until the fit's curvature replaces it).",
+        description="Draws of the bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries (0 = off: the flat bootstrap over expiries; each draw is one warm-started fit of 0.15-0.46 s, so 24 draws make a live run 4-10 s; off by default: neither the fit's curvature nor an affordable number of draws was shown to agree with a 1000-draw refit bootstrap within 25 %, see CALIBRATION_NOTES).",
     )
     min_distinct_resamples: int = Field(
         default=20, ge=2,
