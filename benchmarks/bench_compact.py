@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import Figure, best_time
-from calreport.market import daycols
+from calreport.market import daycols, sample
 from calreport.market import parquet as pqday
-from calreport.market import sample
 from calreport.market.harvest import encode_rows
 from calreport.numbers import as_float, float_array, is_number
 from calreport.store.paths import Root
@@ -229,8 +228,8 @@ def _day_figures(label: str, data: bytes, repeat: int) -> list[Figure]:
             name=f"JSONL day -> compaction's Parquet table, {label}, {rows:,} rows", value=t_new, unit="s",
             baseline=t_old, baseline_label="per-row parse and extra columns", ratio=t_old / t_new,
             target=">= 2x faster", met=t_old >= 2 * t_new,
-            notes=[f"{rows / t_new / 1e6:.2f}M rows/s; the JSON parse alone (one orjson call over the day, dicts "
-                   f"built) takes {orjson_only * 1e3:.0f} ms; tables equal"],
+            notes=[(f"{rows / t_new / 1e6:.2f}M rows/s; the JSON parse alone (one orjson call over the day, dicts "
+                    f"built) takes {orjson_only * 1e3:.0f} ms; tables equal")],
         ),
         Figure(
             name=f"JSONL day -> DayColumns (every JSONL read), {label}", value=r_new, unit="s",
@@ -259,8 +258,8 @@ def run(quick: bool = False) -> list[Figure]:
         name=f"sample write_harvest, one day of 5-min snapshots ({len(times)} x ~{per * 20} options)", value=w_new,
         unit="s", baseline=w_old, baseline_label="dict per quote + encode_rows", ratio=w_old / w_new,
         target=">= 1.5x faster", met=w_old >= 1.5 * w_new,
-        notes=[f"{n_rows:,} rows of {day}, {len(generated) / 1e6:.0f} MB, byte-identical to the per-row "
-               "writer; both timed without the file write (write_harvest adds an atomic write and fsync)"],
+        notes=[(f"{n_rows:,} rows of {day}, {len(generated) / 1e6:.0f} MB, byte-identical to the per-row "
+                "writer; both timed without the file write (write_harvest adds an atomic write and fsync)")],
     ))
     figures += _day_figures("generated", generated, repeat)
     if REAL_DAY.exists():
