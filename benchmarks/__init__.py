@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCHMARKS = ("pricing", "smile", "surface", "iv", "calibrate", "auto", "render", "apply", "append", "history", "backtest", "uncertainty", "cli")
+BENCHMARKS = ("pricing", "smile", "surface", "iv", "calibrate", "auto", "render", "apply", "append", "history", "backtest", "uncertainty", "cli", "compact")
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 CACHE_DIR = Path("/tmp/calreport-bench-cache")  # generated inputs, keyed by their parameters
 

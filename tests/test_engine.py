@@ -180,12 +180,15 @@ def test_failing_callback_does_not_stop_reloading(root):
 
 def test_watch_command_prints_each_change_and_exits_0_on_ctrl_c(root):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as a terminal delivers it: a test run started in the background (a shell without job control,
+    # some CI runners) ignores SIGINT, the child would inherit that and Python would not raise KeyboardInterrupt
     proc = subprocess.Popen(
         [sys.executable, "-m", "calreport", "--root", str(root.path), "watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads started yet in the child
     )
     try:
         first = proc.stdout.readline()  # type: ignore[union-attr]

@@ -543,3 +543,64 @@ def test_odd_values_are_kept_verbatim_in_extra_and_come_back(tmp_path: Path) -> 
     back = pqday.read_rows(d / "2025-12-11.parquet")
     want = [{k: v for k, v in r.items() if v is not None} for r in odd]
     assert sorted(json.dumps(r, sort_keys=True) for r in back) == sorted(json.dumps(r, sort_keys=True) for r in want)
+
+
+def _general_table(data: bytes) -> tuple[pa.Table, Any]:
+    """The day's table and columns through the general (dict-per-row) parse, for comparison."""
+    from calreport.market import daycols
+
+    parsed = daycols._parse_lines_general(daycols._split_lines(data), "BTC", None)
+    return pqday.day_table(parsed), daycols.day_from_lines(parsed)
+
+
+def _typed_table(data: bytes) -> tuple[pa.Table, Any, bool]:
+    from calreport.market import daycols
+
+    parsed = daycols.parse_lines(data, "BTC")
+    return pqday.day_table(parsed), daycols.day_from_lines(parsed), parsed.typed is not None
+
+
+def _lines(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows)
+
+
+@pytest.mark.parametrize("odd", [
+    {}, {"underlying_index": "SYN.BTC-19DEC25"}, {"underlying_index": None}, {"index_price": 90001.5},
+    {"mark_iv": 45}, {"volume": 3}, {"volume": 2**60 + 1}, {"bid_price": "0.01"}, {"base_currency": 5},
+    {"creation_timestamp": 10**17}, {"creation_timestamp": 1.5}, {"creation_timestamp": None}, {"foo": [1]},
+    {"mark_price": "x"}, {"instrument_name": 7}, {"instrument_name": "BTC-PERPETUAL"}, {"harvested_at": None},
+])
+def test_the_typed_parse_gives_the_general_parses_table_and_columns(odd: dict) -> None:
+    # 2,500 rows (three parse chunks); the odd field sits in one row of the middle chunk, so the
+    # chunks disagree on the day's key set or a field's type
+    rows = [row(name=f"BTC-19DEC25-{80000 + 1000 * (i % 25)}-{'CP'[i % 2]}", ts=DEC11 + (i // 50) * 300_000) for i in range(2500)]
+    for r in rows[:1200:3]:  # early snapshots' shape in the first chunk: no bid/ask, underlying_index
+        del r["bid_price"], r["ask_price"]
+        r["underlying_index"] = "SYN.BTC-19DEC25"
+    rows[1500].update(odd)
+    data = _lines(rows)
+    try:
+        general, general_cols = _general_table(data)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:  # a row pyarrow cannot hold
+        with pytest.raises(type(exc)):
+            _typed_table(data)
+        return
+    table, cols, typed = _typed_table(data)
+    assert table.equals(general) and table.schema.metadata == general.schema.metadata
+    for k in ("names", "code", "harvested_at"):
+        assert np.array_equal(getattr(cols, k), getattr(general_cols, k))
+    assert all(np.array_equal(cols.cols[k], general_cols.cols[k], equal_nan=True) for k in harvest.FLOAT_COLUMNS)
+    assert (cols.schema_errors, cols.bad_names, cols.lines) == (general_cols.schema_errors, general_cols.bad_names, general_cols.lines)
+    if not odd:
+        assert typed  # a plainly typed day takes the typed path
+
+
+def test_a_day_that_is_not_one_object_per_line_takes_the_general_parse() -> None:
+    from calreport.market import daycols
+
+    good = _lines([row(ts=DEC11 + i) for i in range(10)])
+    for bad in (b"null\n", b"[1, 2]\n", b'{"a": 1} {"b": 2}\n', b"{torn\n", b'{"mark_price": NaN}\n'):
+        parsed = daycols.parse_lines(good + bad + good, "BTC")
+        assert parsed.typed is None
+        assert list(parsed.status).count(daycols.OK) == 20  # every object line is a row (compaction drops repeats)
+        assert parsed.status[10] == daycols.SCHEMA_ERROR

@@ -91,7 +91,7 @@ def test_live_record_becomes_a_legacy_live_row_without_touching_the_yaml(root, t
 def test_harvested_record_becomes_an_auto_run_with_failed_data_quality_when_it_had_no_samples(root, tmp_path):
     assert _import(root, _write(tmp_path, "h.json", HARVESTED)) == 0
     (run,) = HistoryQuery.file_order(root, "auto")
-    assert run.multiplier == 1.0 and run.samples == 0
+    assert run.multiplier is None and run.samples == 0  # the old system's placeholder 1.0 is no fit (it stays in `legacy`)
     assert run.data_quality.status == "failed" and run.status == "failed"
     assert run.smoothed_multiplier == 1.0366 and run.legacy_source == "harvested"
     assert HistoryQuery.file_order(root, "live") == []

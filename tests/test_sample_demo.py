@@ -217,3 +217,21 @@ def test_a_later_demo_removes_the_harvest_days_an_earlier_one_wrote_outside_its_
 
     assert days(T0) == week(T0) | {keep.name}
     assert days(T0 + 3 * MS_PER_DAY) == week(T0 + 3 * MS_PER_DAY) | {keep.name}
+
+
+def test_write_harvest_writes_what_encode_rows_writes_of_book_summary(tmp_path: Path) -> None:
+    # the columnar writer against the rows API, snapshot by snapshot, across every shape the demo writes
+    from calreport.market.harvest import encode_rows
+    from calreport.market.sample import write_harvest
+
+    m = SampleMarket("BTC", T0 - 2 * MS_PER_DAY, T0, seed=11, strikes_per_expiry=5)
+    times = m.harvest_times(T0 - 30 * 3_600_000, T0 - 20 * 3_600_000, 30)
+    early_until, usd, per_fwd = int(times[3]), (int(times[6]), int(times[8])), (int(times[9]), int(times[11]))
+    files = write_harvest(Root(tmp_path), m, times, early_until=early_until, unit_error_window=usd,
+                          unit_errors=[(*per_fwd, "per_forward")])
+    expected: dict[str, bytes] = {}
+    for t in (int(x) for x in times):
+        kind = "usd" if usd[0] <= t < usd[1] else "per_forward" if per_fwd[0] <= t < per_fwd[1] else None
+        day = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d")
+        expected[day] = expected.get(day, b"") + encode_rows(m.book_summary(t, unit_error=kind, early=t < early_until), t)
+    assert {f.stem: f.read_bytes() for f in files} == expected

@@ -625,8 +625,17 @@ def cmd_rollback(args: argparse.Namespace, ws: Workspace) -> int:
     if args.json:
         print_json(ev.to_json_dict())
         return 0
+    from calreport.calibration.surface import quoting_model
+    from calreport.model import DEFAULT_SIGMA_MODE, surface_changes
+
     g = ev.applied.global_ if ev.applied else None
-    print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {fmt.mult(g)} ({ev.reason})")
+    restored = ev.applied.surface if ev.applied else None
+    # the quoting model travels with the values: say so, as force-apply does, and when the config fits another
+    model = "".join(f"; {what} {a} -> {b}" for what, a, b in surface_changes(ev.previous.surface if ev.previous else None, restored))
+    configured = quoting_model(ws.config, ev.sigma_mode or DEFAULT_SIGMA_MODE)
+    if model and surface_changes(restored, configured):
+        model += f" (config/calibration.yaml fits {'the step model' if configured is None else configured.model}: the next applied live run switches back)"
+    print(f"{ev.underlying}: rolled back to run {ev.run_id}: global {fmt.mult(g)}{model} ({ev.reason})")
     return 0
 
 

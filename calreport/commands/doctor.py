@@ -323,6 +323,13 @@ def run_doctor(ws: Workspace) -> DoctorReport:
     try:
         doc = read_applied(root, cfg)
     except UndefinedBand as exc:
+        if not _written_by_an_apply(exc, query.latest_apply_events()):
+            typed = CalreportError(
+                f"underlyings.{exc.underlying}.bands: band {excerpt(exc.label, 40)} is neither defined in config/calibration.yaml "
+                f"nor written by the last apply of {exc.underlying}: the YAML was edited by hand",
+                exc.path,
+            )
+            return _invalid_yaml(root, problems, counts, query, typed)
         problems.append(
             Problem(
                 "error",
@@ -334,22 +341,7 @@ def run_doctor(ws: Workspace) -> DoctorReport:
         )
         return DoctorReport(str(root.path), problems, None, **counts)
     except CalreportError as exc:
-        last = query.latest_apply_events()
-        hint = "; ".join(
-            f"{u} {fmt.mult(e.applied.global_ if e.applied else None)} (run {fmt.text(e.run_id)})"
-            for u, e in sorted(last.items())
-        )
-        problems.append(
-            Problem(
-                "error",
-                "invalid-yaml",
-                f"{exc.one_line()} (the engine keeps its last good values; applies are refused until it is fixed)",
-                "repair the file by hand or restore it (`git checkout -- config/applied_multipliers.yaml` when under "
-                "git), then run `calreport doctor` again"
-                + (f"; the last apply events say: {hint}" if hint else ""),
-            )
-        )
-        return DoctorReport(str(root.path), problems, None, **counts)
+        return _invalid_yaml(root, problems, counts, query, exc)
     stale = sorted(p.name for p in root.config_dir.glob(f".{root.applied.name}.*.tmp"))
     if stale:
         problems.append(
@@ -427,3 +419,34 @@ def format_doctor(report: DoctorReport) -> list[str]:
         + (f", {len(report.problems)} warning(s)" if report.problems else "")
     )
     return lines
+
+
+def _written_by_an_apply(exc: UndefinedBand, last: dict[str, ApplyEvent]) -> bool:
+    """Did an apply write the undefined label (the config's bands changed since), or was it typed into the
+    YAML by hand (the fix is then the YAML's, not the config's)?"""
+    event = last.get(exc.underlying)
+    values = event.applied if event is not None else None
+    if values is None:
+        return False
+    labels = set(values.bands) | set(values.smile.bands if values.smile else ()) | set(values.surface.pillars if values.surface else ())
+    return exc.label in labels
+
+
+def _invalid_yaml(root: Root, problems: list[Problem], counts: dict[str, int], query: HistoryQuery, exc: CalreportError) -> DoctorReport:
+    """The YAML cannot be read and no apply wrote it so: repair or restore it, with the last applied values to go by."""
+    last = query.latest_apply_events()
+    hint = "; ".join(
+        f"{u} {fmt.mult(e.applied.global_ if e.applied else None)} (run {fmt.text(e.run_id)})"
+        for u, e in sorted(last.items())
+    )
+    problems.append(
+        Problem(
+            "error",
+            "invalid-yaml",
+            f"{exc.one_line()} (the engine keeps its last good values; applies are refused until it is fixed)",
+            "repair the file by hand or restore it (`git checkout -- config/applied_multipliers.yaml` when under "
+            "git), then run `calreport doctor` again"
+            + (f"; the last apply events say: {hint}" if hint else ""),
+        )
+    )
+    return DoctorReport(str(root.path), problems, None, **counts)

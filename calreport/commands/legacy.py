@@ -235,7 +235,8 @@ def to_auto_row(rec: LegacyRecord, path: Path, run_id: str, cfg: CalibrationConf
     else:
         dq = DataQuality(status="degraded", issues=["imported legacy record: data quality was not recorded"])
     status, reason = assess_calibration_realism(
-        rec.recommended_iv_multiplier, m.mae_pct, m.vega_weighted_mae_pct, dq.status, thresholds=cfg.realism
+        rec.recommended_iv_multiplier if rec.sample_size else None, m.mae_pct, m.vega_weighted_mae_pct, dq.status,
+        thresholds=cfg.realism,
     )
     dtes = [(b.min_dte, b.max_dte) for b in (rec.bands or []) if b.min_dte is not None and b.max_dte is not None]
     return AutoRun(
@@ -246,7 +247,9 @@ def to_auto_row(rec: LegacyRecord, path: Path, run_id: str, cfg: CalibrationConf
         dte_min=min(d[0] for d in dtes) if dtes else None,
         dte_max=max(d[1] for d in dtes) if dtes else None,
         lookback=None,
-        multiplier=rec.recommended_iv_multiplier,
+        # with no samples the old system wrote its default (1.0) as "recommended": nothing was fitted,
+        # so the row has no multiplier, as a failed auto run of calreport's own (never a 1.0000 point)
+        multiplier=rec.recommended_iv_multiplier if rec.sample_size else None,
         mae_pct=m.mae_pct,
         vega_weighted_mae_pct=m.vega_weighted_mae_pct,
         samples=rec.sample_size,

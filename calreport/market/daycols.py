@@ -18,11 +18,15 @@ a bad name the same way in every format:
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from calreport.errors import CalreportError
 from calreport.jsonio import loads as _loads
@@ -185,7 +189,11 @@ def assemble_day(
 
 
 def _split_lines(data: bytes) -> list[bytes]:
-    return [ln for ln in data.split(b"\n") if ln and not ln.isspace()]
+    """The non-blank lines (C-level filters; the per-line comprehension only when a line is all whitespace)."""
+    lines = list(filter(None, data.split(b"\n")))
+    if any(map(bytes.isspace, lines)):
+        lines = [ln for ln in lines if not ln.isspace()]
+    return lines
 
 
 def _parse_objects(lines: list[bytes]) -> list[Any]:
@@ -214,47 +222,253 @@ def _parse_objects(lines: list[bytes]) -> list[Any]:
 _BAD_JSON = object()
 
 
-@dataclass
-class ParsedLines:
-    """A JSONL day, line by line: what each line was and the columns of the object rows."""
+def row_fields(rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], bool]:
+    """Every field of the rows as a column (None where a row lacks the field), and whether every row
+    has the same fields.
 
-    lines: list[bytes]  # non-blank lines
-    rows: list[dict[str, Any]]  # the lines that are JSON objects, in order
-    row_line: np.ndarray  # int64 per row: its index in `lines`
-    status: np.ndarray  # int8 per LINE: OK / SCHEMA_ERROR / BAD_NAME
-    ts: np.ndarray  # float64 per row: harvested_at (creation_timestamp for older harvesters)
-    cols: dict[str, np.ndarray]  # FLOAT_COLUMNS per row, Deribit units (mark_iv percent)
-    table: NameTable
-    row_code: np.ndarray  # int64 per row -> table.names, -1 when not kept
-    row_status: np.ndarray  # int8 per row
-    problem: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    A harvest's rows share one key set, so the usual case is one C-level pass (an itemgetter of all
+    the keys, then a transpose); a day mixing key sets (early snapshots carry underlying_index and
+    no bid/ask) takes one C-level pass per field. No Python code runs per row either way."""
+    if not rows:
+        return {}, True
+    keys = tuple(rows[0])
+    if len(keys) > 1 and len(set(map(len, rows))) == 1:
+        try:  # every row has the first row's keys (and as many): the same key set
+            return dict(zip(keys, map(list, zip(*map(itemgetter(*keys), rows))))), True
+        except KeyError:
+            pass
+    present: set[str] = set()
+    present.update(*rows)
+    return {k: list(map(dict.get, rows, repeat(k))) for k in present}, False
+
+
+def _str_column(values: list[Any] | pa.Array, ok: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """(unique names, per-row code) of the strings at the `ok` rows, coded by first appearance (-1 elsewhere).
+
+    pyarrow's hash encoding numbers the dictionary in order of first occurrence, as a dict would."""
+    if not len(values):
+        return [], np.zeros(0, dtype=np.int64)
+    if isinstance(values, pa.Array):
+        arr = pc.if_else(pa.array(ok), values, pa.scalar(None, pa.string()))
+    else:
+        if set(map(type, values)) != {str}:  # a non-string name: rare, masked out (its row is a schema error)
+            values = [v if type(v) is str else None for v in values]
+        arr = pa.array(values, pa.string(), mask=~ok)
+    enc = pc.dictionary_encode(arr)
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return enc.dictionary.to_pylist(), codes
+
+
+CHUNK_LINES = 1024  # lines parsed and taken apart at a time, while their dicts are still in the CPU cache
+_NONE = type(None)
+
+
+@dataclass
+class TypedRows:
+    """A JSONL day whose every line is a JSON object with plainly typed fields, as typed columns.
+
+    floats: fields whose values are all floats or null (NaN for null or absent; `nulls` names the
+    fields that are null in every row); ints: fields every row has as an int; strs: fields whose
+    values are all strings or null; has: which rows have each field (None: every row)."""
+
+    n: int
+    floats: dict[str, np.ndarray]
+    ints: dict[str, np.ndarray]
+    strs: dict[str, pa.Array]
+    nulls: set[str]
+    has: dict[str, np.ndarray | None]
+
+
+def _chunk_columns(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, np.ndarray | None]] | None:
+    """One chunk's fields as (kind, values) with which rows have them; None when a field holds anything
+    but floats, ints, strings and nulls (the day is then parsed the general way)."""
+    n = len(rows)
+    keys = tuple(rows[0])
+    raw: dict[str, Any] | None = None
+    has: dict[str, np.ndarray | None] = {}
+    if len(keys) > 1 and len(set(map(len, rows))) == 1:
+        try:  # every row has the first row's keys (and as many): one pass
+            raw = dict(zip(keys, zip(*map(itemgetter(*keys), rows))))
+            has = dict.fromkeys(keys)
+        except KeyError:
+            raw = None
+    if raw is None:  # key sets differ (early snapshots carry underlying_index): one C-level pass per field
+        present: set[str] = set()
+        present.update(*rows)
+        raw = {k: list(map(dict.get, rows, repeat(k))) for k in present}
+        for k in present:
+            h = np.fromiter(map(dict.__contains__, rows, repeat(k)), dtype=bool, count=n)
+            has[k] = None if h.all() else h
+    out: dict[str, Any] = {}
+    for k, vals in raw.items():
+        types = set(map(type, vals))
+        if types == {_NONE}:
+            out[k] = ("null", None)
+        elif types <= {float, _NONE}:
+            out[k] = ("f", np.array(vals, dtype=np.float64))  # null -> NaN (JSON has no NaN of its own)
+        elif types == {int} and has[k] is None:
+            try:
+                out[k] = ("i", np.array(vals, dtype=np.int64))
+            except OverflowError:
+                return None
+        elif types <= {str, _NONE}:
+            out[k] = ("s", pa.array(vals, pa.string()))
+        else:
+            return None
+    return out, has
+
+
+def _typed_rows(lines: list[bytes]) -> TypedRows | None:
+    """Every line parsed a chunk at a time and taken apart into typed columns; None when a chunk does not
+    parse as one object per line, or a field is not plainly typed (see parse_lines).
+
+    A chunk that parses as CHUNK_LINES values gives exactly what the whole file parsed as one array
+    gives for those lines (a JSON array's elements parse independently), so this is the same parse."""
+    parts: list[tuple[int, dict[str, Any], dict[str, np.ndarray | None]]] = []
+    for i in range(0, len(lines), CHUNK_LINES):
+        chunk = lines[i : i + CHUNK_LINES]
+        try:
+            values = _loads(b"[" + b",".join(chunk) + b"]")
+        except ValueError:
+            return None
+        if type(values) is not list or len(values) != len(chunk) or set(map(type, values)) != {dict}:
+            return None
+        got = _chunk_columns(values)
+        del values
+        if got is None:
+            return None
+        parts.append((len(chunk), *got))
+    n = sum(p[0] for p in parts)
+    keys: dict[str, None] = {}
+    for _, cols, _ in parts:
+        keys.update(dict.fromkeys(cols))
+    typed = TypedRows(n=n, floats={}, ints={}, strs={}, nulls=set(), has={})
+    for k in keys:
+        kinds = {cols[k][0] for _, cols, _ in parts if k in cols} - {"null"}
+        if len(kinds) > 1 or (kinds == {"i"} and any(k not in cols or cols[k][0] != "i" for _, cols, _ in parts)):
+            return None
+        kind = kinds.pop() if kinds else "null"
+        if kind in ("f", "null"):
+            typed.floats[k] = np.concatenate([
+                cols[k][1] if k in cols and cols[k][0] == "f" else np.full(m, np.nan) for m, cols, _ in parts])
+            if kind == "null":
+                typed.nulls.add(k)
+        elif kind == "i":
+            typed.ints[k] = np.concatenate([cols[k][1] for _, cols, _ in parts])
+        else:
+            typed.strs[k] = pa.concat_arrays([
+                cols[k][1] if k in cols and cols[k][0] == "s" else pa.nulls(m, pa.string()) for m, cols, _ in parts])
+        hs = [has.get(k, False) if k in cols else False for m, cols, has in parts]
+        if all(h is None for h in hs):
+            typed.has[k] = None
+        else:
+            typed.has[k] = np.concatenate([
+                np.ones(m, dtype=bool) if h is None else np.zeros(m, dtype=bool) if h is False else h
+                for (m, _, _), h in zip(parts, hs)])
+    return typed
+
+
+def _typed_floats(typed: TypedRows, key: str) -> np.ndarray:
+    """A field as float_array reads it: numbers as floats, NaN for null, absent or not a number."""
+    if key in typed.floats:
+        return typed.floats[key]
+    if key in typed.ints:
+        return typed.ints[key].astype(np.float64)
+    return np.full(typed.n, np.nan)  # absent, or strings (not numbers)
+
+
+class ParsedLines:
+    """A JSONL day, line by line: what each line was and the columns of the object rows.
+
+    `typed` holds the rows as typed columns when every line is a plainly typed JSON object (every
+    harvester-written day); `rows`, the lines that are JSON objects as dicts, is then parsed again
+    only when asked for (compaction's handling of an odd field)."""
+
+    def __init__(
+        self, *, lines: list[bytes], rows: list[dict[str, Any]] | None, row_line: np.ndarray, status: np.ndarray,
+        ts: np.ndarray, cols: dict[str, np.ndarray], table: NameTable, row_code: np.ndarray,
+        row_status: np.ndarray, problem: str | None = None, typed: TypedRows | None = None,
+    ) -> None:
+        self.lines = lines  # non-blank lines
+        self._rows = rows
+        self.row_line = row_line  # int64 per row: its index in `lines`
+        self.status = status  # int8 per LINE: OK / SCHEMA_ERROR / BAD_NAME
+        self.ts = ts  # float64 per row: harvested_at (creation_timestamp for older harvesters)
+        self.cols = cols  # FLOAT_COLUMNS per row, Deribit units (mark_iv percent)
+        self.table = table
+        self.row_code = row_code  # int64 per row -> table.names, -1 when not kept
+        self.row_status = row_status  # int8 per row
+        self.problem = problem
+        self.typed = typed
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = [v for v in _parse_objects(self.lines) if type(v) is dict]
+        return self._rows
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_line.shape[0])
 
 
 def parse_lines(data: bytes, underlying: str, problem: str | None = None) -> ParsedLines:
-    """Raw JSONL bytes of one day file -> every line classified, the object rows as columns."""
-    lines = _split_lines(data)
-    values = _parse_objects(lines)
-    is_row = [type(v) is dict for v in values]
-    rows = [v for v, r in zip(values, is_row) if r]
-    row_line = np.flatnonzero(np.array(is_row, dtype=bool)) if lines else np.zeros(0, dtype=np.int64)
+    """Raw JSONL bytes of one day file -> every line classified, the object rows as columns.
 
-    cols = {k: float_array([r.get(src) for r in rows])[0] for k, src in SOURCE_KEYS.items()}
-    ts = float_array([r.get("harvested_at") for r in rows])[0]
+    Typed path: every line a JSON object whose fields hold floats, ints, strings or nulls, each field
+    one kind (what harvesters write): parsed a chunk at a time into typed columns, no dict kept. Any
+    other day (a torn line, a string where a number belongs, ...) is parsed the general way, which
+    gives the same columns and classifies each line."""
+    lines = _split_lines(data)
+    typed = _typed_rows(lines) if lines else None
+    if typed is None:
+        return _parse_lines_general(lines, underlying, problem)
+    n = typed.n
+    cols = {k: _typed_floats(typed, src) for k, src in SOURCE_KEYS.items()}
+    ts = _typed_floats(typed, "harvested_at")
     missing_ts = ~np.isfinite(ts)
     if missing_ts.any():  # older harvesters wrote only creation_timestamp
-        ts = np.where(missing_ts, float_array([r.get("creation_timestamp") for r in rows])[0], ts)
-    names_raw = [r.get("instrument_name") for r in rows]
-    name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
+        ts = np.where(missing_ts, _typed_floats(typed, "creation_timestamp"), ts)
+    names = typed.strs.get("instrument_name")
+    name_ok = (names.is_valid().to_numpy(zero_copy_only=False) if names is not None else np.zeros(n, dtype=bool))
+    ok = valid_rows(name_ok, ts, cols)
+    uniq, codes = _str_column(names, ok) if names is not None else ([], np.full(n, -1, dtype=np.int64))
+    table = name_table(uniq, underlying)
+    row_code, rstatus = row_status(ok, codes, table)
+    return ParsedLines(
+        lines=lines, rows=None, row_line=np.arange(n, dtype=np.int64), status=rstatus.copy(), ts=ts, cols=cols,
+        table=table, row_code=row_code, row_status=rstatus, problem=problem, typed=typed,
+    )
+
+
+def _parse_lines_general(lines: list[bytes], underlying: str, problem: str | None) -> ParsedLines:
+    values = _parse_objects(lines)
+    if values and set(map(type, values)) == {dict}:  # every line an object
+        rows = values
+        row_line = np.arange(len(values), dtype=np.int64)
+    else:
+        is_row = [type(v) is dict for v in values]
+        rows = [v for v, r in zip(values, is_row) if r]
+        row_line = np.flatnonzero(np.array(is_row, dtype=bool)) if lines else np.zeros(0, dtype=np.int64)
+    fields, _ = row_fields(rows)
+    nulls = [None] * len(rows)
+
+    cols = {k: float_array(fields.get(src, nulls))[0] for k, src in SOURCE_KEYS.items()}
+    ts = float_array(fields.get("harvested_at", nulls))[0]
+    missing_ts = ~np.isfinite(ts)
+    if missing_ts.any():  # older harvesters wrote only creation_timestamp
+        ts = np.where(missing_ts, float_array(fields.get("creation_timestamp", nulls))[0], ts)
+    names_raw = fields.get("instrument_name", nulls)
+    if names_raw and set(map(type, names_raw)) == {str}:
+        name_ok = np.ones(len(rows), dtype=bool)
+    else:
+        name_ok = np.fromiter((type(x) is str for x in names_raw), dtype=bool, count=len(names_raw))
     ok = valid_rows(name_ok, ts, cols)
 
-    # Code names by first appearance (dict: O(n)), then parse each unique name once.
-    index: dict[str, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(n, len(index)) if good else -1 for n, good in zip(names_raw, ok)),
-        dtype=np.int64, count=len(names_raw),
-    )
-    table = name_table(list(index), underlying)
+    # Code names by first appearance among the valid rows, then parse each unique name once.
+    uniq, codes = _str_column(names_raw, ok)
+    table = name_table(uniq, underlying)
     row_code, rstatus = row_status(ok, codes, table)
     status = np.full(len(lines), SCHEMA_ERROR, dtype=np.int8)  # not JSON, or not an object
     status[row_line] = rstatus
@@ -265,7 +479,7 @@ def parse_lines(data: bytes, underlying: str, problem: str | None = None) -> Par
 
 
 def day_from_lines(p: ParsedLines, *, iv_fraction: bool = True) -> DayColumns:
-    non_rows = len(p.lines) - len(p.rows)  # not JSON or not an object
+    non_rows = len(p.lines) - p.n_rows  # not JSON or not an object
     return assemble_day(
         p.table, p.row_code, p.row_status, p.ts, p.cols, lines=len(p.lines),
         extra_schema_errors=non_rows, problem=p.problem, iv_in_percent=iv_fraction,

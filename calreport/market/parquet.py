@@ -24,7 +24,7 @@ function: each canonical column is looked up under its names in COLUMN_NAMES.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,11 @@ from calreport.market.daycols import (
     SOURCE_KEYS,
     DayColumns,
     ParsedLines,
+    TypedRows,
     assemble_day,
     empty_day,
     name_table,
+    row_fields,
     row_status,
     valid_rows,
 )
@@ -116,47 +118,54 @@ def sha256_file(path: Path, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
-_NUMERIC_TYPES = (int, float)
+def _take(values: Sequence[Any], idx: list[int]) -> list[Any]:
+    """values[i] for i in idx (C-level)."""
+    if len(idx) > 1:
+        return list(itemgetter(*idx)(values))
+    return [values[i] for i in idx]
 
 
-def _column(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
-    """The values of `key` (None where a row lacks it): a C loop when every row has it (a harvested day's rows
-    all carry the same fields), the per-row get only when one does not."""
-    try:
-        return list(map(itemgetter(key), rows))
-    except KeyError:
-        return [r.get(key) for r in rows]
+_NONE = type(None)
 
 
-def _extras(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], list[str | None]]:
-    """The typed extra columns, and per row the fields nothing else holds (as JSON), so no value is lost.
+def _extras(fields: Mapping[str, list[Any]], idx: np.ndarray, kept_rows: Callable[[], list[dict[str, Any]]],
+            present: set[str]) -> tuple[dict[str, Any], list[str | None]]:
+    """The typed extra columns of the rows at `idx` (in that order), and per row the fields nothing else
+    holds (as JSON), so no value is lost.
 
-    Column by column (type checks on the set of types present); only a column holding an odd value
-    is looked at row by row, and only its odd rows go to `extra`."""
-    n = len(rows)
+    Column by column, on the types present in the column: a column of the expected types becomes an
+    array without touching a row (numpy / pyarrow take), and only a column holding an odd value is
+    looked at value by value, and only its odd values go to `extra`. `kept_rows` gives the rows at
+    `idx` as dicts, for the fields calreport has no column for (kept as they came)."""
+    n = int(idx.size)
+    idx_list: list[int] | None = None
     leftovers: dict[int, dict[str, Any]] = {}
 
     def keep_aside(i: int, k: str, v: Any) -> None:
         leftovers.setdefault(i, {})[k] = v
 
-    present: set[str] = set()
-    for r in rows:
-        present.update(r.keys())
-    out: dict[str, list[Any]] = {}
+    def kept(k: str) -> list[Any]:
+        nonlocal idx_list
+        if idx_list is None:
+            idx_list = idx.tolist()
+        return _take(fields[k], idx_list)
+
+    out: dict[str, Any] = {}
     for k in CORE_FLOATS:  # the frame reads these as floats; a non-number is kept verbatim aside
-        if k not in present:
+        if k not in present or set(map(type, fields[k])) <= {int, float, _NONE}:
             continue
-        vals = _column(rows, k)
-        if not set(map(type, vals)) <= {int, float, type(None)}:
-            for i, v in enumerate(vals):
-                if v is not None and not is_number(v):
-                    keep_aside(i, k, v)
+        for i, v in enumerate(kept(k)):
+            if v is not None and not is_number(v):
+                keep_aside(i, k, v)
     for k in EXTRA_FLOATS:
         if k not in present:
             continue
-        vals = _column(rows, k)
-        if set(map(type, vals)) <= {float, type(None)} or (
-            set(map(type, vals)) <= {int, float, type(None)} and max((abs(v) for v in vals if v is not None), default=0) < 1e300
+        if set(map(type, fields[k])) <= {float, _NONE}:  # JSON has no NaN: null <-> NaN is exact
+            out[k] = np.array(fields[k], dtype=np.float64)[idx]
+            continue
+        vals = kept(k)
+        if set(map(type, vals)) <= {float, _NONE} or (
+            set(map(type, vals)) <= {int, float, _NONE} and max((abs(v) for v in vals if v is not None), default=0) < 1e300
         ):
             out[k] = vals
             continue
@@ -172,35 +181,92 @@ def _extras(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], li
     for k in EXTRA_STRINGS:
         if k not in present:
             continue
-        vals = _column(rows, k)
-        if not set(map(type, vals)) <= {str, type(None)}:
-            vals = list(vals)
+        if set(map(type, fields[k])) <= {str, _NONE}:
+            out[k] = pa.array(fields[k], pa.string()).take(pa.array(idx))
+            continue
+        vals = kept(k)
+        if not set(map(type, vals)) <= {str, _NONE}:
             for i, v in enumerate(vals):
                 if v is not None and not isinstance(v, str):
                     keep_aside(i, k, v)
                     vals[i] = None
         out[k] = vals
     if "creation_timestamp" in present:
-        vals = _column(rows, "creation_timestamp")
-        if not (set(map(type, vals)) <= {int, type(None)}
-                and all(0 <= v < 10**16 for v in vals if v is not None)):
-            vals = list(vals)
-            for i, v in enumerate(vals):
-                f = as_float(v)
-                if v is not None and not (f is not None and f == int(f) and 0 <= f < 10**16):
-                    keep_aside(i, "creation_timestamp", v)
-                    vals[i] = None
-                elif v is not None:
-                    vals[i] = int(f)  # type: ignore[arg-type]
-        out["creation_timestamp"] = vals
-    for k in present - KNOWN_FIELDS:  # fields calreport has no column for: kept as they came
-        for i, r in enumerate(rows):
-            if k in r:
-                keep_aside(i, k, r[k])
+        ct = _int_column(fields["creation_timestamp"])
+        if ct is not None and (n == 0 or (int(ct[idx].min()) >= 0 and int(ct[idx].max()) < 10**16)):
+            out["creation_timestamp"] = ct[idx]
+        else:
+            vals = kept("creation_timestamp")
+            if not (set(map(type, vals)) <= {int, _NONE}
+                    and all(0 <= v < 10**16 for v in vals if v is not None)):
+                for i, v in enumerate(vals):
+                    f = as_float(v)
+                    if v is not None and not (f is not None and f == int(f) and 0 <= f < 10**16):
+                        keep_aside(i, "creation_timestamp", v)
+                        vals[i] = None
+                    elif v is not None:
+                        vals[i] = int(f)  # type: ignore[arg-type]
+            out["creation_timestamp"] = vals
+    unknown = present - KNOWN_FIELDS
+    if unknown:  # fields calreport has no column for: kept as they came (rare; row by row)
+        rows = kept_rows()
+        for k in unknown:
+            for i, r in enumerate(rows):
+                if k in r:
+                    keep_aside(i, k, r[k])
     other: list[str | None] = [None] * n
     for i, rest in leftovers.items():
         other[i] = _dumps(rest).decode("utf-8")
     return out, other
+
+
+def _int_column(values: list[Any]) -> np.ndarray | None:
+    """An all-int column as int64 (None when it holds anything else or an int beyond int64)."""
+    if set(map(type, values)) != {int}:
+        return None
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return None
+
+
+def _typed_extras(typed: TypedRows, idx: np.ndarray) -> tuple[dict[str, Any], list[str | None]] | None:
+    """_extras for a plainly typed day, straight from its typed columns (numpy / pyarrow take): the
+    same columns _extras makes, when no value goes to `extra`. None when one would (a field calreport has
+    no column for, a number field holding strings, an int where a float belongs, a creation_timestamp
+    out of range): _extras then looks at the values."""
+    n = int(idx.size)
+    present = {k for k, h in typed.has.items() if n and (h is None or bool(h[idx].any()))}
+    if present - KNOWN_FIELDS:
+        return None
+    out: dict[str, Any] = {}
+    for k in present:
+        if k in CORE_FLOATS:
+            if k in typed.strs:
+                return None
+        elif k in EXTRA_FLOATS:
+            if k not in typed.floats:
+                return None
+            if k not in typed.nulls:
+                out[k] = typed.floats[k][idx]
+            else:
+                out[k] = np.full(n, np.nan)
+        elif k in EXTRA_STRINGS:
+            if k in typed.strs:
+                out[k] = typed.strs[k].take(pa.array(idx))
+            elif k in typed.nulls:
+                out[k] = pa.nulls(n, pa.string())
+            else:
+                return None
+        elif k == "creation_timestamp":
+            ct = typed.ints.get(k)
+            if ct is None:
+                return None
+            ct = ct[idx]
+            if int(ct.min()) < 0 or int(ct.max()) >= 10**16:
+                return None
+            out[k] = ct
+    return out, [None] * n
 
 
 def day_table(parsed: ParsedLines) -> pa.Table:
@@ -215,8 +281,21 @@ def day_table(parsed: ParsedLines) -> pa.Table:
     rank[np.argsort(names, kind="stable")] = np.arange(len(names))
     order = np.lexsort((rank[code] if code.size else code, ts))
     idx, code, ts = idx[order], code[order], ts[order]
-    rows = [parsed.rows[i] for i in idx]
-    extras, other = _extras(rows)
+
+    got = _typed_extras(parsed.typed, idx) if parsed.typed is not None else None
+    if got is not None:
+        extras, other = got
+    else:  # a field holding an odd value, or a day that was not plainly typed: value by value where needed
+        def kept_rows() -> list[dict[str, Any]]:
+            return _take(parsed.rows, idx.tolist())
+
+        fields, uniform = row_fields(parsed.rows)
+        if uniform:  # every row has every field: present among the kept rows = all of them
+            present = set(fields) if idx.size else set()
+        else:
+            present = set()
+            present.update(*kept_rows())
+        extras, other = _extras(fields, idx, kept_rows, present)
     return build_table(
         ts=ts,
         names=names,
@@ -243,7 +322,7 @@ def build_table(
     strike: np.ndarray,
     is_call: np.ndarray,
     floats: Mapping[str, np.ndarray],
-    extras: Mapping[str, list[Any]] | None = None,
+    extras: Mapping[str, Any] | None = None,
     other: list[str | None] | None = None,
 ) -> pa.Table:
     """Per-row arrays (+ per-name tables indexed by `code`) -> a table of SCHEMA."""
@@ -267,10 +346,14 @@ def build_table(
     c = extras.get("creation_timestamp")
     cols["creation_timestamp"] = pa.array(c, pa.int64()).cast(TS) if c is not None else pa.nulls(n, TS)
     for k in EXTRA_FLOATS:
-        cols[k] = pa.array(extras[k], pa.float64()) if k in extras else pa.nulls(n, pa.float64())
+        v = extras.get(k)
+        cols[k] = (pa.nulls(n, pa.float64()) if v is None else _float_arr(v) if isinstance(v, np.ndarray)
+                   else pa.array(v, pa.float64()))
     for k in EXTRA_STRINGS:
         t = SCHEMA.field(k).type
-        cols[k] = pa.array(extras[k], pa.string()).dictionary_encode().cast(t) if k in extras else pa.nulls(n, t)
+        v = extras.get(k)
+        cols[k] = pa.nulls(n, t) if v is None else (
+            v if isinstance(v, pa.Array) else pa.array(v, pa.string())).dictionary_encode().cast(t)
     cols["extra"] = pa.array(other, pa.string()) if other is not None else pa.nulls(n, pa.string())
     return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
 

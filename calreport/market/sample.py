@@ -32,13 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from calreport.calibration.pricing import black76_price, year_fraction
-from calreport.market.harvest import encode_rows
+from calreport.jsonio import dumps as _dumps
 from calreport.market.quotes import QuoteArrays
 from calreport.store.files import atomic_write
 from calreport.store.paths import Root
@@ -50,6 +51,13 @@ _DERIVED = {"name_code", "name_table"}  # per-part name tables: rebuilt by whoev
 TICK = 0.0001  # Deribit's option tick in the base coin
 MIN_MARK = 1e-6
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+
+# a book summary row's fields in Deribit's order (harvested_at follows, as the harvester adds it)
+_BOOK_KEYS = (
+    "instrument_name", "base_currency", "quote_currency", "mark_price", "mark_iv", "underlying_price",
+    "bid_price", "ask_price", "mid_price", "open_interest", "volume", "interest_rate", "creation_timestamp",
+)
+_ROW_FLOATS = ("mark_price", "mark_iv", "underlying_price", "bid_price", "ask_price", "mid_price", "open_interest", "volume")
 
 UnitError = Literal["usd", "per_forward"] | None  # marks x forward (USD), or / forward (the old system's)
 
@@ -90,7 +98,13 @@ def _expiry_ms(d: date) -> int:
 
 def listed_expiries(now_ms: int) -> np.ndarray:
     """Deribit's listing pattern: the next dailies, the next four Fridays, three month-ends."""
-    today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
+    ms = _listed_on(datetime.fromtimestamp(now_ms / 1000, tz=UTC).date())
+    return ms[(ms > now_ms) & (ms - now_ms <= 100 * MS_PER_DAY)]
+
+
+@lru_cache(maxsize=1024)
+def _listed_on(today: date) -> np.ndarray:
+    """The expiries (ms, ascending) listed on a UTC date: a day's snapshots share them."""
     days = {today + timedelta(days=i) for i in range(4)}
     friday = today + timedelta(days=(4 - today.weekday()) % 7)
     days |= {friday + timedelta(weeks=i) for i in range(5)}
@@ -98,8 +112,9 @@ def listed_expiries(now_ms: int) -> np.ndarray:
         y, mo = today.year + (today.month - 1 + m) // 12, (today.month - 1 + m) % 12 + 1
         last = date(y + (mo == 12), mo % 12 + 1, 1) - timedelta(days=1)
         days.add(last - timedelta(days=(last.weekday() - 4) % 7))
-    ms = sorted(_expiry_ms(d) for d in days)
-    return np.array([e for e in ms if e > now_ms and e - now_ms <= 100 * MS_PER_DAY], dtype=np.int64)
+    ms = np.array(sorted(_expiry_ms(d) for d in days), dtype=np.int64)
+    ms.flags.writeable = False  # shared by every caller of the day
+    return ms
 
 
 def _nice_step(x: float) -> float:
@@ -217,18 +232,22 @@ class SampleMarket:
         atm = self.atm_iv(t_ms, T)
         width = np.maximum(2.2 * atm * np.sqrt(T), 0.03)  # +-2.2 standard deviations of ln(K/F)
         n = spec.strikes_per_expiry
-        rows_e, rows_k = [], []
-        for i, (e, f, w) in enumerate(zip(exps, F, width)):  # per expiry (about 10), never per option
-            step = _nice_step(2 * f * w / (n - 1))
-            centre = round(f / step) * step
-            ks = centre + step * np.arange(-(n // 2), n // 2 + 1)
-            if i == 0:  # far wings of the nearest expiry: worth < 1e-6, so Deribit shows the floor
-                ks = np.concatenate([ks, np.round(f * np.exp(np.array([-0.3, 0.3])) / step) * step])
-            ks = np.unique(ks[ks > 0])
-            rows_e.append(np.full(ks.size, e))
-            rows_k.append(ks)
-        e = np.concatenate(rows_e)
-        k = np.concatenate(rows_k)
+        # strikes per expiry: a grid of n around the forward at a nice step (one step per expiry, about
+        # ten), then all expiries' grids at once; the nearest expiry adds two far wings, worth < 1e-6,
+        # so Deribit shows the floor
+        step = np.array([_nice_step(x) for x in (2 * F * width / (n - 1)).tolist()], dtype=np.float64)
+        centre = np.round(F / step) * step
+        grid = centre[:, None] + step[:, None] * np.arange(-(n // 2), n // 2 + 1)
+        wings = np.round(F[0] * np.exp(np.array([-0.3, 0.3])) / step[0]) * step[0] if exps.size else np.zeros(0)
+        k = np.concatenate([grid.ravel(), wings])
+        ei = np.concatenate([np.repeat(np.arange(exps.size), grid.shape[1]), np.zeros(wings.size, dtype=np.int64)])
+        pos = k > 0
+        k, ei = k[pos], ei[pos]
+        order = np.lexsort((k, ei))  # by expiry, then strike: each expiry's strikes ascending, once
+        k, ei = k[order], ei[order]
+        first = np.ones(k.size, dtype=bool)
+        first[1:] = (ei[1:] != ei[:-1]) | (k[1:] != k[:-1])
+        k, e = k[first], exps[ei[first]]
         e = np.concatenate([e, e])
         k = np.concatenate([k, k])
         call = np.repeat([True, False], e.size // 2)
@@ -242,14 +261,10 @@ class SampleMarket:
         return {"expiry_ms": e, "strike": k, "is_call": call, "forward": Fe, "iv": iv, "price": price,
                 "noise": rng.random(iv.size), "oi": np.round(rng.gamma(1.2, 150.0, iv.size), 1)}
 
-    def book_summary(self, t_ms: int, *, unit_error: UnitError = None, early: bool = False) -> list[dict[str, Any]]:
-        """get_book_summary_by_currency rows at t (coin prices; `unit_error="usd"` prices them in USD,
-        `"per_forward"` divides the coin marks by the forward once more, the old system's unit error).
-
-        `early=True` reproduces the first harvests' shape: no bid/ask/mid, `underlying_index` set.
-        """
+    def book_columns(self, t_ms: int, *, unit_error: UnitError = None) -> dict[str, np.ndarray]:
+        """The book summary at t as columns, with Deribit's rounding applied (NaN where a side is null):
+        what book_summary's rows and the harvest writer's JSONL are both made of."""
         c = self.chain(t_ms)
-        u = self.underlying
         mark = np.maximum(np.round(c["price"], 8), MIN_MARK)  # the tiny marks: floored, not fair
         half = np.maximum(0.015 * mark, TICK)
         bid = np.floor((mark - half) / TICK) * TICK
@@ -257,33 +272,48 @@ class SampleMarket:
         no_bid = (bid < TICK) | (c["noise"] < 0.04)  # worthless wings, and the odd empty side
         no_ask = c["noise"] > 0.985
         scale = {"usd": c["forward"], "per_forward": 1.0 / c["forward"]}.get(unit_error or "", np.ones_like(mark))
-        # vectorised rounding, then plain Python values for the JSON rows
-        marks = np.round(mark * scale, 8).tolist()
-        bids = np.where(no_bid, np.nan, np.round(bid * scale, 8)).tolist()
-        asks = np.where(no_ask, np.nan, np.round(ask * scale, 8)).tolist()
-        mids = np.round((bid + ask) * scale / 2, 8).tolist()
-        ivs = np.round(c["iv"] * 100, 2).tolist()
-        fwds = np.round(c["forward"], 2).tolist()
-        ois = c["oi"].tolist()
-        vols = np.round(c["oi"] * 0.1, 1).tolist()
-        exps, strikes, calls = c["expiry_ms"].tolist(), c["strike"].tolist(), c["is_call"].tolist()
+        return {
+            "expiry_ms": c["expiry_ms"], "strike": c["strike"], "is_call": c["is_call"],
+            "mark_price": np.round(mark * scale, 8),
+            "mark_iv": np.round(c["iv"] * 100, 2),
+            "underlying_price": np.round(c["forward"], 2),
+            "bid_price": np.where(no_bid, np.nan, np.round(bid * scale, 8)),
+            "ask_price": np.where(no_ask, np.nan, np.round(ask * scale, 8)),
+            "mid_price": np.where(no_bid | no_ask, np.nan, np.round((bid + ask) * scale / 2, 8)),
+            "open_interest": c["oi"],
+            "volume": np.round(c["oi"] * 0.1, 1),
+        }
+
+    def names(self, book: dict[str, np.ndarray]) -> list[str]:
+        """The instrument names of a book's rows (instrument_name is cached: one dict hit per row, in C)."""
+        return list(map(instrument_name, repeat(self.underlying), book["expiry_ms"].tolist(),
+                        book["strike"].tolist(), book["is_call"].tolist()))
+
+    def book_summary(self, t_ms: int, *, unit_error: UnitError = None, early: bool = False) -> list[dict[str, Any]]:
+        """get_book_summary_by_currency rows at t (coin prices; `unit_error="usd"` prices them in USD,
+        `"per_forward"` divides the coin marks by the forward once more, the old system's unit error).
+
+        `early=True` reproduces the first harvests' shape: no bid/ask/mid, `underlying_index` set.
+        """
+        book = self.book_columns(t_ms, unit_error=unit_error)
+        u = self.underlying
+        names = self.names(book)
+        cols = {k: book[k].tolist() for k in _ROW_FLOATS}
         rows: list[dict[str, Any]] = []
-        for i in range(mark.size):  # building the JSON rows is the one per-quote loop, at the edge
-            name = instrument_name(u, exps[i], strikes[i], calls[i])
-            b = None if no_bid[i] else bids[i]
-            a = None if no_ask[i] else asks[i]
+        for i, name in enumerate(names):  # dict rows for a snapshot file (the harvest writer needs none)
+            b, a, m = cols["bid_price"][i], cols["ask_price"][i], cols["mid_price"][i]
             r: dict[str, Any] = {
                 "instrument_name": name,
                 "base_currency": u,
                 "quote_currency": u,
-                "mark_price": marks[i],
-                "mark_iv": ivs[i],
-                "underlying_price": fwds[i],
-                "bid_price": b,
-                "ask_price": a,
-                "mid_price": None if b is None or a is None else mids[i],
-                "open_interest": ois[i],
-                "volume": vols[i],
+                "mark_price": cols["mark_price"][i],
+                "mark_iv": cols["mark_iv"][i],
+                "underlying_price": cols["underlying_price"][i],
+                "bid_price": None if math.isnan(b) else b,
+                "ask_price": None if math.isnan(a) else a,
+                "mid_price": None if math.isnan(m) else m,
+                "open_interest": cols["open_interest"][i],
+                "volume": cols["volume"][i],
                 "interest_rate": 0.0,
                 "creation_timestamp": int(t_ms),
             }
@@ -313,6 +343,67 @@ def write_json(path: Path, payload: Any) -> Path:
     return Path(path)
 
 
+def _tokens(values: list[Any]) -> list[bytes]:
+    """Each value as JSON, exactly as _dumps writes it inside a row: one _dumps of the whole column, split
+    at its commas (each value on its own, in C, should a value hold a comma)."""
+    if not values:
+        return []
+    toks = _dumps(values)[1:-1].split(b",")
+    return toks if len(toks) == len(values) else list(map(_dumps, values))
+
+
+def _nullable(v: np.ndarray) -> list[Any]:
+    """A float column with NaN for null -> values with None (JSON null in either JSON library)."""
+    out = v.astype(object)
+    out[np.isnan(v)] = None
+    return out.tolist()
+
+
+def _row_template(keys: Sequence[str], fixed: dict[str, Any]) -> bytes:
+    """`{"key":%b,...}` in `keys` order, the `fixed` values written in (what _dumps of the dict writes)."""
+    parts = [_dumps(k) + b":" + (_dumps(fixed[k]).replace(b"%", b"%%") if k in fixed else b"%b") for k in keys]
+    return b"{" + b",".join(parts) + b"}"
+
+
+def encode_books(market: SampleMarket, snapshots: Sequence[tuple[int, dict[str, np.ndarray], bool]]) -> bytes:
+    """Snapshots (time, book_columns, early) as harvest JSONL: byte for byte what encode_rows(book_summary(t), t)
+    writes for each, made column by column (one _dumps per column, one C-level format per row)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(snapshots):  # runs of snapshots of one shape (early or not)
+        j = i
+        while j < len(snapshots) and snapshots[j][2] == snapshots[i][2]:
+            j += 1
+        out.append(_encode_run(market, snapshots[i:j], snapshots[i][2]))
+        i = j
+    return b"".join(out)
+
+
+def _encode_run(market: SampleMarket, snaps: Sequence[tuple[int, dict[str, np.ndarray], bool]], early: bool) -> bytes:
+    u = market.underlying
+    sizes = [b["mark_price"].size for _, b, _ in snaps]
+    if not sum(sizes):
+        return b""
+    book = {k: np.concatenate([b[k] for _, b, _ in snaps]) for k in snaps[0][1]}
+    names = market.names(book)
+    times = _tokens(np.repeat(np.array([t for t, _, _ in snaps], dtype=np.int64), sizes).tolist())
+    fixed = {"base_currency": u, "quote_currency": u, "interest_rate": 0.0}
+    cols: dict[str, list[bytes]] = {"instrument_name": _tokens(names), "creation_timestamp": times, "harvested_at": times}
+    for k in ("mark_price", "mark_iv", "underlying_price", "open_interest", "volume"):
+        cols[k] = _tokens(book[k].tolist())
+    if early:  # no bid/ask/mid; underlying_index (SYN.<U>-<expiry label>) after creation_timestamp
+        keys = [*_BOOK_KEYS[:6], *_BOOK_KEYS[9:], "underlying_index", "harvested_at"]
+        _, first, inv = np.unique(book["expiry_ms"], return_index=True, return_inverse=True)
+        labels = _tokens([f"SYN.{u}-{names[i].split('-')[1]}" for i in first.tolist()])  # per expiry
+        cols["underlying_index"] = np.array(labels, dtype=object)[inv.ravel()].tolist()
+    else:
+        keys = [*_BOOK_KEYS, "harvested_at"]
+        for k in ("bid_price", "ask_price", "mid_price"):
+            cols[k] = _tokens(_nullable(book[k]))
+    template = _row_template(keys, fixed)
+    return b"\n".join(map(template.__mod__, zip(*(cols[k] for k in keys if k not in fixed)))) + b"\n"
+
+
 def write_harvest(
     root: Root,
     market: SampleMarket,
@@ -327,20 +418,21 @@ def write_harvest(
 
     Snapshots inside `unit_error_window` [start, end) carry marks in USD (a broken harvester, for
     the demo's failed auto run); inside each `unit_errors` (start, end, kind) window they carry
-    that kind of unit error; before `early_until` they have the early no-bid/ask shape.
+    that kind of unit error; before `early_until` they have the early no-bid/ask shape. A day's
+    rows are written as columns (encode_books), the same bytes encode_rows writes of book_summary.
     """
     windows = list(unit_errors) + ([(*unit_error_window, "usd")] if unit_error_window is not None else [])
-    by_day: dict[str, list[bytes]] = {}
+    by_day: dict[str, list[tuple[int, dict[str, np.ndarray], bool]]] = {}
     for t in np.unique(np.asarray(times, dtype=np.int64)):
         t = int(t)
         bad = next((kind for lo, hi, kind in windows if lo <= t < hi), None)
-        rows = market.book_summary(t, unit_error=bad, early=early_until is not None and t < early_until)
+        book = market.book_columns(t, unit_error=bad)
         day = datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d")
-        by_day.setdefault(day, []).append(encode_rows(rows, t))
+        by_day.setdefault(day, []).append((t, book, early_until is not None and t < early_until))
     out = []
     directory = root.harvest_dir(market.underlying)
-    for day, chunks in sorted(by_day.items()):
+    for day, snaps in sorted(by_day.items()):
         path = directory / f"{day}.jsonl"
-        atomic_write(path, b"".join(chunks))
+        atomic_write(path, encode_books(market, snaps))
         out.append(path)
     return out

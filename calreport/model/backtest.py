@@ -46,7 +46,7 @@ class BacktestDecision(_Lenient):
     smoothed: dict[str, Any] | None = Field(default=None, description="{global, bands[, smile]} after the EWMA.")
     applied_before: dict[str, Any] | None = Field(default=None, description="Simulated applied {global, bands[, smile]} before the decision.")
     applied_after: dict[str, Any] | None = Field(default=None, description="... and after it.")
-    step: float | None = Field(default=None, description="|global after - global before| when applied.")
+    step: float | None = Field(default=None, description="When applied: the largest |after - before| of a band's quoted level (its own multiplier, else the global; no band configured: the global's move).")
     scores: dict[str, BacktestScore] = Field(default_factory=dict, description="Horizon label ('0h' in-sample, '1h', ...) -> score.")
 
 

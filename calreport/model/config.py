@@ -20,6 +20,7 @@ from calreport.errors import CalreportError, excerpt
 from calreport.model._base import (
     BAND_LABEL_RE,
     DEFAULT_SIGMA_MODE,
+    SIGMA_MODES,
     UNDERLYING_RE,
     SigmaMode,
 )
@@ -391,6 +392,34 @@ class CalibrationConfig(_Section):
         if not v:
             raise ValueError("at least one underlying is required (e.g. [BTC])")
         return _check_underlyings(v)
+
+    @field_validator("sigma_mode", mode="before")
+    @classmethod
+    def _sigma_mode_named(cls, v: object) -> object:
+        """One readable line for a misspelt mode ('atm-iv'), where the union's own errors name its
+        member types; and a mapping keyed by an underlying's exact name: sigma_mode_for looks up the
+        upper-case name, so {btc: atm_iv} would leave BTC in rv without a word."""
+        modes = ", ".join(SIGMA_MODES)
+        if isinstance(v, dict):
+            for name, mode in v.items():
+                if not isinstance(name, str) or not UNDERLYING_RE.match(name):
+                    raise ValueError(f"bad underlying {excerpt(name, 40)} (upper-case letters and digits, e.g. BTC)")
+                if mode not in SIGMA_MODES:
+                    raise ValueError(f"{name}: must be one of {modes}, got {excerpt(mode, 40)}")
+        elif v not in SIGMA_MODES:
+            raise ValueError(f"must be one of {modes} or a mapping underlying -> mode (e.g. {{BTC: atm_iv}}), got {excerpt(v, 40)}")
+        return v
+
+    @model_validator(mode="after")
+    def _sigma_mode_underlyings(self) -> CalibrationConfig:
+        if isinstance(self.sigma_mode, dict):
+            unknown = sorted(set(self.sigma_mode) - set(self.underlyings) - set(self.auto.underlyings))
+            if unknown:
+                raise ValueError(
+                    f"sigma_mode: {excerpt(unknown[0], 40)} is not a configured underlying ({', '.join(self.underlyings)}), "
+                    "so its mode would never be used"
+                )
+        return self
 
     @model_validator(mode="after")
     def _fit_within_limits(self) -> CalibrationConfig:

@@ -330,7 +330,7 @@ class AutoRun(RunMeasures):
     dte_min: float | None = Field(default=None, description="DTE range start (days, inclusive).")
     dte_max: float | None = Field(default=None, description="DTE range end (days, inclusive).")
     lookback: str | None = Field(default=None, description="Window length as given: 14d, 12h, 90m, 1w.")
-    multiplier: float | None = Field(default=None, description="Fitted multiplier (4 decimals).")
+    multiplier: float | None = Field(default=None, description="Fitted multiplier (4 decimals); null when nothing was fitted (a failed run; an imported legacy record over 0 samples).")
     data_quality: DataQuality | None = Field(default=None, description="Data-quality verdict and evidence.")
     multiplier_on_bound: bool | None = Field(default=None, description="The fit sits on a search bound.")
     as_of: str | None = Field(default=None, description="Window end (ISO 8601 UTC).")

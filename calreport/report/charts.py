@@ -295,8 +295,13 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
     pts = sorted(
         ((t, r) for r in runs if (t := _ts(r.as_of or r.ts)) is not None and fmt.finite(r.multiplier)), key=lambda p: p[0]
     )
+    unfitted = len(runs) - len(pts)  # failed before a fit: no multiplier to draw, but they ran
     if not pts:
-        return Chart(f"auto-{underlying}", title, "", [], [], [], [], [], [], empty_text="No auto-calibrate runs yet.")
+        empty = (
+            f"{unfitted} auto-calibrate run(s), none with a multiplier (failed before a fit; see Auto history)."
+            if unfitted else "No auto-calibrate runs yet."
+        )
+        return Chart(f"auto-{underlying}", title, "", [], [], [], [], [], [], empty_text=empty)
     xs, xt = x_scale_time([t for t, _ in pts])
     ysc, yt = y_scale([float(r.multiplier or 0) for _, r in pts], "{:.2f}")
     good = [(t, r) for t, r in pts if r.status != "failed"]
@@ -324,7 +329,8 @@ def auto_chart(underlying: str, runs: Sequence[AutoRun]) -> Chart:
     return Chart(
         f"auto-{underlying}",
         title,
-        "Multiplier of each auto-calibrate run; failed runs are drawn as red crosses.",
+        "Multiplier of each auto-calibrate run; failed runs are drawn as red crosses"
+        + (f"; {unfitted} run(s) without a multiplier (failed before a fit) are not drawn." if unfitted else "."),
         series,
         markers,
         xt,

@@ -328,8 +328,18 @@ def render_backtest_page(summary: BacktestSummary, rows: Sequence[dict[str, Any]
     return env().get_template("backtest.html.j2").render(p=page, csp=csp(), version=__version__)
 
 
-def render_page(page: views.HistoryPage) -> str:
-    return env().get_template("history.html.j2").render(p=page, csp=csp(), version=__version__)
+_BODY_MARK = "\x00calreport-page-body\x00"  # no template prints a NUL of its own
+
+
+def render_page(plan: views.PagePlan, key: str, body: bytes) -> bytes:
+    """A history page as UTF-8: the template rendered around a marker, the body's bytes put in its place.
+    A long history's rows arrive as UTF-8 (page_view), so 500 rows are joined as bytes, never decoded
+    and encoded again; the bytes are those of rendering the body as Markup."""
+    text = env().get_template("history.html.j2").render(p=views.history_page(plan, key, Markup(_BODY_MARK)), csp=csp(), version=__version__)
+    head, mark, tail = text.partition(_BODY_MARK)
+    if not mark or _BODY_MARK in tail:
+        raise ValueError("history.html.j2 must print the page body exactly once")
+    return b"".join((head.encode("utf-8"), body, tail.encode("utf-8")))
 
 
 class CompiledRow:
@@ -383,18 +393,21 @@ AUTO_ROW = CompiledRow("auto_row")
 
 
 def page_view(run: HistoryRow) -> object:
-    """What a history page keeps of a row the index validated: an auto run's finished row HTML (a
-    few hundred bytes), a live run's formatted row (its status is derived per render); else None."""
+    """What a history page keeps of a row the index validated: an auto run's finished row HTML as
+    UTF-8 (a few hundred bytes: it crosses a scan worker's pipe and joins its page without a decode
+    or an encode), a live run's formatted row (its status is derived per render); else None."""
     if type(run) is AutoRun:  # the common row of a long history, without page_row's checks
-        return AUTO_ROW(views.auto_row(run))
+        return AUTO_ROW(views.auto_row(run)).encode("utf-8")
     row = views.page_row(run)
-    return AUTO_ROW(row) if isinstance(row, views.AutoRow) else row
+    return AUTO_ROW(row).encode("utf-8") if isinstance(row, views.AutoRow) else row
 
 
-def page_body(kind: str, rows: list, statuses: list[str]) -> Markup:
-    """The rows of one history page as HTML, newest first, one line each."""
-    html = [LIVE_ROW(r) for r in views.with_status(rows, statuses)] if kind == "live" else rows
-    return Markup("\n".join(html) + "\n" if html else "")
+def page_body(kind: str, rows: list, statuses: list[str]) -> bytes:
+    """The rows of one history page as UTF-8 HTML, newest first, one line each."""
+    if kind == "live":
+        html = [LIVE_ROW(r) for r in views.with_status(rows, statuses)]
+        return ("\n".join(html) + "\n").encode("utf-8") if html else b""
+    return b"\n".join(rows) + b"\n" if rows else b""
 
 
 _PAGE_END = b"</html>"
@@ -444,8 +457,7 @@ def write_pages(root: Root, inp: views.Inputs, query: HistoryQuery, result: Rend
             if _page_is_current(path, key):
                 continue
             rows = query.page_views(kind, plan.number, size, page_view)  # type: ignore[arg-type]
-            page = views.history_page(plan, key, page_body(kind, rows, statuses))
-            atomic_write(path, render_page(page).encode("utf-8"), durable=False)
+            atomic_write(path, render_page(plan, key, page_body(kind, rows, statuses)), durable=False)
             result.pages_written += 1
     query.release_views()
     if out_dir.is_dir():

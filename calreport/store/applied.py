@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from pathlib import Path
 
 from filelock import Timeout
 from pydantic import ValidationError
@@ -89,13 +90,21 @@ def read_applied(root: Root, config: CalibrationConfig | None = None) -> Applied
                 f"(defined: {', '.join(sorted(known)) or 'none'}); the step model takes a band's DTE range from there, "
                 "so define it again (the bands were edited since the last apply?)",
                 path,
+                underlying=name,
+                label=unknown[0],
             )
     return doc
 
 
 class UndefinedBand(CalreportError):
     """The applied YAML names a band the config no longer defines, where the engine would need its DTE
-    range (the step model): the fix is in config/calibration.yaml, not in the YAML."""
+    range (the step model): the fix is in config/calibration.yaml, not in the YAML, when calreport wrote
+    that label (doctor checks the apply events: a label no apply wrote is a hand edit of the YAML)."""
+
+    def __init__(self, problem: str, path: Path | str | None = None, *, underlying: str = "", label: str = "") -> None:
+        super().__init__(problem, path)
+        self.underlying = underlying
+        self.label = label
 
 
 def format_applied(doc: AppliedDocument) -> str:

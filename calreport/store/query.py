@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
@@ -34,6 +35,7 @@ from calreport.store.paths import Root
 from calreport.store.yamlio import validation_problem
 
 Kind = Literal["live", "auto"]
+_OFFSET = attrgetter("offset")
 _TAIL_TYPES: dict[str, type[HistoryRow]] = {"live": LiveRun, "auto": AutoRun, "apply": ApplyEvent}
 _NO_TIME = float("-inf")  # sorts before every epoch-ms value: rows without a time are the oldest
 
@@ -247,9 +249,12 @@ class HistoryQuery:
         """Page `number` as what it shows, newest first: `make(row)` for each row, taken from the index
         read when it validated the row (HistoryQuery.read's `on_row`), else validated now, once."""
         index = self._index(kind)
-        got = index.views
+        refs = self.page_refs(kind, number, size)
         with history.gc_paused():
-            return [v if (v := got.get(r.offset)) is not None else make(index.row(r, False)) for r in self.page_refs(kind, number, size)]
+            out = list(map(index.views.get, map(_OFFSET, refs)))  # the look-ups in C: a cold render makes one per row
+            if None in out:
+                out = [v if v is not None else make(index.row(r, False)) for v, r in zip(out, refs)]
+        return out
 
     def scan_worker_peaks_kb(self) -> list[int]:
         """VmHWM (kB) of each worker process that parsed part of either file for this read."""
