@@ -188,16 +188,20 @@ def test_rows_without_a_standard_error_render_no_plus_minus(root: Root, rows) ->
 
 
 def test_the_latest_run_card_says_what_its_se_rests_on(tmp_path: Path) -> None:
-    """Under the default config a surface run's ± is the wild cluster bootstrap of the surface itself (its refits
-    counted); "surface refit" with its draws when the opt-in resampling refit ran. Never the flat fit's SE."""
+    """Under the default config (fit.surface_se flat) a surface run's ± is the flat fit's bootstrap, another
+    statistic than the surface's: the card says so and names the setting that gives the surface's own; "wild
+    cluster" with its refits under fit.surface_se wild; "surface refit" with its draws under the opt-in resampling."""
     snap = write_snapshot(tmp_path / "s.json", synth_rows(rv=0.45, multiplier=1.1, smile=0.3))
     basis = {}
-    for draws in (0, 2):
-        root = Root(tmp_path / f"r{draws}")
+    for name, edit in (("default", ("", "")), ("wild", ("surface_se: flat,", "surface_se: wild,")), ("resample", ("refit_draws: 0,", "refit_draws: 2,"))):
+        root = Root(tmp_path / name)
         actions.init(Workspace.open(root))
-        root.calibration_config.write_text(root.calibration_config.read_text().replace("refit_draws: 0,", f"refit_draws: {draws},"))
+        text = root.calibration_config.read_text()
+        assert edit[0] in text
+        root.calibration_config.write_text(text.replace(*edit) if edit[0] else text)
         actions.calibrate(Workspace.open(root), "BTC", snap, rv=0.45)
         page = (root.path / "site" / "index.html").read_text()
-        basis[draws] = page.split('data-field="se-basis"', 1)[1].split(">", 1)[1].split("<", 1)[0]
-    assert basis[0] == "±: wild cluster, 16 refits"  # the synthetic chain's 5-8 expiries: a 16-run design
-    assert basis[2] == "±: surface refit, 2 draws"
+        basis[name] = page.split('data-field="se-basis"', 1)[1].split(">", 1)[1].split("<", 1)[0]
+    assert basis["default"] == "±: flat-fit SE, not the surface SE (fit.surface_se: wild gives that)"
+    assert basis["wild"] == "±: wild cluster, 16 refits"  # the synthetic chain's 5-8 expiries: a 16-run design
+    assert basis["resample"] == "±: surface refit, 2 draws"

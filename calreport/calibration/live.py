@@ -334,15 +334,16 @@ def _surface_uncertainty(
     error on the levels. Every run refits THAT model (the surface warm-started from the full fit, and the global
     level's smile fit) over a draw of the expiries:
 
-    - default (fit.refit_draws < 2): the wild cluster bootstrap on a balanced sign design (uncertainty.wild_design,
+    - fit.surface_se wild (opt-in, fit.refit_draws < 2): the wild cluster bootstrap on a balanced sign design (uncertainty.wild_design,
       16 refits with 8 expiries): every expiry kept, its residuals against the fit flipped whole or not, so no
       draw deletes a pillar's data;
     - fit.refit_draws >= 2 (opt-in): resampling whole expiries with replacement, that many draws.
-    None: no smile or global level, or fewer than 2 expiries."""
+    None: neither configured (the default: the flat fit's SE stands), no smile or global level, or fewer than 2
+    expiries."""
     f = config.fit
     problem, full = fitted
-    if recommended.smile is None or recommended.global_ is None:
-        return None
+    if recommended.smile is None or recommended.global_ is None or (f.refit_draws < 2 and f.surface_se != "wild"):
+        return None  # no surface SE configured: the run keeps the flat fit's (labelled so)
     q = priced.sel.quotes
     labels = list(recommended.bands)
     nodes = list(recommended.smile.nodes)

@@ -210,9 +210,13 @@ class FitConfig(_Section):
     )
     bootstrap_draws: int = Field(default=400, ge=0, le=MAX_BOOTSTRAP_DRAWS, description="Draws of the bootstrap over expiries behind multiplier_se (0 = no bootstrap).")
     bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
+    surface_se: Literal["flat", "wild"] = Field(
+        default="flat",
+        description="The surface's standard errors (levels and smile nodes). flat (default): the flat fit's bootstrap over expiries, shown as 'flat-fit SE, not the surface SE' (0.3-3x the surface's own on the shared snapshots; nodes carry none). wild: the wild cluster bootstrap over a balanced sign design (every expiry kept, its residuals flipped whole or not; 16 refits with 5-8 expiries, 24 with 9-12), within 10 % of the wild bootstrap over all sign patterns on the shared snapshots, at 16-24 warm-started fits a run (+3.5-4.5 s a live calibrate on the shared snapshots, ~12 s on the demo's generated chains, and as much per backtest decision); see CALIBRATION_NOTES.",
+    )
     refit_draws: int = Field(
         default=0, ge=0, le=MAX_BOOTSTRAP_DRAWS,
-        description="Draws of the opt-in bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries with replacement (each draw one warm-started fit of 0.07-0.43 s). 0 (default): the surface's SE is the wild cluster bootstrap over a balanced sign design instead (every expiry kept, its residuals flipped whole or not; 16 refits with 5-8 expiries), which agrees within 10 % with the wild bootstrap over all sign patterns; see CALIBRATION_NOTES.",
+        description="Draws of the opt-in bootstrap that refits the applied surface (levels and smile nodes) per resample of expiries with replacement (each draw one warm-started fit of 0.07-0.43 s); 2 or more take precedence over surface_se. Its SD is not pinned even by 1000 draws (a resample that misses both expiries around a pillar leaves it unidentified); see CALIBRATION_NOTES.",
     )
     min_distinct_resamples: int = Field(
         default=20, ge=2,

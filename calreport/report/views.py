@@ -61,15 +61,16 @@ def _bands(m: Multipliers | None) -> dict[str, float]:
 
 
 def _se_basis(run: LiveRun) -> str:
-    """What a live run's ± rests on: the surface's own refits (wild cluster by default, or resampling), or for
-    older surface rows the flat fit's bootstrap, another statistic than the fitted levels' (CALIBRATION_NOTES)."""
+    """What a live run's ± rests on: the surface's own refits (fit.surface_se wild, or the resampling refit), or,
+    under the default config and in older surface rows, the flat fit's bootstrap: another statistic than the
+    fitted levels' (0.3-3x theirs on the shared snapshots, CALIBRATION_NOTES), said so on the card."""
     if _global(run.multiplier_se) is None:
         return ""
     g = (run.uncertainty or {}).get("global")
     if g is not None and g.method in ("surface refit", "wild cluster"):
         return f"{g.method}, {g.draws} {'draws' if g.method == 'surface refit' else 'refits'}"
     if run.recommended is not None and run.recommended.smile is not None:
-        return "flat-fit SE: not the surface's"
+        return "flat-fit SE, not the surface SE (fit.surface_se: wild gives that)"
     return "bootstrap over expiries" if g is None or g.expiries is None else f"bootstrap over {g.expiries} expiries"
 
 
