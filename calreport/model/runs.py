@@ -102,7 +102,7 @@ class UncertaintyEntry(_Lenient):
     draws: int | None = Field(default=None, description="Bootstrap draws used (wild cluster: the design's refits).")
     method: str | None = Field(
         default=None,
-        description='"wild cluster" (fit.surface_se wild): every run of a balanced sign design refits the applied surface and the global smile on the data with each expiry\'s residuals kept or flipped; "surface refit" (fit.refit_draws >= 2): every draw refits them on the resampled expiries; absent: the older flat grid bootstrap.',
+        description='"wild cluster" (fit.surface_se wild): every run of a balanced sign design refits the applied surface and the global smile on the data with each expiry\'s residuals kept or flipped; "surface refit" (fit.refit_draws >= 2): every draw refits them on the resampled expiries; absent: the flat grid bootstrap (the default fit.surface_se flat, older rows, the step model, auto runs).',
     )
     distinct: int | None = Field(default=None, description="Distinct draws of the expiries that inform this value: resamples among the draws, or 2^k sign patterns of k expiries (wild cluster).")
     refused: str | None = Field(default=None, description="Why no interval is shown (too few distinct resamples, sign patterns or expiries); the SE is still given.")
