@@ -212,7 +212,7 @@ class FitConfig(_Section):
     bootstrap_seed: int = Field(default=11, ge=0, lt=2**32, description="Seed of that bootstrap (same data and seed, same standard error).")
     surface_se: Literal["flat", "wild"] = Field(
         default="flat",
-        description="The surface's standard errors (levels and smile nodes). flat (default): the flat fit's bootstrap over expiries, shown as 'flat-fit SE, not the surface SE' (0.3-3x the surface's own on the shared snapshots; nodes carry none). wild: the wild cluster bootstrap over a balanced sign design (every expiry kept, its residuals flipped whole or not; 16 refits with 5-8 expiries, 24 with 9-12), within 10 % of the wild bootstrap over all sign patterns on the shared snapshots, at 16-24 warm-started fits a run (+3.5-4.5 s a live calibrate on the shared snapshots, ~12 s on the demo's generated chains, and as much per backtest decision); see CALIBRATION_NOTES.",
+        description="The surface's standard errors (levels and smile nodes). flat (default): the flat fit's bootstrap over expiries, shown as 'flat-fit SE, not the surface SE' (0.3-3x the surface's own on the shared snapshots; nodes carry none). wild: the wild cluster bootstrap over a balanced sign design (every expiry kept, its residuals flipped whole or not; 16 refits with 5-8 expiries, 24 with 9-12), within 10 % of the wild bootstrap over all sign patterns on the shared snapshots, at 16-24 warm-started fits a run (+1.3-3.1 s a live calibrate on the shared snapshots (quiet machine; 3.5-4.5 s at load 2-4), ~12 s on the demo's generated chains, and as much per backtest decision); see CALIBRATION_NOTES.",
     )
     refit_draws: int = Field(
         default=0, ge=0, le=MAX_BOOTSTRAP_DRAWS,

@@ -65,7 +65,7 @@ filters:
   min_open_interest: 0.0
   max_rel_spread: 2.0         # (ask - bid) / mid, only where both sides exist
   option_types: [C, P]
-# fit.surface_se: flat (the flat fit's bootstrap) or wild (the surface's own SE: 16-24 refits a run, ~4 s)
+# fit.surface_se: flat (the flat fit's bootstrap) or wild (the surface's own SE: 16-24 refits a run, 1-3 s a calibrate)
 fit: {min_mult: 0.5, max_mult: 3.0, band_min_samples: 10, min_samples: 10, min_rv_returns: 120, objective: price_vega_rel,
       bootstrap_draws: 400, bootstrap_seed: 11, surface_se: flat, refit_draws: 0,
       min_distinct_resamples: 20}
