@@ -374,7 +374,7 @@ def _surface_uncertainty(
 
         def stat_of(informs: np.ndarray) -> Callable[..., ParamUncertainty]:
             return lambda v, s, se_rv=None: param_uncertainty(v, s, rows[:, informs], se_rv=se_rv, min_distinct=md)
-    else:  # default: the wild cluster bootstrap on a balanced design of signs
+    else:  # fit.surface_se wild: the wild cluster bootstrap on a balanced design of signs
         method = WILD_METHOD
         rows = wild_design(E)
         fitted_sigma = np.sqrt(Surface.build(

@@ -23,9 +23,10 @@ No loop over options or over draws.
     rv_se(m, n_returns, manual) -> se_rv | None
     combine(m, se_expiry, se_rv) -> Uncertainty
 
-The applied surface (live._surface_uncertainty) is refitted instead, per draw of the expiries: by default the
-wild cluster bootstrap on a balanced sign design (every expiry kept, its residuals flipped whole or not, so no
-draw deletes a pillar's data; CALIBRATION_NOTES "The applied surface's uncertainty"); opt-in, resampling.
+The applied surface's own SE (live._surface_uncertainty, opt-in: the default keeps the flat grid bootstrap above)
+refits it per draw of the expiries: with fit.surface_se wild, the wild cluster bootstrap on a balanced sign design
+(every expiry kept, its residuals flipped whole or not, so no draw deletes a pillar's data; CALIBRATION_NOTES "The
+applied surface's uncertainty"); with fit.refit_draws >= 2, resampling whole expiries.
 
     wild_design(E) -> (N, E) signs     wild_data(fitted, observed, expiry, signs) -> y*
     wild_uncertainty(value, samples, informing, ...) / param_uncertainty(value, samples, counts, ...) -> ParamUncertainty
@@ -47,7 +48,7 @@ Terms = Callable[[np.ndarray], np.ndarray]  # grid (g,) -> per-quote weighted lo
 GRID_POINTS = 241  # geometric step ~0.75 % over [0.5, 3.0]; the parabola refines inside it
 MAX_GRID_CELLS = 2_000_000  # grid points x quotes evaluated at once
 Z95 = 1.959963984540054
-WILD_METHOD = "wild cluster"  # UncertaintyEntry.method of the default surface uncertainty (docs/FILES.md)
+WILD_METHOD = "wild cluster"  # UncertaintyEntry.method under fit.surface_se wild (docs/FILES.md)
 
 
 @dataclass(frozen=True)
