@@ -8,7 +8,7 @@ import gzip
 import json
 import math
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pytest

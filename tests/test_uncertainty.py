@@ -26,7 +26,7 @@ from calreport.calibration.uncertainty import (
 )
 from calreport.commands import usecases as actions
 from calreport.commands.workspace import Workspace
-from calreport.model import AppliedEntry, CalibrationConfig, LiveRun, Multipliers, PolicyConfig, RunDetail
+from calreport.model import AppliedEntry, LiveRun, Multipliers, PolicyConfig, RunDetail
 from calreport.store.paths import Root
 from tests.independent import b76, expiry_seconds
 from tests.test_calibrate import synth_rows, write_snapshot

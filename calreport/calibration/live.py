@@ -84,7 +84,6 @@ from calreport.model import (
     RunDetail,
     Smile,
     SmileFitStats,
-    SurfaceSpec,
     UncertaintyEntry,
 )
 from calreport.realism import (

@@ -756,7 +756,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     U_ONE = "underlying, e.g. BTC (one the config lists)"
     U_PICK = "underlying, e.g. BTC; required when the config lists more than one"
-    U_LIST = "BTC, or BTC,ETH (default: every underlying the config lists)"
 
     def json_flag(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("--json", action="store_true", help=f"print {what} as one JSON document instead of the summary")
