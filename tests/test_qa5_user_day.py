@@ -178,3 +178,22 @@ def test_a_rollback_across_a_quoting_model_change_says_the_model_changes_too(
     assert main(["--root", str(root), "rollback", "--underlying", "BTC"]) == 0
     out = capsys.readouterr().out
     assert "surface pillars-pchip-1 -> none (step model)" in out and "switches back" not in out
+
+
+def test_doctor_warns_when_the_bands_leave_a_gap_the_step_model_quotes_at_the_global_multiplier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Editing 7-30d to start at 8 days left options of 7-8 days in no band: a step-model entry quotes them at the
+    global multiplier, and nothing said so (found by QA). Contiguous bands, and the ends (before the first band,
+    past the last), are not gaps."""
+    from calreport.model import CalibrationConfig
+
+    root = _init(tmp_path)
+    assert CalibrationConfig().band_gaps() == []
+    assert main(["--root", str(root), "doctor"]) == 0
+    assert "in no band" not in capsys.readouterr().out
+    _edit(root / "config" / "calibration.yaml", "{name: 7-30d, min_dte: 7, max_dte: 30}", "{name: 7-30d, min_dte: 8, max_dte: 30}")
+    assert main(["--root", str(root), "doctor"]) == 0  # a warning: the root stays consistent
+    out = capsys.readouterr().out
+    assert "WARNING: config/calibration.yaml: the bands leave DTE [7, 8) in no band" in out and "global multiplier" in out
+    assert "1 warning(s)" in out

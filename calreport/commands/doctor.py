@@ -342,6 +342,18 @@ def run_doctor(ws: Workspace) -> DoctorReport:
         return DoctorReport(str(root.path), problems, None, **counts)
     except CalreportError as exc:
         return _invalid_yaml(root, problems, counts, query, exc)
+    gaps = cfg.band_gaps()
+    if gaps:
+        spans = ", ".join(f"[{lo:g}, {hi:g})" for lo, hi in gaps)
+        problems.append(
+            Problem(
+                "warning",
+                "band-gap",
+                f"config/calibration.yaml: the bands leave DTE {spans} in no band, so a step-model entry quotes those "
+                "options at the global multiplier (a surface entry interpolates its pillars across them)",
+                "make the next band start where the previous one ends (or add a band there), unless that is meant",
+            )
+        )
     stale = sorted(p.name for p in root.config_dir.glob(f".{root.applied.name}.*.tmp"))
     if stale:
         problems.append(

@@ -458,6 +458,18 @@ class CalibrationConfig(_Section):
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
 
+    def band_gaps(self) -> list[tuple[float, float]]:
+        """DTE ranges [lo, hi) between the bands that no band covers (below the first band's min_dte and past the
+        last band's max_dte are not gaps: there the global multiplier is meant). The band lookup then finds no
+        band, so a step-model entry quotes such an option at the global multiplier."""
+        spans = sorted((b.min_dte, b.max_dte) for b in self.bands)
+        gaps, reach = [], spans[0][1] if spans else 0.0
+        for lo, hi in spans[1:]:  # a handful of bands
+            if lo > reach:
+                gaps.append((reach, lo))
+            reach = max(reach, hi)
+        return gaps
+
     def settings_hash(self) -> str:
         """A short hash of every setting, so a run can be reproduced with the same config."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
