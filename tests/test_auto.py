@@ -249,17 +249,35 @@ def test_dashboard_says_the_harvest_stopped_when_the_auto_window_ends_hours_afte
     from datetime import timedelta
 
     ws = Workspace.open(sample_root)
-    run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=END_DT + timedelta(hours=1))  # within 2 h: current
+    at = END_DT + timedelta(hours=1)  # the daily job: its window ends when it runs
+    run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=at, now=lambda: at)  # within 2 h: current
     render_site(sample_root)
     html = sample_root.index_html.read_text()
     assert "Stale harvest" not in html and 'data-field="stale-harvest"' not in html
-    run = run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=END_DT + timedelta(hours=6))
+    at = END_DT + timedelta(hours=6)
+    run = run_auto_calibration(ws, "BTC", dte="3-10", lookback="1d", as_of=at, now=lambda: at)
     assert run.harvest_end == "2025-12-13T12:00:00Z" and run.snapshots_used and run.status == "ok"
     render_site(sample_root)
     html = sample_root.index_html.read_text()
-    assert "Stale harvest" in html
+    assert "Stale harvest" in html and "is the harvester running?" in html
     assert "BTC harvest ends 6.0 h before the window end of its latest auto run" in html
     assert 'data-field="stale-harvest"' in html  # on the Data health card too
+
+
+def test_a_past_window_ending_after_the_harvest_is_a_gap_not_a_stopped_harvester(sample_root: Root) -> None:
+    """`--as-of` a day before the run (a backfill, a study): the window's last hours without snapshots are a gap
+    in that window; the banner asked "is the harvester running?" of a harvest that may well go on after it (found
+    by QA on the shared harvest: ETH --as-of 2025-12-12T11:00Z, 9.3 h gap, harvest continuing to Dec 13)."""
+    from calreport.report import render_site
+    from datetime import timedelta
+
+    at = END_DT + timedelta(hours=6)
+    run_auto_calibration(Workspace.open(sample_root), "BTC", dte="3-10", lookback="1d", as_of=at, now=lambda: at + timedelta(days=1))
+    render_site(sample_root)
+    html = sample_root.index_html.read_text()
+    assert "Harvest gap" in html and "Stale harvest" not in html and "is the harvester running?" not in html
+    assert "a gap in the harvest at the end of a window that ended 24.0 h before the run (--as-of)" in html
+    assert 'data-field="stale-harvest"' in html  # the card still says the window's data ends early
 
 
 def test_progress_bar_only_on_a_terminal(sample_root: Root, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -876,11 +876,24 @@ def stale_harvest(run: AutoRun | None, inp: Inputs) -> str:
     gap, limit = harvest_gap_hours(run), inp.config.dashboard.stale_after_hours
     if gap is None or gap <= limit or run is None:
         return ""
-    return (
+    text = (
         f"{run.underlying} harvest ends {fmt.span(gap)} before the window end of its latest auto run "
         f"({fmt.time(run.harvest_end)} vs {fmt.time(run.as_of or run.ts)}; more than dashboard.stale_after_hours = "
-        f"{fmt.span(limit)}): is the harvester running?"
+        f"{fmt.span(limit)})"
     )
+    before = past_window_hours(run, limit)
+    if before is not None:
+        return text + (f": a gap in the harvest at the end of a window that ended {fmt.span(before)} before the run "
+                       "(--as-of), not a sign that the harvester stopped")
+    return text + ": is the harvester running?"
+
+
+def past_window_hours(run: AutoRun | None, limit: float) -> float | None:
+    """Hours from the window's end to the run, when more than `limit` (a `--as-of` well before the run: a backfill
+    or a study of a past window, whose last hours without snapshots are a gap, not news of the harvester); else None."""
+    end, ran = (time_ms(run.as_of), time_ms(run.ts)) if run is not None else (None, None)
+    hours = None if end is None or ran is None else (ran - end) / MS_PER_HOUR
+    return hours if hours is not None and hours > limit else None
 
 
 def build_health(names: list[str], inp: Inputs) -> list[HealthCard]:
@@ -1086,9 +1099,10 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                 f"{fmt.time(iso_utc(inp.now))}: the applied values may no longer fit the market.",
             )
         )
-    harvests = [text for n in names if (text := stale_harvest(inp.history.latest_auto.get(n), inp))]
-    if harvests:
-        out.append(Banner("warn", "Stale harvest", "; ".join(harvests)))
+    runs = [run for n in names if stale_harvest(run := inp.history.latest_auto.get(n), inp)]
+    if runs:
+        past = all(past_window_hours(run, dash.stale_after_hours) is not None for run in runs)
+        out.append(Banner("warn", "Harvest gap" if past else "Stale harvest", "; ".join(stale_harvest(run, inp) for run in runs)))
     for path, (count, line_numbers) in inp.history.skipped.items():
         if count:
             lines = ", ".join(str(n) for n in line_numbers[:5]) + (" ..." if count > 5 else "")
