@@ -97,3 +97,24 @@ def live_run_rows(root: Path) -> list[dict[str, Any]]:
     """The live_run rows of a root's history as written (JSON objects, file order)."""
     lines = (root / "history" / "live_calibration.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == "live_run"]
+
+
+def calibrate_capturing_surface_uncertainty(root: Path, underlying: str, snapshot: Path, rv: float) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """`calreport calibrate` on an initialised root, with the arguments live._surface_uncertainty was called with
+    captured: (the run's live_run row, those arguments) — what the uncertainty tests refit independently."""
+    from calreport.calibration import live
+    from calreport.commands.cli import main
+
+    captured: dict[str, tuple[Any, ...]] = {}
+    real = live._surface_uncertainty
+
+    def spy(*args: Any) -> Any:
+        captured["args"] = args
+        return real(*args)
+
+    live._surface_uncertainty = spy  # type: ignore[assignment]
+    try:
+        assert main(["--root", str(root), "calibrate", "--underlying", underlying, "--snapshot", str(snapshot), "--rv", str(rv)]) == 0
+    finally:
+        live._surface_uncertainty = real  # type: ignore[assignment]
+    return live_run_rows(root)[0], captured["args"]

@@ -8,18 +8,17 @@ comparison is not blurred by Monte-Carlo error: what differs is only how each dr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from calreport.calibration import live
 from calreport.calibration.smile import fit_smile
 from calreport.calibration.surface_fit import fit_surface
 from calreport.calibration.uncertainty import distinct_resamples, param_uncertainty
 from calreport.commands.cli import main
+from foundation_helpers import calibrate_capturing_surface_uncertainty
 
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 CASES = {"BTC 12-11": ("BTC", "BTC-2025-12-11T1936Z.json", 0.43), "ETH 12-11": ("ETH", "ETH-2025-12-11T1936Z.json", 0.60),
@@ -28,9 +27,9 @@ DRAWS = 4
 TOL = 0.25
 
 
-def _independent(captured: dict) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+def _independent(args: tuple) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
     """Per parameter (levels, nodes, global level): the sd over the same draws, each refitted from scratch."""
-    priced, (problem, full), _rec, g_smile, _rv, config = captured["args"]
+    priced, (problem, full), _rec, g_smile, _rv, config = args
     q = priced.sel.quotes
     keys = np.unique(q.expiry_ms[problem.mask | priced.otm])
     counts = np.random.default_rng(config.fit.bootstrap_seed).multinomial(keys.size, np.full(keys.size, 1.0 / keys.size), size=DRAWS)
@@ -67,21 +66,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:  # type: 
         cfg = yaml.safe_load(cfg_file.read_text())
         cfg["fit"]["refit_draws"] = DRAWS
         cfg_file.write_text(yaml.safe_dump(cfg))
-        captured: dict = {}  # type: ignore[type-arg]
-        real = live._surface_uncertainty
-
-        def spy(*args, _c=captured, _real=real):  # type: ignore[no-untyped-def]
-            _c["args"] = args
-            return _real(*args)
-
-        live._surface_uncertainty = spy
-        try:
-            assert main(["--root", str(root), "calibrate", "--underlying", und, "--snapshot", str(SNAP / snap), "--rv", str(rv)]) == 0
-        finally:
-            live._surface_uncertainty = real
-        rows = [json.loads(line) for line in (root / "history" / "live_calibration.jsonl").read_text().splitlines()]
-        run = next(r for r in rows if r["type"] == "live_run")
-        out[label] = {"run": run, "independent": _independent(captured), "labels": list(captured["args"][2].bands)}
+        run, args = calibrate_capturing_surface_uncertainty(root, und, SNAP / snap, rv)
+        out[label] = {"run": run, "independent": _independent(args), "labels": list(args[2].bands)}
     return out
 
 

@@ -10,7 +10,6 @@ bootstrap over all 2^8 sign patterns (ratios 0.91-1.09) is measured in CALIBRATI
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,13 @@ import pytest
 
 import budget
 
-from calreport.calibration import live
 from calreport.calibration.pricing import black76_price
 from calreport.calibration.smile import fit_smile, smile_at
 from calreport.calibration.surface import Surface
 from calreport.calibration.surface_fit import fit_surface
 from calreport.calibration.uncertainty import wild_design, wild_uncertainty
 from calreport.commands.cli import main
+from foundation_helpers import calibrate_capturing_surface_uncertainty
 
 SNAP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deribit-snapshots"
 ALL_CASES = {"BTC 12-11": ("BTC", "BTC-2025-12-11T1936Z.json", 0.43), "ETH 12-11": ("ETH", "ETH-2025-12-11T1936Z.json", 0.60),
@@ -82,21 +81,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:  # type: 
         assert main(["--root", str(root), "init"]) == 0
         cfg = root / "config" / "calibration.yaml"
         cfg.write_text(cfg.read_text().replace("surface_se: flat,", "surface_se: wild,"))  # opted in
-        captured: dict = {}  # type: ignore[type-arg]
-        real = live._surface_uncertainty
-
-        def spy(*args, _c=captured, _real=real):  # type: ignore[no-untyped-def]
-            _c["args"] = args
-            return _real(*args)
-
-        live._surface_uncertainty = spy
-        try:
-            assert main(["--root", str(root), "calibrate", "--underlying", und, "--snapshot", str(SNAP / snap), "--rv", str(rv)]) == 0
-        finally:
-            live._surface_uncertainty = real
-        rows = [json.loads(line) for line in (root / "history" / "live_calibration.jsonl").read_text().splitlines()]
-        run = next(r for r in rows if r["type"] == "live_run")
-        out[label] = {"run": run, "args": captured["args"], "labels": list(captured["args"][2].bands)}
+        run, args = calibrate_capturing_surface_uncertainty(root, und, SNAP / snap, rv)
+        out[label] = {"run": run, "args": args, "labels": list(args[2].bands)}
     return out
 
 

@@ -41,7 +41,7 @@ from calreport.calibration.fit import (
 from calreport.calibration.pricing import black76_price, implied_vol, year_fraction
 from calreport.calibration.select import Selection, dropped_text, select_quotes
 from calreport.calibration.sigma import BaseHold, base_sigma, quote_base
-from calreport.calibration.smile import SmileFit, fit_smile, sigma_for, smile_at, surface_tau
+from calreport.calibration.smile import SmileFit, fit_smile, normalised_moneyness, sigma_for, smile_at, surface_tau
 from calreport.calibration.surface import DAYS_PER_YEAR, Surface, quoting_model, surface_spec, uses_surface
 from calreport.calibration.surface_fit import SurfaceFit, fit_surface
 from calreport.calibration.smoothing import (
@@ -314,7 +314,7 @@ def _global_wild_data(priced: _Priced, global_smile: SmileFit, config: Calibrati
     m = priced.otm
     level = priced.base[m] * global_smile.multiplier
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.log(q.strike[m] / q.underlying_price[m]) / (level * np.sqrt(priced.sel.T[m]))
+        x = normalised_moneyness(np.log(q.strike[m] / q.underlying_price[m]), np.sqrt(priced.sel.T[m]), level)
         sig = level * smile_at(x, list(config.smile.nodes), global_smile.values)
         mark, sm = q.mark_price.astype(np.float64).copy(), priced.sigma_mark.astype(np.float64).copy()
         if config.fit.objective == "price_vega_rel":

@@ -1099,10 +1099,10 @@ def build_banners(inp: Inputs, names: list[str]) -> list[Banner]:
                 f"{fmt.time(iso_utc(inp.now))}: the applied values may no longer fit the market.",
             )
         )
-    runs = [run for n in names if stale_harvest(run := inp.history.latest_auto.get(n), inp)]
-    if runs:
-        past = all(past_window_hours(run, dash.stale_after_hours) is not None for run in runs)
-        out.append(Banner("warn", "Harvest gap" if past else "Stale harvest", "; ".join(stale_harvest(run, inp) for run in runs)))
+    harvests = [(run, text) for n in names if (text := stale_harvest(run := inp.history.latest_auto.get(n), inp))]
+    if harvests:
+        past = all(past_window_hours(run, dash.stale_after_hours) is not None for run, _ in harvests)
+        out.append(Banner("warn", "Harvest gap" if past else "Stale harvest", "; ".join(text for _, text in harvests)))
     for path, (count, line_numbers) in inp.history.skipped.items():
         if count:
             lines = ", ".join(str(n) for n in line_numbers[:5]) + (" ..." if count > 5 else "")
